@@ -1,0 +1,40 @@
+# Every target installs what it needs and starts what it needs (the dev broker), and stops only what it started.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+SWIFT_TEST_FLAGS ?=
+
+.PHONY: help deps build test bench-messaging demo run broker-start broker-stop clean
+
+help:
+	@echo "make test             install deps, start the dev broker, build, run every test, stop the broker"
+	@echo "make bench-messaging  Messaging vs kcat on the same dev broker (see bench/messaging.sh)"
+	@echo "make demo             the whole system in one command (arrives with issue 8; not yet)"
+	@echo "make broker-start     start the dev broker and leave it running (prints its address)"
+	@echo "make broker-stop      stop the dev broker started by broker-start"
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	swift build --build-tests
+
+test: build
+	scripts/with-dev-broker swift test --skip-build $(SWIFT_TEST_FLAGS)
+
+bench-messaging: deps
+	swift build -c release --product messaging-bench
+	scripts/with-dev-broker bench/messaging.sh
+
+demo run:
+	@echo "make $@: the one-command demo arrives with issue 8 (the whole system); the services are not built yet." >&2
+	@echo "For now: 'make test' runs every test, and 'swift run atlassian-sandbox' starts the Atlassian sandbox." >&2
+	@exit 1
+
+broker-start: deps
+	@scripts/dev-broker start
+
+broker-stop:
+	@scripts/dev-broker stop
+
+clean:
+	rm -rf .build .run

@@ -1,0 +1,110 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
+let hummingbird: Target.Dependency = .product(name: "Hummingbird", package: "hummingbird")
+let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
+
+/// The five executables. Each lives in `Services/<name>/` and depends on Shared modules only,
+/// never on another service.
+let services: [(name: String, dependencies: [Target.Dependency])] = [
+    ("oauth-gateway", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
+    ("profile-store", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
+    ("pdr-reporter", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
+    ("erasure-executor", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
+    ("atlassian-sandbox", [
+        "ServiceKit", .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "Logging", package: "swift-log"),
+    ]),
+]
+
+/// Builds a service's executable target from its folder under `Services/`.
+func makeServiceTarget(name: String, dependencies: [Target.Dependency]) -> Target {
+    .executableTarget(name: name, dependencies: dependencies, path: "Services/\(name)")
+}
+
+
+let package = Package(
+    name: "lethe",
+    platforms: [.macOS(.v15)],
+    products: services.map { .executable(name: $0.name, targets: [$0.name]) },
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    ],
+    targets: services.map { makeServiceTarget(name: $0.name, dependencies: $0.dependencies) } + [
+        // MARK: Shared modules
+        .systemLibrary(
+            name: "CRdKafka",
+            path: "Shared/CRdKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"])]
+        ),
+        .target(name: "Contracts", path: "Shared/Contracts"),
+        .target(
+            name: "Messaging",
+            dependencies: ["CRdKafka", "Contracts", lifecycle, logging, metrics],
+            path: "Shared/Messaging"
+        ),
+        .target(
+            name: "ServiceKit",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                lifecycle, logging, metrics,
+            ],
+            path: "Shared/ServiceKit"
+        ),
+
+        .target(
+            name: "AtlassianClient",
+            dependencies: [.product(name: "AsyncHTTPClient", package: "async-http-client"), logging],
+            path: "Shared/AtlassianClient"
+        ),
+
+        // MARK: Tools run by tests and benchmarks
+        .executableTarget(
+            name: "kafka-test-consumer",
+            dependencies: ["Messaging", "ServiceKit", lifecycle, logging],
+            path: "Tests/Executables/kafka-test-consumer"
+        ),
+        .executableTarget(
+            name: "messaging-bench",
+            dependencies: ["Messaging", lifecycle, logging],
+            path: "bench/messaging-bench"
+        ),
+
+        // MARK: Tests
+        .target(
+            name: "TestSupport",
+            dependencies: ["Messaging", lifecycle, logging],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "AtlassianClientTests",
+            dependencies: [
+                "AtlassianClient", "atlassian-sandbox", "ServiceKit",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Prometheus", package: "swift-prometheus"), lifecycle,
+            ]
+        ),
+        .testTarget(name: "ContractsTests", dependencies: ["Contracts"]),
+        .testTarget(name: "MessagingTests", dependencies: ["Messaging", "Contracts", "TestSupport", lifecycle, logging]),
+        .testTarget(
+            name: "ServiceKitTests",
+            dependencies: [
+                "ServiceKit", "TestSupport", "Messaging", hummingbird, prometheus,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

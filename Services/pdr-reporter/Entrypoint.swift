@@ -1,0 +1,13 @@
+import Logging
+import ServiceKit
+
+/// pdr-reporter: per-app Personal Data Reporting cycles.
+@main
+struct PDRReporterEntrypoint {
+    static func main() async throws {
+        let (logger, registry) = ServiceBootstrap.bootstrap(label: "pdr-reporter")
+        let config = ServiceBootstrap.exitOnConfigError { try PDRReporterConfig(reader: ConfigReader()) }
+        let services = try buildPDRReporter(config: config, logger: logger, registry: registry)
+        try await services.run()
+    }
+}

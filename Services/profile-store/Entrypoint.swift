@@ -1,0 +1,13 @@
+import Logging
+import ServiceKit
+
+/// profile-store: the system of record for Atlassian profiles.
+@main
+struct ProfileStoreEntrypoint {
+    static func main() async throws {
+        let (logger, registry) = ServiceBootstrap.bootstrap(label: "profile-store")
+        let config = ServiceBootstrap.exitOnConfigError { try ProfileStoreConfig(reader: ConfigReader()) }
+        let services = try buildProfileStore(config: config, logger: logger, registry: registry)
+        try await services.run()
+    }
+}

@@ -1,0 +1,234 @@
+import Foundation
+
+/// A request to erase an account's data, on `lethe.erasure.requests.v1` (keyed by `appId:accountId`).
+///
+/// The executor turns it into one ``EraseSubject`` per tenant: for `tenantId == nil` every tenant holding the
+/// account through the app; `policy == nil` means each tenant's configured policy.
+package struct ErasureRequested: LetheEvent {
+    /// `lethe.ErasureRequested`.
+    package static let eventType = "lethe.ErasureRequested"
+    /// 1.0.
+    package static let schemaVersion = SchemaVersion(major: 1, minor: 0)
+
+    /// Idempotency id of the request: a redelivered request must not start a second erasure.
+    package var requestId: String
+    /// The OAuth app.
+    package var appId: String
+    /// The Atlassian accountId.
+    package var accountId: String
+    /// The one tenant concerned, or `nil` for all tenants holding the account through the app.
+    package var tenantId: String?
+    /// Why.
+    package var cause: ErasureCause
+    /// An explicit policy overriding the tenant's (e.g. `scrub` after a failed refresh), or `nil`.
+    package var policy: ErasurePolicy?
+
+    /// Makes the event.
+    package init(
+        requestId: String,
+        appId: String,
+        accountId: String,
+        tenantId: String? = nil,
+        cause: ErasureCause,
+        policy: ErasurePolicy? = nil
+    ) {
+        self.requestId = requestId
+        self.appId = appId
+        self.accountId = accountId
+        self.tenantId = tenantId
+        self.cause = cause
+        self.policy = policy
+    }
+}
+
+/// The command every participant applies, on `lethe.erasure.commands.v1` (keyed by `appId:accountId`).
+///
+/// Ids only, no PII. It may be re-sent (missing acks are retried), so participants apply it idempotently by
+/// `erasureId`.
+package struct EraseSubject: LetheEvent {
+    /// `lethe.EraseSubject`.
+    package static let eventType = "lethe.EraseSubject"
+    /// 1.0.
+    package static let schemaVersion = SchemaVersion(major: 1, minor: 0)
+
+    /// The erasure's id; the key of acks and of the completion.
+    package var erasureId: String
+    /// The tenant whose copy of the data is concerned; participants touch only that tenant's data.
+    package var tenantId: String
+    /// The OAuth app.
+    package var appId: String
+    /// The Atlassian accountId.
+    package var accountId: String
+    /// What to do with the data.
+    package var policy: ErasurePolicy
+    /// Why, for the participant's own audit.
+    package var cause: ErasureCause
+    /// When the executor first issued the command (unchanged on re-sends).
+    package var issuedAt: Date
+    /// When the erasure becomes `overdue`.
+    package var deadline: Date
+
+    /// Makes the event.
+    package init(
+        erasureId: String,
+        tenantId: String,
+        appId: String,
+        accountId: String,
+        policy: ErasurePolicy,
+        cause: ErasureCause,
+        issuedAt: Date,
+        deadline: Date
+    ) {
+        self.erasureId = erasureId
+        self.tenantId = tenantId
+        self.appId = appId
+        self.accountId = accountId
+        self.policy = policy
+        self.cause = cause
+        self.issuedAt = issuedAt
+        self.deadline = deadline
+    }
+}
+
+/// A participant's answer to an ``EraseSubject``, on `lethe.erasure.acks.v1` (keyed by erasureId).
+package struct ErasureAcknowledged: LetheEvent {
+    /// `lethe.ErasureAcknowledged`.
+    package static let eventType = "lethe.ErasureAcknowledged"
+    /// 1.0.
+    package static let schemaVersion = SchemaVersion(major: 1, minor: 0)
+
+    /// The erasure acknowledged.
+    package var erasureId: String
+    /// The participant's declared name (see ``ParticipantDeclared``).
+    package var participant: String
+    /// What the participant did.
+    package var outcome: ErasureOutcome
+    /// A PII-free explanation, typically for `failed`.
+    package var detail: String?
+    /// When the participant finished.
+    package var at: Date
+
+    /// Makes the event.
+    package init(erasureId: String, participant: String, outcome: ErasureOutcome, detail: String? = nil, at: Date) {
+        self.erasureId = erasureId
+        self.participant = participant
+        self.outcome = outcome
+        self.detail = detail
+        self.at = at
+    }
+}
+
+/// A service declares that it holds Atlassian-sourced data and must acknowledge erasures, on
+/// `lethe.erasure.participants.v1` (compacted, keyed by participant; a tombstone means it left).
+package struct ParticipantDeclared: LetheEvent {
+    /// `lethe.ParticipantDeclared`.
+    package static let eventType = "lethe.ParticipantDeclared"
+    /// 1.0.
+    package static let schemaVersion = SchemaVersion(major: 1, minor: 0)
+
+    /// The participant's stable name; acks must use the same name.
+    package var participant: String
+    /// Names of the personal-data fields it holds (e.g. `email`), for the audit record.
+    package var holds: [String]
+    /// When it declared itself. Erasures issued before that do not wait for it.
+    package var declaredAt: Date
+
+    /// Makes the event.
+    package init(participant: String, holds: [String], declaredAt: Date) {
+        self.participant = participant
+        self.holds = holds
+        self.declaredAt = declaredAt
+    }
+}
+
+/// One participant's final outcome inside an ``ErasureCompleted``.
+package struct ParticipantOutcome: Codable, Sendable, Hashable {
+    /// The participant's declared name.
+    package var participant: String
+    /// What it did.
+    package var outcome: ErasureOutcome
+    /// When it acknowledged.
+    package var at: Date
+
+    /// Makes the outcome.
+    package init(participant: String, outcome: ErasureOutcome, at: Date) {
+        self.participant = participant
+        self.outcome = outcome
+        self.at = at
+    }
+}
+
+/// The audit-chain entry proving an erasure, inside an ``ErasureCompleted``.
+///
+/// Entries are hash-chained: `entryHash` covers the entry including `previousHash`, so removing or altering any
+/// entry breaks every later one; `signature` by key `keyId` makes the chain attributable.
+package struct ErasureReceipt: Codable, Sendable, Hashable {
+    /// Position in the chain, starting at 1, without gaps.
+    package var sequence: Int
+    /// Hex hash of this entry.
+    package var entryHash: String
+    /// Hex hash of the previous entry (a fixed genesis value for the first).
+    package var previousHash: String
+    /// Signature over `entryHash` (encoding defined by the executor's audit export).
+    package var signature: String
+    /// Id of the signing key, so verifiers can pick the right public key after rotation.
+    package var keyId: String
+
+    /// Makes the receipt.
+    package init(sequence: Int, entryHash: String, previousHash: String, signature: String, keyId: String) {
+        self.sequence = sequence
+        self.entryHash = entryHash
+        self.previousHash = previousHash
+        self.signature = signature
+        self.keyId = keyId
+    }
+}
+
+/// An erasure is complete: every required participant acknowledged. On `lethe.erasure.completed.v1` (compacted,
+/// keyed by erasureId), for tenants and auditors.
+///
+/// Contains no PII: the subject is an HMAC of `appId:accountId`, so the receipt can be kept for ever.
+package struct ErasureCompleted: LetheEvent {
+    /// `lethe.ErasureCompleted`.
+    package static let eventType = "lethe.ErasureCompleted"
+    /// 1.0.
+    package static let schemaVersion = SchemaVersion(major: 1, minor: 0)
+
+    /// The erasure's id.
+    package var erasureId: String
+    /// The tenant concerned.
+    package var tenantId: String
+    /// Hex HMAC of `appId:accountId`: lets whoever knows the account verify the receipt without publishing it.
+    package var subject: String
+    /// The policy applied.
+    package var policy: ErasurePolicy
+    /// Why the erasure happened.
+    package var cause: ErasureCause
+    /// Each participant's outcome.
+    package var outcomes: [ParticipantOutcome]
+    /// When the last required acknowledgement arrived.
+    package var completedAt: Date
+    /// The audit-chain entry for this erasure.
+    package var receipt: ErasureReceipt
+
+    /// Makes the event.
+    package init(
+        erasureId: String,
+        tenantId: String,
+        subject: String,
+        policy: ErasurePolicy,
+        cause: ErasureCause,
+        outcomes: [ParticipantOutcome],
+        completedAt: Date,
+        receipt: ErasureReceipt
+    ) {
+        self.erasureId = erasureId
+        self.tenantId = tenantId
+        self.subject = subject
+        self.policy = policy
+        self.cause = cause
+        self.outcomes = outcomes
+        self.completedAt = completedAt
+        self.receipt = receipt
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+
+/// The Kafka topics Lethe publishes and consumes, exactly as named in `ARCHITECTURE.md`.
+///
+/// Names carry a `.v1` suffix: a breaking change to a topic's key or value contract gets a new topic, not a new
+/// meaning for an old one. Partition counts are deliberately absent — they are deployment configuration — but
+/// ``coPartitioned`` lists the topics that must share whatever count is configured.
+package enum Topics {
+    /// `TenantConfigured`, keyed by tenantId. Compacted: the latest configuration per tenant is the state.
+    package static let tenants = "lethe.tenants.v1"
+    /// `ProfileFetched`, keyed by `appId:accountId`. Holds personal data, hence the short (7 day) retention.
+    package static let profiles = "lethe.profiles.v1"
+    /// `AccountHeld`, keyed by `appId:accountId`; a tombstone (null value) means no tenant holds the account any
+    /// more. Compacted, and co-partitioned with ``pdrReports``.
+    package static let pdrAccounts = "lethe.pdr.accounts.v1"
+    /// `AccountReported`, keyed by `appId:accountId`: the reporter's changelog, restored on partition assignment.
+    /// Compacted, and co-partitioned with ``pdrAccounts``.
+    package static let pdrReports = "lethe.pdr.reports.v1"
+    /// `AccountStatusReported`, keyed by `appId:accountId`: Atlassian's `closed`/`updated` answers.
+    package static let pdrStatus = "lethe.pdr.status.v1"
+    /// `ErasureRequested`, keyed by `appId:accountId`: input to the erasure executor.
+    package static let erasureRequests = "lethe.erasure.requests.v1"
+    /// `EraseSubject`, keyed by `appId:accountId`: the command every participant applies. Ids only, no PII.
+    package static let erasureCommands = "lethe.erasure.commands.v1"
+    /// `ErasureAcknowledged`, keyed by erasureId: one per participant per erasure.
+    package static let erasureAcks = "lethe.erasure.acks.v1"
+    /// `ParticipantDeclared`, keyed by participant; a tombstone means the participant left. Compacted.
+    package static let erasureParticipants = "lethe.erasure.participants.v1"
+    /// `ErasureCompleted`, keyed by erasureId: the public, PII-free proof of each erasure. Compacted.
+    package static let erasureCompleted = "lethe.erasure.completed.v1"
+
+    /// Partitions per topic when configuration says nothing else.
+    package static let defaultPartitionCount = 12
+
+    /// Topics that are co-partitioned by key and therefore must be created with the same partition count:
+    /// partition p of each must land on the same pdr-reporter instance.
+    package static let coPartitioned: [String] = [pdrAccounts, pdrReports]
+
+    /// Header a consumer adds to a dead-lettered record, holding why it could not be processed.
+    ///
+    /// Its value is a `ContractError`-style description: it must never contain the payload (it may hold PII).
+    package static let dlqErrorHeader = "lethe_error"
+
+    /// The dead-letter topic of `topic`: `<topic>.dlq`, keyed as its source, holding the original bytes and headers.
+    package static func dlq(for topic: String) -> String {
+        "\(topic).dlq"
+    }
+
+    /// Every topic of the system (without DLQs), with its cleanup policy and retention.
+    ///
+    /// This is what topic-init and the admin helper create; ``dlqDefinition(for:)`` describes each DLQ.
+    package static let all: [TopicDefinition] = [
+        TopicDefinition(name: tenants, compacted: true, retentionMs: nil),
+        TopicDefinition(name: profiles, compacted: false, retentionMs: TopicDefinition.sevenDaysMs),
+        TopicDefinition(name: pdrAccounts, compacted: true, retentionMs: nil),
+        TopicDefinition(name: pdrReports, compacted: true, retentionMs: nil),
+        TopicDefinition(name: pdrStatus, compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
+        TopicDefinition(name: erasureRequests, compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
+        TopicDefinition(name: erasureCommands, compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
+        TopicDefinition(name: erasureAcks, compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
+        TopicDefinition(name: erasureParticipants, compacted: true, retentionMs: nil),
+        TopicDefinition(name: erasureCompleted, compacted: true, retentionMs: nil),
+    ]
+
+    /// The definition of a DLQ for `topic`: never compacted (several dead letters may share a key and all matter),
+    /// kept 30 days.
+    package static func dlqDefinition(for topic: String) -> TopicDefinition {
+        TopicDefinition(name: dlq(for: topic), compacted: false, retentionMs: TopicDefinition.thirtyDaysMs)
+    }
+
+    /// The definition of the topic called `name` in ``all``, or `nil` for a name Lethe does not own.
+    package static func definition(named name: String) -> TopicDefinition? {
+        all.first { $0.name == name }
+    }
+}
+
+/// How one topic is created: name, cleanup policy and retention. The partition count is configuration (see
+/// ``Topics/defaultPartitionCount``), so it is not part of the definition.
+package struct TopicDefinition: Sendable, Hashable {
+    /// 7 days in milliseconds: retention of topics carrying personal data.
+    package static let sevenDaysMs: Int64 = 7 * 24 * 60 * 60 * 1000
+    /// 30 days in milliseconds: retention of event (non-compacted) topics and DLQs.
+    package static let thirtyDaysMs: Int64 = 30 * 24 * 60 * 60 * 1000
+
+    /// The topic name, e.g. `lethe.pdr.accounts.v1`.
+    package var name: String
+    /// `cleanup.policy=compact`: only the latest value per key is kept, and a tombstone eventually removes the key.
+    package var compacted: Bool
+    /// `retention.ms` for a delete-policy topic; `nil` means no time-based deletion (compacted topics keep the
+    /// latest value per key for ever).
+    package var retentionMs: Int64?
+
+    /// Makes a definition; see the properties for what each value means.
+    package init(name: String, compacted: Bool, retentionMs: Int64?) {
+        self.name = name
+        self.compacted = compacted
+        self.retentionMs = retentionMs
+    }
+
+    /// The Kafka topic configuration entries this definition implies (`cleanup.policy`, `retention.ms`).
+    ///
+    /// A compacted topic gets `retention.ms=-1` so that a broker default of 7 days can never delete state.
+    package var kafkaConfig: [String: String] {
+        if compacted {
+            return ["cleanup.policy": "compact", "retention.ms": "-1"]
+        }
+        return ["cleanup.policy": "delete", "retention.ms": String(retentionMs ?? -1)]
+    }
+}

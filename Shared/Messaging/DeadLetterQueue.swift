@@ -1,0 +1,31 @@
+/// Sends records that cannot be processed to `<topic>.dlq`, so one bad record never blocks a partition.
+///
+/// The dead letter keeps the original key, value and headers byte for byte and adds `lethe_error` (why it failed —
+/// a reason, never the payload), plus where it came from. The caller commits the original after `route` returns:
+/// the record is then safely parked and the consumer moves on.
+package struct DeadLetterQueue: Sendable {
+    /// The header that carries the reason.
+    package static let errorHeader = "lethe_error"
+    /// Headers that say where the record came from.
+    package static let sourceTopicHeader = "lethe_source_topic"
+    package static let sourcePartitionHeader = "lethe_source_partition"
+    package static let sourceOffsetHeader = "lethe_source_offset"
+
+    private let producer: KafkaProducer
+
+    package init(producer: KafkaProducer) { self.producer = producer }
+
+    /// The dead-letter topic of `topic`.
+    package static func topic(for topic: String) -> String { "\(topic).dlq" }
+
+    /// Parks `message` with `reason`. Waits for the broker's acknowledgement.
+    package func route(_ message: KafkaMessage, reason: String) async throws(KafkaError) {
+        var headers = message.headers
+        headers.append(KafkaHeader(name: Self.errorHeader, string: reason))
+        headers.append(KafkaHeader(name: Self.sourceTopicHeader, string: message.topic))
+        headers.append(KafkaHeader(name: Self.sourcePartitionHeader, string: String(message.partition)))
+        headers.append(KafkaHeader(name: Self.sourceOffsetHeader, string: String(message.offset)))
+        try await producer.send(OutgoingMessage(
+            topic: Self.topic(for: message.topic), key: message.key, value: message.value, headers: headers))
+    }
+}

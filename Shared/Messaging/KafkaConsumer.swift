@@ -1,0 +1,572 @@
+import CRdKafka
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Consumer settings. Offsets are never committed automatically: the application commits after processing
+/// (at-least-once), so a crash redelivers at most the uncommitted tail.
+package struct KafkaConsumerConfig: Sendable {
+    package enum Subscription: Sendable, Equatable {
+        /// Join consumer group `groupID` and share the topics' partitions with its other members.
+        case group(id: String, topics: [String])
+        /// Read exactly these partitions from the given offsets, outside any group (restore readers, tools).
+        /// Use `KafkaConsumer.beginning` or `.end` for the logical offsets.
+        case partitions([(TopicPartition, offset: Int64)])
+
+        package static func == (lhs: Subscription, rhs: Subscription) -> Bool {
+            switch (lhs, rhs) {
+            case let (.group(a, b), .group(c, d)): a == c && b == d
+            case let (.partitions(a), .partitions(b)): a.map(\.0) == b.map(\.0) && a.map(\.1) == b.map(\.1)
+            default: false
+            }
+        }
+    }
+
+    package enum OffsetReset: String, Sendable { case earliest, latest }
+
+    package var bootstrapServers: String
+    package var subscription: Subscription
+    package var clientId: String
+    /// Where a group starts on a partition with no committed offset.
+    package var offsetReset: OffsetReset
+    /// How long the group waits for a silent member before rebalancing its partitions away.
+    package var sessionTimeout: Duration
+    /// How many records may wait, fetched but not yet taken by the application. Bounds memory; polling pauses when
+    /// the buffer is full.
+    package var maxBufferedMessages: Int
+    /// How long a revocation waits for the application to finish with the revoked partitions (see
+    /// `ConsumerEvent.partitionsRevoked`). After it, the partitions are released anyway.
+    package var revocationTimeout: Duration
+    package var extraSettings: [String: String]
+
+    package init(
+        bootstrapServers: String,
+        subscription: Subscription,
+        clientId: String = "lethe",
+        offsetReset: OffsetReset = .earliest,
+        sessionTimeout: Duration = .seconds(10),
+        maxBufferedMessages: Int = 10_000,
+        revocationTimeout: Duration = .seconds(30),
+        extraSettings: [String: String] = [:]
+    ) {
+        self.bootstrapServers = bootstrapServers
+        self.subscription = subscription
+        self.clientId = clientId
+        self.offsetReset = offsetReset
+        self.sessionTimeout = sessionTimeout
+        self.maxBufferedMessages = maxBufferedMessages
+        self.revocationTimeout = revocationTimeout
+        self.extraSettings = extraSettings
+    }
+
+    var settings: [String: String] {
+        var settings = extraSettings
+        settings["bootstrap.servers"] = bootstrapServers
+        settings["client.id"] = clientId
+        settings["enable.auto.commit"] = "false"
+        settings["enable.auto.offset.store"] = "false"
+        settings["auto.offset.reset"] = offsetReset.rawValue
+        settings["session.timeout.ms"] = String(sessionTimeout.milliseconds)
+        settings["heartbeat.interval.ms"] = String(max(sessionTimeout.milliseconds / 4, 100))
+        settings["enable.partition.eof"] = "false"
+        if case .group(let id, _) = subscription {
+            settings["group.id"] = id
+            // Eager range assignment: partition p of topics subscribed together goes to the same member, which is
+            // how co-partitioned topics are consumed together.
+            settings["partition.assignment.strategy"] = "range"
+        } else {
+            // librdkafka needs a group id for some internals even when no group is joined; nothing is committed.
+            settings["group.id"] = "lethe-unjoined-\(UUID().uuidString)"
+        }
+        return settings
+    }
+}
+
+/// What a consumer yields, in the order it happened: a stateful consumer sees `partitionsAssigned` before any record of
+/// those partitions, and `partitionsRevoked` after the last one it will get before losing them.
+package enum ConsumerEvent: Sendable {
+    case message(KafkaMessage)
+    /// These partitions are now this member's. Restore their state before processing their records.
+    case partitionsAssigned([TopicPartition])
+    /// These partitions are being taken away. The revocation waits until the application asks for the next event
+    /// (or `revocationTimeout`), so it can commit and drop their state while it still owns them.
+    case partitionsRevoked([TopicPartition])
+}
+
+/// A consumer: a group member or a reader of fixed partitions. Its `events` are an `AsyncSequence`; the
+/// application processes each record and then commits it. Polling runs on a thread of its own.
+///
+/// Run it as a `Service` (the poll loop starts in `run()`); on graceful shutdown it leaves the group cleanly and ends
+/// the event sequence. Only one task may iterate `events`.
+package final class KafkaConsumer: Service, @unchecked Sendable {
+    /// The logical offset "first available record", for `.partitions` subscriptions and seeks.
+    package static let beginning: Int64 = -2  // RD_KAFKA_OFFSET_BEGINNING
+    /// The logical offset "after the last record".
+    package static let end: Int64 = -1  // RD_KAFKA_OFFSET_END
+
+    private let handle: RdKafkaHandle
+    private let context: ConsumerContext
+    private let config: KafkaConsumerConfig
+    private let logger: Logger
+    private let started = Atomic<Bool>(false)
+
+    /// Every event, in order. Iterate from one task only.
+    package let events: ConsumerEvents
+
+    package init(config: KafkaConsumerConfig, logger: Logger) throws(KafkaError) {
+        if case .group(_, let topics) = config.subscription, topics.isEmpty {
+            throw KafkaError.invalidArgument("a consumer group needs at least one topic")
+        }
+        guard config.maxBufferedMessages > 0 else { throw KafkaError.invalidArgument("maxBufferedMessages must be > 0") }
+        let (stream, continuation) = AsyncThrowingStream<[ConsumerEvent], any Error>.makeStream()
+        let flow = FlowControl(maxBuffered: config.maxBufferedMessages)
+        let context = ConsumerContext(logger: logger, continuation: continuation, flow: flow,
+                                      revocationTimeout: config.revocationTimeout)
+        self.handle = try RdKafkaHandle(type: RD_KAFKA_CONSUMER, settings: config.settings, context: context) { conf in
+            if case .group = config.subscription { rd_kafka_conf_set_rebalance_cb(conf, rebalanceCallback) }
+        }
+        // Route every event (including rebalances) through the consumer queue, which the poll thread serves.
+        rd_kafka_poll_set_consumer(handle.pointer)
+        self.context = context
+        self.config = config
+        self.logger = logger
+        self.events = ConsumerEvents(stream: stream, flow: flow)
+    }
+
+    /// Only the records, for consumers without per-partition state (revocations pass through unobserved).
+    package var messages: ConsumerMessages { ConsumerMessages(events: events) }
+
+    // MARK: Lifecycle
+
+    /// Subscribes (or assigns), polls until graceful shutdown or cancellation, then closes: leaves the group, ends
+    /// `events`, destroys nothing the application might still call (the handle lives as long as this object).
+    package func run() async throws {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else {
+            throw KafkaError.invalidArgument("a KafkaConsumer runs once")
+        }
+        try start()
+        let handle = self.handle
+        let context = self.context
+        let queue = rd_kafka_queue_get_consumer(handle.pointer)!
+        let pollLoop = ConsumerPollLoop(handle: handle, queue: queue, context: context)
+        let thread = PollThread(name: "kafka-consumer-poll") { pollLoop.pollOnce() }
+        await withTaskCancellationOrGracefulShutdownHandler {
+            await context.flow.waitUntilStopped()
+        } onCancelOrGracefulShutdown: {
+            context.flow.stop()
+        }
+        await thread.stop()
+        rd_kafka_queue_destroy(queue)
+        try? await close()
+        context.continuation.finish()
+    }
+
+    private func start() throws(KafkaError) {
+        switch config.subscription {
+        case .group(_, let topics):
+            let list = RdKafkaPartitionList(topics.map { (TopicPartition(topic: $0, partition: -1), Int64(-1001)) })
+            let err = rd_kafka_subscribe(handle.pointer, list.pointer)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "subscribe failed") }
+        case .partitions(let partitions):
+            let list = RdKafkaPartitionList(partitions)
+            let err = rd_kafka_assign(handle.pointer, list.pointer)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "assign failed") }
+            context.yield([.partitionsAssigned(partitions.map(\.0))])
+        }
+    }
+
+    private func close() async throws(KafkaError) {
+        let handle = self.handle
+        context.flow.markClosing()
+        try await BlockingCalls.run { () throws(KafkaError) in
+            let err = rd_kafka_consumer_close(handle.pointer)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "close failed") }
+        }
+    }
+
+    // MARK: Offsets
+
+    /// Commits `message` as processed: the group resumes after it. Waits for the broker's answer.
+    package func commit(_ message: KafkaMessage) async throws(KafkaError) {
+        try await commit([message])
+    }
+
+    /// Commits the highest offset per partition among `messages`. Call after the work they caused is durable.
+    package func commit(_ messages: some Sequence<KafkaMessage>) async throws(KafkaError) {
+        var highest: [TopicPartition: Int64] = [:]
+        for message in messages {
+            highest[message.topicPartition] = max(highest[message.topicPartition] ?? -1, message.offset)
+        }
+        guard !highest.isEmpty else { return }
+        // The committed offset is the next one to read.
+        let entries = highest.map { ($0.key, offset: $0.value + 1) }
+        let handle = self.handle
+        try await BlockingCalls.run { () throws(KafkaError) in
+            let list = RdKafkaPartitionList(entries)
+            let err = rd_kafka_commit(handle.pointer, list.pointer, 0)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "commit failed") }
+            if let error = list.firstError() { throw error }
+        }
+    }
+
+    /// The group's committed offsets for these partitions (nil where nothing is committed).
+    package func committedOffsets(_ partitions: [TopicPartition], timeout: Duration = .seconds(10))
+        async throws(KafkaError) -> [TopicPartition: Int64?]
+    {
+        let handle = self.handle
+        return try await BlockingCalls.run { () throws(KafkaError) in
+            let list = RdKafkaPartitionList(partitions.map { ($0, offset: Int64(-1001)) })
+            let err = rd_kafka_committed(handle.pointer, list.pointer, Int32(clamping: timeout.milliseconds))
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "fetching committed offsets failed") }
+            var result: [TopicPartition: Int64?] = [:]
+            for index in 0..<Int(list.pointer.pointee.cnt) {
+                let element = list.pointer.pointee.elems[index]
+                let key = TopicPartition(topic: String(cString: element.topic), partition: element.partition)
+                result[key] = element.offset >= 0 ? element.offset : nil
+            }
+            return result
+        }
+    }
+
+    // MARK: Positioning
+
+    /// Rewinds assigned partitions to their first record, e.g. to rebuild state from a compacted topic. Records already
+    /// buffered are still delivered; the rewound ones follow.
+    package func seekToBeginning(_ partitions: [TopicPartition], timeout: Duration = .seconds(10)) async throws(KafkaError) {
+        try await seek(partitions.map { ($0, offset: Self.beginning) }, timeout: timeout)
+    }
+
+    /// Moves assigned partitions to the given offsets.
+    package func seek(_ positions: [(TopicPartition, offset: Int64)], timeout: Duration = .seconds(10)) async throws(KafkaError) {
+        guard !positions.isEmpty else { return }
+        let handle = self.handle
+        try await BlockingCalls.run { () throws(KafkaError) in
+            let list = RdKafkaPartitionList(positions)
+            if let error = rd_kafka_seek_partitions(handle.pointer, list.pointer, Int32(clamping: timeout.milliseconds)) {
+                throw KafkaError(consuming: error)
+            }
+            if let error = list.firstError() { throw error }
+        }
+    }
+
+    /// Stops fetching these partitions (their position is kept) until `resume`.
+    package func pause(_ partitions: [TopicPartition]) throws(KafkaError) {
+        let list = RdKafkaPartitionList(partitions.map { ($0, offset: Int64(-1001)) })
+        let err = rd_kafka_pause_partitions(handle.pointer, list.pointer)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "pause failed") }
+        if let error = list.firstError() { throw error }
+    }
+
+    /// Fetches paused partitions again.
+    package func resume(_ partitions: [TopicPartition]) throws(KafkaError) {
+        let list = RdKafkaPartitionList(partitions.map { ($0, offset: Int64(-1001)) })
+        let err = rd_kafka_resume_partitions(handle.pointer, list.pointer)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "resume failed") }
+        if let error = list.firstError() { throw error }
+    }
+
+    /// The low and high watermarks (first offset, next offset to be written) of a partition, from the broker. A
+    /// restore reader is caught up once its position reaches `high`.
+    package func watermarks(of partition: TopicPartition, timeout: Duration = .seconds(10))
+        async throws(KafkaError) -> (low: Int64, high: Int64)
+    {
+        let handle = self.handle
+        return try await BlockingCalls.run { () throws(KafkaError) in
+            var low: Int64 = 0
+            var high: Int64 = 0
+            let err = rd_kafka_query_watermark_offsets(
+                handle.pointer, partition.topic, partition.partition, &low, &high, Int32(clamping: timeout.milliseconds))
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "watermarks of \(partition)") }
+            return (low, high)
+        }
+    }
+
+    /// The partitions currently assigned to this consumer.
+    package func assignment() throws(KafkaError) -> [TopicPartition] {
+        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+        let err = rd_kafka_assignment(handle.pointer, &list)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "assignment failed") }
+        defer { if let list { rd_kafka_topic_partition_list_destroy(list) } }
+        return topicPartitions(of: list)
+    }
+}
+
+/// The events of a consumer. Each `next()` also tells the poll thread how far the application has got: that bounds
+/// the buffer, and it is how a revocation knows the application is done with the revoked partitions.
+package struct ConsumerEvents: AsyncSequence, Sendable {
+    package typealias Element = ConsumerEvent
+    package typealias Failure = any Error
+
+    let stream: AsyncThrowingStream<[ConsumerEvent], any Error>
+    let flow: FlowControl
+
+    package func makeAsyncIterator() -> Iterator {
+        Iterator(base: stream.makeAsyncIterator(), flow: flow)
+    }
+
+    package struct Iterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<[ConsumerEvent], any Error>.Iterator
+        let flow: FlowControl
+        var pending: [ConsumerEvent] = []
+        var pendingIndex = 0
+        var handedOut = 0
+
+        package mutating func next() async throws -> ConsumerEvent? {
+            // Asking for the next event means the previous one has been handled.
+            flow.handled(through: handedOut)
+            while pendingIndex == pending.count {
+                guard let chunk = try await base.next() else { return nil }
+                pending = chunk
+                pendingIndex = 0
+            }
+            let event = pending[pendingIndex]
+            pendingIndex += 1
+            handedOut += 1
+            return event
+        }
+    }
+}
+
+/// The records of a consumer's events; assignment and revocation events are skipped (and so acknowledged at once).
+package struct ConsumerMessages: AsyncSequence, Sendable {
+    package typealias Element = KafkaMessage
+    package typealias Failure = any Error
+
+    let events: ConsumerEvents
+
+    package func makeAsyncIterator() -> Iterator { Iterator(base: events.makeAsyncIterator()) }
+
+    package struct Iterator: AsyncIteratorProtocol {
+        var base: ConsumerEvents.Iterator
+
+        package mutating func next() async throws -> KafkaMessage? {
+            while let event = try await base.next() {
+                if case .message(let message) = event { return message }
+            }
+            return nil
+        }
+    }
+}
+
+/// Shared between the poll thread and the iterating task: counts events yielded and handled, and lets the poll thread
+/// wait for room in the buffer or for a revocation to be handled.
+final class FlowControl: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var yielded = 0
+    private var handled = 0
+    private var pollerWaiting = false
+    private var stopped = false
+    private var closing = false
+    private var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    let maxBuffered: Int
+
+    init(maxBuffered: Int) { self.maxBuffered = maxBuffered }
+
+    /// Records that `count` events were yielded; returns the sequence number of the last one.
+    func didYield(_ count: Int) -> Int {
+        condition.lock()
+        defer { condition.unlock() }
+        yielded += count
+        return yielded
+    }
+
+    func handled(through count: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard count > handled else { return }
+        handled = count
+        if pollerWaiting { condition.broadcast() }
+    }
+
+    /// Blocks the poll thread while the buffer is full (briefly, so a stop is noticed). Returns false once stopped.
+    func waitForRoom() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while !stopped && yielded - handled >= maxBuffered {
+            pollerWaiting = true
+            _ = condition.wait(until: Date().addingTimeInterval(0.1))
+        }
+        pollerWaiting = false
+        return !stopped
+    }
+
+    /// Blocks the poll thread until the application asked for the event after `sequence`, the consumer is closing,
+    /// or `timeout` passes. Returns whether the application got there.
+    func waitUntilHandled(_ sequence: Int, timeout: Duration) -> Bool {
+        let deadline = Date().addingTimeInterval(Double(timeout.milliseconds) / 1000)
+        condition.lock()
+        defer { condition.unlock() }
+        while handled < sequence && !closing && !stopped && Date() < deadline {
+            pollerWaiting = true
+            _ = condition.wait(until: min(deadline, Date().addingTimeInterval(0.1)))
+        }
+        pollerWaiting = false
+        return handled >= sequence
+    }
+
+    /// During close the application is no longer iterating; revocations must not wait for it.
+    func markClosing() {
+        condition.lock()
+        closing = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func stop() {
+        condition.lock()
+        stopped = true
+        let waiters = stopWaiters
+        stopWaiters = []
+        condition.broadcast()
+        condition.unlock()
+        waiters.forEach { $0.resume() }
+    }
+
+    var isStopped: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stopped
+    }
+
+    func waitUntilStopped() async {
+        await withCheckedContinuation { continuation in
+            condition.lock()
+            if stopped {
+                condition.unlock()
+                continuation.resume()
+            } else {
+                stopWaiters.append(continuation)
+                condition.unlock()
+            }
+        }
+    }
+}
+
+final class ConsumerContext: RdKafkaCallbackContext, @unchecked Sendable {
+    let continuation: AsyncThrowingStream<[ConsumerEvent], any Error>.Continuation
+    let flow: FlowControl
+    let revocationTimeout: Duration
+
+    init(logger: Logger, continuation: AsyncThrowingStream<[ConsumerEvent], any Error>.Continuation,
+         flow: FlowControl, revocationTimeout: Duration) {
+        self.continuation = continuation
+        self.flow = flow
+        self.revocationTimeout = revocationTimeout
+        super.init(logger: logger)
+    }
+
+    /// Yields events and returns the sequence number of the last one.
+    @discardableResult
+    func yield(_ events: [ConsumerEvent]) -> Int {
+        let sequence = flow.didYield(events.count)
+        continuation.yield(events)
+        return sequence
+    }
+}
+
+/// The body of the consumer's poll thread: fetch a batch, copy it out, destroy the C messages, yield.
+final class ConsumerPollLoop: @unchecked Sendable {
+    private let handle: RdKafkaHandle
+    private let queue: OpaquePointer
+    private let context: ConsumerContext
+    private var buffer: [UnsafeMutablePointer<rd_kafka_message_t>?]
+    private var topicNames: [OpaquePointer: String] = [:]  // touched by the poll thread only
+    private static let batchSize = 1000
+
+    init(handle: RdKafkaHandle, queue: OpaquePointer, context: ConsumerContext) {
+        self.handle = handle
+        self.queue = queue
+        self.context = context
+        self.buffer = .init(repeating: nil, count: Self.batchSize)
+    }
+
+    func pollOnce() {
+        guard context.flow.waitForRoom() else { return }
+        let count = buffer.withUnsafeMutableBufferPointer { pointer in
+            rd_kafka_consume_batch_queue(queue, 100, pointer.baseAddress, Self.batchSize)
+        }
+        guard count > 0 else { return }
+        var events: [ConsumerEvent] = []
+        events.reserveCapacity(count)
+        for index in 0..<count {
+            guard let message = buffer[index] else { continue }
+            defer { rd_kafka_message_destroy(message) }
+            if message.pointee.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                report(message)
+                continue
+            }
+            events.append(.message(copy(message)))
+        }
+        if !events.isEmpty { context.yield(events) }
+    }
+
+    private func report(_ message: UnsafeMutablePointer<rd_kafka_message_t>) {
+        let error = KafkaError(message.pointee.err, message: rd_kafka_message_errstr(message).map { String(cString: $0) })
+        if error.isFatal || message.pointee.err == RD_KAFKA_RESP_ERR__FATAL {
+            context.logger.critical("Kafka consumer failed fatally", metadata: ["kafka.error": "\(error.name)"])
+            context.continuation.finish(throwing: error)
+            context.flow.stop()
+        } else {
+            context.logger.warning("Kafka consumer error", metadata: ["kafka.error": "\(error.name)",
+                                                                      "kafka.message": "\(error.message)"])
+        }
+    }
+
+    private func copy(_ message: UnsafeMutablePointer<rd_kafka_message_t>) -> KafkaMessage {
+        let m = message.pointee
+        let topic: String
+        if let rkt = m.rkt, let known = topicNames[rkt] {
+            topic = known
+        } else {
+            topic = String(cString: rd_kafka_topic_name(m.rkt))
+            if let rkt = m.rkt { topicNames[rkt] = topic }
+        }
+        let key = m.key.map { Array(UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
+        let value = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: m.len)) }
+        var headers: [KafkaHeader] = []
+        var cHeaders: OpaquePointer?
+        if rd_kafka_message_headers(message, &cHeaders) == RD_KAFKA_RESP_ERR_NO_ERROR, let cHeaders {
+            var index = 0
+            var name: UnsafePointer<CChar>?
+            var valuePointer: UnsafeRawPointer?
+            var size = 0
+            while rd_kafka_header_get_all(cHeaders, index, &name, &valuePointer, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                let bytes = valuePointer.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+                headers.append(KafkaHeader(name: name.map { String(cString: $0) } ?? "", value: bytes))
+                index += 1
+            }
+        }
+        var timestampType = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let timestamp = rd_kafka_message_timestamp(message, &timestampType)
+        return KafkaMessage(
+            topic: topic, partition: m.partition, offset: m.offset, key: key, value: value, headers: headers,
+            timestampMilliseconds: timestampType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp
+        )
+    }
+}
+
+/// Runs on the poll thread during a group rebalance. It must itself assign or unassign.
+private let rebalanceCallback: @convention(c) (
+    OpaquePointer?, rd_kafka_resp_err_t, UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?, UnsafeMutableRawPointer?
+) -> Void = { rk, err, partitions, _ in
+    guard let rk, let context = RdKafkaHandle.context(of: rk, as: ConsumerContext.self) else { return }
+    let changed = topicPartitions(of: partitions)
+    switch err {
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        let assignErr = rd_kafka_assign(rk, partitions)
+        if assignErr != RD_KAFKA_RESP_ERR_NO_ERROR {
+            context.logger.error("assigning partitions failed", metadata: ["kafka.error": "\(KafkaError(assignErr).name)"])
+        }
+        context.logger.debug("partitions assigned", metadata: ["kafka.partitions": "\(changed)"])
+        context.yield([.partitionsAssigned(changed)])
+    default:  // RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, or an error: give everything up
+        let sequence = context.yield([.partitionsRevoked(changed)])
+        // Let the application finish the records it already has and commit them while the partitions are still ours.
+        if !context.flow.waitUntilHandled(sequence, timeout: context.revocationTimeout) {
+            context.logger.debug("revocation proceeded without the application's acknowledgement")
+        }
+        _ = rd_kafka_assign(rk, nil)
+        context.logger.debug("partitions revoked", metadata: ["kafka.partitions": "\(changed)"])
+    }
+}

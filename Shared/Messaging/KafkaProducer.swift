@@ -1,0 +1,296 @@
+import CRdKafka
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Producer settings. Durability is not configurable: `acks=all` with idempotence is always on, so a send that
+/// returned is on every in-sync replica and a retried send is never written twice.
+package struct KafkaProducerConfig: Sendable {
+    package var bootstrapServers: String
+    package var clientId: String
+    /// How long librdkafka keeps retrying one message before its send fails (`message.timeout.ms`).
+    package var deliveryTimeout: Duration
+    /// How long to wait for more messages to fill a batch (`linger.ms`).
+    package var linger: Duration
+    /// How long a graceful shutdown waits for outstanding messages.
+    package var flushTimeout: Duration
+    /// Further librdkafka settings, for tuning; they cannot weaken the durability settings above.
+    package var extraSettings: [String: String]
+
+    package init(
+        bootstrapServers: String,
+        clientId: String = "lethe",
+        deliveryTimeout: Duration = .seconds(120),
+        linger: Duration = .milliseconds(5),
+        flushTimeout: Duration = .seconds(30),
+        extraSettings: [String: String] = [:]
+    ) {
+        self.bootstrapServers = bootstrapServers
+        self.clientId = clientId
+        self.deliveryTimeout = deliveryTimeout
+        self.linger = linger
+        self.flushTimeout = flushTimeout
+        self.extraSettings = extraSettings
+    }
+
+    var settings: [String: String] {
+        var settings = extraSettings
+        settings["bootstrap.servers"] = bootstrapServers
+        settings["client.id"] = clientId
+        settings["message.timeout.ms"] = String(deliveryTimeout.milliseconds)
+        settings["linger.ms"] = String(linger.milliseconds)
+        settings["acks"] = "all"
+        settings["enable.idempotence"] = "true"
+        // Same key → partition mapping as the Java client and Kafka Streams, so topics that share keys and partition
+        // counts stay co-partitioned whoever produces to them.
+        settings["partitioner"] = "murmur2_random"
+        return settings
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}
+
+/// Produces records and returns only once the broker acknowledged them (the delivery report), so a caller that
+/// marks work done after `send` returns never loses it.
+///
+/// Run it as a `Service` in the process's `ServiceGroup`, after the services that send through it: on graceful
+/// shutdown it flushes what is still in flight before the handle is destroyed.
+package final class KafkaProducer: Service, @unchecked Sendable {
+    private let handle: RdKafkaHandle
+    private let context: ProducerContext
+    private let config: KafkaProducerConfig
+    private let logger: Logger
+    private let pollThread: PollThread
+
+    package init(config: KafkaProducerConfig, logger: Logger) throws(KafkaError) {
+        let context = ProducerContext(logger: logger)
+        self.handle = try RdKafkaHandle(type: RD_KAFKA_PRODUCER, settings: config.settings, context: context) { conf in
+            rd_kafka_conf_set_dr_msg_cb(conf, deliveryReportCallback)
+        }
+        self.context = context
+        self.config = config
+        self.logger = logger
+        // Delivery reports are served by rd_kafka_poll; the thread runs for the producer's lifetime.
+        // The thread captures the handle, so the handle is destroyed only after the last poll.
+        let handle = self.handle
+        self.pollThread = PollThread(name: "kafka-producer-poll") { _ = rd_kafka_poll(handle.pointer, 100) }
+    }
+
+    deinit {
+        // Normally stopped by run(); a producer dropped without running must not leave its thread polling.
+        pollThread.requestStop()
+    }
+
+    /// Sends one record and waits for the broker's acknowledgement.
+    @discardableResult
+    package func send(_ message: OutgoingMessage) async throws(KafkaError) -> DeliveryReport {
+        let reports = try await deliver([message], collectReports: true)
+        return reports[0]
+    }
+
+    /// Sends records and waits until every one is acknowledged. Order is kept per partition. If any fails, the
+    /// first error is thrown after all have settled; the others may have been written (at-least-once).
+    package func send(_ messages: [OutgoingMessage]) async throws(KafkaError) {
+        guard !messages.isEmpty else { return }
+        _ = try await deliver(messages, collectReports: false)
+    }
+
+    private func deliver(_ messages: [OutgoingMessage], collectReports: Bool) async throws(KafkaError) -> [DeliveryReport] {
+        let batch = context.tracker.begin(count: messages.count, collectReports: collectReports)
+        for (index, message) in messages.enumerated() {
+            while true {
+                let err = enqueue(message, batch: batch)
+                if err == RD_KAFKA_RESP_ERR_NO_ERROR { break }
+                if err == RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                    // The local queue drains as the poll thread serves delivery reports.
+                    try? await Task.sleep(for: .milliseconds(1))
+                    continue
+                }
+                context.tracker.abandon(batch, count: messages.count - index, error: KafkaError(err))
+                return try await context.tracker.wait(for: batch)
+            }
+        }
+        return try await context.tracker.wait(for: batch)
+    }
+
+    /// Hands one record to librdkafka (copying key, value and headers), tagged with its batch id.
+    private func enqueue(_ message: OutgoingMessage, batch: UInt) -> rd_kafka_resp_err_t {
+        var headers: OpaquePointer? = nil
+        if !message.headers.isEmpty {
+            headers = rd_kafka_headers_new(message.headers.count)
+            for header in message.headers {
+                header.value.withUnsafeBytes { bytes in
+                    _ = rd_kafka_header_add(headers, header.name, -1, bytes.baseAddress, bytes.count)
+                }
+            }
+        }
+        let err = message.topic.withCString { topic in
+            withOptionalBytes(message.key) { key in
+                withOptionalBytes(message.value) { value in
+                    var values = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 6)
+                    values[0].vtype = RD_KAFKA_VTYPE_TOPIC
+                    values[0].u.cstr = topic
+                    values[1].vtype = RD_KAFKA_VTYPE_VALUE
+                    values[1].u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: value.baseAddress), size: value.count)
+                    values[2].vtype = RD_KAFKA_VTYPE_KEY
+                    values[2].u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: key.baseAddress), size: key.count)
+                    values[3].vtype = RD_KAFKA_VTYPE_MSGFLAGS
+                    values[3].u.i = RD_KAFKA_MSG_F_COPY
+                    values[4].vtype = RD_KAFKA_VTYPE_OPAQUE
+                    values[4].u.ptr = UnsafeMutableRawPointer(bitPattern: batch)
+                    values[5].vtype = RD_KAFKA_VTYPE_PARTITION
+                    values[5].u.i32 = message.partition ?? -1  // RD_KAFKA_PARTITION_UA: let the partitioner choose
+                    var count = 6
+                    if let headers {
+                        values.append(rd_kafka_vu_t())
+                        values[6].vtype = RD_KAFKA_VTYPE_HEADERS
+                        values[6].u.headers = headers
+                        count = 7
+                    }
+                    guard let error = rd_kafka_produceva(handle.pointer, &values, count) else {
+                        return RD_KAFKA_RESP_ERR_NO_ERROR
+                    }
+                    let code = rd_kafka_error_code(error)
+                    rd_kafka_error_destroy(error)
+                    return code
+                }
+            }
+        }
+        // On success librdkafka owns the headers; on failure they are still ours.
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR, let headers { rd_kafka_headers_destroy(headers) }
+        return err
+    }
+
+    /// Waits (off the cooperative pool) until every outstanding record is acknowledged or `timeout` passes.
+    package func flush(timeout: Duration) async throws(KafkaError) {
+        let handle = self.handle
+        let milliseconds = Int32(clamping: timeout.milliseconds)
+        try await BlockingCalls.run { () throws(KafkaError) in
+            let err = rd_kafka_flush(handle.pointer, milliseconds)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "flush did not complete") }
+        }
+    }
+
+    /// Waits for graceful shutdown, then flushes and stops polling.
+    package func run() async throws {
+        try? await gracefulShutdown()
+        do {
+            try await flush(timeout: config.flushTimeout)
+        } catch {
+            logger.error("producer flush at shutdown failed; unacknowledged messages are lost to this process",
+                         metadata: ["kafka.error": "\(error.name)"])
+        }
+        await pollThread.stop()
+    }
+}
+
+/// Borrows bytes for a C call; nil becomes a null pointer with size 0 (a tombstone value or a keyless record).
+private func withOptionalBytes<R>(_ bytes: [UInt8]?, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+    guard let bytes else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+    return bytes.withUnsafeBytes(body)
+}
+
+final class ProducerContext: RdKafkaCallbackContext, @unchecked Sendable {
+    let tracker = DeliveryTracker()
+}
+
+/// Matches delivery reports to the `send` calls waiting for them. Each call is a batch with an id carried as the
+/// per-message opaque; the batch resumes its caller once every message in it has a report.
+final class DeliveryTracker: Sendable {
+    private struct Batch {
+        var remaining: Int
+        var firstError: KafkaError?
+        var reports: [DeliveryReport]?
+        var continuation: CheckedContinuation<[DeliveryReport], any Error>?
+    }
+
+    private let state = Mutex<(nextID: UInt, batches: [UInt: Batch])>((1, [:]))
+
+    func begin(count: Int, collectReports: Bool) -> UInt {
+        state.withLock { state in
+            let id = state.nextID
+            state.nextID &+= 1
+            if state.nextID == 0 { state.nextID = 1 }  // 0 would be a null opaque
+            state.batches[id] = Batch(remaining: count, reports: collectReports ? [] : nil)
+            return id
+        }
+    }
+
+    /// Called from the poll thread for every delivery report.
+    func delivered(batch id: UInt, report: DeliveryReport?, error: KafkaError?) {
+        let finished: (CheckedContinuation<[DeliveryReport], any Error>, Batch)? = state.withLock { state in
+            guard var batch = state.batches[id] else { return nil }
+            batch.remaining -= 1
+            if let error, batch.firstError == nil { batch.firstError = error }
+            if let report { batch.reports?.append(report) }
+            if batch.remaining == 0, let continuation = batch.continuation {
+                state.batches[id] = nil
+                return (continuation, batch)
+            }
+            state.batches[id] = batch
+            return nil
+        }
+        if let (continuation, batch) = finished { Self.resume(continuation, with: batch) }
+    }
+
+    /// Messages that were never handed to librdkafka count as failed with `error`.
+    func abandon(_ id: UInt, count: Int, error: KafkaError) {
+        state.withLock { state in
+            state.batches[id]?.remaining -= count
+            if state.batches[id]?.firstError == nil { state.batches[id]?.firstError = error }
+        }
+    }
+
+    func wait(for id: UInt) async throws(KafkaError) -> [DeliveryReport] {
+        do {
+            return try await withCheckedThrowingContinuation { continuation in
+                let done: Batch? = state.withLock { state in
+                    guard let batch = state.batches[id] else { return nil }
+                    if batch.remaining <= 0 {
+                        state.batches[id] = nil
+                        return batch
+                    }
+                    state.batches[id]?.continuation = continuation
+                    return nil
+                }
+                if let done { Self.resume(continuation, with: done) }
+            }
+        } catch let error as KafkaError {
+            throw error
+        } catch {
+            throw KafkaError.shutDown
+        }
+    }
+
+    private static func resume(_ continuation: CheckedContinuation<[DeliveryReport], any Error>, with batch: Batch) {
+        if let error = batch.firstError {
+            continuation.resume(throwing: error)
+        } else {
+            continuation.resume(returning: batch.reports ?? [])
+        }
+    }
+}
+
+/// Runs on the producer's poll thread for every acknowledged or failed message.
+private let deliveryReportCallback: @convention(c) (
+    OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?
+) -> Void = { rk, message, _ in
+    guard let message, let context = RdKafkaHandle.context(of: rk, as: ProducerContext.self) else { return }
+    let batch = UInt(bitPattern: message.pointee._private)
+    if message.pointee.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+        context.tracker.delivered(batch: batch, report: nil, error: KafkaError(message.pointee.err))
+        return
+    }
+    let report = DeliveryReport(
+        topic: String(cString: rd_kafka_topic_name(message.pointee.rkt)),
+        partition: message.pointee.partition,
+        offset: message.pointee.offset
+    )
+    context.tracker.delivered(batch: batch, report: report, error: nil)
+}

@@ -1,0 +1,40 @@
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+
+/// Process-wide set-up that must happen exactly once, in an executable's `main`, never in code tests call repeatedly
+/// (swift-log and swift-metrics refuse a second bootstrap).
+package enum ServiceBootstrap {
+    /// Bootstraps logging to standard error at `LOG_LEVEL` (default `info`) and metrics into a Prometheus registry,
+    /// and returns the service's logger and that registry (served on `/metrics`).
+    ///
+    /// An invalid `LOG_LEVEL` is a configuration error like any other.
+    package static func bootstrap(label: String, reader: ConfigReader = ConfigReader()) -> (Logger, PrometheusCollectorRegistry) {
+        let level = exitOnConfigError {
+            Logger.Level(rawValue: try reader.oneOf(
+                "LOG_LEVEL", Logger.Level.allCases.map(\.rawValue), default: "info"))!
+        }
+        LoggingSystem.bootstrap { name in
+            var handler = StreamLogHandler.standardError(label: name)
+            handler.logLevel = level
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return (Logger(label: label), registry)
+    }
+
+    /// Runs `body`; a `ConfigError` from it prints its one line to standard error and exits the process with status 1.
+    package static func exitOnConfigError<T>(_ body: () throws -> T) -> T {
+        do {
+            return try body()
+        } catch let error as ConfigError {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            exit(1)
+        } catch {
+            FileHandle.standardError.write(Data("startup error: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+}

@@ -1,0 +1,183 @@
+import Foundation
+
+/// A configuration value that is missing or unusable. Its description is the one line a process prints before it
+/// exits with status 1, and it names the variable so an operator knows what to fix. It never contains the value:
+/// the variable may hold a secret.
+package struct ConfigError: Error, CustomStringConvertible, Equatable {
+    /// The environment variable at fault.
+    package var variable: String
+    /// What is wrong with it, in words an operator understands.
+    package var reason: String
+
+    package init(variable: String, reason: String) {
+        self.variable = variable
+        self.reason = reason
+    }
+
+    package var description: String { "configuration error: \(variable) \(reason)" }
+}
+
+/// Reads settings from environment variables, each validated as it is read.
+///
+/// Every component declares its settings in a `…Config` struct whose throwing init uses one of these readers, so the
+/// whole configuration is checked once, at start, and nothing reads the environment deep inside the code. Tests pass
+/// a dictionary instead of the process environment.
+package struct ConfigReader: Sendable {
+    private let environment: [String: String]
+
+    /// - Parameter environment: the variables to read; the process environment by default.
+    package init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.environment = environment
+    }
+
+    /// The raw value, or nil when the variable is unset or empty (an empty value counts as unset, which is what a
+    /// compose file's `VAR=` means).
+    package func optionalString(_ name: String) -> String? {
+        guard let value = environment[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+        return value
+    }
+
+    /// A string that must be set.
+    package func requiredString(_ name: String) throws -> String {
+        guard let value = optionalString(name) else { throw ConfigError(variable: name, reason: "is required but not set") }
+        return value
+    }
+
+    /// A string with a default.
+    package func string(_ name: String, default defaultValue: String) -> String {
+        optionalString(name) ?? defaultValue
+    }
+
+    /// A secret that must be set and at least `minimumLength` characters long. The value is never echoed.
+    package func secret(_ name: String, minimumLength: Int = 16) throws -> String {
+        let value = try requiredString(name)
+        guard value.count >= minimumLength else {
+            throw ConfigError(variable: name, reason: "must be at least \(minimumLength) characters long")
+        }
+        return value
+    }
+
+    /// An integer within `range`, or the default when unset.
+    package func int(_ name: String, default defaultValue: Int, range: ClosedRange<Int> = Int.min...Int.max) throws -> Int {
+        guard let raw = optionalString(name) else { return defaultValue }
+        guard let value = Int(raw) else { throw ConfigError(variable: name, reason: "must be an integer") }
+        guard range.contains(value) else {
+            throw ConfigError(variable: name, reason: "must be between \(range.lowerBound) and \(range.upperBound)")
+        }
+        return value
+    }
+
+    /// A boolean (`true`/`false`/`1`/`0`/`yes`/`no`), or the default when unset.
+    package func bool(_ name: String, default defaultValue: Bool) throws -> Bool {
+        guard let raw = optionalString(name)?.lowercased() else { return defaultValue }
+        switch raw {
+        case "true", "1", "yes": return true
+        case "false", "0", "no": return false
+        default: throw ConfigError(variable: name, reason: "must be true or false")
+        }
+    }
+
+    /// An absolute http(s) URL, or the default when unset.
+    package func url(_ name: String, default defaultValue: String? = nil) throws -> URL {
+        guard let raw = optionalString(name) ?? defaultValue else {
+            throw ConfigError(variable: name, reason: "is required but not set")
+        }
+        guard let url = URL(string: raw), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+              url.host != nil
+        else { throw ConfigError(variable: name, reason: "must be an absolute http or https URL") }
+        return url
+    }
+
+    /// One of a fixed set of values, or the default when unset.
+    package func oneOf(_ name: String, _ allowed: [String], default defaultValue: String) throws -> String {
+        let value = optionalString(name) ?? defaultValue
+        guard allowed.contains(value) else {
+            throw ConfigError(variable: name, reason: "must be one of \(allowed.joined(separator: ", "))")
+        }
+        return value
+    }
+}
+
+/// Where a service's HTTP server listens: `HTTP_HOST` (default 127.0.0.1 — a service is only reachable from
+/// elsewhere when the operator says so, as compose does with 0.0.0.0) and `HTTP_PORT` (the service's default port).
+package struct HTTPServerConfig: Sendable, Equatable {
+    package var host: String
+    package var port: Int
+
+    package init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    package init(reader: ConfigReader, defaultPort: Int) throws {
+        self.host = reader.string("HTTP_HOST", default: "127.0.0.1")
+        // Port 0 asks the system for a free port, which tests use.
+        self.port = try reader.int("HTTP_PORT", default: defaultPort, range: 0...65535)
+    }
+}
+
+/// Settings every service that talks to Kafka shares: `KAFKA_BOOTSTRAP_SERVERS` (required, `host:port[,host:port]`)
+/// and `KAFKA_TOPIC_PARTITIONS` (default 12: the partition count used when a service creates its topics; the PDR
+/// topics must share it).
+package struct KafkaSettings: Sendable, Equatable {
+    package var bootstrapServers: String
+    package var topicPartitions: Int
+
+    package init(bootstrapServers: String, topicPartitions: Int = 12) {
+        self.bootstrapServers = bootstrapServers
+        self.topicPartitions = topicPartitions
+    }
+
+    package init(reader: ConfigReader) throws {
+        let servers = try reader.requiredString("KAFKA_BOOTSTRAP_SERVERS")
+        let valid = servers.split(separator: ",").allSatisfy { entry in
+            let parts = entry.trimmingCharacters(in: .whitespaces).split(separator: ":")
+            return parts.count == 2 && !parts[0].isEmpty && Int(parts[1]).map { (1...65535).contains($0) } == true
+        }
+        guard valid else {
+            throw ConfigError(variable: "KAFKA_BOOTSTRAP_SERVERS", reason: "must be a comma-separated list of host:port")
+        }
+        self.bootstrapServers = servers
+        self.topicPartitions = try reader.int("KAFKA_TOPIC_PARTITIONS", default: 12, range: 1...1000)
+    }
+}
+
+/// `LETHE_DATA_DIR`: where a service keeps its SQLite file. Created at start when missing.
+package struct DataDirectory: Sendable, Equatable {
+    package var url: URL
+
+    package init(url: URL) { self.url = url }
+
+    package init(reader: ConfigReader) throws {
+        let path = reader.string("LETHE_DATA_DIR", default: "./.run/data")
+        let url = URL(fileURLWithPath: path, isDirectory: true)
+        do {
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        } catch {
+            throw ConfigError(variable: "LETHE_DATA_DIR", reason: "is not a usable directory (\(path))")
+        }
+        self.url = url
+    }
+
+    /// The SQLite file of the named service inside the data directory.
+    package func databaseFile(_ name: String) -> URL { url.appendingPathComponent("\(name).sqlite") }
+}
+
+/// The settings every Kafka-backed Lethe service reads: where it listens, the broker, and its data directory.
+package struct StandardServiceConfig: Sendable, Equatable {
+    package var http: HTTPServerConfig
+    package var kafka: KafkaSettings
+    package var dataDirectory: DataDirectory
+
+    package init(http: HTTPServerConfig, kafka: KafkaSettings, dataDirectory: DataDirectory) {
+        self.http = http
+        self.kafka = kafka
+        self.dataDirectory = dataDirectory
+    }
+
+    package init(reader: ConfigReader, defaultPort: Int) throws {
+        self.http = try HTTPServerConfig(reader: reader, defaultPort: defaultPort)
+        self.kafka = try KafkaSettings(reader: reader)
+        self.dataDirectory = try DataDirectory(reader: reader)
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import Messaging
+import Testing
+import TestSupport
+
+@Suite("A consumer process killed mid-stream")
+struct CrashRecoveryTests {
+    let kafka: KafkaFixture
+
+    init() throws { kafka = try KafkaFixture("crash") }
+
+    @Test("kill -9 and restart: nothing lost, duplicates only from the uncommitted tail")
+    func killNineLosesNothing() async throws {
+        let topic = try await kafka.makeTopic(partitions: 3)
+        let group = uniqueName("g")
+        let total = 6000
+        let commitEvery = 100
+        let producer = try kafka.makeProducer()
+        try await withRunningServices([producer], logger: kafka.logger) {
+            try await producer.send((0..<total).map {
+                OutgoingMessage(topic: topic, key: "k\($0 % 97)", value: Array("v\($0)".utf8))
+            })
+        }
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("\(group).log")
+        defer { try? FileManager.default.removeItem(at: output) }
+        let binary = RepositoryPaths.executable("kafka-test-consumer")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
+        func launch() throws -> Process {
+            let process = Process()
+            process.executableURL = binary
+            process.arguments = [kafka.bootstrapServers, topic, group, output.path, String(commitEvery)]
+            try process.run()
+            return process
+        }
+        func lines() -> [Substring] {
+            (try? String(contentsOf: output, encoding: .utf8))?.split(separator: "\n") ?? []
+        }
+
+        let first = try launch()
+        let midStream = await eventually(timeout: .seconds(60), every: .milliseconds(5)) {
+            lines().count(where: { $0.hasPrefix("M ") }) >= total / 3
+        }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        #expect(midStream)
+        #expect(first.terminationReason == .uncaughtSignal)
+        let beforeRestart = lines()
+        // What the crashed process had committed, per partition: everything below it must not come back.
+        var committed: [String: Int64] = [:]
+        for line in beforeRestart where line.hasPrefix("C ") {
+            let parts = line.split(separator: " ")
+            committed[String(parts[1])] = max(committed[String(parts[1])] ?? 0, Int64(parts[2])!)
+        }
+        let processedBefore = beforeRestart.count(where: { $0.hasPrefix("M ") })
+        #expect(processedBefore < total, "the first process finished before it was killed; the test proves nothing")
+
+        let second = try launch()
+        defer { second.terminate(); second.waitUntilExit() }
+        let finished = await eventually(timeout: .seconds(90), every: .milliseconds(100)) {
+            Set(lines().filter { $0.hasPrefix("M ") }.map { $0.split(separator: " ")[3] }).count == total
+        }
+        #expect(finished, "not every record was processed after the restart")
+
+        let records = lines().filter { $0.hasPrefix("M ") }.map { $0.split(separator: " ") }
+        var seen: [String: Int] = [:]
+        for record in records { seen["\(record[1]):\(record[2])", default: 0] += 1 }
+        let duplicates = seen.filter { $0.value > 1 }
+        // Each redelivered record must come from the uncommitted tail of its partition.
+        for (position, _) in duplicates {
+            let parts = position.split(separator: ":")
+            #expect(Int64(parts[1])! >= committed[String(parts[0])] ?? 0, "record \(position) was committed yet redelivered")
+        }
+        // The tail is bounded by what one batch between commits can hold.
+        #expect(duplicates.count <= commitEvery, "\(duplicates.count) duplicates")
+        #expect(Set(records.map { $0[3] }).count == total)
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import ServiceKit
+import Testing
+import TestSupport
+
+@Suite("Configuration read from the environment")
+struct ConfigTests {
+    @Test("a missing required variable is an error naming it")
+    func missingRequiredVariableIsNamed() throws {
+        let reader = ConfigReader(environment: ["HTTP_PORT": "8081"])
+        #expect(throws: ConfigError(variable: "KAFKA_BOOTSTRAP_SERVERS", reason: "is required but not set")) {
+            try StandardServiceConfig(reader: reader, defaultPort: 8081)
+        }
+    }
+
+    @Test("bad values are refused with the variable's name and never its value")
+    func badValuesAreRefused() {
+        let reader = ConfigReader(environment: [
+            "HTTP_PORT": "eighty", "KAFKA_BOOTSTRAP_SERVERS": "localhost", "LETHE_URL": "ftp://x",
+            "LETHE_SECRET": "short", "FLAG": "maybe",
+        ])
+        #expect(throws: ConfigError(variable: "HTTP_PORT", reason: "must be an integer")) {
+            try HTTPServerConfig(reader: reader, defaultPort: 1)
+        }
+        #expect(throws: ConfigError.self) { try KafkaSettings(reader: reader) }
+        #expect(throws: ConfigError.self) { try reader.url("LETHE_URL") }
+        #expect(throws: ConfigError.self) { try reader.bool("FLAG", default: false) }
+        do {
+            _ = try reader.secret("LETHE_SECRET")
+            Issue.record("a short secret was accepted")
+        } catch {
+            #expect(!String(describing: error).contains("short"))
+            #expect(String(describing: error).contains("LETHE_SECRET"))
+        }
+    }
+
+    @Test("defaults apply when variables are unset or empty")
+    func defaultsApply() throws {
+        let reader = ConfigReader(environment: ["KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092,127.0.0.1:9093",
+                                                "HTTP_HOST": ""])
+        let http = try HTTPServerConfig(reader: reader, defaultPort: 8083)
+        #expect(http == HTTPServerConfig(host: "127.0.0.1", port: 8083))
+        let kafka = try KafkaSettings(reader: reader)
+        #expect(kafka.topicPartitions == 12)
+        #expect(try reader.int("PORTS", default: 3, range: 1...5) == 3)
+        #expect(throws: ConfigError.self) {
+            try ConfigReader(environment: ["PORTS": "9"]).int("PORTS", default: 3, range: 1...5)
+        }
+    }
+
+    @Test("a service started without its broker address exits 1 with one line naming the variable")
+    func serviceProcessExitsOnMissingVariable() throws {
+        for service in ["profile-store", "erasure-executor", "pdr-reporter", "oauth-gateway"] {
+            let binary = RepositoryPaths.executable(service)
+            try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
+            var environment = ProcessInfo.processInfo.environment
+            environment["KAFKA_BOOTSTRAP_SERVERS"] = nil
+            environment["LETHE_DATA_DIR"] = FileManager.default.temporaryDirectory.path
+            let output = try runProcess(binary.path, arguments: [], environment: environment)
+            #expect(output.status == 1, "\(service)")
+            #expect(output.stderr == "configuration error: KAFKA_BOOTSTRAP_SERVERS is required but not set", "\(service)")
+        }
+    }
+}

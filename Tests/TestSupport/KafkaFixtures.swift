@@ -1,0 +1,59 @@
+import Logging
+import Messaging
+import ServiceLifecycle
+
+/// Kafka plumbing for integration tests: a producer, topics, consumers running in the background.
+package struct KafkaFixture: Sendable {
+    package let bootstrapServers: String
+    package let logger: Logger
+
+    package init(_ label: String = "kafka-test") throws {
+        self.bootstrapServers = try DevBroker.bootstrapServers()
+        self.logger = makeTestLogger(label)
+    }
+
+    /// Creates a topic with a unique name and returns it.
+    package func makeTopic(_ prefix: String = "t", partitions: Int = 1, config: [String: String] = [:]) async throws
+        -> String
+    {
+        let name = uniqueName(prefix)
+        try await KafkaAdmin(bootstrapServers: bootstrapServers, logger: logger)
+            .ensureTopics([TopicSpec(name: name, partitions: partitions, config: config)])
+        return name
+    }
+
+    package func makeProducer() throws -> KafkaProducer {
+        try KafkaProducer(config: KafkaProducerConfig(bootstrapServers: bootstrapServers), logger: logger)
+    }
+
+    package func makeConsumer(
+        group: String, topics: [String], maxBuffered: Int = 10_000, sessionTimeout: Duration = .seconds(6)
+    ) throws -> KafkaConsumer {
+        try KafkaConsumer(
+            config: KafkaConsumerConfig(
+                bootstrapServers: bootstrapServers, subscription: .group(id: group, topics: topics),
+                sessionTimeout: sessionTimeout, maxBufferedMessages: maxBuffered),
+            logger: logger)
+    }
+}
+
+/// Runs services in a `ServiceGroup` for the duration of `body`, then shuts them down gracefully.
+package func withRunningServices<R: Sendable>(
+    _ services: [any Service], logger: Logger, _ body: () async throws -> R
+) async throws -> R {
+    let group = ServiceGroup(
+        configuration: .init(services: services.map { .init(service: $0) }, logger: logger))
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        do {
+            let result = try await body()
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return result
+        } catch {
+            await group.triggerGracefulShutdown()
+            try? await tasks.waitForAll()
+            throw error
+        }
+    }
+}
