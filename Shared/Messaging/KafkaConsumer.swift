@@ -148,16 +148,18 @@ package final class KafkaConsumer: Service, @unchecked Sendable {
         try start()
         let handle = self.handle
         let context = self.context
-        let queue = rd_kafka_queue_get_consumer(handle.pointer)!
-        let pollLoop = ConsumerPollLoop(handle: handle, queue: queue, context: context)
-        let thread = PollThread(name: "kafka-consumer-poll") { pollLoop.pollOnce() }
+        let queue = ConsumerQueue(rd_kafka_queue_get_consumer(handle.pointer)!)
+        let pollLoop = ConsumerPollLoop(handle: handle, queue: queue.pointer, context: context)
+        let thread = PollThread(name: "kafka-consumer-poll", wake: { rd_kafka_queue_yield(queue.pointer) }) {
+            pollLoop.pollOnce()
+        }
         await withTaskCancellationOrGracefulShutdownHandler {
             await context.flow.waitUntilStopped()
         } onCancelOrGracefulShutdown: {
             context.flow.stop()
         }
         await thread.stop()
-        rd_kafka_queue_destroy(queue)
+        queue.destroy()
         try? await close()
         context.continuation.finish()
     }
@@ -290,6 +292,16 @@ package final class KafkaConsumer: Service, @unchecked Sendable {
         defer { if let list { rd_kafka_topic_partition_list_destroy(list) } }
         return topicPartitions(of: list)
     }
+}
+
+/// The consumer queue handle, shared by the poll thread and the code that wakes it.
+final class ConsumerQueue: @unchecked Sendable {
+    let pointer: OpaquePointer
+
+    init(_ pointer: OpaquePointer) { self.pointer = pointer }
+
+    /// Called once, after the poll thread has stopped.
+    func destroy() { rd_kafka_queue_destroy(pointer) }
 }
 
 /// The events of a consumer. Each `next()` also tells the poll thread how far the application has got: that bounds

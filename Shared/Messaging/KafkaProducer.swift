@@ -67,19 +67,23 @@ package final class KafkaProducer: Service, @unchecked Sendable {
     private let config: KafkaProducerConfig
     private let logger: Logger
     private let pollThread: PollThread
+    private let topics: TopicHandles
 
     package init(config: KafkaProducerConfig, logger: Logger) throws(KafkaError) {
         let context = ProducerContext(logger: logger)
         self.handle = try RdKafkaHandle(type: RD_KAFKA_PRODUCER, settings: config.settings, context: context) { conf in
             rd_kafka_conf_set_dr_msg_cb(conf, deliveryReportCallback)
         }
+        self.topics = TopicHandles(client: handle)
         self.context = context
         self.config = config
         self.logger = logger
         // Delivery reports are served by rd_kafka_poll; the thread runs for the producer's lifetime.
         // The thread captures the handle, so the handle is destroyed only after the last poll.
         let handle = self.handle
-        self.pollThread = PollThread(name: "kafka-producer-poll") { _ = rd_kafka_poll(handle.pointer, 100) }
+        // A short poll timeout: rd_kafka_yield does not wake an idle rd_kafka_poll, and shutdown waits for the
+        // current poll to return. 100 idle wake-ups a second cost nothing measurable.
+        self.pollThread = PollThread(name: "kafka-producer-poll") { _ = rd_kafka_poll(handle.pointer, 10) }
     }
 
     deinit {
@@ -130,30 +134,32 @@ package final class KafkaProducer: Service, @unchecked Sendable {
                 }
             }
         }
-        let err = message.topic.withCString { topic in
-            withOptionalBytes(message.key) { key in
-                withOptionalBytes(message.value) { value in
-                    var values = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 6)
-                    values[0].vtype = RD_KAFKA_VTYPE_TOPIC
-                    values[0].u.cstr = topic
-                    values[1].vtype = RD_KAFKA_VTYPE_VALUE
-                    values[1].u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: value.baseAddress), size: value.count)
-                    values[2].vtype = RD_KAFKA_VTYPE_KEY
-                    values[2].u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: key.baseAddress), size: key.count)
-                    values[3].vtype = RD_KAFKA_VTYPE_MSGFLAGS
-                    values[3].u.i = RD_KAFKA_MSG_F_COPY
-                    values[4].vtype = RD_KAFKA_VTYPE_OPAQUE
-                    values[4].u.ptr = UnsafeMutableRawPointer(bitPattern: batch)
-                    values[5].vtype = RD_KAFKA_VTYPE_PARTITION
-                    values[5].u.i32 = message.partition ?? -1  // RD_KAFKA_PARTITION_UA: let the partitioner choose
-                    var count = 6
-                    if let headers {
-                        values.append(rd_kafka_vu_t())
-                        values[6].vtype = RD_KAFKA_VTYPE_HEADERS
-                        values[6].u.headers = headers
-                        count = 7
+        let topic = topics.handle(for: message.topic)
+        let err = withOptionalBytes(message.key) { key in
+            withOptionalBytes(message.value) { value in
+                withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 7) { values in
+                    var count = 0
+                    func append(_ type: rd_kafka_vtype_t, _ set: (inout rd_kafka_vu_t) -> Void) {
+                        var entry = rd_kafka_vu_t()
+                        entry.vtype = type
+                        set(&entry)
+                        values.initializeElement(at: count, to: entry)
+                        count += 1
                     }
-                    guard let error = rd_kafka_produceva(handle.pointer, &values, count) else {
+                    append(RD_KAFKA_VTYPE_RKT) { $0.u.rkt = topic }
+                    append(RD_KAFKA_VTYPE_VALUE) {
+                        $0.u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: value.baseAddress), size: value.count)
+                    }
+                    append(RD_KAFKA_VTYPE_KEY) {
+                        $0.u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: key.baseAddress), size: key.count)
+                    }
+                    append(RD_KAFKA_VTYPE_MSGFLAGS) { $0.u.i = RD_KAFKA_MSG_F_COPY }
+                    append(RD_KAFKA_VTYPE_OPAQUE) { $0.u.ptr = UnsafeMutableRawPointer(bitPattern: batch) }
+                    // RD_KAFKA_PARTITION_UA (-1) lets the partitioner choose.
+                    append(RD_KAFKA_VTYPE_PARTITION) { $0.u.i32 = message.partition ?? -1 }
+                    if let headers { append(RD_KAFKA_VTYPE_HEADERS) { $0.u.headers = headers } }
+                    defer { values.baseAddress!.deinitialize(count: count) }
+                    guard let error = rd_kafka_produceva(handle.pointer, values.baseAddress, count) else {
                         return RD_KAFKA_RESP_ERR_NO_ERROR
                     }
                     let code = rd_kafka_error_code(error)
@@ -196,6 +202,29 @@ private func withOptionalBytes<R>(_ bytes: [UInt8]?, _ body: (UnsafeRawBufferPoi
     return bytes.withUnsafeBytes(body)
 }
 
+/// librdkafka topic handles by name, created on first use and kept for the producer's lifetime: producing by handle
+/// skips a name lookup (and a C string conversion) per record.
+final class TopicHandles: @unchecked Sendable {
+    private let handles = Mutex<[String: OpaquePointer]>([:])
+    /// Kept so the client outlives its topic handles.
+    private let client: RdKafkaHandle
+
+    init(client: RdKafkaHandle) { self.client = client }
+
+    func handle(for topic: String) -> OpaquePointer {
+        handles.withLock { handles in
+            if let existing = handles[topic] { return existing }
+            let created = rd_kafka_topic_new(client.pointer, topic, nil)!
+            handles[topic] = created
+            return created
+        }
+    }
+
+    deinit {
+        handles.withLock { $0.values.forEach { rd_kafka_topic_destroy($0) } }
+    }
+}
+
 final class ProducerContext: RdKafkaCallbackContext, @unchecked Sendable {
     let tracker = DeliveryTracker()
 }
@@ -212,11 +241,14 @@ final class DeliveryTracker: Sendable {
 
     private let state = Mutex<(nextID: UInt, batches: [UInt: Batch])>((1, [:]))
 
+    static func wantsReports(_ id: UInt) -> Bool { id & 1 == 1 }
+
     func begin(count: Int, collectReports: Bool) -> UInt {
         state.withLock { state in
-            let id = state.nextID
-            state.nextID &+= 1
-            if state.nextID == 0 { state.nextID = 1 }  // 0 would be a null opaque
+            // The low bit says whether the batch wants reports, so the callback can skip building them; ids are never
+            // 0, which would be a null opaque.
+            let id = state.nextID << 1 | (collectReports ? 1 : 0)
+            state.nextID = state.nextID >= UInt.max >> 2 ? 1 : state.nextID + 1
             state.batches[id] = Batch(remaining: count, reports: collectReports ? [] : nil)
             return id
         }
@@ -285,6 +317,10 @@ private let deliveryReportCallback: @convention(c) (
     let batch = UInt(bitPattern: message.pointee._private)
     if message.pointee.err != RD_KAFKA_RESP_ERR_NO_ERROR {
         context.tracker.delivered(batch: batch, report: nil, error: KafkaError(message.pointee.err))
+        return
+    }
+    guard DeliveryTracker.wantsReports(batch) else {
+        context.tracker.delivered(batch: batch, report: nil, error: nil)
         return
     }
     let report = DeliveryReport(

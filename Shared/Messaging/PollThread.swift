@@ -11,10 +11,13 @@ final class PollThread: Sendable {
     }
 
     private let state = State()
+    private let wake: @Sendable () -> Void
 
     /// Starts `body` on a new thread. `body` is called repeatedly until `stop()`; each call should block for at most
-    /// a short timeout so a stop is noticed quickly.
-    init(name: String, body: @escaping @Sendable () -> Void) {
+    /// a short timeout so a stop is noticed quickly, and `wake` should make a blocked call return at once
+    /// (`rd_kafka_yield`, `rd_kafka_queue_yield`) so stopping does not wait for that timeout.
+    init(name: String, wake: @escaping @Sendable () -> Void = {}, body: @escaping @Sendable () -> Void) {
+        self.wake = wake
         let thread = Thread { [state] in
             while !state.stopRequested.load(ordering: .acquiring) { body() }
             state.finished.signal()
@@ -32,6 +35,7 @@ final class PollThread: Sendable {
     /// Asks the loop to end and waits (off the cooperative pool) until it has.
     func stop() async {
         guard !state.stopRequested.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        wake()
         let finished = state.finished
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             DispatchQueue.global().async {

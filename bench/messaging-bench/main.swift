@@ -41,8 +41,8 @@ case "produce":
     let size = arguments.count > 5 ? Int(arguments[5]) ?? 200 : 200
     let producer = try KafkaProducer(config: KafkaProducerConfig(bootstrapServers: bootstrap), logger: logger)
     let payload = [UInt8](repeating: UInt8(ascii: "x"), count: size)
-    // Sent in chunks so the awaiting side is exercised the way services use it (many batches, each acknowledged).
-    let chunk = 10_000
+    // Sent in chunks of CHUNK (default: all at once), each awaited until the broker acknowledged all of it.
+    let chunk = ProcessInfo.processInfo.environment["CHUNK"].flatMap { Int($0) } ?? count
     let messages = (0..<count).map { _ in OutgoingMessage(topic: topic, key: nil, value: payload, partition: nil) }
     let start = ContinuousClock.now
     try await withService(producer) {
@@ -51,6 +51,9 @@ case "produce":
             let end = min(index + chunk, messages.count)
             try await producer.send(Array(messages[index..<end]))
             index = end
+        }
+        if ProcessInfo.processInfo.environment["BENCH_DEBUG"] != nil {
+            FileHandle.standardError.write(Data("sent after \(ContinuousClock.now - start)\n".utf8))
         }
     }
     let elapsed = ContinuousClock.now - start
