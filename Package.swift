@@ -6,6 +6,7 @@ let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
 let hummingbird: Target.Dependency = .product(name: "Hummingbird", package: "hummingbird")
 let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
 
 /// The five executables. Each lives in `Services/<name>/` and depends on Shared modules only,
 /// never on another service.
@@ -15,8 +16,8 @@ let services: [(name: String, dependencies: [Target.Dependency])] = [
     ("pdr-reporter", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
     ("erasure-executor", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
     ("atlassian-sandbox", [
-        "ServiceKit", .product(name: "Hummingbird", package: "hummingbird"),
-        .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "Logging", package: "swift-log"),
+        "ServiceKit", "Contracts", hummingbird, prometheus, logging, nioCore,
+        .product(name: "HTTPTypes", package: "swift-http-types"),
     ]),
 ]
 
@@ -37,6 +38,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        // Already resolved through Hummingbird and AsyncHTTPClient; named so their modules can be imported directly.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: services.map { makeServiceTarget(name: $0.name, dependencies: $0.dependencies) } + [
         // MARK: Shared modules
@@ -64,7 +68,10 @@ let package = Package(
 
         .target(
             name: "AtlassianClient",
-            dependencies: [.product(name: "AsyncHTTPClient", package: "async-http-client"), logging],
+            dependencies: [
+                "Contracts", .product(name: "AsyncHTTPClient", package: "async-http-client"), logging, nioCore,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             path: "Shared/AtlassianClient"
         ),
 
@@ -89,7 +96,7 @@ let package = Package(
         .testTarget(
             name: "AtlassianClientTests",
             dependencies: [
-                "AtlassianClient", "atlassian-sandbox", "ServiceKit",
+                "AtlassianClient", "atlassian-sandbox", "ServiceKit", "Contracts",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -196,7 +197,7 @@ private func addControlRoutes(_ router: Router<SandboxRequestContext>, state: Sa
         guard let user = await state.updateUser(accountId, patch) else {
             return SandboxAnswer.notFound("unknown accountId").response
         }
-        return SandboxAnswer.json(200, ["accountId": accountId, "lastUpdated": SandboxState.rfc3339(user.lastUpdated)])
+        return SandboxAnswer.json(200, ["accountId": accountId, "lastUpdated": RFC3339.string(from: user.lastUpdated)])
             .response
     }
 
@@ -245,7 +246,7 @@ private func addControlRoutes(_ router: Router<SandboxRequestContext>, state: Sa
     }
 
     control.get("/clock") { _, _ -> Response in
-        SandboxAnswer.json(200, ["now": SandboxState.rfc3339(await state.now)]).response
+        SandboxAnswer.json(200, ["now": RFC3339.string(from: await state.now)]).response
     }
     control.post("/clock") { request, _ -> Response in
         let body: ClockRequest
@@ -258,7 +259,7 @@ private func addControlRoutes(_ router: Router<SandboxRequestContext>, state: Sa
                 .response
         }
         let now = await state.advanceClock(seconds: body.advanceSeconds)
-        return SandboxAnswer.json(200, ["now": SandboxState.rfc3339(now)]).response
+        return SandboxAnswer.json(200, ["now": RFC3339.string(from: now)]).response
     }
 
     control.get("/settings") { _, _ -> Response in SandboxAnswer.encoded(200, await state.settings).response }

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 
 /// The whole in-memory Atlassian: apps, users, grants, codes, tokens, faults, the PDR call log, and the clock.
@@ -195,7 +196,7 @@ actor SandboxState {
 
     private func record(clientId: String?, accounts: [PDRCall.Account], status: Int, fault: String? = nil) {
         calls.append(PDRCall(sequence: calls.count + 1, clientId: clientId, accounts: accounts, status: status,
-                             time: Self.rfc3339(now), fault: fault))
+                             time: RFC3339.string(from: now), fault: fault))
     }
 
     // MARK: OAuth (ATLASSIAN.md §1)
@@ -357,7 +358,7 @@ actor SandboxState {
             "account_id": user.accountId, "account_type": user.accountType, "email": user.email,
             "email_verified": user.emailVerified, "name": user.name, "nickname": user.nickname,
             "picture": user.picture, "account_status": user.closed ? "closed" : "active",
-            "last_updated": Self.rfc3339(user.lastUpdated),
+            "last_updated": RFC3339.string(from: user.lastUpdated),
         ]
         if let zoneinfo = user.zoneinfo { body["zoneinfo"] = zoneinfo }
         if let locale = user.locale { body["locale"] = locale }
@@ -403,7 +404,7 @@ actor SandboxState {
             guard let entry = entry as? [String: Any], let accountId = entry["accountId"] as? String,
                   Self.isValidAccountId(accountId)
             else { return .pdr(400, "INVALID_REQUEST", "accounts[\(index)].accountId is missing or invalid") }
-            guard let raw = entry["updatedAt"] as? String, let updatedAt = Self.parseRFC3339(raw) else {
+            guard let raw = entry["updatedAt"] as? String, let updatedAt = RFC3339.date(from: raw) else {
                 return .pdr(400, "INVALID_REQUEST", "accounts[\(index)].updatedAt is not an RFC 3339 date-time")
             }
             reported.append((accountId, updatedAt))
@@ -464,9 +465,6 @@ actor SandboxState {
         return id.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) && $0.isASCII || $0 == "-" || $0 == ":" }
     }
 
-    static func parseRFC3339(_ string: String) -> Date? { try? Date(string, strategy: Date.ISO8601FormatStyle()) }
-
-    static func rfc3339(_ date: Date) -> String { date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)) }
 
     /// Whatever accounts a body carried, valid or not, for the call log.
     static func bestEffortAccounts(_ body: Data) -> [PDRCall.Account] {

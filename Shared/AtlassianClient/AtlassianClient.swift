@@ -1,3 +1,4 @@
+import Contracts
 import AsyncHTTPClient
 import Foundation
 import Logging
@@ -148,7 +149,7 @@ package struct AtlassianClient: AtlassianAPI {
         guard !accounts.isEmpty else { return PDRResult(outcome: .nothingToDo, cyclePeriod: nil) }
 
         let payload = PDRRequestBody(accounts: accounts.map {
-            .init(accountId: $0.accountId, updatedAt: RFC3339.format($0.updatedAt))
+            .init(accountId: $0.accountId, updatedAt: RFC3339.string(from: $0.updatedAt))
         })
         let body: Data
         do { body = try JSONEncoder().encode(payload) } catch {

@@ -1,18 +1,5 @@
 import Foundation
 
-/// RFC 3339 timestamps as PDR wants them (§3.2): UTC with milliseconds on output, any offset on input.
-package enum RFC3339 {
-    /// `2024-06-01T09:30:00.000Z`.
-    package static func format(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-    }
-
-    /// Parses `2024-06-01T09:30:00Z`, `…00.123Z`, `…00+02:00`; nil for anything else.
-    package static func parse(_ string: String) -> Date? {
-        try? Date(string, strategy: Date.ISO8601FormatStyle())
-    }
-}
-
 /// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date. PDR documents seconds (§3.4); dates are accepted
 /// because any proxy in front of Atlassian may send them.
 package enum RetryAfter {

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 
 /// A successful answer of `POST /oauth/token` (ATLASSIAN.md §1.4).
@@ -136,7 +137,7 @@ package struct AtlassianProfile: Sendable, Equatable, Codable, CustomStringConve
     }
 
     /// `last_updated` as a date, when it is an RFC 3339 timestamp.
-    package var lastUpdatedDate: Date? { lastUpdated.flatMap(RFC3339.parse) }
+    package var lastUpdatedDate: Date? { lastUpdated.flatMap(RFC3339.date(from:)) }
 
     package var description: String { "AtlassianProfile(accountId: \(accountId), <personal data redacted>)" }
 }

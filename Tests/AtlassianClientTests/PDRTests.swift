@@ -1,3 +1,4 @@
+import Contracts
 import AtlassianClient
 import Foundation
 import Testing
@@ -246,7 +247,7 @@ struct PDRTests {
             let mine = try await sandbox.calls(clientId: sandbox.app.clientId)
             #expect(mine.map { $0.accounts.map(\.accountId) } == [["a1"]])
             #expect(mine.first?.accounts.first?.updatedAt == "2023-11-14T22:13:20.000Z")
-            #expect(mine.first.map { SandboxState.parseRFC3339($0.time) != nil } == true)
+            #expect(mine.first.map { RFC3339.date(from: $0.time) != nil } == true)
             #expect(try await sandbox.calls(clientId: "other-app").map { $0.accounts.map(\.accountId) } == [["b1"]])
             #expect(try await sandbox.calls().count == 2)
         }
