@@ -41,6 +41,7 @@ let package = Package(
         // Already resolved through Hummingbird and AsyncHTTPClient; named so their modules can be imported directly.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
     ],
     targets: services.map { makeServiceTarget(name: $0.name, dependencies: $0.dependencies) } + [
         // MARK: Shared modules
@@ -59,9 +60,9 @@ let package = Package(
         .target(
             name: "ServiceKit",
             dependencies: [
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                lifecycle, logging, metrics,
+                hummingbird, prometheus, lifecycle, logging, metrics, nioCore,
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ],
             path: "Shared/ServiceKit"
         ),
@@ -108,8 +109,10 @@ let package = Package(
         .testTarget(
             name: "ServiceKitTests",
             dependencies: [
-                "ServiceKit", "TestSupport", "Messaging", hummingbird, prometheus,
+                "ServiceKit", "TestSupport", "Messaging", hummingbird, prometheus, lifecycle,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
     ],
