@@ -18,8 +18,17 @@ deps:
 build: deps
 	swift build --build-tests
 
+# Event bodies the Swift code writes (Tests/ContractsTests/ContractSamplesTests.swift), checked against docs/schemas.
+CONTRACT_SAMPLES_DIR := $(CURDIR)/.run/contract-samples
+
 test: build
-	scripts/with-dev-broker swift test --skip-build $(SWIFT_TEST_FLAGS)
+	rm -rf "$(CONTRACT_SAMPLES_DIR)"
+	LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" scripts/with-dev-broker swift test --skip-build $(SWIFT_TEST_FLAGS)
+	@# A filtered run may have skipped the samples test: write them anyway (no broker needed).
+	@[ -e "$(CONTRACT_SAMPLES_DIR)/EraseSubject.full.json" ] || LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" \
+		swift test --skip-build --filter ContractsTests.ContractSamplesTests
+	scripts/validate-contracts "$(CONTRACT_SAMPLES_DIR)"
+	scripts/validate-compose
 
 bench-messaging: deps
 	swift build -c release --product messaging-bench

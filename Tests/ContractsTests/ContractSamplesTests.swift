@@ -1,0 +1,141 @@
+import Contracts
+import Foundation
+import Testing
+
+/// Writes one body of every event type, as `EventCodec` encodes it, so that `scripts/validate-contracts` can check
+/// them against `docs/schemas/*.json`: the published contract cannot drift from the code.
+///
+/// Two samples per type: `<EventName>.full.json` (every optional field set) and `<EventName>.minimal.json` (every
+/// optional field absent; for types without optionals, other values — empty arrays, other enum cases). They go to
+/// `LETHE_CONTRACT_SAMPLES_DIR` when set (`make test` sets it), else to a fresh temporary directory.
+@Suite("Contract samples")
+struct ContractSamplesTests {
+    /// A sample: its file name and a check that it survives encode → decode.
+    struct Sample {
+        let fileName: String
+        let eventType: String
+        let body: Data
+        let roundTrips: Bool
+    }
+
+    private static func sample<Event: LetheEvent>(_ event: Event, variant: String) throws -> Sample {
+        let body = try EventCodec.encode(event)
+        let decoded = try EventCodec.decode(Event.self, from: body)
+        // `lethe.ProfileFetched` → `ProfileFetched.full.json`: the file name says which schema applies.
+        let name = Event.eventType.split(separator: ".").last.map(String.init) ?? Event.eventType
+        return Sample(
+            fileName: "\(name).\(variant).json", eventType: Event.eventType, body: body, roundTrips: decoded == event)
+    }
+
+    static let instant = Fixtures.instant
+    static let later = Fixtures.weekLater
+
+    /// Every event type, twice. Adding an event type to `Contracts` means adding it here (the script fails when an
+    /// event type has no sample).
+    static func allSamples() throws -> [Sample] {
+        [
+            try sample(Fixtures.tenantConfigured, variant: "full"),
+            try sample(
+                TenantConfigured(tenantId: "tenant-2", erasurePolicy: .delete, apps: [], deadlineDays: 1),
+                variant: "minimal"),
+
+            try sample(Fixtures.profileFetched, variant: "full"),
+            try sample(Fixtures.profileFetchedMinimal, variant: "minimal"),
+
+            try sample(Fixtures.accountHeld, variant: "full"),
+            try sample(
+                AccountHeld(appId: "app-own", accountId: "acc-2", updatedAt: later, tenantIds: ["tenant-1"]),
+                variant: "minimal"),
+
+            try sample(Fixtures.accountReported, variant: "full"),
+            try sample(
+                AccountReported(appId: "app-own", accountId: "acc-2", reportedAt: later, nextDueAt: later),
+                variant: "minimal"),
+
+            try sample(Fixtures.accountStatusReported, variant: "full"),
+            try sample(
+                AccountStatusReported(
+                    appId: "app-own", accountId: "acc-2", tenantIds: [], status: .updated, reportedAt: later),
+                variant: "minimal"),
+
+            try sample(Fixtures.erasureRequested, variant: "full"),
+            try sample(Fixtures.erasureRequestedMinimal, variant: "minimal"),
+
+            try sample(Fixtures.eraseSubject, variant: "full"),
+            try sample(
+                EraseSubject(
+                    erasureId: "er-2", tenantId: "tenant-2", appId: "app-shared", accountId: "acc-2", policy: .delete,
+                    cause: .atlassianClosed, issuedAt: instant, deadline: later),
+                variant: "minimal"),
+
+            try sample(Fixtures.erasureAcknowledged, variant: "full"),
+            try sample(
+                ErasureAcknowledged(erasureId: "er-2", participant: "billing", outcome: .scrubbed, at: later),
+                variant: "minimal"),
+
+            try sample(Fixtures.participantDeclared, variant: "full"),
+            try sample(ParticipantDeclared(participant: "audit-only", holds: [], declaredAt: later), variant: "minimal"),
+
+            try sample(Fixtures.erasureCompleted, variant: "full"),
+            try sample(
+                ErasureCompleted(
+                    erasureId: "er-2", tenantId: "tenant-2", subject: "00ff", policy: .disassociate,
+                    cause: .refreshFailed, outcomes: [], completedAt: later,
+                    receipt: .init(sequence: 1, entryHash: "ef56", previousHash: "00", signature: "sig2", keyId: "k")),
+                variant: "minimal"),
+        ]
+    }
+
+    /// Where to write: `LETHE_CONTRACT_SAMPLES_DIR`, or a new temporary directory.
+    private static func outputDirectory() -> URL {
+        if let path = ProcessInfo.processInfo.environment["LETHE_CONTRACT_SAMPLES_DIR"], !path.isEmpty {
+            return URL(fileURLWithPath: path, isDirectory: true)
+        }
+        return FileManager.default.temporaryDirectory
+            .appendingPathComponent("lethe-contract-samples-\(UUID().uuidString.lowercased())", isDirectory: true)
+    }
+
+    @Test func everyEventTypeEncodesDecodesAndIsWrittenAsASample() throws {
+        let samples = try Self.allSamples()
+
+        // Every sample survives the round trip and carries the version its type writes.
+        for sample in samples {
+            #expect(sample.roundTrips, "\(sample.fileName) does not survive encode → decode")
+            let object = try sample.body.jsonObject()
+            #expect(object["schemaVersion"] as? String == "1.0", "\(sample.fileName)")
+        }
+
+        // Ten event types, each with a full and a minimal sample, no file name twice.
+        let types = Set(samples.map(\.eventType))
+        #expect(types.count == 10)
+        #expect(Set(samples.map(\.fileName)).count == samples.count)
+        for type in types {
+            #expect(samples.filter { $0.eventType == type }.count == 2, "\(type)")
+        }
+
+        let directory = Self.outputDirectory()
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for sample in samples {
+            try sample.body.write(to: directory.appendingPathComponent(sample.fileName), options: .atomic)
+        }
+        let written = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        #expect(Set(samples.map(\.fileName)).isSubset(of: Set(written)))
+    }
+
+    @Test func minimalSamplesOmitEveryOptionalField() throws {
+        let samples = Dictionary(uniqueKeysWithValues: try Self.allSamples().map { ($0.fileName, $0) })
+        let profile = try #require(samples["ProfileFetched.minimal.json"]).body.jsonObject()
+        #expect(Set(profile.keys) == ["schemaVersion", "tenantId", "appId", "accountId", "fetchedAt"])
+        let request = try #require(samples["ErasureRequested.minimal.json"]).body.jsonObject()
+        #expect(Set(request.keys) == ["schemaVersion", "requestId", "appId", "accountId", "cause"])
+        let ack = try #require(samples["ErasureAcknowledged.minimal.json"]).body.jsonObject()
+        #expect(Set(ack.keys) == ["schemaVersion", "erasureId", "participant", "outcome", "at"])
+
+        let fullProfile = try #require(samples["ProfileFetched.full.json"]).body.jsonObject()
+        #expect(Set(fullProfile.keys).isSuperset(of: ["name", "email", "nickname", "picture"]))
+        let fullRequest = try #require(samples["ErasureRequested.full.json"]).body.jsonObject()
+        #expect(Set(fullRequest.keys).isSuperset(of: ["tenantId", "policy"]))
+        let fullAck = try #require(samples["ErasureAcknowledged.full.json"]).body.jsonObject()
+        #expect(fullAck["detail"] != nil)
+    }
+}

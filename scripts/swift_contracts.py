@@ -1,0 +1,94 @@
+"""Reads the event contract from the Swift sources (the source of truth), for scripts/validate-contracts and
+scripts/validate-compose. Deliberately simple parsing of `Shared/Contracts`: string literals and `package var` lines.
+"""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACTS = ROOT / "Shared" / "Contracts"
+
+
+def topics():
+    """Every topic of `Topics.all`, as (name, compacted, retention_ms or None), in declaration order.
+
+    Fails loudly when a topic constant is not in `all`, or `all` names a constant that does not exist.
+    """
+    source = (CONTRACTS / "Topics.swift").read_text()
+    constants = dict(re.findall(r'package static let (\w+) = "(lethe\.[^"]+)"', source))
+    if not constants:
+        raise SystemExit("swift_contracts: no topic constants found in Topics.swift")
+    definitions = []
+    for constant, compacted, retention in re.findall(
+        r"TopicDefinition\(name: (\w+), compacted: (true|false), retentionMs: ([^)]+)\)", source
+    ):
+        if constant not in constants:
+            raise SystemExit(f"swift_contracts: Topics.all names unknown constant {constant}")
+        retention = retention.strip()
+        if retention == "nil":
+            retention_ms = None
+        elif retention == "TopicDefinition.sevenDaysMs":
+            retention_ms = 7 * 24 * 60 * 60 * 1000
+        elif retention == "TopicDefinition.thirtyDaysMs":
+            retention_ms = 30 * 24 * 60 * 60 * 1000
+        elif retention.isdigit():
+            retention_ms = int(retention)
+        else:
+            raise SystemExit(f"swift_contracts: cannot read retentionMs {retention!r} in Topics.swift")
+        definitions.append((constants[constant], compacted == "true", retention_ms))
+    names = {name for name, _, _ in definitions}
+    missing = sorted(set(constants.values()) - names)
+    if missing:
+        raise SystemExit(f"swift_contracts: topic constants not in Topics.all: {', '.join(missing)}")
+    return definitions
+
+
+def topic_names():
+    """Every `lethe.*` string literal in Topics.swift (what the brief calls "every topic in Topics.swift")."""
+    source = (CONTRACTS / "Topics.swift").read_text()
+    return sorted(set(re.findall(r'"(lethe\.[a-z0-9.]+)"', source)))
+
+
+def kafka_config(compacted, retention_ms):
+    """What `TopicDefinition.kafkaConfig` produces: (cleanup.policy, retention.ms)."""
+    if compacted:
+        return "compact", -1
+    return "delete", -1 if retention_ms is None else retention_ms
+
+
+DLQ_RETENTION_MS = 30 * 24 * 60 * 60 * 1000
+
+
+def events():
+    """Every `LetheEvent` in Shared/Contracts/Events: {EventName: {"type": "lethe.X", "fields": {name: optional}}}.
+
+    Fields are the struct's top-level `package var` stored properties (4-space indent); `?` marks an optional.
+    """
+    result = {}
+    for path in sorted((CONTRACTS / "Events").glob("*.swift")):
+        source = path.read_text()
+        for match in re.finditer(r"^package struct (\w+): LetheEvent\b[^{]*\{\n(.*?)^\}", source, re.M | re.S):
+            name, body = match.group(1), match.group(2)
+            event_type = re.search(r'static let eventType = "([^"]+)"', body)
+            if not event_type:
+                raise SystemExit(f"swift_contracts: {name} has no eventType")
+            fields = {
+                field: type_.strip().endswith("?")
+                for field, type_ in re.findall(r"^    package var (\w+): ([^\n={]+)$", body, re.M)
+            }
+            result[name] = {"type": event_type.group(1), "fields": fields, "file": path.name}
+    if not result:
+        raise SystemExit("swift_contracts: no LetheEvent structs found")
+    return result
+
+
+def enums():
+    """Every `package enum X: String` in Shared/Contracts/Events: {X: [raw values in declaration order]}."""
+    result = {}
+    for path in sorted((CONTRACTS / "Events").glob("*.swift")):
+        source = path.read_text()
+        for match in re.finditer(r"^package enum (\w+): String\b[^{]*\{\n(.*?)^\}", source, re.M | re.S):
+            values = []
+            for case, raw in re.findall(r'^    case (\w+)(?: = "([^"]*)")?$', match.group(2), re.M):
+                values.append(raw or case)
+            result[match.group(1)] = values
+    return result
