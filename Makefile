@@ -23,7 +23,8 @@ CONTRACT_SAMPLES_DIR := $(CURDIR)/.run/contract-samples
 
 test: build
 	rm -rf "$(CONTRACT_SAMPLES_DIR)"
-	LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" scripts/with-dev-broker swift test --skip-build $(SWIFT_TEST_FLAGS)
+	LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" scripts/with-dev-broker bash -c \
+		'swift test --skip-build $(SWIFT_TEST_FLAGS) && python3 -m pytest -q examples/python-participant' 
 	@# A filtered run may have skipped the samples test: write them anyway (no broker needed).
 	@[ -e "$(CONTRACT_SAMPLES_DIR)/EraseSubject.full.json" ] || LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" \
 		swift test --skip-build --filter ContractsTests.ContractSamplesTests

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""A Lethe erasure participant in Python: the whole contract in one small file.
+
+It keeps its own SQLite table of contacts synced from Atlassian (display name, email), declares itself on
+lethe.erasure.participants.v1, consumes lethe.erasure.commands.v1 in its own consumer group, applies the tenant's
+policy (delete / scrub / disassociate) to its own rows, acknowledges on lethe.erasure.acks.v1, and commits the
+command only after its change is durable and the broker acknowledged the ack. It is idempotent by erasureId: a
+repeated command is re-acknowledged with the outcome recorded the first time, never applied differently.
+
+Everything it needs is in docs/asyncapi.yaml and docs/schemas/; it uses no Lethe code.
+
+Environment:
+  KAFKA_BOOTSTRAP_SERVERS   required, host:port[,host:port]
+  PARTICIPANT_NAME          default "python-example"; also the consumer group
+  PARTICIPANT_DB            default ./python-participant.sqlite
+  LETHE_TOPIC_NAMESPACE     optional prefix "<ns>." for every topic (tests that share a broker)
+  LOG_LEVEL                 default INFO
+"""
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import uuid
+from datetime import datetime, timezone
+
+from confluent_kafka import Consumer, KafkaException, Producer
+
+SCHEMA_MAJOR = 1
+POLICIES = {"delete", "scrub", "disassociate"}
+log = logging.getLogger("python-participant")
+
+
+def rfc3339_now() -> str:
+    """UTC with milliseconds, as Lethe writes timestamps."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Config:
+    def __init__(self, env):
+        self.bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+        if not self.bootstrap:
+            raise SystemExit("configuration error: KAFKA_BOOTSTRAP_SERVERS is required but not set")
+        self.name = env.get("PARTICIPANT_NAME", "python-example")
+        self.db_path = env.get("PARTICIPANT_DB", "./python-participant.sqlite")
+        namespace = env.get("LETHE_TOPIC_NAMESPACE", "").strip()
+        prefix = f"{namespace}." if namespace else ""
+        self.participants_topic = prefix + "lethe.erasure.participants.v1"
+        self.commands_topic = prefix + "lethe.erasure.commands.v1"
+        self.acks_topic = prefix + "lethe.erasure.acks.v1"
+        self.group = prefix + f"lethe-participant-{self.name}"
+
+
+class Store:
+    """The participant's own data. `contacts` is what erasure acts on; `erasures` makes handling idempotent."""
+
+    def __init__(self, path):
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS contacts (
+                id INTEGER PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                app_id TEXT NOT NULL,
+                account_id TEXT,            -- NULL once disassociated
+                platform_user_id TEXT NOT NULL,
+                display_name TEXT,
+                email TEXT
+            );
+            CREATE TABLE IF NOT EXISTS erasures (
+                erasure_id TEXT PRIMARY KEY,
+                outcome TEXT NOT NULL,
+                applied_at TEXT NOT NULL
+            );
+            """
+        )
+
+    def apply(self, command):
+        """Applies the command once; returns its outcome (the recorded one when it was applied before)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute(
+                "SELECT outcome FROM erasures WHERE erasure_id = ?", (command["erasureId"],)
+            ).fetchone()
+            if row:
+                self.db.execute("COMMIT")
+                return row[0], True
+            match = ("tenant_id = ? AND app_id = ? AND account_id = ?",
+                     (command["tenantId"], command["appId"], command["accountId"]))
+            policy = command["policy"]
+            if policy == "delete":
+                changed = self.db.execute(f"DELETE FROM contacts WHERE {match[0]}", match[1]).rowcount
+                outcome = "erased"
+            elif policy == "scrub":
+                changed = self.db.execute(
+                    f"UPDATE contacts SET display_name = NULL, email = NULL WHERE {match[0]}", match[1]).rowcount
+                outcome = "scrubbed"
+            else:  # disassociate: the row stays with the platform user, unlinked from the Atlassian account
+                changed = self.db.execute(
+                    f"UPDATE contacts SET account_id = NULL, display_name = NULL, email = NULL WHERE {match[0]}",
+                    match[1]).rowcount
+                outcome = "disassociated"
+            if changed == 0:
+                outcome = "nothing-held"
+            self.db.execute(
+                "INSERT INTO erasures (erasure_id, outcome, applied_at) VALUES (?, ?, ?)",
+                (command["erasureId"], outcome, rfc3339_now()))
+            self.db.execute("COMMIT")
+            return outcome, False
+        except Exception:
+            self.db.execute("ROLLBACK")
+            raise
+
+
+def cloud_event_headers(event_type, source):
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(uuid.uuid4()).encode()),
+        ("ce_type", event_type.encode()),
+        ("ce_source", source.encode()),
+        ("ce_time", rfc3339_now().encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
+class Participant:
+    def __init__(self, config, store):
+        self.config = config
+        self.store = store
+        self.source = f"/participants/{config.name}"
+        self.producer = Producer({
+            "bootstrap.servers": config.bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+        })
+        self.consumer = Consumer({
+            "bootstrap.servers": config.bootstrap,
+            "group.id": config.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        })
+        self.running = True
+
+    def send(self, topic, key, body, event_type):
+        """Produces one record and waits for the broker's acknowledgement."""
+        failures = []
+        self.producer.produce(
+            topic, key=key.encode(), value=json.dumps(body, separators=(",", ":")).encode(),
+            headers=cloud_event_headers(event_type, self.source),
+            on_delivery=lambda err, _msg: failures.append(err) if err else None)
+        remaining = self.producer.flush(30)
+        if remaining or failures:
+            raise KafkaException(failures[0] if failures else "delivery timed out")
+
+    def declare(self):
+        self.send(self.config.participants_topic, self.config.name, {
+            "schemaVersion": "1.0",
+            "participant": self.config.name,
+            "holds": ["name", "email"],
+            "declaredAt": rfc3339_now(),
+        }, "lethe.ParticipantDeclared")
+        log.info("declared as %s", self.config.name)
+
+    def dead_letter(self, message, reason):
+        headers = list(message.headers() or []) + [
+            ("lethe_error", reason.encode()),
+            ("lethe_source_topic", message.topic().encode()),
+            ("lethe_source_partition", str(message.partition()).encode()),
+            ("lethe_source_offset", str(message.offset()).encode()),
+        ]
+        self.producer.produce(message.topic() + ".dlq", key=message.key(), value=message.value(), headers=headers)
+        if self.producer.flush(30):
+            raise KafkaException("dead letter not acknowledged")
+
+    @staticmethod
+    def parse(message):
+        """The EraseSubject in `message`, or a reason it cannot be processed (never including the payload)."""
+        try:
+            body = json.loads(message.value() or b"")
+        except ValueError:
+            return None, "malformed JSON"
+        if not isinstance(body, dict):
+            return None, "body is not an object"
+        version = str(body.get("schemaVersion", ""))
+        major = version.split(".")[0]
+        if not major.isdigit():
+            return None, "missing or malformed schemaVersion"
+        if int(major) != SCHEMA_MAJOR:
+            return None, f"unsupported schema version {version}"
+        for field in ("erasureId", "tenantId", "appId", "accountId", "policy"):
+            if not isinstance(body.get(field), str) or not body[field]:
+                return None, f"missing field {field}"
+        if body["policy"] not in POLICIES:
+            return None, "unknown policy"
+        return body, None
+
+    def handle(self, message):
+        command, reason = self.parse(message)
+        if command is None:
+            log.warning("dead-lettering a command: %s", reason)
+            self.dead_letter(message, reason)
+            return
+        outcome, repeated = self.store.apply(command)
+        self.send(self.config.acks_topic, command["erasureId"], {
+            "schemaVersion": "1.0",
+            "erasureId": command["erasureId"],
+            "participant": self.config.name,
+            "outcome": outcome,
+            "at": rfc3339_now(),
+        }, "lethe.ErasureAcknowledged")
+        log.info("erasure %s: %s%s", command["erasureId"], outcome, " (re-acknowledged)" if repeated else "")
+
+    def run(self):
+        self.declare()
+        self.consumer.subscribe([self.config.commands_topic])
+        print(f"python-participant {self.config.name} ready", flush=True)
+        try:
+            while self.running:
+                message = self.consumer.poll(0.2)
+                if message is None:
+                    continue
+                if message.error():
+                    log.warning("consumer error: %s", message.error())
+                    continue
+                self.handle(message)
+                # Only now: the change is committed in SQLite and the ack (or dead letter) is on the broker.
+                self.consumer.commit(message=message, asynchronous=False)
+        finally:
+            self.consumer.close()
+            self.producer.flush(10)
+
+    def stop(self, *_):
+        self.running = False
+
+
+def main():
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = Config(os.environ)
+    participant = Participant(config, Store(config.db_path))
+    signal.signal(signal.SIGTERM, participant.stop)
+    signal.signal(signal.SIGINT, participant.stop)
+    participant.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
