@@ -3,11 +3,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 SWIFT_TEST_FLAGS ?=
 
-.PHONY: help deps build test bench-messaging demo run broker-start broker-stop clean
+.PHONY: help deps build test bench-messaging bench-ingest demo run broker-start broker-stop clean
 
 help:
 	@echo "make test             install deps, start the dev broker, build, run every test, stop the broker"
 	@echo "make bench-messaging  Messaging vs kcat on the same dev broker (see bench/messaging.sh)"
+	@echo "make bench-ingest     profile-store ingest of 100k profiles vs kcat consume (see bench/ingest.sh)"
 	@echo "make demo             the whole system in one command (arrives with issue 8; not yet)"
 	@echo "make broker-start     start the dev broker and leave it running (prints its address)"
 	@echo "make broker-stop      stop the dev broker started by broker-start"
@@ -34,6 +35,11 @@ test: build
 bench-messaging: deps
 	swift build -c release --product messaging-bench
 	scripts/with-dev-broker bench/messaging.sh
+
+bench-ingest: deps
+	swift build -c release --product profile-store
+	swift build -c release --product ingest-bench
+	scripts/with-dev-broker bench/ingest.sh
 
 demo run:
 	@echo "make $@: the one-command demo arrives with issue 8 (the whole system); the services are not built yet." >&2

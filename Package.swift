@@ -12,8 +12,14 @@ let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
 /// never on another service.
 let services: [(name: String, dependencies: [Target.Dependency])] = [
     ("oauth-gateway", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
-    ("profile-store", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
-    ("pdr-reporter", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
+    ("profile-store", [
+        "ServiceKit", "Messaging", "Contracts", "Storage", "ErasureKit", hummingbird, lifecycle, logging, metrics,
+        prometheus, .product(name: "GRDB", package: "GRDB.swift"),
+    ]),
+    ("pdr-reporter", [
+        "ServiceKit", "Messaging", "Contracts", "AtlassianClient", hummingbird, lifecycle, logging, prometheus, nioCore,
+        .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
+    ]),
     ("erasure-executor", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
     ("atlassian-sandbox", [
         "ServiceKit", "Contracts", hummingbird, prometheus, logging, nioCore,
@@ -38,6 +44,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         // Already resolved through Hummingbird and AsyncHTTPClient; named so their modules can be imported directly.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
@@ -68,6 +75,16 @@ let package = Package(
         ),
 
         .target(
+            name: "Storage",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift"), "Messaging", lifecycle, logging],
+            path: "Shared/Storage"
+        ),
+        .target(
+            name: "ErasureKit",
+            dependencies: ["Messaging", "Contracts", lifecycle, logging, metrics],
+            path: "Shared/ErasureKit"
+        ),
+        .target(
             name: "AtlassianClient",
             dependencies: [
                 "Contracts", .product(name: "AsyncHTTPClient", package: "async-http-client"), logging, nioCore,
@@ -81,6 +98,13 @@ let package = Package(
             name: "kafka-test-consumer",
             dependencies: ["Messaging", "ServiceKit", lifecycle, logging],
             path: "Tests/Executables/kafka-test-consumer"
+        ),
+        .executableTarget(
+            name: "ingest-bench",
+            dependencies: [
+                "Messaging", "Contracts", .product(name: "GRDB", package: "GRDB.swift"), lifecycle, logging,
+            ],
+            path: "bench/ingest-bench"
         ),
         .executableTarget(
             name: "messaging-bench",
@@ -105,6 +129,30 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ContractsTests", dependencies: ["Contracts"]),
+        .testTarget(
+            name: "StorageTests",
+            dependencies: [
+                "Storage", "Messaging", "TestSupport", .product(name: "GRDB", package: "GRDB.swift"), lifecycle,
+            ]
+        ),
+        .testTarget(
+            name: "ErasureKitTests", dependencies: ["ErasureKit", "Messaging", "Contracts", "TestSupport", lifecycle]
+        ),
+        .testTarget(
+            name: "ProfileStoreTests",
+            dependencies: [
+                "profile-store", "Storage", "ErasureKit", "Messaging", "Contracts", "ServiceKit", "TestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"), lifecycle, logging, prometheus,
+            ]
+        ),
+        .testTarget(
+            name: "PDRReporterTests",
+            dependencies: [
+                "pdr-reporter", "AtlassianClient", "Contracts", "Messaging", "ServiceKit", "TestSupport", lifecycle,
+                logging, hummingbird, nioCore, .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
         .testTarget(name: "MessagingTests", dependencies: ["Messaging", "Contracts", "TestSupport", lifecycle, logging]),
         .testTarget(
             name: "ServiceKitTests",

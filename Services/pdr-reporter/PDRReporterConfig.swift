@@ -1,11 +1,44 @@
+import Foundation
 import ServiceKit
 
 /// Every setting of pdr-reporter, read and validated at start. See README "Configuration".
 struct PDRReporterConfig: Sendable {
     /// HTTP_HOST / HTTP_PORT (default 8082), KAFKA_BOOTSTRAP_SERVERS, LETHE_DATA_DIR.
     var standard: StandardServiceConfig
+    /// `PDR_CYCLE_SECONDS` (default 604800, 7 days; ATLASSIAN.md §3.5): the cycle until Atlassian answers a
+    /// `Cycle-Period` for an app. Tests shorten it to seconds.
+    var cycle: Duration
+    /// `PDR_REQUEST_INTERVAL_MS` (default 1000): minimum time between two PDR requests of one app — the per-app
+    /// request rate. Atlassian publishes no limit (§3.5), so this is deliberately gentle; batches grow instead.
+    var requestInterval: Duration
+    /// `ATLASSIAN_AUTH_URL` / `ATLASSIAN_API_URL` (default the real hosts; the sandbox in every other environment).
+    var atlassianAuthURL: URL
+    var atlassianAPIURL: URL
+    /// `LETHE_GATEWAY_URL` (default http://127.0.0.1:8080): where the reporting-token API is.
+    var gatewayURL: URL
+    /// `LETHE_INTERNAL_TOKEN`: bearer for the gateway's internal API. Optional until the reporting loop is wired
+    /// (with Kafka); when set it must be at least 16 characters. Never logged.
+    var internalToken: String?
+    /// `LETHE_ADMIN_TOKEN`: bearer for `GET /v1/apps`; without it the route answers 401 to everyone. Never logged.
+    var adminToken: String?
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8082)
+        cycle = .seconds(try reader.int("PDR_CYCLE_SECONDS", default: 604_800, range: 1...(366 * 86_400)))
+        requestInterval = .milliseconds(try reader.int("PDR_REQUEST_INTERVAL_MS", default: 1000, range: 1...3_600_000))
+        atlassianAuthURL = try reader.url("ATLASSIAN_AUTH_URL", default: "https://auth.atlassian.com")
+        atlassianAPIURL = try reader.url("ATLASSIAN_API_URL", default: "https://api.atlassian.com")
+        gatewayURL = try reader.url("LETHE_GATEWAY_URL", default: "http://127.0.0.1:8080")
+        internalToken = try reader.optionalString("LETHE_INTERNAL_TOKEN").map { _ in
+            try reader.secret("LETHE_INTERNAL_TOKEN")
+        }
+        adminToken = try reader.optionalString("LETHE_ADMIN_TOKEN").map { _ in try reader.secret("LETHE_ADMIN_TOKEN") }
+    }
+
+    /// The reporter's pacing from this configuration; the other retry settings keep their production defaults.
+    var reportingSettings: ReportingSettings {
+        var settings = ReportingSettings()
+        settings.requestInterval = requestInterval
+        return settings
     }
 }

@@ -7,7 +7,7 @@ struct ProfileStoreEntrypoint {
     static func main() async throws {
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "profile-store")
         let config = ServiceBootstrap.exitOnConfigError { try ProfileStoreConfig(reader: ConfigReader()) }
-        let services = try buildProfileStore(config: config, logger: logger, registry: registry)
-        try await services.run()
+        let parts = try await buildProfileStore(config: config, logger: logger, registry: registry)
+        try await parts.group.run()
     }
 }

@@ -1,19 +1,84 @@
+import Contracts
+import ErasureKit
 import Hummingbird
 import Logging
 import Messaging
 import Prometheus
 import ServiceKit
 import ServiceLifecycle
+import Storage
 
-/// Wires profile-store. For now it serves only the operational routes (health, metrics); its issue fills in the rest.
-func buildProfileStore(config: ProfileStoreConfig, logger: Logger, registry: PrometheusCollectorRegistry) throws -> ServiceGroup {
-    let admin = try KafkaAdmin(bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
+/// profile-store's parts, built and wired, so tests can reach into them.
+struct ProfileStoreParts {
+    var group: ServiceGroup
+    var database: ProfileDatabase
+    var ingestor: ProfileIngestor
+    var relay: OutboxRelay
+}
+
+/// Wires profile-store: creates its topics, opens (and migrates) its SQLite file, then runs the producer, the outbox
+/// relay, the erasure participant, the profile ingestor and the HTTP server (health and metrics). The producer is
+/// listed first: ServiceGroup shuts down in reverse order, so it outlives everything that sends through it.
+func buildProfileStore(
+    config: ProfileStoreConfig, logger: Logger, registry: PrometheusCollectorRegistry,
+    handleSignals: Bool = true
+) async throws -> ProfileStoreParts {
+    let kafka = config.standard.kafka
+    let topics = config.topics
+    let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: logger)
+    func spec(_ name: String, like definition: TopicDefinition) -> TopicSpec {
+        TopicSpec(name: name, partitions: kafka.topicPartitions, config: definition.kafkaConfig)
+    }
+    let dlq = Topics.dlqDefinition(for: Topics.profiles)
+    try await admin.ensureTopics([
+        spec(topics.profiles, like: Topics.definition(named: Topics.profiles)!),
+        spec(topics.accounts, like: Topics.definition(named: Topics.pdrAccounts)!),
+        spec(topics.erasureCommands, like: Topics.definition(named: Topics.erasureCommands)!),
+        spec(topics.erasureAcks, like: Topics.definition(named: Topics.erasureAcks)!),
+        spec(topics.erasureParticipants, like: Topics.definition(named: Topics.erasureParticipants)!),
+        spec(DeadLetterQueue.topic(for: topics.profiles), like: dlq),
+        spec(DeadLetterQueue.topic(for: topics.erasureCommands), like: dlq),
+    ])
+
+    let database = try ProfileDatabase(
+        path: config.standard.dataDirectory.databaseFile("profile-store").path, accountsTopic: topics.accounts)
+    let producer = try KafkaProducer(
+        config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "profile-store"),
+        logger: logger)
+    let relay = OutboxRelay(database: database.database, producer: producer, logger: logger)
+    let consumer = try KafkaConsumer(
+        config: KafkaConsumerConfig(
+            bootstrapServers: kafka.bootstrapServers,
+            subscription: .group(id: config.group("profile-store"), topics: [topics.profiles]),
+            clientId: "profile-store", sessionTimeout: .seconds(6), maxBufferedMessages: config.ingestBatch * 4),
+        logger: logger)
+    let ingestor = ProfileIngestor(
+        consumer: consumer, database: database, relay: relay, producer: producer, logger: logger,
+        maxBatch: config.ingestBatch)
+    let participant = try ErasureParticipant(
+        config: ErasureParticipantConfig(
+            participant: "profile-store", holds: ["name", "email", "nickname", "picture"],
+            groupId: config.group("lethe.erasure.profile-store"), commandsTopic: topics.erasureCommands,
+            acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants,
+            sessionTimeout: .seconds(6)),
+        handler: ProfileErasureHandler(database: database), producer: producer,
+        bootstrapServers: kafka.bootstrapServers, logger: logger)
+
     let router = Router()
     router.addOperationalRoutes(
-        readiness: [ReadinessCheck(name: "kafka") { try await admin.ping() }],
+        readiness: [
+            ReadinessCheck(name: "sqlite") { try await database.database.check() },
+            ReadinessCheck(name: "kafka") { try await admin.ping() },
+        ],
         registry: registry)
     let app = Application(
-        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "profile-store"), logger: logger)
-    return ServiceGroup(configuration: .init(
-        services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "profile-store"),
+        logger: logger)
+    let group = ServiceGroup(configuration: .init(
+        services: [
+            .init(service: producer), .init(service: relay), .init(service: participant), .init(service: ingestor),
+            .init(service: app),
+        ],
+        gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
+    return ProfileStoreParts(group: group, database: database, ingestor: ingestor, relay: relay)
 }

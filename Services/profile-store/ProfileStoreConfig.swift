@@ -4,8 +4,25 @@ import ServiceKit
 struct ProfileStoreConfig: Sendable {
     /// HTTP_HOST / HTTP_PORT (default 8081), KAFKA_BOOTSTRAP_SERVERS, LETHE_DATA_DIR.
     var standard: StandardServiceConfig
+    /// The topics, from `LETHE_TOPIC_NAMESPACE` (unset in production: the architecture's names; tests set a unique
+    /// prefix so that runs sharing a broker never see each other's records). Group ids get the same prefix.
+    var topics: ProfileStoreTopics
+    /// `LETHE_TOPIC_NAMESPACE`, if set.
+    var namespace: String?
+    /// `PROFILE_STORE_INGEST_BATCH`: most profile events per SQLite transaction (default 2000).
+    var ingestBatch: Int
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8081)
+        namespace = reader.optionalString("LETHE_TOPIC_NAMESPACE")
+        if let namespace, namespace.contains(where: { !($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
+            throw ConfigError(
+                variable: "LETHE_TOPIC_NAMESPACE", reason: "may contain only letters, digits, '-', '_', '.'")
+        }
+        topics = ProfileStoreTopics(namespace: namespace)
+        ingestBatch = try reader.int("PROFILE_STORE_INGEST_BATCH", default: 2000, range: 1...100_000)
     }
+
+    /// A group id, prefixed like the topics.
+    func group(_ name: String) -> String { namespace.map { "\($0).\(name)" } ?? name }
 }

@@ -59,8 +59,9 @@ extension Duration {
 /// Produces records and returns only once the broker acknowledged them (the delivery report), so a caller that
 /// marks work done after `send` returns never loses it.
 ///
-/// Run it as a `Service` in the process's `ServiceGroup`, after the services that send through it: on graceful
-/// shutdown it flushes what is still in flight before the handle is destroyed.
+/// Run it as a `Service` in the process's `ServiceGroup`, listed before the services that send through it: a group
+/// shuts its services down in reverse order, so those stop first, and then the producer flushes what is still in
+/// flight before the handle is destroyed.
 package final class KafkaProducer: Service, @unchecked Sendable {
     private let handle: RdKafkaHandle
     private let context: ProducerContext

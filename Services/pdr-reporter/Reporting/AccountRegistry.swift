@@ -1,0 +1,165 @@
+import Contracts
+import Foundation
+
+/// An account the platform holds through an app: the content of `AccountHeld`, which is all PDR needs.
+package struct HeldAccount: Sendable, Equatable {
+    package var appId: String
+    package var accountId: String
+    /// The oldest retrieval time of the data held: what PDR reports as `updatedAt`.
+    package var updatedAt: Date
+    /// Copied onto every `AccountStatusReported`, so the executor knows whose data to erase.
+    package var tenantIds: [String]
+
+    package init(appId: String, accountId: String, updatedAt: Date, tenantIds: [String]) {
+        self.appId = appId
+        self.accountId = accountId
+        self.updatedAt = updatedAt
+        self.tenantIds = tenantIds
+    }
+
+    package init(_ event: AccountHeld) {
+        self.init(appId: event.appId, accountId: event.accountId, updatedAt: event.updatedAt,
+                  tenantIds: event.tenantIds)
+    }
+}
+
+/// One row of the registry: what is held plus where it stands in its cycle.
+package struct RegisteredAccount: Sendable, Equatable {
+    package var held: HeldAccount
+    /// When the account was first seen; with `spread` it fixes the first due time (see `Schedule`).
+    package var firstSeenAt: Date
+    /// The stable fraction of the cycle at which a never-reported account becomes due.
+    package var spread: Double
+    package var lastReportedAt: Date?
+    package var nextDueAt: Date
+    /// Atlassian refused this account alone with a 400; it is skipped until its data changes (`updatedAt` moves),
+    /// so one bad row can never make the reporter loop on it.
+    package var rejected: Bool
+
+    package var appId: String { held.appId }
+    package var accountId: String { held.accountId }
+}
+
+/// Per-app counts for the status endpoint, computed where the data lives (a `COUNT(*)` in SQLite).
+package struct RegistryCounts: Sendable, Equatable {
+    package var held: Int
+    package var dueNow: Int
+    /// Reported within the last cycle.
+    package var reportedInCurrentCycle: Int
+    /// Skipped after a 400 until their data changes.
+    package var rejected: Int
+}
+
+/// The reporter's registry: which accounts are held per app and when each is due.
+///
+/// Every method is a plain value-in/value-out call so an SQLite implementation (one transaction per call, indexed
+/// on `(appId, rejected, nextDueAt)`) fits without holding live state; the in-memory actor below is the reference.
+/// Scheduling inputs (`Schedule`, the cycle) are passed in rather than kept here, so the arithmetic lives in one
+/// place.
+package protocol AccountRegistry: Sendable {
+    /// Records what is held. A new account gets `nextDueAt = seenAt + spread × cycle`; a known one keeps its
+    /// schedule (re-holding never makes an account due earlier) and, when `updatedAt` changed, loses its `rejected`
+    /// mark — new data deserves a new try.
+    func upsert(_ account: HeldAccount, seenAt: Date, cycle: Duration) async throws
+    /// A tombstone: the account is no longer held and is never reported again (unless held anew).
+    func remove(appId: String, accountId: String) async throws
+    /// Up to `limit` accounts of the app due at `now` (not rejected), earliest due first.
+    func dueAccounts(appId: String, at now: Date, limit: Int) async throws -> [RegisteredAccount]
+    /// The earliest due time of the app's reportable accounts, to know how long to sleep; nil when none.
+    func nextDueAt(appId: String) async throws -> Date?
+    /// Records successful reports: `lastReportedAt` and `nextDueAt` per account. Accounts removed meanwhile are
+    /// ignored (a tombstone wins over a late record).
+    func recordReported(_ reports: [AccountReported]) async throws
+    /// Marks an account Atlassian refused on its own (400), so it is skipped until its data changes.
+    func markRejected(appId: String, accountId: String) async throws
+    /// The `Cycle-Period` Atlassian last answered for the app, if any.
+    func cyclePeriod(appId: String) async throws -> Duration?
+    /// Stores a new cycle for the app and reschedules all its accounts under it: reported ones at
+    /// `lastReportedAt + cycle`, the others at `firstSeenAt + spread × cycle`.
+    func setCyclePeriod(appId: String, cycle: Duration) async throws
+    /// Every app with at least one held account.
+    func appIds() async throws -> [String]
+    /// The account as registered, or nil.
+    func account(appId: String, accountId: String) async throws -> RegisteredAccount?
+    /// Counts for the status endpoint.
+    func counts(appId: String, at now: Date, cycle: Duration) async throws -> RegistryCounts
+}
+
+/// The in-memory registry: the reference implementation and the one tests use until the SQLite one lands.
+/// `dueAccounts` scans the app's accounts, which is fine for tests, not for 100k accounts.
+package actor InMemoryAccountRegistry: AccountRegistry {
+    private var accounts: [String: [String: RegisteredAccount]] = [:]
+    private var cycles: [String: Duration] = [:]
+    private let schedule: Schedule
+
+    package init(schedule: Schedule) {
+        self.schedule = schedule
+    }
+
+    package func upsert(_ account: HeldAccount, seenAt: Date, cycle: Duration) {
+        if var existing = accounts[account.appId]?[account.accountId] {
+            if existing.held.updatedAt != account.updatedAt { existing.rejected = false }
+            existing.held = account
+            accounts[account.appId]![account.accountId] = existing
+            return
+        }
+        let spread = Schedule.spread(appId: account.appId, accountId: account.accountId)
+        accounts[account.appId, default: [:]][account.accountId] = RegisteredAccount(
+            held: account, firstSeenAt: seenAt, spread: spread, lastReportedAt: nil,
+            nextDueAt: schedule.firstDue(firstSeenAt: seenAt, spread: spread, cycle: cycle), rejected: false)
+    }
+
+    package func remove(appId: String, accountId: String) {
+        accounts[appId]?[accountId] = nil
+        if accounts[appId]?.isEmpty == true { accounts[appId] = nil }
+    }
+
+    package func dueAccounts(appId: String, at now: Date, limit: Int) -> [RegisteredAccount] {
+        guard let app = accounts[appId] else { return [] }
+        let due = app.values.filter { !$0.rejected && $0.nextDueAt <= now }
+        return Array(due.sorted { ($0.nextDueAt, $0.accountId) < ($1.nextDueAt, $1.accountId) }.prefix(limit))
+    }
+
+    package func nextDueAt(appId: String) -> Date? {
+        accounts[appId]?.values.lazy.filter { !$0.rejected }.map(\.nextDueAt).min()
+    }
+
+    package func recordReported(_ reports: [AccountReported]) {
+        for report in reports {
+            guard var account = accounts[report.appId]?[report.accountId] else { continue }
+            account.lastReportedAt = report.reportedAt
+            account.nextDueAt = report.nextDueAt
+            accounts[report.appId]![report.accountId] = account
+        }
+    }
+
+    package func markRejected(appId: String, accountId: String) {
+        accounts[appId]?[accountId]?.rejected = true
+    }
+
+    package func cyclePeriod(appId: String) -> Duration? { cycles[appId] }
+
+    package func setCyclePeriod(appId: String, cycle: Duration) {
+        cycles[appId] = cycle
+        guard let app = accounts[appId] else { return }
+        for (id, var account) in app {
+            account.nextDueAt = account.lastReportedAt.map { schedule.nextDue(reportedAt: $0, cycle: cycle) }
+                ?? schedule.firstDue(firstSeenAt: account.firstSeenAt, spread: account.spread, cycle: cycle)
+            accounts[appId]![id] = account
+        }
+    }
+
+    package func appIds() -> [String] { accounts.keys.sorted() }
+
+    package func account(appId: String, accountId: String) -> RegisteredAccount? { accounts[appId]?[accountId] }
+
+    package func counts(appId: String, at now: Date, cycle: Duration) -> RegistryCounts {
+        let app = accounts[appId].map { Array($0.values) } ?? []
+        let cycleStart = now.addingTimeInterval(-cycle.timeInterval)
+        return RegistryCounts(
+            held: app.count,
+            dueNow: app.filter { !$0.rejected && $0.nextDueAt <= now }.count,
+            reportedInCurrentCycle: app.filter { ($0.lastReportedAt ?? .distantPast) > cycleStart }.count,
+            rejected: app.filter(\.rejected).count)
+    }
+}

@@ -1,0 +1,263 @@
+import AtlassianClient
+import Contracts
+import Foundation
+import Logging
+
+/// How an app's reporter paces and retries. Defaults are for production; tests shorten them.
+package struct ReportingSettings: Sendable {
+    /// Minimum time between two PDR requests of one app (the configurable per-app request rate). Batches fill up
+    /// with the accounts that became due meanwhile, so a slower rate means fuller batches, not skipped accounts.
+    package var requestInterval: Duration = .seconds(1)
+    /// Longest sleep while nothing is due, so accounts held meanwhile are picked up without a wake-up signal.
+    package var idlePoll: Duration = .seconds(5)
+    /// How many different connections to try after 401s before backing off (ATLASSIAN.md §3.3: bounded retries).
+    package var maxTokenAttempts = 3
+    /// First backoff after a 5xx, transport error or unavailable gateway; doubles per failure, with full jitter.
+    package var backoffBase: Duration = .milliseconds(500)
+    /// Cap of that backoff.
+    package var backoffMax: Duration = .seconds(60)
+    /// Wait after a 429 without a usable `Retry-After`.
+    package var defaultRetryAfter: Duration = .seconds(30)
+    /// How often an orphaned app asks for a token again.
+    package var orphanRetry: Duration = .seconds(60)
+
+    package init() {}
+}
+
+/// Live per-app facts the registry does not hold (last call, 429s, orphaned), shared by the reporters and read by
+/// the status endpoint.
+package actor AppStatusBoard {
+    package struct Entry: Sendable, Equatable {
+        package var lastCallAt: Date?
+        package var lastOutcome: String?
+        package var rateLimited = 0
+        package var orphaned = false
+        package var badRequests = 0
+    }
+
+    private var entries: [String: Entry] = [:]
+
+    package init() {}
+
+    package func entry(_ appId: String) -> Entry { entries[appId] ?? Entry() }
+
+    func call(_ appId: String, at date: Date, outcome: String) {
+        entries[appId, default: Entry()].lastCallAt = date
+        entries[appId, default: Entry()].lastOutcome = outcome
+        if outcome == "rate-limited" { entries[appId, default: Entry()].rateLimited += 1 }
+        if outcome == "bad-request" { entries[appId, default: Entry()].badRequests += 1 }
+    }
+
+    func orphaned(_ appId: String, _ value: Bool) { entries[appId, default: Entry()].orphaned = value }
+}
+
+/// Reports one app's due accounts: ≤ 90 per request, one request at a time, paced by `requestInterval`.
+///
+/// Failures stay inside the app: a 429 sleeps this reporter only, so other apps' reporters continue. Every failure
+/// leaves the batch's accounts due; only a successful call (after the sink and the registry recorded it) moves them
+/// to their next cycle, so nothing is skipped and, short of a crash, nothing is sent twice.
+package actor AppReporter {
+    package let appId: String
+    private let registry: any AccountRegistry
+    private let api: any AtlassianAPI
+    private let tokens: any ReportingTokenProvider
+    private let sink: any ReportSink
+    private let schedule: Schedule
+    private let settings: ReportingSettings
+    private let board: AppStatusBoard
+    private let now: @Sendable () -> Date
+    private let logger: Logger
+    private var lastRequestAt: ContinuousClock.Instant?
+    private var failures = 0
+
+    /// The app is orphaned: no connection has a usable grant. Its accounts stay due.
+    private struct Orphaned: Error {}
+
+    package init(appId: String, registry: any AccountRegistry, api: any AtlassianAPI,
+                 tokens: any ReportingTokenProvider, sink: any ReportSink, schedule: Schedule,
+                 settings: ReportingSettings, board: AppStatusBoard, now: @escaping @Sendable () -> Date,
+                 logger: Logger) {
+        self.appId = appId
+        self.registry = registry
+        self.api = api
+        self.tokens = tokens
+        self.sink = sink
+        self.schedule = schedule
+        self.settings = settings
+        self.board = board
+        self.now = now
+        var logger = logger
+        logger[metadataKey: "pdr.app_id"] = "\(appId)"
+        self.logger = logger
+    }
+
+    /// Runs until cancelled: sleeps until the next account is due (at most `idlePoll`), then sends one batch.
+    /// A cancellation in the middle of a call leaves that batch due: it is re-sent after restart.
+    package func run() async {
+        while !Task.isCancelled {
+            do {
+                let current = now()
+                let due = try await registry.dueAccounts(
+                    appId: appId, at: current, limit: AtlassianClient.maxAccountsPerReport)
+                if due.isEmpty {
+                    let next = try await registry.nextDueAt(appId: appId)
+                    let wait = min(next.map { $0.timeIntervalSince(current) } ?? .infinity, settings.idlePoll.timeInterval)
+                    try await Task.sleep(for: .seconds(max(wait, 0.002)))
+                    continue
+                }
+                try await deliver(due)
+            } catch is CancellationError {
+                return
+            } catch is Orphaned {
+                try? await Task.sleep(for: settings.orphanRetry)
+            } catch {
+                logger.warning("reporting step failed; backing off", metadata: ["error": "\(type(of: error))"])
+                try? await Task.sleep(for: nextBackoff())
+            }
+        }
+    }
+
+    /// Sends one batch until Atlassian accepted it (or, for a 400, until each account was settled alone).
+    private func deliver(_ batch: [RegisteredAccount]) async throws {
+        var excluded = Set<String>()
+        while true {
+            try Task.checkCancellation()
+            let token: ReportingToken
+            do {
+                token = try await tokens.token(appId: appId, excluding: excluded)
+            } catch ReportingTokenError.noUsableGrant {
+                if await !board.entry(appId).orphaned {
+                    logger.error("app orphaned: no connection with a usable grant; its accounts stay due")
+                }
+                await board.orphaned(appId, true)
+                throw Orphaned()
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                logger.warning("no reporting token; backing off", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: nextBackoff())
+                continue
+            }
+            await board.orphaned(appId, false)
+
+            try await pace()
+            let accounts = batch.map { ReportedAccount(accountId: $0.accountId, updatedAt: $0.held.updatedAt) }
+            let result: PDRResult
+            do {
+                result = try await api.reportAccounts(accounts, accessToken: token.accessToken)
+            } catch let error as AtlassianError {
+                if Task.isCancelled { throw CancellationError() }
+                switch error {
+                case .unauthorized:
+                    await board.call(appId, at: now(), outcome: "unauthorized")
+                    excluded.insert(token.connectionId)
+                    if excluded.count >= settings.maxTokenAttempts {
+                        logger.warning("401 from every connection tried; backing off",
+                                       metadata: ["pdr.connections_tried": "\(excluded.count)"])
+                        excluded = []
+                        try await Task.sleep(for: nextBackoff())
+                    }
+                case .rateLimited(let retryAfter):
+                    await board.call(appId, at: now(), outcome: "rate-limited")
+                    try await Task.sleep(for: retryAfter ?? settings.defaultRetryAfter)
+                case .badRequest(let errorType, _):
+                    await board.call(appId, at: now(), outcome: "bad-request")
+                    // Only the errorType: the message may quote the request, and accountIds are personal data.
+                    logger.error("PDR refused a batch", metadata: [
+                        "atlassian.error_type": "\(errorType ?? "none")", "pdr.batch_size": "\(batch.count)",
+                    ])
+                    try await isolate(batch)
+                    return
+                default:
+                    await board.call(appId, at: now(), outcome: "failed")
+                    logger.info("PDR call failed; backing off", metadata: ["error": "\(error)"])
+                    try await Task.sleep(for: nextBackoff())
+                }
+                continue
+            }
+            failures = 0
+            await board.call(appId, at: now(), outcome: "ok")
+            try await complete(batch, result, reportedAt: now())
+            return
+        }
+    }
+
+    /// A 400 names no account, so each is sent alone: the good ones are reported, a bad one is marked and skipped
+    /// until its data changes. Each account is tried once alone, so this always ends.
+    private func isolate(_ batch: [RegisteredAccount]) async throws {
+        guard batch.count > 1 else {
+            logger.error("PDR refused an account on its own; skipping it until its data changes")
+            try await registry.markRejected(appId: appId, accountId: batch[0].accountId)
+            return
+        }
+        for account in batch { try await deliver([account]) }
+    }
+
+    /// Records a successful call: the sink first (durable events), then the registry (which ends the batch). If
+    /// either fails, only that step is retried — the call itself is not repeated.
+    private func complete(_ batch: [RegisteredAccount], _ result: PDRResult, reportedAt: Date) async throws {
+        var cycle = schedule.cycle(override: try await registry.cyclePeriod(appId: appId))
+        if let answered = result.cyclePeriod {
+            let newCycle = schedule.cycle(override: answered)
+            if newCycle != cycle {
+                logger.notice("Atlassian set a new cycle period for the app",
+                              metadata: ["pdr.cycle_seconds": "\(newCycle.components.seconds)"])
+                try await registry.setCyclePeriod(appId: appId, cycle: newCycle)
+                cycle = newCycle
+            }
+        }
+        let reported = batch.map {
+            AccountReported(appId: appId, accountId: $0.accountId, reportedAt: reportedAt,
+                            nextDueAt: schedule.nextDue(reportedAt: reportedAt, cycle: cycle))
+        }
+        var statuses: [AccountStatusReported] = []
+        if case .needsAction(let actions) = result.outcome {
+            let byId = Dictionary(batch.map { ($0.accountId, $0) }, uniquingKeysWith: { first, _ in first })
+            for action in actions {
+                guard let account = byId[action.accountId] else { continue }
+                let status: AccountStatus
+                switch action.status {
+                case .closed: status = .closed
+                case .updated: status = .updated
+                case .other(let raw):
+                    logger.warning("unknown PDR status ignored", metadata: ["atlassian.status": "\(raw.prefix(32))"])
+                    continue
+                }
+                statuses.append(AccountStatusReported(
+                    appId: appId, accountId: action.accountId, tenantIds: account.held.tenantIds, status: status,
+                    reportedAt: reportedAt))
+            }
+        }
+        while true {
+            do {
+                try await sink.publish(reported: reported, statuses: statuses)
+                try await registry.recordReported(reported)
+                return
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                logger.error("could not record a reported batch; retrying the record only",
+                             metadata: ["error": "\(type(of: error))"])
+                try await Task.sleep(for: nextBackoff())
+            }
+        }
+    }
+
+    /// Keeps at least `requestInterval` between two requests of this app.
+    private func pace() async throws {
+        let clock = ContinuousClock()
+        if let last = lastRequestAt {
+            let earliest = last.advanced(by: settings.requestInterval)
+            if earliest > clock.now { try await Task.sleep(until: earliest, clock: clock) }
+        }
+        lastRequestAt = clock.now
+    }
+
+    /// Exponential backoff with jitter (a random point in the upper half), capped: spreads retries of many apps and instances apart.
+    private func nextBackoff() -> Duration {
+        failures += 1
+        let exponent = min(failures - 1, 20)
+        let ceiling = min(settings.backoffBase.timeInterval * pow(2, Double(exponent)), settings.backoffMax.timeInterval)
+        return .seconds(Double.random(in: (ceiling / 2)...ceiling))
+    }
+}

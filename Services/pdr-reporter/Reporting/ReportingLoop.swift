@@ -1,0 +1,99 @@
+import AtlassianClient
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// One app's state for `GET /v1/apps`.
+package struct AppReportingStatus: Codable, Sendable, Equatable {
+    package var appId: String
+    package var accountsHeld: Int
+    package var dueNow: Int
+    package var reportedInCurrentCycle: Int
+    /// Skipped after Atlassian refused them alone (400), until their data changes.
+    package var rejected: Int
+    package var lastCallAt: Date?
+    /// `ok`, `rate-limited`, `unauthorized`, `bad-request` or `failed`.
+    package var lastOutcome: String?
+    package var rateLimitedCount: Int
+    package var orphaned: Bool
+    package var cyclePeriodSeconds: Int64
+}
+
+/// Runs one `AppReporter` per app in the registry, each in its own child task, so a slow or rate-limited app never
+/// holds up another. New apps are picked up within `idlePoll`. Graceful shutdown cancels the reporters; a batch in
+/// flight at that moment stays due and is re-sent on the next start (at most that one batch per app).
+package final class ReportingLoop: Service, Sendable {
+    private let registry: any AccountRegistry
+    private let api: any AtlassianAPI
+    private let tokens: any ReportingTokenProvider
+    private let sink: any ReportSink
+    private let schedule: Schedule
+    private let settings: ReportingSettings
+    private let now: @Sendable () -> Date
+    private let logger: Logger
+    package let board = AppStatusBoard()
+
+    package init(registry: any AccountRegistry, api: any AtlassianAPI, tokens: any ReportingTokenProvider,
+                 sink: any ReportSink, schedule: Schedule, settings: ReportingSettings,
+                 now: @escaping @Sendable () -> Date = { Date() }, logger: Logger) {
+        self.registry = registry
+        self.api = api
+        self.tokens = tokens
+        self.sink = sink
+        self.schedule = schedule
+        self.settings = settings
+        self.now = now
+        self.logger = logger
+    }
+
+    package func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                var started = Set<String>()
+                while !Task.isCancelled {
+                    let apps = (try? await self.registry.appIds()) ?? []
+                    for appId in apps where !started.contains(appId) {
+                        started.insert(appId)
+                        let reporter = self.makeReporter(appId)
+                        group.addTask { await reporter.run() }
+                    }
+                    try? await Task.sleep(for: self.settings.idlePoll)
+                }
+            }
+        }
+    }
+
+    private func makeReporter(_ appId: String) -> AppReporter {
+        AppReporter(appId: appId, registry: registry, api: api, tokens: tokens, sink: sink, schedule: schedule,
+                    settings: settings, board: board, now: now, logger: logger)
+    }
+
+    /// Registers what is held (the `AccountHeld` consumer calls this): a new account's first due time is spread over
+    /// the app's current cycle.
+    package func hold(_ account: HeldAccount) async throws {
+        let cycle = schedule.cycle(override: try await registry.cyclePeriod(appId: account.appId))
+        try await registry.upsert(account, seenAt: now(), cycle: cycle)
+    }
+
+    /// A tombstone: stop reporting the account at once.
+    package func release(appId: String, accountId: String) async throws {
+        try await registry.remove(appId: appId, accountId: accountId)
+    }
+
+    /// The status of every app, for `GET /v1/apps`.
+    package func status() async throws -> [AppReportingStatus] {
+        var result: [AppReportingStatus] = []
+        let current = now()
+        for appId in try await registry.appIds() {
+            let cycle = schedule.cycle(override: try await registry.cyclePeriod(appId: appId))
+            let counts = try await registry.counts(appId: appId, at: current, cycle: cycle)
+            let live = await board.entry(appId)
+            result.append(AppReportingStatus(
+                appId: appId, accountsHeld: counts.held, dueNow: counts.dueNow,
+                reportedInCurrentCycle: counts.reportedInCurrentCycle, rejected: counts.rejected,
+                lastCallAt: live.lastCallAt, lastOutcome: live.lastOutcome, rateLimitedCount: live.rateLimited,
+                orphaned: live.orphaned, cyclePeriodSeconds: cycle.components.seconds))
+        }
+        return result
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+
+/// When each account is due, as pure arithmetic so the in-memory and the SQLite registry agree exactly.
+///
+/// Every account is reported once per cycle and never more often (ATLASSIAN.md §3.5). The cycle is
+/// `PDR_CYCLE_SECONDS` unless Atlassian answered a `Cycle-Period` for the app, which then wins for that app.
+/// A new account is not due at once: its first due time is `firstSeen + spread × cycle`, where `spread` is a
+/// stable fraction in [0, 1) derived from `appId:accountId`. A restore, a restart or another instance therefore
+/// computes the same first due time, and a burst of new accounts (a backfill, a restart) is spread evenly over the
+/// cycle instead of bunching at one instant. Storing the fraction (not the due time) lets a registry reschedule
+/// unreported accounts in plain SQL when the cycle changes.
+package struct Schedule: Sendable, Equatable {
+    /// The cycle when Atlassian has not said otherwise (`PDR_CYCLE_SECONDS`, default 7 days).
+    package var defaultCycle: Duration
+    /// The shortest cycle accepted from a `Cycle-Period` header: a zero or tiny value (a server bug) must not turn
+    /// the reporter into a busy loop against Atlassian.
+    package var minimumCycle: Duration
+
+    package static let sevenDays: Duration = .seconds(604_800)
+
+    package init(defaultCycle: Duration = Schedule.sevenDays, minimumCycle: Duration = .seconds(1)) {
+        self.defaultCycle = defaultCycle
+        self.minimumCycle = minimumCycle
+    }
+
+    /// The cycle to follow for an app, given the `Cycle-Period` last answered for it (if any).
+    package func cycle(override: Duration?) -> Duration {
+        guard let override else { return defaultCycle }
+        return max(override, minimumCycle)
+    }
+
+    /// The stable spread fraction of an account, in [0, 1): FNV-1a 64 of `appId:accountId`, then MurmurHash3's
+    /// 64-bit finalizer.
+    ///
+    /// Swift's `Hasher` is seeded per process, so it would move every account's due time on each restart; FNV-1a is
+    /// fixed and cheap, but its high bits barely move between ids that differ in the last characters (sequential
+    /// ids bunch together), so the finalizer mixes every input bit into the top bits used here. Load levelling
+    /// only: this is not a security property.
+    package static func spread(appId: String, accountId: String) -> Double {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "\(appId):\(accountId)".utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        hash ^= hash >> 33
+        hash = hash &* 0xff51_afd7_ed55_8ccd
+        hash ^= hash >> 33
+        hash = hash &* 0xc4ce_b9fe_1a85_ec53
+        hash ^= hash >> 33
+        // The top 53 bits fit a Double's mantissa exactly, so the result is < 1 even for an all-ones hash.
+        return Double(hash >> 11) / Double(UInt64(1) << 53)
+    }
+
+    /// An account's first due time: somewhere in the cycle that starts when it was first seen.
+    package func firstDue(firstSeenAt: Date, spread: Double, cycle: Duration) -> Date {
+        firstSeenAt.addingTimeInterval(spread * cycle.timeInterval)
+    }
+
+    /// The next due time after a report: one full cycle later, never earlier.
+    package func nextDue(reportedAt: Date, cycle: Duration) -> Date {
+        reportedAt.addingTimeInterval(cycle.timeInterval)
+    }
+}
+
+extension Duration {
+    /// Seconds as `TimeInterval`, for `Date` arithmetic.
+    package var timeInterval: TimeInterval {
+        let (seconds, attoseconds) = components
+        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,317 @@
+import Contracts
+import ErasureKit
+import Foundation
+import GRDB
+import Messaging
+import Storage
+
+/// What one ingest transaction did, for metrics and tests.
+struct IngestSummary: Sendable, Equatable {
+    /// Profiles inserted or updated.
+    var applied = 0
+    /// Events older than (or as old as) the stored profile: duplicates and late arrivals.
+    var stale = 0
+    /// Events for a suppressed (closed) account, dropped.
+    var suppressed = 0
+    /// `AccountHeld` records and tombstones written to the outbox.
+    var announced = 0
+}
+
+/// A stored profile, as the HTTP API and tests see it.
+struct StoredProfile: Sendable, Equatable {
+    var platformUserId: String
+    var tenantId: String
+    var appId: String
+    var accountId: String?
+    var name: String?
+    var email: String?
+    var nickname: String?
+    var picture: String?
+    var fetchedAt: Date
+}
+
+/// Where profile-store publishes, so tests can use topics of their own.
+struct ProfileStoreTopics: Sendable, Equatable {
+    var profiles: String
+    var accounts: String
+    var erasureCommands: String
+    var erasureAcks: String
+    var erasureParticipants: String
+
+    /// The architecture's topic names, each prefixed with `namespace.` when one is given.
+    init(namespace: String?) {
+        func name(_ topic: String) -> String { namespace.map { "\($0).\(topic)" } ?? topic }
+        profiles = name(Topics.profiles)
+        accounts = name(Topics.pdrAccounts)
+        erasureCommands = name(Topics.erasureCommands)
+        erasureAcks = name(Topics.erasureAcks)
+        erasureParticipants = name(Topics.erasureParticipants)
+    }
+}
+
+/// profile-store's SQLite file: profiles per (tenant, app, accountId), the suppression list, the `AccountHeld` state
+/// last announced, and the outbox that announces it. Every write method is one transaction.
+final class ProfileDatabase: Sendable {
+    /// The participant name erasure outcomes are recorded under in the processed-events table.
+    static let erasureConsumer = "erasure"
+    /// `ce_source` of what profile-store publishes.
+    static let source = "lethe/profile-store"
+
+    let database: SQLiteDatabase
+    let accountsTopic: String
+
+    init(path: String, accountsTopic: String = Topics.pdrAccounts) throws {
+        database = try SQLiteDatabase(path: path, migrations: Self.migrations)
+        self.accountsTopic = accountsTopic
+    }
+
+    static let migrations: [Migration] = [
+        Migration("profile-store.v1.profiles") { db in
+            try db.execute(sql: """
+                CREATE TABLE profiles (
+                    id INTEGER PRIMARY KEY,
+                    platform_user_id TEXT NOT NULL UNIQUE,
+                    tenant_id TEXT NOT NULL,
+                    app_id TEXT NOT NULL,
+                    account_id TEXT,
+                    name TEXT,
+                    email TEXT,
+                    nickname TEXT,
+                    picture TEXT,
+                    holds_personal_data INTEGER NOT NULL DEFAULT 1,
+                    fetched_at INTEGER NOT NULL,
+                    stored_at INTEGER NOT NULL
+                );
+                CREATE UNIQUE INDEX profiles_by_account ON profiles(tenant_id, app_id, account_id)
+                    WHERE account_id IS NOT NULL;
+                CREATE INDEX profiles_by_app_account ON profiles(app_id, account_id) WHERE account_id IS NOT NULL;
+                CREATE TABLE suppressed_accounts (
+                    app_id TEXT NOT NULL,
+                    account_id TEXT NOT NULL,
+                    erasure_id TEXT NOT NULL,
+                    suppressed_at INTEGER NOT NULL,
+                    PRIMARY KEY (app_id, account_id)
+                ) WITHOUT ROWID;
+                CREATE TABLE announced_accounts (
+                    app_id TEXT NOT NULL,
+                    account_id TEXT NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    tenant_ids TEXT NOT NULL,
+                    PRIMARY KEY (app_id, account_id)
+                ) WITHOUT ROWID;
+                """)
+        },
+    ]
+
+    // MARK: Ingest
+
+    /// Applies a batch of fetched profiles in one transaction, with the `AccountHeld` changes they cause in the
+    /// outbox. A newer stored `fetchedAt` wins; a suppressed account is dropped.
+    func ingest(_ events: [ProfileFetched]) async throws -> IngestSummary {
+        let topic = accountsTopic
+        return try await database.write { db in
+            var summary = IngestSummary()
+            var touched: [AccountKey] = []
+            var seen = Set<AccountKey>()
+            let isSuppressed = try db.cachedStatement(
+                sql: "SELECT 1 FROM suppressed_accounts WHERE app_id = ? AND account_id = ?")
+            let upsert = try db.cachedStatement(sql: """
+                INSERT INTO profiles (platform_user_id, tenant_id, app_id, account_id, name, email, nickname, picture,
+                    holds_personal_data, fetched_at, stored_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+                ON CONFLICT (tenant_id, app_id, account_id) WHERE account_id IS NOT NULL DO UPDATE SET
+                    name = excluded.name, email = excluded.email, nickname = excluded.nickname,
+                    picture = excluded.picture, holds_personal_data = 1, fetched_at = excluded.fetched_at,
+                    stored_at = excluded.stored_at
+                WHERE excluded.fetched_at > profiles.fetched_at
+                """)
+            let now = millis(Date())
+            for event in events {
+                if try Int.fetchOne(isSuppressed, arguments: [event.appId, event.accountId]) != nil {
+                    summary.suppressed += 1
+                    continue
+                }
+                try upsert.execute(arguments: [
+                    UUID().uuidString.lowercased(), event.tenantId, event.appId, event.accountId, event.name,
+                    event.email, event.nickname, event.picture, millis(event.fetchedAt), now,
+                ])
+                if db.changesCount == 0 {
+                    summary.stale += 1
+                    continue
+                }
+                summary.applied += 1
+                let key = try AccountKey(appId: event.appId, accountId: event.accountId)
+                if seen.insert(key).inserted { touched.append(key) }
+            }
+            for key in touched where try Self.announce(key, topic: topic, in: db) { summary.announced += 1 }
+            return summary
+        }
+    }
+
+    /// Compares what the account's profiles now hold with what was last announced and, when it changed, writes
+    /// `AccountHeld` (tenants holding personal data, oldest retrieval time) or its tombstone to the outbox.
+    /// Returns whether it wrote one.
+    static func announce(_ key: AccountKey, topic: String, in db: GRDB.Database) throws -> Bool {
+        let held = try Row.fetchAll(
+            db.cachedStatement(sql: """
+                SELECT tenant_id, fetched_at FROM profiles
+                WHERE app_id = ? AND account_id = ? AND holds_personal_data = 1
+                """),
+            arguments: [key.appId, key.accountId])
+        let previous = try Row.fetchOne(
+            db.cachedStatement(
+                sql: "SELECT updated_at, tenant_ids FROM announced_accounts WHERE app_id = ? AND account_id = ?"),
+            arguments: [key.appId, key.accountId])
+        if held.isEmpty {
+            guard previous != nil else { return false }
+            try db.execute(
+                sql: "DELETE FROM announced_accounts WHERE app_id = ? AND account_id = ?",
+                arguments: [key.appId, key.accountId])
+            try Outbox.enqueue(.tombstone(topic: topic, key: key.rawValue), in: db)
+            return true
+        }
+        let tenantIds = Set(held.map { $0["tenant_id"] as String }).sorted()
+        let updatedAt: Int64 = held.map { $0["fetched_at"] as Int64 }.min()!
+        let joined = tenantIds.joined(separator: "\n")
+        if let previous, previous["updated_at"] as Int64 == updatedAt, previous["tenant_ids"] as String == joined {
+            return false
+        }
+        try db.cachedStatement(sql: """
+            INSERT INTO announced_accounts (app_id, account_id, updated_at, tenant_ids) VALUES (?, ?, ?, ?)
+            ON CONFLICT (app_id, account_id) DO UPDATE SET updated_at = excluded.updated_at,
+                tenant_ids = excluded.tenant_ids
+            """).execute(arguments: [key.appId, key.accountId, updatedAt, joined])
+        let event = AccountHeld(
+            appId: key.appId, accountId: key.accountId, updatedAt: date(updatedAt), tenantIds: tenantIds)
+        try Outbox.enqueue(OutgoingMessage(event: event, topic: topic, key: key.rawValue, source: source), in: db)
+        return true
+    }
+
+    // MARK: Erasure
+
+    /// The outcome recorded when `erasureId` was applied.
+    func recordedResult(of erasureId: String) async throws -> ErasureResult? {
+        try await database.read { db in try Self.recorded(erasureId, in: db) }
+    }
+
+    private static func recorded(_ erasureId: String, in db: GRDB.Database) throws -> ErasureResult? {
+        try ProcessedEvents.outcome(of: erasureId, consumer: erasureConsumer, in: db)
+            .flatMap(ErasureOutcome.init(rawValue:)).map { ErasureResult(outcome: $0) }
+    }
+
+    /// Applies the tenant's policy to its profile of the account, suppresses a closed account, re-announces the
+    /// account, and records the outcome under the erasureId — all in one transaction. A command already recorded
+    /// returns the recorded outcome and changes nothing.
+    func erase(_ command: EraseSubject) async throws -> ErasureResult {
+        let topic = accountsTopic
+        return try await database.write { db in
+            if let recorded = try Self.recorded(command.erasureId, in: db) { return recorded }
+            if command.cause == .atlassianClosed {
+                try db.execute(
+                    sql: """
+                        INSERT INTO suppressed_accounts (app_id, account_id, erasure_id, suppressed_at)
+                        VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING
+                        """,
+                    arguments: [command.appId, command.accountId, command.erasureId, millis(Date())])
+            }
+            let arguments: StatementArguments = [command.tenantId, command.appId, command.accountId]
+            let exists = try Int.fetchOne(
+                db, sql: "SELECT 1 FROM profiles WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
+                arguments: arguments) != nil
+            let outcome: ErasureOutcome
+            if !exists {
+                outcome = .nothingHeld
+            } else {
+                switch command.policy {
+                case .delete:
+                    try db.execute(
+                        sql: "DELETE FROM profiles WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
+                        arguments: arguments)
+                    outcome = .erased
+                case .scrub:
+                    try db.execute(
+                        sql: """
+                            UPDATE profiles SET name = NULL, email = NULL, nickname = NULL, picture = NULL,
+                                holds_personal_data = 0
+                            WHERE tenant_id = ? AND app_id = ? AND account_id = ?
+                            """,
+                        arguments: arguments)
+                    outcome = .scrubbed
+                case .disassociate:
+                    try db.execute(
+                        sql: """
+                            UPDATE profiles SET account_id = NULL, holds_personal_data = 0
+                            WHERE tenant_id = ? AND app_id = ? AND account_id = ?
+                            """,
+                        arguments: arguments)
+                    outcome = .disassociated
+                }
+            }
+            if let key = try? AccountKey(appId: command.appId, accountId: command.accountId) {
+                _ = try Self.announce(key, topic: topic, in: db)
+            }
+            try ProcessedEvents.record(
+                command.erasureId, consumer: Self.erasureConsumer, outcome: outcome.rawValue, in: db)
+            return ErasureResult(outcome: outcome)
+        }
+    }
+
+    // MARK: Queries
+
+    /// The tenant's profile of an account, or nil (also for another tenant's account).
+    func profile(tenantId: String, appId: String, accountId: String) async throws -> StoredProfile? {
+        try await database.read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM profiles WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
+                arguments: [tenantId, appId, accountId]
+            ).map(Self.profile)
+        }
+    }
+
+    /// Every profile row of a tenant, including disassociated ones (accountId nil).
+    func profiles(tenantId: String) async throws -> [StoredProfile] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM profiles WHERE tenant_id = ? ORDER BY id", arguments: [tenantId])
+                .map(Self.profile)
+        }
+    }
+
+    /// How many profile rows exist.
+    func profileCount() async throws -> Int {
+        try await database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM profiles") ?? 0 }
+    }
+
+    /// Whether the account is on the suppression list.
+    func isSuppressed(appId: String, accountId: String) async throws -> Bool {
+        try await database.read { db in
+            try Int.fetchOne(
+                db, sql: "SELECT 1 FROM suppressed_accounts WHERE app_id = ? AND account_id = ?",
+                arguments: [appId, accountId]) != nil
+        }
+    }
+
+    private static func profile(_ row: Row) -> StoredProfile {
+        StoredProfile(
+            platformUserId: row["platform_user_id"], tenantId: row["tenant_id"], appId: row["app_id"],
+            accountId: row["account_id"], name: row["name"], email: row["email"], nickname: row["nickname"],
+            picture: row["picture"], fetchedAt: date(row["fetched_at"]))
+    }
+}
+
+/// Milliseconds since the epoch: exact, so equal times compare equal after a round trip (JSON carries milliseconds).
+func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+
+func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+
+/// profile-store's erasure participant: its handler is the database's erase, recorded by erasureId.
+struct ProfileErasureHandler: ErasureHandler {
+    let database: ProfileDatabase
+
+    func recordedResult(of erasureId: String) async throws -> ErasureResult? {
+        try await database.recordedResult(of: erasureId)
+    }
+
+    func apply(_ command: EraseSubject) async throws -> ErasureResult {
+        try await database.erase(command)
+    }
+}

@@ -1,0 +1,209 @@
+import Contracts
+import Foundation
+import Logging
+import Messaging
+import Metrics
+import ServiceLifecycle
+
+/// What a participant reports for one erasure: the outcome and an optional PII-free detail.
+package struct ErasureResult: Sendable, Hashable {
+    package var outcome: ErasureOutcome
+    package var detail: String?
+
+    package init(outcome: ErasureOutcome, detail: String? = nil) {
+        self.outcome = outcome
+        self.detail = detail
+    }
+}
+
+/// The service-specific part of taking part in erasure: applying a command to the service's own data.
+///
+/// Idempotency contract: ``apply(_:)`` must record its result under the command's `erasureId` in the same
+/// transaction as its effect, and ``recordedResult(of:)`` must return that record. The participant asks
+/// ``recordedResult(of:)`` first, so a repeated command (the executor re-sends until it has every ack, and delivery
+/// is at-least-once) is acknowledged again with the recorded outcome and never applied a second time.
+package protocol ErasureHandler: Sendable {
+    /// The result recorded when `erasureId` was applied, or nil when it never was.
+    func recordedResult(of erasureId: String) async throws -> ErasureResult?
+    /// Applies the command to this service's data and records the result atomically with the effect. Throwing
+    /// means nothing was applied; the participant acknowledges `failed` and the executor re-sends later.
+    func apply(_ command: EraseSubject) async throws -> ErasureResult
+}
+
+/// Where and as whom a participant works.
+package struct ErasureParticipantConfig: Sendable {
+    /// The participant's stable name, used in the declaration and in every ack (e.g. `profile-store`).
+    package var participant: String
+    /// The personal-data fields it holds, for the audit record (e.g. `name`, `email`).
+    package var holds: [String]
+    /// Its own consumer group on the commands topic: every participant sees every command.
+    package var groupId: String
+    /// `ce_source` of what it publishes, e.g. `lethe/profile-store`.
+    package var source: String
+    package var commandsTopic: String
+    package var acksTopic: String
+    package var participantsTopic: String
+    /// How long the group waits for a silent member.
+    package var sessionTimeout: Duration
+
+    package init(
+        participant: String, holds: [String], groupId: String? = nil, source: String? = nil,
+        commandsTopic: String = Topics.erasureCommands, acksTopic: String = Topics.erasureAcks,
+        participantsTopic: String = Topics.erasureParticipants, sessionTimeout: Duration = .seconds(10)
+    ) {
+        self.participant = participant
+        self.holds = holds
+        self.groupId = groupId ?? "lethe.erasure.\(participant)"
+        self.source = source ?? "lethe/\(participant)"
+        self.commandsTopic = commandsTopic
+        self.acksTopic = acksTopic
+        self.participantsTopic = participantsTopic
+        self.sessionTimeout = sessionTimeout
+    }
+}
+
+/// Everything a Swift service needs to take part in erasure. On start it declares itself on the participants topic
+/// (`ParticipantDeclared`); then, in its own consumer group on the commands topic, it decodes each `EraseSubject`,
+/// applies it through the ``ErasureHandler`` (or re-uses the recorded result), publishes `ErasureAcknowledged` and
+/// waits for the broker's ack, and only then commits the command's offset. A crash anywhere re-delivers the command,
+/// which the handler's record turns into a re-ack. A command that cannot be decoded goes to the DLQ and the
+/// consumer moves on.
+///
+/// List it after the `KafkaProducer` it uses in the `ServiceGroup` (which shuts services down in reverse order), so
+/// the producer outlives it. It runs its consumer itself.
+package final class ErasureParticipant: Service, Sendable {
+    private let config: ErasureParticipantConfig
+    private let handler: any ErasureHandler
+    private let producer: KafkaProducer
+    private let consumer: KafkaConsumer
+    private let logger: Logger
+    private let deadLetters: DeadLetterQueue
+    private let dlqCounter: Counter
+
+    package init(
+        config: ErasureParticipantConfig, handler: any ErasureHandler, producer: KafkaProducer,
+        bootstrapServers: String, logger: Logger
+    ) throws(KafkaError) {
+        self.config = config
+        self.handler = handler
+        self.producer = producer
+        self.logger = logger
+        self.deadLetters = DeadLetterQueue(producer: producer)
+        self.consumer = try KafkaConsumer(
+            config: KafkaConsumerConfig(
+                bootstrapServers: bootstrapServers,
+                subscription: .group(id: config.groupId, topics: [config.commandsTopic]),
+                clientId: "\(config.participant)-erasure", sessionTimeout: config.sessionTimeout),
+            logger: logger)
+        self.dlqCounter = Counter(label: "lethe_erasure_commands_dead_lettered_total", dimensions: [
+            ("participant", config.participant),
+        ])
+    }
+
+    /// Declares, then processes commands until graceful shutdown.
+    package func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.consumer.run() }
+            try await self.declare()
+            try await self.process()
+            group.cancelAll()
+        }
+    }
+
+    /// Publishes `ParticipantDeclared`, retrying until the broker has it: the executor must know to wait for us.
+    private func declare() async throws {
+        let declaration = ParticipantDeclared(participant: config.participant, holds: config.holds, declaredAt: Date())
+        let message = try OutgoingMessage(
+            event: declaration, topic: config.participantsTopic, key: config.participant, source: config.source)
+        try await sendUntilAcknowledged(message, what: "participant declaration")
+        logger.info("declared erasure participant", metadata: ["participant": "\(config.participant)"])
+    }
+
+    private func process() async throws {
+        for try await message in consumer.messages.cancelOnGracefulShutdown() {
+            let command: EraseSubject
+            do {
+                command = try message.decodeEvent(EraseSubject.self)
+            } catch {
+                logger.warning("malformed erasure command to the DLQ", metadata: [
+                    "partition": "\(message.partition)", "offset": "\(message.offset)", "error": "\(error)",
+                ])
+                try await routeUntilAcknowledged(message, reason: "\(error)")
+                dlqCounter.increment()
+                try await commitBestEffort(message)
+                continue
+            }
+            let result = await resolve(command)
+            let ack = ErasureAcknowledged(
+                erasureId: command.erasureId, participant: config.participant, outcome: result.outcome,
+                detail: result.detail, at: Date())
+            let outgoing = try OutgoingMessage(
+                event: ack, topic: config.acksTopic, key: command.erasureId, source: config.source)
+            try await sendUntilAcknowledged(outgoing, what: "erasure ack")
+            Counter(label: "lethe_erasures_total", dimensions: [
+                ("participant", config.participant), ("outcome", result.outcome.rawValue),
+            ]).increment()
+            logger.info("erasure acknowledged", metadata: [
+                "erasureId": "\(command.erasureId)", "outcome": "\(result.outcome.rawValue)",
+            ])
+            try await commitBestEffort(message)
+        }
+    }
+
+    /// The recorded result when the command was applied before, else the result of applying it now. A handler error
+    /// becomes `failed` with the error's type as detail (never its message, which might hold data).
+    private func resolve(_ command: EraseSubject) async -> ErasureResult {
+        do {
+            if let recorded = try await handler.recordedResult(of: command.erasureId) { return recorded }
+            return try await handler.apply(command)
+        } catch {
+            logger.error("erasure failed", metadata: [
+                "erasureId": "\(command.erasureId)", "errorType": "\(type(of: error))",
+            ])
+            return ErasureResult(outcome: .failed, detail: "participant error: \(type(of: error))")
+        }
+    }
+
+    private func sendUntilAcknowledged(_ message: OutgoingMessage, what: String) async throws {
+        var attempt = 0
+        while true {
+            do {
+                try await producer.send(message)
+                return
+            } catch {
+                attempt += 1
+                // Give up on shutdown: the record is not committed, so the next start does it again.
+                if Task.isShuttingDownGracefully { throw CancellationError() }
+                logger.warning("\(what) not acknowledged; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
+            }
+        }
+    }
+
+    private func routeUntilAcknowledged(_ message: KafkaMessage, reason: String) async throws {
+        var attempt = 0
+        while true {
+            do {
+                try await deadLetters.route(message, reason: reason)
+                return
+            } catch {
+                attempt += 1
+                // Give up on shutdown: the record is not committed, so the next start does it again.
+                if Task.isShuttingDownGracefully { throw CancellationError() }
+                logger.warning("dead-lettering failed; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
+            }
+        }
+    }
+
+    /// A failed commit only means the command comes again, which the recorded result makes harmless.
+    private func commitBestEffort(_ message: KafkaMessage) async throws {
+        do {
+            try await consumer.commit(message)
+        } catch {
+            logger.warning("commit of an erasure command failed; it will be re-acknowledged", metadata: [
+                "error": "\(error)",
+            ])
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import GRDB
+import Logging
+import Messaging
+import ServiceLifecycle
+
+/// Publishes the outbox: reads unsent records in outbox order, sends them and waits for the broker's
+/// acknowledgement, then marks them sent. Records are sent in id order and librdkafka keeps order per partition, so
+/// per key the broker sees the records in the order they were written.
+///
+/// A crash between the acknowledgement and the mark re-sends that batch on restart (at-least-once): consumers see
+/// the same records again, in the same order, so the last value per key is still the newest. Nothing is lost,
+/// because a record leaves the unsent set only after the broker acknowledged it.
+///
+/// List it after the `KafkaProducer` it uses in the `ServiceGroup` (which shuts services down in reverse order), so
+/// the producer outlives it. Call ``notify()`` after a transaction that enqueued records to publish them without
+/// waiting for the next poll.
+package final class OutboxRelay: Service, Sendable {
+    private let database: SQLiteDatabase
+    private let producer: KafkaProducer
+    private let logger: Logger
+    private let batchSize: Int
+    private let pollInterval: Duration
+    private let retention: Duration
+    private let wake: AsyncStream<Void>
+    private let wakeContinuation: AsyncStream<Void>.Continuation
+
+    /// - Parameters:
+    ///   - batchSize: records per send; one batch is one awaited round of acknowledgements.
+    ///   - pollInterval: how often the outbox is checked without a ``notify()``, so records written by a crashed
+    ///     process (or without a notify) still go out.
+    ///   - retention: how long sent records stay in the table before they are pruned.
+    package init(
+        database: SQLiteDatabase, producer: KafkaProducer, logger: Logger, batchSize: Int = 1000,
+        pollInterval: Duration = .milliseconds(250), retention: Duration = .seconds(3600)
+    ) {
+        self.database = database
+        self.producer = producer
+        self.logger = logger
+        self.batchSize = batchSize
+        self.pollInterval = pollInterval
+        self.retention = retention
+        (wake, wakeContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Asks the relay to look at the outbox now.
+    package func notify() { wakeContinuation.yield() }
+
+    /// Publishes until graceful shutdown, then publishes what is left (the producer is still running) and returns.
+    package func run() async throws {
+        let interval = pollInterval
+        let continuation = wakeContinuation
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                continuation.yield()
+            }
+        }
+        defer { ticker.cancel() }
+        var lastPrune = ContinuousClock.now
+        for await _ in wake.cancelOnGracefulShutdown() {
+            await drain()
+            if ContinuousClock.now - lastPrune > .seconds(60) {
+                lastPrune = .now
+                let cutoff = Date().addingTimeInterval(-Double(retention.components.seconds))
+                _ = try? await database.write { db in try Outbox.pruneSent(before: cutoff, in: db) }
+            }
+        }
+        await drain(attempts: 3)
+    }
+
+    /// Publishes every unsent record. On a failure it backs off and retries the same records, up to `attempts`
+    /// rounds (nil: until cancelled or a graceful shutdown).
+    private func drain(attempts: Int? = nil) async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let size = batchSize
+                let batch = try await database.read { db in try Outbox.pending(limit: size, in: db) }
+                if batch.isEmpty { return }
+                try await producer.send(batch.map(\.message))
+                let lastId = batch[batch.count - 1].id
+                try await database.write { db in try Outbox.markSent(through: lastId, in: db) }
+                failures = 0
+            } catch {
+                failures += 1
+                logger.warning(
+                    "outbox publish failed; retrying", metadata: ["error": "\(error)", "attempt": "\(failures)"])
+                if let attempts, failures >= attempts { return }
+                if gracefulShutdownRequested(), attempts == nil { return }
+                try? await Task.sleep(for: .milliseconds(min(5000, 100 << min(failures, 6))))
+            }
+        }
+    }
+
+    private func gracefulShutdownRequested() -> Bool {
+        Task.isShuttingDownGracefully
+    }
+}

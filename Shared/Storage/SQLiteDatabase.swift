@@ -1,0 +1,95 @@
+import Foundation
+import GRDB
+
+/// One named schema change. Migrations run once each, in the order given, and are never edited once landed: a
+/// change to the schema is a new migration, so every existing file reaches the same schema.
+package struct Migration: Sendable {
+    /// The stable identifier GRDB records in `grdb_migrations`, e.g. `profile-store.v1.profiles`.
+    package var name: String
+    /// The schema change, run inside its own transaction.
+    package var apply: @Sendable (GRDB.Database) throws -> Void
+
+    package init(_ name: String, _ apply: @escaping @Sendable (GRDB.Database) throws -> Void) {
+        self.name = name
+        self.apply = apply
+    }
+}
+
+/// A service's SQLite file: one `DatabasePool` (WAL: readers never block the writer) per file per process, migrated
+/// when opened, so a value of this type always has the current schema.
+///
+/// The Storage tables (``Outbox``, ``ProcessedEvents``) are migrated first, then the service's own migrations.
+/// Commits are synchronous (`synchronous=FULL`): a transaction that returned survives a process crash and a power
+/// loss, which is what lets consumers commit their Kafka offsets right after it.
+package final class SQLiteDatabase: Sendable {
+    /// The pool. Use ``write(_:)`` and ``read(_:)``; the pool is exposed for GRDB features these do not cover.
+    package let pool: DatabasePool
+    /// The file path.
+    package let path: String
+
+    /// Opens (creating when missing) and migrates the file at `path`.
+    package init(path: String, migrations: [Migration]) throws {
+        var configuration = Configuration()
+        // Another process may hold the write lock for a moment (a migration, a backup, a test reading the file):
+        // wait for it rather than fail.
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        self.path = path
+        self.pool = try DatabasePool(path: path, configuration: configuration)
+        var migrator = DatabaseMigrator()
+        for migration in StorageSchema.migrations + migrations {
+            migrator.registerMigration(migration.name, migrate: migration.apply)
+        }
+        try migrator.migrate(pool)
+    }
+
+    /// Runs `body` in one write transaction: everything it does commits together or not at all.
+    package func write<T: Sendable>(_ body: @escaping @Sendable (GRDB.Database) throws -> T) async throws -> T {
+        try await pool.write(body)
+    }
+
+    /// Runs `body` on a read-only snapshot; never blocks or is blocked by the writer.
+    package func read<T: Sendable>(_ body: @escaping @Sendable (GRDB.Database) throws -> T) async throws -> T {
+        try await pool.read(body)
+    }
+
+    /// Readiness: the file can be read. Throws the SQLite error otherwise.
+    package func check() async throws {
+        _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM grdb_migrations") }
+    }
+}
+
+/// The tables Storage itself owns. Their migration names start with `storage.` so they never clash with a service's.
+enum StorageSchema {
+    static let migrations: [Migration] = [
+        Migration("storage.v1.outbox") { db in
+            try db.execute(sql: """
+                CREATE TABLE lethe_outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    topic TEXT NOT NULL,
+                    key BLOB,
+                    value BLOB,
+                    headers BLOB NOT NULL,
+                    partition INTEGER,
+                    created_at REAL NOT NULL,
+                    sent_at REAL
+                );
+                CREATE INDEX lethe_outbox_unsent ON lethe_outbox(id) WHERE sent_at IS NULL;
+                CREATE INDEX lethe_outbox_sent ON lethe_outbox(sent_at) WHERE sent_at IS NOT NULL;
+                """)
+        },
+        Migration("storage.v1.processed-events") { db in
+            try db.execute(sql: """
+                CREATE TABLE lethe_processed_events (
+                    consumer TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    outcome TEXT NOT NULL,
+                    processed_at REAL NOT NULL,
+                    PRIMARY KEY (consumer, event_id)
+                ) WITHOUT ROWID;
+                """)
+        },
+    ]
+}

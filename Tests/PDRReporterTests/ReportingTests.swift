@@ -1,0 +1,291 @@
+import AtlassianClient
+import Contracts
+import Foundation
+import TestSupport
+import Testing
+@testable import pdr_reporter
+
+/// The reporter against a real sandbox process; the sandbox's PDR call log is the oracle.
+@Suite("Reporting against the sandbox", .serialized)
+struct ReportingTests {
+    /// Sandbox times are RFC 3339 with milliseconds: allow for the truncation when comparing with our due times.
+    static let clockSlack: TimeInterval = 0.002
+
+    /// Checks "exactly once per cycle" for one app: successive successful reports of an account are at least a
+    /// cycle apart (never early) and at most a cycle plus `lateness` apart (never skipped).
+    static func expectOncePerCycle(_ successes: [String: [Date]], cycle: TimeInterval, lateness: TimeInterval,
+                                   sourceLocation: SourceLocation = #_sourceLocation) {
+        for (account, dates) in successes {
+            for (earlier, later) in zip(dates, dates.dropFirst()) {
+                let gap = later.timeIntervalSince(earlier)
+                #expect(gap >= cycle - clockSlack, "\(account) re-reported after \(gap)s (cycle \(cycle)s)",
+                        sourceLocation: sourceLocation)
+                #expect(gap <= cycle + lateness, "\(account) waited \(gap)s (cycle \(cycle)s)",
+                        sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    @Test("3 apps × 200 accounts: each reported once per cycle per app, ≤ 90 per request, none before it is due")
+    func everyAccountOncePerCycle() async throws {
+        let apps = ["app-a", "app-b", "app-c"]
+        let perApp = 200
+        try await ReporterWorld.run(apps: apps, cycle: .seconds(3)) { world in
+            try await world.hold(apps: apps, count: perApp)
+            var firstDue: [String: Date] = [:]
+            for app in apps {
+                for index in 0..<perApp {
+                    let id = "\(app)-acct-\(index)"
+                    firstDue[id] = try #require(await world.registry.account(appId: app, accountId: id)).nextDueAt
+                }
+            }
+            let start = Date()
+            // Spread, not bunched: the first due times cover most of the cycle.
+            let offsets = firstDue.values.map { $0.timeIntervalSince(start) }
+            #expect((offsets.min() ?? 3) < 0.5 && (offsets.max() ?? 0) > 2.5)
+        } _: { world in
+            let apps = ["app-a", "app-b", "app-c"]
+            let done = try await eventually(timeout: .seconds(15), every: .milliseconds(250)) {
+                for app in apps {
+                    let successes = try await world.sandbox.successes(clientId: app)
+                    guard successes.count == 200, successes.values.allSatisfy({ $0.count >= 2 }) else { return false }
+                }
+                return true
+            }
+            #expect(done, "every account reported twice (two cycles) within 15 s")
+            for app in apps {
+                let calls = try await world.sandbox.calls(clientId: app)
+                #expect(calls.allSatisfy { $0.accounts.count <= 90 }, "\(app): a request carried more than 90")
+                let failed = calls.filter { !$0.succeeded }.map(\.status)
+                #expect(failed.isEmpty, "\(app): \(failed)")
+                let successes = try await world.sandbox.successes(clientId: app)
+                Self.expectOncePerCycle(successes, cycle: 3, lateness: 1.2)
+                for (account, dates) in successes {
+                    let due = try #require(await world.registry.account(appId: app, accountId: account))
+                    // The first report came no earlier than the spread first due time.
+                    let first = try #require(dates.first)
+                    #expect(first.timeIntervalSince(due.firstSeenAt) >= due.spread * 3 - Self.clockSlack,
+                            "\(account) reported before it was due")
+                    #expect(Set(dates).count == dates.count, "\(account) sent twice in one call")
+                }
+                // Batching: far fewer calls than accounts reported.
+                let reports = successes.values.reduce(0) { $0 + $1.count }
+                #expect(calls.count * 3 < reports, "\(app): \(calls.count) calls for \(reports) reports")
+                let status = try #require(try await world.status(app))
+                // Reported in this cycle or due right now (then reported in the last cycle): together, every account.
+                #expect(status.accountsHeld == 200 && status.reportedInCurrentCycle + status.dueNow == 200)
+                #expect(!status.orphaned && status.rateLimitedCount == 0 && status.lastOutcome == "ok")
+            }
+        }
+    }
+
+    @Test("a Cycle-Period answer from Atlassian replaces the default cycle for that app")
+    func cyclePeriodOverridesDefault() async throws {
+        try await ReporterWorld.run(
+            apps: ["app-p"], cycle: .seconds(1),
+            sandboxSettings: ["cyclePeriodFormat": "seconds", "cyclePeriodSeconds": 4]
+        ) { world in
+            try await world.hold(apps: ["app-p"], count: 40)
+        } _: { world in
+            let done = try await eventually(timeout: .seconds(15), every: .milliseconds(250)) {
+                let successes = try await world.sandbox.successes(clientId: "app-p")
+                return successes.count == 40 && successes.values.allSatisfy { $0.count >= 2 }
+            }
+            #expect(done, "every account reported twice within 15 s")
+            let successes = try await world.sandbox.successes(clientId: "app-p")
+            // Only the very first call ran under the 1 s default; every later gap follows the answered 4 s.
+            let firstCall = try #require(try await world.sandbox.calls(clientId: "app-p").first)
+            let firstBatch = Set(firstCall.accounts.map(\.accountId))
+            for (account, dates) in successes {
+                for (earlier, later) in zip(dates, dates.dropFirst()) {
+                    #expect(later.timeIntervalSince(earlier) >= 4 - Self.clockSlack,
+                            "\(account) (first batch: \(firstBatch.contains(account))) re-reported early")
+                }
+            }
+            #expect(try await world.status("app-p")?.cyclePeriodSeconds == 4)
+            #expect(await world.registry.cyclePeriod(appId: "app-p") == .seconds(4))
+        }
+    }
+
+    @Test("a 429 storm and 5xx/dropped connections: nothing skipped, nothing reported twice, other apps unaffected")
+    func faultsSkipNothingAndDoubleNothing() async throws {
+        let apps = ["app-storm", "app-flaky", "app-calm"]
+        try await ReporterWorld.run(apps: apps, cycle: .seconds(3)) { world in
+            try await world.sandbox.control("/faults", [
+                "endpoint": "report-accounts", "clientId": "app-storm",
+                "script": [["kind": "429", "retryAfter": 1], ["kind": "429", "retryAfter": 1]],
+                "random": [["probability": 0.4, "fault": ["kind": "429", "retryAfter": 1]]],
+            ])
+            try await world.sandbox.control("/faults", [
+                "endpoint": "report-accounts", "clientId": "app-flaky",
+                "script": [["kind": "503"], ["kind": "500"], ["kind": "drop"]],
+                "random": [["probability": 0.2, "fault": ["kind": "503"]],
+                           ["probability": 0.1, "fault": ["kind": "500"]],
+                           ["probability": 0.1, "fault": ["kind": "drop"]]],
+            ])
+            try await world.hold(apps: apps, count: 150)
+        } _: { world in
+            let done = try await eventually(timeout: .seconds(15), every: .milliseconds(250)) {
+                for app in apps where try await world.sandbox.successes(clientId: app).count < 150 { return false }
+                return true
+            }
+            #expect(done, "every account of every app reported within 15 s")
+            for app in apps {
+                let successes = try await world.sandbox.successes(clientId: app)
+                #expect(successes.count == 150, "\(app)")
+                Self.expectOncePerCycle(successes, cycle: 3, lateness: 3)
+            }
+            let storm = try await world.sandbox.calls(clientId: "app-storm")
+            #expect(storm.filter { $0.status == 429 }.count >= 2)
+            #expect(try await world.status("app-storm")?.rateLimitedCount ?? 0 >= 2)
+            let flaky = try await world.sandbox.calls(clientId: "app-flaky")
+            #expect(Set(flaky.map(\.status)).isSuperset(of: [503, 500, 0]))
+            let calm = try await world.sandbox.calls(clientId: "app-calm")
+            #expect(calm.allSatisfy { $0.succeeded })
+            // Other apps continue: the calm app's accounts went out on time while the storm app was waiting.
+            for (account, dates) in try await world.sandbox.successes(clientId: "app-calm") {
+                let registered = try #require(await world.registry.account(appId: "app-calm", accountId: account))
+                let due = registered.firstSeenAt.addingTimeInterval(registered.spread * 3)
+                let first = try #require(dates.first)
+                #expect(first.timeIntervalSince(due) < 1.0, "\(account) waited \(first.timeIntervalSince(due))s")
+            }
+        }
+    }
+
+    @Test("closed and updated answers become AccountStatusReported with the held tenantIds")
+    func closedAndUpdatedBecomeEvents() async throws {
+        try await ReporterWorld.run(apps: ["app-s"], cycle: .seconds(1)) { world in
+            for id in ["gone-1", "stale-1", "fresh-1"] { try await world.sandbox.addUser(id) }
+            try await world.sandbox.control("/users/gone-1/close")
+            let old = Date(timeIntervalSince1970: 1_700_000_000)
+            try await world.loop.hold(HeldAccount(appId: "app-s", accountId: "gone-1", updatedAt: Date(),
+                                                  tenantIds: ["t-1", "t-2"]))
+            try await world.loop.hold(HeldAccount(appId: "app-s", accountId: "stale-1", updatedAt: old,
+                                                  tenantIds: ["t-3"]))
+            try await world.loop.hold(HeldAccount(appId: "app-s", accountId: "fresh-1",
+                                                  updatedAt: Date().addingTimeInterval(3600), tenantIds: ["t-4"]))
+        } _: { world in
+            let done = await eventually(timeout: .seconds(10)) {
+                Set(await world.sink.reported.map(\.accountId)) == ["gone-1", "stale-1", "fresh-1"]
+            }
+            #expect(done)
+            let statuses = await world.sink.statuses
+            let distinct = Set(statuses.map { "\($0.accountId) \($0.status.rawValue) \($0.tenantIds)" })
+            #expect(distinct == ["gone-1 closed [\"t-1\", \"t-2\"]", "stale-1 updated [\"t-3\"]"])
+            #expect(statuses.allSatisfy { $0.appId == "app-s" })
+            let reported = await world.sink.reported
+            let registered = try #require(await world.registry.account(appId: "app-s", accountId: "fresh-1"))
+            let last = try #require(reported.last { $0.accountId == "fresh-1" })
+            #expect(registered.lastReportedAt == last.reportedAt && registered.nextDueAt == last.nextDueAt)
+            #expect(last.nextDueAt == last.reportedAt.addingTimeInterval(1))
+        }
+    }
+
+    @Test("a tombstone stops reporting the account at once")
+    func tombstoneStopsReporting() async throws {
+        try await ReporterWorld.run(apps: ["app-t"], cycle: .seconds(1)) { world in
+            try await world.hold(apps: ["app-t"], count: 20)
+        } _: { world in
+            let once = try await eventually(timeout: .seconds(10)) {
+                try await world.sandbox.successes(clientId: "app-t").count == 20
+            }
+            #expect(once)
+            let removed = (0..<5).map { "app-t-acct-\($0)" }
+            for id in removed { try await world.loop.release(appId: "app-t", accountId: id) }
+            // A batch read just before the release may still be sent: pacing (100 ms) plus the call.
+            let cutoff = Date().addingTimeInterval(0.3)
+            let later = try await eventually(timeout: .seconds(10)) {
+                let successes = try await world.sandbox.successes(clientId: "app-t")
+                return (5..<20).allSatisfy { index in
+                    (successes["app-t-acct-\(index)"] ?? []).contains { $0 > cutoff.addingTimeInterval(1) }
+                }
+            }
+            #expect(later, "the accounts still held were reported again")
+            let successes = try await world.sandbox.successes(clientId: "app-t")
+            for id in removed {
+                #expect((successes[id] ?? []).allSatisfy { $0 <= cutoff }, "\(id) reported after its tombstone")
+            }
+            #expect(try await world.status("app-t")?.accountsHeld == 15)
+        }
+    }
+
+    @Test("401 → the reporter asks for another connection's token and reports with it")
+    func unauthorizedRotatesConnection() async throws {
+        try await ReporterWorld.run(apps: ["app-r"], cycle: .seconds(5)) { world in
+            try await world.sandbox.addUser("second-owner")
+            await world.tokens.add(appId: "app-r", connectionId: "second-owner",
+                                   token: try await world.sandbox.signIn("second-owner", app: "app-r"))
+            try await world.sandbox.control("/grants/revoke", ["clientId": "app-r", "accountId": "owner-app-r"])
+            try await world.hold(apps: ["app-r"], count: 30)
+        } _: { world in
+            let done = try await eventually(timeout: .seconds(10)) {
+                try await world.sandbox.successes(clientId: "app-r").count == 30
+            }
+            #expect(done)
+            let all = try await world.sandbox.calls()
+            #expect(all.contains { $0.status == 401 }, "the revoked connection was tried and refused")
+            #expect(await world.tokens.exclusionsSeen.contains(["owner-app-r"]))
+            #expect(try await world.status("app-r")?.orphaned == false)
+        }
+    }
+
+    @Test("no usable grant → the app is orphaned in status, its accounts stay due, and it recovers on a new sign-in")
+    func orphanedAppKeepsAccountsDue() async throws {
+        try await ReporterWorld.run(apps: ["app-o"], cycle: .seconds(1)) { world in
+            try await world.sandbox.control("/grants/revoke", ["clientId": "app-o", "accountId": "owner-app-o"])
+            try await world.hold(apps: ["app-o"], count: 25)
+        } _: { world in
+            let orphaned = try await eventually(timeout: .seconds(10)) {
+                let status = try await world.status("app-o")
+                return status?.orphaned == true && status?.dueNow == 25
+            }
+            let orphanStatus = try await world.status("app-o")
+            #expect(orphaned, "status: \(String(describing: orphanStatus))")
+            #expect(try await world.sandbox.successes(clientId: "app-o").isEmpty)
+
+            try await world.sandbox.addUser("new-owner")
+            await world.tokens.add(appId: "app-o", connectionId: "new-owner",
+                                   token: try await world.sandbox.signIn("new-owner", app: "app-o"))
+            let recovered = try await eventually(timeout: .seconds(10)) {
+                try await world.sandbox.successes(clientId: "app-o").count == 25
+            }
+            #expect(recovered)
+            #expect(try await world.status("app-o")?.orphaned == false)
+        }
+    }
+
+    @Test("a 400 is isolated to the bad account, which is skipped until its data changes; the rest are reported")
+    func badRequestIsolatesTheBadAccount() async throws {
+        // A slow request rate makes full batches, so the bad account (spread ≈ 0.74) arrives among good ones.
+        var settings = ReporterWorld.fastSettings()
+        settings.requestInterval = .milliseconds(600)
+        try await ReporterWorld.run(apps: ["app-x"], cycle: .seconds(2), settings: settings) { world in
+            try await world.hold(apps: ["app-x"], count: 30)
+            // `unknown` is refused by PDR (ATLASSIAN.md §3.2).
+            try await world.loop.hold(HeldAccount(appId: "app-x", accountId: "unknown",
+                                                  updatedAt: Date(timeIntervalSince1970: 1_700_000_000),
+                                                  tenantIds: ["t"]))
+        } _: { world in
+            let done = try await eventually(timeout: .seconds(15)) {
+                let successes = try await world.sandbox.successes(clientId: "app-x")
+                return successes.count == 30 && successes.values.allSatisfy { $0.count >= 2 }
+            }
+            #expect(done, "the good accounts were reported, twice")
+            // The batch the bad account was in: its good accounts were then reported one by one.
+            let calls = try await world.sandbox.calls(clientId: "app-x")
+            let refused = try #require(calls.first { $0.status == 400 })
+            #expect(refused.accounts.count > 1, "the bad account was not in a shared batch; the test proves less")
+            let goodOfRefused = Set(refused.accounts.map(\.accountId)).subtracting(["unknown"])
+            let singles = calls.filter { $0.sequence > refused.sequence && $0.accounts.count == 1 && $0.succeeded }
+            #expect(goodOfRefused.isSubset(of: Set(singles.map { $0.accounts[0].accountId })))
+            let withBad = try await world.sandbox.calls(clientId: "app-x").filter {
+                $0.accounts.contains { $0.accountId == "unknown" }
+            }
+            #expect(withBad.count == 2, "the bad account was sent \(withBad.count) times: in its batch, then alone, never again")
+            #expect(withBad.allSatisfy { call in call.status == 400 })
+            #expect(withBad.last?.accounts.count == 1, "the last try was the bad account alone")
+            #expect(await world.registry.account(appId: "app-x", accountId: "unknown")?.rejected == true)
+            #expect(try await world.status("app-x")?.rejected == 1)
+        }
+    }
+}

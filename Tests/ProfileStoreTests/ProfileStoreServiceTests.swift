@@ -1,0 +1,226 @@
+import Contracts
+import ErasureKit
+import Foundation
+import GRDB
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Messaging
+import Prometheus
+import ServiceKit
+import ServiceLifecycle
+import Storage
+import Testing
+import TestSupport
+
+@testable import profile_store
+
+/// Reads records of `topic` from the start in a group of its own until `done` says so (or `timeout`).
+func readUntil(
+    _ kafka: KafkaFixture, topic: String, timeout: Duration = .seconds(60),
+    _ done: @escaping @Sendable ([KafkaMessage]) -> Bool
+) async throws -> [KafkaMessage] {
+    let consumer = try kafka.makeConsumer(group: uniqueName("reader"), topics: [topic], maxBuffered: 50_000)
+    return try await withRunningServices([consumer], logger: kafka.logger) {
+        try await withTimeout(timeout) {
+            var messages: [KafkaMessage] = []
+            for try await message in consumer.messages {
+                messages.append(message)
+                if done(messages) { break }
+            }
+            return messages
+        }
+    }
+}
+
+/// The last value per key: an `AccountHeld`, or nil for a tombstone.
+func lastPerKey(_ messages: [KafkaMessage]) throws -> [String: AccountHeld?] {
+    var result: [String: AccountHeld?] = [:]
+    for message in messages {
+        result[message.keyString ?? ""] = try message.value.map { try EventCodec.decode(AccountHeld.self, from: $0) }
+    }
+    return result
+}
+
+@Suite("profile-store against the dev broker")
+struct ProfileStoreServiceTests {
+    let kafka: KafkaFixture
+
+    init() throws { kafka = try KafkaFixture("profile-store") }
+
+    func environment(namespace: String, dataDirectory: URL, port: Int = 0, batch: Int = 2000) -> [String: String] {
+        [
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": dataDirectory.path,
+            "HTTP_PORT": String(port), "LETHE_TOPIC_NAMESPACE": namespace, "KAFKA_TOPIC_PARTITIONS": "3",
+            "PROFILE_STORE_INGEST_BATCH": String(batch), "LOG_LEVEL": "warning",
+        ]
+    }
+
+    @Test("poison records go to the DLQ while ingest goes on; a closed erasure acks, tombstones and suppresses")
+    func ingestAndEraseEndToEnd() async throws {
+        let directory = try TemporaryDirectory()
+        let namespace = uniqueName("ps")
+        let topics = ProfileStoreTopics(namespace: namespace)
+        let config = try ProfileStoreConfig(reader: ConfigReader(
+            environment: environment(namespace: namespace, dataDirectory: directory.url)))
+        let parts = try await buildProfileStore(
+            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        let producer = try kafka.makeProducer()
+        let running = Task { try await parts.group.run() }
+        defer { running.cancel() }
+        try await withRunningServices([producer], logger: kafka.logger) {
+            func send(_ event: some LetheEvent, topic: String, key: String) async throws {
+                try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
+            }
+            // Same key, so the same partition: the good records sit behind the poison one.
+            try await producer.send(OutgoingMessage(topic: topics.profiles, key: "app-1:a1", value: Array("{x".utf8)))
+            try await send(fetched("t1", "a1", at: 10), topic: topics.profiles, key: "app-1:a1")
+            try await send(fetched("t2", "a1", at: 20), topic: topics.profiles, key: "app-1:a1")
+            try await send(fetched("t1", "a1", at: 5, name: "Old"), topic: topics.profiles, key: "app-1:a1")
+            let ingested = await eventually(timeout: .seconds(30)) {
+                let stats = parts.ingestor.stats
+                return stats.applied == 2 && stats.stale == 1 && stats.deadLettered == 1
+            }
+            #expect(ingested, "stats: \(parts.ingestor.stats)")
+            #expect(try await parts.database.profileCount() == 2)
+
+            let erase = command("e-1", "t1", "a1", .delete, cause: .atlassianClosed)
+            try await send(erase, topic: topics.erasureCommands, key: "app-1:a1")
+            try await send(erase, topic: topics.erasureCommands, key: "app-1:a1")
+            let acks = try await readUntil(kafka, topic: topics.erasureAcks) { $0.count == 2 }
+                .map { try $0.decodeEvent(ErasureAcknowledged.self) }
+            #expect(acks.map(\.outcome) == [.erased, .erased])
+            #expect(acks.allSatisfy { $0.participant == "profile-store" && $0.erasureId == "e-1" })
+
+            try await send(fetched("t1", "a1", at: 99, name: "Late"), topic: topics.profiles, key: "app-1:a1")
+            #expect(await eventually(timeout: .seconds(30)) { parts.ingestor.stats.suppressed == 1 })
+            #expect(try await parts.database.profile(tenantId: "t1", appId: "app-1", accountId: "a1") == nil)
+
+            try await send(
+                command("e-2", "t2", "a1", .scrub, cause: .atlassianClosed), topic: topics.erasureCommands,
+                key: "app-1:a1")
+            let accounts = try await readUntil(kafka, topic: topics.accounts) { messages in
+                messages.last?.value == nil && messages.count >= 2
+            }
+            let held = try accounts.map { try $0.value.map { try EventCodec.decode(AccountHeld.self, from: $0) } }
+            let tenantLists: [[String]] = held.compactMap { $0?.tenantIds }
+            #expect(tenantLists.contains(["t1", "t2"]))
+            #expect(held.last! == nil, "the account must end as a tombstone")
+
+            let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topics.profiles)) { $0.count == 1 }
+            #expect(dead.first?.header(DeadLetterQueue.errorHeader) != nil)
+            let declared = try await readUntil(kafka, topic: topics.erasureParticipants) { $0.count == 1 }
+            #expect(try declared.first?.decodeEvent(ParticipantDeclared.self).participant == "profile-store")
+        }
+        await parts.group.triggerGracefulShutdown()
+        try await running.value
+    }
+
+    @Test("kill -9 during a 20k-event ingest, restart: every profile present, outbox complete, no AccountHeld lost")
+    func killNineDuringIngest() async throws {
+        let binary = RepositoryPaths.executable("profile-store")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
+        let directory = try TemporaryDirectory()
+        let namespace = uniqueName("ps-kill")
+        let topics = ProfileStoreTopics(namespace: namespace)
+        let accounts = 10_000
+        let total = accounts * 2
+        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
+            TopicSpec(
+                name: topics.profiles, partitions: 3,
+                config: Topics.definition(named: Topics.profiles)!.kafkaConfig),
+        ])
+        let producer = try kafka.makeProducer()
+        try await withRunningServices([producer], logger: kafka.logger) {
+            // Tenant t1 fetched each account first, t2 a second later: updatedAt must be t1's time.
+            var messages: [OutgoingMessage] = []
+            for index in 0..<accounts {
+                for (tenant, offset) in [("t1", 0.0), ("t2", 1.0)] {
+                    let event = fetched(tenant, "acc-\(index)", at: Double(index) + offset)
+                    messages.append(try OutgoingMessage(
+                        event: event, topic: topics.profiles, key: "app-1:acc-\(index)", source: "test"))
+                }
+            }
+            try await producer.send(messages)
+        }
+
+        let port = Int.random(in: 40_000...59_999)
+        let log = directory.url.appendingPathComponent("service.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        func launch() throws -> Process {
+            let process = Process()
+            process.executableURL = binary
+            process.environment = environment(
+                namespace: namespace, dataDirectory: directory.url, port: port, batch: 250)
+            let handle = try FileHandle(forWritingTo: log)
+            try handle.seekToEnd()
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            return process
+        }
+        let databasePath = directory.url.appendingPathComponent("profile-store.sqlite").path
+        // Read-only, without migrating: the service owns the schema, and the test must not take its write lock.
+        let reader = LockedValue<DatabasePool?>(nil)
+        func count() -> Int {
+            reader.withValue { pool in
+                if pool == nil, FileManager.default.fileExists(atPath: databasePath) {
+                    var configuration = Configuration()
+                    configuration.readonly = true
+                    pool = try? DatabasePool(path: databasePath, configuration: configuration)
+                }
+                return (try? pool?.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM profiles") }) ?? 0
+            }
+        }
+
+        let first = try launch()
+        let midStream = await eventually(timeout: .seconds(90), every: .milliseconds(5)) { count() >= 2000 }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        let serviceLog = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        #expect(midStream, "the service never started ingesting: \(serviceLog)")
+        #expect(first.terminationReason == .uncaughtSignal)
+        let atKill = count()
+        #expect(atKill < total, "the first process finished before it was killed; the test proves nothing")
+
+        let second = try launch()
+        defer {
+            second.terminate()
+            second.waitUntilExit()
+        }
+        let complete = await eventually(timeout: .seconds(120), every: .milliseconds(200)) { count() == total }
+        #expect(complete, "profiles after restart: \(count()) of \(total)")
+        let ready = await eventually(timeout: .seconds(30)) {
+            guard let url = URL(string: "http://127.0.0.1:\(port)/health/ready"),
+                  let (_, response) = try? await URLSession.shared.data(from: url)
+            else { return false }
+            return (response as? HTTPURLResponse)?.statusCode == 200
+        }
+        #expect(ready, "/health/ready did not answer 200")
+
+        let database = try SQLiteDatabase(path: databasePath, migrations: ProfileDatabase.migrations)
+        let drained = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+            (try? await database.read { db in try Outbox.pendingCount(in: db) }) == 0
+        }
+        #expect(drained, "the outbox was not drained")
+        let announced = try await database.read { db in
+            try Int.fetchOne(
+                db, sql: "SELECT count(*) FROM announced_accounts WHERE tenant_ids = 't1' || char(10) || 't2'")
+        }
+        #expect(announced == accounts)
+
+        // Every account's last AccountHeld on the topic: both tenants, t1's (older) retrieval time.
+        let records = try await readUntil(kafka, topic: topics.accounts, timeout: .seconds(120)) { messages in
+            guard messages.count >= accounts else { return false }
+            let last = (try? lastPerKey(messages)) ?? [:]
+            return last.count == accounts && last.values.allSatisfy { $0?.tenantIds == ["t1", "t2"] }
+        }
+        let last = try lastPerKey(records)
+        #expect(last.count == accounts)
+        let wrong = last.filter { key, held in
+            let index = Double(key.split(separator: "-").last.flatMap { Double($0) } ?? -1)
+            return held?.tenantIds != ["t1", "t2"] || held?.updatedAt != t0.addingTimeInterval(index)
+        }
+        #expect(wrong.isEmpty, "\(wrong.count) accounts with a wrong or missing AccountHeld")
+    }
+}

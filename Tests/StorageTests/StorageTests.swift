@@ -1,0 +1,197 @@
+import Foundation
+import GRDB
+import Logging
+import Messaging
+import ServiceLifecycle
+import Storage
+import Testing
+import TestSupport
+
+/// A temporary directory for one test's SQLite files, removed at the end.
+struct TemporaryDirectory: ~Copyable {
+    let url: URL
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent(uniqueName("storage-test"))
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    func file(_ name: String) -> String { url.appendingPathComponent(name).path }
+
+    deinit { try? FileManager.default.removeItem(at: url) }
+}
+
+let itemsMigration = Migration("test.v1.items") { db in
+    try db.execute(sql: "CREATE TABLE items (id TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+}
+
+@Suite("SQLite file: pool, migrations, processed events")
+struct SQLiteDatabaseTests {
+    @Test("the file is WAL, migrations run once by name, and reopening keeps the data")
+    func migratesOnceAndUsesWAL() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.file("a.sqlite")
+        do {
+            let database = try SQLiteDatabase(path: path, migrations: [itemsMigration])
+            let mode = try await database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
+            #expect(mode == "wal")
+            try await database.write { db in try db.execute(sql: "INSERT INTO items VALUES ('a', 1)") }
+        }
+        let counter = LockedValue(0)
+        let counting = Migration("test.v2.counted") { _ in counter.withValue { $0 += 1 } }
+        for _ in 0..<2 {
+            let reopened = try SQLiteDatabase(path: path, migrations: [itemsMigration, counting])
+            let names = try await reopened.read { db in
+                try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
+            }
+            #expect(names == ["storage.v1.outbox", "storage.v1.processed-events", "test.v1.items", "test.v2.counted"])
+            let value = try await reopened.read { db in try Int.fetchOne(db, sql: "SELECT value FROM items") }
+            #expect(value == 1)
+            try await reopened.check()
+        }
+        #expect(counter.withValue { $0 } == 1)
+    }
+
+    @Test("a processed event is recorded once; the first outcome stands")
+    func processedEventsAreRecordedOnce() async throws {
+        let directory = try TemporaryDirectory()
+        let database = try SQLiteDatabase(path: directory.file("p.sqlite"), migrations: [])
+        let results = try await database.write { db in
+            [
+                try ProcessedEvents.record("e1", consumer: "c", outcome: "erased", in: db),
+                try ProcessedEvents.record("e1", consumer: "c", outcome: "scrubbed", in: db),
+                try ProcessedEvents.record("e1", consumer: "other", outcome: "scrubbed", in: db),
+            ]
+        }
+        #expect(results == [true, false, true])
+        let outcomes = try await database.read { db in
+            [
+                try ProcessedEvents.outcome(of: "e1", consumer: "c", in: db),
+                try ProcessedEvents.outcome(of: "e1", consumer: "other", in: db),
+                try ProcessedEvents.outcome(of: "e2", consumer: "c", in: db),
+            ]
+        }
+        #expect(outcomes == ["erased", "scrubbed", nil])
+    }
+
+    @Test("domain rows and outbox rows commit together or not at all")
+    func outboxIsTransactional() async throws {
+        let directory = try TemporaryDirectory()
+        let database = try SQLiteDatabase(path: directory.file("o.sqlite"), migrations: [itemsMigration])
+        struct Abort: Error {}
+        await #expect(throws: Abort.self) {
+            try await database.write { db in
+                try db.execute(sql: "INSERT INTO items VALUES ('x', 1)")
+                try Outbox.enqueue(OutgoingMessage(topic: "t", key: "x", value: [1]), in: db)
+                throw Abort()
+            }
+        }
+        try await database.write { db in
+            try db.execute(sql: "INSERT INTO items VALUES ('y', 2)")
+            try Outbox.enqueue(
+                OutgoingMessage(topic: "t", key: "y", value: nil, headers: [KafkaHeader(name: "h", value: [0, 9])]),
+                in: db)
+        }
+        let (items, entries) = try await database.read { db in
+            (try String.fetchAll(db, sql: "SELECT id FROM items"), try Outbox.all(in: db))
+        }
+        #expect(items == ["y"])
+        #expect(entries.count == 1)
+        #expect(entries.first?.sent == false)
+        #expect(entries.first?.entry.message == OutgoingMessage(
+            topic: "t", key: "y", value: nil, headers: [KafkaHeader(name: "h", value: [0, 9])]))
+    }
+}
+
+@Suite("Outbox relay against the dev broker")
+struct OutboxRelayTests {
+    let kafka: KafkaFixture
+
+    init() throws { kafka = try KafkaFixture("outbox") }
+
+    /// Enqueues `count` records over `keys` keys, value = "<key>#<sequence per key>", in transactions of 50.
+    func enqueue(_ count: Int, keys: Int, topic: String, into database: SQLiteDatabase) async throws {
+        for start in stride(from: 0, to: count, by: 50) {
+            try await database.write { db in
+                for index in start..<min(count, start + 50) {
+                    let key = "k\(index % keys)"
+                    try Outbox.enqueue(
+                        OutgoingMessage(topic: topic, key: key, value: Array("\(key)#\(index / keys)".utf8)), in: db)
+                }
+            }
+        }
+    }
+
+    /// Consumes until `count` records arrived; returns the values per key in arrival order.
+    func consume(_ count: Int, topic: String) async throws -> [String: [Int]] {
+        let consumer = try kafka.makeConsumer(group: uniqueName("g"), topics: [topic])
+        return try await withRunningServices([consumer], logger: kafka.logger) {
+            var byKey: [String: [Int]] = [:]
+            var received = 0
+            for try await message in consumer.messages {
+                let text = String(decoding: message.value ?? [], as: UTF8.self).split(separator: "#")
+                byKey[String(text[0]), default: []].append(Int(text[1])!)
+                received += 1
+                if received == count { break }
+            }
+            return byKey
+        }
+    }
+
+    @Test("the relay publishes every record in order per key, then marks them sent")
+    func publishesInOrderAndMarksSent() async throws {
+        let directory = try TemporaryDirectory()
+        let topic = try await kafka.makeTopic(partitions: 4)
+        let database = try SQLiteDatabase(path: directory.file("r.sqlite"), migrations: [])
+        try await enqueue(600, keys: 12, topic: topic, into: database)
+        let producer = try kafka.makeProducer()
+        let relay = OutboxRelay(database: database, producer: producer, logger: kafka.logger, batchSize: 100)
+        try await withRunningServices([producer, relay], logger: kafka.logger) {
+            relay.notify()
+            let drained = await eventually(timeout: .seconds(30)) {
+                (try? await database.read { db in try Outbox.pendingCount(in: db) }) == 0
+            }
+            #expect(drained)
+        }
+        let byKey = try await consume(600, topic: topic)
+        #expect(byKey.count == 12)
+        for (key, sequence) in byKey { #expect(sequence == Array(0..<50), "key \(key) out of order or incomplete") }
+        let entries = try await database.read { db in try Outbox.all(in: db) }
+        #expect(entries.count == 600 && entries.allSatisfy(\.sent))
+    }
+
+    @Test("records left unsent by a previous process are published by the next one, in order, none lost")
+    func resendsWhatAPreviousProcessLeft() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.file("crash.sqlite")
+        let topic = try await kafka.makeTopic(partitions: 3)
+        // The "previous process": it committed its rows, published the first 100 and died before marking them sent.
+        do {
+            let database = try SQLiteDatabase(path: path, migrations: [])
+            try await enqueue(300, keys: 6, topic: topic, into: database)
+            let producer = try kafka.makeProducer()
+            try await withRunningServices([producer], logger: kafka.logger) {
+                let first = try await database.read { db in try Outbox.pending(limit: 100, in: db) }
+                try await producer.send(first.map(\.message))
+            }
+        }
+        let database = try SQLiteDatabase(path: path, migrations: [])
+        #expect(try await database.read { db in try Outbox.pendingCount(in: db) } == 300)
+        let producer = try kafka.makeProducer()
+        let relay = OutboxRelay(
+            database: database, producer: producer, logger: kafka.logger, pollInterval: .milliseconds(50))
+        try await withRunningServices([producer, relay], logger: kafka.logger) {
+            let drained = await eventually(timeout: .seconds(30)) {
+                (try? await database.read { db in try Outbox.pendingCount(in: db) }) == 0
+            }
+            #expect(drained, "the relay did not pick up the rows without a notify")
+        }
+        // 100 duplicates (the unmarked batch) and then all 300: per key, the last 50 values arrive in order.
+        let byKey = try await consume(400, topic: topic)
+        #expect(byKey.count == 6)
+        for (key, sequence) in byKey {
+            #expect(Array(sequence.suffix(50)) == Array(0..<50), "key \(key): the newest value must come last")
+            #expect(Set(sequence) == Set(0..<50), "key \(key) lost a record")
+        }
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A real `atlassian-sandbox` process on a free loopback port, for tests that must talk to it as production talks
+/// to Atlassian: over HTTP only, in another process.
+///
+/// Start with `SandboxProcess.start()` (or `withSandboxProcess`), always `stop()`. Startup failures throw with the
+/// reason and the process's stderr — a test never silently runs without its sandbox.
+package final class SandboxProcess: @unchecked Sendable {
+    package struct StartError: Error, CustomStringConvertible {
+        package var description: String
+    }
+
+    /// `http://127.0.0.1:<port>`: both Atlassian hosts (auth and API) and the control API.
+    package let baseURL: URL
+    package let port: Int
+    private let process: Process
+    private let stderrFile: URL
+
+    private init(process: Process, port: Int, stderrFile: URL) {
+        self.process = process
+        self.port = port
+        self.stderrFile = stderrFile
+        self.baseURL = URL(string: "http://127.0.0.1:\(port)")!
+    }
+
+    /// Starts the built executable with `HTTP_PORT` set to a free port and waits until `/health/live` answers 200.
+    ///
+    /// The port is found by binding port 0 and closing the socket; another process could take it in between, in
+    /// which case the sandbox exits and this throws with its stderr (rare enough not to retry silently).
+    package static func start(environment extra: [String: String] = [:], timeout: Duration = .seconds(20))
+        async throws -> SandboxProcess {
+        let binary = RepositoryPaths.executable("atlassian-sandbox")
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw StartError(description: "atlassian-sandbox is not built at \(binary.path); run swift build --build-tests")
+        }
+        let port = try freeLoopbackPort()
+        let process = Process()
+        process.executableURL = binary
+        var environment = ProcessInfo.processInfo.environment
+        environment["HTTP_HOST"] = "127.0.0.1"
+        environment["HTTP_PORT"] = String(port)
+        environment["LOG_LEVEL"] = environment["SANDBOX_LOG_LEVEL"] ?? "warning"
+        environment.merge(extra) { $1 }
+        process.environment = environment
+        let stderrFile = FileManager.default.temporaryDirectory
+            .appendingPathComponent("atlassian-sandbox-\(port)-\(UUID().uuidString.prefix(8)).log")
+        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: stderrFile)
+        process.standardError = handle
+        process.standardOutput = handle
+        try process.run()
+        let sandbox = SandboxProcess(process: process, port: port, stderrFile: stderrFile)
+
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if !process.isRunning {
+                throw StartError(description: "atlassian-sandbox exited with status \(process.terminationStatus): "
+                                 + sandbox.output())
+            }
+            if httpStatus(port: port, path: "/health/live") == 200 { return sandbox }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        await sandbox.stop()
+        throw StartError(description: "atlassian-sandbox did not answer /health/live on port \(port) within "
+                         + "\(timeout): " + sandbox.output())
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 10 s so a hung sandbox cannot hang the test run).
+    package func stop() async {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while process.isRunning, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: stderrFile)
+    }
+
+    /// What the process wrote so far (for failure messages).
+    package func output() -> String {
+        (try? String(contentsOf: stderrFile, encoding: .utf8)).map { String($0.suffix(4000)) } ?? ""
+    }
+
+    /// A free TCP port on 127.0.0.1, found by binding port 0.
+    package static func freeLoopbackPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw StartError(description: "socket() failed: errno \(errno)") }
+        defer { close(fd) }
+        var address = loopback(port: 0)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard bound == 0 else { throw StartError(description: "bind() failed: errno \(errno)") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0 else { throw StartError(description: "getsockname() failed: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    private static func loopback(port: UInt16) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return address
+    }
+
+    /// A minimal blocking `GET` used only for the readiness probe (TestSupport has no HTTP client dependency).
+    /// Returns the status code, or nil when nothing answered.
+    private static func httpStatus(port: Int, path: String) -> Int? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = loopback(port: UInt16(port))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { return nil }
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard count > 12 else { return nil }
+        // "HTTP/1.1 200 OK"
+        let line = String(decoding: buffer[0..<count], as: UTF8.self)
+        let parts = line.split(separator: " ", maxSplits: 2)
+        return parts.count >= 2 ? Int(parts[1]) : nil
+    }
+}
+
+/// Runs `body` with a fresh sandbox process and stops it afterwards, whatever `body` did.
+package func withSandboxProcess<T: Sendable>(
+    environment: [String: String] = [:], _ body: (SandboxProcess) async throws -> T
+) async throws -> T {
+    let sandbox = try await SandboxProcess.start(environment: environment)
+    do {
+        let result = try await body(sandbox)
+        await sandbox.stop()
+        return result
+    } catch {
+        await sandbox.stop()
+        throw error
+    }
+}
