@@ -115,7 +115,11 @@ let package = Package(
         // MARK: Tests
         .target(
             name: "TestSupport",
-            dependencies: ["Messaging", lifecycle, logging],
+            dependencies: [
+                "Messaging", "ServiceKit", lifecycle, logging, hummingbird, nioCore,
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             path: "Tests/TestSupport"
         ),
         .testTarget(
@@ -142,7 +146,8 @@ let package = Package(
             name: "ProfileStoreTests",
             dependencies: [
                 "profile-store", "Storage", "ErasureKit", "Messaging", "Contracts", "ServiceKit", "TestSupport",
-                .product(name: "GRDB", package: "GRDB.swift"), lifecycle, logging, prometheus,
+                .product(name: "GRDB", package: "GRDB.swift"), lifecycle, logging, prometheus, hummingbird,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
         .testTarget(

@@ -268,6 +268,35 @@ final class ProfileDatabase: Sendable {
         }
     }
 
+    /// The tenant's profiles of an account across its apps (a tenant may move from the shared app to its own), the most
+    /// recently fetched first; narrowed to one app when `appId` is given.
+    func profiles(tenantId: String, accountId: String, appId: String?) async throws -> [StoredProfile] {
+        try await database.read { db in
+            var sql = "SELECT * FROM profiles WHERE tenant_id = ? AND account_id = ?"
+            var arguments: StatementArguments = [tenantId, accountId]
+            if let appId {
+                sql += " AND app_id = ?"
+                arguments += [appId]
+            }
+            return try Row.fetchAll(db, sql: sql + " ORDER BY fetched_at DESC, id DESC", arguments: arguments)
+                .map(Self.profile)
+        }
+    }
+
+    /// One page of a tenant's profiles in storage order: rows after row `afterRow`, at most `limit`, with the row id
+    /// of the last one (the next page's cursor) when more may follow.
+    func profilePage(tenantId: String, afterRow: Int64, limit: Int) async throws
+        -> (profiles: [StoredProfile], lastRow: Int64?)
+    {
+        try await database.read { db in
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT * FROM profiles WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
+                arguments: [tenantId, afterRow, limit + 1])
+            let page = rows.prefix(limit)
+            return (page.map(Self.profile), rows.count > limit ? page.last?["id"] : nil)
+        }
+    }
+
     /// Every profile row of a tenant, including disassociated ones (accountId nil).
     func profiles(tenantId: String) async throws -> [StoredProfile] {
         try await database.read { db in

@@ -17,7 +17,7 @@ struct ProfileStoreParts {
 }
 
 /// Wires profile-store: creates its topics, opens (and migrates) its SQLite file, then runs the producer, the outbox
-/// relay, the erasure participant, the profile ingestor and the HTTP server (health and metrics). The producer is
+/// relay, the erasure participant, the profile ingestor and the HTTP server (profile API, health and metrics). The producer is
 /// listed first: ServiceGroup shuts down in reverse order, so it outlives everything that sends through it.
 func buildProfileStore(
     config: ProfileStoreConfig, logger: Logger, registry: PrometheusCollectorRegistry,
@@ -71,6 +71,9 @@ func buildProfileStore(
             ReadinessCheck(name: "kafka") { try await admin.ping() },
         ],
         registry: registry)
+    ProfileAPI.addRoutes(
+        to: router, database: database,
+        verifier: TenantTokenVerifier(config: config.tenantAuth, httpClient: .shared, logger: logger))
     let app = Application(
         router: router, configuration: config.standard.http.applicationConfiguration(serverName: "profile-store"),
         logger: logger)

@@ -11,6 +11,8 @@ struct ProfileStoreConfig: Sendable {
     var namespace: String?
     /// `PROFILE_STORE_INGEST_BATCH`: most profile events per SQLite transaction (default 2000).
     var ingestBatch: Int
+    /// Where tenant tokens are verified: `LETHE_GATEWAY_URL`, `LETHE_JWKS_URL`, `LETHE_TOKEN_ISSUER`.
+    var tenantAuth: TenantAuthConfig
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8081)
@@ -21,6 +23,7 @@ struct ProfileStoreConfig: Sendable {
         }
         topics = ProfileStoreTopics(namespace: namespace)
         ingestBatch = try reader.int("PROFILE_STORE_INGEST_BATCH", default: 2000, range: 1...100_000)
+        tenantAuth = try TenantAuthConfig(reader: reader)
     }
 
     /// A group id, prefixed like the topics.

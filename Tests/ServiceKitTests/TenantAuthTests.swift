@@ -10,64 +10,6 @@ import Synchronization
 import Testing
 import TestSupport
 
-/// A stand-in for the gateway's JWKS endpoint on an ephemeral port, whose key set a test can change (rotation), and
-/// which counts fetches.
-final class JWKSServer: Sendable {
-    let keys = Mutex<[String]>([])
-    let fetches = Atomic<Int>(0)
-
-    /// One signing key with its kid, as the gateway would hold it.
-    struct SigningKey: Sendable {
-        let kid: String
-        let key: ES256PrivateKey
-
-        init(kid: String) {
-            self.kid = kid
-            self.key = ES256PrivateKey()
-        }
-
-        var jwkJSON: String {
-            let (x, y) = key.publicKey.parameters!
-            return #"{"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":"\#(kid)","x":"\#(x)","y":"\#(y)"}"#
-        }
-
-        func sign(_ claims: TenantAccessClaims) async throws -> String {
-            let keys = JWTKeyCollection()
-            await keys.add(ecdsa: key, kid: JWKIdentifier(string: kid))
-            return try await keys.sign(claims, kid: JWKIdentifier(string: kid))
-        }
-    }
-
-    func publish(_ signingKeys: [SigningKey]) { keys.withLock { $0 = signingKeys.map(\.jwkJSON) } }
-
-    /// Runs the server and a verifier pointed at it for the duration of `body`.
-    func run<T: Sendable>(_ body: @Sendable (TenantTokenVerifier) async throws -> T) async throws -> T {
-        let router = Router()
-        router.get("/.well-known/jwks.json") { [self] _, _ -> Response in
-            fetches.add(1, ordering: .relaxed)
-            let json = #"{"keys":[\#(keys.withLock { $0 }.joined(separator: ","))]}"#
-            return Response(status: .ok, headers: [.contentType: "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(string: json)))
-        }
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) }, logger: makeTestLogger("jwks"))
-        let group = ServiceGroup(configuration: .init(services: [app], logger: makeTestLogger("jwks")))
-        return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            defer { tasks.addTask { await group.triggerGracefulShutdown() } }
-            guard let port = await ports.first(where: { _ in true }) else { throw CancellationError() }
-            let verifier = TenantTokenVerifier(
-                config: TenantAuthConfig(
-                    jwksURL: URL(string: "http://127.0.0.1:\(port)/.well-known/jwks.json")!,
-                    issuer: "http://gateway.test", minimumRefetchInterval: .zero),
-                httpClient: .shared, logger: makeTestLogger("auth"))
-            return try await body(verifier)
-        }
-    }
-}
-
 @Suite("Tenant bearer tokens verified against the gateway's JWKS")
 struct TenantAuthTests {
     static let issuer = "http://gateway.test"

@@ -1,0 +1,104 @@
+import Foundation
+import Hummingbird
+import ServiceKit
+
+/// A profile as the tenant-scoped HTTP API returns it.
+struct ProfileResponse: ResponseCodable, Equatable {
+    var platformUserId: String
+    var tenantId: String
+    var appId: String
+    /// nil once the profile was disassociated from its Atlassian account.
+    var accountId: String?
+    var name: String?
+    var email: String?
+    var nickname: String?
+    var picture: String?
+    var fetchedAt: Date
+
+    init(_ profile: StoredProfile) {
+        platformUserId = profile.platformUserId
+        tenantId = profile.tenantId
+        appId = profile.appId
+        accountId = profile.accountId
+        name = profile.name
+        email = profile.email
+        nickname = profile.nickname
+        picture = profile.picture
+        fetchedAt = profile.fetchedAt
+    }
+}
+
+/// A page of profiles; `nextCursor` is absent on the last page.
+struct ProfilePage: ResponseCodable, Equatable {
+    var profiles: [ProfileResponse]
+    var nextCursor: String?
+}
+
+/// The tenant-scoped profile API. Every route needs the tenant's bearer token; a token of another tenant gets 404,
+/// exactly as an unknown account does, so nothing about other tenants' users can be learned.
+///
+/// - `GET /v1/tenants/{tenant}/profiles/{accountId}[?appId=]` — the most recently fetched profile of the account.
+/// - `GET /v1/tenants/{tenant}/profiles?limit=&cursor=` — all of the tenant's profiles, in pages (limit 1…500,
+///   default 50; `cursor` from the previous page's `nextCursor`).
+enum ProfileAPI {
+    static let defaultLimit = 50
+    static let maximumLimit = 500
+
+    static func addRoutes(to router: Router<BasicRequestContext>, database: ProfileDatabase,
+                          verifier: TenantTokenVerifier) {
+        let tenants = router.group("/v1/tenants/:tenant/profiles")
+        tenants.get(":accountId") { request, context -> ProfileResponse in
+            let tenant = try context.parameters.require("tenant")
+            _ = try await verifier.authorize(request, tenant: tenant)
+            let accountId = try context.parameters.require("accountId")
+            guard isValidAccountId(accountId) else {
+                throw HTTPError(.badRequest, message: "accountId must be 1 to 128 letters, digits, '-' or ':'")
+            }
+            let appId = request.uri.queryParameters.get("appId")
+            guard let profile = try await database.profiles(tenantId: tenant, accountId: accountId, appId: appId)
+                .first
+            else { throw HTTPError(.notFound) }
+            return ProfileResponse(profile)
+        }
+        tenants.get { request, context -> ProfilePage in
+            let tenant = try context.parameters.require("tenant")
+            _ = try await verifier.authorize(request, tenant: tenant)
+            let limit = try parseLimit(request.uri.queryParameters.get("limit"))
+            let afterRow = try parseCursor(request.uri.queryParameters.get("cursor"))
+            let page = try await database.profilePage(tenantId: tenant, afterRow: afterRow, limit: limit)
+            return ProfilePage(profiles: page.profiles.map(ProfileResponse.init),
+                               nextCursor: page.lastRow.map(makeCursor))
+        }
+    }
+
+    /// Atlassian account ids: 1–128 characters, letters, digits, `-` and `:` (ATLASSIAN.md §2).
+    static func isValidAccountId(_ id: String) -> Bool {
+        (1...128).contains(id.count) && id.unicodeScalars.allSatisfy {
+            ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || $0 == "-" || $0 == ":"
+        }
+    }
+
+    static func parseLimit(_ raw: String?) throws -> Int {
+        guard let raw else { return defaultLimit }
+        guard let limit = Int(raw), (1...maximumLimit).contains(limit) else {
+            throw HTTPError(.badRequest, message: "limit must be an integer from 1 to \(maximumLimit)")
+        }
+        return limit
+    }
+
+    /// Cursors are opaque to clients: base64url of `r<row id>`, so they can change form without breaking anyone.
+    static func makeCursor(_ row: Int64) -> String {
+        Data("r\(row)".utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func parseCursor(_ raw: String?) throws -> Int64 {
+        guard let raw else { return 0 }
+        var base64 = raw.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8),
+              text.hasPrefix("r"), let row = Int64(text.dropFirst()), row >= 0
+        else { throw HTTPError(.badRequest, message: "cursor is not one this API issued") }
+        return row
+    }
+}
