@@ -7,6 +7,9 @@ let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metri
 let hummingbird: Target.Dependency = .product(name: "Hummingbird", package: "hummingbird")
 let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
 let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let grdb: Target.Dependency = .product(name: "GRDB", package: "GRDB.swift")
+let httpClient: Target.Dependency = .product(name: "AsyncHTTPClient", package: "async-http-client")
+let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
 
 /// The five executables. Each lives in `Services/<name>/` and depends on Shared modules only,
 /// never on another service.
@@ -17,10 +20,13 @@ let services: [(name: String, dependencies: [Target.Dependency])] = [
         prometheus, .product(name: "GRDB", package: "GRDB.swift"),
     ]),
     ("pdr-reporter", [
-        "ServiceKit", "Messaging", "Contracts", "AtlassianClient", hummingbird, lifecycle, logging, prometheus, nioCore,
-        .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        "ServiceKit", "Messaging", "Contracts", "AtlassianClient", "Storage", hummingbird, lifecycle, logging, prometheus,
+        metrics, nioCore, grdb, .product(name: "NIOHTTP1", package: "swift-nio"), httpClient,
     ]),
-    ("erasure-executor", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
+    ("erasure-executor", [
+        "ServiceKit", "Messaging", "Contracts", "Storage", "ErasureKit", hummingbird, lifecycle, logging, prometheus,
+        metrics, grdb, crypto, httpClient,
+    ]),
     ("atlassian-sandbox", [
         "ServiceKit", "Contracts", hummingbird, prometheus, logging, nioCore,
         .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -49,6 +55,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        // jwt-kit 5 needs swift-crypto 4; named for HMAC, SHA-256 and signatures in the erasure audit.
+        .package(url: "https://github.com/apple/swift-crypto.git", "4.0.0"..<"5.0.0"),
     ],
     targets: services.map { makeServiceTarget(name: $0.name, dependencies: $0.dependencies) } + [
         // MARK: Shared modules
@@ -151,10 +159,18 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "ErasureExecutorTests",
+            dependencies: [
+                "erasure-executor", "ErasureKit", "Storage", "Messaging", "Contracts", "ServiceKit", "TestSupport",
+                lifecycle, logging, hummingbird, grdb, httpClient, crypto,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(
             name: "PDRReporterTests",
             dependencies: [
-                "pdr-reporter", "AtlassianClient", "Contracts", "Messaging", "ServiceKit", "TestSupport", lifecycle,
-                logging, hummingbird, nioCore, .product(name: "NIOHTTP1", package: "swift-nio"),
+                "pdr-reporter", "AtlassianClient", "Contracts", "Messaging", "ServiceKit", "TestSupport", "Storage",
+                lifecycle, logging, hummingbird, grdb, nioCore, .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
