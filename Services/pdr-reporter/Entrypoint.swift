@@ -7,7 +7,7 @@ struct PDRReporterEntrypoint {
     static func main() async throws {
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "pdr-reporter")
         let config = ServiceBootstrap.exitOnConfigError { try PDRReporterConfig(reader: ConfigReader()) }
-        let services = try buildPDRReporter(config: config, logger: logger, registry: registry)
-        try await services.run()
+        let parts = try await buildPDRReporter(config: config, logger: logger, registry: registry)
+        try await parts.group.run()
     }
 }

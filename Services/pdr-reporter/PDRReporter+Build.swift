@@ -9,37 +9,87 @@ import Prometheus
 import ServiceKit
 import ServiceLifecycle
 
-/// Wires pdr-reporter: operational routes, `GET /v1/apps`, and the reporting loop.
+/// pdr-reporter's parts, built and wired, so tests can reach into them.
+struct PDRReporterParts {
+    var group: ServiceGroup
+    var registry: SQLiteAccountRegistry
+    var loop: ReportingLoop
+}
+
+/// Wires pdr-reporter: creates its topics, opens (and migrates) the SQLite registry, then runs the producer, the HTTP
+/// client, the reporting loop, the partitioned intake (group over `lethe.pdr.accounts.v1` + changelog restore) and the
+/// HTTP server. Listed dependencies first: ServiceGroup shuts down in reverse order, so HTTP drains, the intake leaves
+/// the group, the loop stops (a batch in flight stays due), and the producer flushes last.
 ///
-/// Not wired yet (issue 7, next slice): the Kafka intake that fills the registry from `lethe.pdr.accounts.v1`
-/// and restores it from `lethe.pdr.reports.v1`, the SQLite registry, and the Kafka `ReportSink`. Until then the
-/// registry is in memory and empty, so the loop idles and `/v1/apps` lists no app; the sink refuses, so even a
-/// registered account could never be marked reported without its events being published.
-func buildPDRReporter(config: PDRReporterConfig, logger: Logger, registry: PrometheusCollectorRegistry) throws -> ServiceGroup {
-    let admin = try KafkaAdmin(bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
+/// - Parameters:
+///   - tokens: overrides the gateway's reporting-token API (tests serve it from a double); nil = from configuration.
+///   - settings: overrides the pacing and retry settings (tests shorten the waits); nil = from configuration.
+func buildPDRReporter(
+    config: PDRReporterConfig, logger: Logger, registry metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+    tokens overrideTokens: (any ReportingTokenProvider)? = nil, settings: ReportingSettings? = nil,
+    handleSignals: Bool = true
+) async throws -> PDRReporterParts {
+    let kafka = config.standard.kafka
+    let topics = config.topics
+    let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: logger)
+    func spec(_ name: String, like definition: TopicDefinition) -> TopicSpec {
+        TopicSpec(name: name, partitions: kafka.topicPartitions, config: definition.kafkaConfig)
+    }
+    // Same partition count for accounts and reports (KAFKA_TOPIC_PARTITIONS): co-partitioning depends on it, and
+    // ensureTopics refuses an existing topic whose count differs rather than silently breaking it.
+    try await admin.ensureTopics([
+        spec(topics.accounts, like: Topics.definition(named: Topics.pdrAccounts)!),
+        spec(topics.reports, like: Topics.definition(named: Topics.pdrReports)!),
+        spec(topics.status, like: Topics.definition(named: Topics.pdrStatus)!),
+        spec(DeadLetterQueue.topic(for: topics.accounts), like: Topics.dlqDefinition(for: Topics.pdrAccounts)),
+    ])
+
+    let schedule = Schedule(defaultCycle: config.cycle)
+    let accounts = try SQLiteAccountRegistry(
+        path: config.standard.dataDirectory.databaseFile("pdr-reporter").path, schedule: schedule)
+    let producer = try KafkaProducer(
+        config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "pdr-reporter"),
+        logger: logger)
     let http = HTTPClient(eventLoopGroupProvider: .singleton)
     let atlassian = AtlassianClient(
         config: .init(authURL: config.atlassianAuthURL, apiURL: config.atlassianAPIURL), httpClient: http,
         logger: logger)
-    let tokens: any ReportingTokenProvider = config.internalToken.map {
+    let tokens: any ReportingTokenProvider = overrideTokens ?? config.internalToken.map {
         HTTPReportingTokenProvider(gatewayURL: config.gatewayURL, internalToken: $0, httpClient: http)
     } ?? UnconfiguredTokenProvider()
-    let schedule = Schedule(defaultCycle: config.cycle)
     let loop = ReportingLoop(
-        registry: InMemoryAccountRegistry(schedule: schedule), api: atlassian, tokens: tokens,
-        sink: UnwiredReportSink(), schedule: schedule, settings: config.reportingSettings, logger: logger)
+        registry: accounts, api: atlassian, tokens: tokens, sink: KafkaReportSink(producer: producer, topics: topics),
+        schedule: schedule, settings: settings ?? config.reportingSettings, logger: logger)
+    let consumer = try KafkaConsumer(
+        config: KafkaConsumerConfig(
+            bootstrapServers: kafka.bootstrapServers,
+            subscription: .group(id: config.groupId, topics: [topics.accounts]),
+            // Tansu: a group's first join takes about half the session timeout; 6 s keeps both start and takeover
+            // after a crash short.
+            clientId: "pdr-reporter", offsetReset: .earliest, sessionTimeout: .seconds(6)),
+        logger: logger)
+    let intake = PartitionedIntake(
+        consumer: consumer, registry: accounts, loop: loop, producer: producer, topics: topics,
+        bootstrapServers: kafka.bootstrapServers, restoreTimeout: config.restoreTimeout, logger: logger)
 
     let router = Router()
     router.addOperationalRoutes(
-        readiness: [ReadinessCheck(name: "kafka") { try await admin.ping() }],
-        registry: registry)
+        readiness: [
+            ReadinessCheck(name: "sqlite") { try await accounts.check() },
+            ReadinessCheck(name: "kafka") { try await admin.ping() },
+        ],
+        registry: metrics)
     router.addAppsStatusRoute(AppsStatusEndpoint(adminToken: config.adminToken) { try await loop.status() })
     let app = Application(
-        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "pdr-reporter"), logger: logger)
-    // Listed dependencies first: shutdown runs in reverse, so HTTP drains, then the loop stops, then the client.
-    return ServiceGroup(configuration: .init(
-        services: [.init(service: HTTPClientService(client: http)), .init(service: loop), .init(service: app)],
-        gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "pdr-reporter"),
+        logger: logger)
+    let group = ServiceGroup(configuration: .init(
+        services: [
+            .init(service: producer), .init(service: HTTPClientService(client: http)), .init(service: loop),
+            .init(service: intake), .init(service: app),
+        ],
+        gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
+    return PDRReporterParts(group: group, registry: accounts, loop: loop)
 }
 
 /// Owns the shared `HTTPClient`'s lifetime: shut down after the services that use it have stopped.
@@ -57,12 +107,4 @@ struct UnconfiguredTokenProvider: ReportingTokenProvider {
     func token(appId: String, excluding: Set<String>) async throws -> ReportingToken {
         throw ReportingTokenError.unavailable("LETHE_INTERNAL_TOKEN is not set")
     }
-}
-
-/// Placeholder until the Kafka producer implements `ReportSink`: refusing keeps a batch due (the reporter retries
-/// the record) rather than marking it reported without its events.
-struct UnwiredReportSink: ReportSink {
-    struct NotWired: Error {}
-
-    func publish(reported: [AccountReported], statuses: [AccountStatusReported]) async throws { throw NotWired() }
 }

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import ServiceKit
 
@@ -21,9 +22,24 @@ struct PDRReporterConfig: Sendable {
     var internalToken: String?
     /// `LETHE_ADMIN_TOKEN`: bearer for `GET /v1/apps`; without it the route answers 401 to everyone. Never logged.
     var adminToken: String?
+    /// `LETHE_TOPIC_NAMESPACE`, if set: unset in production (the architecture's topic names); tests set a unique
+    /// prefix so runs sharing a broker never see each other's records. The group id gets the same prefix.
+    var namespace: String?
+    /// The topics, prefixed with the namespace.
+    var topics: PDRTopics
+    /// `PDR_RESTORE_TIMEOUT_SECONDS` (default 300): longest a partition restore may take before the instance gives up
+    /// (and exits, so an orchestrator restarts it) rather than report from a half-restored registry.
+    var restoreTimeout: Duration
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8082)
+        namespace = reader.optionalString("LETHE_TOPIC_NAMESPACE")
+        if let namespace, namespace.contains(where: { !($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
+            throw ConfigError(
+                variable: "LETHE_TOPIC_NAMESPACE", reason: "may contain only letters, digits, '-', '_', '.'")
+        }
+        topics = PDRTopics(namespace: namespace)
+        restoreTimeout = .seconds(try reader.int("PDR_RESTORE_TIMEOUT_SECONDS", default: 300, range: 1...86_400))
         cycle = .seconds(try reader.int("PDR_CYCLE_SECONDS", default: 604_800, range: 1...(366 * 86_400)))
         requestInterval = .milliseconds(try reader.int("PDR_REQUEST_INTERVAL_MS", default: 1000, range: 1...3_600_000))
         atlassianAuthURL = try reader.url("ATLASSIAN_AUTH_URL", default: "https://auth.atlassian.com")
@@ -35,10 +51,30 @@ struct PDRReporterConfig: Sendable {
         adminToken = try reader.optionalString("LETHE_ADMIN_TOKEN").map { _ in try reader.secret("LETHE_ADMIN_TOKEN") }
     }
 
+    /// The consumer group id of the reporter instances, prefixed like the topics.
+    var groupId: String { namespace.map { "\($0).pdr-reporter" } ?? "pdr-reporter" }
+
     /// The reporter's pacing from this configuration; the other retry settings keep their production defaults.
     var reportingSettings: ReportingSettings {
         var settings = ReportingSettings()
         settings.requestInterval = requestInterval
         return settings
+    }
+}
+
+/// The topics pdr-reporter reads and writes, each prefixed with `namespace.` when one is given.
+struct PDRTopics: Sendable, Equatable {
+    /// `lethe.pdr.accounts.v1`: what is held (consumed as a group).
+    var accounts: String
+    /// `lethe.pdr.reports.v1`: the reporter's changelog (produced after each call, read on restore).
+    var reports: String
+    /// `lethe.pdr.status.v1`: closed/updated answers.
+    var status: String
+
+    init(namespace: String?) {
+        func name(_ topic: String) -> String { namespace.map { "\($0).\(topic)" } ?? topic }
+        accounts = name(Topics.pdrAccounts)
+        reports = name(Topics.pdrReports)
+        status = name(Topics.pdrStatus)
     }
 }

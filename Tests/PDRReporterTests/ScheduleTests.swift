@@ -3,7 +3,28 @@ import Foundation
 import Testing
 @testable import pdr_reporter
 
-@Suite("Schedule and in-memory registry")
+/// The two registries that must behave alike: every registry test runs against both.
+enum RegistryKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case memory, sqlite
+
+    var testDescription: String { rawValue }
+
+    func make(schedule: Schedule) throws -> any AccountRegistry {
+        switch self {
+        case .memory: return InMemoryAccountRegistry(schedule: schedule)
+        case .sqlite: return try makeSQLiteRegistry(schedule: schedule)
+        }
+    }
+}
+
+/// A SQLite registry in a fresh temporary file, with the real migrations.
+func makeSQLiteRegistry(schedule: Schedule) throws -> SQLiteAccountRegistry {
+    let path = FileManager.default.temporaryDirectory
+        .appendingPathComponent("pdr-registry-\(UUID().uuidString).sqlite").path
+    return try SQLiteAccountRegistry(path: path, schedule: schedule)
+}
+
+@Suite("Schedule and registries (in-memory and SQLite)")
 struct ScheduleTests {
     let schedule = Schedule(defaultCycle: .seconds(100))
     let t0 = Date(timeIntervalSince1970: 1_800_000_000)
@@ -30,49 +51,106 @@ struct ScheduleTests {
         #expect(schedule.firstDue(firstSeenAt: t0, spread: 0.25, cycle: .seconds(100)) == t0.addingTimeInterval(25))
     }
 
-    @Test("re-holding never moves the due time; a rejected account comes back only when its data changes")
-    func upsertKeepsScheduleAndClearsRejection() async throws {
-        let registry = InMemoryAccountRegistry(schedule: schedule)
+    @Test("re-holding never moves the due time; a rejected account comes back only when its data changes",
+          arguments: RegistryKind.allCases)
+    func upsertKeepsScheduleAndClearsRejection(kind: RegistryKind) async throws {
+        let registry = try kind.make(schedule: schedule)
         let held = HeldAccount(appId: "app", accountId: "x1", updatedAt: t0, tenantIds: ["t1"])
-        await registry.upsert(held, seenAt: t0, cycle: .seconds(100))
-        let first = try #require(await registry.account(appId: "app", accountId: "x1"))
-        await registry.upsert(held, seenAt: t0.addingTimeInterval(50), cycle: .seconds(100))
-        #expect(await registry.account(appId: "app", accountId: "x1")?.nextDueAt == first.nextDueAt)
+        try await registry.upsert(held, seenAt: t0, cycle: .seconds(100))
+        let first = try #require(try await registry.account(appId: "app", accountId: "x1"))
+        try await registry.upsert(held, seenAt: t0.addingTimeInterval(50), cycle: .seconds(100))
+        #expect(try await registry.account(appId: "app", accountId: "x1")?.nextDueAt == first.nextDueAt)
 
-        await registry.markRejected(appId: "app", accountId: "x1")
-        #expect(await registry.dueAccounts(appId: "app", at: t0.addingTimeInterval(1000), limit: 90).isEmpty)
-        await registry.upsert(held, seenAt: t0, cycle: .seconds(100))
-        #expect(await registry.account(appId: "app", accountId: "x1")?.rejected == true, "same data: still skipped")
+        try await registry.markRejected(appId: "app", accountId: "x1")
+        #expect(try await registry.dueAccounts(appId: "app", at: t0.addingTimeInterval(1000), limit: 90).isEmpty)
+        try await registry.upsert(held, seenAt: t0, cycle: .seconds(100))
+        #expect(try await registry.account(appId: "app", accountId: "x1")?.rejected == true, "same data: still skipped")
         var changed = held
         changed.updatedAt = t0.addingTimeInterval(1)
-        await registry.upsert(changed, seenAt: t0, cycle: .seconds(100))
-        #expect(await registry.dueAccounts(appId: "app", at: t0.addingTimeInterval(1000), limit: 90).count == 1)
+        try await registry.upsert(changed, seenAt: t0, cycle: .seconds(100))
+        #expect(try await registry.dueAccounts(appId: "app", at: t0.addingTimeInterval(1000), limit: 90).count == 1)
     }
 
-    @Test("due accounts come earliest first, up to the limit; a removed account is gone; a new cycle reschedules")
-    func dueOrderRemoveAndReschedule() async throws {
-        let registry = InMemoryAccountRegistry(schedule: schedule)
+    @Test("due accounts come earliest first, up to the limit; a removed account is gone; a new cycle reschedules",
+          arguments: RegistryKind.allCases)
+    func dueOrderRemoveAndReschedule(kind: RegistryKind) async throws {
+        let registry = try kind.make(schedule: schedule)
         for index in 0..<200 {
-            await registry.upsert(HeldAccount(appId: "app", accountId: "a\(index)", updatedAt: t0, tenantIds: ["t"]),
+            try await registry.upsert(HeldAccount(appId: "app", accountId: "a\(index)", updatedAt: t0, tenantIds: ["t"]),
                                   seenAt: t0, cycle: .seconds(100))
         }
         let end = t0.addingTimeInterval(100)
-        let due = await registry.dueAccounts(appId: "app", at: end, limit: 90)
+        let due = try await registry.dueAccounts(appId: "app", at: end, limit: 90)
         #expect(due.count == 90)
         #expect(due.map(\.nextDueAt) == due.map(\.nextDueAt).sorted())
-        #expect(await registry.dueAccounts(appId: "app", at: end, limit: 500).count == 200)
-        #expect(await registry.dueAccounts(appId: "app", at: t0.addingTimeInterval(50), limit: 500).count < 150)
+        #expect(try await registry.dueAccounts(appId: "app", at: end, limit: 500).count == 200)
+        #expect(try await registry.dueAccounts(appId: "app", at: t0.addingTimeInterval(50), limit: 500).count < 150)
 
-        await registry.remove(appId: "app", accountId: "a0")
-        #expect(await registry.account(appId: "app", accountId: "a0") == nil)
-        await registry.recordReported([AccountReported(appId: "app", accountId: "a0", reportedAt: t0, nextDueAt: end)])
-        #expect(await registry.account(appId: "app", accountId: "a0") == nil, "a late record never resurrects")
+        try await registry.remove(appId: "app", accountId: "a0")
+        #expect(try await registry.account(appId: "app", accountId: "a0") == nil)
+        try await registry.recordReported([AccountReported(appId: "app", accountId: "a0", reportedAt: t0, nextDueAt: end)])
+        #expect(try await registry.account(appId: "app", accountId: "a0") == nil, "a late record never resurrects")
 
-        await registry.recordReported([AccountReported(appId: "app", accountId: "a1", reportedAt: end,
+        try await registry.recordReported([AccountReported(appId: "app", accountId: "a1", reportedAt: end,
                                                        nextDueAt: end.addingTimeInterval(100))])
-        await registry.setCyclePeriod(appId: "app", cycle: .seconds(1000))
-        #expect(await registry.account(appId: "app", accountId: "a1")?.nextDueAt == end.addingTimeInterval(1000))
-        let a2 = try #require(await registry.account(appId: "app", accountId: "a2"))
+        try await registry.setCyclePeriod(appId: "app", cycle: .seconds(1000))
+        #expect(try await registry.account(appId: "app", accountId: "a1")?.nextDueAt == end.addingTimeInterval(1000))
+        let a2 = try #require(try await registry.account(appId: "app", accountId: "a2"))
         #expect(a2.nextDueAt == t0.addingTimeInterval(a2.spread * 1000))
+    }
+}
+
+@Suite("SQLite registry: partitions and the restored changelog")
+struct SQLiteRegistryTests {
+    let schedule = Schedule(defaultCycle: .seconds(100))
+    let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    func held(_ id: String) -> HeldAccount { HeldAccount(appId: "app", accountId: id, updatedAt: t0, tenantIds: ["t"]) }
+
+    @Test("a restored report wins over a fresh schedule, before or after the account is held; the cycle persists")
+    func restoredChangelogResumesSchedule() async throws {
+        let registry = try makeSQLiteRegistry(schedule: schedule)
+        let reportedAt = t0.addingTimeInterval(-10)
+        // Changelog first (the restore order), then the account: it resumes from its last report.
+        try await registry.restoreReported(
+            [AccountReported(appId: "app", accountId: "r1", reportedAt: reportedAt, nextDueAt: t0.addingTimeInterval(90))],
+            partition: 3)
+        try await registry.upsert(held("r1"), partition: 3, seenAt: t0, cycle: .seconds(100))
+        let r1 = try #require(try await registry.account(appId: "app", accountId: "r1"))
+        #expect(r1.lastReportedAt == reportedAt && r1.nextDueAt == t0.addingTimeInterval(90))
+        #expect(try await registry.dueAccounts(appId: "app", at: t0.addingTimeInterval(89), limit: 90).isEmpty)
+
+        // An account held before its (later) changelog record is updated by it.
+        try await registry.upsert(held("r2"), partition: 3, seenAt: t0, cycle: .seconds(100))
+        try await registry.restoreReported(
+            [AccountReported(appId: "app", accountId: "r2", reportedAt: t0, nextDueAt: t0.addingTimeInterval(100))],
+            partition: 3)
+        #expect(try await registry.account(appId: "app", accountId: "r2")?.nextDueAt == t0.addingTimeInterval(100))
+
+        // Tombstone then held again: the last report is still known, so it is not due early.
+        try await registry.remove(appId: "app", accountId: "r1")
+        try await registry.upsert(held("r1"), partition: 3, seenAt: t0.addingTimeInterval(1), cycle: .seconds(100))
+        #expect(try await registry.account(appId: "app", accountId: "r1")?.nextDueAt == t0.addingTimeInterval(90))
+
+        try await registry.setCyclePeriod(appId: "app", cycle: .milliseconds(1500))
+        #expect(try await registry.cyclePeriod(appId: "app") == .milliseconds(1500))
+    }
+
+    @Test("dropping a partition removes its accounts and changelog only")
+    func dropPartition() async throws {
+        let registry = try makeSQLiteRegistry(schedule: schedule)
+        try await registry.upsert(held("p1"), partition: 1, seenAt: t0, cycle: .seconds(100))
+        try await registry.upsert(held("p2"), partition: 2, seenAt: t0, cycle: .seconds(100))
+        try await registry.restoreReported(
+            [AccountReported(appId: "app", accountId: "p1", reportedAt: t0, nextDueAt: t0.addingTimeInterval(100))],
+            partition: 1)
+        try await registry.dropPartition(1)
+        #expect(try await registry.account(appId: "app", accountId: "p1") == nil)
+        #expect(try await registry.account(appId: "app", accountId: "p2") != nil)
+        // The changelog of partition 1 is gone too: held again, p1 gets a fresh schedule, not the dropped report.
+        try await registry.upsert(held("p1"), partition: 1, seenAt: t0, cycle: .seconds(100))
+        #expect(try await registry.account(appId: "app", accountId: "p1")?.lastReportedAt == nil)
+        try await registry.dropAll()
+        #expect(try await registry.appIds().isEmpty)
     }
 }

@@ -57,10 +57,12 @@ package struct RegistryCounts: Sendable, Equatable {
 /// Scheduling inputs (`Schedule`, the cycle) are passed in rather than kept here, so the arithmetic lives in one
 /// place.
 package protocol AccountRegistry: Sendable {
-    /// Records what is held. A new account gets `nextDueAt = seenAt + spread × cycle`; a known one keeps its
-    /// schedule (re-holding never makes an account due earlier) and, when `updatedAt` changed, loses its `rejected`
-    /// mark — new data deserves a new try.
-    func upsert(_ account: HeldAccount, seenAt: Date, cycle: Duration) async throws
+    /// Records what is held. A new account gets `nextDueAt = seenAt + spread × cycle` — unless the registry knows
+    /// from the changelog when it was last reported, which then wins (a restore never makes an account due early); a
+    /// known one keeps its schedule (re-holding never makes an account due earlier) and, when `updatedAt` changed,
+    /// loses its `rejected` mark — new data deserves a new try. `partition` is the `lethe.pdr.accounts.v1` partition
+    /// the record came from, so a revoked partition's rows can be dropped together.
+    func upsert(_ account: HeldAccount, partition: Int32, seenAt: Date, cycle: Duration) async throws
     /// A tombstone: the account is no longer held and is never reported again (unless held anew).
     func remove(appId: String, accountId: String) async throws
     /// Up to `limit` accounts of the app due at `now` (not rejected), earliest due first.
@@ -85,7 +87,15 @@ package protocol AccountRegistry: Sendable {
     func counts(appId: String, at now: Date, cycle: Duration) async throws -> RegistryCounts
 }
 
-/// The in-memory registry: the reference implementation and the one tests use until the SQLite one lands.
+extension AccountRegistry {
+    /// `upsert` outside any Kafka partition (tests, tools): partition 0.
+    package func upsert(_ account: HeldAccount, seenAt: Date, cycle: Duration) async throws {
+        try await upsert(account, partition: 0, seenAt: seenAt, cycle: cycle)
+    }
+}
+
+/// The in-memory registry: the reference implementation (`SQLiteAccountRegistry` must behave the same; the registry
+/// tests run against both), used by the reporting-core tests.
 /// `dueAccounts` scans the app's accounts, which is fine for tests, not for 100k accounts.
 package actor InMemoryAccountRegistry: AccountRegistry {
     private var accounts: [String: [String: RegisteredAccount]] = [:]
@@ -96,7 +106,8 @@ package actor InMemoryAccountRegistry: AccountRegistry {
         self.schedule = schedule
     }
 
-    package func upsert(_ account: HeldAccount, seenAt: Date, cycle: Duration) {
+    /// Partitions are not tracked here: the in-memory registry never restores nor drops a partition.
+    package func upsert(_ account: HeldAccount, partition: Int32, seenAt: Date, cycle: Duration) {
         if var existing = accounts[account.appId]?[account.accountId] {
             if existing.held.updatedAt != account.updatedAt { existing.rejected = false }
             existing.held = account

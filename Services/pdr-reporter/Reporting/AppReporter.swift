@@ -24,6 +24,18 @@ package struct ReportingSettings: Sendable {
     package init() {}
 }
 
+/// Counts PDR calls between "sent" and "recorded", so a partition revocation can wait until every report of the
+/// revoked accounts is in the changelog before the partition is handed over (see `PartitionedIntake`).
+package actor InFlightCalls {
+    private(set) var count = 0
+
+    package init() {}
+
+    func begin() { count += 1 }
+
+    func end() { count -= 1 }
+}
+
 /// Live per-app facts the registry does not hold (last call, 429s, orphaned), shared by the reporters and read by
 /// the status endpoint.
 package actor AppStatusBoard {
@@ -65,6 +77,7 @@ package actor AppReporter {
     private let schedule: Schedule
     private let settings: ReportingSettings
     private let board: AppStatusBoard
+    private let inFlight: InFlightCalls
     private let now: @Sendable () -> Date
     private let logger: Logger
     private var lastRequestAt: ContinuousClock.Instant?
@@ -75,8 +88,8 @@ package actor AppReporter {
 
     package init(appId: String, registry: any AccountRegistry, api: any AtlassianAPI,
                  tokens: any ReportingTokenProvider, sink: any ReportSink, schedule: Schedule,
-                 settings: ReportingSettings, board: AppStatusBoard, now: @escaping @Sendable () -> Date,
-                 logger: Logger) {
+                 settings: ReportingSettings, board: AppStatusBoard, inFlight: InFlightCalls = InFlightCalls(),
+                 now: @escaping @Sendable () -> Date, logger: Logger) {
         self.appId = appId
         self.registry = registry
         self.api = api
@@ -85,6 +98,7 @@ package actor AppReporter {
         self.schedule = schedule
         self.settings = settings
         self.board = board
+        self.inFlight = inFlight
         self.now = now
         var logger = logger
         logger[metadataKey: "pdr.app_id"] = "\(appId)"
@@ -118,7 +132,7 @@ package actor AppReporter {
     }
 
     /// Sends one batch until Atlassian accepted it (or, for a 400, until each account was settled alone).
-    private func deliver(_ batch: [RegisteredAccount]) async throws {
+    private func deliver(_ original: [RegisteredAccount]) async throws {
         var excluded = Set<String>()
         while true {
             try Task.checkCancellation()
@@ -141,11 +155,27 @@ package actor AppReporter {
             await board.orphaned(appId, false)
 
             try await pace()
+            // Registered as in flight *before* checking the accounts are still ours: a revocation drops the rows and
+            // then waits for in-flight calls, so either it waits for this call or this check sees the rows gone. A
+            // revoked (or tombstoned) account is never sent after its partition was handed over.
+            await inFlight.begin()
+            let batch: [RegisteredAccount]
+            do {
+                batch = try await stillHeld(original)
+            } catch {
+                await inFlight.end()
+                throw error
+            }
+            guard !batch.isEmpty else {
+                await inFlight.end()
+                return
+            }
             let accounts = batch.map { ReportedAccount(accountId: $0.accountId, updatedAt: $0.held.updatedAt) }
             let result: PDRResult
             do {
                 result = try await api.reportAccounts(accounts, accessToken: token.accessToken)
             } catch let error as AtlassianError {
+                await inFlight.end()
                 if Task.isCancelled { throw CancellationError() }
                 switch error {
                 case .unauthorized:
@@ -174,12 +204,31 @@ package actor AppReporter {
                     try await Task.sleep(for: nextBackoff())
                 }
                 continue
+            } catch {
+                await inFlight.end()
+                throw error
             }
             failures = 0
             await board.call(appId, at: now(), outcome: "ok")
-            try await complete(batch, result, reportedAt: now())
+            do {
+                try await complete(batch, result, reportedAt: now())
+            } catch {
+                await inFlight.end()
+                throw error
+            }
+            await inFlight.end()
             return
         }
+    }
+
+    /// The accounts of `batch` the registry still holds: between two attempts of a batch (429, backoff) its partition
+    /// may have been revoked or an account tombstoned.
+    private func stillHeld(_ batch: [RegisteredAccount]) async throws -> [RegisteredAccount] {
+        var held: [RegisteredAccount] = []
+        for account in batch where try await registry.account(appId: appId, accountId: account.accountId) != nil {
+            held.append(account)
+        }
+        return held
     }
 
     /// A 400 names no account, so each is sent alone: the good ones are reported, a bad one is marked and skipped

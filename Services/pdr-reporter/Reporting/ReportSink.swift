@@ -2,7 +2,7 @@ import Contracts
 
 /// Where a successful PDR call's consequences go before the batch counts as done.
 ///
-/// The Kafka implementation (later) produces `AccountReported` to `lethe.pdr.reports.v1` and
+/// The Kafka implementation (`KafkaReportSink`) produces `AccountReported` to `lethe.pdr.reports.v1` and
 /// `AccountStatusReported` to `lethe.pdr.status.v1` and returns only once the broker acknowledged both. The
 /// reporter calls it *before* updating its registry, so the order after a call is: sink (durable events), then
 /// registry (which is what stops the accounts being due). A crash before the sink returns re-sends exactly that

@@ -32,6 +32,8 @@ package final class ReportingLoop: Service, Sendable {
     private let now: @Sendable () -> Date
     private let logger: Logger
     package let board = AppStatusBoard()
+    /// PDR calls sent but not yet recorded, across all apps; a partition revocation waits for them.
+    package let inFlight = InFlightCalls()
 
     package init(registry: any AccountRegistry, api: any AtlassianAPI, tokens: any ReportingTokenProvider,
                  sink: any ReportSink, schedule: Schedule, settings: ReportingSettings,
@@ -65,19 +67,30 @@ package final class ReportingLoop: Service, Sendable {
 
     private func makeReporter(_ appId: String) -> AppReporter {
         AppReporter(appId: appId, registry: registry, api: api, tokens: tokens, sink: sink, schedule: schedule,
-                    settings: settings, board: board, now: now, logger: logger)
+                    settings: settings, board: board, inFlight: inFlight, now: now, logger: logger)
     }
 
-    /// Registers what is held (the `AccountHeld` consumer calls this): a new account's first due time is spread over
-    /// the app's current cycle.
-    package func hold(_ account: HeldAccount) async throws {
+    /// Registers what is held (the `AccountHeld` consumer calls this, with the record's partition): a new account's
+    /// first due time is spread over the app's current cycle.
+    package func hold(_ account: HeldAccount, partition: Int32 = 0) async throws {
         let cycle = schedule.cycle(override: try await registry.cyclePeriod(appId: account.appId))
-        try await registry.upsert(account, seenAt: now(), cycle: cycle)
+        try await registry.upsert(account, partition: partition, seenAt: now(), cycle: cycle)
     }
 
     /// A tombstone: stop reporting the account at once.
     package func release(appId: String, accountId: String) async throws {
         try await registry.remove(appId: appId, accountId: accountId)
+    }
+
+    /// Waits until every call sent so far is recorded (its `AccountReported` acknowledged), at most `timeout`.
+    /// Returns whether it got there.
+    package func drainInFlight(timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while await inFlight.count > 0 {
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return true
     }
 
     /// The status of every app, for `GET /v1/apps`.

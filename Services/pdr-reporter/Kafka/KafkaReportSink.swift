@@ -1,0 +1,49 @@
+import Contracts
+import Foundation
+import Messaging
+import Metrics
+
+/// The production `ReportSink`: `AccountReported` to the changelog topic and `AccountStatusReported` to the status
+/// topic, returning only once the broker acknowledged every record (`acks=all`, idempotent producer).
+///
+/// Both are keyed `appId:accountId` and partitioned by the producer's murmur2 partitioner, the one that placed the
+/// account's `AccountHeld`: with equal partition counts, an account's changelog record lands on the reports partition
+/// with the same number as its accounts partition, which is what a restore of partition p reads. The CloudEvents id is
+/// derived from the account and the report time, so a re-sent record of the same report is recognisable as such.
+final class KafkaReportSink: ReportSink {
+    private let producer: KafkaProducer
+    private let topics: PDRTopics
+
+    static let source = "lethe/pdr-reporter"
+
+    init(producer: KafkaProducer, topics: PDRTopics) {
+        self.producer = producer
+        self.topics = topics
+    }
+
+    func publish(reported: [AccountReported], statuses: [AccountStatusReported]) async throws {
+        var messages: [OutgoingMessage] = []
+        messages.reserveCapacity(reported.count + statuses.count)
+        for report in reported {
+            let key = try AccountKey(appId: report.appId, accountId: report.accountId).rawValue
+            messages.append(try OutgoingMessage(
+                event: report, topic: topics.reports, key: key, source: Self.source,
+                id: "reported:\(key):\(Int64(report.reportedAt.timeIntervalSince1970 * 1000))"))
+        }
+        for status in statuses {
+            let key = try AccountKey(appId: status.appId, accountId: status.accountId).rawValue
+            messages.append(try OutgoingMessage(
+                event: status, topic: topics.status, key: key, source: Self.source,
+                id: "status:\(key):\(Int64(status.reportedAt.timeIntervalSince1970 * 1000))"))
+        }
+        try await producer.send(messages)
+        // Counted only once acknowledged: these are the reports that can no longer be lost.
+        if let appId = reported.first?.appId {
+            Counter(label: "lethe_pdr_accounts_reported_total", dimensions: [("app_id", appId)])
+                .increment(by: reported.count)
+        }
+        for status in statuses {
+            Counter(label: "lethe_pdr_status_events_total", dimensions: [("status", status.status.rawValue)]).increment()
+        }
+    }
+}

@@ -1,0 +1,224 @@
+import Contracts
+import Foundation
+import Logging
+import Messaging
+import Metrics
+import ServiceLifecycle
+
+/// Keeps the registry equal to this instance's share of `lethe.pdr.accounts.v1`, restored with its changelog.
+///
+/// Instances form one consumer group over the accounts topic only; the changelog (`lethe.pdr.reports.v1`) is read by a
+/// separate restore reader assigned to the *same partition numbers* (ARCHITECTURE.md flow 3, the Kafka Streams way).
+/// Both topics are keyed `appId:accountId`, partitioned by murmur2 with the same count, so partition p of both holds
+/// the same accounts.
+///
+/// Ordering, per group event (the consumer yields them in the order they happened, and a revocation waits until we
+/// ask for the next event):
+/// - `partitionsAssigned(ps)`: drop any stale rows of ps, then restore ps's changelog completely (see
+///   `restoreChangelog`), and only then take the next event — so every `AccountHeld` of ps is applied on top of the
+///   restored changelog and a held account resumes from its last report, never earlier.
+/// - `message`: `AccountHeld` → hold; tombstone → release at once; anything undecodable → the DLQ.
+/// - `partitionsRevoked(ps)`: drop ps's rows before acknowledging, so this instance stops reporting them before the
+///   next owner can start.
+///
+/// Offsets: none are ever committed. The registry of a partition is rebuilt from both topics (compacted: on Tansu, full
+/// history where the last value per key wins) every time the partition is assigned, so the group always starts an
+/// assigned partition from its beginning (`auto.offset.reset=earliest`, nothing committed). A crash therefore loses
+/// nothing: the next owner rebuilds from the topics, not from this instance's SQLite file.
+final class PartitionedIntake: Service, Sendable {
+    private let consumer: KafkaConsumer
+    private let registry: any PartitionedAccountRegistry
+    private let loop: ReportingLoop
+    private let producer: KafkaProducer
+    private let deadLetters: DeadLetterQueue
+    private let topics: PDRTopics
+    private let bootstrapServers: String
+    private let restoreTimeout: Duration
+    private let logger: Logger
+
+    /// The header that marks a restore marker record on the changelog topic; its value is unique per restore.
+    static let markerHeader = "lethe_restore_marker"
+    /// The key of marker records. Not an `appId:accountId`, and the value is null: on a real (compacting) broker the
+    /// markers collapse into one tombstone and then disappear, so they never grow the changelog.
+    static let markerKey = "lethe-restore-marker"
+
+    struct RestoreTimedOut: Error, CustomStringConvertible {
+        var partitions: [Int32]
+        var description: String { "restore of changelog partitions \(partitions) timed out" }
+    }
+
+    struct RestoreReaderEnded: Error {}
+
+    init(consumer: KafkaConsumer, registry: any PartitionedAccountRegistry, loop: ReportingLoop,
+         producer: KafkaProducer, topics: PDRTopics, bootstrapServers: String, restoreTimeout: Duration,
+         logger: Logger) {
+        self.consumer = consumer
+        self.registry = registry
+        self.loop = loop
+        self.producer = producer
+        self.deadLetters = DeadLetterQueue(producer: producer)
+        self.topics = topics
+        self.bootstrapServers = bootstrapServers
+        self.restoreTimeout = restoreTimeout
+        self.logger = logger
+    }
+
+    func run() async throws {
+        // Nothing is assigned yet: rows left by an earlier run of this process belong to no one until restored.
+        try await registry.dropAll()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.consumer.run() }
+            do {
+                for try await event in consumer.events {
+                    try await handle(event)
+                }
+            } catch {
+                group.cancelAll()
+                throw error
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    private func handle(_ event: ConsumerEvent) async throws {
+        switch event {
+        case .partitionsAssigned(let partitions):
+            let numbers = partitions.filter { $0.topic == topics.accounts }.map(\.partition).sorted()
+            guard !numbers.isEmpty else { return }
+            let started = ContinuousClock.now
+            for partition in numbers { try await registry.dropPartition(partition) }
+            let restored = try await restoreChangelog(numbers)
+            Timer(label: "lethe_pdr_restore_seconds").record(duration: ContinuousClock.now - started)
+            Counter(label: "lethe_pdr_changelog_records_restored_total").increment(by: restored)
+            Gauge(label: "lethe_pdr_partitions_assigned").record(numbers.count)
+            logger.info("partitions assigned; changelog restored", metadata: [
+                "kafka.partitions": "\(numbers)", "pdr.changelog_records": "\(restored)",
+                "pdr.restore_time": "\(ContinuousClock.now - started)",
+            ])
+        case .partitionsRevoked(let partitions):
+            let numbers = partitions.filter { $0.topic == topics.accounts }.map(\.partition).sorted()
+            for partition in numbers { try await registry.dropPartition(partition) }
+            // Before acknowledging the revocation: every call already sent for these accounts must have its
+            // AccountReported acknowledged, so the next owner's restore (which reads up to its own, later marker)
+            // sees it. Bounded below the consumer's revocation timeout; a sink that cannot publish (Kafka down)
+            // leaves at most that batch to be re-sent — the documented at-least-once case.
+            if await !loop.drainInFlight(timeout: .seconds(20)) {
+                logger.warning("revoked with a PDR call still unrecorded; its batch may be re-sent by the next owner")
+            }
+            Gauge(label: "lethe_pdr_partitions_assigned").record(0)
+            logger.info("partitions revoked; their accounts dropped", metadata: ["kafka.partitions": "\(numbers)"])
+        case .message(let message):
+            try await apply(message)
+        }
+    }
+
+    /// One `lethe.pdr.accounts.v1` record. A record that cannot be understood goes to the DLQ (the reason only, never
+    /// the payload, in the header) and the intake moves on: one bad producer must not stop PDR for everyone.
+    private func apply(_ message: KafkaMessage) async throws {
+        let key: AccountKey
+        do {
+            key = try AccountKey(bytes: message.key ?? [])
+        } catch {
+            try await deadLetters.route(message, reason: "\(error)")
+            return
+        }
+        guard message.value != nil else {
+            try await loop.release(appId: key.appId, accountId: key.accountId)
+            return
+        }
+        do {
+            let event = try message.decodeEvent(AccountHeld.self)
+            guard event.appId == key.appId, event.accountId == key.accountId else {
+                try await deadLetters.route(message, reason: "key does not match the event's appId:accountId")
+                return
+            }
+            try await loop.hold(HeldAccount(event), partition: message.partition)
+        } catch let error as ContractError {
+            try await deadLetters.route(message, reason: "\(error)")
+        }
+    }
+
+    /// Reads changelog partitions `partitions` from their beginning until this restore's own marker, applying every
+    /// `AccountReported` (last value per key wins). Returns how many records were applied.
+    ///
+    /// Why a marker and not the high watermark: on Tansu, ListOffsets/watermarks are not exact, so "position reached
+    /// high" cannot tell that the reader has caught up. Instead a marker record is produced to each partition first and
+    /// awaited (`acks=all`): the broker appends it after every record it had acknowledged until then — in particular
+    /// after every `AccountReported` the previous owner got acknowledged before its sink returned. Reading until the
+    /// marker therefore sees everything the previous owner recorded, on any Kafka-protocol broker, whatever its
+    /// watermarks say. Markers from other restores (other instances, earlier assignments) are skipped.
+    private func restoreChangelog(_ partitions: [Int32]) async throws -> Int {
+        let restoreId = UUID().uuidString.lowercased()
+        var pending: [Int32: String] = [:]
+        var markers: [OutgoingMessage] = []
+        for partition in partitions {
+            let id = "\(restoreId):\(partition)"
+            pending[partition] = id
+            markers.append(OutgoingMessage(
+                topic: topics.reports, key: Array(Self.markerKey.utf8), value: nil,
+                headers: [KafkaHeader(name: Self.markerHeader, string: id)], partition: partition))
+        }
+        try await producer.send(markers)
+
+        let reader = try KafkaConsumer(
+            config: KafkaConsumerConfig(
+                bootstrapServers: bootstrapServers,
+                subscription: .partitions(partitions.map {
+                    (TopicPartition(topic: topics.reports, partition: $0), offset: KafkaConsumer.beginning)
+                }),
+                clientId: "pdr-reporter-restore", maxBufferedMessages: 20_000),
+            logger: logger)
+        let registry = self.registry
+        let logger = self.logger
+        let timeout = restoreTimeout
+        let markersToSee = pending
+        return try await withThrowingTaskGroup(of: Int?.self) { group in
+            group.addTask {
+                try await reader.run()
+                return nil
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw RestoreTimedOut(partitions: partitions)
+            }
+            group.addTask {
+                var pending = markersToSee
+                var batches: [Int32: [AccountReported]] = [:]
+                var applied = 0
+                func flush(_ partition: Int32) async throws {
+                    guard let batch = batches.removeValue(forKey: partition) else { return }
+                    try await registry.restoreReported(batch, partition: partition)
+                    applied += batch.count
+                }
+                for try await event in reader.events {
+                    guard case .message(let message) = event else { continue }
+                    if let marker = message.headers.first(where: { $0.name == Self.markerHeader })?.stringValue {
+                        if pending[message.partition] == marker {
+                            try await flush(message.partition)
+                            pending[message.partition] = nil
+                            if pending.isEmpty { return applied }
+                        }
+                        continue
+                    }
+                    // Only this restore's partitions are assigned; a tombstone here deletes nothing we rely on.
+                    guard message.value != nil else { continue }
+                    do {
+                        batches[message.partition, default: []].append(try message.decodeEvent(AccountReported.self))
+                    } catch {
+                        logger.warning("unreadable changelog record skipped", metadata: [
+                            "kafka.partition": "\(message.partition)", "kafka.offset": "\(message.offset)",
+                            "error": "\(error)",
+                        ])
+                    }
+                    if batches[message.partition]?.count ?? 0 >= 2000 { try await flush(message.partition) }
+                }
+                throw RestoreReaderEnded()
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let applied = result { return applied }
+            }
+            throw RestoreReaderEnded()
+        }
+    }
+}

@@ -1,0 +1,269 @@
+import Contracts
+import Foundation
+import GRDB
+import Storage
+
+/// A registry that can be restored and dropped one Kafka partition at a time: what the partitioned intake needs.
+package protocol PartitionedAccountRegistry: AccountRegistry {
+    /// Applies one changelog record (`AccountReported` from `lethe.pdr.reports.v1` partition `partition`) during a
+    /// restore: last value per key wins, exactly as compaction would leave it. Remembered even when the account is not
+    /// (yet) held, because the changelog is restored *before* the accounts records are read.
+    func restoreReported(_ reports: [AccountReported], partition: Int32) async throws
+    /// Forgets everything of a partition (accounts and changelog): on revocation, and before a restore so a stale copy
+    /// from an earlier assignment can never mix with the restored one.
+    func dropPartition(_ partition: Int32) async throws
+    /// Forgets everything: at start, nothing is assigned to this instance yet.
+    func dropAll() async throws
+}
+
+/// The registry in the service's SQLite file (`pdr-reporter.sqlite`), one row per held account.
+///
+/// Behaves exactly like `InMemoryAccountRegistry` (the same tests run against both); in addition it keeps the restored
+/// changelog per account (`pdr_changelog`), so an account held after a restore resumes its schedule from its last
+/// report instead of starting a new one, and rows carry their partition so a revoked partition is dropped in one
+/// statement. Every method is one transaction. Dates are stored as `timeIntervalSinceReferenceDate` (REAL), which is
+/// `Date`'s own representation, so values round-trip exactly and SQL comparisons match `Date` comparisons.
+package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
+    private let database: SQLiteDatabase
+    private let schedule: Schedule
+
+    /// The registry's named migrations; never edit one that has landed, add a new one.
+    package static let migrations: [Migration] = [
+        Migration("pdr-reporter.v1.registry") { db in
+            try db.execute(sql: """
+                CREATE TABLE pdr_accounts (
+                    app_id TEXT NOT NULL,
+                    account_id TEXT NOT NULL,
+                    partition INTEGER NOT NULL,
+                    updated_at REAL NOT NULL,
+                    tenant_ids TEXT NOT NULL,
+                    first_seen_at REAL NOT NULL,
+                    spread REAL NOT NULL,
+                    last_reported_at REAL,
+                    next_due_at REAL NOT NULL,
+                    rejected INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (app_id, account_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX pdr_accounts_due ON pdr_accounts(app_id, rejected, next_due_at);
+                CREATE INDEX pdr_accounts_partition ON pdr_accounts(partition);
+                CREATE TABLE pdr_changelog (
+                    app_id TEXT NOT NULL,
+                    account_id TEXT NOT NULL,
+                    partition INTEGER NOT NULL,
+                    reported_at REAL NOT NULL,
+                    next_due_at REAL NOT NULL,
+                    PRIMARY KEY (app_id, account_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX pdr_changelog_partition ON pdr_changelog(partition);
+                CREATE TABLE pdr_app_cycles (
+                    app_id TEXT PRIMARY KEY NOT NULL,
+                    seconds INTEGER NOT NULL,
+                    attoseconds INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        },
+    ]
+
+    /// Opens (and migrates) the registry at `path`.
+    package init(path: String, schedule: Schedule) throws {
+        self.database = try SQLiteDatabase(path: path, migrations: Self.migrations)
+        self.schedule = schedule
+    }
+
+    /// Readiness: the file can be read.
+    package func check() async throws { try await database.check() }
+
+    private static func encode(_ date: Date) -> Double { date.timeIntervalSinceReferenceDate }
+    private static func decode(_ value: Double) -> Date { Date(timeIntervalSinceReferenceDate: value) }
+
+    private static func tenantJSON(_ ids: [String]) -> String {
+        String(decoding: (try? JSONEncoder().encode(ids)) ?? Data("[]".utf8), as: UTF8.self)
+    }
+
+    private static func account(_ row: Row) -> RegisteredAccount {
+        let tenants = (try? JSONDecoder().decode([String].self, from: Data((row["tenant_ids"] as String).utf8))) ?? []
+        return RegisteredAccount(
+            held: HeldAccount(appId: row["app_id"], accountId: row["account_id"],
+                              updatedAt: decode(row["updated_at"]), tenantIds: tenants),
+            firstSeenAt: decode(row["first_seen_at"]), spread: row["spread"],
+            lastReportedAt: (row["last_reported_at"] as Double?).map(decode), nextDueAt: decode(row["next_due_at"]),
+            rejected: row["rejected"])
+    }
+
+    package func upsert(_ account: HeldAccount, partition: Int32, seenAt: Date, cycle: Duration) async throws {
+        let schedule = self.schedule
+        try await database.write { db in
+            if let row = try Row.fetchOne(
+                db, sql: "SELECT updated_at FROM pdr_accounts WHERE app_id = ? AND account_id = ?",
+                arguments: [account.appId, account.accountId]) {
+                let changed = Self.decode(row["updated_at"]) != account.updatedAt
+                try db.execute(sql: """
+                    UPDATE pdr_accounts SET partition = ?, updated_at = ?, tenant_ids = ?,
+                        rejected = CASE WHEN ? THEN 0 ELSE rejected END
+                    WHERE app_id = ? AND account_id = ?
+                    """, arguments: [partition, Self.encode(account.updatedAt), Self.tenantJSON(account.tenantIds),
+                                     changed, account.appId, account.accountId])
+                return
+            }
+            let spread = Schedule.spread(appId: account.appId, accountId: account.accountId)
+            var lastReported: Double?
+            var nextDue = Self.encode(schedule.firstDue(firstSeenAt: seenAt, spread: spread, cycle: cycle))
+            // The changelog knows better than a fresh schedule: resume from the last report, never earlier.
+            if let report = try Row.fetchOne(
+                db, sql: "SELECT reported_at, next_due_at FROM pdr_changelog WHERE app_id = ? AND account_id = ?",
+                arguments: [account.appId, account.accountId]) {
+                lastReported = report["reported_at"]
+                nextDue = report["next_due_at"]
+            }
+            try db.execute(sql: """
+                INSERT INTO pdr_accounts (app_id, account_id, partition, updated_at, tenant_ids, first_seen_at, spread,
+                    last_reported_at, next_due_at, rejected)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+                """, arguments: [account.appId, account.accountId, partition, Self.encode(account.updatedAt),
+                                 Self.tenantJSON(account.tenantIds), Self.encode(seenAt), spread, lastReported,
+                                 nextDue])
+        }
+    }
+
+    package func remove(appId: String, accountId: String) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM pdr_accounts WHERE app_id = ? AND account_id = ?",
+                           arguments: [appId, accountId])
+        }
+    }
+
+    package func dueAccounts(appId: String, at now: Date, limit: Int) async throws -> [RegisteredAccount] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM pdr_accounts WHERE app_id = ? AND rejected = 0 AND next_due_at <= ?
+                ORDER BY next_due_at, account_id LIMIT ?
+                """, arguments: [appId, Self.encode(now), limit]).map(Self.account)
+        }
+    }
+
+    package func nextDueAt(appId: String) async throws -> Date? {
+        try await database.read { db in
+            try Double.fetchOne(
+                db, sql: "SELECT MIN(next_due_at) FROM pdr_accounts WHERE app_id = ? AND rejected = 0",
+                arguments: [appId]).map(Self.decode)
+        }
+    }
+
+    /// Also updates the changelog copy, so a later re-hold (after a tombstone) still knows the last report.
+    package func recordReported(_ reports: [AccountReported]) async throws {
+        try await database.write { db in
+            for report in reports {
+                guard let partition = try Int32.fetchOne(
+                    db, sql: "SELECT partition FROM pdr_accounts WHERE app_id = ? AND account_id = ?",
+                    arguments: [report.appId, report.accountId]) else { continue }
+                try db.execute(sql: """
+                    UPDATE pdr_accounts SET last_reported_at = ?, next_due_at = ? WHERE app_id = ? AND account_id = ?
+                    """, arguments: [Self.encode(report.reportedAt), Self.encode(report.nextDueAt), report.appId,
+                                     report.accountId])
+                try Self.storeChangelog(db, report, partition: partition)
+            }
+        }
+    }
+
+    private static func storeChangelog(_ db: GRDB.Database, _ report: AccountReported, partition: Int32) throws {
+        try db.execute(sql: """
+            INSERT INTO pdr_changelog (app_id, account_id, partition, reported_at, next_due_at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (app_id, account_id) DO UPDATE SET partition = excluded.partition,
+                reported_at = excluded.reported_at, next_due_at = excluded.next_due_at
+            """, arguments: [report.appId, report.accountId, partition, encode(report.reportedAt),
+                             encode(report.nextDueAt)])
+    }
+
+    package func markRejected(appId: String, accountId: String) async throws {
+        try await database.write { db in
+            try db.execute(sql: "UPDATE pdr_accounts SET rejected = 1 WHERE app_id = ? AND account_id = ?",
+                           arguments: [appId, accountId])
+        }
+    }
+
+    package func cyclePeriod(appId: String) async throws -> Duration? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT seconds, attoseconds FROM pdr_app_cycles WHERE app_id = ?",
+                             arguments: [appId])
+                .map { Duration(secondsComponent: $0["seconds"], attosecondsComponent: $0["attoseconds"]) }
+        }
+    }
+
+    /// Reschedules in Swift (with `Schedule`), not in SQL, so the arithmetic is the in-memory registry's to the bit.
+    package func setCyclePeriod(appId: String, cycle: Duration) async throws {
+        let schedule = self.schedule
+        try await database.write { db in
+            try db.execute(sql: """
+                INSERT INTO pdr_app_cycles (app_id, seconds, attoseconds) VALUES (?, ?, ?)
+                ON CONFLICT (app_id) DO UPDATE SET seconds = excluded.seconds, attoseconds = excluded.attoseconds
+                """, arguments: [appId, cycle.components.seconds, cycle.components.attoseconds])
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT account_id, first_seen_at, spread, last_reported_at FROM pdr_accounts WHERE app_id = ?",
+                arguments: [appId])
+            for row in rows {
+                let next = (row["last_reported_at"] as Double?).map {
+                    schedule.nextDue(reportedAt: Self.decode($0), cycle: cycle)
+                } ?? schedule.firstDue(firstSeenAt: Self.decode(row["first_seen_at"]), spread: row["spread"],
+                                       cycle: cycle)
+                try db.execute(sql: "UPDATE pdr_accounts SET next_due_at = ? WHERE app_id = ? AND account_id = ?",
+                               arguments: [Self.encode(next), appId, row["account_id"] as String])
+            }
+        }
+    }
+
+    package func appIds() async throws -> [String] {
+        try await database.read { db in
+            try String.fetchAll(db, sql: "SELECT DISTINCT app_id FROM pdr_accounts ORDER BY app_id")
+        }
+    }
+
+    package func account(appId: String, accountId: String) async throws -> RegisteredAccount? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM pdr_accounts WHERE app_id = ? AND account_id = ?",
+                             arguments: [appId, accountId]).map(Self.account)
+        }
+    }
+
+    package func counts(appId: String, at now: Date, cycle: Duration) async throws -> RegistryCounts {
+        let cycleStart = Self.encode(now.addingTimeInterval(-cycle.timeInterval))
+        return try await database.read { db in
+            let row = try Row.fetchOne(db, sql: """
+                SELECT COUNT(*) AS held,
+                    COALESCE(SUM(rejected = 0 AND next_due_at <= ?), 0) AS due,
+                    COALESCE(SUM(last_reported_at IS NOT NULL AND last_reported_at > ?), 0) AS reported,
+                    COALESCE(SUM(rejected), 0) AS rejected
+                FROM pdr_accounts WHERE app_id = ?
+                """, arguments: [Self.encode(now), cycleStart, appId])!
+            return RegistryCounts(held: row["held"], dueNow: row["due"], reportedInCurrentCycle: row["reported"],
+                                  rejected: row["rejected"])
+        }
+    }
+
+    /// One transaction for the whole slice: a restore of a large partition must not pay one fsync per record.
+    package func restoreReported(_ reports: [AccountReported], partition: Int32) async throws {
+        guard !reports.isEmpty else { return }
+        try await database.write { db in
+            for report in reports {
+                try Self.storeChangelog(db, report, partition: partition)
+                try db.execute(sql: """
+                    UPDATE pdr_accounts SET last_reported_at = ?, next_due_at = ? WHERE app_id = ? AND account_id = ?
+                    """, arguments: [Self.encode(report.reportedAt), Self.encode(report.nextDueAt), report.appId,
+                                     report.accountId])
+            }
+        }
+    }
+
+    package func dropPartition(_ partition: Int32) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM pdr_accounts WHERE partition = ?", arguments: [partition])
+            try db.execute(sql: "DELETE FROM pdr_changelog WHERE partition = ?", arguments: [partition])
+        }
+    }
+
+    package func dropAll() async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM pdr_accounts")
+            try db.execute(sql: "DELETE FROM pdr_changelog")
+        }
+    }
+}

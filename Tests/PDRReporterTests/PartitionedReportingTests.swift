@@ -1,0 +1,376 @@
+import AsyncHTTPClient
+import AtlassianClient
+import Contracts
+import Foundation
+import Hummingbird
+import Logging
+import Messaging
+import NIOCore
+import ServiceKit
+import ServiceLifecycle
+import TestSupport
+import Testing
+@testable import pdr_reporter
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The whole reporter against a real broker, real SQLite and the sandbox: instances in one consumer group over
+/// `lethe.pdr.accounts.v1`, restoring from `lethe.pdr.reports.v1`. The sandbox call log is the oracle.
+@Suite("Partitioned reporting over Kafka", .serialized)
+struct PartitionedReportingTests {
+    static let app = "kafka-app"
+    static let partitions = 4
+    static let adminToken = "admin-token-0123456789abcdef"
+    static let internalToken = "internal-token-0123456789"
+    /// Sandbox times are taken on receipt, `reportedAt` after the answer: a correct gap can be this much short of the
+    /// cycle, never more.
+    static let tolerance: TimeInterval = 0.5
+
+    /// One test's world: sandbox, a signed-in connection for the app, a unique topic namespace, a producer.
+    struct World: Sendable {
+        let sandbox: SandboxDriver
+        let tokens: SandboxTokens
+        let accessToken: String
+        let namespace: String
+        let topics: PDRTopics
+        let producer: KafkaProducer
+        let bootstrapServers: String
+        let logger: Logger
+
+        func environment(cycle: Int, dataDirectory: URL, port: Int) -> [String: String] {
+            [
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrapServers, "KAFKA_TOPIC_PARTITIONS": String(PartitionedReportingTests.partitions),
+                "LETHE_TOPIC_NAMESPACE": namespace, "LETHE_DATA_DIR": dataDirectory.path,
+                "HTTP_HOST": "127.0.0.1", "HTTP_PORT": String(port), "PDR_CYCLE_SECONDS": String(cycle),
+                "PDR_REQUEST_INTERVAL_MS": "100", "ATLASSIAN_AUTH_URL": sandbox.process.baseURL.absoluteString,
+                "ATLASSIAN_API_URL": sandbox.process.baseURL.absoluteString,
+                "LETHE_ADMIN_TOKEN": PartitionedReportingTests.adminToken,
+                "LETHE_INTERNAL_TOKEN": PartitionedReportingTests.internalToken,
+            ]
+        }
+
+        /// An in-process instance (its own data directory), running until `stop`.
+        func startInstance(cycle: Int) async throws -> Instance {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-\(UUID().uuidString)")
+            let config = try PDRReporterConfig(reader: ConfigReader(environment: environment(
+                cycle: cycle, dataDirectory: directory, port: 0)))
+            let parts = try await buildPDRReporter(
+                config: config, logger: logger, tokens: tokens, settings: ReporterWorld.fastSettings(),
+                handleSignals: false)
+            let task = Task { try await parts.group.run() }
+            return Instance(parts: parts, task: task)
+        }
+
+        func hold(_ ids: [String]) async throws {
+            try await producer.send(ids.map { id in
+                try OutgoingMessage(
+                    event: AccountHeld(appId: PartitionedReportingTests.app, accountId: id,
+                                       updatedAt: Date(timeIntervalSince1970: 1_700_000_000), tenantIds: ["t1"]),
+                    topic: topics.accounts, key: "\(PartitionedReportingTests.app):\(id)", source: "test")
+            })
+        }
+
+        func tombstone(_ id: String) async throws {
+            try await producer.send(.tombstone(topic: topics.accounts, key: "\(PartitionedReportingTests.app):\(id)"))
+        }
+
+        func successes() async throws -> [String: [Date]] {
+            try await sandbox.successes(clientId: PartitionedReportingTests.app)
+        }
+    }
+
+    struct Instance: Sendable {
+        let parts: PDRReporterParts
+        let task: Task<Void, any Error>
+
+        func stop() async throws {
+            await parts.group.triggerGracefulShutdown()
+            try await task.value
+        }
+
+        func held() async throws -> Int {
+            try await parts.loop.status().first { $0.appId == PartitionedReportingTests.app }?.accountsHeld ?? 0
+        }
+    }
+
+    static func withWorld(_ body: @Sendable (World) async throws -> Void) async throws {
+        let bootstrap = try DevBroker.bootstrapServers()
+        try await withSandboxProcess { process in
+            var config = HTTPClient.Configuration()
+            config.redirectConfiguration = .disallow
+            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+            let logger = makeTestLogger("pdr-kafka-test")
+            let client = AtlassianClient(
+                config: .init(authURL: process.baseURL, apiURL: process.baseURL, requestTimeout: .seconds(5)),
+                httpClient: http, logger: logger)
+            let sandbox = SandboxDriver(process: process, http: http, client: client)
+            let producer = try KafkaProducer(config: KafkaProducerConfig(bootstrapServers: bootstrap), logger: logger)
+            let outcome: Result<Void, any Error>
+            do {
+                try await sandbox.control("/settings", ["rateLimitRequests": 0, "cyclePeriodFormat": "none"])
+                try await sandbox.registerApp(app)
+                try await sandbox.addUser("owner")
+                let token = try await sandbox.signIn("owner", app: app)
+                let tokens = SandboxTokens()
+                await tokens.add(appId: app, connectionId: "owner", token: token)
+                let namespace = uniqueName("pdr")
+                let world = World(sandbox: sandbox, tokens: tokens, accessToken: token, namespace: namespace,
+                                  topics: PDRTopics(namespace: namespace), producer: producer,
+                                  bootstrapServers: bootstrap, logger: logger)
+                // The topics exist before anything is produced, with the instances' partition count.
+                let admin = try KafkaAdmin(bootstrapServers: bootstrap, logger: logger)
+                try await admin.ensureTopics([world.topics.accounts, world.topics.reports, world.topics.status].map {
+                    TopicSpec(name: $0, partitions: partitions)
+                })
+                outcome = try await withRunningServices([producer], logger: logger) {
+                    do { return .success(try await body(world)) } catch { return .failure(error) }
+                }
+            } catch {
+                outcome = .failure(error)
+            }
+            try? await http.shutdown()
+            try outcome.get()
+        }
+    }
+
+    /// Every pair of consecutive successful reports of an account, as (account, earlier, later).
+    static func gaps(_ successes: [String: [Date]]) -> [(String, Date, Date)] {
+        successes.flatMap { id, dates in
+            zip(dates, dates.dropFirst()).map { (id, $0, $1) }
+        }
+    }
+
+    @Test("a restarted instance restores the changelog and reports nothing early; never-reported accounts still come")
+    func restartRestoresChangelog() async throws {
+        try await Self.withWorld { world in
+            let cycle = 20
+            let ids = (0..<60).map { "acct-\($0)" }
+            try await world.hold(ids)
+            let first = try await world.startInstance(cycle: cycle)
+            // Stop once a third is reported: early in the cycle, so an instance that did not restore would schedule
+            // those accounts again well before a full cycle has passed.
+            let some = try await eventually(timeout: .seconds(40), every: .milliseconds(100)) {
+                try await world.successes().count >= 20
+            }
+            try await first.stop()
+            let beforeRestart = try await world.successes()
+            #expect(some, "the first instance reported only \(beforeRestart.count) accounts")
+            #expect(beforeRestart.count < ids.count, "everything was reported before the restart; the test proves nothing")
+
+            let second = try await world.startInstance(cycle: cycle)
+            let done = try await eventually(timeout: .seconds(80), every: .milliseconds(250)) {
+                let now = try await world.successes()
+                return ids.allSatisfy { (now[$0]?.count ?? 0) >= 1 }
+                    && beforeRestart.keys.allSatisfy { (now[$0]?.count ?? 0) >= 2 }
+            }
+            try await second.stop()
+            let all = try await world.successes()
+            #expect(done, "not every account was reported (again) after the restart: \(all.count) of \(ids.count)")
+            for (id, earlier, later) in Self.gaps(all) {
+                #expect(later.timeIntervalSince(earlier) >= Double(cycle) - Self.tolerance,
+                        "\(id) re-reported after \(later.timeIntervalSince(earlier)) s, cycle \(cycle) s")
+            }
+            // The first re-report of an account reported before the restart comes from the changelog's nextDueAt.
+            #expect(beforeRestart.keys.allSatisfy { (all[$0]?.count ?? 0) >= 2 })
+        }
+    }
+
+    @Test("a tombstone on lethe.pdr.accounts.v1 stops reporting the account at once")
+    func tombstoneStopsReporting() async throws {
+        try await Self.withWorld { world in
+            let cycle = 4
+            let ids = (0..<10).map { "acct-\($0)" }
+            try await world.hold(ids)
+            let instance = try await world.startInstance(cycle: cycle)
+            let once = try await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
+                try await world.successes().count == ids.count
+            }
+            #expect(once, "not every account was reported once")
+            try await world.tombstone("acct-0")
+            let tombstonedAt = Date()
+            let twice = try await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+                let now = try await world.successes()
+                return ids.dropFirst().allSatisfy { (now[$0]?.count ?? 0) >= 3 }
+            }
+            try await instance.stop()
+            let all = try await world.successes()
+            #expect(twice, "the held accounts were not reported on")
+            // Reported once before the tombstone; at most one more if its next due time had just come as it arrived.
+            #expect((all["acct-0"] ?? []).allSatisfy { $0 < tombstonedAt.addingTimeInterval(0.5) },
+                    "the tombstoned account was reported after its tombstone: \(all["acct-0"] ?? [])")
+            #expect(try await instance.parts.registry.account(appId: Self.app, accountId: "acct-0") == nil)
+        }
+    }
+
+    @Test("the Kafka sink puts AccountReported on the accounts record's partition number, and status events on the status topic")
+    func sinkIsCoPartitionedAndPublishesStatus() async throws {
+        try await Self.withWorld { world in
+            let sink = KafkaReportSink(producer: world.producer, topics: world.topics)
+            let ids = (0..<12).map { "acct-\($0)" }
+            var heldOn: [String: Int32] = [:]
+            for id in ids {
+                let report = try await world.producer.send(try OutgoingMessage(
+                    event: AccountHeld(appId: Self.app, accountId: id, updatedAt: Date(), tenantIds: ["t1"]),
+                    topic: world.topics.accounts, key: "\(Self.app):\(id)", source: "test"))
+                heldOn[id] = report.partition
+            }
+            #expect(Set(heldOn.values).count > 1, "all keys on one partition; co-partitioning is not exercised")
+            let now = Date()
+            try await sink.publish(
+                reported: ids.map { AccountReported(appId: Self.app, accountId: $0, reportedAt: now, nextDueAt: now) },
+                statuses: [AccountStatusReported(appId: Self.app, accountId: "acct-1", tenantIds: ["t1", "t2"],
+                                                 status: .closed, reportedAt: now)])
+            let reader = try KafkaConsumer(
+                config: KafkaConsumerConfig(
+                    bootstrapServers: world.bootstrapServers,
+                    subscription: .partitions((0..<Int32(Self.partitions)).flatMap { partition in
+                        [world.topics.reports, world.topics.status].map {
+                            (TopicPartition(topic: $0, partition: partition), offset: KafkaConsumer.beginning)
+                        }
+                    })),
+                logger: world.logger)
+            let seen = try await withRunningServices([reader], logger: world.logger) {
+                var reportsOn: [String: Int32] = [:]
+                var statuses: [AccountStatusReported] = []
+                for try await message in reader.messages {
+                    if message.topic == world.topics.reports {
+                        reportsOn[try message.decodeEvent(AccountReported.self).accountId] = message.partition
+                    } else {
+                        statuses.append(try message.decodeEvent(AccountStatusReported.self))
+                    }
+                    if reportsOn.count == ids.count && statuses.count == 1 { break }
+                }
+                return (reportsOn, statuses)
+            }
+            #expect(seen.0 == heldOn, "changelog records not on their accounts' partition numbers")
+            #expect(seen.1.map(\.accountId) == ["acct-1"] && seen.1.first?.tenantIds == ["t1", "t2"])
+            #expect(seen.1.first?.status == .closed)
+        }
+    }
+
+    /// The gateway's reporting-token endpoint, served by a double that hands out the sandbox connection's token.
+    static func withFakeGateway<T: Sendable>(token: String, _ body: @Sendable (Int) async throws -> T) async throws -> T {
+        let router = Router()
+        router.post("/internal/v1/apps/{appId}/reporting-token") { request, _ -> Response in
+            guard request.headers[.authorization] == "Bearer \(internalToken)" else { return Response(status: .unauthorized) }
+            let expiresAt = ISO8601DateFormatter().string(from: Date().addingTimeInterval(3600))
+            let json = #"{"accessToken":"\#(token)","connectionId":"owner","expiresAt":"\#(expiresAt)"}"#
+            return Response(status: .ok, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(string: json)))
+        }
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) },
+                              logger: makeTestLogger("fake-gateway"))
+        let group = ServiceGroup(configuration: .init(services: [app], logger: makeTestLogger()))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let result: Result<T, any Error>
+            do {
+                let port = try #require(await ports.first { _ in true })
+                result = .success(try await body(port))
+            } catch {
+                result = .failure(error)
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return try result.get()
+        }
+    }
+
+    @Test("two instances split the partitions with no double report; kill -9 one → the other restores and takes over")
+    func twoInstancesSplitThenTakeOverAfterKill() async throws {
+        let binary = RepositoryPaths.executable("pdr-reporter")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
+        try await Self.withWorld { world in
+            try await Self.withFakeGateway(token: world.accessToken) { gatewayPort in
+                let cycle = 15
+                let ids = (0..<80).map { "acct-\($0)" }
+                try await world.hold(ids)
+
+                let port = try SandboxProcess.freeLoopbackPort()
+                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-\(UUID().uuidString)")
+                let log = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-reporter-\(port).log")
+                FileManager.default.createFile(atPath: log.path, contents: nil)
+                let process = Process()
+                process.executableURL = binary
+                var environment = ProcessInfo.processInfo.environment
+                environment.merge(world.environment(cycle: cycle, dataDirectory: directory, port: port)) { $1 }
+                environment["LETHE_GATEWAY_URL"] = "http://127.0.0.1:\(gatewayPort)"
+                environment["LOG_LEVEL"] = "info"
+                process.environment = environment
+                let handle = try FileHandle(forWritingTo: log)
+                process.standardOutput = handle
+                process.standardError = handle
+                try process.run()
+                defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+                let local = try await world.startInstance(cycle: cycle)
+                func remoteHeld() async -> Int {
+                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/apps")
+                    request.headers.add(name: "Authorization", value: "Bearer \(Self.adminToken)")
+                    guard let response = try? await world.sandbox.http.execute(request, timeout: .seconds(5)),
+                          let body = try? await response.body.collect(upTo: 1 << 20),
+                          let decoded = try? JSONDecoder().decode(
+                            [String: [AppReportingStatus]].self, from: Data(body.readableBytesView))
+                    else { return -1 }
+                    return decoded["apps"]?.first { $0.appId == Self.app }?.accountsHeld ?? 0
+                }
+                // Both hold a share, and the shares add up to everything: the partitions are split, not duplicated.
+                let split = try await eventually(timeout: .seconds(40), every: .milliseconds(250)) {
+                    let remote = await remoteHeld()
+                    let mine = try await local.held()
+                    return remote > 0 && mine > 0 && remote + mine == ids.count
+                }
+                let splitSeen = "remote \(await remoteHeld()), local \(try await local.held())"
+                #expect(split, "partitions not split between the two instances: \(splitSeen)")
+
+                // Let both report part of the cycle, then kill the process mid-cycle.
+                _ = try await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
+                    try await world.successes().count >= 40
+                }
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+                let killedAt = Date()
+                #expect(process.terminationReason == .uncaughtSignal)
+                let beforeKill = try await world.successes()
+                #expect(beforeKill.count < ids.count, "everything was reported before the kill; the test proves nothing")
+
+                // The survivor takes over (after the session timeout), restores the dead one's changelog partitions,
+                // and brings every account around to its second report.
+                let takenOver = try await eventually(timeout: .seconds(40), every: .milliseconds(250)) {
+                    try await local.held() == ids.count
+                }
+                let survivorHolds = try await local.held()
+                #expect(takenOver, "the survivor holds \(survivorHolds) of \(ids.count)")
+                let done = try await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
+                    let now = try await world.successes()
+                    return ids.allSatisfy { (now[$0]?.count ?? 0) >= 1 }
+                        && beforeKill.keys.allSatisfy { (now[$0]?.count ?? 0) >= 2 }
+                }
+                try await local.stop()
+                let all = try await world.successes()
+                #expect(done, "not every account was reported (again): \(all.count) of \(ids.count)")
+
+                // No account twice within a cycle — except, at most, the one batch the killed process had sent but
+                // not yet recorded when it died (ISSUE 7: a crash between the call and the record re-sends at most
+                // that batch). Such a batch is one call, made just before the kill.
+                let calls = try await world.sandbox.calls(clientId: Self.app).filter(\.succeeded)
+                var earlyCalls = Set<Int>()
+                for (id, earlier, later) in Self.gaps(all) where later.timeIntervalSince(earlier) < Double(cycle) - Self.tolerance {
+                    let call = calls.first { $0.date == earlier && $0.accounts.contains { $0.accountId == id } }
+                    earlyCalls.insert(call?.sequence ?? -1)
+                }
+                #expect(earlyCalls.count <= 1, "early re-reports from \(earlyCalls.count) calls: \(earlyCalls)")
+                if let sequence = earlyCalls.first, let call = calls.first(where: { $0.sequence == sequence }) {
+                    #expect(call.date <= killedAt && call.date > killedAt.addingTimeInterval(-3),
+                            "an early re-report that is not the killed process's last batch")
+                }
+                let serviceLog = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+                #expect(!serviceLog.contains(world.accessToken), "the access token appeared in the log")
+            }
+        }
+    }
+}
