@@ -7,7 +7,7 @@ struct ErasureExecutorEntrypoint {
     static func main() async throws {
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "erasure-executor")
         let config = ServiceBootstrap.exitOnConfigError { try ErasureExecutorConfig(reader: ConfigReader()) }
-        let services = try buildErasureExecutor(config: config, logger: logger, registry: registry)
-        try await services.run()
+        let parts = try await buildErasureExecutor(config: config, logger: logger, registry: registry)
+        try await parts.group.run()
     }
 }

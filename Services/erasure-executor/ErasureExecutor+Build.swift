@@ -1,19 +1,105 @@
+import Contracts
+import Foundation
 import Hummingbird
 import Logging
 import Messaging
 import Prometheus
 import ServiceKit
 import ServiceLifecycle
+import Storage
 
-/// Wires erasure-executor. For now it serves only the operational routes (health, metrics); its issue fills in the rest.
-func buildErasureExecutor(config: ErasureExecutorConfig, logger: Logger, registry: PrometheusCollectorRegistry) throws -> ServiceGroup {
-    let admin = try KafkaAdmin(bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
+extension OutboxRelay: ErasureNotifier {}
+
+/// erasure-executor's parts, built and wired, so tests can reach into them.
+struct ErasureExecutorParts {
+    var group: ServiceGroup
+    var ledger: ErasureLedger
+    var relay: OutboxRelay
+    var gate: RestoreGate
+}
+
+/// Wires erasure-executor: creates its topics, opens (and migrates) its SQLite file, then runs the producer, the
+/// outbox relay, the state reader (tenants, participants), the intake (statuses, requests, acks), the sweeper
+/// (dispatch, re-sends, deadlines) and the HTTP server. The producer is listed first: ServiceGroup shuts down in
+/// reverse order, so it outlives everything that sends through it.
+func buildErasureExecutor(
+    config: ErasureExecutorConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
+) async throws -> ErasureExecutorParts {
+    let kafka = config.standard.kafka
+    let topics = config.topics
+    let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: logger)
+    func spec(_ name: String, like architectureName: String) -> TopicSpec {
+        TopicSpec(
+            name: name, partitions: kafka.topicPartitions,
+            config: Topics.definition(named: architectureName)!.kafkaConfig)
+    }
+    let dlq = { (topic: String) in
+        TopicSpec(
+            name: DeadLetterQueue.topic(for: topic), partitions: kafka.topicPartitions,
+            config: Topics.dlqDefinition(for: topic).kafkaConfig)
+    }
+    try await admin.ensureTopics([
+        spec(topics.tenants, like: Topics.tenants),
+        spec(topics.pdrStatus, like: Topics.pdrStatus),
+        spec(topics.erasureRequests, like: Topics.erasureRequests),
+        spec(topics.erasureCommands, like: Topics.erasureCommands),
+        spec(topics.erasureAcks, like: Topics.erasureAcks),
+        spec(topics.erasureParticipants, like: Topics.erasureParticipants),
+        spec(topics.erasureCompleted, like: Topics.erasureCompleted),
+        dlq(topics.pdrStatus), dlq(topics.erasureRequests), dlq(topics.erasureAcks),
+    ])
+    var statePartitions: [TopicPartition] = []
+    for topic in [topics.tenants, topics.erasureParticipants] {
+        let count = try await admin.partitionCount(of: topic)
+        statePartitions += (0..<count).map { TopicPartition(topic: topic, partition: Int32($0)) }
+    }
+
+    let ledger = try ErasureLedger(
+        path: config.standard.dataDirectory.databaseFile("erasure-executor").path, settings: config.ledgerSettings,
+        keys: try AuditKeys(auditKey: config.auditKey))
+    let producer = try KafkaProducer(
+        config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "erasure-executor"),
+        logger: logger)
+    let relay = OutboxRelay(database: ledger.database, producer: producer, logger: logger)
+    let metrics = ErasureMetrics()
+    let gate = RestoreGate()
+    let state = try StateReader(
+        bootstrapServers: kafka.bootstrapServers, partitions: statePartitions, ledger: ledger, topics: topics,
+        gate: gate, logger: logger)
+    let consumer = try KafkaConsumer(
+        config: KafkaConsumerConfig(
+            bootstrapServers: kafka.bootstrapServers,
+            subscription: .group(
+                id: config.group("erasure-executor"),
+                topics: [topics.pdrStatus, topics.erasureRequests, topics.erasureAcks]),
+            clientId: "erasure-executor", sessionTimeout: .seconds(6)),
+        logger: logger)
+    let intake = ErasureIntake(
+        consumer: consumer, ledger: ledger, topics: topics, relay: relay, producer: producer, gate: gate,
+        restoreTimeout: .seconds(config.restoreTimeoutSeconds), metrics: metrics, logger: logger)
+    let sweeper = ErasureSweeper(
+        ledger: ledger, relay: relay, interval: .milliseconds(config.sweepMilliseconds), metrics: metrics,
+        logger: logger)
+
     let router = Router()
     router.addOperationalRoutes(
-        readiness: [ReadinessCheck(name: "kafka") { try await admin.ping() }],
+        readiness: [
+            ReadinessCheck(name: "sqlite") { try await ledger.database.check() },
+            ReadinessCheck(name: "kafka") { try await admin.ping() },
+        ],
         registry: registry)
+    ErasureAPI.addRoutes(
+        to: router, ledger: ledger,
+        verifier: TenantTokenVerifier(config: config.tenantAuth, httpClient: .shared, logger: logger),
+        adminToken: config.adminToken, notifier: relay)
     let app = Application(
-        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "erasure-executor"), logger: logger)
-    return ServiceGroup(configuration: .init(
-        services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "erasure-executor"),
+        logger: logger)
+    let group = ServiceGroup(configuration: .init(
+        services: [
+            .init(service: producer), .init(service: relay), .init(service: state), .init(service: intake),
+            .init(service: sweeper), .init(service: app),
+        ],
+        gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
+    return ErasureExecutorParts(group: group, ledger: ledger, relay: relay, gate: gate)
 }

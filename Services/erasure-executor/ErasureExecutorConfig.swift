@@ -1,11 +1,89 @@
+import Contracts
+import Crypto
+import Foundation
 import ServiceKit
 
 /// Every setting of erasure-executor, read and validated at start. See README "Configuration".
 struct ErasureExecutorConfig: Sendable {
     /// HTTP_HOST / HTTP_PORT (default 8083), KAFKA_BOOTSTRAP_SERVERS, LETHE_DATA_DIR.
     var standard: StandardServiceConfig
+    /// `LETHE_TOPIC_NAMESPACE`, if set: prefixes every topic and group id, so test runs sharing a broker never see
+    /// each other's records. Unset in production.
+    var namespace: String?
+    /// The topics, from the namespace.
+    var topics: ErasureExecutorTopics
+    /// `LETHE_AUDIT_KEY` (secret, ≥ 32 characters): the HMAC key of audit subjects, and the seed the audit signing
+    /// key is derived from. One secret, so an operator cannot rotate one and forget the other; rotating it starts a
+    /// new `keyId` (old entries keep verifying only with the old public key, which the export names by `keyId`).
+    var auditKey: String
+    /// `LETHE_ADMIN_TOKEN` (secret, ≥ 16 characters): the operator's bearer token for audit and any erasure.
+    var adminToken: String
+    /// `ERASURE_RESEND_SECONDS` (default 300): wait before the first re-send to participants that have not acked;
+    /// doubles with each re-send, up to 64×.
+    var resendSeconds: Int
+    /// `ERASURE_MAX_FAILED_ATTEMPTS` (default 5): `failed` acks from one participant before the erasure needs
+    /// attention (and is no longer re-sent until `POST /v1/erasures/{id}/retry`).
+    var maxFailedAttempts: Int
+    /// `ERASURE_SWEEP_MILLISECONDS` (default 1000): how often re-sends and deadlines are checked.
+    var sweepMilliseconds: Int
+    /// `ERASURE_DAY_SECONDS` (default 86400): the length of one deadline day. Only tests shorten it, to see an
+    /// erasure become overdue without waiting days.
+    var daySeconds: Int
+    /// `ERASURE_STATE_RESTORE_SECONDS` (default 15): how long intake waits at start for the tenants and participants
+    /// topics to be read up to their end, so the first erasures use the current policy and participants.
+    var restoreTimeoutSeconds: Int
+    /// Where tenant tokens are verified: `LETHE_GATEWAY_URL`, `LETHE_JWKS_URL`, `LETHE_TOKEN_ISSUER`.
+    var tenantAuth: TenantAuthConfig
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8083)
+        namespace = reader.optionalString("LETHE_TOPIC_NAMESPACE")
+        if let namespace, namespace.contains(where: { !($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
+            throw ConfigError(
+                variable: "LETHE_TOPIC_NAMESPACE", reason: "may contain only letters, digits, '-', '_', '.'")
+        }
+        topics = ErasureExecutorTopics(namespace: namespace)
+        auditKey = try reader.secret("LETHE_AUDIT_KEY", minimumLength: 32)
+        adminToken = try reader.secret("LETHE_ADMIN_TOKEN", minimumLength: 16)
+        resendSeconds = try reader.int("ERASURE_RESEND_SECONDS", default: 300, range: 1...86_400)
+        maxFailedAttempts = try reader.int("ERASURE_MAX_FAILED_ATTEMPTS", default: 5, range: 1...1000)
+        sweepMilliseconds = try reader.int("ERASURE_SWEEP_MILLISECONDS", default: 1000, range: 10...60_000)
+        daySeconds = try reader.int("ERASURE_DAY_SECONDS", default: 86_400, range: 1...86_400)
+        restoreTimeoutSeconds = try reader.int("ERASURE_STATE_RESTORE_SECONDS", default: 15, range: 0...600)
+        tenantAuth = try TenantAuthConfig(reader: reader)
+    }
+
+    /// A group id, prefixed like the topics.
+    func group(_ name: String) -> String { namespace.map { "\($0).\(name)" } ?? name }
+
+    /// The ledger's settings derived from this configuration.
+    var ledgerSettings: LedgerSettings {
+        LedgerSettings(
+            resendAfter: TimeInterval(resendSeconds), maxFailedAttempts: maxFailedAttempts,
+            daySeconds: TimeInterval(daySeconds), commandsTopic: topics.erasureCommands,
+            completedTopic: topics.erasureCompleted)
+    }
+}
+
+/// The topics erasure-executor reads and writes: the architecture's names, each prefixed with `namespace.` when
+/// one is given.
+struct ErasureExecutorTopics: Sendable, Equatable {
+    var tenants: String
+    var pdrStatus: String
+    var erasureRequests: String
+    var erasureCommands: String
+    var erasureAcks: String
+    var erasureParticipants: String
+    var erasureCompleted: String
+
+    init(namespace: String?) {
+        func name(_ topic: String) -> String { namespace.map { "\($0).\(topic)" } ?? topic }
+        tenants = name(Topics.tenants)
+        pdrStatus = name(Topics.pdrStatus)
+        erasureRequests = name(Topics.erasureRequests)
+        erasureCommands = name(Topics.erasureCommands)
+        erasureAcks = name(Topics.erasureAcks)
+        erasureParticipants = name(Topics.erasureParticipants)
+        erasureCompleted = name(Topics.erasureCompleted)
     }
 }

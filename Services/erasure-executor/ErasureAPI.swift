@@ -1,0 +1,223 @@
+import Contracts
+import Crypto
+import Foundation
+import Hummingbird
+import NIOCore
+import ServiceKit
+
+/// `POST /v1/tenants/{tenant}/erasures` body.
+struct ErasureRequestBody: Decodable, Sendable {
+    var accountId: String
+    var appId: String?
+    var policy: ErasurePolicy?
+}
+
+/// `202` answer: the erasure id (and every id when the tenant's several apps each got one).
+struct ErasureAccepted: ResponseCodable, Sendable {
+    var erasureId: String
+    var erasureIds: [String]
+}
+
+/// A page of erasures; `nextCursor` is absent on the last page.
+struct ErasurePage: ResponseCodable, Sendable {
+    var erasures: [ErasureRecord]
+    var nextCursor: String?
+}
+
+extension ErasureRecord: ResponseEncodable {}
+extension AuditVerification: ResponseEncodable {}
+
+/// The executor's HTTP API (port 8083).
+///
+/// Tenant routes need the tenant's JWT (`TenantTokenVerifier.authorize`: another tenant's token gets 404, as if
+/// the erasure did not exist). Operator routes need `LETHE_ADMIN_TOKEN` as a bearer token, compared in constant time.
+/// `GET /v1/erasures/{id}` and its retry accept either: the admin, or the erasure's own tenant.
+enum ErasureAPI {
+    static let defaultLimit = 50
+    static let maximumLimit = 500
+
+    static func addRoutes(
+        to router: Router<BasicRequestContext>, ledger: ErasureLedger, verifier: TenantTokenVerifier,
+        adminToken: String, notifier: ErasureNotifier
+    ) {
+        let admin = AdminToken(adminToken)
+
+        /// The erasure if the caller may see it; 404 otherwise (a tenant must not learn other tenants' ids).
+        @Sendable func authorizedErasure(_ request: Request, id: String) async throws -> ErasureRecord {
+            if admin.matches(request) {
+                guard let record = try await ledger.erasure(id) else { throw HTTPError(.notFound) }
+                return record
+            }
+            let claims: TenantAccessClaims
+            do {
+                claims = try await verifier.authenticate(request)
+            } catch {
+                throw error.httpError
+            }
+            guard let record = try await ledger.erasure(id), record.tenantId == claims.tenantId else {
+                throw HTTPError(.notFound)
+            }
+            return record
+        }
+
+        router.get("/v1/erasures/:id") { request, context -> ErasureRecord in
+            try await authorizedErasure(request, id: try context.parameters.require("id"))
+        }
+
+        router.post("/v1/erasures/:id/retry") { request, context -> ErasureRecord in
+            let id = try context.parameters.require("id")
+            _ = try await authorizedErasure(request, id: id)
+            switch try await ledger.retry(id) {
+            case .notFound: throw HTTPError(.notFound)
+            case .alreadyCompleted: throw HTTPError(.conflict, message: "the erasure is already completed")
+            case .retried: notifier.notify()
+            }
+            guard let record = try await ledger.erasure(id) else { throw HTTPError(.notFound) }
+            return record
+        }
+
+        router.get("/v1/tenants/:tenant/erasures") { request, context -> ErasurePage in
+            let tenant = try context.parameters.require("tenant")
+            _ = try await verifier.authorize(request, tenant: tenant)
+            let query = request.uri.queryParameters
+            let limit = try parseLimit(query.get("limit"))
+            let afterRow = try parseCursor(query.get("cursor"))
+            var status: ErasureStatus?
+            if let raw = query.get("status") {
+                guard let parsed = ErasureStatus(rawValue: raw) else {
+                    throw HTTPError(
+                        .badRequest,
+                        message: "status must be one of \(ErasureStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                status = parsed
+            }
+            let page = try await ledger.erasures(tenantId: tenant, status: status, afterRow: afterRow, limit: limit)
+            return ErasurePage(erasures: page.records, nextCursor: page.lastRow.map(makeCursor))
+        }
+
+        router.post("/v1/tenants/:tenant/erasures") { request, context -> Response in
+            let tenant = try context.parameters.require("tenant")
+            _ = try await verifier.authorize(request, tenant: tenant)
+            let buffer = try await request.body.collect(upTo: 16 * 1024)
+            let body: ErasureRequestBody
+            do {
+                body = try JSONDecoder().decode(ErasureRequestBody.self, from: Data(buffer: buffer))
+            } catch {
+                throw HTTPError(
+                    .badRequest,
+                    message: "body must be JSON {accountId, appId?, policy?} with policy one of delete, scrub, disassociate")
+            }
+            guard isValidAccountId(body.accountId) else {
+                throw HTTPError(.badRequest, message: "accountId must be 1 to 128 letters, digits, '-' or ':'")
+            }
+            let apps: [String]
+            if let appId = body.appId {
+                guard !appId.isEmpty, !appId.contains(":"), appId.count <= 256 else {
+                    throw HTTPError(.badRequest, message: "appId must be non-empty and without ':'")
+                }
+                apps = [appId]
+            } else {
+                apps = try await ledger.apps(ofTenant: tenant) ?? []
+                guard !apps.isEmpty else {
+                    throw HTTPError(.badRequest, message: "appId is required: the tenant has no configured apps")
+                }
+            }
+            let requests = apps.map {
+                IntakeRequest(
+                    tenantId: tenant, appId: $0, accountId: body.accountId, cause: .tenantRequest,
+                    requestedPolicy: body.policy)
+            }
+            let ids = try await ledger.intake(requests) ?? []
+            notifier.notify()
+            let accepted = ErasureAccepted(erasureId: ids.first ?? "", erasureIds: ids)
+            var response = try context.responseEncoder.encode(accepted, from: request, context: context)
+            response.status = .accepted
+            return response
+        }
+
+        router.get("/v1/audit/verify") { request, _ -> AuditVerification in
+            try admin.require(request)
+            return try await ledger.verifyAudit()
+        }
+
+        router.get("/v1/audit/export") { request, _ -> Response in
+            try admin.require(request)
+            let query = request.uri.queryParameters
+            let from = try parseTime(query.get("from"), name: "from")
+            let to = try parseTime(query.get("to"), name: "to")
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            var lines = ""
+            for entry in try await ledger.auditEntries(from: from, to: to) {
+                lines += String(decoding: try encoder.encode(entry), as: UTF8.self) + "\n"
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "application/x-ndjson"],
+                body: .init(byteBuffer: ByteBuffer(string: lines)))
+        }
+    }
+
+    /// Atlassian account ids: 1–128 characters, letters, digits, `-` and `:`.
+    static func isValidAccountId(_ id: String) -> Bool {
+        (1...128).contains(id.count) && id.unicodeScalars.allSatisfy {
+            ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || $0 == "-" || $0 == ":"
+        }
+    }
+
+    static func parseLimit(_ raw: String?) throws -> Int {
+        guard let raw else { return defaultLimit }
+        guard let limit = Int(raw), (1...maximumLimit).contains(limit) else {
+            throw HTTPError(.badRequest, message: "limit must be an integer from 1 to \(maximumLimit)")
+        }
+        return limit
+    }
+
+    static func parseTime(_ raw: String?, name: String) throws -> Date? {
+        guard let raw else { return nil }
+        guard let date = try? Date(raw, strategy: .iso8601) else {
+            throw HTTPError(.badRequest, message: "\(name) must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z")
+        }
+        return date
+    }
+
+    /// Cursors are opaque to clients: base64url of `e<row>`.
+    static func makeCursor(_ row: Int64) -> String {
+        Data("e\(row)".utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func parseCursor(_ raw: String?) throws -> Int64 {
+        guard let raw else { return 0 }
+        var base64 = raw.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8),
+              text.hasPrefix("e"), let row = Int64(text.dropFirst()), row >= 0
+        else { throw HTTPError(.badRequest, message: "cursor is not one this API issued") }
+        return row
+    }
+}
+
+/// The operator's bearer token. Compared as SHA-256 digests in constant time, so neither the token's length nor a
+/// matching prefix shows in the response time.
+struct AdminToken: Sendable {
+    private let digest: [UInt8]
+
+    init(_ token: String) { digest = Array(SHA256.hash(data: Data(token.utf8))) }
+
+    func matches(_ request: Request) -> Bool {
+        guard let value = request.headers[.authorization] else { return false }
+        let parts = value.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
+        let candidate = Array(SHA256.hash(data: Data(parts[1].utf8)))
+        var difference: UInt8 = 0
+        for (a, b) in zip(digest, candidate) { difference |= a ^ b }
+        return difference == 0
+    }
+
+    /// 401 unless the request carries the admin token.
+    func require(_ request: Request) throws {
+        guard matches(request) else {
+            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer"], message: "admin token required")
+        }
+    }
+}

@@ -1,0 +1,649 @@
+import Contracts
+import Foundation
+import GRDB
+import Messaging
+import Storage
+
+/// Where an erasure stands. `overdue` is a separate flag: an erasure can be dispatched and overdue at once.
+enum ErasureStatus: String, Codable, Sendable, CaseIterable {
+    /// Recorded, but no participant is declared yet: dispatched as soon as one is.
+    case pending
+    /// `EraseSubject` is out (in the outbox or on the topic); waiting for acks.
+    case dispatched
+    /// Every participant declared at dispatch acked with a non-failed outcome; audited; raw accountId gone.
+    case completed
+    /// A participant failed `ERASURE_MAX_FAILED_ATTEMPTS` times: no more re-sends until the retry API.
+    case needsAttention = "needs-attention"
+}
+
+extension ErasurePolicy {
+    /// delete > scrub > disassociate.
+    var strictness: Int {
+        switch self {
+        case .delete: 3
+        case .scrub: 2
+        case .disassociate: 1
+        }
+    }
+
+    /// The stricter of the two.
+    func atLeast(_ other: ErasurePolicy) -> ErasurePolicy { other.strictness > strictness ? other : self }
+}
+
+/// One erasure to open (or join): what intake turns a `closed` status, an `ErasureRequested` or an API call into.
+struct IntakeRequest: Sendable, Equatable {
+    var tenantId: String
+    var appId: String
+    var accountId: String
+    var cause: ErasureCause
+    /// An explicit policy from the request; it can only make the tenant's policy stricter.
+    var requestedPolicy: ErasurePolicy?
+}
+
+/// Ledger behaviour that comes from configuration.
+struct LedgerSettings: Sendable {
+    var resendAfter: TimeInterval
+    var maxFailedAttempts: Int
+    var daySeconds: TimeInterval
+    var commandsTopic: String
+    var completedTopic: String
+    /// Applied when a tenant never published `TenantConfigured`: the strictest policy, the architecture's default
+    /// deadline. Erasing too much is recoverable by re-sign-in; keeping data of a closed account is not.
+    var defaultPolicy: ErasurePolicy = .delete
+    var defaultDeadlineDays = 30
+    var source = "lethe/erasure-executor"
+}
+
+/// What applying an ack did.
+enum AckEffect: Sendable, Equatable {
+    /// Unknown erasure, not open, participant not required, or a repeat of a recorded outcome.
+    case ignored
+    /// Recorded; the erasure is still open. `latency` is the time from issue to this ack.
+    case recorded(latency: TimeInterval?)
+    /// Recorded, and it completed the erasure.
+    case completed(latency: TimeInterval?)
+}
+
+/// What the retry API found.
+enum RetryEffect: Sendable, Equatable {
+    case retried
+    case notFound
+    case alreadyCompleted
+}
+
+/// A participant's state within one erasure, as the API shows it.
+struct ParticipantState: Codable, Sendable, Equatable {
+    var participant: String
+    var outcome: ErasureOutcome?
+    var detail: String?
+    var failedAttempts: Int
+    var sends: Int
+    var lastSentAt: Date?
+    var ackedAt: Date?
+}
+
+/// An erasure as the API shows it. `accountId` is present only while the erasure is open.
+struct ErasureRecord: Codable, Sendable, Equatable {
+    var id: String
+    var tenantId: String
+    var appId: String
+    var accountId: String?
+    var subject: String
+    var policy: ErasurePolicy
+    var cause: ErasureCause
+    var status: ErasureStatus
+    var overdue: Bool
+    var deadline: Date
+    var requests: Int
+    var createdAt: Date
+    var updatedAt: Date
+    var completedAt: Date?
+    var participants: [ParticipantState]
+}
+
+/// Counts for the gauges.
+struct LedgerCounts: Sendable, Equatable {
+    var byStatus: [ErasureStatus: Int]
+    var open: Int
+    var overdue: Int
+}
+
+/// The executor's SQLite file: tenants' settings and participants (restored from compacted topics), the erasure
+/// ledger, per-participant state, the hash-chained audit and the outbox. Every write method is one transaction, and
+/// every record it must announce (`EraseSubject`, `ErasureCompleted`) is enqueued in that same transaction.
+///
+/// No name, email, nickname or picture ever enters it: commands and acks carry ids only. The raw accountId lives in
+/// `erasures.account_id` while the erasure is open and is set to NULL in the transaction that appends its audit
+/// entry; only the HMAC subject stays.
+final class ErasureLedger: Sendable {
+    let database: SQLiteDatabase
+    let settings: LedgerSettings
+    let keys: AuditKeys
+
+    init(path: String, settings: LedgerSettings, keys: AuditKeys) throws {
+        database = try SQLiteDatabase(path: path, migrations: Self.migrations)
+        self.settings = settings
+        self.keys = keys
+        // The pool has one writer connection: with secure_delete on it, a forgotten accountId is overwritten with
+        // zeros in the file instead of lingering in a free page.
+        try database.pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA secure_delete = ON") }
+    }
+
+    static let migrations: [Migration] = [
+        Migration("erasure-executor.v1.schema") { db in
+            try db.execute(sql: """
+                CREATE TABLE tenants (
+                    tenant_id TEXT PRIMARY KEY,
+                    policy TEXT NOT NULL,
+                    deadline_days INTEGER NOT NULL,
+                    app_ids TEXT NOT NULL,
+                    updated_at REAL NOT NULL
+                );
+                CREATE TABLE participants (
+                    name TEXT PRIMARY KEY,
+                    holds TEXT NOT NULL,
+                    declared_at REAL NOT NULL
+                );
+                CREATE TABLE erasures (
+                    row INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    tenant_id TEXT NOT NULL,
+                    app_id TEXT NOT NULL,
+                    account_id TEXT,
+                    subject TEXT NOT NULL,
+                    policy TEXT NOT NULL,
+                    cause TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    overdue INTEGER NOT NULL DEFAULT 0,
+                    deadline REAL NOT NULL,
+                    requests INTEGER NOT NULL DEFAULT 1,
+                    issued_at REAL,
+                    created_at REAL NOT NULL,
+                    updated_at REAL NOT NULL,
+                    completed_at REAL
+                );
+                CREATE UNIQUE INDEX erasures_open_key ON erasures(tenant_id, app_id, account_id)
+                    WHERE account_id IS NOT NULL;
+                CREATE INDEX erasures_by_tenant ON erasures(tenant_id, row);
+                CREATE INDEX erasures_open ON erasures(status) WHERE status != 'completed';
+                CREATE TABLE erasure_participants (
+                    erasure_id TEXT NOT NULL REFERENCES erasures(id),
+                    participant TEXT NOT NULL,
+                    outcome TEXT,
+                    detail TEXT,
+                    failed_attempts INTEGER NOT NULL DEFAULT 0,
+                    sends INTEGER NOT NULL DEFAULT 0,
+                    last_sent_at REAL,
+                    acked_at REAL,
+                    PRIMARY KEY (erasure_id, participant)
+                ) WITHOUT ROWID;
+                CREATE TABLE audit_log (
+                    sequence INTEGER PRIMARY KEY,
+                    erasure_id TEXT NOT NULL UNIQUE,
+                    subject TEXT NOT NULL,
+                    tenant_id TEXT NOT NULL,
+                    policy TEXT NOT NULL,
+                    cause TEXT NOT NULL,
+                    outcomes TEXT NOT NULL,
+                    completed_at_ms INTEGER NOT NULL,
+                    previous_hash TEXT NOT NULL,
+                    entry_hash TEXT NOT NULL,
+                    signature TEXT NOT NULL,
+                    key_id TEXT NOT NULL
+                );
+                CREATE INDEX audit_by_time ON audit_log(completed_at_ms);
+                """)
+        },
+    ]
+
+    // MARK: State restored from compacted topics
+
+    /// Records (or replaces) a tenant's settings from `TenantConfigured`.
+    func configureTenant(_ event: TenantConfigured, at now: Date = Date()) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO tenants (tenant_id, policy, deadline_days, app_ids, updated_at) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (tenant_id) DO UPDATE SET policy = excluded.policy,
+                        deadline_days = excluded.deadline_days, app_ids = excluded.app_ids,
+                        updated_at = excluded.updated_at
+                    """,
+                arguments: [
+                    event.tenantId, event.erasurePolicy.rawValue, event.deadlineDays,
+                    event.apps.map(\.appId).joined(separator: "\n"), now.timeIntervalSince1970,
+                ])
+        }
+    }
+
+    /// A tenant tombstone: its erasures fall back to the defaults.
+    func removeTenant(_ tenantId: String) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM tenants WHERE tenant_id = ?", arguments: [tenantId])
+        }
+    }
+
+    /// Records a participant from `ParticipantDeclared`; pending erasures are dispatched by the next sweep.
+    func declareParticipant(_ event: ParticipantDeclared) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO participants (name, holds, declared_at) VALUES (?, ?, ?)
+                    ON CONFLICT (name) DO UPDATE SET holds = excluded.holds, declared_at = excluded.declared_at
+                    """,
+                arguments: [event.participant, event.holds.joined(separator: ","), event.declaredAt.timeIntervalSince1970])
+        }
+    }
+
+    /// A participant tombstone: later erasures do not wait for it (open ones still do: they were promised to it).
+    func removeParticipant(_ name: String) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
+        }
+    }
+
+    /// The declared participants' names.
+    func participants() async throws -> [String] {
+        try await database.read { db in try String.fetchAll(db, sql: "SELECT name FROM participants ORDER BY name") }
+    }
+
+    /// The tenants whose configured apps include `appId` (for an `ErasureRequested` without a tenant).
+    func tenants(usingApp appId: String) async throws -> [String] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT tenant_id, app_ids FROM tenants ORDER BY tenant_id").compactMap { row in
+                let apps: String = row["app_ids"]
+                return apps.split(separator: "\n").contains(Substring(appId)) ? row["tenant_id"] : nil
+            }
+        }
+    }
+
+    /// The app ids a tenant configured, or nil for an unknown tenant.
+    func apps(ofTenant tenantId: String) async throws -> [String]? {
+        try await database.read { db in
+            try String.fetchOne(db, sql: "SELECT app_ids FROM tenants WHERE tenant_id = ?", arguments: [tenantId])
+                .map { $0.split(separator: "\n").map(String.init) }
+        }
+    }
+
+    // MARK: Intake
+
+    /// Opens an erasure per request, or joins the open one of the same (tenant, app, account), and enqueues the
+    /// commands, all in one transaction. With `eventId`, a redelivered event is recognised and changes nothing
+    /// (returns nil). Returns the erasure ids, one per request.
+    func intake(_ requests: [IntakeRequest], eventId: String? = nil, at now: Date = Date()) async throws -> [String]? {
+        try await database.write { [self] db in
+            if let eventId, try !ProcessedEvents.record(eventId, consumer: "intake", at: now, in: db) { return nil }
+            return try requests.map { try openOrJoin($0, at: now, in: db) }
+        }
+    }
+
+    private func openOrJoin(_ request: IntakeRequest, at now: Date, in db: GRDB.Database) throws -> String {
+        if let existing = try String.fetchOne(
+            db, sql: "SELECT id FROM erasures WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
+            arguments: [request.tenantId, request.appId, request.accountId])
+        {
+            try db.execute(
+                sql: "UPDATE erasures SET requests = requests + 1, updated_at = ? WHERE id = ?",
+                arguments: [now.timeIntervalSince1970, existing])
+            return existing
+        }
+        let tenant = try Row.fetchOne(
+            db, sql: "SELECT policy, deadline_days FROM tenants WHERE tenant_id = ?", arguments: [request.tenantId])
+        var policy = tenant.flatMap { ErasurePolicy(rawValue: $0["policy"]) } ?? settings.defaultPolicy
+        if let requested = request.requestedPolicy { policy = policy.atLeast(requested) }
+        // A failed refresh means the data can no longer be kept current: it goes, at least scrubbed.
+        if request.cause == .refreshFailed { policy = policy.atLeast(.scrub) }
+        let days: Int = tenant?["deadline_days"] ?? settings.defaultDeadlineDays
+        let deadline = now.addingTimeInterval(Double(days) * settings.daySeconds)
+        let id = UUID().uuidString.lowercased()
+        try db.execute(
+            sql: """
+                INSERT INTO erasures (id, tenant_id, app_id, account_id, subject, policy, cause, status, deadline,
+                    created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)
+                """,
+            arguments: [
+                id, request.tenantId, request.appId, request.accountId,
+                keys.subject(appId: request.appId, accountId: request.accountId), policy.rawValue,
+                request.cause.rawValue, deadline.timeIntervalSince1970, now.timeIntervalSince1970,
+                now.timeIntervalSince1970,
+            ])
+        try dispatchIfPossible(id, at: now, in: db)
+        return id
+    }
+
+    /// Moves a pending erasure to dispatched when participants are declared: its participant set is fixed now (the
+    /// ones declared at dispatch), and the first command is enqueued.
+    private func dispatchIfPossible(_ id: String, at now: Date, in db: GRDB.Database) throws {
+        let names = try String.fetchAll(db, sql: "SELECT name FROM participants ORDER BY name")
+        guard !names.isEmpty else { return }
+        for name in names {
+            try db.execute(
+                sql: """
+                    INSERT INTO erasure_participants (erasure_id, participant, sends, last_sent_at) VALUES (?, ?, 1, ?)
+                    """,
+                arguments: [id, name, now.timeIntervalSince1970])
+        }
+        try db.execute(
+            sql: "UPDATE erasures SET status = 'dispatched', issued_at = ?, updated_at = ? WHERE id = ?",
+            arguments: [now.timeIntervalSince1970, now.timeIntervalSince1970, id])
+        try enqueueCommand(id, in: db)
+    }
+
+    /// One `EraseSubject` for erasure `id` (all participants read the same topic; the ones done re-ack idempotently).
+    private func enqueueCommand(_ id: String, in db: GRDB.Database) throws {
+        guard let row = try Row.fetchOne(
+            db, sql: """
+                SELECT tenant_id, app_id, account_id, policy, cause, issued_at, deadline FROM erasures WHERE id = ?
+                """, arguments: [id]),
+            let accountId: String = row["account_id"]
+        else { return }
+        let appId: String = row["app_id"]
+        let command = EraseSubject(
+            erasureId: id, tenantId: row["tenant_id"], appId: appId, accountId: accountId,
+            policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
+            cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed,
+            issuedAt: Date(timeIntervalSince1970: row["issued_at"]), deadline: Date(timeIntervalSince1970: row["deadline"]))
+        try Outbox.enqueue(
+            try OutgoingMessage(
+                event: command, topic: settings.commandsTopic, key: "\(appId):\(accountId)", source: settings.source),
+            in: db)
+    }
+
+    // MARK: Acks
+
+    /// Records a participant's ack; completes (and audits) the erasure when it was the last one missing.
+    func applyAck(_ ack: ErasureAcknowledged, at now: Date = Date()) async throws -> AckEffect {
+        try await database.write { [self] db in
+            guard let erasure = try Row.fetchOne(
+                db, sql: "SELECT status, issued_at FROM erasures WHERE id = ? AND account_id IS NOT NULL",
+                arguments: [ack.erasureId]),
+                let participant = try Row.fetchOne(
+                    db, sql: """
+                        SELECT outcome, failed_attempts FROM erasure_participants WHERE erasure_id = ? AND participant = ?
+                        """, arguments: [ack.erasureId, ack.participant])
+            else { return .ignored }
+            let previous: String? = participant["outcome"]
+            // A recorded success stands: re-sends make participants re-ack.
+            if let previous, previous != ErasureOutcome.failed.rawValue { return .ignored }
+            let issuedAt: Double? = erasure["issued_at"]
+            let latency = issuedAt.map { ack.at.timeIntervalSince1970 - $0 }
+            if ack.outcome == .failed {
+                let attempts: Int = participant["failed_attempts"] + 1
+                try db.execute(
+                    sql: """
+                        UPDATE erasure_participants SET outcome = 'failed', detail = ?, failed_attempts = ?
+                        WHERE erasure_id = ? AND participant = ?
+                        """,
+                    arguments: [ack.detail.map { String($0.prefix(200)) }, attempts, ack.erasureId, ack.participant])
+                let status = attempts >= settings.maxFailedAttempts ? ErasureStatus.needsAttention : .dispatched
+                try db.execute(
+                    sql: "UPDATE erasures SET status = ?, updated_at = ? WHERE id = ?",
+                    arguments: [status.rawValue, now.timeIntervalSince1970, ack.erasureId])
+                return .recorded(latency: nil)
+            }
+            try db.execute(
+                sql: """
+                    UPDATE erasure_participants SET outcome = ?, detail = ?, acked_at = ?
+                    WHERE erasure_id = ? AND participant = ?
+                    """,
+                arguments: [
+                    ack.outcome.rawValue, ack.detail.map { String($0.prefix(200)) },
+                    Double(ack.at.milliseconds) / 1000, ack.erasureId, ack.participant,
+                ])
+            let missing = try Int.fetchOne(
+                db, sql: """
+                    SELECT count(*) FROM erasure_participants
+                    WHERE erasure_id = ? AND (outcome IS NULL OR outcome = 'failed')
+                    """, arguments: [ack.erasureId]) ?? 0
+            guard missing == 0 else {
+                try db.execute(
+                    sql: "UPDATE erasures SET updated_at = ? WHERE id = ?",
+                    arguments: [now.timeIntervalSince1970, ack.erasureId])
+                return .recorded(latency: latency)
+            }
+            try complete(ack.erasureId, at: now, in: db)
+            return .completed(latency: latency)
+        }
+    }
+
+    /// Appends the audit entry, forgets the raw accountId and enqueues `ErasureCompleted` — one transaction, so the
+    /// proof exists exactly when the accountId is gone.
+    private func complete(_ id: String, at now: Date, in db: GRDB.Database) throws {
+        guard let erasure = try Row.fetchOne(
+            db, sql: "SELECT tenant_id, app_id, account_id, subject, policy, cause FROM erasures WHERE id = ?",
+            arguments: [id])
+        else { return }
+        // The commands of this account carry its raw accountId (their key and payload): they go with it. Unsent ones
+        // are pointless now, unless another tenant's erasure of the same account is still open and waits for them.
+        if let accountId: String = erasure["account_id"] {
+            let appId: String = erasure["app_id"]
+            let others = try Int.fetchOne(
+                db, sql: "SELECT count(*) FROM erasures WHERE app_id = ? AND account_id = ? AND id != ?",
+                arguments: [appId, accountId, id]) ?? 0
+            try db.execute(
+                sql: "DELETE FROM lethe_outbox WHERE topic = ? AND key = ? AND (sent_at IS NOT NULL OR ? = 0)",
+                arguments: [settings.commandsTopic, Data("\(appId):\(accountId)".utf8), others])
+        }
+        let outcomes = try Row.fetchAll(
+            db, sql: """
+                SELECT participant, outcome, acked_at FROM erasure_participants WHERE erasure_id = ? ORDER BY participant
+                """, arguments: [id]
+        ).map { row in
+            AuditEntry.Outcome(
+                participant: row["participant"], outcome: ErasureOutcome(rawValue: row["outcome"]) ?? .failed,
+                atMs: Int64(((row["acked_at"] as Double? ?? 0) * 1000).rounded()))
+        }
+        let last = try Row.fetchOne(db, sql: "SELECT sequence, entry_hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
+        var entry = AuditEntry(
+            sequence: (last?["sequence"] as Int? ?? 0) + 1, erasureId: id, subject: erasure["subject"],
+            tenantId: erasure["tenant_id"], policy: ErasurePolicy(rawValue: erasure["policy"]) ?? .delete,
+            cause: ErasureCause(rawValue: erasure["cause"]) ?? .atlassianClosed, outcomes: outcomes,
+            completedAtMs: now.milliseconds, previousHash: last?["entry_hash"] ?? AuditEntry.genesisHash)
+        entry.entryHash = entry.computedHash
+        entry.signature = try keys.sign(entryHash: entry.entryHash)
+        entry.keyId = keys.keyId
+        try Self.insert(entry, in: db)
+        try db.execute(
+            sql: """
+                UPDATE erasures SET status = 'completed', account_id = NULL, completed_at = ?, updated_at = ? WHERE id = ?
+                """,
+            arguments: [Double(entry.completedAtMs) / 1000, now.timeIntervalSince1970, id])
+        let completed = ErasureCompleted(
+            erasureId: id, tenantId: entry.tenantId, subject: entry.subject, policy: entry.policy, cause: entry.cause,
+            outcomes: outcomes.map {
+                ParticipantOutcome(participant: $0.participant, outcome: $0.outcome, at: Date(milliseconds: $0.atMs))
+            },
+            completedAt: Date(milliseconds: entry.completedAtMs), receipt: entry.receipt)
+        try Outbox.enqueue(
+            try OutgoingMessage(event: completed, topic: settings.completedTopic, key: id, source: settings.source),
+            in: db)
+    }
+
+    private static func insert(_ entry: AuditEntry, in db: GRDB.Database) throws {
+        let outcomes = String(decoding: try JSONEncoder().encode(entry.outcomes), as: UTF8.self)
+        try db.execute(
+            sql: """
+                INSERT INTO audit_log (sequence, erasure_id, subject, tenant_id, policy, cause, outcomes,
+                    completed_at_ms, previous_hash, entry_hash, signature, key_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                entry.sequence, entry.erasureId, entry.subject, entry.tenantId, entry.policy.rawValue,
+                entry.cause.rawValue, outcomes, entry.completedAtMs, entry.previousHash, entry.entryHash,
+                entry.signature, entry.keyId,
+            ])
+    }
+
+    // MARK: Sweep: dispatch, re-send, deadlines
+
+    /// What one sweep did.
+    struct SweepResult: Sendable, Equatable {
+        var dispatched = 0
+        var resent = 0
+        var newlyOverdue = 0
+    }
+
+    /// Dispatches pending erasures once participants exist, re-sends to participants that have not acked (or
+    /// failed, below the limit) after `resendAfter × 2^(sends-1)` (capped at 64×), and flags erasures past their
+    /// deadline as overdue. One transaction.
+    func sweep(at now: Date = Date()) async throws -> SweepResult {
+        try await database.write { [self] db in
+            var result = SweepResult()
+            let t = now.timeIntervalSince1970
+            for id in try String.fetchAll(db, sql: "SELECT id FROM erasures WHERE status = 'pending'") {
+                try dispatchIfPossible(id, at: now, in: db)
+                if try String.fetchOne(db, sql: "SELECT status FROM erasures WHERE id = ?", arguments: [id])
+                    == ErasureStatus.dispatched.rawValue
+                { result.dispatched += 1 }
+            }
+            let due = try Row.fetchAll(
+                db, sql: """
+                    SELECT p.erasure_id, p.participant FROM erasure_participants p
+                    JOIN erasures e ON e.id = p.erasure_id
+                    WHERE e.status = 'dispatched'
+                      AND (p.outcome IS NULL OR (p.outcome = 'failed' AND p.failed_attempts < ?))
+                      AND p.last_sent_at + ? * (1 << min(max(p.sends - 1, 0), 6)) <= ?
+                    """, arguments: [settings.maxFailedAttempts, settings.resendAfter, t])
+            var erasures: [String] = []
+            for row in due {
+                let id: String = row["erasure_id"]
+                try db.execute(
+                    sql: """
+                        UPDATE erasure_participants SET sends = sends + 1, last_sent_at = ?
+                        WHERE erasure_id = ? AND participant = ?
+                        """, arguments: [t, id, row["participant"] as String])
+                if !erasures.contains(id) { erasures.append(id) }
+            }
+            for id in erasures { try enqueueCommand(id, in: db) }
+            result.resent = erasures.count
+            try db.execute(
+                sql: """
+                    UPDATE erasures SET overdue = 1, updated_at = ?
+                    WHERE account_id IS NOT NULL AND overdue = 0 AND deadline <= ?
+                    """, arguments: [t, t])
+            result.newlyOverdue = db.changesCount
+            return result
+        }
+    }
+
+    // MARK: Retry
+
+    /// Re-runs an open erasure for the participants not yet done: their failure count resets, the erasure is
+    /// dispatched again and a command goes out now.
+    func retry(_ id: String, at now: Date = Date()) async throws -> RetryEffect {
+        try await database.write { [self] db in
+            guard let status = try String.fetchOne(db, sql: "SELECT status FROM erasures WHERE id = ?", arguments: [id])
+            else { return .notFound }
+            if status == ErasureStatus.completed.rawValue { return .alreadyCompleted }
+            if status == ErasureStatus.pending.rawValue {
+                try dispatchIfPossible(id, at: now, in: db)
+                return .retried
+            }
+            try db.execute(
+                sql: """
+                    UPDATE erasure_participants SET failed_attempts = 0, outcome = NULL, sends = sends + 1,
+                        last_sent_at = ? WHERE erasure_id = ? AND (outcome IS NULL OR outcome = 'failed')
+                    """, arguments: [now.timeIntervalSince1970, id])
+            try db.execute(
+                sql: "UPDATE erasures SET status = 'dispatched', updated_at = ? WHERE id = ?",
+                arguments: [now.timeIntervalSince1970, id])
+            try enqueueCommand(id, in: db)
+            return .retried
+        }
+    }
+
+    // MARK: Queries
+
+    /// One erasure with its participants, or nil.
+    func erasure(_ id: String) async throws -> ErasureRecord? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM erasures WHERE id = ?", arguments: [id])
+                .map { try Self.record($0, in: db) }
+        }
+    }
+
+    /// A page of a tenant's erasures, oldest first, after row `afterRow`, optionally of one status.
+    func erasures(tenantId: String, status: ErasureStatus?, afterRow: Int64, limit: Int) async throws
+        -> (records: [ErasureRecord], lastRow: Int64?)
+    {
+        try await database.read { db in
+            var sql = "SELECT * FROM erasures WHERE tenant_id = ? AND row > ?"
+            var arguments: StatementArguments = [tenantId, afterRow]
+            if let status {
+                sql += " AND status = ?"
+                arguments += [status.rawValue]
+            }
+            sql += " ORDER BY row LIMIT ?"
+            arguments += [limit + 1]
+            let rows = try Row.fetchAll(db, sql: sql, arguments: arguments)
+            let page = Array(rows.prefix(limit))
+            let records = try page.map { try Self.record($0, in: db) }
+            return (records, rows.count > limit ? page.last?["row"] : nil)
+        }
+    }
+
+    private static func record(_ row: Row, in db: GRDB.Database) throws -> ErasureRecord {
+        let id: String = row["id"]
+        let participants = try Row.fetchAll(
+            db, sql: "SELECT * FROM erasure_participants WHERE erasure_id = ? ORDER BY participant", arguments: [id]
+        ).map { p in
+            ParticipantState(
+                participant: p["participant"], outcome: (p["outcome"] as String?).flatMap(ErasureOutcome.init),
+                detail: p["detail"], failedAttempts: p["failed_attempts"], sends: p["sends"],
+                lastSentAt: (p["last_sent_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                ackedAt: (p["acked_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
+        }
+        return ErasureRecord(
+            id: id, tenantId: row["tenant_id"], appId: row["app_id"], accountId: row["account_id"],
+            subject: row["subject"], policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
+            cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed,
+            status: ErasureStatus(rawValue: row["status"]) ?? .pending, overdue: row["overdue"] as Int != 0,
+            deadline: Date(timeIntervalSince1970: row["deadline"]), requests: row["requests"],
+            createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            updatedAt: Date(timeIntervalSince1970: row["updated_at"]),
+            completedAt: (row["completed_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+            participants: participants)
+    }
+
+    /// Audit entries in sequence order, optionally completed within [from, to).
+    func auditEntries(from: Date? = nil, to: Date? = nil) async throws -> [AuditEntry] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db, sql: """
+                    SELECT * FROM audit_log WHERE completed_at_ms >= ? AND completed_at_ms < ? ORDER BY sequence
+                    """, arguments: [from?.milliseconds ?? Int64.min, to?.milliseconds ?? Int64.max]
+            ).map { row in
+                let outcomes: String = row["outcomes"]
+                var entry = AuditEntry(
+                    sequence: row["sequence"], erasureId: row["erasure_id"], subject: row["subject"],
+                    tenantId: row["tenant_id"], policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
+                    cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed,
+                    outcomes: (try? JSONDecoder().decode([AuditEntry.Outcome].self, from: Data(outcomes.utf8))) ?? [],
+                    completedAtMs: row["completed_at_ms"], previousHash: row["previous_hash"])
+                entry.entryHash = row["entry_hash"]
+                entry.signature = row["signature"]
+                entry.keyId = row["key_id"]
+                return entry
+            }
+        }
+    }
+
+    /// Recomputes the whole chain.
+    func verifyAudit() async throws -> AuditVerification {
+        AuditVerification.verify(try await auditEntries(), keys: keys)
+    }
+
+    /// Counts by status, open and overdue, for the gauges.
+    func counts() async throws -> LedgerCounts {
+        try await database.read { db in
+            var byStatus: [ErasureStatus: Int] = [:]
+            for status in ErasureStatus.allCases { byStatus[status] = 0 }
+            for row in try Row.fetchAll(db, sql: "SELECT status, count(*) AS n FROM erasures GROUP BY status") {
+                if let status = ErasureStatus(rawValue: row["status"]) { byStatus[status] = row["n"] }
+            }
+            let overdue = try Int.fetchOne(
+                db, sql: "SELECT count(*) FROM erasures WHERE overdue = 1 AND account_id IS NOT NULL") ?? 0
+            let open = try Int.fetchOne(db, sql: "SELECT count(*) FROM erasures WHERE account_id IS NOT NULL") ?? 0
+            return LedgerCounts(byStatus: byStatus, open: open, overdue: overdue)
+        }
+    }
+}

@@ -1,0 +1,319 @@
+import Contracts
+import Foundation
+import Logging
+import Messaging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+
+/// Opens once the state topics were read up to where they ended at start, or after a timeout: intake waits on it so
+/// that the first erasures after a start on a fresh file use the tenants' policies and the declared participants.
+final class RestoreGate: Sendable {
+    private let opened = Atomic<Bool>(false)
+
+    func open() { opened.store(true, ordering: .releasing) }
+    var isOpen: Bool { opened.load(ordering: .acquiring) }
+
+    /// Waits until open or `timeout`; returns whether it opened.
+    func wait(timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !isOpen, ContinuousClock.now < deadline, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return isOpen
+    }
+}
+
+/// Reads the compacted state topics (`lethe.tenants.v1`, `lethe.erasure.participants.v1`) from the beginning on every
+/// start, outside any group, and keeps following them: each record is an idempotent upsert (or, as a tombstone, a
+/// delete) of the ledger's copy, so reading the full history again is harmless and the last value per key wins.
+final class StateReader: Service, Sendable {
+    private let consumer: KafkaConsumer
+    private let ledger: ErasureLedger
+    private let topics: ErasureExecutorTopics
+    private let gate: RestoreGate
+    private let partitions: [TopicPartition]
+    private let logger: Logger
+
+    init(
+        bootstrapServers: String, partitions: [TopicPartition], ledger: ErasureLedger, topics: ErasureExecutorTopics,
+        gate: RestoreGate, logger: Logger
+    ) throws {
+        self.consumer = try KafkaConsumer(
+            config: KafkaConsumerConfig(
+                bootstrapServers: bootstrapServers,
+                subscription: .partitions(partitions.map { ($0, offset: KafkaConsumer.beginning) }),
+                clientId: "erasure-executor-state"),
+            logger: logger)
+        self.partitions = partitions
+        self.ledger = ledger
+        self.topics = topics
+        self.gate = gate
+        self.logger = logger
+    }
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.consumer.run() }
+            // Where each partition ends now; the gate opens once every one is read that far.
+            var remaining: [TopicPartition: Int64] = [:]
+            for partition in partitions {
+                if let marks = try? await consumer.watermarks(of: partition), marks.high > marks.low {
+                    remaining[partition] = marks.high - 1
+                }
+            }
+            if remaining.isEmpty { gate.open() }
+            for try await message in consumer.messages.cancelOnGracefulShutdown() {
+                await apply(message)
+                if let last = remaining[message.topicPartition], message.offset >= last {
+                    remaining[message.topicPartition] = nil
+                    if remaining.isEmpty { gate.open() }
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func apply(_ message: KafkaMessage) async {
+        do {
+            switch message.topic {
+            case topics.tenants:
+                if message.value == nil {
+                    if let key = message.keyString { try await ledger.removeTenant(key) }
+                } else {
+                    try await ledger.configureTenant(try message.decodeEvent(TenantConfigured.self))
+                }
+            case topics.erasureParticipants:
+                if message.value == nil {
+                    if let key = message.keyString { try await ledger.removeParticipant(key) }
+                } else {
+                    try await ledger.declareParticipant(try message.decodeEvent(ParticipantDeclared.self))
+                }
+            default:
+                break
+            }
+        } catch {
+            // State topics are compacted and re-read on every start: a bad record is logged (never its payload) and
+            // skipped, not dead-lettered, so it is not dead-lettered again on each start.
+            logger.warning("unusable state record skipped", metadata: [
+                "kafka.topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
+                "error": "\(error)",
+            ])
+        }
+    }
+}
+
+/// Consumes closed statuses, erasure requests and acks in one group, and commits each record only after the
+/// ledger transaction it caused (and the outbox rows in it) committed. A record that cannot be decoded or validated
+/// goes to `<topic>.dlq` with the reason, then is committed.
+final class ErasureIntake: Service, Sendable {
+    private let consumer: KafkaConsumer
+    private let ledger: ErasureLedger
+    private let topics: ErasureExecutorTopics
+    private let relay: ErasureNotifier
+    private let deadLetters: DeadLetterQueue
+    private let gate: RestoreGate
+    private let restoreTimeout: Duration
+    private let metrics: ErasureMetrics
+    private let logger: Logger
+
+    init(
+        consumer: KafkaConsumer, ledger: ErasureLedger, topics: ErasureExecutorTopics, relay: ErasureNotifier,
+        producer: KafkaProducer, gate: RestoreGate, restoreTimeout: Duration, metrics: ErasureMetrics, logger: Logger
+    ) {
+        self.consumer = consumer
+        self.ledger = ledger
+        self.topics = topics
+        self.relay = relay
+        self.deadLetters = DeadLetterQueue(producer: producer)
+        self.gate = gate
+        self.restoreTimeout = restoreTimeout
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// Why a record is dead-lettered. Carries a reason, never the payload.
+    struct Rejected: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.consumer.run() }
+            if !(await gate.wait(timeout: restoreTimeout)) {
+                logger.warning("state topics not fully restored in time; intake starts anyway")
+            }
+            for try await message in consumer.messages.cancelOnGracefulShutdown() {
+                try await handle(message)
+                do {
+                    try await consumer.commit(message)
+                } catch {
+                    // Processed already; a redelivery is recognised (processed events, recorded acks).
+                    logger.warning("offset commit failed; the record may be redelivered", metadata: ["error": "\(error)"])
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func handle(_ message: KafkaMessage) async throws {
+        let work: @Sendable () async throws -> Void
+        do {
+            work = try prepare(message)
+        } catch {
+            logger.warning("unusable record to the DLQ", metadata: [
+                "kafka.topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
+                "error": "\(error)",
+            ])
+            try await untilDone("dead-lettering") { try await self.deadLetters.route(message, reason: "\(error)") }
+            metrics.deadLettered.increment()
+            return
+        }
+        try await untilDone("ledger write", work)
+    }
+
+    /// Decodes and validates the record, returning the ledger work it causes. Throws for a record to dead-letter.
+    private func prepare(_ message: KafkaMessage) throws -> @Sendable () async throws -> Void {
+        let ledger = self.ledger
+        let relay = self.relay
+        let metrics = self.metrics
+        let eventId = message.stringHeaders["ce_id"] ?? "\(message.topic):\(message.partition):\(message.offset)"
+        switch message.topic {
+        case topics.pdrStatus:
+            let status = try message.decodeEvent(AccountStatusReported.self)
+            guard status.status == .closed else { return {} }
+            _ = try AccountKey(appId: status.appId, accountId: status.accountId)
+            let tenants = Array(Set(status.tenantIds.filter { !$0.isEmpty })).sorted()
+            guard !tenants.isEmpty else { throw Rejected(description: "closed status without tenantIds") }
+            let requests = tenants.map {
+                IntakeRequest(
+                    tenantId: $0, appId: status.appId, accountId: status.accountId, cause: .atlassianClosed,
+                    requestedPolicy: nil)
+            }
+            return {
+                if try await ledger.intake(requests, eventId: "status:\(eventId)") != nil {
+                    relay.notify()
+                    metrics.intake.increment(by: requests.count)
+                }
+            }
+        case topics.erasureRequests:
+            let request = try message.decodeEvent(ErasureRequested.self)
+            _ = try AccountKey(appId: request.appId, accountId: request.accountId)
+            guard !request.requestId.isEmpty else { throw Rejected(description: "requestId is empty") }
+            return {
+                let tenants: [String]
+                if let tenant = request.tenantId, !tenant.isEmpty {
+                    tenants = [tenant]
+                } else {
+                    tenants = try await ledger.tenants(usingApp: request.appId)
+                }
+                let requests = tenants.map {
+                    IntakeRequest(
+                        tenantId: $0, appId: request.appId, accountId: request.accountId, cause: request.cause,
+                        requestedPolicy: request.policy)
+                }
+                if try await ledger.intake(requests, eventId: "request:\(request.requestId)") != nil {
+                    relay.notify()
+                    metrics.intake.increment(by: requests.count)
+                }
+            }
+        case topics.erasureAcks:
+            let ack = try message.decodeEvent(ErasureAcknowledged.self)
+            return {
+                let effect = try await ledger.applyAck(ack)
+                switch effect {
+                case .ignored: break
+                case .recorded(let latency):
+                    if let latency { metrics.ackLatency.recordSeconds(latency) }
+                case .completed(let latency):
+                    if let latency { metrics.ackLatency.recordSeconds(latency) }
+                    metrics.completed.increment()
+                    relay.notify()
+                }
+            }
+        default:
+            throw Rejected(description: "record from an unexpected topic")
+        }
+    }
+
+    /// SQLite or broker trouble is retried: the offset must not move past a record whose effect is not durable.
+    private func untilDone(_ what: String, _ body: @Sendable () async throws -> Void) async throws {
+        var attempt = 0
+        while true {
+            do {
+                try await body()
+                return
+            } catch {
+                attempt += 1
+                // Give up on shutdown: the record is not committed, so the next start does it again.
+                if Task.isShuttingDownGracefully || Task.isCancelled { throw CancellationError() }
+                logger.error("\(what) failed; retrying", metadata: ["errorType": "\(type(of: error))"])
+                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
+            }
+        }
+    }
+}
+
+/// Periodically dispatches pending erasures, re-sends missing acks, flags overdue erasures, and refreshes the gauges.
+final class ErasureSweeper: Service, Sendable {
+    private let ledger: ErasureLedger
+    private let relay: ErasureNotifier
+    private let interval: Duration
+    private let metrics: ErasureMetrics
+    private let logger: Logger
+
+    init(ledger: ErasureLedger, relay: ErasureNotifier, interval: Duration, metrics: ErasureMetrics, logger: Logger) {
+        self.ledger = ledger
+        self.relay = relay
+        self.interval = interval
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                let result = try await ledger.sweep()
+                if result.dispatched + result.resent > 0 { relay.notify() }
+                metrics.resent.increment(by: result.resent)
+                if result.newlyOverdue > 0 {
+                    logger.warning("erasures past their deadline", metadata: ["count": "\(result.newlyOverdue)"])
+                }
+                metrics.update(try await ledger.counts())
+            } catch {
+                logger.error("sweep failed", metadata: ["errorType": "\(type(of: error))"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}
+
+/// Something to poke after a transaction enqueued outbox rows (the `OutboxRelay`; a no-op in unit tests).
+protocol ErasureNotifier: Sendable {
+    func notify()
+}
+
+/// The executor's metrics, named `lethe_erasure…`.
+struct ErasureMetrics: Sendable {
+    let intake = Counter(label: "lethe_erasures_requested_total")
+    let completed = Counter(label: "lethe_erasures_completed_total")
+    let resent = Counter(label: "lethe_erasure_commands_resent_total")
+    let deadLettered = Counter(label: "lethe_erasure_intake_dead_lettered_total")
+    let ackLatency = Metrics.Timer(label: "lethe_erasure_ack_latency_seconds")
+    let open = Gauge(label: "lethe_erasures_open")
+    let overdue = Gauge(label: "lethe_erasures_overdue")
+
+    func update(_ counts: LedgerCounts) {
+        open.record(counts.open)
+        overdue.record(counts.overdue)
+        for (status, count) in counts.byStatus {
+            Gauge(label: "lethe_erasures", dimensions: [("status", status.rawValue)]).record(count)
+        }
+    }
+}
+
+extension Metrics.Timer {
+    func recordSeconds(_ seconds: TimeInterval) {
+        recordNanoseconds(Int64(max(0, seconds) * 1_000_000_000))
+    }
+}

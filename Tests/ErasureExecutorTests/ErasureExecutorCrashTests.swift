@@ -1,0 +1,107 @@
+import Contracts
+import Foundation
+import GRDB
+import Messaging
+import Storage
+import Testing
+import TestSupport
+
+@testable import erasure_executor
+
+@Suite("erasure-executor as a process: kill -9 during intake loses nothing and duplicates nothing")
+struct ErasureExecutorCrashTests {
+    @Test("kill -9 while 3000 closed statuses are taken in, restart: one erasure each, every one dispatched on the topic")
+    func killNineDuringIntake() async throws {
+        let kafka = try KafkaFixture("erasure-executor-crash")
+        let binary = RepositoryPaths.executable("erasure-executor")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
+        let directory = try TemporaryDirectory()
+        let namespace = uniqueName("ee-kill")
+        let topics = ErasureExecutorTopics(namespace: namespace)
+        let accounts = 3000
+        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
+            TopicSpec(name: topics.pdrStatus, partitions: 3, config: Topics.definition(named: Topics.pdrStatus)!.kafkaConfig),
+            TopicSpec(
+                name: topics.erasureParticipants, partitions: 3,
+                config: Topics.definition(named: Topics.erasureParticipants)!.kafkaConfig),
+        ])
+        let producer = try kafka.makeProducer()
+        try await withRunningServices([producer], logger: kafka.logger) {
+            try await producer.send(try OutgoingMessage(
+                event: declared("p1"), topic: topics.erasureParticipants, key: "p1", source: "test"))
+            var messages: [OutgoingMessage] = []
+            for index in 0..<accounts {
+                let status = AccountStatusReported(
+                    appId: "app-1", accountId: "acc-\(index)", tenantIds: ["t1"], status: .closed, reportedAt: Date())
+                messages.append(try OutgoingMessage(
+                    event: status, topic: topics.pdrStatus, key: "app-1:acc-\(index)", source: "test"))
+            }
+            try await producer.send(messages)
+        }
+
+        let log = directory.url.appendingPathComponent("service.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        func launch() throws -> Process {
+            let process = Process()
+            process.executableURL = binary
+            process.environment = [
+                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.url.path,
+                "HTTP_PORT": String(Int.random(in: 40_000...59_999)), "LETHE_TOPIC_NAMESPACE": namespace,
+                "KAFKA_TOPIC_PARTITIONS": "3", "LETHE_AUDIT_KEY": testAuditKey,
+                "LETHE_ADMIN_TOKEN": "admin-token-0123456789", "ERASURE_RESEND_SECONDS": "3600", "LOG_LEVEL": "warning",
+            ]
+            let handle = try FileHandle(forWritingTo: log)
+            try handle.seekToEnd()
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            return process
+        }
+        let path = directory.url.appendingPathComponent("erasure-executor.sqlite").path
+        // Read-only, without migrating: the service owns the schema and its write lock.
+        let reader = LockedValue<DatabasePool?>(nil)
+        func query(_ sql: String) -> Int {
+            reader.withValue { pool in
+                if pool == nil, FileManager.default.fileExists(atPath: path) {
+                    var configuration = Configuration()
+                    configuration.readonly = true
+                    pool = try? DatabasePool(path: path, configuration: configuration)
+                }
+                return (try? pool?.read { db in try Int.fetchOne(db, sql: sql) }) ?? 0
+            }
+        }
+
+        let first = try launch()
+        let started = await eventually(timeout: .seconds(90), every: .milliseconds(5)) {
+            query("SELECT count(*) FROM erasures") >= 200
+        }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        #expect(started, "the service never took anything in: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        let atKill = query("SELECT count(*) FROM erasures")
+        #expect(atKill < accounts, "the first process finished before it was killed; the test proves nothing")
+
+        let second = try launch()
+        defer {
+            second.terminate()
+            second.waitUntilExit()
+        }
+        let complete = await eventually(timeout: .seconds(120), every: .milliseconds(200)) {
+            query("SELECT count(*) FROM erasures WHERE status = 'dispatched'") == accounts
+                && query("SELECT count(*) FROM lethe_outbox WHERE sent_at IS NULL") == 0
+        }
+        #expect(complete, "after restart: \(query("SELECT count(*) FROM erasures")) erasures of \(accounts)")
+        #expect(query("SELECT count(*) FROM erasures") == accounts, "a redelivered status made a second erasure")
+        #expect(query("SELECT count(DISTINCT account_id) FROM erasures") == accounts)
+
+        let ids = reader.withValue { pool in
+            (try? pool?.read { db in try Set(String.fetchAll(db, sql: "SELECT id FROM erasures")) }) ?? []
+        }
+        let commands = try await readUntil(kafka, topic: topics.erasureCommands, timeout: .seconds(120)) { messages in
+            messages.count >= accounts
+                && Set(messages.compactMap { try? $0.decodeEvent(EraseSubject.self).erasureId }).count >= accounts
+        }
+        let announced = Set(try commands.map { try $0.decodeEvent(EraseSubject.self).erasureId })
+        #expect(announced == ids, "every erasure in the ledger, and only those, was announced")
+    }
+}

@@ -1,0 +1,289 @@
+import Contracts
+import Crypto
+import ErasureKit
+import Foundation
+import Logging
+import Messaging
+import Prometheus
+import ServiceKit
+import ServiceLifecycle
+import Storage
+import Testing
+import TestSupport
+
+@testable import erasure_executor
+
+/// A participant's data and handler: it holds a name and an email per account (the personal data the executor must
+/// never see) per tenant and account, applies the policy, and records each result under the erasure id as ErasureKit requires.
+actor TestParticipantHandler: ErasureHandler {
+    struct Held: Sendable {
+        var name: String
+        var email: String
+    }
+
+    private(set) var held: [String: Held]
+    private var recorded: [String: ErasureResult] = [:]
+    private(set) var applied: [EraseSubject] = []
+
+    init(held: [String: Held]) { self.held = held }
+
+    func recordedResult(of erasureId: String) -> ErasureResult? { recorded[erasureId] }
+
+    func apply(_ command: EraseSubject) -> ErasureResult {
+        let outcome: ErasureOutcome =
+            if held.removeValue(forKey: "\(command.tenantId)/\(command.accountId)") == nil { .nothingHeld }
+            else {
+                switch command.policy {
+                case .delete: .erased
+                case .scrub: .scrubbed
+                case .disassociate: .disassociated
+                }
+            }
+        let result = ErasureResult(outcome: outcome)
+        recorded[command.erasureId] = result
+        applied.append(command)
+        return result
+    }
+}
+
+/// A service group running in the background until `stop()`.
+final class RunningGroup: Sendable {
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    init(_ group: ServiceGroup) {
+        self.group = group
+        task = Task { try await group.run() }
+    }
+
+    convenience init(_ services: [any Service], logger: Logger) {
+        self.init(ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: logger)))
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+    }
+}
+
+/// Reads `topic` from the start in a group of its own until `done` says so (or `timeout`).
+func readUntil(
+    _ kafka: KafkaFixture, topic: String, timeout: Duration = .seconds(60),
+    _ done: @escaping @Sendable ([KafkaMessage]) -> Bool
+) async throws -> [KafkaMessage] {
+    let consumer = try kafka.makeConsumer(group: uniqueName("reader"), topics: [topic], maxBuffered: 50_000)
+    return try await withRunningServices([consumer], logger: kafka.logger) {
+        try await withTimeout(timeout) {
+            var messages: [KafkaMessage] = []
+            for try await message in consumer.messages {
+                messages.append(message)
+                if done(messages) { break }
+            }
+            return messages
+        }
+    }
+}
+
+@Suite("erasure-executor against the dev broker, with ErasureKit participants in-process")
+struct ErasureExecutorServiceTests {
+    let kafka: KafkaFixture
+
+    init() throws { kafka = try KafkaFixture("erasure-executor") }
+
+    func environment(namespace: String, directory: URL) -> [String: String] {
+        [
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.path, "HTTP_PORT": "0",
+            "LETHE_TOPIC_NAMESPACE": namespace, "KAFKA_TOPIC_PARTITIONS": "3", "LETHE_AUDIT_KEY": testAuditKey,
+            "LETHE_ADMIN_TOKEN": "admin-token-0123456789", "ERASURE_RESEND_SECONDS": "1",
+            "ERASURE_SWEEP_MILLISECONDS": "100", "ERASURE_STATE_RESTORE_SECONDS": "10", "LOG_LEVEL": "warning",
+        ]
+    }
+
+    func participant(
+        _ name: String, handler: TestParticipantHandler, namespace: String, topics: ErasureExecutorTopics
+    ) throws -> RunningGroup {
+        let producer = try kafka.makeProducer()
+        let participant = try ErasureParticipant(
+            config: ErasureParticipantConfig(
+                participant: name, holds: ["name", "email"], groupId: "\(namespace).erasure.\(name)",
+                commandsTopic: topics.erasureCommands, acksTopic: topics.erasureAcks,
+                participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6)),
+            handler: handler, producer: producer, bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
+        return RunningGroup([producer, participant], logger: kafka.logger)
+    }
+
+    @Test("""
+        duplicate closed events make one erasure per tenant with its policy; it is re-sent to the participant that is \
+        down and completes only when it comes back; audit verifies; no PII and no raw accountId is left
+        """)
+    func closedToCompletedWithALateParticipant() async throws {
+        let directory = try TemporaryDirectory()
+        let namespace = uniqueName("ee")
+        let config = try ErasureExecutorConfig(reader: ConfigReader(
+            environment: environment(namespace: namespace, directory: directory.url)))
+        let topics = config.topics
+        let parts = try await buildErasureExecutor(
+            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        let executor = RunningGroup(parts.group)
+        let producer = try kafka.makeProducer()
+        let producing = RunningGroup([producer], logger: kafka.logger)
+        let accountId = "557058:ada-\(UUID().uuidString.prefix(6))"
+        let name = "Ada Lovelace"
+        let email = "ada.lovelace@example.com"
+        let heldData: [String: TestParticipantHandler.Held] = [
+            "tenant-a/\(accountId)": .init(name: name, email: email),
+            "tenant-b/\(accountId)": .init(name: name, email: email),
+        ]
+        let fastHandler = TestParticipantHandler(held: heldData)
+        let lateHandler = TestParticipantHandler(held: heldData)
+        var late: RunningGroup?
+        let fast = try participant("fast", handler: fastHandler, namespace: namespace, topics: topics)
+        do {
+            func send(_ event: some LetheEvent, topic: String, key: String) async throws {
+                try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
+            }
+            try await send(tenant("tenant-a", .delete), topic: topics.tenants, key: "tenant-a")
+            try await send(tenant("tenant-b", .scrub), topic: topics.tenants, key: "tenant-b")
+            // "late" declared itself earlier and is down now.
+            try await send(declared("late"), topic: topics.erasureParticipants, key: "late")
+            let ready = await eventually(timeout: .seconds(60)) {
+                let participants = try? await parts.ledger.participants()
+                let apps = try? await parts.ledger.apps(ofTenant: "tenant-b")
+                return participants == ["fast", "late"] && apps != nil
+            }
+            try #require(ready, "participants and tenants were not restored")
+
+            let key = "app-1:\(accountId)"
+            let status = AccountStatusReported(
+                appId: "app-1", accountId: accountId, tenantIds: ["tenant-a", "tenant-b"], status: .closed,
+                reportedAt: Date())
+            try await producer.send(OutgoingMessage(topic: topics.pdrStatus, key: key, value: Array("{x".utf8)))
+            try await send(status, topic: topics.pdrStatus, key: key)
+            try await send(status, topic: topics.pdrStatus, key: key)
+
+            // Re-sends to "late" become visible while "fast" has acked.
+            let resent = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+                let page = try? await parts.ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 10)
+                guard let record = page?.records.first else { return false }
+                let lateState = record.participants.first { $0.participant == "late" }
+                let fastState = record.participants.first { $0.participant == "fast" }
+                return fastState?.outcome == .erased && (lateState?.sends ?? 0) >= 3
+            }
+            #expect(resent, "no re-sends to the missing participant")
+            let a = try await parts.ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 10).records
+            let b = try await parts.ledger.erasures(tenantId: "tenant-b", status: nil, afterRow: 0, limit: 10).records
+            #expect(a.count == 1 && b.count == 1, "duplicate closed events must make one erasure per tenant")
+            #expect(a.first?.policy == .delete && b.first?.policy == .scrub)
+            #expect(a.first?.status == .dispatched, "it must not complete while a participant is missing")
+            #expect(a.first?.requests == 2)
+
+            late = try participant("late", handler: lateHandler, namespace: namespace, topics: topics)
+            let completed = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+                (try? await parts.ledger.counts().byStatus[.completed]) == 2
+            }
+            #expect(completed, "the erasures did not complete after the late participant came back")
+            let lateHeld = await lateHandler.held
+            let fastHeld = await fastHandler.held
+            #expect(lateHeld.isEmpty && fastHeld.isEmpty)
+
+            let verification = try await parts.ledger.verifyAudit()
+            #expect(verification.ok && verification.entries == 2)
+            let records = try await parts.ledger.erasures(tenantId: "tenant-b", status: .completed, afterRow: 0, limit: 5)
+            #expect(records.records.first?.accountId == nil)
+            #expect(records.records.first?.participants.map(\.outcome) == [.scrubbed, .scrubbed])
+            let deleted = try await parts.ledger.erasures(tenantId: "tenant-a", status: .completed, afterRow: 0, limit: 5)
+            #expect(deleted.records.first?.participants.map(\.outcome) == [.erased, .erased])
+
+            // The executor's file: no name or email anywhere in the bytes, no raw accountId in any table.
+            let stored = try await parts.ledger.allStoredText()
+            #expect(!stored.contains(accountId), "a raw accountId outlived its erasures")
+            for suffix in ["", "-wal", "-shm"] {
+                let bytes = (try? Data(contentsOf: URL(fileURLWithPath: parts.ledger.database.path + suffix))) ?? Data()
+                #expect(bytes.range(of: Data(name.utf8)) == nil && bytes.range(of: Data(email.utf8)) == nil)
+            }
+
+            // The topics: ids only; the completion carries the HMAC subject, not the accountId.
+            let commands = try await readUntil(kafka, topic: topics.erasureCommands) { $0.count >= 4 }
+            let acks = try await readUntil(kafka, topic: topics.erasureAcks) { $0.count >= 4 }
+            let completions = try await readUntil(kafka, topic: topics.erasureCompleted) { $0.count >= 2 }
+            for message in commands + acks + completions {
+                let text = String(decoding: message.value ?? [], as: UTF8.self)
+                #expect(!text.contains(name) && !text.contains(email))
+            }
+            #expect(Set(try commands.map { try $0.decodeEvent(EraseSubject.self).erasureId }).count == 2)
+            let receipts = try completions.map { try $0.decodeEvent(ErasureCompleted.self) }
+            #expect(Set(receipts.map(\.tenantId)) == ["tenant-a", "tenant-b"])
+            #expect(receipts.allSatisfy { $0.subject == AuditKeysFixture.subject("app-1:\(accountId)") })
+            #expect(completions.allSatisfy { !String(decoding: $0.value ?? [], as: UTF8.self).contains(accountId) })
+            let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topics.pdrStatus)) { $0.count >= 1 }
+            #expect(dead.first?.header(DeadLetterQueue.errorHeader) != nil)
+        } catch {
+            Issue.record(error)
+        }
+        await late?.stop()
+        await fast.stop()
+        await producing.stop()
+        await executor.stop()
+    }
+}
+
+extension ErasureExecutorServiceTests {
+    @Test("""
+        ErasureRequested without a tenant reaches every tenant using the app; refresh-failed is at least scrub; a \
+        redelivered request changes nothing; a request without an id goes to the DLQ
+        """)
+    func requestsFromTheTopic() async throws {
+        let directory = try TemporaryDirectory()
+        let namespace = uniqueName("ee-req")
+        let config = try ErasureExecutorConfig(reader: ConfigReader(
+            environment: environment(namespace: namespace, directory: directory.url)))
+        let topics = config.topics
+        let parts = try await buildErasureExecutor(
+            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        let executor = RunningGroup(parts.group)
+        let producer = try kafka.makeProducer()
+        let producing = RunningGroup([producer], logger: kafka.logger)
+        do {
+            func send(_ event: some LetheEvent, topic: String, key: String) async throws {
+                try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
+            }
+            try await send(tenant("tenant-c", .disassociate, apps: ["app-1"]), topic: topics.tenants, key: "tenant-c")
+            try await send(tenant("tenant-d", .delete, apps: ["app-2"]), topic: topics.tenants, key: "tenant-d")
+            let ready = await eventually(timeout: .seconds(60)) {
+                let apps = try? await parts.ledger.apps(ofTenant: "tenant-d")
+                return apps == ["app-2"]
+            }
+            try #require(ready, "tenants were not restored")
+            let request = ErasureRequested(
+                requestId: "req-1", appId: "app-1", accountId: "acc-r", cause: .refreshFailed)
+            try await send(request, topic: topics.erasureRequests, key: "app-1:acc-r")
+            try await send(request, topic: topics.erasureRequests, key: "app-1:acc-r")
+            var bad = request
+            bad.requestId = ""
+            try await send(bad, topic: topics.erasureRequests, key: "app-1:acc-r")
+            let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topics.erasureRequests)) {
+                $0.count >= 1
+            }
+            #expect(dead.first?.header(DeadLetterQueue.errorHeader)?.stringValue?.contains("requestId") == true)
+            // The DLQ record comes after both copies on the same partition: both were processed by now.
+            let c = try await parts.ledger.erasures(tenantId: "tenant-c", status: nil, afterRow: 0, limit: 10).records
+            let d = try await parts.ledger.erasures(tenantId: "tenant-d", status: nil, afterRow: 0, limit: 10).records
+            #expect(c.count == 1 && d.isEmpty)
+            #expect(c.first?.policy == .scrub && c.first?.cause == .refreshFailed)
+            #expect(c.first?.requests == 1, "the redelivered request must not count again")
+            #expect(c.first?.status == .pending, "no participant declared: pending")
+        } catch {
+            Issue.record(error)
+        }
+        await producing.stop()
+        await executor.stop()
+    }
+}
+
+/// The subject the executor must compute, from the test's audit key.
+enum AuditKeysFixture {
+    static func subject(_ key: String) -> String {
+        HMAC<SHA256>.authenticationCode(for: Data(key.utf8), using: SymmetricKey(data: Data(testAuditKey.utf8)))
+            .map { String(format: "%02x", $0) }.joined()
+    }
+}

@@ -1,0 +1,206 @@
+import Contracts
+import Crypto
+import Foundation
+import GRDB
+import Storage
+import Testing
+
+@testable import erasure_executor
+
+@Suite("The erasure ledger on a real SQLite file")
+struct ErasureLedgerTests {
+    @Test("repeats of one (tenant, app, account) join the open erasure; a redelivered event changes nothing")
+    func repeatsJoinTheOpenErasure() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory)
+        try await ledger.declareParticipant(declared("p1"))
+        let first = try #require(try await ledger.intake([closed("t1", "acc-1")], eventId: "e1"))
+        let again = try #require(try await ledger.intake([closed("t1", "acc-1")], eventId: "e2"))
+        #expect(first == again)
+        #expect(try await ledger.intake([closed("t1", "acc-1")], eventId: "e1") == nil)
+        let other = try #require(try await ledger.intake([closed("t2", "acc-1")], eventId: "e3"))
+        #expect(other != first)
+        let record = try #require(try await ledger.erasure(first[0]))
+        #expect(record.requests == 2 && record.status == .dispatched && record.accountId == "acc-1")
+        #expect(try await ledger.commands().count == 2, "one command per erasure, none for the joining repeat")
+    }
+
+    @Test("policy comes from the tenant; requests only make it stricter; refresh-failed is at least scrub")
+    func policyPerTenant() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory)
+        try await ledger.configureTenant(tenant("strict", .delete))
+        try await ledger.configureTenant(tenant("lenient", .disassociate))
+        func policy(_ request: IntakeRequest) async throws -> ErasurePolicy? {
+            let ids = try await ledger.intake([request])
+            return try await ledger.erasure(ids![0])?.policy
+        }
+        #expect(try await policy(closed("strict", "a1")) == .delete)
+        #expect(try await policy(closed("lenient", "a2")) == .disassociate)
+        #expect(try await policy(closed("lenient", "a3", cause: .refreshFailed)) == .scrub)
+        #expect(try await policy(closed("lenient", "a4", cause: .refreshFailed, policy: .disassociate)) == .scrub)
+        #expect(try await policy(closed("lenient", "a5", cause: .tenantRequest, policy: .delete)) == .delete)
+        #expect(try await policy(closed("strict", "a6", cause: .tenantRequest, policy: .disassociate)) == .delete)
+        #expect(try await policy(closed("unknown-tenant", "a7")) == .delete)
+    }
+
+    @Test("pending until a participant is declared; the sweep then dispatches with the participants of that moment")
+    func pendingUntilParticipants() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory)
+        let id = try #require(try await ledger.intake([closed("t1", "acc-1")]))[0]
+        #expect(try await ledger.erasure(id)?.status == .pending)
+        #expect(try await ledger.commands().isEmpty)
+        try await ledger.declareParticipant(declared("p1"))
+        try await ledger.declareParticipant(declared("p2"))
+        #expect(try await ledger.sweep().dispatched == 1)
+        let record = try #require(try await ledger.erasure(id))
+        #expect(record.status == .dispatched)
+        #expect(record.participants.map(\.participant) == ["p1", "p2"])
+        let commands = try await ledger.commands()
+        #expect(commands.map(\.erasureId) == [id] && commands[0].accountId == "acc-1")
+    }
+
+    @Test("missing acks are re-sent with a doubling backoff; acked participants are not waited for")
+    func resendBackoff() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory, resendAfter: 10)
+        try await ledger.declareParticipant(declared("fast"))
+        try await ledger.declareParticipant(declared("slow"))
+        let start = Date()
+        let id = try #require(try await ledger.intake([closed("t1", "acc-1")], at: start))[0]
+        _ = try await ledger.applyAck(ack(id, "fast", .erased), at: start)
+        #expect(try await ledger.sweep(at: start.addingTimeInterval(9)).resent == 0)
+        #expect(try await ledger.sweep(at: start.addingTimeInterval(10)).resent == 1)
+        // Second wait is 2 × 10 s after the re-send.
+        #expect(try await ledger.sweep(at: start.addingTimeInterval(29)).resent == 0)
+        #expect(try await ledger.sweep(at: start.addingTimeInterval(30)).resent == 1)
+        let record = try #require(try await ledger.erasure(id))
+        #expect(record.participants.first { $0.participant == "slow" }?.sends == 3)
+        #expect(record.participants.first { $0.participant == "fast" }?.sends == 1)
+        #expect(try await ledger.commands().count == 3)
+        #expect(record.status == .dispatched)
+    }
+
+    @Test("failed up to the limit needs attention and stops re-sends; retry re-runs it; then it completes")
+    func failedThenRetry() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory, resendAfter: 1, maxFailedAttempts: 2)
+        try await ledger.declareParticipant(declared("flaky"))
+        let start = Date()
+        let id = try #require(try await ledger.intake([closed("t1", "acc-1")], at: start))[0]
+        #expect(try await ledger.applyAck(ack(id, "flaky", .failed), at: start) == .recorded(latency: nil))
+        #expect(try await ledger.erasure(id)?.status == .dispatched)
+        #expect(try await ledger.sweep(at: start.addingTimeInterval(1)).resent == 1, "failed is re-sent")
+        _ = try await ledger.applyAck(ack(id, "flaky", .failed), at: start.addingTimeInterval(2))
+        #expect(try await ledger.erasure(id)?.status == .needsAttention)
+        #expect(try await ledger.sweep(at: start.addingTimeInterval(1000)).resent == 0, "no re-sends once it needs attention")
+        #expect(try await ledger.retry(id) == .retried)
+        let retried = try #require(try await ledger.erasure(id))
+        #expect(retried.status == .dispatched && retried.participants[0].failedAttempts == 0)
+        #expect(try await ledger.commands().count == 3)
+        if case .completed = try await ledger.applyAck(ack(id, "flaky", .erased)) {} else {
+            Issue.record("the ack after the retry did not complete the erasure")
+        }
+        #expect(try await ledger.retry(id) == .alreadyCompleted)
+        #expect(try await ledger.retry("nope") == .notFound)
+    }
+
+    @Test("past its deadline an open erasure is flagged overdue, once")
+    func overdue() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory, daySeconds: 1)
+        try await ledger.configureTenant(tenant("t1", .scrub, days: 2))
+        try await ledger.declareParticipant(declared("p1"))
+        let start = Date()
+        let id = try #require(try await ledger.intake([closed("t1", "acc-1")], at: start))[0]
+        #expect(try await ledger.sweep(at: start.addingTimeInterval(1.9)).newlyOverdue == 0)
+        #expect(try await ledger.sweep(at: start.addingTimeInterval(2)).newlyOverdue == 1)
+        #expect(try await ledger.sweep(at: start.addingTimeInterval(3)).newlyOverdue == 0)
+        #expect(try await ledger.erasure(id)?.overdue == true)
+        #expect(try await ledger.counts().overdue == 1)
+    }
+
+    @Test("completion: audited with an HMAC subject, raw accountId gone, ErasureCompleted with the receipt")
+    func completionAuditsAndForgets() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory)
+        try await ledger.declareParticipant(declared("p1"))
+        try await ledger.declareParticipant(declared("p2"))
+        let id = try #require(try await ledger.intake([closed("t1", "acc-secret-1")]))[0]
+        #expect(try await ledger.applyAck(ack(id, "p1", .erased)) != .ignored)
+        #expect(try await ledger.applyAck(ack(id, "p1", .failed)) == .ignored, "a recorded success stands")
+        #expect(try await ledger.applyAck(ack(id, "stranger", .erased)) == .ignored)
+        #expect(try await ledger.erasure(id)?.status == .dispatched)
+        if case .completed = try await ledger.applyAck(ack(id, "p2", .nothingHeld)) {} else {
+            Issue.record("the last ack did not complete the erasure")
+        }
+        let record = try #require(try await ledger.erasure(id))
+        #expect(record.status == .completed && record.accountId == nil && record.completedAt != nil)
+        let expectedSubject = HMAC<SHA256>.authenticationCode(
+            for: Data("app-1:acc-secret-1".utf8), using: SymmetricKey(data: Data(testAuditKey.utf8))
+        ).map { String(format: "%02x", $0) }.joined()
+        let completed = try #require(try await ledger.completions().first)
+        #expect(completed.subject == expectedSubject && completed.erasureId == id)
+        #expect(completed.outcomes.map(\.outcome) == [.erased, .nothingHeld])
+        #expect(completed.receipt.sequence == 1 && completed.receipt.previousHash == AuditEntry.genesisHash)
+        let stored = try await ledger.allStoredText()
+        #expect(!stored.contains("acc-secret-1"), "the raw accountId outlived the erasure")
+        #expect(stored.contains(expectedSubject))
+        #expect(try await ledger.verifyAudit().ok)
+    }
+
+    @Test("the audit chain verifies, and a tampered, removed or re-signed-elsewhere row is found as the first break")
+    func auditChainDetectsTampering() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory)
+        try await ledger.declareParticipant(declared("p1"))
+        for index in 1...4 {
+            let id = try #require(try await ledger.intake([closed("t1", "acc-\(index)")]))[0]
+            _ = try await ledger.applyAck(ack(id, "p1", .erased))
+        }
+        let good = try await ledger.verifyAudit()
+        #expect(good.ok && good.entries == 4 && good.firstBrokenSequence == nil)
+        let entries = try await ledger.auditEntries()
+        #expect(zip(entries.dropFirst(), entries).allSatisfy { $0.previousHash == $1.entryHash })
+        for entry in entries {
+            #expect(try AuditKeys(auditKey: testAuditKey).isValid(signature: entry.signature, entryHash: entry.entryHash))
+        }
+
+        try await ledger.database.write { db in
+            try db.execute(sql: "UPDATE audit_log SET policy = 'disassociate' WHERE sequence = 3")
+        }
+        let tampered = try await ledger.verifyAudit()
+        #expect(!tampered.ok && tampered.firstBrokenSequence == 3)
+        #expect(tampered.reason?.contains("entryHash") == true)
+
+        // Re-hashing the altered row does not help: the signature no longer matches.
+        try await ledger.database.write { db in
+            let entry = try #require(try ledger.auditEntriesSync(db).first { $0.sequence == 3 })
+            try db.execute(
+                sql: "UPDATE audit_log SET entry_hash = ? WHERE sequence = 3", arguments: [entry.computedHash])
+        }
+        #expect(try await ledger.verifyAudit().firstBrokenSequence == 3)
+
+        try await ledger.database.write { db in try db.execute(sql: "DELETE FROM audit_log WHERE sequence = 3") }
+        let removed = try await ledger.verifyAudit()
+        #expect(!removed.ok && removed.firstBrokenSequence == 4, "\(removed)")
+    }
+}
+
+extension ErasureLedger {
+    /// The entries, inside a transaction the test already holds.
+    func auditEntriesSync(_ db: GRDB.Database) throws -> [AuditEntry] {
+        try Row.fetchAll(db, sql: "SELECT * FROM audit_log ORDER BY sequence").map { row in
+            let outcomes: String = row["outcomes"]
+            var entry = AuditEntry(
+                sequence: row["sequence"], erasureId: row["erasure_id"], subject: row["subject"],
+                tenantId: row["tenant_id"], policy: ErasurePolicy(rawValue: row["policy"])!,
+                cause: ErasureCause(rawValue: row["cause"])!,
+                outcomes: try JSONDecoder().decode([AuditEntry.Outcome].self, from: Data(outcomes.utf8)),
+                completedAtMs: row["completed_at_ms"], previousHash: row["previous_hash"])
+            entry.entryHash = row["entry_hash"]
+            return entry
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import Contracts
+import Foundation
+import GRDB
+import Messaging
+import Prometheus
+import ServiceKit
+import Storage
+import Testing
+import TestSupport
+
+@testable import erasure_executor
+
+@Suite("erasure-executor with the real profile-store process as a participant")
+struct ProfileStoreParticipantTests {
+    @Test("a closed account's profile is deleted by profile-store; the executor and its topics never see the PII")
+    func profileStoreErasesAndAcks() async throws {
+        let kafka = try KafkaFixture("erasure-executor-ps")
+        let binary = RepositoryPaths.executable("profile-store")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
+        let executorDirectory = try TemporaryDirectory()
+        let storeDirectory = try TemporaryDirectory()
+        let namespace = uniqueName("ee-ps")
+        let config = try ErasureExecutorConfig(reader: ConfigReader(environment: [
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": executorDirectory.url.path,
+            "HTTP_PORT": "0", "LETHE_TOPIC_NAMESPACE": namespace, "KAFKA_TOPIC_PARTITIONS": "3",
+            "LETHE_AUDIT_KEY": testAuditKey, "LETHE_ADMIN_TOKEN": "admin-token-0123456789",
+            "ERASURE_RESEND_SECONDS": "2", "ERASURE_SWEEP_MILLISECONDS": "100",
+        ]))
+        let topics = config.topics
+        let parts = try await buildErasureExecutor(
+            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        let executor = RunningGroup(parts.group)
+        let producer = try kafka.makeProducer()
+        let producing = RunningGroup([producer], logger: kafka.logger)
+
+        let log = storeDirectory.url.appendingPathComponent("profile-store.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let store = Process()
+        store.executableURL = binary
+        store.environment = [
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": storeDirectory.url.path,
+            "HTTP_PORT": String(Int.random(in: 40_000...59_999)), "LETHE_TOPIC_NAMESPACE": namespace,
+            "KAFKA_TOPIC_PARTITIONS": "3", "LOG_LEVEL": "warning",
+        ]
+        let handle = try FileHandle(forWritingTo: log)
+        store.standardOutput = handle
+        store.standardError = handle
+        try store.run()
+        defer {
+            store.terminate()
+            store.waitUntilExit()
+        }
+        let storePath = storeDirectory.url.appendingPathComponent("profile-store.sqlite").path
+        func profiles() -> Int? {
+            var configuration = Configuration()
+            configuration.readonly = true
+            guard FileManager.default.fileExists(atPath: storePath),
+                  let pool = try? DatabasePool(path: storePath, configuration: configuration)
+            else { return nil }
+            return try? pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM profiles") }
+        }
+
+        let accountId = "557058:grace-\(UUID().uuidString.prefix(6))"
+        let name = "Grace Hopper"
+        let email = "grace.hopper@example.com"
+        do {
+            func send(_ event: some LetheEvent, topic: String, key: String) async throws {
+                try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
+            }
+            try await send(tenant("tenant-a", .delete), topic: topics.tenants, key: "tenant-a")
+            let profilesTopic = "\(namespace).\(Topics.profiles)"
+            let declaredAndStored = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+                // profile-store creates its topics at start; publish once they exist, until it holds the profile.
+                if profiles() == 0 {
+                    try? await send(
+                        ProfileFetched(
+                            tenantId: "tenant-a", appId: "app-1", accountId: accountId, name: name, email: email,
+                            nickname: "grace", picture: nil, fetchedAt: Date()),
+                        topic: profilesTopic, key: "app-1:\(accountId)")
+                }
+                let participants = try? await parts.ledger.participants()
+                return participants == ["profile-store"] && profiles() == 1
+            }
+            try #require(
+                declaredAndStored,
+                "profile-store did not declare itself or store the profile: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+
+            let status = AccountStatusReported(
+                appId: "app-1", accountId: accountId, tenantIds: ["tenant-a"], status: .closed, reportedAt: Date())
+            try await send(status, topic: topics.pdrStatus, key: "app-1:\(accountId)")
+            let completed = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+                (try? await parts.ledger.counts().byStatus[.completed]) == 1
+            }
+            #expect(completed, "the erasure did not complete")
+            #expect(profiles() == 0, "profile-store still holds the profile")
+            let record = try await parts.ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 1)
+            #expect(record.records.first?.participants.map(\.outcome) == [.erased])
+            #expect(try await parts.ledger.verifyAudit().ok)
+
+            // The PII is in the system (the profiles topic) but not in the executor's file or topics.
+            let source = try await readUntil(kafka, topic: profilesTopic) { $0.count >= 1 }
+            #expect(source.contains { String(decoding: $0.value ?? [], as: UTF8.self).contains(email) })
+            for suffix in ["", "-wal", "-shm"] {
+                let bytes = (try? Data(contentsOf: URL(fileURLWithPath: parts.ledger.database.path + suffix))) ?? Data()
+                #expect(bytes.range(of: Data(name.utf8)) == nil && bytes.range(of: Data(email.utf8)) == nil)
+            }
+            let stored = try await parts.ledger.allStoredText()
+            #expect(!stored.contains(accountId) && !stored.contains(name) && !stored.contains(email))
+            for topic in [topics.erasureCommands, topics.erasureAcks, topics.erasureCompleted] {
+                for message in try await readUntil(kafka, topic: topic, { $0.count >= 1 }) {
+                    let text = String(decoding: message.value ?? [], as: UTF8.self)
+                    #expect(!text.contains(name) && !text.contains(email) && !text.contains("grace\""))
+                }
+            }
+        } catch {
+            Issue.record(error)
+        }
+        await producing.stop()
+        await executor.stop()
+    }
+}

@@ -1,0 +1,99 @@
+import Contracts
+import Foundation
+import GRDB
+import Messaging
+import Storage
+import TestSupport
+
+@testable import erasure_executor
+
+/// A directory removed when the value goes away.
+final class TemporaryDirectory: Sendable {
+    let url: URL
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("erasure-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: url) }
+}
+
+/// Does nothing: unit tests read the outbox instead of running a relay.
+struct NoopNotifier: ErasureNotifier {
+    func notify() {}
+}
+
+let testAuditKey = "audit-key-for-tests-0123456789abcdef"
+
+/// A ledger on a real SQLite file with the real migrations.
+func makeLedger(
+    in directory: TemporaryDirectory, resendAfter: TimeInterval = 60, maxFailedAttempts: Int = 3,
+    daySeconds: TimeInterval = 86_400
+) throws -> ErasureLedger {
+    try ErasureLedger(
+        path: directory.url.appendingPathComponent("erasure-executor.sqlite").path,
+        settings: LedgerSettings(
+            resendAfter: resendAfter, maxFailedAttempts: maxFailedAttempts, daySeconds: daySeconds,
+            commandsTopic: "commands", completedTopic: "completed"),
+        keys: try AuditKeys(auditKey: testAuditKey))
+}
+
+func tenant(_ id: String, _ policy: ErasurePolicy, days: Int = 30, apps: [String] = ["app-1"]) -> TenantConfigured {
+    TenantConfigured(
+        tenantId: id, erasurePolicy: policy, apps: apps.map { .init(appId: $0, shared: false) }, deadlineDays: days)
+}
+
+func declared(_ name: String) -> ParticipantDeclared {
+    ParticipantDeclared(participant: name, holds: ["email"], declaredAt: Date())
+}
+
+func closed(_ tenantId: String, _ accountId: String, app: String = "app-1", cause: ErasureCause = .atlassianClosed,
+            policy: ErasurePolicy? = nil) -> IntakeRequest {
+    IntakeRequest(tenantId: tenantId, appId: app, accountId: accountId, cause: cause, requestedPolicy: policy)
+}
+
+func ack(_ erasureId: String, _ participant: String, _ outcome: ErasureOutcome, at: Date = Date())
+    -> ErasureAcknowledged
+{
+    ErasureAcknowledged(erasureId: erasureId, participant: participant, outcome: outcome, at: at)
+}
+
+extension ErasureLedger {
+    /// Every outbox record, decoded by topic.
+    func outbox() async throws -> [OutgoingMessage] {
+        try await database.read { db in try Outbox.all(in: db).map(\.entry.message) }
+    }
+
+    func commands() async throws -> [EraseSubject] {
+        try await outbox().filter { $0.topic == settings.commandsTopic }.map {
+            try EventCodec.decode(EraseSubject.self, from: $0.value!)
+        }
+    }
+
+    func completions() async throws -> [ErasureCompleted] {
+        try await outbox().filter { $0.topic == settings.completedTopic }.map {
+            try EventCodec.decode(ErasureCompleted.self, from: $0.value!)
+        }
+    }
+
+    /// Every text or blob value in every table of the file, for searching.
+    func allStoredText() async throws -> String {
+        try await database.read { db in
+            var text = ""
+            let tables = try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'")
+            for table in tables {
+                for row in try Row.fetchAll(db, sql: "SELECT * FROM \"\(table)\"") {
+                    for (_, value) in row {
+                        switch value.storage {
+                        case .string(let string): text += string + "\n"
+                        case .blob(let data): text += String(decoding: data, as: UTF8.self) + "\n"
+                        default: break
+                        }
+                    }
+                }
+            }
+            return text
+        }
+    }
+}
