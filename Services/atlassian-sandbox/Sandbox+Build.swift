@@ -172,7 +172,7 @@ private func addControlRoutes(_ router: Router<SandboxRequestContext>, state: Sa
         case .success(let value): body = value
         case .failure(let answer): return answer.response
         }
-        if let accountId = body.accountId, !SandboxState.isValidAccountId(accountId) {
+        if let accountId = body.accountId, !AccountKey.isValidAccountId(accountId) {
             return SandboxAnswer.badRequest("accountId must be 1-128 characters of letters, digits, '-' and ':'")
                 .response
         }

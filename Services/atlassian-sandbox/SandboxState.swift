@@ -402,7 +402,7 @@ actor SandboxState {
         var reported: [(accountId: String, updatedAt: Date)] = []
         for (index, entry) in entries.enumerated() {
             guard let entry = entry as? [String: Any], let accountId = entry["accountId"] as? String,
-                  Self.isValidAccountId(accountId)
+                  AccountKey.isValidAccountId(accountId)
             else { return .pdr(400, "INVALID_REQUEST", "accounts[\(index)].accountId is missing or invalid") }
             guard let raw = entry["updatedAt"] as? String, let updatedAt = RFC3339.date(from: raw) else {
                 return .pdr(400, "INVALID_REQUEST", "accounts[\(index)].updatedAt is not an RFC 3339 date-time")
@@ -457,12 +457,6 @@ actor SandboxState {
             formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
             return formatter.string(from: Date().addingTimeInterval(TimeInterval(seconds)))
         }
-    }
-
-    /// §2 / S-PRIV-F: 1–128 characters of alphanumerics, `-` and `:`; never the literal `unknown`.
-    static func isValidAccountId(_ id: String) -> Bool {
-        guard (1...128).contains(id.count), id != "unknown" else { return false }
-        return id.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) && $0.isASCII || $0 == "-" || $0 == ":" }
     }
 
 

@@ -35,6 +35,7 @@ extension AuditVerification: ResponseEncodable {}
 enum ErasureAPI {
     static let defaultLimit = 50
     static let maximumLimit = 500
+    static let cursor = PageCursor(kind: "e")
 
     static func addRoutes(
         to router: Router<BasicRequestContext>, ledger: ErasureLedger, verifier: TenantTokenVerifier,
@@ -80,8 +81,8 @@ enum ErasureAPI {
             let tenant = try context.parameters.require("tenant")
             _ = try await verifier.authorize(request, tenant: tenant)
             let query = request.uri.queryParameters
-            let limit = try parseLimit(query.get("limit"))
-            let afterRow = try parseCursor(query.get("cursor"))
+            let limit = try PageCursor.parseLimit(query.get("limit"), default: defaultLimit, maximum: maximumLimit)
+            let afterRow = try cursor.parse(query.get("cursor"))
             var status: ErasureStatus?
             if let raw = query.get("status") {
                 guard let parsed = ErasureStatus(rawValue: raw) else {
@@ -92,7 +93,7 @@ enum ErasureAPI {
                 status = parsed
             }
             let page = try await ledger.erasures(tenantId: tenant, status: status, afterRow: afterRow, limit: limit)
-            return ErasurePage(erasures: page.records, nextCursor: page.lastRow.map(makeCursor))
+            return ErasurePage(erasures: page.records, nextCursor: page.lastRow.map(cursor.make(after:)))
         }
 
         router.post("/v1/tenants/:tenant/erasures") { request, context -> Response in
@@ -107,7 +108,7 @@ enum ErasureAPI {
                     .badRequest,
                     message: "body must be JSON {accountId, appId?, policy?} with policy one of delete, scrub, disassociate")
             }
-            guard isValidAccountId(body.accountId) else {
+            guard AccountKey.isValidAccountId(body.accountId) else {
                 throw HTTPError(.badRequest, message: "accountId must be 1 to 128 letters, digits, '-' or ':'")
             }
             let apps: [String]
@@ -157,43 +158,12 @@ enum ErasureAPI {
         }
     }
 
-    /// Atlassian account ids: 1–128 characters, letters, digits, `-` and `:`.
-    static func isValidAccountId(_ id: String) -> Bool {
-        (1...128).contains(id.count) && id.unicodeScalars.allSatisfy {
-            ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || $0 == "-" || $0 == ":"
-        }
-    }
-
-    static func parseLimit(_ raw: String?) throws -> Int {
-        guard let raw else { return defaultLimit }
-        guard let limit = Int(raw), (1...maximumLimit).contains(limit) else {
-            throw HTTPError(.badRequest, message: "limit must be an integer from 1 to \(maximumLimit)")
-        }
-        return limit
-    }
-
     static func parseTime(_ raw: String?, name: String) throws -> Date? {
         guard let raw else { return nil }
         guard let date = try? Date(raw, strategy: .iso8601) else {
             throw HTTPError(.badRequest, message: "\(name) must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z")
         }
         return date
-    }
-
-    /// Cursors are opaque to clients: base64url of `e<row>`.
-    static func makeCursor(_ row: Int64) -> String {
-        Data("e\(row)".utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-    }
-
-    static func parseCursor(_ raw: String?) throws -> Int64 {
-        guard let raw else { return 0 }
-        var base64 = raw.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
-        guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8),
-              text.hasPrefix("e"), let row = Int64(text.dropFirst()), row >= 0
-        else { throw HTTPError(.badRequest, message: "cursor is not one this API issued") }
-        return row
     }
 }
 

@@ -165,11 +165,14 @@ final class ErasureIntake: Service, Sendable {
                 "kafka.topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
                 "error": "\(error)",
             ])
-            try await untilDone("dead-lettering") { try await self.deadLetters.route(message, reason: "\(error)") }
+            try await retryUntilDone("dead-lettering", logger: logger) {
+                try await self.deadLetters.route(message, reason: "\(error)")
+            }
             metrics.deadLettered.increment()
             return
         }
-        try await untilDone("ledger write", work)
+        // SQLite or broker trouble is retried: the offset must not move past a record whose effect is not durable.
+        try await retryUntilDone("ledger write", logger: logger, work)
     }
 
     /// Decodes and validates the record, returning the ledger work it causes. Throws for a record to dead-letter.
@@ -233,23 +236,6 @@ final class ErasureIntake: Service, Sendable {
             }
         default:
             throw Rejected(description: "record from an unexpected topic")
-        }
-    }
-
-    /// SQLite or broker trouble is retried: the offset must not move past a record whose effect is not durable.
-    private func untilDone(_ what: String, _ body: @Sendable () async throws -> Void) async throws {
-        var attempt = 0
-        while true {
-            do {
-                try await body()
-                return
-            } catch {
-                attempt += 1
-                // Give up on shutdown: the record is not committed, so the next start does it again.
-                if Task.isShuttingDownGracefully || Task.isCancelled { throw CancellationError() }
-                logger.error("\(what) failed; retrying", metadata: ["errorType": "\(type(of: error))"])
-                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
-            }
         }
     }
 }

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import Hummingbird
 import ServiceKit
@@ -43,6 +44,7 @@ struct ProfilePage: ResponseCodable, Equatable {
 enum ProfileAPI {
     static let defaultLimit = 50
     static let maximumLimit = 500
+    static let cursor = PageCursor(kind: "r")
 
     static func addRoutes(to router: Router<BasicRequestContext>, database: ProfileDatabase,
                           verifier: TenantTokenVerifier) {
@@ -51,7 +53,7 @@ enum ProfileAPI {
             let tenant = try context.parameters.require("tenant")
             _ = try await verifier.authorize(request, tenant: tenant)
             let accountId = try context.parameters.require("accountId")
-            guard isValidAccountId(accountId) else {
+            guard AccountKey.isValidAccountId(accountId) else {
                 throw HTTPError(.badRequest, message: "accountId must be 1 to 128 letters, digits, '-' or ':'")
             }
             let appId = request.uri.queryParameters.get("appId")
@@ -63,42 +65,12 @@ enum ProfileAPI {
         tenants.get { request, context -> ProfilePage in
             let tenant = try context.parameters.require("tenant")
             _ = try await verifier.authorize(request, tenant: tenant)
-            let limit = try parseLimit(request.uri.queryParameters.get("limit"))
-            let afterRow = try parseCursor(request.uri.queryParameters.get("cursor"))
+            let limit = try PageCursor.parseLimit(
+                request.uri.queryParameters.get("limit"), default: defaultLimit, maximum: maximumLimit)
+            let afterRow = try cursor.parse(request.uri.queryParameters.get("cursor"))
             let page = try await database.profilePage(tenantId: tenant, afterRow: afterRow, limit: limit)
             return ProfilePage(profiles: page.profiles.map(ProfileResponse.init),
-                               nextCursor: page.lastRow.map(makeCursor))
+                               nextCursor: page.lastRow.map(cursor.make(after:)))
         }
-    }
-
-    /// Atlassian account ids: 1–128 characters, letters, digits, `-` and `:` (ATLASSIAN.md §2).
-    static func isValidAccountId(_ id: String) -> Bool {
-        (1...128).contains(id.count) && id.unicodeScalars.allSatisfy {
-            ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || $0 == "-" || $0 == ":"
-        }
-    }
-
-    static func parseLimit(_ raw: String?) throws -> Int {
-        guard let raw else { return defaultLimit }
-        guard let limit = Int(raw), (1...maximumLimit).contains(limit) else {
-            throw HTTPError(.badRequest, message: "limit must be an integer from 1 to \(maximumLimit)")
-        }
-        return limit
-    }
-
-    /// Cursors are opaque to clients: base64url of `r<row id>`, so they can change form without breaking anyone.
-    static func makeCursor(_ row: Int64) -> String {
-        Data("r\(row)".utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-    }
-
-    static func parseCursor(_ raw: String?) throws -> Int64 {
-        guard let raw else { return 0 }
-        var base64 = raw.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
-        guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8),
-              text.hasPrefix("r"), let row = Int64(text.dropFirst()), row >= 0
-        else { throw HTTPError(.badRequest, message: "cursor is not one this API issued") }
-        return row
     }
 }

@@ -109,12 +109,18 @@ final class ProfileIngestor: Service, Sendable {
                 logger.warning("undecodable profile event to the DLQ", metadata: [
                     "partition": "\(message.partition)", "offset": "\(message.offset)", "error": "\(error)",
                 ])
-                try await routeUntilAcknowledged(message, reason: "\(error)")
+                try await retryUntilDone("dead-lettering", logger: logger) {
+                    try await deadLetters.route(message, reason: "\(error)")
+                }
                 dead += 1
             }
         }
         let decoded = clock.now
-        let summary = try await writeUntilCommitted(events)
+        // A failed SQLite write (disk full, busy) is retried: the offsets must not move past records not stored.
+        let decodedEvents = events
+        let summary = try await retryUntilDone("storing a profile batch", logger: logger) {
+            try await database.ingest(decodedEvents)
+        }
         let stored = clock.now
         if summary.announced > 0 { relay.notify() }
         do {
@@ -135,38 +141,6 @@ final class ProfileIngestor: Service, Sendable {
             lag.record(max(0, Date().timeIntervalSince1970 - Double(newest) / 1000))
         }
         counters.add(summary, deadLettered: dead)
-    }
-
-    /// A failed SQLite write (disk full, busy) is retried: the offsets must not move past records not stored.
-    private func writeUntilCommitted(_ events: [ProfileFetched]) async throws -> IngestSummary {
-        var attempt = 0
-        while true {
-            do {
-                return try await database.ingest(events)
-            } catch {
-                attempt += 1
-                // Give up on shutdown: the record is not committed, so the next start does it again.
-                if Task.isShuttingDownGracefully { throw CancellationError() }
-                logger.error("profile batch not stored; retrying", metadata: ["error": "\(type(of: error))"])
-                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
-            }
-        }
-    }
-
-    private func routeUntilAcknowledged(_ message: KafkaMessage, reason: String) async throws {
-        var attempt = 0
-        while true {
-            do {
-                try await deadLetters.route(message, reason: reason)
-                return
-            } catch {
-                attempt += 1
-                // Give up on shutdown: the record is not committed, so the next start does it again.
-                if Task.isShuttingDownGracefully { throw CancellationError() }
-                logger.warning("dead-lettering failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
-            }
-        }
     }
 }
 

@@ -22,6 +22,14 @@ package struct AccountKey: Hashable, Sendable, CustomStringConvertible {
         self.accountId = accountId
     }
 
+    /// Whether `id` has the form of an Atlassian accountId: 1 to 128 letters, digits, `-` and `:` (ATLASSIAN.md §2),
+    /// and not the literal `unknown`, which must never be reported (§3.2). HTTP APIs refuse other ids with a 400.
+    package static func isValidAccountId(_ id: String) -> Bool {
+        (1...128).contains(id.count) && id != "unknown" && id.unicodeScalars.allSatisfy {
+            ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || $0 == "-" || $0 == ":"
+        }
+    }
+
     /// Parses `appId:accountId`, splitting at the first ':' so that an accountId with ':' survives intact.
     ///
     /// - Throws: ``ContractError/invalidKey(reason:)`` when there is no ':' or either side is empty. The reason never

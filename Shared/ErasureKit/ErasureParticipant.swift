@@ -115,7 +115,9 @@ package final class ErasureParticipant: Service, Sendable {
         let declaration = ParticipantDeclared(participant: config.participant, holds: config.holds, declaredAt: Date())
         let message = try OutgoingMessage(
             event: declaration, topic: config.participantsTopic, key: config.participant, source: config.source)
-        try await sendUntilAcknowledged(message, what: "participant declaration")
+        try await retryUntilDone("sending the participant declaration", logger: logger) {
+            try await producer.send(message)
+        }
         logger.info("declared erasure participant", metadata: ["participant": "\(config.participant)"])
     }
 
@@ -128,7 +130,9 @@ package final class ErasureParticipant: Service, Sendable {
                 logger.warning("malformed erasure command to the DLQ", metadata: [
                     "partition": "\(message.partition)", "offset": "\(message.offset)", "error": "\(error)",
                 ])
-                try await routeUntilAcknowledged(message, reason: "\(error)")
+                try await retryUntilDone("dead-lettering", logger: logger) {
+                    try await deadLetters.route(message, reason: "\(error)")
+                }
                 dlqCounter.increment()
                 try await commitBestEffort(message)
                 continue
@@ -139,7 +143,7 @@ package final class ErasureParticipant: Service, Sendable {
                 detail: result.detail, at: Date())
             let outgoing = try OutgoingMessage(
                 event: ack, topic: config.acksTopic, key: command.erasureId, source: config.source)
-            try await sendUntilAcknowledged(outgoing, what: "erasure ack")
+            try await retryUntilDone("sending the erasure ack", logger: logger) { try await producer.send(outgoing) }
             Counter(label: "lethe_erasures_total", dimensions: [
                 ("participant", config.participant), ("outcome", result.outcome.rawValue),
             ]).increment()
@@ -161,38 +165,6 @@ package final class ErasureParticipant: Service, Sendable {
                 "erasureId": "\(command.erasureId)", "errorType": "\(type(of: error))",
             ])
             return ErasureResult(outcome: .failed, detail: "participant error: \(type(of: error))")
-        }
-    }
-
-    private func sendUntilAcknowledged(_ message: OutgoingMessage, what: String) async throws {
-        var attempt = 0
-        while true {
-            do {
-                try await producer.send(message)
-                return
-            } catch {
-                attempt += 1
-                // Give up on shutdown: the record is not committed, so the next start does it again.
-                if Task.isShuttingDownGracefully { throw CancellationError() }
-                logger.warning("\(what) not acknowledged; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
-            }
-        }
-    }
-
-    private func routeUntilAcknowledged(_ message: KafkaMessage, reason: String) async throws {
-        var attempt = 0
-        while true {
-            do {
-                try await deadLetters.route(message, reason: reason)
-                return
-            } catch {
-                attempt += 1
-                // Give up on shutdown: the record is not committed, so the next start does it again.
-                if Task.isShuttingDownGracefully { throw CancellationError() }
-                logger.warning("dead-lettering failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
-            }
         }
     }
 

@@ -22,7 +22,7 @@ struct BatchQueueTests {
             }
             queue.finish()
         }
-        #expect(await eventually(timeout: .seconds(5)) { pushed.withValue { $0 } == 4 })
+        #expect(await eventually(timeout: .seconds(30)) { pushed.withValue { $0 } == 4 })
         try await Task.sleep(for: .milliseconds(100))
         #expect(pushed.withValue { $0 } == 4, "the pusher went past a full queue")
         var offsets: [Int64] = []
