@@ -37,11 +37,7 @@ struct ErasureExecutorConfig: Sendable {
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8083)
-        namespace = reader.optionalString("LETHE_TOPIC_NAMESPACE")
-        if let namespace, namespace.contains(where: { !($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
-            throw ConfigError(
-                variable: "LETHE_TOPIC_NAMESPACE", reason: "may contain only letters, digits, '-', '_', '.'")
-        }
+        namespace = try TopicNamespace(reader: reader).prefix
         topics = ErasureExecutorTopics(namespace: namespace)
         auditKey = try reader.secret("LETHE_AUDIT_KEY", minimumLength: 32)
         adminToken = try reader.secret("LETHE_ADMIN_TOKEN", minimumLength: 16)
@@ -54,7 +50,7 @@ struct ErasureExecutorConfig: Sendable {
     }
 
     /// A group id, prefixed like the topics.
-    func group(_ name: String) -> String { namespace.map { "\($0).\(name)" } ?? name }
+    func group(_ name: String) -> String { TopicNamespace(prefix: namespace).name(name) }
 
     /// The ledger's settings derived from this configuration.
     var ledgerSettings: LedgerSettings {
@@ -77,7 +73,7 @@ struct ErasureExecutorTopics: Sendable, Equatable {
     var erasureCompleted: String
 
     init(namespace: String?) {
-        func name(_ topic: String) -> String { namespace.map { "\($0).\(topic)" } ?? topic }
+        let name = TopicNamespace(prefix: namespace).name
         tenants = name(Topics.tenants)
         pdrStatus = name(Topics.pdrStatus)
         erasureRequests = name(Topics.erasureRequests)

@@ -33,11 +33,7 @@ struct PDRReporterConfig: Sendable {
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8082)
-        namespace = reader.optionalString("LETHE_TOPIC_NAMESPACE")
-        if let namespace, namespace.contains(where: { !($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
-            throw ConfigError(
-                variable: "LETHE_TOPIC_NAMESPACE", reason: "may contain only letters, digits, '-', '_', '.'")
-        }
+        namespace = try TopicNamespace(reader: reader).prefix
         topics = PDRTopics(namespace: namespace)
         restoreTimeout = .seconds(try reader.int("PDR_RESTORE_TIMEOUT_SECONDS", default: 300, range: 1...86_400))
         cycle = .seconds(try reader.int("PDR_CYCLE_SECONDS", default: 604_800, range: 1...(366 * 86_400)))
@@ -52,7 +48,7 @@ struct PDRReporterConfig: Sendable {
     }
 
     /// The consumer group id of the reporter instances, prefixed like the topics.
-    var groupId: String { namespace.map { "\($0).pdr-reporter" } ?? "pdr-reporter" }
+    var groupId: String { TopicNamespace(prefix: namespace).name("pdr-reporter") }
 
     /// The reporter's pacing from this configuration; the other retry settings keep their production defaults.
     var reportingSettings: ReportingSettings {
@@ -72,7 +68,7 @@ struct PDRTopics: Sendable, Equatable {
     var status: String
 
     init(namespace: String?) {
-        func name(_ topic: String) -> String { namespace.map { "\($0).\(topic)" } ?? topic }
+        let name = TopicNamespace(prefix: namespace).name
         accounts = name(Topics.pdrAccounts)
         reports = name(Topics.pdrReports)
         status = name(Topics.pdrStatus)

@@ -3,6 +3,7 @@ import ErasureKit
 import Foundation
 import GRDB
 import Messaging
+import ServiceKit
 import Storage
 
 /// What one ingest transaction did, for metrics and tests.
@@ -40,7 +41,7 @@ struct ProfileStoreTopics: Sendable, Equatable {
 
     /// The architecture's topic names, each prefixed with `namespace.` when one is given.
     init(namespace: String?) {
-        func name(_ topic: String) -> String { namespace.map { "\($0).\(topic)" } ?? topic }
+        let name = TopicNamespace(prefix: namespace).name
         profiles = name(Topics.profiles)
         accounts = name(Topics.pdrAccounts)
         erasureCommands = name(Topics.erasureCommands)

@@ -16,16 +16,12 @@ struct ProfileStoreConfig: Sendable {
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8081)
-        namespace = reader.optionalString("LETHE_TOPIC_NAMESPACE")
-        if let namespace, namespace.contains(where: { !($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
-            throw ConfigError(
-                variable: "LETHE_TOPIC_NAMESPACE", reason: "may contain only letters, digits, '-', '_', '.'")
-        }
+        namespace = try TopicNamespace(reader: reader).prefix
         topics = ProfileStoreTopics(namespace: namespace)
         ingestBatch = try reader.int("PROFILE_STORE_INGEST_BATCH", default: 2000, range: 1...100_000)
         tenantAuth = try TenantAuthConfig(reader: reader)
     }
 
     /// A group id, prefixed like the topics.
-    func group(_ name: String) -> String { namespace.map { "\($0).\(name)" } ?? name }
+    func group(_ name: String) -> String { TopicNamespace(prefix: namespace).name(name) }
 }

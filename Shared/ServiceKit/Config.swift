@@ -181,3 +181,24 @@ package struct StandardServiceConfig: Sendable, Equatable {
         self.dataDirectory = try DataDirectory(reader: reader)
     }
 }
+
+/// `LETHE_TOPIC_NAMESPACE`: a prefix for every topic and consumer group id (`<ns>.lethe.profiles.v1`). Unset in
+/// production (the architecture's names); tests and benchmarks set a unique one so runs sharing a broker never see
+/// each other's records.
+package struct TopicNamespace: Sendable, Equatable {
+    package var prefix: String?
+
+    package init(prefix: String?) { self.prefix = prefix }
+
+    package init(reader: ConfigReader) throws {
+        let prefix = reader.optionalString("LETHE_TOPIC_NAMESPACE")
+        if let prefix, prefix.contains(where: { !($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
+            throw ConfigError(
+                variable: "LETHE_TOPIC_NAMESPACE", reason: "may contain only letters, digits, '-', '_', '.'")
+        }
+        self.prefix = prefix
+    }
+
+    /// `name` (a topic or group id) inside this namespace.
+    package func name(_ name: String) -> String { prefix.map { "\($0).\(name)" } ?? name }
+}

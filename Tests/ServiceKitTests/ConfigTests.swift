@@ -48,6 +48,16 @@ struct ConfigTests {
         }
     }
 
+    @Test("a topic namespace prefixes names, and a namespace with other characters is refused")
+    func topicNamespace() throws {
+        let namespace = try TopicNamespace(reader: ConfigReader(environment: ["LETHE_TOPIC_NAMESPACE": "run-1"]))
+        #expect(namespace.name("lethe.profiles.v1") == "run-1.lethe.profiles.v1")
+        #expect(try TopicNamespace(reader: ConfigReader(environment: [:])).name("g") == "g")
+        #expect(throws: ConfigError.self) {
+            try TopicNamespace(reader: ConfigReader(environment: ["LETHE_TOPIC_NAMESPACE": "a b"]))
+        }
+    }
+
     @Test("a service started without its broker address exits 1 with one line naming the variable")
     func serviceProcessExitsOnMissingVariable() throws {
         for service in ["profile-store", "erasure-executor", "pdr-reporter", "oauth-gateway"] {
