@@ -66,24 +66,6 @@ final class RunningGroup: Sendable {
     }
 }
 
-/// Reads `topic` from the start in a group of its own until `done` says so (or `timeout`).
-func readUntil(
-    _ kafka: KafkaFixture, topic: String, timeout: Duration = .seconds(60),
-    _ done: @escaping @Sendable ([KafkaMessage]) -> Bool
-) async throws -> [KafkaMessage] {
-    let consumer = try kafka.makeConsumer(group: uniqueName("reader"), topics: [topic], maxBuffered: 50_000)
-    return try await withRunningServices([consumer], logger: kafka.logger) {
-        try await withTimeout(timeout) {
-            var messages: [KafkaMessage] = []
-            for try await message in consumer.messages {
-                messages.append(message)
-                if done(messages) { break }
-            }
-            return messages
-        }
-    }
-}
-
 @Suite("erasure-executor against the dev broker, with ErasureKit participants in-process")
 struct ErasureExecutorServiceTests {
     let kafka: KafkaFixture

@@ -15,24 +15,6 @@ import TestSupport
 
 @testable import profile_store
 
-/// Reads records of `topic` from the start in a group of its own until `done` says so (or `timeout`).
-func readUntil(
-    _ kafka: KafkaFixture, topic: String, timeout: Duration = .seconds(60),
-    _ done: @escaping @Sendable ([KafkaMessage]) -> Bool
-) async throws -> [KafkaMessage] {
-    let consumer = try kafka.makeConsumer(group: uniqueName("reader"), topics: [topic], maxBuffered: 50_000)
-    return try await withRunningServices([consumer], logger: kafka.logger) {
-        try await withTimeout(timeout) {
-            var messages: [KafkaMessage] = []
-            for try await message in consumer.messages {
-                messages.append(message)
-                if done(messages) { break }
-            }
-            return messages
-        }
-    }
-}
-
 /// The last value per key: an `AccountHeld`, or nil for a tombstone.
 func lastPerKey(_ messages: [KafkaMessage]) throws -> [String: AccountHeld?] {
     var result: [String: AccountHeld?] = [:]

@@ -1,4 +1,5 @@
 import Logging
+import ServiceKit
 import Messaging
 import ServiceLifecycle
 
@@ -54,6 +55,24 @@ package func withRunningServices<R: Sendable>(
             await group.triggerGracefulShutdown()
             try? await tasks.waitForAll()
             throw error
+        }
+    }
+}
+
+/// Reads `topic` from the start in a consumer group of its own until `done` says so, failing after `timeout`.
+package func readUntil(
+    _ kafka: KafkaFixture, topic: String, timeout: Duration = .seconds(60),
+    _ done: @escaping @Sendable ([KafkaMessage]) -> Bool
+) async throws -> [KafkaMessage] {
+    let consumer = try kafka.makeConsumer(group: uniqueName("reader"), topics: [topic], maxBuffered: 50_000)
+    return try await withRunningServices([consumer], logger: kafka.logger) {
+        try await withTimeout(timeout) {
+            var messages: [KafkaMessage] = []
+            for try await message in consumer.messages {
+                messages.append(message)
+                if done(messages) { break }
+            }
+            return messages
         }
     }
 }
