@@ -14,7 +14,10 @@ let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto"
 /// The five executables. Each lives in `Services/<name>/` and depends on Shared modules only,
 /// never on another service.
 let services: [(name: String, dependencies: [Target.Dependency])] = [
-    ("oauth-gateway", ["ServiceKit", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus]),
+    ("oauth-gateway", [
+        "ServiceKit", "Messaging", "Contracts", "Storage", "ErasureKit", "AtlassianClient", hummingbird, lifecycle,
+        logging, metrics, prometheus, grdb, crypto, httpClient, .product(name: "JWTKit", package: "jwt-kit"),
+    ]),
     ("profile-store", [
         "ServiceKit", "Messaging", "Contracts", "Storage", "ErasureKit", hummingbird, lifecycle, logging, metrics,
         prometheus, .product(name: "GRDB", package: "GRDB.swift"),
@@ -77,7 +80,7 @@ let package = Package(
             dependencies: [
                 hummingbird, prometheus, lifecycle, logging, metrics, nioCore,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "JWTKit", package: "jwt-kit"), crypto,
             ],
             path: "Shared/ServiceKit"
         ),

@@ -1,5 +1,4 @@
 import Contracts
-import Crypto
 import Foundation
 import Hummingbird
 import NIOCore
@@ -41,7 +40,7 @@ enum ErasureAPI {
         to router: Router<BasicRequestContext>, ledger: ErasureLedger, verifier: TenantTokenVerifier,
         adminToken: String, notifier: ErasureNotifier
     ) {
-        let admin = AdminToken(adminToken)
+        let admin = BearerSecret(adminToken, realm: "admin token")
 
         /// The erasure if the caller may see it; 404 otherwise (a tenant must not learn other tenants' ids).
         @Sendable func authorizedErasure(_ request: Request, id: String) async throws -> ErasureRecord {
@@ -164,30 +163,5 @@ enum ErasureAPI {
             throw HTTPError(.badRequest, message: "\(name) must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z")
         }
         return date
-    }
-}
-
-/// The operator's bearer token. Compared as SHA-256 digests in constant time, so neither the token's length nor a
-/// matching prefix shows in the response time.
-struct AdminToken: Sendable {
-    private let digest: [UInt8]
-
-    init(_ token: String) { digest = Array(SHA256.hash(data: Data(token.utf8))) }
-
-    func matches(_ request: Request) -> Bool {
-        guard let value = request.headers[.authorization] else { return false }
-        let parts = value.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
-        let candidate = Array(SHA256.hash(data: Data(parts[1].utf8)))
-        var difference: UInt8 = 0
-        for (a, b) in zip(digest, candidate) { difference |= a ^ b }
-        return difference == 0
-    }
-
-    /// 401 unless the request carries the admin token.
-    func require(_ request: Request) throws {
-        guard matches(request) else {
-            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer"], message: "admin token required")
-        }
     }
 }

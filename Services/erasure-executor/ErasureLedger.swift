@@ -121,12 +121,10 @@ final class ErasureLedger: Sendable {
     let keys: AuditKeys
 
     init(path: String, settings: LedgerSettings, keys: AuditKeys) throws {
-        database = try SQLiteDatabase(path: path, migrations: Self.migrations)
+        // secure_delete: a forgotten accountId is overwritten with zeros in the file instead of lingering in a free page.
+        database = try SQLiteDatabase(path: path, migrations: Self.migrations, secureDelete: true)
         self.settings = settings
         self.keys = keys
-        // The pool has one writer connection: with secure_delete on it, a forgotten accountId is overwritten with
-        // zeros in the file instead of lingering in a free page.
-        try database.pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA secure_delete = ON") }
     }
 
     static let migrations: [Migration] = [

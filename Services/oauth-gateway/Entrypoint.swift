@@ -1,13 +1,13 @@
 import Logging
 import ServiceKit
 
-/// oauth-gateway: tenants, Atlassian apps, sign-in, the token vault.
+/// oauth-gateway: tenants, Atlassian apps, sign-in, the token vault. See docs/oauth-gateway.md.
 @main
 struct OAuthGatewayEntrypoint {
     static func main() async throws {
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "oauth-gateway")
         let config = ServiceBootstrap.exitOnConfigError { try OAuthGatewayConfig(reader: ConfigReader()) }
-        let services = try buildOAuthGateway(config: config, logger: logger, registry: registry)
-        try await services.run()
+        let parts = try await buildOAuthGateway(config: config, logger: logger, registry: registry)
+        try await parts.group.run()
     }
 }

@@ -1,19 +1,118 @@
+import AsyncHTTPClient
+import AtlassianClient
+import Contracts
+import ErasureKit
+import Foundation
 import Hummingbird
 import Logging
 import Messaging
 import Prometheus
 import ServiceKit
 import ServiceLifecycle
+import Storage
 
-/// Wires oauth-gateway. For now it serves only the operational routes (health, metrics); its issue fills in the rest.
-func buildOAuthGateway(config: OAuthGatewayConfig, logger: Logger, registry: PrometheusCollectorRegistry) throws -> ServiceGroup {
-    let admin = try KafkaAdmin(bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
+/// oauth-gateway's parts, built and wired, so tests can reach into them.
+struct OAuthGatewayParts {
+    var group: ServiceGroup
+    var gateway: Gateway
+    var database: GatewayDatabase
+}
+
+/// Wires oauth-gateway: creates its topics, opens its SQLite file, loads the data and signing keys, registers the
+/// shared app, then runs the producer (first, so it stops last), the outbox relay, the erasure participant, the
+/// status consumer, a pruner for expired sign-in states and codes, and the HTTP server.
+func buildOAuthGateway(
+    config: OAuthGatewayConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
+) async throws -> OAuthGatewayParts {
+    let kafka = config.standard.kafka
+    let topics = GatewayTopics(namespace: config.namespace)
+    let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: logger)
+    func spec(_ name: String, like base: String) -> TopicSpec {
+        TopicSpec(name: name, partitions: kafka.topicPartitions, config: Topics.definition(named: base)!.kafkaConfig)
+    }
+    let dlq = Topics.dlqDefinition(for: Topics.pdrStatus)
+    try await admin.ensureTopics([
+        spec(topics.tenants, like: Topics.tenants),
+        spec(topics.profiles, like: Topics.profiles),
+        spec(topics.pdrStatus, like: Topics.pdrStatus),
+        spec(topics.erasureRequests, like: Topics.erasureRequests),
+        spec(topics.erasureCommands, like: Topics.erasureCommands),
+        spec(topics.erasureAcks, like: Topics.erasureAcks),
+        spec(topics.erasureParticipants, like: Topics.erasureParticipants),
+        TopicSpec(name: DeadLetterQueue.topic(for: topics.pdrStatus), partitions: kafka.topicPartitions, config: dlq.kafkaConfig),
+        TopicSpec(name: DeadLetterQueue.topic(for: topics.erasureCommands), partitions: kafka.topicPartitions,
+                  config: dlq.kafkaConfig),
+    ])
+
+    let database = try GatewayDatabase(
+        path: config.standard.dataDirectory.databaseFile("oauth-gateway").path, topics: topics)
+    let box = try SecretBox(masterKey: config.masterKey, database: database.writer)
+    // A retired key stays published well past the longest-lived token it can have signed.
+    let signer = TokenSigner(
+        database: database, box: box, retention: max(config.tenantTokenLifetime, Gateway.idTokenLifetime) * 2 + 3600)
+    try await signer.load()
+    if let shared = config.sharedApp {
+        try await database.registerSharedApp(
+            appId: shared.clientId, callbackURL: shared.callbackURL, scopes: Gateway.defaultScopes)
+    }
+    let atlassian = AtlassianClient(config: config.atlassian, httpClient: .shared, logger: logger)
+    let gateway = Gateway(
+        config: config, database: database, box: box, signer: signer, atlassian: atlassian, logger: logger)
+
+    let producer = try KafkaProducer(
+        config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "oauth-gateway"), logger: logger)
+    let relay = OutboxRelay(database: database.database, producer: producer, logger: logger)
+    let statusConsumer = try KafkaConsumer(
+        config: KafkaConsumerConfig(
+            bootstrapServers: kafka.bootstrapServers,
+            subscription: .group(id: config.name("oauth-gateway"), topics: [topics.pdrStatus]),
+            clientId: "oauth-gateway", sessionTimeout: .seconds(6)),
+        logger: logger)
+    let participant = try ErasureParticipant(
+        config: ErasureParticipantConfig(
+            participant: "oauth-gateway", holds: ["accountId", "accessToken", "refreshToken"],
+            groupId: config.name("lethe.erasure.oauth-gateway"), commandsTopic: topics.erasureCommands,
+            acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6)),
+        handler: GatewayErasureHandler(database: database), producer: producer,
+        bootstrapServers: kafka.bootstrapServers, logger: logger)
+
     let router = Router()
     router.addOperationalRoutes(
-        readiness: [ReadinessCheck(name: "kafka") { try await admin.ping() }],
+        readiness: [
+            ReadinessCheck(name: "sqlite") { try await database.database.check() },
+            ReadinessCheck(name: "kafka") { try await admin.ping() },
+        ],
         registry: registry)
+    GatewayAPI.addRoutes(
+        to: router, gateway: gateway, adminToken: config.adminToken, internalToken: config.internalToken,
+        issuer: config.issuer)
     let app = Application(
-        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "oauth-gateway"), logger: logger)
-    return ServiceGroup(configuration: .init(
-        services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "oauth-gateway"),
+        logger: logger)
+    let group = ServiceGroup(configuration: .init(
+        services: [
+            .init(service: producer), .init(service: relay), .init(service: participant),
+            .init(service: StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger)),
+            .init(service: ExpiryPruner(database: database, logger: logger)),
+            .init(service: app),
+        ],
+        gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
+    return OAuthGatewayParts(group: group, gateway: gateway, database: database)
+}
+
+/// Deletes expired sign-in states and codes every 30 s, so an abandoned sign-in's sealed profile does not linger.
+struct ExpiryPruner: Service {
+    let database: GatewayDatabase
+    let logger: Logger
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully {
+            do {
+                try await database.pruneExpired()
+            } catch {
+                logger.warning("pruning expired sign-ins failed", metadata: ["error": "\(type(of: error))"])
+            }
+            try? await Task.sleep(for: .seconds(30))
+        }
+    }
 }

@@ -1,11 +1,70 @@
+import AtlassianClient
+import Foundation
 import ServiceKit
 
-/// Every setting of oauth-gateway, read and validated at start. See README "Configuration".
+/// Every setting of oauth-gateway, read and validated at start. See docs/oauth-gateway.md "Configuration".
 struct OAuthGatewayConfig: Sendable {
     /// HTTP_HOST / HTTP_PORT (default 8080), KAFKA_BOOTSTRAP_SERVERS, LETHE_DATA_DIR.
     var standard: StandardServiceConfig
+    /// `LETHE_TOPIC_NAMESPACE`, if set: prefixes every topic and group id.
+    var namespace: String?
+    /// `LETHE_GATEWAY_URL`: the gateway's public base URL, without a trailing slash.
+    var publicURL: String
+    /// `LETHE_TOKEN_ISSUER` (default `LETHE_GATEWAY_URL`): `iss` of every token signed here. Every other service
+    /// reads the same variable (`TenantAuthConfig`), so they agree by construction.
+    var issuer: String
+    /// `ATLASSIAN_AUTH_URL` / `ATLASSIAN_API_URL`.
+    var atlassian: AtlassianClientConfig
+    /// `LETHE_ADMIN_TOKEN`: the operator's bearer.
+    var adminToken: String
+    /// `LETHE_INTERNAL_TOKEN`: the other services' bearer for the internal API.
+    var internalToken: String
+    /// `LETHE_MASTER_KEY`: 32 bytes, base64. Wraps the data keys; never stored.
+    var masterKey: Data
+    /// The platform's shared test app, when configured.
+    var sharedApp: SharedAppConfig?
+    /// `GATEWAY_TENANT_TOKEN_SECONDS`: lifetime of tenant access tokens (default 900).
+    var tenantTokenLifetime: TimeInterval
+
+    /// `LETHE_SHARED_APP_CLIENT_ID` / `LETHE_SHARED_APP_CLIENT_SECRET` / `LETHE_SHARED_APP_CALLBACK_URL`.
+    struct SharedAppConfig: Sendable {
+        var clientId: String
+        var clientSecret: String
+        var callbackURL: String
+    }
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8080)
+        namespace = try TopicNamespace(reader: reader).prefix
+        var url = try reader.url("LETHE_GATEWAY_URL", default: "http://127.0.0.1:8080").absoluteString
+        while url.hasSuffix("/") { url.removeLast() }
+        publicURL = url
+        issuer = reader.string("LETHE_TOKEN_ISSUER", default: url)
+        atlassian = AtlassianClientConfig(
+            authURL: try reader.url("ATLASSIAN_AUTH_URL", default: "https://auth.atlassian.com"),
+            apiURL: try reader.url("ATLASSIAN_API_URL", default: "https://api.atlassian.com"))
+        adminToken = try reader.secret("LETHE_ADMIN_TOKEN")
+        internalToken = try reader.secret("LETHE_INTERNAL_TOKEN")
+        let rawKey = try reader.requiredString("LETHE_MASTER_KEY")
+        guard let key = Data(base64Encoded: rawKey), key.count == 32 else {
+            throw ConfigError(
+                variable: "LETHE_MASTER_KEY", reason: "must be 32 random bytes in base64 (openssl rand -base64 32)")
+        }
+        masterKey = key
+        switch (reader.optionalString("LETHE_SHARED_APP_CLIENT_ID"), reader.optionalString("LETHE_SHARED_APP_CLIENT_SECRET")) {
+        case (nil, nil):
+            sharedApp = nil
+        case (let id?, let secret?):
+            let callback = try reader.url("LETHE_SHARED_APP_CALLBACK_URL", default: url + SignInRoutes.callbackPath)
+            sharedApp = SharedAppConfig(clientId: id, clientSecret: secret, callbackURL: callback.absoluteString)
+        case (nil, _):
+            throw ConfigError(variable: "LETHE_SHARED_APP_CLIENT_ID", reason: "must be set with LETHE_SHARED_APP_CLIENT_SECRET")
+        case (_, nil):
+            throw ConfigError(variable: "LETHE_SHARED_APP_CLIENT_SECRET", reason: "must be set with LETHE_SHARED_APP_CLIENT_ID")
+        }
+        tenantTokenLifetime = TimeInterval(try reader.int("GATEWAY_TENANT_TOKEN_SECONDS", default: 900, range: 60...86_400))
     }
+
+    /// A topic or group id, prefixed by the namespace.
+    func name(_ base: String) -> String { TopicNamespace(prefix: namespace).name(base) }
 }

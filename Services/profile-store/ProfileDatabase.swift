@@ -62,7 +62,8 @@ final class ProfileDatabase: Sendable {
     let accountsTopic: String
 
     init(path: String, accountsTopic: String = Topics.pdrAccounts) throws {
-        database = try SQLiteDatabase(path: path, migrations: Self.migrations)
+        // secure_delete: an erased name or email is overwritten in the file, not left in a free page.
+        database = try SQLiteDatabase(path: path, migrations: Self.migrations, secureDelete: true)
         self.accountsTopic = accountsTopic
     }
 
@@ -342,6 +343,9 @@ struct ProfileErasureHandler: ErasureHandler {
     }
 
     func apply(_ command: EraseSubject) async throws -> ErasureResult {
-        try await database.erase(command)
+        let result = try await database.erase(command)
+        // The WAL still holds the page images from before the erasure; move them out.
+        try? await database.database.checkpoint()
+        return result
     }
 }

@@ -28,13 +28,16 @@ package final class SQLiteDatabase: Sendable {
     package let path: String
 
     /// Opens (creating when missing) and migrates the file at `path`.
-    package init(path: String, migrations: [Migration]) throws {
+    /// - Parameter secureDelete: overwrite deleted content with zeros (`PRAGMA secure_delete`) on every connection, for
+    ///   files that hold personal data or secrets which an erasure must really remove, not leave in a free page.
+    package init(path: String, migrations: [Migration], secureDelete: Bool = false) throws {
         var configuration = Configuration()
         // Another process may hold the write lock for a moment (a migration, a backup, a test reading the file):
         // wait for it rather than fail.
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            if secureDelete { try db.execute(sql: "PRAGMA secure_delete = ON") }
         }
         self.path = path
         self.pool = try DatabasePool(path: path, configuration: configuration)
@@ -53,6 +56,12 @@ package final class SQLiteDatabase: Sendable {
     /// Runs `body` on a read-only snapshot; never blocks or is blocked by the writer.
     package func read<T: Sendable>(_ body: @escaping @Sendable (GRDB.Database) throws -> T) async throws -> T {
         try await pool.read(body)
+    }
+
+    /// Copies the WAL into the database file and truncates the WAL, so page images of deleted rows do not linger in
+    /// the `-wal` file. Best effort: a reader holding an old snapshot keeps part of the WAL until it finishes.
+    package func checkpoint() async throws {
+        try await pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
     }
 
     /// Readiness: the file can be read. Throws the SQLite error otherwise.

@@ -22,8 +22,6 @@ struct StatusAndConfigTests {
         }
         let closed = AppsStatusEndpoint(adminToken: nil) { [Self.sample] }
         #expect(await closed.respond(authorization: "Bearer ").status == 401)
-        #expect(AppsStatusEndpoint.constantTimeEquals(Array("abc".utf8), Array("abc".utf8)))
-        #expect(!AppsStatusEndpoint.constantTimeEquals(Array("abc".utf8), Array("abd".utf8)))
     }
 
     @Test("PDR_CYCLE_SECONDS and PDR_REQUEST_INTERVAL_MS are read and validated; defaults are 7 days and 1 s")

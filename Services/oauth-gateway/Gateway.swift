@@ -1,0 +1,348 @@
+import AtlassianClient
+import Contracts
+import Foundation
+import JWTKit
+import Logging
+import Metrics
+import ServiceKit
+
+/// What `POST /v1/signin/exchange` returns, and what a sign-in code stands for until then (sealed, ≤ 60 s).
+struct SignInPayload: Codable, Sendable, Equatable {
+    struct Profile: Codable, Sendable, Equatable {
+        var name: String?
+        var email: String?
+        var nickname: String?
+        var picture: String?
+    }
+
+    var userId: String
+    var accountId: String
+    var appId: String
+    var test: Bool
+    var profile: Profile
+}
+
+/// The gateway's behaviour, between the HTTP routes and the database: tenants and their credentials, the sign-in
+/// flow, the token endpoint, reporting tokens and profile refresh. Routes only parse, authorize and render.
+final class Gateway: Sendable {
+    static let stateLifetime: TimeInterval = 600
+    static let codeLifetime: TimeInterval = 60
+    static let idTokenLifetime: TimeInterval = 600
+    static let defaultScopes = ["read:me", "offline_access"]
+
+    let database: GatewayDatabase
+    let box: SecretBox
+    let signer: TokenSigner
+    let vault: TokenVault
+    let atlassian: any AtlassianAPI
+    private let config: OAuthGatewayConfig
+    private let logger: Logger
+    private let signIns = Counter(label: "lethe_gateway_signins_total")
+    private let refusedCallbacks = Counter(label: "lethe_gateway_callbacks_refused_total")
+
+    init(config: OAuthGatewayConfig, database: GatewayDatabase, box: SecretBox, signer: TokenSigner,
+         atlassian: any AtlassianAPI, logger: Logger) {
+        self.config = config
+        self.database = database
+        self.box = box
+        self.signer = signer
+        self.atlassian = atlassian
+        self.logger = logger
+        let shared = config.sharedApp
+        self.vault = TokenVault(
+            database: database, box: box, atlassian: atlassian,
+            credentials: { [database, box] appId in
+                try await Self.credentials(of: appId, database: database, box: box, shared: shared)
+            },
+            logger: logger)
+    }
+
+    var publicURL: String { config.publicURL }
+    var sharedApp: OAuthGatewayConfig.SharedAppConfig? { config.sharedApp }
+
+    // MARK: Apps
+
+    struct UnknownApp: Error {}
+
+    func credentials(of appId: String) async throws -> AtlassianAppCredentials {
+        try await Self.credentials(of: appId, database: database, box: box, shared: config.sharedApp)
+    }
+
+    private static func credentials(
+        of appId: String, database: GatewayDatabase, box: SecretBox, shared: OAuthGatewayConfig.SharedAppConfig?
+    ) async throws -> AtlassianAppCredentials {
+        guard let app = try await database.app(appId) else { throw UnknownApp() }
+        if app.shared {
+            guard let shared, shared.clientId == appId else { throw UnknownApp() }
+            return AtlassianAppCredentials(clientId: appId, clientSecret: shared.clientSecret, redirectURI: app.callbackURL)
+        }
+        guard let sealed = try await database.sealedSecret(of: appId) else { throw UnknownApp() }
+        let secret = try box.openString(sealed, context: "app:\(appId):client_secret")
+        return AtlassianAppCredentials(clientId: appId, clientSecret: secret, redirectURI: app.callbackURL)
+    }
+
+    /// Registers the tenant's own Atlassian app (its secret sealed) and makes it the tenant's app.
+    func registerOwnApp(tenantId: String, clientId: String, clientSecret: String, callbackURL: String, scopes: [String])
+        async throws -> TenantRecord
+    {
+        let app = AppRecord(appId: clientId, tenantId: tenantId, shared: false, callbackURL: callbackURL, scopes: scopes)
+        return try await database.setApp(
+            of: tenantId, app: app, sealedSecret: box.seal(clientSecret, context: "app:\(clientId):client_secret"))
+    }
+
+    /// Makes the platform's shared app the tenant's app.
+    func useSharedApp(tenantId: String) async throws -> TenantRecord {
+        guard let shared = config.sharedApp else { throw GatewayDatabase.TenantError.noSharedApp }
+        let app = AppRecord(
+            appId: shared.clientId, tenantId: nil, shared: true, callbackURL: shared.callbackURL, scopes: Self.defaultScopes)
+        return try await database.setApp(of: tenantId, app: app, sealedSecret: nil)
+    }
+
+    // MARK: Tenants and the token endpoint
+
+    /// Creates a tenant and returns its client secret, which is never shown again.
+    func createTenant(_ tenantId: String) async throws -> String {
+        let secret = OneTimeValue.make()
+        try await database.createTenant(tenantId, secretHash: OneTimeValue.hash(secret))
+        logger.info("tenant created", metadata: ["tenant": "\(tenantId)"])
+        return secret
+    }
+
+    func replaceSecret(of tenantId: String) async throws -> String {
+        let secret = OneTimeValue.make()
+        try await database.replaceSecret(of: tenantId, secretHash: OneTimeValue.hash(secret))
+        logger.info("tenant credentials replaced", metadata: ["tenant": "\(tenantId)"])
+        return secret
+    }
+
+    /// Whether `secret` is the tenant's client secret (hashes compared in constant time).
+    func authenticateClient(_ clientId: String, secret: String) async throws -> Bool {
+        let presented = OneTimeValue.hash(secret)
+        guard let stored = try await database.secretHash(of: clientId), stored.count == presented.count else {
+            return false
+        }
+        var difference: UInt8 = 0
+        for (a, b) in zip(stored, presented) { difference |= a ^ b }
+        return difference == 0
+    }
+
+    /// A tenant access token (`sub` = tenant, `aud` = lethe) and its lifetime in seconds.
+    func tenantAccessToken(for tenantId: String) async throws -> (token: String, expiresIn: Int) {
+        let now = Self.wholeSeconds()
+        let claims = TenantAccessClaims(
+            tenantId: tenantId, issuer: config.issuer, audience: TenantAuthConfig.audience, issuedAt: now,
+            expiresAt: now.addingTimeInterval(config.tenantTokenLifetime))
+        return (try await signer.sign(claims), Int(config.tenantTokenLifetime))
+    }
+
+    // MARK: Sign-in
+
+    enum SignInError: Error, Equatable {
+        case unknownTenant
+        case noApp
+        case returnURLNotAllowed
+        case badState
+        case atlassian(String)
+    }
+
+    /// Step 1: checks the return URL, stores a one-time state, and returns Atlassian's authorize URL.
+    func startSignIn(tenantId: String, redirectURI: String, tenantState: String) async throws -> URL {
+        guard let tenant = try await database.tenant(tenantId) else { throw SignInError.unknownTenant }
+        guard tenant.returnURLs.contains(redirectURI) else { throw SignInError.returnURLNotAllowed }
+        guard let appId = tenant.appId, let app = try await database.app(appId) else { throw SignInError.noApp }
+        let state = OneTimeValue.make()
+        try await database.storeState(
+            hash: OneTimeValue.hash(state),
+            pending: PendingSignIn(tenantId: tenantId, appId: appId, redirectURI: redirectURI, tenantState: tenantState),
+            expiresAt: Date().addingTimeInterval(Self.stateLifetime))
+        return atlassian.authorizeURL(clientId: appId, redirectURI: app.callbackURL, scopes: app.scopes, state: state)
+    }
+
+    /// Step 2, Atlassian's redirect back: consumes the state, exchanges the code with that app's credentials, fetches
+    /// `/me`, stores the connection, publishes the profile, and returns where to send the browser (the tenant's
+    /// return URL with a sign-in code, or with an error). Throws ``SignInError/badState`` — and exchanges nothing —
+    /// when the state is missing, unknown, expired or already used: then there is no trusted URL to go back to.
+    func completeSignIn(query: [String: String]) async throws -> URL {
+        guard let state = query["state"], !state.isEmpty, state.count <= 256,
+              let pending = try await database.consumeState(hash: OneTimeValue.hash(state))
+        else {
+            refusedCallbacks.increment()
+            throw SignInError.badState
+        }
+        func back(_ parameters: [(String, String?)]) -> URL {
+            Self.appendQuery(to: pending.redirectURI, parameters + [("state", pending.tenantState)])
+        }
+        let code: String
+        do {
+            code = try AtlassianClient.parseCallback(query: query).code
+        } catch AtlassianError.oauth(let error, _, _) {
+            // The user declined (or Atlassian refused): the tenant hears it, with its own state.
+            let value = error == .accessDenied ? "access_denied" : "server_error"
+            return back([("error", value)])
+        } catch {
+            return back([("error", "invalid_request")])
+        }
+        let app: AtlassianAppCredentials
+        let record: AppRecord
+        do {
+            app = try await credentials(of: pending.appId)
+            guard let found = try await database.app(pending.appId) else { throw UnknownApp() }
+            record = found
+        } catch {
+            logger.error("sign-in for an app that is no longer configured", metadata: ["app": "\(pending.appId)"])
+            return back([("error", "server_error")])
+        }
+        let tokens: TokenResponse
+        let profile: AtlassianProfile
+        do {
+            tokens = try await atlassian.exchangeCode(code, credentials: app)
+            profile = try await atlassian.me(accessToken: tokens.accessToken)
+        } catch {
+            logger.warning("sign-in failed at Atlassian", metadata: [
+                "tenant": "\(pending.tenantId)", "app": "\(pending.appId)", "error": "\(Self.kind(of: error))",
+            ])
+            return back([("error", "server_error")])
+        }
+        guard AccountKey.isValidAccountId(profile.accountId) else { return back([("error", "server_error")]) }
+        let now = Date()
+        let fetched = ProfileFetched(
+            tenantId: pending.tenantId, appId: pending.appId, accountId: profile.accountId, name: profile.name,
+            email: profile.email, nickname: profile.nickname, picture: profile.picture, fetchedAt: now)
+        let signInCode = OneTimeValue.make()
+        let box = self.box
+        do {
+            let stored = try await database.completeSignIn(
+                tenantId: pending.tenantId, appId: pending.appId, accountId: profile.accountId, test: record.shared,
+                profile: fetched, codeHash: OneTimeValue.hash(signInCode),
+                codeExpiresAt: now.addingTimeInterval(Self.codeLifetime),
+                seal: { connectionId in
+                    (
+                        access: try box.seal(tokens.accessToken, context: TokenVault.context(connectionId, "access_token")),
+                        refresh: try tokens.refreshToken.map {
+                            try box.seal($0, context: TokenVault.context(connectionId, "refresh_token"))
+                        }
+                    )
+                },
+                payload: { userId in
+                    try box.seal(
+                        JSONEncoder().encode(SignInPayload(
+                            userId: userId, accountId: profile.accountId, appId: pending.appId, test: record.shared,
+                            profile: .init(name: profile.name, email: profile.email, nickname: profile.nickname,
+                                           picture: profile.picture))),
+                        context: "signin_code:\(pending.tenantId)")
+                },
+                accessExpiresAt: now.addingTimeInterval(TimeInterval(tokens.expiresIn)), now: now)
+            signIns.increment()
+            logger.info("signed in", metadata: [
+                "tenant": "\(pending.tenantId)", "app": "\(pending.appId)", "connection": "\(stored.connectionId)",
+            ])
+        } catch is GatewayDatabase.SuppressedAccount {
+            logger.info("sign-in refused: the account was closed and erased", metadata: ["tenant": "\(pending.tenantId)"])
+            return back([("error", "access_denied"), ("error_description", "account closed")])
+        }
+        return back([("code", signInCode)])
+    }
+
+    /// Step 3, the tenant's backend: the profile and an ID token for a sign-in code issued to `tenantId`.
+    func exchange(code: String, tenantId: String) async throws -> (payload: SignInPayload, idToken: String)? {
+        guard code.count <= 256,
+              let found = try await database.consumeCode(hash: OneTimeValue.hash(code), tenantId: tenantId)
+        else { return nil }
+        let payload = try JSONDecoder().decode(
+            SignInPayload.self, from: box.open(found.payload, context: "signin_code:\(tenantId)"))
+        let now = Self.wholeSeconds()
+        let claims = IDTokenClaims(
+            iss: IssuerClaim(value: config.issuer), aud: AudienceClaim(value: [tenantId]),
+            sub: SubjectClaim(value: payload.userId), iat: IssuedAtClaim(value: now),
+            exp: ExpirationClaim(value: now.addingTimeInterval(Self.idTokenLifetime)),
+            atlassianAccountId: payload.accountId, name: payload.profile.name, email: payload.profile.email,
+            picture: payload.profile.picture)
+        return (payload, try await signer.sign(claims))
+    }
+
+    // MARK: The other services
+
+    /// A valid access token of the app for PDR reporting: the owner connection first, then the most recently active
+    /// healthy ones, skipping `excluding`. nil when no connection has a usable grant.
+    func reportingToken(appId: String, excluding: Set<String>) async throws(VaultError) -> AccessGrant? {
+        let candidates: [ConnectionRecord]
+        do {
+            candidates = try await database.reportingCandidates(appId: appId, excluding: excluding)
+        } catch {
+            throw .unavailable("database")
+        }
+        var lastError: VaultError?
+        for candidate in candidates {
+            do {
+                return try await vault.accessToken(connectionId: candidate.connectionId)
+            } catch .noGrant {
+                continue
+            } catch {
+                lastError = error
+            }
+        }
+        if let lastError { throw lastError }
+        return nil
+    }
+
+    /// `updated`: fetch `/me` again for each tenant's connection of the account (refreshing its token first when it
+    /// is about to expire) and publish the new profile. A lost grant becomes an erasure request inside the vault.
+    /// Throws only for trouble worth retrying (Atlassian or SQLite unavailable).
+    func refreshProfiles(_ status: AccountStatusReported) async throws {
+        let connections = try await database.connections(
+            appId: status.appId, accountId: status.accountId, tenantIds: status.tenantIds)
+        for connection in connections where connection.state == .active {
+            let grant: AccessGrant
+            do {
+                grant = try await vault.accessToken(connectionId: connection.connectionId, minimumValidity: 60)
+            } catch .noGrant {
+                continue
+            }
+            let profile: AtlassianProfile
+            do {
+                profile = try await atlassian.me(accessToken: grant.accessToken)
+            } catch AtlassianError.unauthorized {
+                // Revoked since it was issued; the next refresh decides whether the grant survives.
+                logger.notice("access token refused while refreshing a profile", metadata: [
+                    "connection": "\(connection.connectionId)",
+                ])
+                throw VaultError.unavailable("access token refused")
+            }
+            guard profile.accountId == status.accountId else { continue }
+            try await database.profileRefreshed(
+                ProfileFetched(
+                    tenantId: connection.tenantId, appId: connection.appId, accountId: profile.accountId,
+                    name: profile.name, email: profile.email, nickname: profile.nickname, picture: profile.picture,
+                    fetchedAt: Date()),
+                connectionId: connection.connectionId)
+            logger.info("profile refreshed after updated", metadata: [
+                "tenant": "\(connection.tenantId)", "connection": "\(connection.connectionId)",
+            ])
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Now, truncated to the second: JWT times are NumericDates, and some libraries refuse fractions.
+    static func wholeSeconds() -> Date { Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down)) }
+
+    /// `url` with `parameters` appended to its query (nil values left out), percent-encoded.
+    static func appendQuery(to url: String, _ parameters: [(String, String?)]) -> URL {
+        let query = parameters.compactMap { name, value in value.map { "\(name)=\(percentEncode($0))" } }
+            .joined(separator: "&")
+        let separator = url.contains("?") ? (url.hasSuffix("?") || url.hasSuffix("&") ? "" : "&") : "?"
+        return URL(string: url + separator + query)!
+    }
+
+    private static let unreserved = CharacterSet(
+        charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+    static func percentEncode(_ value: String) -> String {
+        value.addingPercentEncoding(withAllowedCharacters: unreserved) ?? ""
+    }
+
+    /// An error's kind for a log line: Atlassian's typed errors carry no secrets; anything else only by type.
+    static func kind(of error: any Error) -> String {
+        (error as? AtlassianError).map { "\($0)" } ?? "\(type(of: error))"
+    }
+}

@@ -1,0 +1,647 @@
+import Contracts
+import Foundation
+import GRDB
+import Messaging
+import Storage
+
+/// A tenant as the gateway keeps it (the secret only as a hash).
+struct TenantRecord: Sendable, Equatable {
+    var tenantId: String
+    var returnURLs: [String]
+    var erasurePolicy: ErasurePolicy
+    var deadlineDays: Int
+    var appId: String?
+}
+
+/// An Atlassian OAuth app a tenant signs its users in with: its own, or the platform's shared one.
+struct AppRecord: Sendable, Equatable {
+    var appId: String
+    /// The tenant that registered it; nil for the shared app.
+    var tenantId: String?
+    var shared: Bool
+    var callbackURL: String
+    var scopes: [String]
+    var ownerConnectionId: String?
+}
+
+/// One user's grant for one app at one tenant. Tokens stay sealed here; ``TokenVault`` opens them.
+struct ConnectionRecord: Sendable, Equatable {
+    enum State: String, Sendable {
+        /// Tokens present and believed valid.
+        case active
+        /// Atlassian answered `invalid_grant`: the user must sign in again.
+        case reconnectRequired = "reconnect-required"
+        /// An erasure removed the tokens.
+        case erased
+    }
+
+    var connectionId: String
+    var tenantId: String
+    var appId: String
+    /// nil after `disassociate`.
+    var accountId: String?
+    var userId: String
+    var state: State
+    var test: Bool
+    var accessTokenSealed: Data?
+    var accessExpiresAt: Date?
+    var refreshTokenSealed: Data?
+    var lastActiveAt: Date
+    var leaseOwner: String?
+    var leaseUntil: Date?
+}
+
+/// A pending sign-in: what a one-time state stands for.
+struct PendingSignIn: Sendable, Equatable {
+    var tenantId: String
+    var appId: String
+    var redirectURI: String
+    var tenantState: String?
+}
+
+/// The gateway's SQLite file: tenants, apps, connections, pending sign-ins and sign-in codes, signing keys, data
+/// keys, the suppression list and the outbox. Every method is one transaction; every event a change announces is
+/// enqueued in the same transaction.
+///
+/// One-time values (states, sign-in codes) are stored as SHA-256 hashes, so the file never holds a usable one.
+/// `secure_delete` is on, so erased tokens and accountIds are overwritten rather than left in free pages.
+final class GatewayDatabase: Sendable {
+    let database: SQLiteDatabase
+    let topics: GatewayTopics
+
+    init(path: String, topics: GatewayTopics) throws {
+        database = try SQLiteDatabase(path: path, migrations: Self.migrations, secureDelete: true)
+        self.topics = topics
+    }
+
+    var writer: DatabaseWriter { database.pool }
+
+    static let migrations: [Migration] = [
+        Migration("oauth-gateway.v1.schema") { db in
+            try db.execute(sql: """
+                CREATE TABLE data_keys (
+                    id INTEGER PRIMARY KEY,
+                    wrapped BLOB NOT NULL,
+                    created_at REAL NOT NULL
+                );
+                CREATE TABLE signing_keys (
+                    kid TEXT PRIMARY KEY,
+                    private_key BLOB NOT NULL,
+                    created_at REAL NOT NULL,
+                    retired_at REAL
+                );
+                CREATE TABLE tenants (
+                    tenant_id TEXT PRIMARY KEY,
+                    secret_hash BLOB NOT NULL,
+                    return_urls TEXT NOT NULL DEFAULT '[]',
+                    erasure_policy TEXT NOT NULL DEFAULT 'delete',
+                    deadline_days INTEGER NOT NULL DEFAULT 30,
+                    app_id TEXT,
+                    created_at REAL NOT NULL,
+                    updated_at REAL NOT NULL
+                );
+                CREATE TABLE apps (
+                    app_id TEXT PRIMARY KEY,
+                    tenant_id TEXT,
+                    shared INTEGER NOT NULL,
+                    client_secret BLOB,
+                    callback_url TEXT NOT NULL,
+                    scopes TEXT NOT NULL,
+                    owner_connection_id TEXT
+                );
+                CREATE TABLE connections (
+                    connection_id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    app_id TEXT NOT NULL,
+                    account_id TEXT,
+                    user_id TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    test INTEGER NOT NULL,
+                    access_token BLOB,
+                    access_expires_at REAL,
+                    refresh_token BLOB,
+                    created_at REAL NOT NULL,
+                    last_active_at REAL NOT NULL,
+                    lease_owner TEXT,
+                    lease_until REAL,
+                    UNIQUE (tenant_id, app_id, account_id)
+                );
+                CREATE INDEX connections_by_app ON connections(app_id, state, last_active_at);
+                CREATE INDEX connections_by_account ON connections(app_id, account_id);
+                CREATE TABLE signin_states (
+                    state_hash BLOB PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    app_id TEXT NOT NULL,
+                    redirect_uri TEXT NOT NULL,
+                    tenant_state TEXT,
+                    expires_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE signin_codes (
+                    code_hash BLOB PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    connection_id TEXT NOT NULL,
+                    payload BLOB NOT NULL,
+                    expires_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE suppressed_accounts (
+                    account_id TEXT PRIMARY KEY,
+                    erasure_id TEXT NOT NULL,
+                    suppressed_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        },
+    ]
+
+    // MARK: Tenants
+
+    enum TenantError: Error, Equatable {
+        case exists
+        case notFound
+        case appTaken
+        case noSharedApp
+    }
+
+    func createTenant(_ tenantId: String, secretHash: Data, now: Date = Date()) async throws {
+        let topics = self.topics
+        try await database.write { db in
+            guard try Self.tenant(tenantId, in: db) == nil else { throw TenantError.exists }
+            try db.execute(
+                sql: "INSERT INTO tenants (tenant_id, secret_hash, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                arguments: [tenantId, secretHash, now.timeIntervalSince1970, now.timeIntervalSince1970])
+            try Self.announce(tenantId, topics: topics, in: db)
+        }
+    }
+
+    func replaceSecret(of tenantId: String, secretHash: Data) async throws {
+        try await database.write { db in
+            try db.execute(sql: "UPDATE tenants SET secret_hash = ? WHERE tenant_id = ?", arguments: [secretHash, tenantId])
+            guard db.changesCount == 1 else { throw TenantError.notFound }
+        }
+    }
+
+    func secretHash(of tenantId: String) async throws -> Data? {
+        try await database.read { db in
+            try Data.fetchOne(db, sql: "SELECT secret_hash FROM tenants WHERE tenant_id = ?", arguments: [tenantId])
+        }
+    }
+
+    func tenant(_ tenantId: String) async throws -> TenantRecord? {
+        try await database.read { db in try Self.tenant(tenantId, in: db) }
+    }
+
+    func tenants() async throws -> [TenantRecord] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM tenants ORDER BY tenant_id").map(Self.tenantRecord)
+        }
+    }
+
+    /// Applies the given settings (nil keeps a value) and announces the tenant.
+    func updateSettings(
+        of tenantId: String, returnURLs: [String]?, policy: ErasurePolicy?, deadlineDays: Int?, now: Date = Date()
+    ) async throws -> TenantRecord {
+        let topics = self.topics
+        return try await database.write { db in
+            guard var tenant = try Self.tenant(tenantId, in: db) else { throw TenantError.notFound }
+            if let returnURLs { tenant.returnURLs = returnURLs }
+            if let policy { tenant.erasurePolicy = policy }
+            if let deadlineDays { tenant.deadlineDays = deadlineDays }
+            let urls = String(decoding: try JSONEncoder().encode(tenant.returnURLs), as: UTF8.self)
+            try db.execute(
+                sql: """
+                    UPDATE tenants SET return_urls = ?, erasure_policy = ?, deadline_days = ?, updated_at = ?
+                    WHERE tenant_id = ?
+                    """,
+                arguments: [urls, tenant.erasurePolicy.rawValue, tenant.deadlineDays, now.timeIntervalSince1970, tenantId])
+            try Self.announce(tenantId, topics: topics, in: db)
+            return tenant
+        }
+    }
+
+    /// Makes `app` the tenant's app: its own (registered here, its secret sealed) or the shared one (which must have
+    /// been registered at start by ``registerSharedApp(_:)``).
+    func setApp(of tenantId: String, app: AppRecord, sealedSecret: Data?, now: Date = Date()) async throws -> TenantRecord {
+        let topics = self.topics
+        return try await database.write { db in
+            guard var tenant = try Self.tenant(tenantId, in: db) else { throw TenantError.notFound }
+            if app.shared {
+                guard try Self.app(app.appId, in: db)?.shared == true else { throw TenantError.noSharedApp }
+            } else {
+                if let existing = try Self.app(app.appId, in: db), existing.shared || existing.tenantId != tenantId {
+                    throw TenantError.appTaken
+                }
+                try db.execute(
+                    sql: """
+                        INSERT INTO apps (app_id, tenant_id, shared, client_secret, callback_url, scopes)
+                        VALUES (?, ?, 0, ?, ?, ?)
+                        ON CONFLICT (app_id) DO UPDATE SET client_secret = excluded.client_secret,
+                            callback_url = excluded.callback_url, scopes = excluded.scopes
+                        """,
+                    arguments: [app.appId, tenantId, sealedSecret, app.callbackURL, app.scopes.joined(separator: " ")])
+            }
+            try db.execute(
+                sql: "UPDATE tenants SET app_id = ?, updated_at = ? WHERE tenant_id = ?",
+                arguments: [app.appId, now.timeIntervalSince1970, tenantId])
+            tenant.appId = app.appId
+            try Self.announce(tenantId, topics: topics, in: db)
+            return tenant
+        }
+    }
+
+    /// Registers (or updates) the platform's shared app from configuration. Its secret stays in configuration.
+    func registerSharedApp(appId: String, callbackURL: String, scopes: [String]) async throws {
+        try await database.write { db in
+            if let existing = try Self.app(appId, in: db), !existing.shared {
+                throw TenantError.appTaken
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO apps (app_id, tenant_id, shared, client_secret, callback_url, scopes)
+                    VALUES (?, NULL, 1, NULL, ?, ?)
+                    ON CONFLICT (app_id) DO UPDATE SET callback_url = excluded.callback_url, scopes = excluded.scopes
+                    """,
+                arguments: [appId, callbackURL, scopes.joined(separator: " ")])
+        }
+    }
+
+    func app(_ appId: String) async throws -> AppRecord? {
+        try await database.read { db in try Self.app(appId, in: db) }
+    }
+
+    /// The app's sealed client secret (nil for the shared app, whose secret is configuration).
+    func sealedSecret(of appId: String) async throws -> Data? {
+        try await database.read { db in
+            try Data.fetchOne(db, sql: "SELECT client_secret FROM apps WHERE app_id = ?", arguments: [appId])
+        }
+    }
+
+    private static func tenant(_ tenantId: String, in db: GRDB.Database) throws -> TenantRecord? {
+        try Row.fetchOne(db, sql: "SELECT * FROM tenants WHERE tenant_id = ?", arguments: [tenantId]).map(tenantRecord)
+    }
+
+    private static func tenantRecord(_ row: Row) throws -> TenantRecord {
+        TenantRecord(
+            tenantId: row["tenant_id"],
+            returnURLs: try JSONDecoder().decode([String].self, from: Data((row["return_urls"] as String).utf8)),
+            erasurePolicy: ErasurePolicy(rawValue: row["erasure_policy"]) ?? .delete,
+            deadlineDays: row["deadline_days"], appId: row["app_id"])
+    }
+
+    private static func app(_ appId: String, in db: GRDB.Database) throws -> AppRecord? {
+        try Row.fetchOne(db, sql: "SELECT * FROM apps WHERE app_id = ?", arguments: [appId]).map { row in
+            AppRecord(
+                appId: row["app_id"], tenantId: row["tenant_id"], shared: row["shared"], callbackURL: row["callback_url"],
+                scopes: (row["scopes"] as String).split(separator: " ").map(String.init),
+                ownerConnectionId: row["owner_connection_id"])
+        }
+    }
+
+    /// Enqueues `TenantConfigured` with the tenant's current settings (never a secret).
+    private static func announce(_ tenantId: String, topics: GatewayTopics, in db: GRDB.Database) throws {
+        guard let tenant = try tenant(tenantId, in: db) else { return }
+        var apps: [TenantConfigured.App] = []
+        if let appId = tenant.appId, let app = try app(appId, in: db) {
+            apps.append(.init(appId: app.appId, shared: app.shared))
+        }
+        let event = TenantConfigured(
+            tenantId: tenantId, erasurePolicy: tenant.erasurePolicy, apps: apps, deadlineDays: tenant.deadlineDays)
+        try Outbox.enqueue(
+            OutgoingMessage(event: event, topic: topics.tenants, key: tenantId, source: GatewayTopics.source), in: db)
+    }
+
+    // MARK: Sign-in states and codes
+
+    func storeState(hash: Data, pending: PendingSignIn, expiresAt: Date) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO signin_states (state_hash, tenant_id, app_id, redirect_uri, tenant_state, expires_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [hash, pending.tenantId, pending.appId, pending.redirectURI, pending.tenantState,
+                            expiresAt.timeIntervalSince1970])
+        }
+    }
+
+    /// Removes the state and returns what it stood for, if it existed and had not expired. A second call for the
+    /// same state returns nil: a state is good for one callback.
+    func consumeState(hash: Data, now: Date = Date()) async throws -> PendingSignIn? {
+        try await database.write { db in
+            guard let row = try Row.fetchOne(
+                db, sql: "DELETE FROM signin_states WHERE state_hash = ? RETURNING *", arguments: [hash])
+            else { return nil }
+            guard (row["expires_at"] as Double) > now.timeIntervalSince1970 else { return nil }
+            return PendingSignIn(
+                tenantId: row["tenant_id"], appId: row["app_id"], redirectURI: row["redirect_uri"],
+                tenantState: row["tenant_state"])
+        }
+    }
+
+    /// Removes the code and returns its sealed payload and connection, if it was issued to `tenantId` and has not
+    /// expired. A code presented by another tenant is left alone (that tenant learns nothing, the owner can still use
+    /// it).
+    func consumeCode(hash: Data, tenantId: String, now: Date = Date()) async throws -> (connectionId: String, payload: Data)? {
+        try await database.write { db in
+            guard let row = try Row.fetchOne(
+                db, sql: "SELECT * FROM signin_codes WHERE code_hash = ?", arguments: [hash]),
+                (row["tenant_id"] as String) == tenantId
+            else { return nil }
+            try db.execute(sql: "DELETE FROM signin_codes WHERE code_hash = ?", arguments: [hash])
+            guard (row["expires_at"] as Double) > now.timeIntervalSince1970 else { return nil }
+            return (row["connection_id"], row["payload"])
+        }
+    }
+
+    /// Deletes expired states and codes (their sealed profiles with them).
+    @discardableResult
+    func pruneExpired(now: Date = Date()) async throws -> Int {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM signin_states WHERE expires_at <= ?", arguments: [now.timeIntervalSince1970])
+            var count = db.changesCount
+            try db.execute(sql: "DELETE FROM signin_codes WHERE expires_at <= ?", arguments: [now.timeIntervalSince1970])
+            count += db.changesCount
+            return count
+        }
+    }
+
+    // MARK: Connections
+
+    /// What a completed sign-in stores.
+    struct SignInResult: Sendable {
+        var connectionId: String
+        var userId: String
+    }
+
+    func isSuppressed(accountId: String) async throws -> Bool {
+        try await database.read { db in
+            try Int.fetchOne(db, sql: "SELECT 1 FROM suppressed_accounts WHERE account_id = ?", arguments: [accountId]) != nil
+        }
+    }
+
+    /// Stores the connection of a completed sign-in (new, or the same user signing in again), its sealed tokens
+    /// (sealed by the caller, which knows the connection id), the sign-in code and the `ProfileFetched` for
+    /// profile-store, in one transaction. Throws ``SuppressedAccount`` for a suppressed account.
+    func completeSignIn(
+        tenantId: String, appId: String, accountId: String, test: Bool, profile: ProfileFetched, codeHash: Data,
+        codeExpiresAt: Date, seal: @escaping @Sendable (_ connectionId: String) throws -> (access: Data, refresh: Data?),
+        payload: @escaping @Sendable (_ userId: String) throws -> Data, accessExpiresAt: Date, now: Date = Date()
+    ) async throws -> SignInResult {
+        let topics = self.topics
+        return try await database.write { db in
+            if try Int.fetchOne(
+                db, sql: "SELECT 1 FROM suppressed_accounts WHERE account_id = ?", arguments: [accountId]) != nil {
+                throw SuppressedAccount()
+            }
+            let existing = try Row.fetchOne(
+                db, sql: "SELECT connection_id, user_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
+                arguments: [tenantId, appId, accountId])
+            let connectionId: String = existing?["connection_id"] ?? UUID().uuidString.lowercased()
+            // The same person through another app of the same tenant is the same platform user.
+            let userId: String = try existing?["user_id"] ?? String.fetchOne(
+                db, sql: "SELECT user_id FROM connections WHERE tenant_id = ? AND account_id = ? LIMIT 1",
+                arguments: [tenantId, accountId]) ?? UUID().uuidString.lowercased()
+            let sealed = try seal(connectionId)
+            let t = now.timeIntervalSince1970
+            try db.execute(
+                sql: """
+                    INSERT INTO connections (connection_id, tenant_id, app_id, account_id, user_id, state, test,
+                        access_token, access_expires_at, refresh_token, created_at, last_active_at)
+                    VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (connection_id) DO UPDATE SET state = 'active', access_token = excluded.access_token,
+                        access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token,
+                        last_active_at = excluded.last_active_at, lease_owner = NULL, lease_until = NULL
+                    """,
+                arguments: [connectionId, tenantId, appId, accountId, userId, test, sealed.access,
+                            accessExpiresAt.timeIntervalSince1970, sealed.refresh, t, t])
+            // The app's first connection owns PDR reporting for it until an erasure removes it.
+            try db.execute(
+                sql: "UPDATE apps SET owner_connection_id = ? WHERE app_id = ? AND owner_connection_id IS NULL",
+                arguments: [connectionId, appId])
+            try db.execute(
+                sql: "INSERT INTO signin_codes (code_hash, tenant_id, connection_id, payload, expires_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [codeHash, tenantId, connectionId, try payload(userId), codeExpiresAt.timeIntervalSince1970])
+            try Self.enqueueProfile(profile, topics: topics, in: db)
+            return SignInResult(connectionId: connectionId, userId: userId)
+        }
+    }
+
+    struct SuppressedAccount: Error {}
+
+    func connection(_ connectionId: String) async throws -> ConnectionRecord? {
+        try await database.read { db in try Self.connection(connectionId, in: db) }
+    }
+
+    /// The connections through which `tenantIds` (all tenants when empty) hold the account via the app.
+    func connections(appId: String, accountId: String, tenantIds: [String]) async throws -> [ConnectionRecord] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM connections WHERE app_id = ? AND account_id = ? ORDER BY tenant_id",
+                arguments: [appId, accountId]
+            ).map(Self.connectionRecord).filter { tenantIds.isEmpty || tenantIds.contains($0.tenantId) }
+        }
+    }
+
+    /// The app's usable connections for PDR reporting, best first: the owner, then the most recently active.
+    func reportingCandidates(appId: String, excluding: Set<String>) async throws -> [ConnectionRecord] {
+        try await database.read { db in
+            let owner = try String.fetchOne(db, sql: "SELECT owner_connection_id FROM apps WHERE app_id = ?", arguments: [appId])
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT * FROM connections WHERE app_id = ? AND state = 'active' ORDER BY last_active_at DESC",
+                arguments: [appId]
+            ).map(Self.connectionRecord).filter { !excluding.contains($0.connectionId) }
+            return rows.filter { $0.connectionId == owner } + rows.filter { $0.connectionId != owner }
+        }
+    }
+
+    /// Takes the refresh lease of a connection for `duration` unless another holder's lease is still running.
+    func acquireLease(_ connectionId: String, owner: String, duration: TimeInterval, now: Date = Date()) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE connections SET lease_owner = ?, lease_until = ?
+                    WHERE connection_id = ? AND (lease_until IS NULL OR lease_until <= ? OR lease_owner = ?)
+                    """,
+                arguments: [owner, now.timeIntervalSince1970 + duration, connectionId, now.timeIntervalSince1970, owner])
+            return db.changesCount == 1
+        }
+    }
+
+    func releaseLease(_ connectionId: String, owner: String) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: "UPDATE connections SET lease_owner = NULL, lease_until = NULL WHERE connection_id = ? AND lease_owner = ?",
+                arguments: [connectionId, owner])
+        }
+    }
+
+    /// Stores rotated tokens, if the caller still holds the lease (a lease that ran out may have passed to another
+    /// process, whose tokens must not be overwritten).
+    func storeRefreshed(
+        _ connectionId: String, owner: String, access: Data, accessExpiresAt: Date, refresh: Data?, now: Date = Date()
+    ) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE connections SET access_token = ?, access_expires_at = ?,
+                        refresh_token = COALESCE(?, refresh_token), last_active_at = ?, lease_owner = NULL,
+                        lease_until = NULL
+                    WHERE connection_id = ? AND lease_owner = ? AND state = 'active'
+                    """,
+                arguments: [access, accessExpiresAt.timeIntervalSince1970, refresh, now.timeIntervalSince1970,
+                            connectionId, owner])
+            return db.changesCount == 1
+        }
+    }
+
+    /// `invalid_grant`: the tokens are dead. Drops them, marks the connection `reconnect-required`, and asks for the
+    /// stale profile to be erased (`ErasureRequested`, refresh-failed, scrub) — in one transaction, once.
+    func markGrantLost(_ connectionId: String) async throws {
+        let topics = self.topics
+        try await database.write { db in
+            guard let connection = try Self.connection(connectionId, in: db), connection.state == .active else { return }
+            try db.execute(
+                sql: """
+                    UPDATE connections SET state = 'reconnect-required', access_token = NULL, access_expires_at = NULL,
+                        refresh_token = NULL, lease_owner = NULL, lease_until = NULL
+                    WHERE connection_id = ?
+                    """,
+                arguments: [connectionId])
+            guard let accountId = connection.accountId else { return }
+            let key = try AccountKey(appId: connection.appId, accountId: accountId)
+            let request = ErasureRequested(
+                requestId: UUID().uuidString.lowercased(), appId: connection.appId, accountId: accountId,
+                tenantId: connection.tenantId, cause: .refreshFailed, policy: .scrub)
+            try Outbox.enqueue(
+                OutgoingMessage(event: request, topic: topics.erasureRequests, key: key.rawValue, source: GatewayTopics.source),
+                in: db)
+        }
+    }
+
+    /// Publishes a re-fetched profile (through the outbox) and marks the connection active now.
+    func profileRefreshed(_ profile: ProfileFetched, connectionId: String, now: Date = Date()) async throws {
+        let topics = self.topics
+        try await database.write { db in
+            try db.execute(
+                sql: "UPDATE connections SET last_active_at = ? WHERE connection_id = ?",
+                arguments: [now.timeIntervalSince1970, connectionId])
+            try Self.enqueueProfile(profile, topics: topics, in: db)
+        }
+    }
+
+    private static func enqueueProfile(_ profile: ProfileFetched, topics: GatewayTopics, in db: GRDB.Database) throws {
+        let key = try AccountKey(appId: profile.appId, accountId: profile.accountId)
+        try Outbox.enqueue(
+            OutgoingMessage(event: profile, topic: topics.profiles, key: key.rawValue, source: GatewayTopics.source), in: db)
+    }
+
+    private static func connection(_ connectionId: String, in db: GRDB.Database) throws -> ConnectionRecord? {
+        try Row.fetchOne(db, sql: "SELECT * FROM connections WHERE connection_id = ?", arguments: [connectionId])
+            .map(connectionRecord)
+    }
+
+    private static func connectionRecord(_ row: Row) -> ConnectionRecord {
+        func date(_ column: String) -> Date? { (row[column] as Double?).map(Date.init(timeIntervalSince1970:)) }
+        return ConnectionRecord(
+            connectionId: row["connection_id"], tenantId: row["tenant_id"], appId: row["app_id"],
+            accountId: row["account_id"], userId: row["user_id"],
+            state: ConnectionRecord.State(rawValue: row["state"]) ?? .erased, test: row["test"],
+            accessTokenSealed: row["access_token"], accessExpiresAt: date("access_expires_at"),
+            refreshTokenSealed: row["refresh_token"], lastActiveAt: date("last_active_at") ?? .distantPast,
+            leaseOwner: row["lease_owner"], leaseUntil: date("lease_until"))
+    }
+
+    // MARK: Erasure
+
+    static let erasureConsumer = "erasure"
+
+    func recordedErasure(_ erasureId: String) async throws -> ErasureOutcome? {
+        try await database.read { db in
+            try ProcessedEvents.outcome(of: erasureId, consumer: Self.erasureConsumer, in: db).flatMap(ErasureOutcome.init)
+        }
+    }
+
+    /// Applies the tenant's policy to its connection of the account, suppresses a closed account, and records the
+    /// outcome under the erasureId — one transaction; a recorded erasure returns its outcome and changes nothing.
+    func erase(_ command: EraseSubject, now: Date = Date()) async throws -> ErasureOutcome {
+        let outcome: ErasureOutcome = try await database.write { db in
+            if let recorded = try ProcessedEvents.outcome(of: command.erasureId, consumer: Self.erasureConsumer, in: db)
+                .flatMap(ErasureOutcome.init) {
+                return recorded
+            }
+            if command.cause == .atlassianClosed {
+                try db.execute(
+                    sql: """
+                        INSERT INTO suppressed_accounts (account_id, erasure_id, suppressed_at) VALUES (?, ?, ?)
+                        ON CONFLICT DO NOTHING
+                        """,
+                    arguments: [command.accountId, command.erasureId, now.timeIntervalSince1970])
+            }
+            let ids = try String.fetchAll(
+                db, sql: "SELECT connection_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
+                arguments: [command.tenantId, command.appId, command.accountId])
+            var outcome = ErasureOutcome.nothingHeld
+            for id in ids {
+                try db.execute(sql: "DELETE FROM signin_codes WHERE connection_id = ?", arguments: [id])
+                try db.execute(
+                    sql: "UPDATE apps SET owner_connection_id = NULL WHERE owner_connection_id = ?", arguments: [id])
+                let dropTokens = """
+                    state = 'erased', access_token = NULL, access_expires_at = NULL, refresh_token = NULL,
+                    lease_owner = NULL, lease_until = NULL
+                    """
+                switch command.policy {
+                case .delete:
+                    try db.execute(sql: "DELETE FROM connections WHERE connection_id = ?", arguments: [id])
+                    outcome = .erased
+                case .scrub:
+                    try db.execute(sql: "UPDATE connections SET \(dropTokens) WHERE connection_id = ?", arguments: [id])
+                    outcome = .scrubbed
+                case .disassociate:
+                    try db.execute(
+                        sql: "UPDATE connections SET account_id = NULL, \(dropTokens) WHERE connection_id = ?",
+                        arguments: [id])
+                    outcome = .disassociated
+                }
+            }
+            try ProcessedEvents.record(
+                command.erasureId, consumer: Self.erasureConsumer, outcome: outcome.rawValue, in: db)
+            return outcome
+        }
+        // Freed pages are zeroed (secure_delete); truncating the WAL drops the old page images it still holds.
+        try? await database.checkpoint()
+        return outcome
+    }
+
+    // MARK: Signing keys
+
+    struct StoredSigningKey: Sendable {
+        var kid: String
+        var sealedPrivateKey: Data
+        var createdAt: Date
+        var retiredAt: Date?
+    }
+
+    /// Signing keys still published: the active one (newest, not retired) and those retired after `publishedSince`.
+    func signingKeys(publishedSince: Date) async throws -> [StoredSigningKey] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM signing_keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY created_at DESC",
+                arguments: [publishedSince.timeIntervalSince1970]
+            ).map {
+                StoredSigningKey(
+                    kid: $0["kid"], sealedPrivateKey: $0["private_key"],
+                    createdAt: Date(timeIntervalSince1970: $0["created_at"]),
+                    retiredAt: ($0["retired_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
+            }
+        }
+    }
+
+    /// Retires the active keys and stores a new one.
+    func rotateSigningKey(kid: String, sealedPrivateKey: Data, now: Date = Date()) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: "UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL", arguments: [now.timeIntervalSince1970])
+            try db.execute(
+                sql: "INSERT INTO signing_keys (kid, private_key, created_at) VALUES (?, ?, ?)",
+                arguments: [kid, sealedPrivateKey, now.timeIntervalSince1970])
+        }
+    }
+}

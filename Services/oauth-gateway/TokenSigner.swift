@@ -1,0 +1,120 @@
+import Crypto
+import Foundation
+import JWTKit
+import ServiceKit
+
+/// The ID token a tenant receives for a signed-in user (OIDC-like): `aud` is the tenant, `sub` the platform user.
+struct IDTokenClaims: JWTPayload, Equatable {
+    var iss: IssuerClaim
+    var aud: AudienceClaim
+    var sub: SubjectClaim
+    var iat: IssuedAtClaim
+    var exp: ExpirationClaim
+    var atlassianAccountId: String
+    var name: String?
+    var email: String?
+    var picture: String?
+
+    enum CodingKeys: String, CodingKey {
+        case iss, aud, sub, iat, exp, name, email, picture
+        case atlassianAccountId = "atlassian_account_id"
+    }
+
+    func verify(using algorithm: some JWTAlgorithm) async throws { try exp.verifyNotExpired() }
+}
+
+/// Signs the gateway's tokens (tenant access tokens and ID tokens) with ES256 and publishes the public keys as a JWKS.
+///
+/// Private keys are stored sealed (``SecretBox``). Rotation makes a new key the signer at once; a retired key stays in
+/// the JWKS for `retention` (longer than any token it signed lives), so verifiers keep accepting what it signed.
+actor TokenSigner {
+    private let database: GatewayDatabase
+    private let box: SecretBox
+    private let retention: TimeInterval
+    private var active: (kid: String, key: ES256PrivateKey)?
+    private var collection = JWTKeyCollection()
+    private var jwks = Data()
+
+    init(database: GatewayDatabase, box: SecretBox, retention: TimeInterval) {
+        self.database = database
+        self.box = box
+        self.retention = retention
+    }
+
+    /// Loads the stored keys, creating the first one on a new database.
+    func load() async throws {
+        var stored = try await database.signingKeys(publishedSince: Date().addingTimeInterval(-retention))
+        if !stored.contains(where: { $0.retiredAt == nil }) {
+            try await rotate()
+            return
+        }
+        stored.sort { $0.createdAt > $1.createdAt }
+        let collection = JWTKeyCollection()
+        var entries: [String] = []
+        var active: (String, ES256PrivateKey)?
+        for key in stored {
+            let pem = try box.openString(key.sealedPrivateKey, context: "signing_key:\(key.kid)")
+            let privateKey = try ES256PrivateKey(pem: pem)
+            await collection.add(ecdsa: privateKey, kid: JWKIdentifier(string: key.kid))
+            entries.append(Self.jwk(kid: key.kid, key: privateKey))
+            if key.retiredAt == nil, active == nil { active = (key.kid, privateKey) }
+        }
+        self.collection = collection
+        self.active = active
+        self.jwks = Data(#"{"keys":[\#(entries.joined(separator: ","))]}"#.utf8)
+    }
+
+    /// Makes a new signing key the active one. Returns its kid.
+    @discardableResult
+    func rotate() async throws -> String {
+        let key = ES256PrivateKey()
+        let kid = Self.newKid()
+        let sealed = try box.seal(key.pemRepresentation, context: "signing_key:\(kid)")
+        try await database.rotateSigningKey(kid: kid, sealedPrivateKey: sealed)
+        try await load()
+        return kid
+    }
+
+    /// `GET /.well-known/jwks.json`'s body.
+    func jwksDocument() -> Data { jwks }
+
+    func sign(_ claims: some JWTPayload) async throws -> String {
+        guard let active else { throw NoSigningKey() }
+        return try await collection.sign(claims, kid: JWKIdentifier(string: active.kid))
+    }
+
+    struct NoSigningKey: Error {}
+
+    /// Verifies a tenant access token against the gateway's own keys (no JWKS round trip), with the same rules as
+    /// every other service's `TenantTokenVerifier`: signature, expiry, issuer and audience.
+    func verifyTenantToken(_ token: String, issuer: String) async -> TenantAccessClaims? {
+        guard let claims = try? await collection.verify(token, as: TenantAccessClaims.self),
+              claims.iss.value == issuer, claims.aud.value.contains(TenantAuthConfig.audience)
+        else { return nil }
+        return claims
+    }
+
+    private static func jwk(kid: String, key: ES256PrivateKey) -> String {
+        let (x, y) = key.publicKey.parameters!
+        return #"{"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":"\#(kid)","x":"\#(x)","y":"\#(y)"}"#
+    }
+
+    private static func newKid() -> String {
+        let bytes = SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) }
+        return bytes.prefix(9).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// Random one-time values (client secrets, states, sign-in codes) and their stored hashes.
+enum OneTimeValue {
+    /// 32 random bytes, base64url without padding: 256 bits, unguessable.
+    static func make() -> String {
+        let bytes = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }
+        return bytes.base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    /// What is stored instead of the value. Plain SHA-256 is enough: the values carry 256 random bits, so there is
+    /// nothing to brute-force, unlike a password.
+    static func hash(_ value: some StringProtocol) -> Data { Data(SHA256.hash(data: Data(value.utf8))) }
+}
