@@ -170,6 +170,13 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "OAuthGatewayTests",
+            dependencies: [
+                "oauth-gateway", "AtlassianClient", "Contracts", "Messaging", "ServiceKit", "Storage", "TestSupport",
+                lifecycle, logging, prometheus, grdb, httpClient, .product(name: "JWTKit", package: "jwt-kit"),
+            ]
+        ),
+        .testTarget(
             name: "PDRReporterTests",
             dependencies: [
                 "pdr-reporter", "AtlassianClient", "Contracts", "Messaging", "ServiceKit", "TestSupport", "Storage",

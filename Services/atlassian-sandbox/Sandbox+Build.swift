@@ -285,6 +285,11 @@ private func addControlRoutes(_ router: Router<SandboxRequestContext>, state: Sa
         let calls = await state.pdrCalls(clientId: request.uri.queryParameters.get("clientId"))
         return SandboxAnswer.encoded(200, ["calls": calls]).response
     }
+
+    control.get("/token-calls") { request, _ -> Response in
+        let calls = await state.tokenCalls(clientId: request.uri.queryParameters.get("clientId"))
+        return SandboxAnswer.encoded(200, ["calls": calls]).response
+    }
 }
 
 // MARK: Helpers

@@ -65,6 +65,17 @@ struct RefreshTokenRecord: Sendable {
     var usedAt: Date?
 }
 
+/// One `POST /oauth/token` as the sandbox saw it (never the code, a token or the secret).
+struct TokenCall: Codable, Sendable, Equatable {
+    var sequence: Int
+    var clientId: String?
+    /// `authorization_code`, `refresh_token`, or whatever was sent.
+    var grantType: String?
+    var status: Int
+    /// Sandbox clock time, RFC 3339.
+    var time: String
+}
+
 /// One `POST /app/report-accounts/` as the sandbox saw it: how tests prove what a reporter sent and when.
 struct PDRCall: Codable, Sendable, Equatable {
     struct Account: Codable, Sendable, Equatable {

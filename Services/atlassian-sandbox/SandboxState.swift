@@ -35,6 +35,7 @@ actor SandboxState {
     private var refreshTokens: [String: RefreshTokenRecord] = [:]
     private var faultRules: [FaultRule] = []
     private var calls: [PDRCall] = []
+    private var tokenCalls: [TokenCall] = []
     private var rateWindows: [String: (start: Date, count: Int)] = [:]
 
     init(config: SandboxConfig) {
@@ -64,6 +65,7 @@ actor SandboxState {
         refreshTokens = [:]
         faultRules = []
         calls = []
+        tokenCalls = []
         rateWindows = [:]
     }
 
@@ -249,8 +251,23 @@ actor SandboxState {
         return .redirect(Self.redirect(redirectUri, ["code": code, "state": state]))
     }
 
-    /// `POST /oauth/token` (§1.4, §1.5), body already parsed from JSON or form.
+    /// Every `POST /oauth/token` the sandbox answered, optionally of one app: how tests prove that a client exchanged
+    /// nothing (a refused sign-in) or refreshed exactly once (single-flight).
+    func tokenCalls(clientId: String?) -> [TokenCall] {
+        guard let clientId else { return tokenCalls }
+        return tokenCalls.filter { $0.clientId == clientId }
+    }
+
+    /// `POST /oauth/token` (§1.4, §1.5), body already parsed from JSON or form; logged in the token call log.
     func token(_ body: [String: String]) -> SandboxAnswer {
+        let answer = answerToken(body)
+        tokenCalls.append(TokenCall(
+            sequence: tokenCalls.count + 1, clientId: body["client_id"], grantType: body["grant_type"],
+            status: answer.status, time: RFC3339.string(from: now)))
+        return answer
+    }
+
+    private func answerToken(_ body: [String: String]) -> SandboxAnswer {
         guard let grantType = body["grant_type"] else {
             return .oauth(400, "invalid_request", "grant_type is required")
         }

@@ -292,21 +292,11 @@ final class Gateway: Sendable {
         let connections = try await database.connections(
             appId: status.appId, accountId: status.accountId, tenantIds: status.tenantIds)
         for connection in connections where connection.state == .active {
-            let grant: AccessGrant
-            do {
-                grant = try await vault.accessToken(connectionId: connection.connectionId, minimumValidity: 60)
-            } catch .noGrant {
-                continue
-            }
             let profile: AtlassianProfile
             do {
-                profile = try await atlassian.me(accessToken: grant.accessToken)
-            } catch AtlassianError.unauthorized {
-                // Revoked since it was issued; the next refresh decides whether the grant survives.
-                logger.notice("access token refused while refreshing a profile", metadata: [
-                    "connection": "\(connection.connectionId)",
-                ])
-                throw VaultError.unavailable("access token refused")
+                profile = try await fetchProfile(connectionId: connection.connectionId)
+            } catch .noGrant {
+                continue
             }
             guard profile.accountId == status.accountId else { continue }
             try await database.profileRefreshed(
@@ -319,6 +309,23 @@ final class Gateway: Sendable {
                 "tenant": "\(connection.tenantId)", "connection": "\(connection.connectionId)",
             ])
         }
+    }
+
+    /// `/me` with the connection's token. A 401 for a token that looked valid (expired early, or revoked) gets one
+    /// refresh and one more try; the refresh decides whether the grant survives.
+    private func fetchProfile(connectionId: String) async throws(VaultError) -> AtlassianProfile {
+        var rejected: String?
+        for attempt in 1...2 {
+            let grant = try await vault.accessToken(connectionId: connectionId, minimumValidity: 60, rejected: rejected)
+            do {
+                return try await atlassian.me(accessToken: grant.accessToken)
+            } catch AtlassianError.unauthorized where attempt == 1 {
+                rejected = grant.accessToken
+            } catch {
+                throw .unavailable(Self.kind(of: error))
+            }
+        }
+        throw .unavailable("access token refused after a refresh")
     }
 
     // MARK: Helpers

@@ -112,7 +112,7 @@ struct ExpiryPruner: Service {
             } catch {
                 logger.warning("pruning expired sign-ins failed", metadata: ["error": "\(type(of: error))"])
             }
-            try? await Task.sleep(for: .seconds(30))
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(30)) }
         }
     }
 }

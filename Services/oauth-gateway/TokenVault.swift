@@ -54,10 +54,19 @@ actor TokenVault {
     }
 
     /// A token of the connection valid for at least `minimumValidity`, refreshed first when needed.
-    func accessToken(connectionId: String, minimumValidity: TimeInterval = 120) async throws(VaultError) -> AccessGrant {
-        if let grant = try await storedGrant(connectionId, minimumValidity: minimumValidity) { return grant }
+    /// - Parameter rejected: a token Atlassian just refused (401) although it looked valid: it is refreshed unless
+    ///   the stored token is already another one, so many callers that saw the same 401 cause one refresh.
+    func accessToken(connectionId: String, minimumValidity: TimeInterval = 120, rejected: String? = nil)
+        async throws(VaultError) -> AccessGrant
+    {
+        if let grant = try await storedGrant(connectionId, minimumValidity: minimumValidity),
+           grant.accessToken != rejected {
+            return grant
+        }
         if let running = inFlight[connectionId] { return try await Self.value(of: running) }
-        let task = Task { try await self.refreshUnderLease(connectionId, minimumValidity: minimumValidity) }
+        let task = Task {
+            try await self.refreshUnderLease(connectionId, minimumValidity: minimumValidity, rejected: rejected)
+        }
         inFlight[connectionId] = task
         defer { inFlight[connectionId] = nil }
         return try await Self.value(of: task)
@@ -93,12 +102,20 @@ actor TokenVault {
         }
     }
 
-    private func refreshUnderLease(_ connectionId: String, minimumValidity: TimeInterval) async throws -> AccessGrant {
+    private func refreshUnderLease(_ connectionId: String, minimumValidity: TimeInterval, rejected: String?)
+        async throws -> AccessGrant
+    {
+        func usable() async throws -> AccessGrant? {
+            guard let grant = try await storedGrant(connectionId, minimumValidity: minimumValidity),
+                  grant.accessToken != rejected
+            else { return nil }
+            return grant
+        }
         let deadline = Date().addingTimeInterval(leaseDuration + 5)
         while true {
             if try await database.acquireLease(connectionId, owner: leaseOwner, duration: leaseDuration) {
                 // Another process may have refreshed between our read and the lease.
-                if let grant = try await storedGrant(connectionId, minimumValidity: minimumValidity) {
+                if let grant = try await usable() {
                     try await database.releaseLease(connectionId, owner: leaseOwner)
                     return grant
                 }
@@ -106,7 +123,7 @@ actor TokenVault {
             }
             // Someone else is refreshing: wait for their tokens.
             try await Task.sleep(for: .milliseconds(100))
-            if let grant = try await storedGrant(connectionId, minimumValidity: minimumValidity) { return grant }
+            if let grant = try await usable() { return grant }
             guard Date() < deadline else { throw VaultError.unavailable("refresh lease held elsewhere") }
         }
     }

@@ -1,0 +1,264 @@
+import AsyncHTTPClient
+import Contracts
+import Foundation
+import JWTKit
+import Messaging
+import ServiceKit
+import Testing
+import TestSupport
+
+@testable import oauth_gateway
+
+@Suite("oauth-gateway sign-in, over HTTP against the sandbox, with the dev broker")
+struct SignInTests {
+    @Test("BYO and shared-app sign-in: ID token verifies against the JWKS, profiles and tenant settings are published")
+    func signInBothKindsOfApp() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await harness.createTenant("acme", policy: "delete")
+            let globex = try await harness.createTenant("globex", policy: "scrub")
+            try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
+            try await harness.sandboxApp(GatewayHarness.sharedAppId, secret: GatewayHarness.sharedAppSecret)
+            try await harness.sharedApp(globex)
+            try await harness.sandboxUser("5b10ac8d82e05b22cc7d4ef5", name: "Ada Lovelace", email: "ada@example.com")
+            try await harness.sandboxUser("5b10ac8d82e05b22cc7d4ef6", name: "Grace Hopper", email: "grace@example.com")
+
+            let ada = try await harness.signInAndExchange(acme, accountId: "5b10ac8d82e05b22cc7d4ef5")
+            let grace = try await harness.signInAndExchange(globex, accountId: "5b10ac8d82e05b22cc7d4ef6")
+            #expect(ada["accountId"] as? String == "5b10ac8d82e05b22cc7d4ef5")
+            #expect(ada["appId"] as? String == "acme-app" && ada["test"] as? Bool == false)
+            #expect((ada["profile"] as? [String: Any])?["email"] as? String == "ada@example.com")
+            #expect(grace["appId"] as? String == GatewayHarness.sharedAppId && grace["test"] as? Bool == true)
+
+            // The ID token verifies with jwt-kit against the keys fetched from the gateway's JWKS over HTTP.
+            let jwks = try await harness.get("/.well-known/jwks.json")
+            let keys = JWTKeyCollection()
+            try await keys.add(jwksJSON: jwks.body)
+            let claims = try await keys.verify(try #require(ada["idToken"] as? String), as: IDTokenClaims.self)
+            #expect(claims.aud.value == ["acme"] && claims.iss.value == harness.gatewayURL)
+            #expect(claims.sub.value == ada["userId"] as? String)
+            #expect(claims.atlassianAccountId == "5b10ac8d82e05b22cc7d4ef5" && claims.name == "Ada Lovelace")
+            #expect(claims.exp.value.timeIntervalSinceNow > 500)
+
+            // Every other service verifies tenant tokens this way.
+            let verifier = TenantTokenVerifier(
+                config: TenantAuthConfig(
+                    jwksURL: URL(string: harness.gatewayURL + "/.well-known/jwks.json")!, issuer: harness.gatewayURL),
+                httpClient: harness.http, logger: makeTestLogger("auth"))
+            #expect(try await verifier.verify(acme.token).tenantId == "acme")
+            // An ID token is not a tenant token: its audience is the tenant, not lethe.
+            await #expect(throws: TenantAuthError.self) { try await verifier.verify(grace["idToken"] as! String) }
+
+            let profiles = try await readUntil(harness.kafka, topic: harness.topics.profiles) { $0.count >= 2 }
+                .map { try $0.decodeEvent(ProfileFetched.self) }
+            #expect(Set(profiles.map(\.tenantId)) == ["acme", "globex"])
+            #expect(profiles.first { $0.tenantId == "globex" }?.appId == GatewayHarness.sharedAppId)
+            #expect(profiles.first { $0.tenantId == "acme" }?.name == "Ada Lovelace")
+            let tenants = try await readUntil(harness.kafka, topic: harness.topics.tenants) { messages in
+                let events = messages.compactMap { try? $0.decodeEvent(TenantConfigured.self) }
+                return events.contains { $0.tenantId == "globex" && $0.apps.first?.shared == true && $0.erasurePolicy == .scrub }
+                    && events.contains { $0.tenantId == "acme" && $0.apps.first?.appId == "acme-app" }
+            }
+            #expect(!tenants.isEmpty)
+            #expect(try await harness.tokenCalls("acme-app").exchanges == 1)
+        }
+    }
+
+    @Test("forged, missing, expired and replayed states, bad return URLs and reused or foreign codes: no token exchange")
+    func attacksAreRefused() async throws {
+        try await GatewayHarness.run { harness, parts in
+            let acme = try await harness.createTenant("acme")
+            let other = try await harness.createTenant("other")
+            try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
+            try await harness.sandboxUser("5b10ac8d82e05b22cc7d4ef5", name: "Ada Lovelace", email: "ada@example.com")
+            let returnURL = Gateway.percentEncode("https://tenant.example/return")
+
+            // Start: an unlisted return URL, a missing state, an unknown tenant — no redirect anywhere.
+            let unlisted = try await harness.get(
+                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(Gateway.percentEncode("https://evil.example/return"))&state=s")
+            #expect(unlisted.status == 400 && unlisted.location == nil && unlisted.body.contains("return URLs"))
+            let prefix = try await harness.get(
+                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(Gateway.percentEncode("https://tenant.example/return/x"))&state=s")
+            #expect(prefix.status == 400)
+            #expect(try await harness.get("/v1/tenants/acme/signin/atlassian?redirect_uri=\(returnURL)").status == 400)
+            #expect(try await harness.get("/v1/tenants/nobody/signin/atlassian?redirect_uri=\(returnURL)&state=s").status == 404)
+
+            // Callback: forged, missing and expired states.
+            let callback = try await harness.callbackURL(tenant: "acme", accountId: "5b10ac8d82e05b22cc7d4ef5")
+            let code = try #require(GatewayHarness.query(of: callback)["code"])
+            let forged = try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=forged")
+            #expect(forged.status == 400 && forged.location == nil)
+            #expect(try await harness.get(SignInRoutes.callbackPath + "?code=\(code)").status == 400)
+            let expiredState = OneTimeValue.make()
+            try await parts.database.storeState(
+                hash: OneTimeValue.hash(expiredState),
+                pending: PendingSignIn(
+                    tenantId: "acme", appId: "acme-app", redirectURI: "https://tenant.example/return", tenantState: "s"),
+                expiresAt: Date().addingTimeInterval(-1))
+            #expect(try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=\(expiredState)").status == 400)
+            #expect(try await harness.tokenCalls("acme-app").exchanges == 0)
+
+            // The real callback works once; replaying it is refused before any exchange.
+            let first = try await harness.get(callback)
+            #expect(first.status == 302)
+            let back = GatewayHarness.query(of: try #require(first.location))
+            #expect(first.location!.hasPrefix("https://tenant.example/return?") && back["state"] == "tenant-state-1")
+            #expect(try await harness.get(callback).status == 400)
+            #expect(try await harness.tokenCalls("acme-app").exchanges == 1)
+
+            // The sign-in code: another tenant cannot use it (and does not burn it); it works once for its tenant.
+            let signInCode = try #require(back["code"])
+            let foreign = try await harness.send(.POST, "/v1/signin/exchange", bearer: other.token, json: ["code": signInCode])
+            #expect(foreign.status == 400)
+            #expect(try await harness.send(.POST, "/v1/signin/exchange", bearer: nil, json: ["code": signInCode]).status == 401)
+            let exchanged = try await harness.send(.POST, "/v1/signin/exchange", bearer: acme.token, json: ["code": signInCode])
+            #expect(exchanged.status == 200)
+            let reused = try await harness.send(.POST, "/v1/signin/exchange", bearer: acme.token, json: ["code": signInCode])
+            #expect(reused.status == 400 && reused.body.contains("invalid or expired code"))
+            #expect(try await harness.send(.POST, "/v1/signin/exchange", bearer: acme.token, json: [:]).status == 400)
+
+            // The user declines: the tenant hears access_denied with its state; nothing is exchanged.
+            _ = try await harness.send(.POST, harness.sandboxURL + "/_sandbox/consent", bearer: nil, json: ["decision": "deny"])
+            let startDenied = try await harness.get("/v1/tenants/acme/signin/atlassian?redirect_uri=\(returnURL)&state=s2")
+            let authorize = try await harness.get(try #require(startDenied.location))
+            let denied = try await harness.get(try #require(authorize.location))
+            let deniedQuery = GatewayHarness.query(of: try #require(denied.location))
+            #expect(deniedQuery["error"] == "access_denied" && deniedQuery["state"] == "s2" && deniedQuery["code"] == nil)
+            #expect(try await harness.tokenCalls("acme-app").exchanges == 1)
+        }
+    }
+
+    @Test("tenant API: another tenant's token gets 404, bad input 400 with a reason, operator routes need the admin token")
+    func tenantAPIIsolationAndValidation() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await harness.createTenant("acme")
+            let other = try await harness.createTenant("other")
+            #expect(try await harness.get("/v1/tenants/acme", bearer: acme.token).status == 200)
+            #expect(try await harness.get("/v1/tenants/acme", bearer: other.token).status == 404)
+            #expect(try await harness.send(.PUT, "/v1/tenants/acme/settings", bearer: other.token, json: [:]).status == 404)
+            #expect(try await harness.get("/v1/tenants/acme").status == 401)
+            #expect(try await harness.get("/v1/tenants/acme", bearer: "not-a-jwt").status == 401)
+
+            for (body, reason) in [
+                (["returnUrls": ["ftp://x"]] as [String: Any], "return URLs"),
+                (["returnUrls": ["https://x.example/#frag"]], "return URLs"),
+                (["erasurePolicy": "shred"], "body must be JSON"),
+                (["deadlineDays": 0], "deadlineDays"),
+            ] {
+                let answer = try await harness.send(.PUT, "/v1/tenants/acme/settings", bearer: acme.token, json: body)
+                #expect(answer.status == 400 && answer.body.contains(reason), "\(body): \(answer.body)")
+            }
+            let badApp = try await harness.send(
+                .PUT, "/v1/tenants/acme/app", bearer: acme.token, json: ["clientId": "a b", "clientSecret": "x", "callbackUrl": "https://x"])
+            #expect(badApp.status == 400 && badApp.body.contains("clientId"))
+            try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
+            let taken = try await harness.send(
+                .PUT, "/v1/tenants/other/app", bearer: other.token,
+                json: ["clientId": "acme-app", "clientSecret": "x", "callbackUrl": harness.callbackURL])
+            #expect(taken.status == 409)
+
+            #expect(try await harness.send(.POST, "/v1/tenants", bearer: nil, json: ["tenantId": "x"]).status == 401)
+            #expect(try await harness.send(.POST, "/v1/tenants", bearer: "wrong-admin-token", json: ["tenantId": "x"]).status == 401)
+            #expect(try await harness.send(.POST, "/v1/tenants", bearer: GatewayHarness.adminToken, json: ["tenantId": "acme"]).status == 409)
+            for bad in ["Acme", "-x", "lethe", "", String(repeating: "a", count: 64)] {
+                let answer = try await harness.send(.POST, "/v1/tenants", bearer: GatewayHarness.adminToken, json: ["tenantId": bad])
+                #expect(answer.status == 400, "\(bad)")
+            }
+            let list = try await harness.get("/v1/tenants", bearer: GatewayHarness.adminToken)
+            #expect(list.status == 200 && !list.body.contains("secret"))
+
+            // Wrong client credentials and grant types get RFC 6749 errors.
+            let wrong = try await harness.request(
+                .POST, "/oauth/token", headers: [("content-type", "application/x-www-form-urlencoded")],
+                body: "grant_type=client_credentials&client_id=acme&client_secret=wrong")
+            #expect(wrong.status == 401 && wrong.json["error"] as? String == "invalid_client")
+            let grant = try await harness.request(
+                .POST, "/oauth/token", headers: [("content-type", "application/x-www-form-urlencoded")],
+                body: "grant_type=password&client_id=acme&client_secret=\(acme.secret)")
+            #expect(grant.status == 400 && grant.json["error"] as? String == "unsupported_grant_type")
+            let basic = Data("acme:\(acme.secret)".utf8).base64EncodedString()
+            let viaBasic = try await harness.request(
+                .POST, "/oauth/token",
+                headers: [("content-type", "application/x-www-form-urlencoded"), ("authorization", "Basic \(basic)")],
+                body: "grant_type=client_credentials")
+            #expect(viaBasic.status == 200)
+
+            // New credentials: the old secret stops working at once.
+            let rotated = try await harness.send(.POST, "/v1/tenants/acme/credentials", bearer: GatewayHarness.adminToken, json: [:])
+            let newSecret = try #require(rotated.json["clientSecret"] as? String)
+            await #expect(throws: (any Error).self) { _ = try await harness.tenantToken("acme", secret: acme.secret) }
+            _ = try await harness.tenantToken("acme", secret: newSecret)
+        }
+    }
+
+    @Test("signing keys persist across restarts and rotate: tokens signed before a rotation still verify")
+    func signingKeysPersistAndRotate() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await harness.createTenant("acme")
+            let before = try await harness.get("/.well-known/jwks.json").body
+            let rotated = try await harness.send(.POST, "/v1/signing-keys/rotate", bearer: GatewayHarness.adminToken, json: [:])
+            let kid = try #require(rotated.json["kid"] as? String)
+            let after = try await harness.get("/.well-known/jwks.json")
+            let keys = try #require(after.json["keys"] as? [[String: Any]])
+            #expect(keys.count == 2 && keys.contains { $0["kid"] as? String == kid })
+            // The old token (old key) still opens the tenant API; a new one carries the new kid.
+            #expect(try await harness.get("/v1/tenants/acme", bearer: acme.token).status == 200)
+            let fresh = try await harness.tenantToken("acme", secret: acme.secret)
+            let header = try #require(Data(base64Encoded: Self.padded(String(fresh.split(separator: ".")[0]))))
+            #expect(String(decoding: header, as: UTF8.self).contains(kid))
+            #expect(!before.contains(kid))
+            return ()
+        }
+        // A restart with the same master key serves the same keys; another master key is refused with a clear error.
+        try await GatewayHarness.setUp { harness in
+            let first = try await harness.withGateway { _ in try await harness.get("/.well-known/jwks.json").body }
+            let second = try await harness.withGateway { _ in try await harness.get("/.well-known/jwks.json").body }
+            #expect(first == second && first.contains("\"kid\""))
+            let wrongKey = Data(repeating: 7, count: 32).base64EncodedString()
+            await #expect(throws: SecretBox.WrongMasterKey.self) {
+                try await harness.withGateway(environment: ["LETHE_MASTER_KEY": wrongKey]) { _ in }
+            }
+        }
+    }
+
+    @Test("configuration: the master key, tokens and the shared app are validated at start")
+    func configurationIsValidated() throws {
+        let base = [
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "LETHE_DATA_DIR": FileManager.default.temporaryDirectory.path,
+            "LETHE_ADMIN_TOKEN": GatewayHarness.adminToken, "LETHE_INTERNAL_TOKEN": GatewayHarness.internalToken,
+            "LETHE_MASTER_KEY": Data(repeating: 1, count: 32).base64EncodedString(),
+        ]
+        let config = try OAuthGatewayConfig(reader: ConfigReader(environment: base))
+        #expect(config.issuer == "http://127.0.0.1:8080" && config.sharedApp == nil && config.tenantTokenLifetime == 900)
+        func failure(_ change: [String: String?]) -> String? {
+            var environment = base
+            for (name, value) in change { environment[name] = value }
+            do {
+                _ = try OAuthGatewayConfig(reader: ConfigReader(environment: environment))
+                return nil
+            } catch let error as ConfigError {
+                return error.variable
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(failure(["LETHE_MASTER_KEY": nil]) == "LETHE_MASTER_KEY")
+        #expect(failure(["LETHE_MASTER_KEY": "c2hvcnQ="]) == "LETHE_MASTER_KEY")
+        #expect(failure(["LETHE_INTERNAL_TOKEN": nil]) == "LETHE_INTERNAL_TOKEN")
+        #expect(failure(["LETHE_ADMIN_TOKEN": "short"]) == "LETHE_ADMIN_TOKEN")
+        #expect(failure(["LETHE_SHARED_APP_CLIENT_ID": "app"]) == "LETHE_SHARED_APP_CLIENT_SECRET")
+        #expect(failure(["GATEWAY_TENANT_TOKEN_SECONDS": "5"]) == "GATEWAY_TENANT_TOKEN_SECONDS")
+        let shared = try OAuthGatewayConfig(reader: ConfigReader(environment: base.merging([
+            "LETHE_SHARED_APP_CLIENT_ID": "app", "LETHE_SHARED_APP_CLIENT_SECRET": "secret",
+            "LETHE_GATEWAY_URL": "https://auth.example.com/",
+        ]) { $1 }))
+        #expect(shared.sharedApp?.callbackURL == "https://auth.example.com/v1/signin/atlassian/callback")
+        // A description of the config never shows a secret value.
+        #expect(!"\(ConfigError(variable: "LETHE_MASTER_KEY", reason: "x"))".contains(base["LETHE_MASTER_KEY"]!))
+    }
+
+    static func padded(_ base64url: String) -> String {
+        var text = base64url.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        text += String(repeating: "=", count: (4 - text.count % 4) % 4)
+        return text
+    }
+}

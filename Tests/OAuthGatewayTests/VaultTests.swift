@@ -1,0 +1,236 @@
+import AtlassianClient
+import Contracts
+import Foundation
+import GRDB
+import Messaging
+import Testing
+import TestSupport
+
+@testable import oauth_gateway
+
+@Suite("oauth-gateway token vault, reporting tokens, updated and erasure, over HTTP and the dev broker")
+struct VaultTests {
+    static let ada = "5b10ac8d82e05b22cc7d4ef5"
+    static let grace = "5b10ac8d82e05b22cc7d4ef6"
+
+    /// A tenant `acme` with its own app `acme-app` and the given users signed in.
+    static func signedIn(
+        _ harness: GatewayHarness, users: [(String, String, String)] = [(ada, "Ada Lovelace", "ada@example.com")]
+    ) async throws -> GatewayHarness.Tenant {
+        let acme = try await harness.createTenant("acme", policy: "scrub")
+        try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
+        for (accountId, name, email) in users {
+            try await harness.sandboxUser(accountId, name: name, email: email)
+            _ = try await harness.signInAndExchange(acme, accountId: accountId)
+        }
+        return acme
+    }
+
+    /// Makes the gateway believe the connection's access token has expired (the sandbox's own clock is left alone).
+    static func expireAccessTokens(_ parts: OAuthGatewayParts) async throws {
+        try await parts.database.database.write { db in
+            try db.execute(sql: "UPDATE connections SET access_expires_at = ?", arguments: [Date().timeIntervalSince1970 - 1])
+        }
+    }
+
+    static func onlyConnection(_ parts: OAuthGatewayParts) async throws -> String {
+        let id = try await parts.database.database.read { db in
+            try String.fetchOne(db, sql: "SELECT connection_id FROM connections")
+        }
+        return try #require(id)
+    }
+
+    @Test("20 concurrent token requests for an expired connection, in two vaults over one file: one refresh, grant alive")
+    func refreshIsSingleFlight() async throws {
+        try await GatewayHarness.run { harness, parts in
+            _ = try await Self.signedIn(harness)
+            let connection = try await Self.onlyConnection(parts)
+            try await Self.expireAccessTokens(parts)
+            // A second vault over the same SQLite file stands for a second gateway process: only the lease keeps the
+            // two from refreshing at once.
+            let gateway = parts.gateway
+            let otherProcess = TokenVault(
+                database: parts.database, box: gateway.box, atlassian: gateway.atlassian,
+                credentials: { try await gateway.credentials(of: $0) }, logger: makeTestLogger("vault-2"))
+            let grants = try await withThrowingTaskGroup(of: AccessGrant.self) { group in
+                for index in 0..<20 {
+                    let vault = index.isMultiple(of: 2) ? gateway.vault : otherProcess
+                    group.addTask { try await vault.accessToken(connectionId: connection) }
+                }
+                return try await group.reduce(into: [AccessGrant]()) { $0.append($1) }
+            }
+            #expect(grants.count == 20 && Set(grants.map(\.accessToken)).count == 1)
+            #expect(try await harness.tokenCalls("acme-app").refreshes == 1)
+            // The grant is still valid: the refreshed token reads /me, and another refresh works (no revoked family).
+            let me = try await gateway.atlassian.me(accessToken: grants[0].accessToken)
+            #expect(me.accountId == Self.ada)
+            try await Self.expireAccessTokens(parts)
+            _ = try await gateway.vault.accessToken(connectionId: connection)
+            #expect(try await harness.tokenCalls("acme-app").refreshes == 2)
+        }
+    }
+
+    @Test("20 updated statuses for one connection whose token Atlassian no longer accepts: one refresh, profile republished")
+    func updatedRefreshesOnce() async throws {
+        try await GatewayHarness.run { harness, parts in
+            _ = try await Self.signedIn(harness)
+            _ = try await harness.send(
+                .POST, harness.sandboxURL + "/_sandbox/users/\(Self.ada)/update", bearer: nil, json: ["name": "Ada King"])
+            // The sandbox's clock moves past the access token's hour; the gateway still believes it valid, so the
+            // first /me answers 401 and the token is refreshed — once, for all twenty.
+            _ = try await harness.send(.POST, harness.sandboxURL + "/_sandbox/clock", bearer: nil, json: ["advanceSeconds": 3700])
+            let producer = try harness.kafka.makeProducer()
+            try await withRunningServices([producer], logger: harness.kafka.logger) {
+                let status = AccountStatusReported(
+                    appId: "acme-app", accountId: Self.ada, tenantIds: ["acme"], status: .updated, reportedAt: Date())
+                try await producer.send((0..<20).map { _ in
+                    try OutgoingMessage(event: status, topic: harness.topics.pdrStatus, key: "acme-app:\(Self.ada)", source: "test")
+                })
+            }
+            let profiles = try await readUntil(harness.kafka, topic: harness.topics.profiles) { messages in
+                messages.compactMap { try? $0.decodeEvent(ProfileFetched.self) }.filter { $0.name == "Ada King" }.count >= 20
+            }.compactMap { try? $0.decodeEvent(ProfileFetched.self) }
+            #expect(profiles.filter { $0.name == "Ada King" }.allSatisfy { $0.tenantId == "acme" && $0.appId == "acme-app" })
+            #expect(try await harness.tokenCalls("acme-app").refreshes == 1)
+            #expect(try await harness.reportingToken("acme-app").status == 200)
+        }
+    }
+
+    @Test("invalid_grant: the connection needs a new sign-in, ErasureRequested(refresh-failed, scrub), 409 for reporting")
+    func lostGrantRequestsErasure() async throws {
+        try await GatewayHarness.run { harness, parts in
+            _ = try await Self.signedIn(harness)
+            _ = try await harness.send(
+                .POST, harness.sandboxURL + "/_sandbox/grants/revoke", bearer: nil,
+                json: ["clientId": "acme-app", "accountId": Self.ada])
+            try await Self.expireAccessTokens(parts)
+            let answer = try await harness.reportingToken("acme-app")
+            #expect(answer.status == 409)
+            let connection = try #require(try await parts.database.connection(try await Self.onlyConnection(parts)))
+            #expect(connection.state == .reconnectRequired && connection.refreshTokenSealed == nil)
+            let requests = try await readUntil(harness.kafka, topic: harness.topics.erasureRequests) { !$0.isEmpty }
+            let request = try requests[0].decodeEvent(ErasureRequested.self)
+            #expect(request.cause == .refreshFailed && request.policy == .scrub && request.tenantId == "acme")
+            #expect(request.appId == "acme-app" && request.accountId == Self.ada)
+            #expect(String(decoding: requests[0].key ?? [], as: UTF8.self) == "acme-app:\(Self.ada)")
+            // Asking again publishes nothing more: the grant was lost once.
+            #expect(try await harness.reportingToken("acme-app").status == 409)
+            #expect(try await harness.tokenCalls("acme-app").refreshes == 1)
+        }
+    }
+
+    @Test("reporting token: owner first, another connection after a 401 exclusion, 409 when none is left; internal token required")
+    func reportingTokenExclusion() async throws {
+        try await GatewayHarness.run { harness, _ in
+            _ = try await Self.signedIn(harness, users: [
+                (Self.ada, "Ada Lovelace", "ada@example.com"), (Self.grace, "Grace Hopper", "grace@example.com"),
+            ])
+            let first = try await harness.reportingToken("acme-app")
+            #expect(first.status == 200)
+            let owner = try #require(first.json["connectionId"] as? String)
+            let second = try await harness.reportingToken("acme-app", exclude: [owner])
+            let other = try #require(second.json["connectionId"] as? String)
+            #expect(other != owner && second.json["accessToken"] as? String != first.json["accessToken"] as? String)
+            #expect(try await harness.reportingToken("acme-app").json["connectionId"] as? String == owner)
+            #expect(try await harness.reportingToken("acme-app", exclude: [owner, other]).status == 409)
+            #expect(try await harness.reportingToken("unknown-app").status == 409)
+            let unauthorized = try await harness.send(
+                .POST, "/internal/v1/apps/acme-app/reporting-token", bearer: GatewayHarness.adminToken, json: [:])
+            #expect(unauthorized.status == 401)
+            let malformed = try await harness.request(
+                .POST, "/internal/v1/apps/acme-app/reporting-token",
+                headers: [("authorization", "Bearer \(GatewayHarness.internalToken)")], body: "{nope")
+            #expect(malformed.status == 400)
+            // The token reports to the sandbox's PDR endpoint as that app.
+            let result = try await harness.sandboxReport(token: try #require(first.json["accessToken"] as? String))
+            #expect(result == 204 || result == 200)
+        }
+    }
+
+    @Test("no app secret, Atlassian token, tenant secret, state or sign-in code in the SQLite file or the trace logs")
+    func secretsNeverStoredOrLoggedInClear() async throws {
+        try await GatewayHarness.run { harness, parts in
+            let acme = try await Self.signedIn(harness)
+            try await Self.expireAccessTokens(parts)
+            let token = try await harness.reportingToken("acme-app")
+            let accessToken = try #require(token.json["accessToken"] as? String)
+            let callback = try await harness.callbackURL(tenant: "acme", accountId: Self.ada)
+            let state = try #require(GatewayHarness.query(of: callback)["state"])
+            let back = GatewayHarness.query(of: try #require(try await harness.get(callback).location))
+            let code = try #require(back["code"])
+            try await parts.database.database.checkpoint()
+            let file = harness.databaseBytes()
+            let logs = harness.logs.text
+            #expect(file.count > 10_000 && logs.contains("signed in"))
+            // Sandbox tokens all start sbx_at_ / sbx_rt_, so this catches every one, not only those the test knows.
+            for secret in ["acme-app-secret-1234", "sbx_at_", "sbx_rt_", accessToken, acme.secret, state, code, acme.token] {
+                #expect(!file.contains(secret), "SQLite file holds \(secret.prefix(8))…")
+                #expect(!logs.contains(secret), "logs hold \(secret.prefix(8))…")
+            }
+        }
+    }
+
+    @Test("erasure: delete, scrub and disassociate applied to connections and acknowledged; closed accounts cannot sign in")
+    func erasureParticipant() async throws {
+        try await GatewayHarness.run { harness, parts in
+            let acme = try await Self.signedIn(harness, users: [
+                (Self.ada, "Ada Lovelace", "ada@example.com"), (Self.grace, "Grace Hopper", "grace@example.com"),
+            ])
+            let lin = "5b10ac8d82e05b22cc7d4ef7"
+            try await harness.sandboxUser(lin, name: "Lin Test", email: "lin@example.com")
+            _ = try await harness.signInAndExchange(acme, accountId: lin)
+            func command(_ accountId: String, _ policy: ErasurePolicy, cause: ErasureCause = .tenantRequest) -> EraseSubject {
+                EraseSubject(
+                    erasureId: "erasure-\(accountId)-\(policy.rawValue)", tenantId: "acme", appId: "acme-app",
+                    accountId: accountId, policy: policy, cause: cause, issuedAt: Date(),
+                    deadline: Date().addingTimeInterval(86_400))
+            }
+            let commands = [
+                command(Self.ada, .delete, cause: .atlassianClosed), command(Self.grace, .scrub),
+                command(lin, .disassociate), command("5b10ac8d82e05b22cc7d4ef8", .delete),
+            ]
+            let producer = try harness.kafka.makeProducer()
+            try await withRunningServices([producer], logger: harness.kafka.logger) {
+                try await producer.send(commands.map {
+                    try OutgoingMessage(event: $0, topic: harness.topics.erasureCommands, key: "acme-app:\($0.accountId)", source: "test")
+                })
+            }
+            let acks = try await readUntil(harness.kafka, topic: harness.topics.erasureAcks) { $0.count >= 4 }
+                .map { try $0.decodeEvent(ErasureAcknowledged.self) }
+            let outcomes = Dictionary(acks.map { ($0.erasureId, $0.outcome) }) { first, _ in first }
+            #expect(outcomes[commands[0].erasureId] == .erased && outcomes[commands[1].erasureId] == .scrubbed)
+            #expect(outcomes[commands[2].erasureId] == .disassociated && outcomes[commands[3].erasureId] == .nothingHeld)
+            #expect(acks.allSatisfy { $0.participant == "oauth-gateway" })
+
+            let rows = try await parts.database.database.read { db in
+                try Row.fetchAll(db, sql: "SELECT account_id, access_token, refresh_token FROM connections").map {
+                    (accountId: $0["account_id"] as String?,
+                     tokens: ($0["access_token"] as Data?) != nil || ($0["refresh_token"] as Data?) != nil)
+                }
+            }
+            #expect(rows.count == 2)  // ada's connection is gone
+            #expect(rows.allSatisfy { !$0.tokens })
+            #expect(Set(rows.map(\.accountId)) == [Self.grace, nil])
+            #expect(try await harness.reportingToken("acme-app").status == 409)
+
+            // Ada was closed: she cannot sign in again; the tenant hears access_denied.
+            let refused = try await harness.signIn(tenant: "acme", accountId: Self.ada)
+            #expect(refused["error"] == "access_denied" && refused["error_description"] == "account closed")
+            #expect(try await parts.database.connections(appId: "acme-app", accountId: Self.ada, tenantIds: []).isEmpty)
+            // Grace (scrubbed) may sign in again: a new grant on the kept user.
+            _ = try await harness.signInAndExchange(acme, accountId: Self.grace)
+            #expect(try await harness.reportingToken("acme-app").status == 200)
+        }
+    }
+}
+
+extension GatewayHarness {
+    /// One PDR call to the sandbox with `token`: its HTTP status.
+    func sandboxReport(token: String) async throws -> Int {
+        let answer = try await request(
+            .POST, sandboxURL + "/app/report-accounts/",
+            headers: [("authorization", "Bearer \(token)"), ("content-type", "application/json")],
+            body: #"{"accounts":[{"accountId":"5be24ad8b1653240376955d2","updatedAt":"2026-01-01T00:00:00.000Z"}]}"#)
+        return answer.status
+    }
+}
