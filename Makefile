@@ -3,13 +3,15 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 SWIFT_TEST_FLAGS ?=
 
-.PHONY: help deps build test bench-messaging bench-ingest demo run broker-start broker-stop clean
+.PHONY: help deps build test bench-messaging bench-ingest bench-signin demo run broker-start broker-stop clean
 
 help:
 	@echo "make test             install deps, start the dev broker, build, run every test, stop the broker"
 	@echo "make bench-messaging  Messaging vs kcat on the same dev broker (see bench/messaging.sh)"
 	@echo "make bench-ingest     profile-store ingest of 100k profiles vs kcat consume (see bench/ingest.sh)"
-	@echo "make demo             the whole system in one command (arrives with issue 8; not yet)"
+	@echo "make bench-signin     sign-ins through oauth-gateway vs bare sandbox sequences (see bench/signin.sh)"
+	@echo "make demo             the whole system as local processes, a scripted scenario and a report (scripts/lethe-demo)"
+	@echo "make run              the whole system, left running until Ctrl-C, with its URLs and credentials printed"
 	@echo "make broker-start     start the dev broker and leave it running (prints its address)"
 	@echo "make broker-stop      stop the dev broker started by broker-start"
 
@@ -25,7 +27,8 @@ CONTRACT_SAMPLES_DIR := $(CURDIR)/.run/contract-samples
 test: build
 	rm -rf "$(CONTRACT_SAMPLES_DIR)"
 	LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" scripts/with-dev-broker bash -c \
-		'swift test --skip-build $(SWIFT_TEST_FLAGS) && python3 -m pytest -q examples/python-participant' 
+		'swift test --skip-build $(SWIFT_TEST_FLAGS) && python3 -m pytest -q examples/python-participant \
+		 && scripts/lethe-demo e2e' 
 	@# A filtered run may have skipped the samples test: write them anyway (no broker needed).
 	@[ -e "$(CONTRACT_SAMPLES_DIR)/EraseSubject.full.json" ] || LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" \
 		swift test --skip-build --filter ContractsTests.ContractSamplesTests
@@ -41,10 +44,17 @@ bench-ingest: deps
 	swift build -c release --product ingest-bench
 	scripts/with-dev-broker bench/ingest.sh
 
-demo run:
-	@echo "make $@: the one-command demo arrives with issue 8 (the whole system); the services are not built yet." >&2
-	@echo "For now: 'make test' runs every test, and 'swift run atlassian-sandbox' starts the Atlassian sandbox." >&2
-	@exit 1
+bench-signin: deps
+	swift build -c release --product atlassian-sandbox
+	swift build -c release --product oauth-gateway
+	swift build -c release --product signin-bench
+	scripts/with-dev-broker bench/signin.sh
+
+# The scripted scenario ends with its own report; `run` leaves everything up until Ctrl-C. Each starts the dev
+# broker unless KAFKA_BOOTSTRAP_SERVERS is set, and stops only what it started.
+demo run: deps
+	swift build
+	scripts/lethe-demo $@
 
 broker-start: deps
 	@scripts/dev-broker start

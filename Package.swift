@@ -118,6 +118,11 @@ let package = Package(
             path: "bench/ingest-bench"
         ),
         .executableTarget(
+            name: "signin-bench",
+            dependencies: [httpClient, nioCore, .product(name: "NIOHTTP1", package: "swift-nio")],
+            path: "bench/signin-bench"
+        ),
+        .executableTarget(
             name: "messaging-bench",
             dependencies: ["Messaging", lifecycle, logging],
             path: "bench/messaging-bench"

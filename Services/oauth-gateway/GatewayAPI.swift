@@ -18,6 +18,18 @@ struct TenantView: ResponseCodable, Equatable {
     var erasurePolicy: ErasurePolicy
     var deadlineDays: Int
     var app: App?
+
+    enum CodingKeys: String, CodingKey { case tenantId, returnUrls, erasurePolicy, deadlineDays, app }
+
+    /// Written by hand so that a tenant without an app shows `"app": null`, as documented, not a missing key.
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(tenantId, forKey: .tenantId)
+        try container.encode(returnUrls, forKey: .returnUrls)
+        try container.encode(erasurePolicy, forKey: .erasurePolicy)
+        try container.encode(deadlineDays, forKey: .deadlineDays)
+        try container.encode(app, forKey: .app)
+    }
 }
 
 struct TenantCredentials: ResponseCodable {
@@ -214,8 +226,12 @@ enum GatewayAPI {
                 guard let secret = body.clientSecret, !secret.isEmpty, secret.count <= 1024 else {
                     throw HTTPError(.badRequest, message: "clientSecret is required")
                 }
-                guard let callback = body.callbackUrl, Self.isValidURL(callback) else {
-                    throw HTTPError(.badRequest, message: "callbackUrl must be an absolute http(s) URL")
+                // Atlassian sends the code to the app's registered callback, which must be this gateway's, or no
+                // sign-in could ever complete: say so now rather than at the first user's sign-in.
+                let expected = gateway.publicURL + SignInRoutes.callbackPath
+                let callback = body.callbackUrl ?? expected
+                guard callback == expected else {
+                    throw HTTPError(.badRequest, message: "callbackUrl must be this gateway's callback, \(expected)")
                 }
                 let scopes = body.scopes ?? Gateway.defaultScopes
                 guard !scopes.isEmpty, scopes.count <= 50,
@@ -332,7 +348,8 @@ enum GatewayAPI {
     static func formOrJSON(_ request: Request) async throws -> [String: String] {
         let buffer = try await request.body.collect(upTo: maxBody)
         let data = Data(buffer: buffer)
-        if request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true {
+        let declaredJSON = request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true
+        if declaredJSON || data.first == UInt8(ascii: "{") {
             guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw HTTPError(.badRequest, message: "body must be a JSON object")
             }

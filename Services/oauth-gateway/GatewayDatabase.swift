@@ -562,6 +562,7 @@ final class GatewayDatabase: Sendable {
     /// Applies the tenant's policy to its connection of the account, suppresses a closed account, and records the
     /// outcome under the erasureId — one transaction; a recorded erasure returns its outcome and changes nothing.
     func erase(_ command: EraseSubject, now: Date = Date()) async throws -> ErasureOutcome {
+        let topics = self.topics
         let outcome: ErasureOutcome = try await database.write { db in
             if let recorded = try ProcessedEvents.outcome(of: command.erasureId, consumer: Self.erasureConsumer, in: db)
                 .flatMap(ErasureOutcome.init) {
@@ -578,6 +579,12 @@ final class GatewayDatabase: Sendable {
             let ids = try String.fetchAll(
                 db, sql: "SELECT connection_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
                 arguments: [command.tenantId, command.appId, command.accountId])
+            // Profiles of the account waiting in (or kept by) the outbox carry its name and email: they go too. The
+            // outbox is keyed per app and account, not per tenant, so another tenant's pending profile of the same
+            // account goes with it; its next sign-in or refresh publishes a fresh one.
+            if let key = try? AccountKey(appId: command.appId, accountId: command.accountId) {
+                try Outbox.discard(topic: topics.profiles, key: key.rawValue, in: db)
+            }
             var outcome = ErasureOutcome.nothingHeld
             for id in ids {
                 try db.execute(sql: "DELETE FROM signin_codes WHERE connection_id = ?", arguments: [id])

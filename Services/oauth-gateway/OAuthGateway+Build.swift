@@ -61,7 +61,8 @@ func buildOAuthGateway(
 
     let producer = try KafkaProducer(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "oauth-gateway"), logger: logger)
-    let relay = OutboxRelay(database: database.database, producer: producer, logger: logger)
+    // Sent profiles hold personal data: keep them only briefly (the relay prunes about once a minute).
+    let relay = OutboxRelay(database: database.database, producer: producer, logger: logger, retention: .seconds(60))
     let statusConsumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: kafka.bootstrapServers,

@@ -54,9 +54,8 @@ func buildPDRReporter(
     let atlassian = AtlassianClient(
         config: .init(authURL: config.atlassianAuthURL, apiURL: config.atlassianAPIURL), httpClient: http,
         logger: logger)
-    let tokens: any ReportingTokenProvider = overrideTokens ?? config.internalToken.map {
-        HTTPReportingTokenProvider(gatewayURL: config.gatewayURL, internalToken: $0, httpClient: http)
-    } ?? UnconfiguredTokenProvider()
+    let tokens: any ReportingTokenProvider = overrideTokens
+        ?? HTTPReportingTokenProvider(gatewayURL: config.gatewayURL, internalToken: config.internalToken, httpClient: http)
     let loop = ReportingLoop(
         registry: accounts, api: atlassian, tokens: tokens, sink: KafkaReportSink(producer: producer, topics: topics),
         schedule: schedule, settings: settings ?? config.reportingSettings, logger: logger)
@@ -99,12 +98,5 @@ struct HTTPClientService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         try await client.shutdown()
-    }
-}
-
-/// Without `LETHE_INTERNAL_TOKEN` there is no way to get a token; the reporter backs off and retries.
-struct UnconfiguredTokenProvider: ReportingTokenProvider {
-    func token(appId: String, excluding: Set<String>) async throws -> ReportingToken {
-        throw ReportingTokenError.unavailable("LETHE_INTERNAL_TOKEN is not set")
     }
 }

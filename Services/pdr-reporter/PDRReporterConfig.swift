@@ -17,9 +17,9 @@ struct PDRReporterConfig: Sendable {
     var atlassianAPIURL: URL
     /// `LETHE_GATEWAY_URL` (default http://127.0.0.1:8080): where the reporting-token API is.
     var gatewayURL: URL
-    /// `LETHE_INTERNAL_TOKEN`: bearer for the gateway's internal API. Optional until the reporting loop is wired
-    /// (with Kafka); when set it must be at least 16 characters. Never logged.
-    var internalToken: String?
+    /// `LETHE_INTERNAL_TOKEN`: bearer for the gateway's reporting-token API; required (without it nothing can be
+    /// reported), at least 16 characters. Never logged.
+    var internalToken: String
     /// `LETHE_ADMIN_TOKEN`: bearer for `GET /v1/apps`; without it the route answers 401 to everyone. Never logged.
     var adminToken: String?
     /// `LETHE_TOPIC_NAMESPACE`, if set: unset in production (the architecture's topic names); tests set a unique
@@ -41,9 +41,7 @@ struct PDRReporterConfig: Sendable {
         atlassianAuthURL = try reader.url("ATLASSIAN_AUTH_URL", default: "https://auth.atlassian.com")
         atlassianAPIURL = try reader.url("ATLASSIAN_API_URL", default: "https://api.atlassian.com")
         gatewayURL = try reader.url("LETHE_GATEWAY_URL", default: "http://127.0.0.1:8080")
-        internalToken = try reader.optionalString("LETHE_INTERNAL_TOKEN").map { _ in
-            try reader.secret("LETHE_INTERNAL_TOKEN")
-        }
+        internalToken = try reader.secret("LETHE_INTERNAL_TOKEN")
         adminToken = try reader.optionalString("LETHE_ADMIN_TOKEN").map { _ in try reader.secret("LETHE_ADMIN_TOKEN") }
     }
 

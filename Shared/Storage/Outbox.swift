@@ -72,6 +72,15 @@ package enum Outbox {
         return OutboxEntry(id: row["id"], message: message, createdAt: Date(timeIntervalSince1970: row["created_at"]))
     }
 
+    /// Deletes every record of `topic` with `key`, sent or not: for an erasure, so that personal data waiting to be
+    /// published, or kept after it was, leaves the file with the rest. Returns how many went.
+    @discardableResult
+    package static func discard(topic: String, key: String, in db: GRDB.Database) throws -> Int {
+        try db.execute(
+            sql: "DELETE FROM lethe_outbox WHERE topic = ? AND key = ?", arguments: [topic, Data(key.utf8)])
+        return db.changesCount
+    }
+
     /// Deletes records sent before `date`; the outbox is a queue, not an archive. Returns how many went.
     @discardableResult
     package static func pruneSent(before date: Date, in db: GRDB.Database) throws -> Int {

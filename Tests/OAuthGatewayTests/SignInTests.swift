@@ -132,7 +132,8 @@ struct SignInTests {
         try await GatewayHarness.run { harness, _ in
             let acme = try await harness.createTenant("acme")
             let other = try await harness.createTenant("other")
-            #expect(try await harness.get("/v1/tenants/acme", bearer: acme.token).status == 200)
+            let view = try await harness.get("/v1/tenants/acme", bearer: acme.token)
+            #expect(view.status == 200 && view.json.keys.contains("app") && view.body.contains(#""app":null"#))
             #expect(try await harness.get("/v1/tenants/acme", bearer: other.token).status == 404)
             #expect(try await harness.send(.PUT, "/v1/tenants/acme/settings", bearer: other.token, json: [:]).status == 404)
             #expect(try await harness.get("/v1/tenants/acme").status == 401)
@@ -148,8 +149,12 @@ struct SignInTests {
                 #expect(answer.status == 400 && answer.body.contains(reason), "\(body): \(answer.body)")
             }
             let badApp = try await harness.send(
-                .PUT, "/v1/tenants/acme/app", bearer: acme.token, json: ["clientId": "a b", "clientSecret": "x", "callbackUrl": "https://x"])
+                .PUT, "/v1/tenants/acme/app", bearer: acme.token, json: ["clientId": "a b", "clientSecret": "x"])
             #expect(badApp.status == 400 && badApp.body.contains("clientId"))
+            let elsewhere = try await harness.send(
+                .PUT, "/v1/tenants/acme/app", bearer: acme.token,
+                json: ["clientId": "acme-app", "clientSecret": "x", "callbackUrl": "https://elsewhere.example/cb"])
+            #expect(elsewhere.status == 400 && elsewhere.body.contains("callbackUrl"))
             try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
             let taken = try await harness.send(
                 .PUT, "/v1/tenants/other/app", bearer: other.token,

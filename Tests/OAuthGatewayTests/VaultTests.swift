@@ -212,6 +212,11 @@ struct VaultTests {
             #expect(rows.allSatisfy { !$0.tokens })
             #expect(Set(rows.map(\.accountId)) == [Self.grace, nil])
             #expect(try await harness.reportingToken("acme-app").status == 409)
+            // Their names and emails are gone from the file too: the outbox's profiles of the accounts went with them.
+            let file = harness.databaseBytes()
+            for pii in ["Ada Lovelace", "ada@example.com", "Grace Hopper", "grace@example.com", "lin@example.com"] {
+                #expect(!file.contains(pii), "\(pii) still in the gateway's SQLite file")
+            }
 
             // Ada was closed: she cannot sign in again; the tenant hears access_denied.
             let refused = try await harness.signIn(tenant: "acme", accountId: Self.ada)

@@ -26,10 +26,16 @@ struct StatusAndConfigTests {
 
     @Test("PDR_CYCLE_SECONDS and PDR_REQUEST_INTERVAL_MS are read and validated; defaults are 7 days and 1 s")
     func config() throws {
-        let base = ["KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "LETHE_DATA_DIR": FileManager.default.temporaryDirectory.path]
+        let base = [
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "LETHE_DATA_DIR": FileManager.default.temporaryDirectory.path,
+            "LETHE_INTERNAL_TOKEN": "internal-token-0123456789",
+        ]
         let defaults = try PDRReporterConfig(reader: ConfigReader(environment: base))
         #expect(defaults.cycle == .seconds(604_800) && defaults.requestInterval == .seconds(1))
-        #expect(defaults.adminToken == nil && defaults.internalToken == nil)
+        #expect(defaults.adminToken == nil && defaults.internalToken == "internal-token-0123456789")
+        #expect(throws: ConfigError(variable: "LETHE_INTERNAL_TOKEN", reason: "is required but not set")) {
+            try PDRReporterConfig(reader: ConfigReader(environment: base.merging(["LETHE_INTERNAL_TOKEN": ""]) { $1 }))
+        }
         let custom = try PDRReporterConfig(reader: ConfigReader(environment: base.merging([
             "PDR_CYCLE_SECONDS": "5", "PDR_REQUEST_INTERVAL_MS": "250", "LETHE_ADMIN_TOKEN": Self.token,
         ]) { $1 }))

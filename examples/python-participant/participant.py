@@ -58,6 +58,8 @@ class Store:
     def __init__(self, path):
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
+        # Erased names and emails are overwritten in the file, not left in free pages.
+        self.db.execute("PRAGMA secure_delete=ON")
         self.db.executescript(
             """
             CREATE TABLE IF NOT EXISTS contacts (
@@ -108,6 +110,8 @@ class Store:
                 "INSERT INTO erasures (erasure_id, outcome, applied_at) VALUES (?, ?, ?)",
                 (command["erasureId"], outcome, rfc3339_now()))
             self.db.execute("COMMIT")
+            # The WAL still holds the page images from before the erasure; fold it into the file and empty it.
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return outcome, False
         except Exception:
             self.db.execute("ROLLBACK")
