@@ -3,13 +3,15 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 SWIFT_TEST_FLAGS ?=
 
-.PHONY: help deps build test bench-messaging bench-ingest bench-signin demo run broker-start broker-stop clean
+.PHONY: help deps build test bench-messaging bench-ingest bench-signin bench-erasure bench-pdr demo run broker-start broker-stop clean
 
 help:
 	@echo "make test             install deps, start the dev broker, build, run every test, stop the broker"
 	@echo "make bench-messaging  Messaging vs kcat on the same dev broker (see bench/messaging.sh)"
 	@echo "make bench-ingest     profile-store ingest of 100k profiles vs kcat consume (see bench/ingest.sh)"
 	@echo "make bench-signin     sign-ins through oauth-gateway vs bare sandbox sequences (see bench/signin.sh)"
+	@echo "make bench-erasure    10,000 closed statuses at 2,000/s through the executor and 3 participants (bench/erasure.sh)"
+	@echo "make bench-pdr        one PDR cycle of 100,000 accounts over 3 apps against the sandbox (bench/pdr.sh)"
 	@echo "make demo             the whole system as local processes, a scripted scenario and a report (scripts/lethe-demo)"
 	@echo "make run              the whole system, left running until Ctrl-C, with its URLs and credentials printed"
 	@echo "make broker-start     start the dev broker and leave it running (prints its address)"
@@ -49,6 +51,19 @@ bench-signin: deps
 	swift build -c release --product oauth-gateway
 	swift build -c release --product signin-bench
 	scripts/with-dev-broker bench/signin.sh
+
+bench-erasure: deps
+	swift build -c release --product erasure-executor
+	swift build -c release --product profile-store
+	swift build -c release --product erasure-bench
+	scripts/with-dev-broker bench/erasure.sh
+
+bench-pdr: deps
+	swift build -c release --product atlassian-sandbox
+	swift build -c release --product oauth-gateway
+	swift build -c release --product pdr-reporter
+	swift build -c release --product pdr-bench
+	scripts/with-dev-broker bench/pdr.sh
 
 # The scripted scenario ends with its own report; `run` leaves everything up until Ctrl-C. Each starts the dev
 # broker unless KAFKA_BOOTSTRAP_SERVERS is set, and stops only what it started.

@@ -118,6 +118,19 @@ let package = Package(
             path: "bench/ingest-bench"
         ),
         .executableTarget(
+            name: "erasure-bench",
+            dependencies: ["Messaging", "Contracts", "ErasureKit", lifecycle, logging],
+            path: "bench/erasure-bench"
+        ),
+        .executableTarget(
+            name: "pdr-bench",
+            dependencies: [
+                "Messaging", "Contracts", lifecycle, logging, httpClient, nioCore,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "bench/pdr-bench"
+        ),
+        .executableTarget(
             name: "signin-bench",
             dependencies: [httpClient, nioCore, .product(name: "NIOHTTP1", package: "swift-nio")],
             path: "bench/signin-bench"

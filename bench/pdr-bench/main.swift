@@ -1,0 +1,2 @@
+// Placeholder: the pdr benchmark driver is being written (see bench/pdr.sh).
+print("not yet")
