@@ -147,9 +147,10 @@ final class Gateway: Sendable {
 
     /// Step 1: checks the return URL, stores a one-time state, and returns Atlassian's authorize URL.
     func startSignIn(tenantId: String, redirectURI: String, tenantState: String) async throws -> URL {
-        guard let tenant = try await database.tenant(tenantId) else { throw SignInError.unknownTenant }
+        guard let (tenant, app) = try await database.tenantAndApp(tenantId) else { throw SignInError.unknownTenant }
         guard tenant.returnURLs.contains(redirectURI) else { throw SignInError.returnURLNotAllowed }
-        guard let appId = tenant.appId, let app = try await database.app(appId) else { throw SignInError.noApp }
+        guard let app else { throw SignInError.noApp }
+        let appId = app.appId
         let state = OneTimeValue.make()
         try await database.storeState(
             hash: OneTimeValue.hash(state),

@@ -165,23 +165,24 @@ final class GatewayDatabase: Sendable {
         let topics = self.topics
         try await database.write { db in
             guard try Self.tenant(tenantId, in: db) == nil else { throw TenantError.exists }
-            try db.execute(
-                sql: "INSERT INTO tenants (tenant_id, secret_hash, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                arguments: [tenantId, secretHash, now.timeIntervalSince1970, now.timeIntervalSince1970])
+            try db.cachedStatement(sql: "INSERT INTO tenants (tenant_id, secret_hash, created_at, updated_at) VALUES (?, ?, ?, ?)")
+                .execute(arguments: [tenantId, secretHash, now.timeIntervalSince1970, now.timeIntervalSince1970])
             try Self.announce(tenantId, topics: topics, in: db)
         }
     }
 
     func replaceSecret(of tenantId: String, secretHash: Data) async throws {
         try await database.write { db in
-            try db.execute(sql: "UPDATE tenants SET secret_hash = ? WHERE tenant_id = ?", arguments: [secretHash, tenantId])
+            try db.cachedStatement(sql: "UPDATE tenants SET secret_hash = ? WHERE tenant_id = ?")
+                .execute(arguments: [secretHash, tenantId])
             guard db.changesCount == 1 else { throw TenantError.notFound }
         }
     }
 
     func secretHash(of tenantId: String) async throws -> Data? {
         try await database.read { db in
-            try Data.fetchOne(db, sql: "SELECT secret_hash FROM tenants WHERE tenant_id = ?", arguments: [tenantId])
+            try Data.fetchOne(try db.cachedStatement(sql: "SELECT secret_hash FROM tenants WHERE tenant_id = ?"),
+                arguments: [tenantId])
         }
     }
 
@@ -191,7 +192,7 @@ final class GatewayDatabase: Sendable {
 
     func tenants() async throws -> [TenantRecord] {
         try await database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM tenants ORDER BY tenant_id").map(Self.tenantRecord)
+            try Row.fetchAll(try db.cachedStatement(sql: "SELECT * FROM tenants ORDER BY tenant_id")).map(Self.tenantRecord)
         }
     }
 
@@ -206,12 +207,11 @@ final class GatewayDatabase: Sendable {
             if let policy { tenant.erasurePolicy = policy }
             if let deadlineDays { tenant.deadlineDays = deadlineDays }
             let urls = String(decoding: try JSONEncoder().encode(tenant.returnURLs), as: UTF8.self)
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE tenants SET return_urls = ?, erasure_policy = ?, deadline_days = ?, updated_at = ?
                     WHERE tenant_id = ?
-                    """,
-                arguments: [urls, tenant.erasurePolicy.rawValue, tenant.deadlineDays, now.timeIntervalSince1970, tenantId])
+                    """)
+                        .execute(arguments: [urls, tenant.erasurePolicy.rawValue, tenant.deadlineDays, now.timeIntervalSince1970, tenantId])
             try Self.announce(tenantId, topics: topics, in: db)
             return tenant
         }
@@ -229,18 +229,16 @@ final class GatewayDatabase: Sendable {
                 if let existing = try Self.app(app.appId, in: db), existing.shared || existing.tenantId != tenantId {
                     throw TenantError.appTaken
                 }
-                try db.execute(
-                    sql: """
+                try db.cachedStatement(sql: """
                         INSERT INTO apps (app_id, tenant_id, shared, client_secret, callback_url, scopes)
                         VALUES (?, ?, 0, ?, ?, ?)
                         ON CONFLICT (app_id) DO UPDATE SET client_secret = excluded.client_secret,
                             callback_url = excluded.callback_url, scopes = excluded.scopes
-                        """,
-                    arguments: [app.appId, tenantId, sealedSecret, app.callbackURL, app.scopes.joined(separator: " ")])
+                        """)
+                            .execute(arguments: [app.appId, tenantId, sealedSecret, app.callbackURL, app.scopes.joined(separator: " ")])
             }
-            try db.execute(
-                sql: "UPDATE tenants SET app_id = ?, updated_at = ? WHERE tenant_id = ?",
-                arguments: [app.appId, now.timeIntervalSince1970, tenantId])
+            try db.cachedStatement(sql: "UPDATE tenants SET app_id = ?, updated_at = ? WHERE tenant_id = ?")
+                .execute(arguments: [app.appId, now.timeIntervalSince1970, tenantId])
             tenant.appId = app.appId
             try Self.announce(tenantId, topics: topics, in: db)
             return tenant
@@ -253,13 +251,19 @@ final class GatewayDatabase: Sendable {
             if let existing = try Self.app(appId, in: db), !existing.shared {
                 throw TenantError.appTaken
             }
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     INSERT INTO apps (app_id, tenant_id, shared, client_secret, callback_url, scopes)
                     VALUES (?, NULL, 1, NULL, ?, ?)
                     ON CONFLICT (app_id) DO UPDATE SET callback_url = excluded.callback_url, scopes = excluded.scopes
-                    """,
-                arguments: [appId, callbackURL, scopes.joined(separator: " ")])
+                    """).execute(arguments: [appId, callbackURL, scopes.joined(separator: " ")])
+        }
+    }
+
+    /// The tenant and its app, read together (the sign-in start's one read).
+    func tenantAndApp(_ tenantId: String) async throws -> (TenantRecord, AppRecord?)? {
+        try await database.read { db in
+            guard let tenant = try Self.tenant(tenantId, in: db) else { return nil }
+            return (tenant, try tenant.appId.flatMap { try Self.app($0, in: db) })
         }
     }
 
@@ -270,12 +274,14 @@ final class GatewayDatabase: Sendable {
     /// The app's sealed client secret (nil for the shared app, whose secret is configuration).
     func sealedSecret(of appId: String) async throws -> Data? {
         try await database.read { db in
-            try Data.fetchOne(db, sql: "SELECT client_secret FROM apps WHERE app_id = ?", arguments: [appId])
+            try Data.fetchOne(try db.cachedStatement(sql: "SELECT client_secret FROM apps WHERE app_id = ?"),
+                arguments: [appId])
         }
     }
 
     private static func tenant(_ tenantId: String, in db: GRDB.Database) throws -> TenantRecord? {
-        try Row.fetchOne(db, sql: "SELECT * FROM tenants WHERE tenant_id = ?", arguments: [tenantId]).map(tenantRecord)
+        try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM tenants WHERE tenant_id = ?"),
+            arguments: [tenantId]).map(tenantRecord)
     }
 
     private static func tenantRecord(_ row: Row) throws -> TenantRecord {
@@ -287,7 +293,8 @@ final class GatewayDatabase: Sendable {
     }
 
     private static func app(_ appId: String, in db: GRDB.Database) throws -> AppRecord? {
-        try Row.fetchOne(db, sql: "SELECT * FROM apps WHERE app_id = ?", arguments: [appId]).map { row in
+        try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM apps WHERE app_id = ?"),
+            arguments: [appId]).map { row in
             AppRecord(
                 appId: row["app_id"], tenantId: row["tenant_id"], shared: row["shared"], callbackURL: row["callback_url"],
                 scopes: (row["scopes"] as String).split(separator: " ").map(String.init),
@@ -312,12 +319,11 @@ final class GatewayDatabase: Sendable {
 
     func storeState(hash: Data, pending: PendingSignIn, expiresAt: Date) async throws {
         try await database.write { db in
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     INSERT INTO signin_states (state_hash, tenant_id, app_id, redirect_uri, tenant_state, expires_at)
                     VALUES (?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [hash, pending.tenantId, pending.appId, pending.redirectURI, pending.tenantState,
+                    """)
+                        .execute(arguments: [hash, pending.tenantId, pending.appId, pending.redirectURI, pending.tenantState,
                             expiresAt.timeIntervalSince1970])
         }
     }
@@ -326,8 +332,8 @@ final class GatewayDatabase: Sendable {
     /// same state returns nil: a state is good for one callback.
     func consumeState(hash: Data, now: Date = Date()) async throws -> PendingSignIn? {
         try await database.write { db in
-            guard let row = try Row.fetchOne(
-                db, sql: "DELETE FROM signin_states WHERE state_hash = ? RETURNING *", arguments: [hash])
+            guard let row = try Row.fetchOne(try db.cachedStatement(sql: "DELETE FROM signin_states WHERE state_hash = ? RETURNING *"),
+                arguments: [hash])
             else { return nil }
             guard (row["expires_at"] as Double) > now.timeIntervalSince1970 else { return nil }
             return PendingSignIn(
@@ -341,11 +347,11 @@ final class GatewayDatabase: Sendable {
     /// it).
     func consumeCode(hash: Data, tenantId: String, now: Date = Date()) async throws -> (connectionId: String, payload: Data)? {
         try await database.write { db in
-            guard let row = try Row.fetchOne(
-                db, sql: "SELECT * FROM signin_codes WHERE code_hash = ?", arguments: [hash]),
+            guard let row = try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM signin_codes WHERE code_hash = ?"),
+                arguments: [hash]),
                 (row["tenant_id"] as String) == tenantId
             else { return nil }
-            try db.execute(sql: "DELETE FROM signin_codes WHERE code_hash = ?", arguments: [hash])
+            try db.cachedStatement(sql: "DELETE FROM signin_codes WHERE code_hash = ?").execute(arguments: [hash])
             guard (row["expires_at"] as Double) > now.timeIntervalSince1970 else { return nil }
             return (row["connection_id"], row["payload"])
         }
@@ -355,9 +361,11 @@ final class GatewayDatabase: Sendable {
     @discardableResult
     func pruneExpired(now: Date = Date()) async throws -> Int {
         try await database.write { db in
-            try db.execute(sql: "DELETE FROM signin_states WHERE expires_at <= ?", arguments: [now.timeIntervalSince1970])
+            try db.cachedStatement(sql: "DELETE FROM signin_states WHERE expires_at <= ?")
+                .execute(arguments: [now.timeIntervalSince1970])
             var count = db.changesCount
-            try db.execute(sql: "DELETE FROM signin_codes WHERE expires_at <= ?", arguments: [now.timeIntervalSince1970])
+            try db.cachedStatement(sql: "DELETE FROM signin_codes WHERE expires_at <= ?")
+                .execute(arguments: [now.timeIntervalSince1970])
             count += db.changesCount
             return count
         }
@@ -373,7 +381,8 @@ final class GatewayDatabase: Sendable {
 
     func isSuppressed(accountId: String) async throws -> Bool {
         try await database.read { db in
-            try Int.fetchOne(db, sql: "SELECT 1 FROM suppressed_accounts WHERE account_id = ?", arguments: [accountId]) != nil
+            try Int.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM suppressed_accounts WHERE account_id = ?"),
+                arguments: [accountId]) != nil
         }
     }
 
@@ -387,38 +396,32 @@ final class GatewayDatabase: Sendable {
     ) async throws -> SignInResult {
         let topics = self.topics
         return try await database.write { db in
-            if try Int.fetchOne(
-                db, sql: "SELECT 1 FROM suppressed_accounts WHERE account_id = ?", arguments: [accountId]) != nil {
+            if try Int.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM suppressed_accounts WHERE account_id = ?"),
+                arguments: [accountId]) != nil {
                 throw SuppressedAccount()
             }
-            let existing = try Row.fetchOne(
-                db, sql: "SELECT connection_id, user_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
+            let existing = try Row.fetchOne(try db.cachedStatement(sql: "SELECT connection_id, user_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?"),
                 arguments: [tenantId, appId, accountId])
             let connectionId: String = existing?["connection_id"] ?? UUID().uuidString.lowercased()
             // The same person through another app of the same tenant is the same platform user.
-            let userId: String = try existing?["user_id"] ?? String.fetchOne(
-                db, sql: "SELECT user_id FROM connections WHERE tenant_id = ? AND account_id = ? LIMIT 1",
+            let userId: String = try existing?["user_id"] ?? String.fetchOne(try db.cachedStatement(sql: "SELECT user_id FROM connections WHERE tenant_id = ? AND account_id = ? LIMIT 1"),
                 arguments: [tenantId, accountId]) ?? UUID().uuidString.lowercased()
             let sealed = try seal(connectionId)
             let t = now.timeIntervalSince1970
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     INSERT INTO connections (connection_id, tenant_id, app_id, account_id, user_id, state, test,
                         access_token, access_expires_at, refresh_token, created_at, last_active_at)
                     VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (connection_id) DO UPDATE SET state = 'active', access_token = excluded.access_token,
                         access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token,
                         last_active_at = excluded.last_active_at, lease_owner = NULL, lease_until = NULL
-                    """,
-                arguments: [connectionId, tenantId, appId, accountId, userId, test, sealed.access,
+                    """).execute(arguments: [connectionId, tenantId, appId, accountId, userId, test, sealed.access,
                             accessExpiresAt.timeIntervalSince1970, sealed.refresh, t, t])
             // The app's first connection owns PDR reporting for it until an erasure removes it.
-            try db.execute(
-                sql: "UPDATE apps SET owner_connection_id = ? WHERE app_id = ? AND owner_connection_id IS NULL",
-                arguments: [connectionId, appId])
-            try db.execute(
-                sql: "INSERT INTO signin_codes (code_hash, tenant_id, connection_id, payload, expires_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [codeHash, tenantId, connectionId, try payload(userId), codeExpiresAt.timeIntervalSince1970])
+            try db.cachedStatement(sql: "UPDATE apps SET owner_connection_id = ? WHERE app_id = ? AND owner_connection_id IS NULL")
+                .execute(arguments: [connectionId, appId])
+            try db.cachedStatement(sql: "INSERT INTO signin_codes (code_hash, tenant_id, connection_id, payload, expires_at) VALUES (?, ?, ?, ?, ?)")
+                .execute(arguments: [codeHash, tenantId, connectionId, try payload(userId), codeExpiresAt.timeIntervalSince1970])
             try Self.enqueueProfile(profile, topics: topics, in: db)
             return SignInResult(connectionId: connectionId, userId: userId)
         }
@@ -433,8 +436,7 @@ final class GatewayDatabase: Sendable {
     /// The connections through which `tenantIds` (all tenants when empty) hold the account via the app.
     func connections(appId: String, accountId: String, tenantIds: [String]) async throws -> [ConnectionRecord] {
         try await database.read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM connections WHERE app_id = ? AND account_id = ? ORDER BY tenant_id",
+            try Row.fetchAll(try db.cachedStatement(sql: "SELECT * FROM connections WHERE app_id = ? AND account_id = ? ORDER BY tenant_id"),
                 arguments: [appId, accountId]
             ).map(Self.connectionRecord).filter { tenantIds.isEmpty || tenantIds.contains($0.tenantId) }
         }
@@ -443,9 +445,9 @@ final class GatewayDatabase: Sendable {
     /// The app's usable connections for PDR reporting, best first: the owner, then the most recently active.
     func reportingCandidates(appId: String, excluding: Set<String>) async throws -> [ConnectionRecord] {
         try await database.read { db in
-            let owner = try String.fetchOne(db, sql: "SELECT owner_connection_id FROM apps WHERE app_id = ?", arguments: [appId])
-            let rows = try Row.fetchAll(
-                db, sql: "SELECT * FROM connections WHERE app_id = ? AND state = 'active' ORDER BY last_active_at DESC",
+            let owner = try String.fetchOne(try db.cachedStatement(sql: "SELECT owner_connection_id FROM apps WHERE app_id = ?"),
+                arguments: [appId])
+            let rows = try Row.fetchAll(try db.cachedStatement(sql: "SELECT * FROM connections WHERE app_id = ? AND state = 'active' ORDER BY last_active_at DESC"),
                 arguments: [appId]
             ).map(Self.connectionRecord).filter { !excluding.contains($0.connectionId) }
             return rows.filter { $0.connectionId == owner } + rows.filter { $0.connectionId != owner }
@@ -455,21 +457,19 @@ final class GatewayDatabase: Sendable {
     /// Takes the refresh lease of a connection for `duration` unless another holder's lease is still running.
     func acquireLease(_ connectionId: String, owner: String, duration: TimeInterval, now: Date = Date()) async throws -> Bool {
         try await database.write { db in
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE connections SET lease_owner = ?, lease_until = ?
                     WHERE connection_id = ? AND (lease_until IS NULL OR lease_until <= ? OR lease_owner = ?)
-                    """,
-                arguments: [owner, now.timeIntervalSince1970 + duration, connectionId, now.timeIntervalSince1970, owner])
+                    """)
+                        .execute(arguments: [owner, now.timeIntervalSince1970 + duration, connectionId, now.timeIntervalSince1970, owner])
             return db.changesCount == 1
         }
     }
 
     func releaseLease(_ connectionId: String, owner: String) async throws {
         try await database.write { db in
-            try db.execute(
-                sql: "UPDATE connections SET lease_owner = NULL, lease_until = NULL WHERE connection_id = ? AND lease_owner = ?",
-                arguments: [connectionId, owner])
+            try db.cachedStatement(sql: "UPDATE connections SET lease_owner = NULL, lease_until = NULL WHERE connection_id = ? AND lease_owner = ?")
+                .execute(arguments: [connectionId, owner])
         }
     }
 
@@ -479,14 +479,13 @@ final class GatewayDatabase: Sendable {
         _ connectionId: String, owner: String, access: Data, accessExpiresAt: Date, refresh: Data?, now: Date = Date()
     ) async throws -> Bool {
         try await database.write { db in
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE connections SET access_token = ?, access_expires_at = ?,
                         refresh_token = COALESCE(?, refresh_token), last_active_at = ?, lease_owner = NULL,
                         lease_until = NULL
                     WHERE connection_id = ? AND lease_owner = ? AND state = 'active'
-                    """,
-                arguments: [access, accessExpiresAt.timeIntervalSince1970, refresh, now.timeIntervalSince1970,
+                    """)
+                        .execute(arguments: [access, accessExpiresAt.timeIntervalSince1970, refresh, now.timeIntervalSince1970,
                             connectionId, owner])
             return db.changesCount == 1
         }
@@ -498,13 +497,11 @@ final class GatewayDatabase: Sendable {
         let topics = self.topics
         try await database.write { db in
             guard let connection = try Self.connection(connectionId, in: db), connection.state == .active else { return }
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE connections SET state = 'reconnect-required', access_token = NULL, access_expires_at = NULL,
                         refresh_token = NULL, lease_owner = NULL, lease_until = NULL
                     WHERE connection_id = ?
-                    """,
-                arguments: [connectionId])
+                    """).execute(arguments: [connectionId])
             guard let accountId = connection.accountId else { return }
             let key = try AccountKey(appId: connection.appId, accountId: accountId)
             let request = ErasureRequested(
@@ -520,9 +517,8 @@ final class GatewayDatabase: Sendable {
     func profileRefreshed(_ profile: ProfileFetched, connectionId: String, now: Date = Date()) async throws {
         let topics = self.topics
         try await database.write { db in
-            try db.execute(
-                sql: "UPDATE connections SET last_active_at = ? WHERE connection_id = ?",
-                arguments: [now.timeIntervalSince1970, connectionId])
+            try db.cachedStatement(sql: "UPDATE connections SET last_active_at = ? WHERE connection_id = ?")
+                .execute(arguments: [now.timeIntervalSince1970, connectionId])
             try Self.enqueueProfile(profile, topics: topics, in: db)
         }
     }
@@ -534,7 +530,8 @@ final class GatewayDatabase: Sendable {
     }
 
     private static func connection(_ connectionId: String, in db: GRDB.Database) throws -> ConnectionRecord? {
-        try Row.fetchOne(db, sql: "SELECT * FROM connections WHERE connection_id = ?", arguments: [connectionId])
+        try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM connections WHERE connection_id = ?"),
+            arguments: [connectionId])
             .map(connectionRecord)
     }
 
@@ -569,15 +566,12 @@ final class GatewayDatabase: Sendable {
                 return recorded
             }
             if command.cause == .atlassianClosed {
-                try db.execute(
-                    sql: """
+                try db.cachedStatement(sql: """
                         INSERT INTO suppressed_accounts (account_id, erasure_id, suppressed_at) VALUES (?, ?, ?)
                         ON CONFLICT DO NOTHING
-                        """,
-                    arguments: [command.accountId, command.erasureId, now.timeIntervalSince1970])
+                        """).execute(arguments: [command.accountId, command.erasureId, now.timeIntervalSince1970])
             }
-            let ids = try String.fetchAll(
-                db, sql: "SELECT connection_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
+            let ids = try String.fetchAll(try db.cachedStatement(sql: "SELECT connection_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?"),
                 arguments: [command.tenantId, command.appId, command.accountId])
             // Profiles of the account waiting in (or kept by) the outbox carry its name and email: they go too. The
             // outbox is keyed per app and account, not per tenant, so another tenant's pending profile of the same
@@ -587,24 +581,25 @@ final class GatewayDatabase: Sendable {
             }
             var outcome = ErasureOutcome.nothingHeld
             for id in ids {
-                try db.execute(sql: "DELETE FROM signin_codes WHERE connection_id = ?", arguments: [id])
-                try db.execute(
-                    sql: "UPDATE apps SET owner_connection_id = NULL WHERE owner_connection_id = ?", arguments: [id])
+                try db.cachedStatement(sql: "DELETE FROM signin_codes WHERE connection_id = ?").execute(arguments: [id])
+                try db.cachedStatement(sql: "UPDATE apps SET owner_connection_id = NULL WHERE owner_connection_id = ?")
+                    .execute(arguments: [id])
                 let dropTokens = """
                     state = 'erased', access_token = NULL, access_expires_at = NULL, refresh_token = NULL,
                     lease_owner = NULL, lease_until = NULL
                     """
                 switch command.policy {
                 case .delete:
-                    try db.execute(sql: "DELETE FROM connections WHERE connection_id = ?", arguments: [id])
+                    try db.cachedStatement(sql: "DELETE FROM connections WHERE connection_id = ?")
+                        .execute(arguments: [id])
                     outcome = .erased
                 case .scrub:
-                    try db.execute(sql: "UPDATE connections SET \(dropTokens) WHERE connection_id = ?", arguments: [id])
+                    try db.cachedStatement(sql: "UPDATE connections SET \(dropTokens) WHERE connection_id = ?")
+                        .execute(arguments: [id])
                     outcome = .scrubbed
                 case .disassociate:
-                    try db.execute(
-                        sql: "UPDATE connections SET account_id = NULL, \(dropTokens) WHERE connection_id = ?",
-                        arguments: [id])
+                    try db.cachedStatement(sql: "UPDATE connections SET account_id = NULL, \(dropTokens) WHERE connection_id = ?")
+                        .execute(arguments: [id])
                     outcome = .disassociated
                 }
             }
@@ -629,8 +624,7 @@ final class GatewayDatabase: Sendable {
     /// Signing keys still published: the active one (newest, not retired) and those retired after `publishedSince`.
     func signingKeys(publishedSince: Date) async throws -> [StoredSigningKey] {
         try await database.read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM signing_keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY created_at DESC",
+            try Row.fetchAll(try db.cachedStatement(sql: "SELECT * FROM signing_keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY created_at DESC"),
                 arguments: [publishedSince.timeIntervalSince1970]
             ).map {
                 StoredSigningKey(
@@ -644,11 +638,10 @@ final class GatewayDatabase: Sendable {
     /// Retires the active keys and stores a new one.
     func rotateSigningKey(kid: String, sealedPrivateKey: Data, now: Date = Date()) async throws {
         try await database.write { db in
-            try db.execute(
-                sql: "UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL", arguments: [now.timeIntervalSince1970])
-            try db.execute(
-                sql: "INSERT INTO signing_keys (kid, private_key, created_at) VALUES (?, ?, ?)",
-                arguments: [kid, sealedPrivateKey, now.timeIntervalSince1970])
+            try db.cachedStatement(sql: "UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+                .execute(arguments: [now.timeIntervalSince1970])
+            try db.cachedStatement(sql: "INSERT INTO signing_keys (kid, private_key, created_at) VALUES (?, ?, ?)")
+                .execute(arguments: [kid, sealedPrivateKey, now.timeIntervalSince1970])
         }
     }
 }

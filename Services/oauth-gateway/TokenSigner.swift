@@ -34,6 +34,8 @@ actor TokenSigner {
     private var active: (kid: String, key: ES256PrivateKey)?
     private var collection = JWTKeyCollection()
     private var jwks = Data()
+    /// Tenant tokens verified before, until they expire. Cleared when the keys change.
+    private var verified: [String: TenantAccessClaims] = [:]
 
     init(database: GatewayDatabase, box: SecretBox, retention: TimeInterval) {
         self.database = database
@@ -61,6 +63,7 @@ actor TokenSigner {
         }
         self.collection = collection
         self.active = active
+        self.verified = [:]
         self.jwks = Data(#"{"keys":[\#(entries.joined(separator: ","))]}"#.utf8)
     }
 
@@ -87,10 +90,20 @@ actor TokenSigner {
 
     /// Verifies a tenant access token against the gateway's own keys (no JWKS round trip), with the same rules as
     /// every other service's `TenantTokenVerifier`: signature, expiry, issuer and audience.
+    ///
+    /// A tenant's backend presents the same token on every call for its lifetime, so verified tokens are remembered
+    /// until they expire (an ECDSA verification costs more than the rest of a code exchange); the memory is bounded.
     func verifyTenantToken(_ token: String, issuer: String) async -> TenantAccessClaims? {
+        let now = Date()
+        if let known = verified[token] {
+            if known.exp.value > now { return known }
+            verified[token] = nil
+        }
         guard let claims = try? await collection.verify(token, as: TenantAccessClaims.self),
               claims.iss.value == issuer, claims.aud.value.contains(TenantAuthConfig.audience)
         else { return nil }
+        if verified.count >= 10_000 { verified = verified.filter { $0.value.exp.value > now } }
+        if verified.count < 10_000 { verified[token] = claims }
         return claims
     }
 

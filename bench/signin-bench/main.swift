@@ -94,8 +94,8 @@ struct Bench: Sendable {
             body: #"{"clientId":"\#(app)","clientSecret":"\#(appSecret)","callbackUrl":"\#(callback)"}"#), 201, "sandbox app")
         for user in users {
             let created = try await setup.call(.POST, sandbox + "/_sandbox/users", headers: jsonType,
-                body: #"{"accountId":"\#(user)","name":"Bench \#(user)","email":"\#(user)@bench.example"}"#)
-            guard created.status < 300 else { throw BenchError(description: "sandbox user: HTTP \(created.status)") }
+                body: #"{"accountId":"\#(user)","name":"Bench \#(user)","email":"\#(user)@bench.example","nickname":"b\#(user)","picture":"https://avatars.example/\#(user).png"}"#)
+            try setup.expect(created, 201, "sandbox user")
         }
         let created = try await setup.call(.POST, gateway + "/v1/tenants", headers: jsonType + [("authorization", "Bearer \(admin)")],
                                            body: #"{"tenantId":"\#(tenant)"}"#)
