@@ -192,6 +192,10 @@ final class ErasureLedger: Sendable {
                 CREATE INDEX audit_by_time ON audit_log(completed_at_ms);
                 """)
         },
+        Migration("erasure-executor.v2.account-index") { db in
+            // Completing an erasure asks whether another erasure of the same account is still open.
+            try db.execute(sql: "CREATE INDEX erasures_by_account ON erasures(app_id, account_id) WHERE account_id IS NOT NULL")
+        },
     ]
 
     // MARK: State restored from compacted topics

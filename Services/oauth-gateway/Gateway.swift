@@ -117,13 +117,8 @@ final class Gateway: Sendable {
 
     /// Whether `secret` is the tenant's client secret (hashes compared in constant time).
     func authenticateClient(_ clientId: String, secret: String) async throws -> Bool {
-        let presented = OneTimeValue.hash(secret)
-        guard let stored = try await database.secretHash(of: clientId), stored.count == presented.count else {
-            return false
-        }
-        var difference: UInt8 = 0
-        for (a, b) in zip(stored, presented) { difference |= a ^ b }
-        return difference == 0
+        guard let stored = try await database.secretHash(of: clientId) else { return false }
+        return BearerSecret.equalDigests(stored, OneTimeValue.hash(secret))
     }
 
     /// A tenant access token (`sub` = tenant, `aud` = lethe) and its lifetime in seconds.

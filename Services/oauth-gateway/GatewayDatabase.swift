@@ -607,8 +607,6 @@ final class GatewayDatabase: Sendable {
                 command.erasureId, consumer: Self.erasureConsumer, outcome: outcome.rawValue, in: db)
             return outcome
         }
-        // Freed pages are zeroed (secure_delete); truncating the WAL drops the old page images it still holds.
-        try? await database.checkpoint()
         return outcome
     }
 

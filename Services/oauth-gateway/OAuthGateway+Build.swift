@@ -63,6 +63,7 @@ func buildOAuthGateway(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "oauth-gateway"), logger: logger)
     // Sent profiles hold personal data: keep them only briefly (the relay prunes about once a minute).
     let relay = OutboxRelay(database: database.database, producer: producer, logger: logger, retention: .seconds(60))
+    let checkpointer = WALCheckpointer(database: database.database, logger: logger)
     let statusConsumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: kafka.bootstrapServers,
@@ -74,7 +75,7 @@ func buildOAuthGateway(
             participant: "oauth-gateway", holds: ["accountId", "accessToken", "refreshToken"],
             groupId: config.name("lethe.erasure.oauth-gateway"), commandsTopic: topics.erasureCommands,
             acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6)),
-        handler: GatewayErasureHandler(database: database), producer: producer,
+        handler: GatewayErasureHandler(database: database, checkpointer: checkpointer), producer: producer,
         bootstrapServers: kafka.bootstrapServers, logger: logger)
 
     let router = Router()
@@ -92,7 +93,7 @@ func buildOAuthGateway(
         logger: logger)
     let group = ServiceGroup(configuration: .init(
         services: [
-            .init(service: producer), .init(service: relay), .init(service: participant),
+            .init(service: producer), .init(service: relay), .init(service: checkpointer), .init(service: participant),
             .init(service: StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger)),
             .init(service: ExpiryPruner(database: database, logger: logger)),
             .init(service: app),

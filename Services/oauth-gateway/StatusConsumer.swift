@@ -6,6 +6,7 @@ import Messaging
 import Metrics
 import ServiceKit
 import ServiceLifecycle
+import Storage
 
 /// The gateway's topics, each prefixed by `LETHE_TOPIC_NAMESPACE` when set.
 struct GatewayTopics: Sendable, Equatable {
@@ -91,12 +92,16 @@ final class StatusConsumer: Service, Sendable {
 /// The gateway as an erasure participant: its connections (tokens, the accountId link) under the tenant's policy.
 struct GatewayErasureHandler: ErasureHandler {
     let database: GatewayDatabase
+    /// Freed pages are zeroed (secure_delete); this empties the WAL soon after, so its old page images go too.
+    let checkpointer: WALCheckpointer
 
     func recordedResult(of erasureId: String) async throws -> ErasureResult? {
         try await database.recordedErasure(erasureId).map { ErasureResult(outcome: $0) }
     }
 
     func apply(_ command: EraseSubject) async throws -> ErasureResult {
-        ErasureResult(outcome: try await database.erase(command))
+        let outcome = try await database.erase(command)
+        checkpointer.request()
+        return ErasureResult(outcome: outcome)
     }
 }

@@ -337,6 +337,8 @@ func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) 
 /// profile-store's erasure participant: its handler is the database's erase, recorded by erasureId.
 struct ProfileErasureHandler: ErasureHandler {
     let database: ProfileDatabase
+    /// Empties the WAL soon after erasures, so the erased profiles' old page images leave the `-wal` file too.
+    let checkpointer: WALCheckpointer
 
     func recordedResult(of erasureId: String) async throws -> ErasureResult? {
         try await database.recordedResult(of: erasureId)
@@ -344,8 +346,7 @@ struct ProfileErasureHandler: ErasureHandler {
 
     func apply(_ command: EraseSubject) async throws -> ErasureResult {
         let result = try await database.erase(command)
-        // The WAL still holds the page images from before the erasure; move them out.
-        try? await database.database.checkpoint()
+        checkpointer.request()
         return result
     }
 }

@@ -46,6 +46,7 @@ func buildProfileStore(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "profile-store"),
         logger: logger)
     let relay = OutboxRelay(database: database.database, producer: producer, logger: logger)
+    let checkpointer = WALCheckpointer(database: database.database, logger: logger)
     let consumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: kafka.bootstrapServers,
@@ -61,7 +62,7 @@ func buildProfileStore(
             groupId: config.group("lethe.erasure.profile-store"), commandsTopic: topics.erasureCommands,
             acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants,
             sessionTimeout: .seconds(6)),
-        handler: ProfileErasureHandler(database: database), producer: producer,
+        handler: ProfileErasureHandler(database: database, checkpointer: checkpointer), producer: producer,
         bootstrapServers: kafka.bootstrapServers, logger: logger)
 
     let router = Router()
@@ -79,7 +80,8 @@ func buildProfileStore(
         logger: logger)
     let group = ServiceGroup(configuration: .init(
         services: [
-            .init(service: producer), .init(service: relay), .init(service: participant), .init(service: ingestor),
+            .init(service: producer), .init(service: relay), .init(service: checkpointer), .init(service: participant),
+            .init(service: ingestor),
             .init(service: app),
         ],
         gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))

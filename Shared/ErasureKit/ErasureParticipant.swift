@@ -121,8 +121,45 @@ package final class ErasureParticipant: Service, Sendable {
         logger.info("declared erasure participant", metadata: ["participant": "\(config.participant)"])
     }
 
+    /// Commands are taken in batches (whatever arrived while the previous batch was handled, up to 500): each is
+    /// resolved through the handler as before, then the batch's acks go out in ONE producer send (one linger, one
+    /// round of broker acknowledgements instead of one per command) and its offsets are committed once, after
+    /// the broker has every ack.
     private func process() async throws {
-        for try await message in consumer.messages.cancelOnGracefulShutdown() {
+        let queue = BatchQueue<KafkaMessage>(capacity: 2000)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { queue.finish() }
+                var pushed = 0
+                for try await event in self.consumer.events.cancelOnGracefulShutdown() {
+                    switch event {
+                    case .message(let message):
+                        await queue.push(message)
+                        pushed += 1
+                    case .partitionsRevoked:
+                        await queue.waitUntilProcessed(pushed)
+                    case .partitionsAssigned:
+                        break
+                    }
+                }
+            }
+            do {
+                while let batch = await queue.takeBatch(max: 500) {
+                    try await handle(batch)
+                    queue.markProcessed(batch.count)
+                }
+            } catch {
+                queue.finish()
+                throw error
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    private func handle(_ batch: [KafkaMessage]) async throws {
+        var acks: [OutgoingMessage] = []
+        var outcomes: [ErasureOutcome] = []
+        for message in batch {
             let command: EraseSubject
             do {
                 command = try message.decodeEvent(EraseSubject.self)
@@ -134,24 +171,27 @@ package final class ErasureParticipant: Service, Sendable {
                     try await deadLetters.route(message, reason: "\(error)")
                 }
                 dlqCounter.increment()
-                try await commitBestEffort(message)
                 continue
             }
             let result = await resolve(command)
             let ack = ErasureAcknowledged(
                 erasureId: command.erasureId, participant: config.participant, outcome: result.outcome,
                 detail: result.detail, at: Date())
-            let outgoing = try OutgoingMessage(
-                event: ack, topic: config.acksTopic, key: command.erasureId, source: config.source)
-            try await retryUntilDone("sending the erasure ack", logger: logger) { try await producer.send(outgoing) }
-            Counter(label: "lethe_erasures_total", dimensions: [
-                ("participant", config.participant), ("outcome", result.outcome.rawValue),
-            ]).increment()
-            logger.info("erasure acknowledged", metadata: [
-                "erasureId": "\(command.erasureId)", "outcome": "\(result.outcome.rawValue)",
-            ])
-            try await commitBestEffort(message)
+            acks.append(try OutgoingMessage(
+                event: ack, topic: config.acksTopic, key: command.erasureId, source: config.source))
+            outcomes.append(result.outcome)
         }
+        if !acks.isEmpty {
+            let outgoing = acks
+            try await retryUntilDone("sending the erasure acks", logger: logger) { try await producer.send(outgoing) }
+        }
+        for outcome in outcomes {
+            Counter(label: "lethe_erasures_total", dimensions: [
+                ("participant", config.participant), ("outcome", outcome.rawValue),
+            ]).increment()
+        }
+        logger.info("erasure commands acknowledged", metadata: ["count": "\(acks.count)"])
+        try await commitBestEffort(batch)
     }
 
     /// The recorded result when the command was applied before, else the result of applying it now. A handler error
@@ -169,9 +209,9 @@ package final class ErasureParticipant: Service, Sendable {
     }
 
     /// A failed commit only means the command comes again, which the recorded result makes harmless.
-    private func commitBestEffort(_ message: KafkaMessage) async throws {
+    private func commitBestEffort(_ messages: [KafkaMessage]) async throws {
         do {
-            try await consumer.commit(message)
+            try await consumer.commit(messages)
         } catch {
             logger.warning("commit of an erasure command failed; it will be re-acknowledged", metadata: [
                 "error": "\(error)",

@@ -18,9 +18,14 @@ package struct BearerSecret: Sendable {
 
     /// Whether `presented` is the secret.
     package func matches(_ presented: some StringProtocol) -> Bool {
-        let candidate = Array(SHA256.hash(data: Data(presented.utf8)))
+        Self.equalDigests(digest, Array(SHA256.hash(data: Data(presented.utf8))))
+    }
+
+    /// Compares two digests without an early exit (the time taken does not show where they differ).
+    package static func equalDigests(_ lhs: some Collection<UInt8>, _ rhs: some Collection<UInt8>) -> Bool {
+        guard lhs.count == rhs.count else { return false }
         var difference: UInt8 = 0
-        for (a, b) in zip(digest, candidate) { difference |= a ^ b }
+        for (a, b) in zip(lhs, rhs) { difference |= a ^ b }
         return difference == 0
     }
 

@@ -41,6 +41,9 @@ package final class SQLiteDatabase: Sendable {
         }
         self.path = path
         self.pool = try DatabasePool(path: path, configuration: configuration)
+        // GRDB switches the writer to synchronous=NORMAL when it turns WAL on, after prepareDatabase ran: set FULL
+        // again on the writer, or a commit would not survive a power loss (it would still survive a process crash).
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         var migrator = DatabaseMigrator()
         for migration in StorageSchema.migrations + migrations {
             migrator.registerMigration(migration.name, migrate: migration.apply)
@@ -99,6 +102,10 @@ enum StorageSchema {
                     PRIMARY KEY (consumer, event_id)
                 ) WITHOUT ROWID;
                 """)
+        },
+        Migration("storage.v2.outbox-by-key") { db in
+            // Outbox.discard (an erasure removes an account's pending records) looks records up by topic and key.
+            try db.execute(sql: "CREATE INDEX lethe_outbox_by_key ON lethe_outbox(topic, key)")
         },
     ]
 }

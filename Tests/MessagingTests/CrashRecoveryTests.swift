@@ -25,10 +25,14 @@ struct CrashRecoveryTests {
         defer { try? FileManager.default.removeItem(at: output) }
         let binary = RepositoryPaths.executable("kafka-test-consumer")
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
-        func launch() throws -> Process {
+        /// The first process pauses 1 ms per record (6000 records: at least 6 s), so the kill lands mid-stream even
+        /// when a loaded machine makes this test's polling slow; the second runs at full speed.
+        func launch(pauseMicroseconds: Int = 0) throws -> Process {
             let process = Process()
             process.executableURL = binary
-            process.arguments = [kafka.bootstrapServers, topic, group, output.path, String(commitEvery)]
+            process.arguments = [
+                kafka.bootstrapServers, topic, group, output.path, String(commitEvery), String(pauseMicroseconds),
+            ]
             try process.run()
             return process
         }
@@ -36,7 +40,7 @@ struct CrashRecoveryTests {
             (try? String(contentsOf: output, encoding: .utf8))?.split(separator: "\n") ?? []
         }
 
-        let first = try launch()
+        let first = try launch(pauseMicroseconds: 1000)
         let midStream = await eventually(timeout: .seconds(60), every: .milliseconds(5)) {
             lines().count(where: { $0.hasPrefix("M ") }) >= total / 3
         }

@@ -44,12 +44,51 @@ struct SQLiteDatabaseTests {
             let names = try await reopened.read { db in
                 try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
             }
-            #expect(names == ["storage.v1.outbox", "storage.v1.processed-events", "test.v1.items", "test.v2.counted"])
+            #expect(names == [
+                "storage.v1.outbox", "storage.v1.processed-events", "storage.v2.outbox-by-key", "test.v1.items",
+                "test.v2.counted",
+            ])
             let value = try await reopened.read { db in try Int.fetchOne(db, sql: "SELECT value FROM items") }
             #expect(value == 1)
             try await reopened.check()
         }
         #expect(counter.withValue { $0 } == 1)
+    }
+
+    @Test("commits are synchronous=FULL on the writer; secure_delete when asked; discarding by key uses an index")
+    func durabilityAndErasureSettings() async throws {
+        let directory = try TemporaryDirectory()
+        let database = try SQLiteDatabase(path: directory.file("d.sqlite"), migrations: [], secureDelete: true)
+        let (synchronous, secureDelete, plan) = try await database.write { db in
+            (try Int.fetchOne(db, sql: "PRAGMA synchronous"), try Int.fetchOne(db, sql: "PRAGMA secure_delete"),
+             try Row.fetchAll(
+                db, sql: "EXPLAIN QUERY PLAN DELETE FROM lethe_outbox WHERE topic = ? AND key = ?", arguments: ["t", Data()]
+             ).map { $0["detail"] as String? ?? "" }.joined(separator: " "))
+        }
+        #expect(synchronous == 2, "synchronous is \(String(describing: synchronous)), not FULL (2)")
+        #expect(secureDelete == 1)
+        #expect(plan.contains("lethe_outbox_by_key"), "\(plan)")
+    }
+
+    @Test("the checkpointer empties the WAL after a request, coalescing a burst")
+    func checkpointerEmptiesTheWAL() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.file("w.sqlite")
+        let database = try SQLiteDatabase(path: path, migrations: [itemsMigration], secureDelete: true)
+        func walSize() -> Int {
+            ((try? FileManager.default.attributesOfItem(atPath: path + "-wal"))?[.size] as? Int) ?? 0
+        }
+        try await database.write { db in
+            for index in 0..<200 {
+                try db.execute(sql: "INSERT INTO items (id, value) VALUES (?, ?)", arguments: ["secret-\(index)", index])
+            }
+        }
+        #expect(walSize() > 0)
+        let checkpointer = WALCheckpointer(database: database, interval: .milliseconds(50), logger: makeTestLogger())
+        try await withRunningServices([checkpointer], logger: makeTestLogger()) {
+            for _ in 0..<100 { checkpointer.request() }
+            #expect(await eventually(timeout: .seconds(10)) { walSize() == 0 }, "WAL still \(walSize()) bytes")
+        }
     }
 
     @Test("a processed event is recorded once; the first outcome stands")

@@ -3,9 +3,7 @@ import Messaging
 import Testing
 import TestSupport
 
-@testable import profile_store
-
-@Suite("The ingest batch queue")
+@Suite("The batch queue between a consumer reader and a batch loop")
 struct BatchQueueTests {
     func message(_ offset: Int64) -> KafkaMessage {
         KafkaMessage(topic: "t", partition: 0, offset: offset, key: nil, value: nil)

@@ -1,0 +1,113 @@
+import Foundation
+
+/// A bounded hand-over between the task reading a consumer and the loop that handles its records in batches
+/// (profile-store's ingest, ErasureKit's command loop): the reader waits when it is full
+/// (so memory stays bounded and the consumer's own buffer applies back-pressure), the loop takes everything that
+/// is there, up to a batch, or waits when it is empty. One pusher and one taker; the taker reports what it has
+/// processed, so the pusher can hold a partition revocation until the records before it are committed.
+package final class BatchQueue<Element: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private let capacity: Int
+    private var items: [Element] = []
+    private var finished = false
+    private var takerWaiting: CheckedContinuation<Void, Never>?
+    private var pusherWaiting: CheckedContinuation<Void, Never>?
+    private var processed = 0
+    private var processedWaiting: (target: Int, continuation: CheckedContinuation<Void, Never>)?
+
+    package init(capacity: Int) { self.capacity = capacity }
+
+    package func push(_ message: Element) async {
+        while true {
+            var taker: CheckedContinuation<Void, Never>?
+            let added = lock.withLock {
+                guard items.count < capacity || finished else { return false }
+                items.append(message)
+                taker = takerWaiting
+                takerWaiting = nil
+                return true
+            }
+            if added {
+                taker?.resume()
+                return
+            }
+            await withCheckedContinuation { continuation in
+                let ready = lock.withLock {
+                    if items.count < capacity || finished { return true }
+                    pusherWaiting = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        }
+    }
+
+    /// Up to `max` records, waiting for at least one; nil once finished and empty.
+    package func takeBatch(max: Int) async -> [Element]? {
+        while true {
+            var pusher: CheckedContinuation<Void, Never>?
+            let batch: [Element]? = lock.withLock {
+                if !items.isEmpty {
+                    let count = Swift.min(max, items.count)
+                    let batch = Array(items.prefix(count))
+                    items.removeFirst(count)
+                    pusher = pusherWaiting
+                    pusherWaiting = nil
+                    return batch
+                }
+                return finished ? [] : nil
+            }
+            if let batch {
+                pusher?.resume()
+                return batch.isEmpty ? nil : batch
+            }
+            await withCheckedContinuation { continuation in
+                let ready = lock.withLock {
+                    if !items.isEmpty || finished { return true }
+                    takerWaiting = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        }
+    }
+
+    /// Records that the taker stored and committed `count` more records.
+    package func markProcessed(_ count: Int) {
+        let waiter: CheckedContinuation<Void, Never>? = lock.withLock {
+            processed += count
+            guard let waiting = processedWaiting, processed >= waiting.target else { return nil }
+            processedWaiting = nil
+            return waiting.continuation
+        }
+        waiter?.resume()
+    }
+
+    /// Waits until `target` records (counted since start) are processed, or the queue is finished.
+    package func waitUntilProcessed(_ target: Int) async {
+        await withCheckedContinuation { continuation in
+            let ready = lock.withLock {
+                if processed >= target || finished { return true }
+                processedWaiting = (target, continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    /// No more records will come (or the taker stopped); wakes every waiter.
+    package func finish() {
+        let (taker, pusher, processedWaiter) = lock.withLock {
+            finished = true
+            defer {
+                takerWaiting = nil
+                pusherWaiting = nil
+                processedWaiting = nil
+            }
+            return (takerWaiting, pusherWaiting, processedWaiting?.continuation)
+        }
+        taker?.resume()
+        pusher?.resume()
+        processedWaiter?.resume()
+    }
+}
