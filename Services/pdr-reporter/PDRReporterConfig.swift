@@ -17,6 +17,9 @@ struct PDRReporterConfig: Sendable {
     var atlassianAPIURL: URL
     /// `LETHE_GATEWAY_URL` (default http://127.0.0.1:8080): where the reporting-token API is.
     var gatewayURL: URL
+    /// `PDR_BATCH_WINDOW_MS` (default 1 % of the cycle): longest a partial batch waits for more accounts to come due
+    /// (`ReportingSettings.batchWindow`): reports are late by at most this, never early.
+    var batchWindow: Duration
     /// `LETHE_INTERNAL_TOKEN`: bearer for the gateway's reporting-token API; required (without it nothing can be
     /// reported), at least 16 characters. Never logged.
     var internalToken: String
@@ -38,6 +41,9 @@ struct PDRReporterConfig: Sendable {
         restoreTimeout = .seconds(try reader.int("PDR_RESTORE_TIMEOUT_SECONDS", default: 300, range: 1...86_400))
         cycle = .seconds(try reader.int("PDR_CYCLE_SECONDS", default: 604_800, range: 1...(366 * 86_400)))
         requestInterval = .milliseconds(try reader.int("PDR_REQUEST_INTERVAL_MS", default: 1000, range: 1...3_600_000))
+        // 1 % of the cycle: about 100 minutes of a 7-day cycle, which fills batches for apps of a few thousand accounts.
+        batchWindow = .milliseconds(try reader.int(
+            "PDR_BATCH_WINDOW_MS", default: Int(cycle.components.seconds) * 10, range: 0...86_400_000))
         atlassianAuthURL = try reader.url("ATLASSIAN_AUTH_URL", default: "https://auth.atlassian.com")
         atlassianAPIURL = try reader.url("ATLASSIAN_API_URL", default: "https://api.atlassian.com")
         gatewayURL = try reader.url("LETHE_GATEWAY_URL", default: "http://127.0.0.1:8080")
@@ -52,6 +58,7 @@ struct PDRReporterConfig: Sendable {
     var reportingSettings: ReportingSettings {
         var settings = ReportingSettings()
         settings.requestInterval = requestInterval
+        settings.batchWindow = batchWindow
         return settings
     }
 }

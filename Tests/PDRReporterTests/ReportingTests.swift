@@ -79,6 +79,31 @@ struct ReportingTests {
         }
     }
 
+    @Test("a batch window: 270 accounts coming due over a 3 s cycle go in full batches of 90, none early, late ≤ window")
+    func batchWindowFillsBatches() async throws {
+        var settings = ReporterWorld.fastSettings()
+        settings.batchWindow = .seconds(5)
+        try await ReporterWorld.run(apps: ["app-w"], cycle: .seconds(3), settings: settings) { world in
+            try await world.hold(apps: ["app-w"], count: 270)
+        } _: { world in
+            let done = try await eventually(timeout: .seconds(60), every: .milliseconds(250)) {
+                try await world.sandbox.successes(clientId: "app-w").count == 270
+            }
+            #expect(done, "every account reported within 60 s")
+            let calls = try await world.sandbox.calls(clientId: "app-w")
+            // The first cycle's 270 accounts, spread over 3 s, in exactly three full calls (the minimum).
+            let firstCycle = calls.prefix(3)
+            #expect(firstCycle.map(\.accounts.count) == [90, 90, 90], "\(calls.map(\.accounts.count))")
+            for (account, dates) in try await world.sandbox.successes(clientId: "app-w") {
+                let due = try #require(await world.registry.account(appId: "app-w", accountId: account))
+                let first = try #require(dates.first)
+                let firstDue = due.firstSeenAt.addingTimeInterval(due.spread * 3)
+                #expect(first.timeIntervalSince(firstDue) >= -Self.clockSlack, "\(account) reported before it was due")
+                #expect(first.timeIntervalSince(firstDue) <= 5 + 1.5, "\(account) waited longer than the window")
+            }
+        }
+    }
+
     @Test("a Cycle-Period answer from Atlassian replaces the default cycle for that app")
     func cyclePeriodOverridesDefault() async throws {
         try await ReporterWorld.run(

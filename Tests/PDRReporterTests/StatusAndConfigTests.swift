@@ -33,6 +33,8 @@ struct StatusAndConfigTests {
         let defaults = try PDRReporterConfig(reader: ConfigReader(environment: base))
         #expect(defaults.cycle == .seconds(604_800) && defaults.requestInterval == .seconds(1))
         #expect(defaults.adminToken == nil && defaults.internalToken == "internal-token-0123456789")
+        // The batch window defaults to 1 % of the cycle.
+        #expect(defaults.batchWindow == .seconds(6048) && defaults.reportingSettings.batchWindow == .seconds(6048))
         #expect(throws: ConfigError(variable: "LETHE_INTERNAL_TOKEN", reason: "is required but not set")) {
             try PDRReporterConfig(reader: ConfigReader(environment: base.merging(["LETHE_INTERNAL_TOKEN": ""]) { $1 }))
         }
@@ -40,6 +42,7 @@ struct StatusAndConfigTests {
             "PDR_CYCLE_SECONDS": "5", "PDR_REQUEST_INTERVAL_MS": "250", "LETHE_ADMIN_TOKEN": Self.token,
         ]) { $1 }))
         #expect(custom.cycle == .seconds(5) && custom.reportingSettings.requestInterval == .milliseconds(250))
+        #expect(custom.batchWindow == .milliseconds(50))
         #expect(custom.adminToken == Self.token)
         #expect(throws: ConfigError(variable: "PDR_CYCLE_SECONDS", reason: "must be between 1 and 31622400")) {
             try PDRReporterConfig(reader: ConfigReader(environment: base.merging(["PDR_CYCLE_SECONDS": "0"]) { $1 }))

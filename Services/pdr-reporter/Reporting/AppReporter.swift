@@ -20,6 +20,11 @@ package struct ReportingSettings: Sendable {
     package var defaultRetryAfter: Duration = .seconds(30)
     /// How often an orphaned app asks for a token again.
     package var orphanRetry: Duration = .seconds(60)
+    /// Longest a partial batch (fewer than 90 due) waits for more of the app's accounts to come due: it is sent once
+    /// 90 are due or once its oldest account has been due this long. First due times are spread over the cycle, so
+    /// without it every call would carry only the few accounts that came due since the last one. Reports are late
+    /// by at most this, never early. Zero sends at once.
+    package var batchWindow: Duration = .zero
 
     package init() {}
 }
@@ -119,6 +124,11 @@ package actor AppReporter {
                     try await Task.sleep(for: .seconds(max(wait, 0.002)))
                     continue
                 }
+                if due.count < AtlassianClient.maxAccountsPerReport, let wake = try await fillTime(of: due, at: current) {
+                    let wait = min(wake.timeIntervalSince(current), settings.idlePoll.timeInterval)
+                    try await Task.sleep(for: .seconds(max(wait, 0.002)))
+                    continue
+                }
                 try await deliver(due)
             } catch is CancellationError {
                 return
@@ -129,6 +139,20 @@ package actor AppReporter {
                 try? await Task.sleep(for: nextBackoff())
             }
         }
+    }
+
+    /// When a partial batch should go: once 90 accounts are due, or once its oldest has waited `batchWindow` —
+    /// whichever comes first. nil when that time has come (or there is no window).
+    private func fillTime(of due: [RegisteredAccount], at current: Date) async throws -> Date? {
+        guard settings.batchWindow > .zero, let oldest = due.first else { return nil }
+        let flushAt = oldest.nextDueAt.addingTimeInterval(settings.batchWindow.timeInterval)
+        guard flushAt > current else { return nil }
+        let upcoming = try await registry.dueAccounts(
+            appId: appId, at: flushAt, limit: AtlassianClient.maxAccountsPerReport)
+        let fullAt = upcoming.count == AtlassianClient.maxAccountsPerReport ? upcoming[upcoming.count - 1].nextDueAt
+            : flushAt
+        let wake = min(fullAt, flushAt)
+        return wake > current ? wake : nil
     }
 
     /// Sends one batch until Atlassian accepted it (or, for a 400, until each account was settled alone).
