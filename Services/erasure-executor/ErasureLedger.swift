@@ -192,9 +192,19 @@ final class ErasureLedger: Sendable {
                 CREATE INDEX audit_by_time ON audit_log(completed_at_ms);
                 """)
         },
-        Migration("erasure-executor.v2.account-index") { db in
-            // Completing an erasure asks whether another erasure of the same account is still open.
-            try db.execute(sql: "CREATE INDEX erasures_by_account ON erasures(app_id, account_id) WHERE account_id IS NOT NULL")
+        // Every per-erasure statement must be an index lookup: without these, completing one erasure scanned the whole
+        // outbox (DELETE … WHERE topic = ? AND key = ?: 13 ms at 10k rows) and every sweep scanned all erasures and
+        // their participants, so throughput fell as the backlog grew.
+        Migration("erasure-executor.v2.indexes") { db in
+            // For the sweep (pending, waiting participants, deadlines) and for completion (other open erasures of
+            // the same account); Storage indexes the outbox by key.
+            try db.execute(sql: """
+                CREATE INDEX erasures_open_account ON erasures(app_id, account_id) WHERE account_id IS NOT NULL;
+                CREATE INDEX erasures_pending ON erasures(id) WHERE status = 'pending';
+                CREATE INDEX erasures_open_deadline ON erasures(deadline) WHERE account_id IS NOT NULL AND overdue = 0;
+                CREATE INDEX erasure_participants_waiting ON erasure_participants(last_sent_at)
+                    WHERE outcome IS NULL OR outcome = 'failed';
+                """)
         },
     ]
 
@@ -250,11 +260,13 @@ final class ErasureLedger: Sendable {
 
     /// The tenants whose configured apps include `appId` (for an `ErasureRequested` without a tenant).
     func tenants(usingApp appId: String) async throws -> [String] {
-        try await database.read { db in
-            try Row.fetchAll(db, sql: "SELECT tenant_id, app_ids FROM tenants ORDER BY tenant_id").compactMap { row in
-                let apps: String = row["app_ids"]
-                return apps.split(separator: "\n").contains(Substring(appId)) ? row["tenant_id"] : nil
-            }
+        try await database.read { db in try Self.tenants(usingApp: appId, in: db) }
+    }
+
+    private static func tenants(usingApp appId: String, in db: GRDB.Database) throws -> [String] {
+        try Row.fetchAll(db, sql: "SELECT tenant_id, app_ids FROM tenants ORDER BY tenant_id").compactMap { row in
+            let apps: String = row["app_ids"]
+            return apps.split(separator: "\n").contains(Substring(appId)) ? row["tenant_id"] : nil
         }
     }
 
@@ -272,9 +284,49 @@ final class ErasureLedger: Sendable {
     /// commands, all in one transaction. With `eventId`, a redelivered event is recognised and changes nothing
     /// (returns nil). Returns the erasure ids, one per request.
     func intake(_ requests: [IntakeRequest], eventId: String? = nil, at now: Date = Date()) async throws -> [String]? {
+        try await database.write { [self] db in try intake(requests, eventId: eventId, at: now, in: db) }
+    }
+
+    private func intake(_ requests: [IntakeRequest], eventId: String?, at now: Date, in db: GRDB.Database) throws
+        -> [String]?
+    {
+        if let eventId, try !ProcessedEvents.record(eventId, consumer: "intake", at: now, in: db) { return nil }
+        return try requests.map { try openOrJoin($0, at: now, in: db) }
+    }
+
+    /// What intake hands the ledger for one record.
+    enum IntakeWork: Sendable {
+        /// A closed status or an API request: open or join these erasures (once per `eventId`).
+        case open([IntakeRequest], eventId: String)
+        /// An `ErasureRequested` without a tenant: every tenant configured with `appId`, read in the same transaction.
+        case openForApp(appId: String, accountId: String, cause: ErasureCause, policy: ErasurePolicy?, eventId: String)
+        case ack(ErasureAcknowledged)
+    }
+
+    enum IntakeEffect: Sendable, Equatable {
+        case opened(Int)
+        case repeated
+        case ack(AckEffect)
+    }
+
+    /// Applies a batch of intake records in ONE transaction (one WAL append, one fsync at synchronous=FULL), in order,
+    /// so intake can commit the batch's offsets once. Each item keeps its own idempotency (processed events, recorded
+    /// acks), so a redelivered batch changes nothing.
+    func apply(_ work: [IntakeWork], at now: Date = Date()) async throws -> [IntakeEffect] {
         try await database.write { [self] db in
-            if let eventId, try !ProcessedEvents.record(eventId, consumer: "intake", at: now, in: db) { return nil }
-            return try requests.map { try openOrJoin($0, at: now, in: db) }
+            try work.map { item in
+                switch item {
+                case .open(let requests, let eventId):
+                    return try intake(requests, eventId: eventId, at: now, in: db).map { .opened($0.count) } ?? .repeated
+                case .openForApp(let appId, let accountId, let cause, let policy, let eventId):
+                    let requests = try Self.tenants(usingApp: appId, in: db).map {
+                        IntakeRequest(tenantId: $0, appId: appId, accountId: accountId, cause: cause, requestedPolicy: policy)
+                    }
+                    return try intake(requests, eventId: eventId, at: now, in: db).map { .opened($0.count) } ?? .repeated
+                case .ack(let ack):
+                    return .ack(try applyAck(ack, at: now, in: db))
+                }
+            }
         }
     }
 
@@ -354,57 +406,59 @@ final class ErasureLedger: Sendable {
 
     /// Records a participant's ack; completes (and audits) the erasure when it was the last one missing.
     func applyAck(_ ack: ErasureAcknowledged, at now: Date = Date()) async throws -> AckEffect {
-        try await database.write { [self] db in
-            guard let erasure = try Row.fetchOne(
-                db, sql: "SELECT status, issued_at FROM erasures WHERE id = ? AND account_id IS NOT NULL",
-                arguments: [ack.erasureId]),
-                let participant = try Row.fetchOne(
-                    db, sql: """
-                        SELECT outcome, failed_attempts FROM erasure_participants WHERE erasure_id = ? AND participant = ?
-                        """, arguments: [ack.erasureId, ack.participant])
-            else { return .ignored }
-            let previous: String? = participant["outcome"]
-            // A recorded success stands: re-sends make participants re-ack.
-            if let previous, previous != ErasureOutcome.failed.rawValue { return .ignored }
-            let issuedAt: Double? = erasure["issued_at"]
-            let latency = issuedAt.map { ack.at.timeIntervalSince1970 - $0 }
-            if ack.outcome == .failed {
-                let attempts: Int = participant["failed_attempts"] + 1
-                try db.execute(
-                    sql: """
-                        UPDATE erasure_participants SET outcome = 'failed', detail = ?, failed_attempts = ?
-                        WHERE erasure_id = ? AND participant = ?
-                        """,
-                    arguments: [ack.detail.map { String($0.prefix(200)) }, attempts, ack.erasureId, ack.participant])
-                let status = attempts >= settings.maxFailedAttempts ? ErasureStatus.needsAttention : .dispatched
-                try db.execute(
-                    sql: "UPDATE erasures SET status = ?, updated_at = ? WHERE id = ?",
-                    arguments: [status.rawValue, now.timeIntervalSince1970, ack.erasureId])
-                return .recorded(latency: nil)
-            }
+        try await database.write { [self] db in try applyAck(ack, at: now, in: db) }
+    }
+
+    private func applyAck(_ ack: ErasureAcknowledged, at now: Date, in db: GRDB.Database) throws -> AckEffect {
+        guard let erasure = try Row.fetchOne(
+            db, sql: "SELECT status, issued_at FROM erasures WHERE id = ? AND account_id IS NOT NULL",
+            arguments: [ack.erasureId]),
+            let participant = try Row.fetchOne(
+                db, sql: """
+                    SELECT outcome, failed_attempts FROM erasure_participants WHERE erasure_id = ? AND participant = ?
+                    """, arguments: [ack.erasureId, ack.participant])
+        else { return .ignored }
+        let previous: String? = participant["outcome"]
+        // A recorded success stands: re-sends make participants re-ack.
+        if let previous, previous != ErasureOutcome.failed.rawValue { return .ignored }
+        let issuedAt: Double? = erasure["issued_at"]
+        let latency = issuedAt.map { ack.at.timeIntervalSince1970 - $0 }
+        if ack.outcome == .failed {
+            let attempts: Int = participant["failed_attempts"] + 1
             try db.execute(
                 sql: """
-                    UPDATE erasure_participants SET outcome = ?, detail = ?, acked_at = ?
+                    UPDATE erasure_participants SET outcome = 'failed', detail = ?, failed_attempts = ?
                     WHERE erasure_id = ? AND participant = ?
                     """,
-                arguments: [
-                    ack.outcome.rawValue, ack.detail.map { String($0.prefix(200)) },
-                    Double(ack.at.milliseconds) / 1000, ack.erasureId, ack.participant,
-                ])
-            let missing = try Int.fetchOne(
-                db, sql: """
-                    SELECT count(*) FROM erasure_participants
-                    WHERE erasure_id = ? AND (outcome IS NULL OR outcome = 'failed')
-                    """, arguments: [ack.erasureId]) ?? 0
-            guard missing == 0 else {
-                try db.execute(
-                    sql: "UPDATE erasures SET updated_at = ? WHERE id = ?",
-                    arguments: [now.timeIntervalSince1970, ack.erasureId])
-                return .recorded(latency: latency)
-            }
-            try complete(ack.erasureId, at: now, in: db)
-            return .completed(latency: latency)
+                arguments: [ack.detail.map { String($0.prefix(200)) }, attempts, ack.erasureId, ack.participant])
+            let status = attempts >= settings.maxFailedAttempts ? ErasureStatus.needsAttention : .dispatched
+            try db.execute(
+                sql: "UPDATE erasures SET status = ?, updated_at = ? WHERE id = ?",
+                arguments: [status.rawValue, now.timeIntervalSince1970, ack.erasureId])
+            return .recorded(latency: nil)
         }
+        try db.execute(
+            sql: """
+                UPDATE erasure_participants SET outcome = ?, detail = ?, acked_at = ?
+                WHERE erasure_id = ? AND participant = ?
+                """,
+            arguments: [
+                ack.outcome.rawValue, ack.detail.map { String($0.prefix(200)) },
+                Double(ack.at.milliseconds) / 1000, ack.erasureId, ack.participant,
+            ])
+        let missing = try Int.fetchOne(
+            db, sql: """
+                SELECT count(*) FROM erasure_participants
+                WHERE erasure_id = ? AND (outcome IS NULL OR outcome = 'failed')
+                """, arguments: [ack.erasureId]) ?? 0
+        guard missing == 0 else {
+            try db.execute(
+                sql: "UPDATE erasures SET updated_at = ? WHERE id = ?",
+                arguments: [now.timeIntervalSince1970, ack.erasureId])
+            return .recorded(latency: latency)
+        }
+        try complete(ack.erasureId, at: now, in: db)
+        return .completed(latency: latency)
     }
 
     /// Appends the audit entry, forgets the raw accountId and enqueues `ErasureCompleted` — one transaction, so the
@@ -501,10 +555,11 @@ final class ErasureLedger: Sendable {
                 db, sql: """
                     SELECT p.erasure_id, p.participant FROM erasure_participants p
                     JOIN erasures e ON e.id = p.erasure_id
-                    WHERE e.status = 'dispatched'
+                    WHERE (p.outcome IS NULL OR p.outcome = 'failed') AND p.last_sent_at <= ?
+                      AND e.status = 'dispatched'
                       AND (p.outcome IS NULL OR (p.outcome = 'failed' AND p.failed_attempts < ?))
                       AND p.last_sent_at + ? * (1 << min(max(p.sends - 1, 0), 6)) <= ?
-                    """, arguments: [settings.maxFailedAttempts, settings.resendAfter, t])
+                    """, arguments: [t - settings.resendAfter, settings.maxFailedAttempts, settings.resendAfter, t])
             var erasures: [String] = []
             for row in due {
                 let id: String = row["erasure_id"]

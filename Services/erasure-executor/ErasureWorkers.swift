@@ -103,9 +103,10 @@ final class StateReader: Service, Sendable {
     }
 }
 
-/// Consumes closed statuses, erasure requests and acks in one group, and commits each record only after the
-/// ledger transaction it caused (and the outbox rows in it) committed. A record that cannot be decoded or validated
-/// goes to `<topic>.dlq` with the reason, then is committed.
+/// Consumes closed statuses, erasure requests and acks in one group, in batches: whatever arrived while the previous
+/// batch was written (up to `maxBatch`) is applied in one ledger transaction, and the batch's offsets are committed
+/// once, after it. A record that cannot be decoded or validated goes to `<topic>.dlq` with the reason, and is
+/// committed with its batch.
 final class ErasureIntake: Service, Sendable {
     private let consumer: KafkaConsumer
     private let ledger: ErasureLedger
@@ -116,11 +117,16 @@ final class ErasureIntake: Service, Sendable {
     private let restoreTimeout: Duration
     private let metrics: ErasureMetrics
     private let logger: Logger
+    private let maxBatch: Int
+    private let queue: BatchQueue<KafkaMessage>
 
     init(
         consumer: KafkaConsumer, ledger: ErasureLedger, topics: ErasureExecutorTopics, relay: ErasureNotifier,
-        producer: KafkaProducer, gate: RestoreGate, restoreTimeout: Duration, metrics: ErasureMetrics, logger: Logger
+        producer: KafkaProducer, gate: RestoreGate, restoreTimeout: Duration, metrics: ErasureMetrics, logger: Logger,
+        maxBatch: Int = 1000
     ) {
+        self.maxBatch = maxBatch
+        self.queue = BatchQueue<KafkaMessage>(capacity: maxBatch * 2)
         self.consumer = consumer
         self.ledger = ledger
         self.topics = topics
@@ -143,97 +149,116 @@ final class ErasureIntake: Service, Sendable {
             if !(await gate.wait(timeout: restoreTimeout)) {
                 logger.warning("state topics not fully restored in time; intake starts anyway")
             }
-            for try await message in consumer.messages.cancelOnGracefulShutdown() {
-                try await handle(message)
-                do {
-                    try await consumer.commit(message)
-                } catch {
-                    // Processed already; a redelivery is recognised (processed events, recorded acks).
-                    logger.warning("offset commit failed; the record may be redelivered", metadata: ["error": "\(error)"])
+            group.addTask {
+                defer { self.queue.finish() }
+                var pushed = 0
+                for try await event in self.consumer.events.cancelOnGracefulShutdown() {
+                    switch event {
+                    case .message(let message):
+                        await self.queue.push(message)
+                        pushed += 1
+                    case .partitionsRevoked:
+                        // Hold the revocation until what was taken is applied and committed.
+                        await self.queue.waitUntilProcessed(pushed)
+                    case .partitionsAssigned:
+                        break
+                    }
                 }
+            }
+            do {
+                while let batch = await queue.takeBatch(max: maxBatch) {
+                    try await process(batch)
+                    queue.markProcessed(batch.count)
+                }
+            } catch {
+                queue.finish()
+                throw error
             }
             group.cancelAll()
         }
     }
 
-    private func handle(_ message: KafkaMessage) async throws {
-        let work: @Sendable () async throws -> Void
-        do {
-            work = try prepare(message)
-        } catch {
-            logger.warning("unusable record to the DLQ", metadata: [
-                "kafka.topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
-                "error": "\(error)",
-            ])
-            try await retryUntilDone("dead-lettering", logger: logger) {
-                try await self.deadLetters.route(message, reason: "\(error)")
+    private func process(_ batch: [KafkaMessage]) async throws {
+        var work: [ErasureLedger.IntakeWork] = []
+        work.reserveCapacity(batch.count)
+        for message in batch {
+            do {
+                if let item = try prepare(message) { work.append(item) }
+            } catch {
+                logger.warning("unusable record to the DLQ", metadata: [
+                    "kafka.topic": "\(message.topic)", "partition": "\(message.partition)",
+                    "offset": "\(message.offset)", "error": "\(error)",
+                ])
+                try await retryUntilDone("dead-lettering", logger: logger) {
+                    try await self.deadLetters.route(message, reason: "\(error)")
+                }
+                metrics.deadLettered.increment()
             }
-            metrics.deadLettered.increment()
-            return
         }
-        // SQLite or broker trouble is retried: the offset must not move past a record whose effect is not durable.
-        try await retryUntilDone("ledger write", logger: logger, work)
+        if !work.isEmpty {
+            // SQLite trouble is retried: the offsets must not move past records whose effect is not durable.
+            let ledger = self.ledger
+            let items = work
+            let effects = try await retryUntilDone("ledger write", logger: logger) { try await ledger.apply(items) }
+            var notify = false
+            for effect in effects {
+                switch effect {
+                case .opened(let count):
+                    metrics.intake.increment(by: count)
+                    notify = true
+                case .repeated, .ack(.ignored):
+                    break
+                case .ack(.recorded(let latency)):
+                    if let latency { metrics.ackLatency.recordSeconds(latency) }
+                case .ack(.completed(let latency)):
+                    if let latency { metrics.ackLatency.recordSeconds(latency) }
+                    metrics.completed.increment()
+                    notify = true
+                }
+            }
+            if notify { relay.notify() }
+        }
+        do {
+            try await consumer.commit(batch)
+        } catch {
+            // Applied already; a redelivery is recognised (processed events, recorded acks).
+            logger.warning("offset commit failed; the batch may be redelivered", metadata: ["error": "\(error)"])
+        }
     }
 
-    /// Decodes and validates the record, returning the ledger work it causes. Throws for a record to dead-letter.
-    private func prepare(_ message: KafkaMessage) throws -> @Sendable () async throws -> Void {
-        let ledger = self.ledger
-        let relay = self.relay
-        let metrics = self.metrics
+    /// Decodes and validates the record: the ledger work it causes, or nil (a status other than closed). Throws for a
+    /// record to dead-letter.
+    private func prepare(_ message: KafkaMessage) throws -> ErasureLedger.IntakeWork? {
         let eventId = message.stringHeaders["ce_id"] ?? "\(message.topic):\(message.partition):\(message.offset)"
         switch message.topic {
         case topics.pdrStatus:
             let status = try message.decodeEvent(AccountStatusReported.self)
-            guard status.status == .closed else { return {} }
+            guard status.status == .closed else { return nil }
             _ = try AccountKey(appId: status.appId, accountId: status.accountId)
             let tenants = Array(Set(status.tenantIds.filter { !$0.isEmpty })).sorted()
             guard !tenants.isEmpty else { throw Rejected(description: "closed status without tenantIds") }
-            let requests = tenants.map {
-                IntakeRequest(
-                    tenantId: $0, appId: status.appId, accountId: status.accountId, cause: .atlassianClosed,
-                    requestedPolicy: nil)
-            }
-            return {
-                if try await ledger.intake(requests, eventId: "status:\(eventId)") != nil {
-                    relay.notify()
-                    metrics.intake.increment(by: requests.count)
-                }
-            }
+            return .open(
+                tenants.map {
+                    IntakeRequest(
+                        tenantId: $0, appId: status.appId, accountId: status.accountId, cause: .atlassianClosed,
+                        requestedPolicy: nil)
+                }, eventId: "status:\(eventId)")
         case topics.erasureRequests:
             let request = try message.decodeEvent(ErasureRequested.self)
             _ = try AccountKey(appId: request.appId, accountId: request.accountId)
             guard !request.requestId.isEmpty else { throw Rejected(description: "requestId is empty") }
-            return {
-                let tenants: [String]
-                if let tenant = request.tenantId, !tenant.isEmpty {
-                    tenants = [tenant]
-                } else {
-                    tenants = try await ledger.tenants(usingApp: request.appId)
-                }
-                let requests = tenants.map {
-                    IntakeRequest(
-                        tenantId: $0, appId: request.appId, accountId: request.accountId, cause: request.cause,
-                        requestedPolicy: request.policy)
-                }
-                if try await ledger.intake(requests, eventId: "request:\(request.requestId)") != nil {
-                    relay.notify()
-                    metrics.intake.increment(by: requests.count)
-                }
+            if let tenant = request.tenantId, !tenant.isEmpty {
+                return .open(
+                    [IntakeRequest(
+                        tenantId: tenant, appId: request.appId, accountId: request.accountId, cause: request.cause,
+                        requestedPolicy: request.policy)],
+                    eventId: "request:\(request.requestId)")
             }
+            return .openForApp(
+                appId: request.appId, accountId: request.accountId, cause: request.cause, policy: request.policy,
+                eventId: "request:\(request.requestId)")
         case topics.erasureAcks:
-            let ack = try message.decodeEvent(ErasureAcknowledged.self)
-            return {
-                let effect = try await ledger.applyAck(ack)
-                switch effect {
-                case .ignored: break
-                case .recorded(let latency):
-                    if let latency { metrics.ackLatency.recordSeconds(latency) }
-                case .completed(let latency):
-                    if let latency { metrics.ackLatency.recordSeconds(latency) }
-                    metrics.completed.increment()
-                    relay.notify()
-                }
-            }
+            return .ack(try message.decodeEvent(ErasureAcknowledged.self))
         default:
             throw Rejected(description: "record from an unexpected topic")
         }
