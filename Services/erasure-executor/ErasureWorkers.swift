@@ -118,7 +118,6 @@ final class ErasureIntake: Service, Sendable {
     private let metrics: ErasureMetrics
     private let logger: Logger
     private let maxBatch: Int
-    private let queue: BatchQueue<KafkaMessage>
 
     init(
         consumer: KafkaConsumer, ledger: ErasureLedger, topics: ErasureExecutorTopics, relay: ErasureNotifier,
@@ -126,7 +125,6 @@ final class ErasureIntake: Service, Sendable {
         maxBatch: Int = 1000
     ) {
         self.maxBatch = maxBatch
-        self.queue = BatchQueue<KafkaMessage>(capacity: maxBatch * 2)
         self.consumer = consumer
         self.ledger = ledger
         self.topics = topics
@@ -149,31 +147,7 @@ final class ErasureIntake: Service, Sendable {
             if !(await gate.wait(timeout: restoreTimeout)) {
                 logger.warning("state topics not fully restored in time; intake starts anyway")
             }
-            group.addTask {
-                defer { self.queue.finish() }
-                var pushed = 0
-                for try await event in self.consumer.events.cancelOnGracefulShutdown() {
-                    switch event {
-                    case .message(let message):
-                        await self.queue.push(message)
-                        pushed += 1
-                    case .partitionsRevoked:
-                        // Hold the revocation until what was taken is applied and committed.
-                        await self.queue.waitUntilProcessed(pushed)
-                    case .partitionsAssigned:
-                        break
-                    }
-                }
-            }
-            do {
-                while let batch = await queue.takeBatch(max: maxBatch) {
-                    try await process(batch)
-                    queue.markProcessed(batch.count)
-                }
-            } catch {
-                queue.finish()
-                throw error
-            }
+            try await consumer.processInBatches(maxBatch: maxBatch, prepare: { $0 }) { batch in try await process(batch) }
             group.cancelAll()
         }
     }

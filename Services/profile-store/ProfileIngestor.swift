@@ -26,7 +26,6 @@ final class ProfileIngestor: Service, Sendable {
     private let deadLetters: DeadLetterQueue
     private let logger: Logger
     private let maxBatch: Int
-    private let queue: BatchQueue<Received>
     private let counters = LockedStats()
     private let applied = Counter(label: "lethe_profiles_applied_total")
     private let stale = Counter(label: "lethe_profiles_stale_total")
@@ -44,7 +43,6 @@ final class ProfileIngestor: Service, Sendable {
         self.deadLetters = DeadLetterQueue(producer: producer)
         self.logger = logger
         self.maxBatch = maxBatch
-        self.queue = BatchQueue<Received>(capacity: maxBatch * 2)
     }
 
     var stats: IngestStats { counters.value }
@@ -54,33 +52,12 @@ final class ProfileIngestor: Service, Sendable {
     func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.consumer.run() }
-            group.addTask {
-                defer { self.queue.finish() }
-                var pushed = 0
-                for try await event in self.consumer.events {
-                    switch event {
-                    case .message(let message):
-                        // Decoded here, on the reading task, so decoding overlaps the previous batch's transaction.
-                        await self.queue.push(Received(message: message, event: Result { try Self.decode(message) }))
-                        pushed += 1
-                    case .partitionsRevoked:
-                        // Hold the revocation until every record taken so far is stored and committed, so the next
-                        // owner of these partitions starts after them (fewer redeliveries, never a lost record).
-                        await self.queue.waitUntilProcessed(pushed)
-                    case .partitionsAssigned:
-                        break
-                    }
-                }
-            }
-            do {
-                while let batch = await queue.takeBatch(max: maxBatch) {
-                    try await process(batch)
-                    queue.markProcessed(batch.count)
-                }
-            } catch {
-                queue.finish()
-                throw error
-            }
+            // Decoded on the reading task, so decoding overlaps the previous batch's transaction. Reading goes on
+            // until the consumer has closed, so what it delivered before leaving the group is stored and committed.
+            try await consumer.processInBatches(
+                maxBatch: maxBatch, stopOnGracefulShutdown: false,
+                prepare: { message in Received(message: message, event: Result { try Self.decode(message) }) }
+            ) { batch in try await process(batch) }
             try await group.waitForAll()
         }
     }

@@ -126,34 +126,7 @@ package final class ErasureParticipant: Service, Sendable {
     /// round of broker acknowledgements instead of one per command) and its offsets are committed once, after
     /// the broker has every ack.
     private func process() async throws {
-        let queue = BatchQueue<KafkaMessage>(capacity: 2000)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                defer { queue.finish() }
-                var pushed = 0
-                for try await event in self.consumer.events.cancelOnGracefulShutdown() {
-                    switch event {
-                    case .message(let message):
-                        await queue.push(message)
-                        pushed += 1
-                    case .partitionsRevoked:
-                        await queue.waitUntilProcessed(pushed)
-                    case .partitionsAssigned:
-                        break
-                    }
-                }
-            }
-            do {
-                while let batch = await queue.takeBatch(max: 500) {
-                    try await handle(batch)
-                    queue.markProcessed(batch.count)
-                }
-            } catch {
-                queue.finish()
-                throw error
-            }
-            try await group.waitForAll()
-        }
+        try await consumer.processInBatches(maxBatch: 500, prepare: { $0 }) { batch in try await handle(batch) }
     }
 
     private func handle(_ batch: [KafkaMessage]) async throws {

@@ -1,7 +1,8 @@
 import Foundation
+import ServiceLifecycle
 
-/// A bounded hand-over between the task reading a consumer and the loop that handles its records in batches
-/// (profile-store's ingest, ErasureKit's command loop): the reader waits when it is full
+/// A bounded hand-over between the task reading a consumer and the loop that handles its records in batches (the
+/// engine of ``KafkaConsumer/processInBatches(maxBatch:stopOnGracefulShutdown:prepare:_:)``): the reader waits when it is full
 /// (so memory stays bounded and the consumer's own buffer applies back-pressure), the loop takes everything that
 /// is there, up to a batch, or waits when it is empty. One pusher and one taker; the taker reports what it has
 /// processed, so the pusher can hold a partition revocation until the records before it are committed.
@@ -109,5 +110,57 @@ package final class BatchQueue<Element: Sendable>: @unchecked Sendable {
         taker?.resume()
         pusher?.resume()
         processedWaiter?.resume()
+    }
+}
+
+extension KafkaConsumer {
+    /// Hands this consumer's records to `handle` in batches: whatever arrived while the previous batch was handled, up
+    /// to `maxBatch`. One task reads `events` and runs `prepare` on each record (decoding there overlaps the previous
+    /// batch's work); the calling task runs `handle`, which must make each batch durable and commit it. A partition
+    /// revocation is held until every record read before it was handled, so the next owner starts after them.
+    ///
+    /// The consumer itself must be running (its `run()` in the same task group or service group). Returns when the
+    /// records end — at graceful shutdown when `stopOnGracefulShutdown`, else once the consumer has closed — and
+    /// rethrows what `handle` throws.
+    package func processInBatches<Item: Sendable>(
+        maxBatch: Int, stopOnGracefulShutdown: Bool = true,
+        prepare: @escaping @Sendable (KafkaMessage) -> Item,
+        _ handle: ([Item]) async throws -> Void
+    ) async throws {
+        let queue = BatchQueue<Item>(capacity: maxBatch * 2)
+        let events = self.events
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { queue.finish() }
+                var pushed = 0
+                func take(_ event: ConsumerEvent) async {
+                    switch event {
+                    case .message(let message):
+                        await queue.push(prepare(message))
+                        pushed += 1
+                    case .partitionsRevoked:
+                        await queue.waitUntilProcessed(pushed)
+                    case .partitionsAssigned:
+                        break
+                    }
+                }
+                if stopOnGracefulShutdown {
+                    for try await event in events.cancelOnGracefulShutdown() { await take(event) }
+                } else {
+                    for try await event in events { await take(event) }
+                }
+            }
+            do {
+                while let batch = await queue.takeBatch(max: maxBatch) {
+                    try await handle(batch)
+                    queue.markProcessed(batch.count)
+                }
+            } catch {
+                queue.finish()
+                group.cancelAll()
+                throw error
+            }
+            try await group.waitForAll()
+        }
     }
 }
