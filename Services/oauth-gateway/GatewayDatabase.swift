@@ -316,9 +316,14 @@ final class GatewayDatabase: Sendable {
     }
 
     // MARK: Sign-in states and codes
+    //
+    // States and sign-in codes live minutes and seconds; their writes are not synced to disk (`writeUnsynced`): they
+    // survive a gateway crash, and a power loss at worst undoes a pending sign-in (the user signs in again) or a
+    // consumption within the last moments before it (the code at Atlassian is single-use whatever happens here).
+    // That keeps the one synced write of a sign-in the one that stores the grant.
 
     func storeState(hash: Data, pending: PendingSignIn, expiresAt: Date) async throws {
-        try await database.write { db in
+        try await database.writeUnsynced { db in
             try db.cachedStatement(sql: """
                     INSERT INTO signin_states (state_hash, tenant_id, app_id, redirect_uri, tenant_state, expires_at)
                     VALUES (?, ?, ?, ?, ?, ?)
@@ -331,7 +336,7 @@ final class GatewayDatabase: Sendable {
     /// Removes the state and returns what it stood for, if it existed and had not expired. A second call for the
     /// same state returns nil: a state is good for one callback.
     func consumeState(hash: Data, now: Date = Date()) async throws -> PendingSignIn? {
-        try await database.write { db in
+        try await database.writeUnsynced { db in
             guard let row = try Row.fetchOne(try db.cachedStatement(sql: "DELETE FROM signin_states WHERE state_hash = ? RETURNING *"),
                 arguments: [hash])
             else { return nil }
@@ -346,7 +351,7 @@ final class GatewayDatabase: Sendable {
     /// expired. A code presented by another tenant is left alone (that tenant learns nothing, the owner can still use
     /// it).
     func consumeCode(hash: Data, tenantId: String, now: Date = Date()) async throws -> (connectionId: String, payload: Data)? {
-        try await database.write { db in
+        try await database.writeUnsynced { db in
             guard let row = try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM signin_codes WHERE code_hash = ?"),
                 arguments: [hash]),
                 (row["tenant_id"] as String) == tenantId

@@ -56,6 +56,23 @@ package final class SQLiteDatabase: Sendable {
         try await pool.write(body)
     }
 
+    /// Runs `body` in one write transaction that is not synced to disk when it commits (`synchronous=NORMAL` for this
+    /// transaction only): it survives a process crash, but a power loss may undo it. Only for short-lived values whose
+    /// loss costs a retry and nothing else (a pending sign-in's one-time state). The next ``write(_:)`` syncs it too,
+    /// since a WAL sync covers every earlier frame.
+    package func writeUnsynced<T: Sendable>(_ body: @escaping @Sendable (GRDB.Database) throws -> T) async throws -> T {
+        try await pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            defer { try? db.execute(sql: "PRAGMA synchronous = FULL") }
+            var result: T?
+            try db.inTransaction {
+                result = try body(db)
+                return .commit
+            }
+            return result!
+        }
+    }
+
     /// Runs `body` on a read-only snapshot; never blocks or is blocked by the writer.
     package func read<T: Sendable>(_ body: @escaping @Sendable (GRDB.Database) throws -> T) async throws -> T {
         try await pool.read(body)

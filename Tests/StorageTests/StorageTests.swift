@@ -68,6 +68,12 @@ struct SQLiteDatabaseTests {
         #expect(synchronous == 2, "synchronous is \(String(describing: synchronous)), not FULL (2)")
         #expect(secureDelete == 1)
         #expect(plan.contains("lethe_outbox_by_key"), "\(plan)")
+        // An unsynced write commits (and is visible) like any other, and leaves the writer at FULL afterwards.
+        try await database.writeUnsynced { db in
+            try Outbox.enqueue(OutgoingMessage(topic: "t", key: nil, value: Array("v".utf8)), in: db)
+        }
+        #expect(try await database.read { try Outbox.pendingCount(in: $0) } == 1)
+        #expect(try await database.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 2)
     }
 
     @Test("the checkpointer empties the WAL after a request, coalescing a burst")
