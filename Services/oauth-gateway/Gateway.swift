@@ -331,17 +331,11 @@ final class Gateway: Sendable {
 
     /// `url` with `parameters` appended to its query (nil values left out), percent-encoded.
     static func appendQuery(to url: String, _ parameters: [(String, String?)]) -> URL {
-        let query = parameters.compactMap { name, value in value.map { "\(name)=\(percentEncode($0))" } }
-            .joined(separator: "&")
+        let query = parameters.compactMap { name, value in
+            value.map { "\(name)=\(AtlassianClient.percentEncode($0))" }
+        }.joined(separator: "&")
         let separator = url.contains("?") ? (url.hasSuffix("?") || url.hasSuffix("&") ? "" : "&") : "?"
         return URL(string: url + separator + query)!
-    }
-
-    private static let unreserved = CharacterSet(
-        charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-    static func percentEncode(_ value: String) -> String {
-        value.addingPercentEncoding(withAllowedCharacters: unreserved) ?? ""
     }
 
     /// An error's kind for a log line: Atlassian's typed errors carry no secrets; anything else only by type.

@@ -294,7 +294,9 @@ package struct AtlassianClient: AtlassianAPI {
     private static let unreserved = CharacterSet(
         charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
-    private static func percentEncode(_ value: String) -> String {
+    /// RFC 3986 percent-encoding that leaves only unreserved characters literal: what OAuth query parameters need
+    /// (the authorize URL here, the gateway's redirects back to a tenant).
+    package static func percentEncode(_ value: String) -> String {
         value.addingPercentEncoding(withAllowedCharacters: unreserved) ?? value
     }
 }

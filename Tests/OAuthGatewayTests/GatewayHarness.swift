@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import AtlassianClient
 import Contracts
 import Foundation
 import Logging
@@ -239,7 +240,7 @@ struct GatewayHarness: Sendable {
     func callbackURL(tenant: String, accountId: String, returnURL: String = "https://tenant.example/return",
                      state: String = "tenant-state-1") async throws -> String {
         let start = try await get(
-            "/v1/tenants/\(tenant)/signin/atlassian?redirect_uri=\(Gateway.percentEncode(returnURL))&state=\(state)")
+            "/v1/tenants/\(tenant)/signin/atlassian?redirect_uri=\(AtlassianClient.percentEncode(returnURL))&state=\(state)")
         guard start.status == 302, let authorize = start.location else {
             throw HarnessError(description: "sign-in start: \(start.status) \(start.body)")
         }

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import AtlassianClient
 import Contracts
 import Foundation
 import JWTKit
@@ -70,14 +71,14 @@ struct SignInTests {
             let other = try await harness.createTenant("other")
             try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
             try await harness.sandboxUser("5b10ac8d82e05b22cc7d4ef5", name: "Ada Lovelace", email: "ada@example.com")
-            let returnURL = Gateway.percentEncode("https://tenant.example/return")
+            let returnURL = AtlassianClient.percentEncode("https://tenant.example/return")
 
             // Start: an unlisted return URL, a missing state, an unknown tenant — no redirect anywhere.
             let unlisted = try await harness.get(
-                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(Gateway.percentEncode("https://evil.example/return"))&state=s")
+                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(AtlassianClient.percentEncode("https://evil.example/return"))&state=s")
             #expect(unlisted.status == 400 && unlisted.location == nil && unlisted.body.contains("return URLs"))
             let prefix = try await harness.get(
-                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(Gateway.percentEncode("https://tenant.example/return/x"))&state=s")
+                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(AtlassianClient.percentEncode("https://tenant.example/return/x"))&state=s")
             #expect(prefix.status == 400)
             #expect(try await harness.get("/v1/tenants/acme/signin/atlassian?redirect_uri=\(returnURL)").status == 400)
             #expect(try await harness.get("/v1/tenants/nobody/signin/atlassian?redirect_uri=\(returnURL)&state=s").status == 404)
