@@ -105,15 +105,9 @@ package struct ProcessOutput: Sendable {
     package var stderr: String
 }
 
-/// Runs a program to completion and captures its output.
-///
-/// Spawned with `posix_spawn` and awaited with `waitpid`, not with Foundation's `Process`: tests call this from the
-/// cooperative thread pool (two threads on a two-core machine), and `Process.waitUntilExit` needs other threads to
-/// learn that the child exited — with every pool thread blocked (one here, the others on the lock around the dev
-/// broker's address) it never does, and the test run hangs. The output goes to files, not pipes, because a program
-/// that starts daemons (scripts/dev-broker) hands its descriptors on to them and a pipe would never reach its end.
-/// The child gets default SIGTERM/SIGINT handling and an empty signal mask, whatever this process set for itself,
-/// so `dev-broker stop` and the like can end what it starts.
+/// Runs a program to completion and captures its output, as a `ChildProcess` (see there why not Foundation's
+/// `Process`): the output goes to files, so a program that starts daemons (scripts/dev-broker) does not keep a pipe
+/// open, and the child gets default SIGTERM/SIGINT handling so `dev-broker stop` and the like can end what it starts.
 package func runProcess(_ path: String, arguments: [String], environment: [String: String]? = nil) throws -> ProcessOutput {
     let directory = FileManager.default.temporaryDirectory
     let outPath = directory.appendingPathComponent("run-\(UUID().uuidString).out").path
@@ -122,44 +116,13 @@ package func runProcess(_ path: String, arguments: [String], environment: [Strin
         unlink(outPath)
         unlink(errPath)
     }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    sigaddset(&defaults, SIGTERM)
-    sigaddset(&defaults, SIGINT)
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
-    var mask = sigset_t()
-    sigemptyset(&mask)
-    posix_spawnattr_setsigmask(&attributes, &mask)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-
-    let environmentLines = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
-    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-    let envp: [UnsafeMutablePointer<CChar>?] = environmentLines.map { strdup($0) } + [nil]
-    defer { (argv + envp).forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
-    guard spawned == 0 else {
-        throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO)
-    }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) == -1 {
-        guard errno == EINTR else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .ECHILD) }
-    }
-    // WIFEXITED / WEXITSTATUS, which Swift does not import: a signal death is reported as 128 + the signal.
-    let exitStatus = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    let child = try ChildProcess.spawn(
+        path, arguments: arguments, environment: environment, stdoutPath: outPath, stderrPath: errPath)
+    let status = try child.waitUntilExit()
     let stdout = FileManager.default.contents(atPath: outPath) ?? Data()
     let stderr = FileManager.default.contents(atPath: errPath) ?? Data()
     return ProcessOutput(
-        status: exitStatus,
+        status: status,
         stdout: String(decoding: stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines),
         stderr: String(decoding: stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
 }

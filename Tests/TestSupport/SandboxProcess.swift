@@ -18,10 +18,10 @@ package final class SandboxProcess: @unchecked Sendable {
     /// `http://127.0.0.1:<port>`: both Atlassian hosts (auth and API) and the control API.
     package let baseURL: URL
     package let port: Int
-    private let process: Process
+    private let process: ChildProcess
     private let stderrFile: URL
 
-    private init(process: Process, port: Int, stderrFile: URL) {
+    private init(process: ChildProcess, port: Int, stderrFile: URL) {
         self.process = process
         self.port = port
         self.stderrFile = stderrFile
@@ -39,27 +39,20 @@ package final class SandboxProcess: @unchecked Sendable {
             throw StartError(description: "atlassian-sandbox is not built at \(binary.path); run swift build --build-tests")
         }
         let port = try freeLoopbackPort()
-        let process = Process()
-        process.executableURL = binary
         var environment = ProcessInfo.processInfo.environment
         environment["HTTP_HOST"] = "127.0.0.1"
         environment["HTTP_PORT"] = String(port)
         environment["LOG_LEVEL"] = environment["SANDBOX_LOG_LEVEL"] ?? "warning"
         environment.merge(extra) { $1 }
-        process.environment = environment
         let stderrFile = FileManager.default.temporaryDirectory
             .appendingPathComponent("atlassian-sandbox-\(port)-\(UUID().uuidString.prefix(8)).log")
-        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: stderrFile)
-        process.standardError = handle
-        process.standardOutput = handle
-        try process.run()
+        let process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: stderrFile.path)
         let sandbox = SandboxProcess(process: process, port: port, stderrFile: stderrFile)
 
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if !process.isRunning {
-                throw StartError(description: "atlassian-sandbox exited with status \(process.terminationStatus): "
+            if let status = process.terminationStatus {
+                throw StartError(description: "atlassian-sandbox exited with status \(status): "
                                  + sandbox.output())
             }
             if httpStatus(port: port, path: "/health/live") == 200 { return sandbox }
@@ -72,13 +65,7 @@ package final class SandboxProcess: @unchecked Sendable {
 
     /// SIGTERM, then waits for the exit (SIGKILL after 10 s so a hung sandbox cannot hang the test run).
     package func stop() async {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = ContinuousClock.now + .seconds(10)
-        while process.isRunning, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        await process.stop()
         try? FileManager.default.removeItem(at: stderrFile)
     }
 
