@@ -64,7 +64,7 @@ struct EventCodecTests {
         #expect(object["policy"] == nil)
     }
 
-    @Test func eventTypesAreNamespacedAndStartAtVersionOneZero() {
+    @Test func eventTypesAreNamespacedAndAtMajorVersionOne() {
         let types: [any LetheEvent.Type] = [
             TenantConfigured.self, ProfileFetched.self, AccountHeld.self, AccountReported.self,
             AccountStatusReported.self, ErasureRequested.self, EraseSubject.self, ErasureAcknowledged.self,
@@ -75,7 +75,17 @@ struct EventCodecTests {
             "lethe.AccountStatusReported", "lethe.ErasureRequested", "lethe.EraseSubject",
             "lethe.ErasureAcknowledged", "lethe.ParticipantDeclared", "lethe.ErasureCompleted",
         ])
-        #expect(types.allSatisfy { $0.schemaVersion == SchemaVersion(major: 1, minor: 0) })
+        #expect(types.allSatisfy { $0.schemaVersion.major == 1 })
+        // Minor versions only add optional fields: ProfileFetched 1.1 added userId.
+        #expect(types.filter { $0.schemaVersion.minor > 0 }.map { $0.eventType } == ["lethe.ProfileFetched"])
+        #expect(ProfileFetched.schemaVersion == SchemaVersion(major: 1, minor: 1))
+    }
+
+    @Test func profileFetchedOneZeroWithoutUserIdStillDecodes() throws {
+        let body = json(#"{"schemaVersion":"1.0","tenantId":"t","appId":"a","accountId":"x","fetchedAt":"2024-06-01T09:30:00Z"}"#)
+        let event = try EventCodec.decode(ProfileFetched.self, from: body)
+        #expect(event.userId == nil)
+        #expect(event.accountId == "x")
     }
 
     @Test func bodyFromAnotherLanguageDecodes() throws {

@@ -18,6 +18,7 @@ enum Fixtures {
         tenantId: "tenant-1",
         appId: "app-own",
         accountId: "557058:f0e1d2c3-b4a5-4697-8877-665544332211",
+        userId: "8d3c2b1a-0f9e-4d8c-b7a6-958473625140",
         name: "Ada Lovelace",
         email: "ada@example.com",
         nickname: "ada",

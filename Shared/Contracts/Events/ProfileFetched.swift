@@ -7,8 +7,8 @@ import Foundation
 package struct ProfileFetched: LetheEvent, CustomStringConvertible, CustomDebugStringConvertible {
     /// `lethe.ProfileFetched`.
     package static let eventType = "lethe.ProfileFetched"
-    /// 1.0.
-    package static let schemaVersion = SchemaVersion(major: 1, minor: 0)
+    /// 1.1: 1.0 plus the optional `userId`.
+    package static let schemaVersion = SchemaVersion(major: 1, minor: 1)
 
     /// The tenant whose user signed in.
     package var tenantId: String
@@ -16,6 +16,9 @@ package struct ProfileFetched: LetheEvent, CustomStringConvertible, CustomDebugS
     package var appId: String
     /// The Atlassian accountId.
     package var accountId: String
+    /// The platform user this account signed in as (the `sub` of the gateway's ID token), so every service files
+    /// the profile under the same user. Added in 1.1; absent from 1.0 producers.
+    package var userId: String?
     /// Display name (personal data), absent when Atlassian does not share it.
     package var name: String?
     /// Email (personal data), absent when the user hides it.
@@ -33,6 +36,7 @@ package struct ProfileFetched: LetheEvent, CustomStringConvertible, CustomDebugS
         tenantId: String,
         appId: String,
         accountId: String,
+        userId: String? = nil,
         name: String? = nil,
         email: String? = nil,
         nickname: String? = nil,
@@ -42,6 +46,7 @@ package struct ProfileFetched: LetheEvent, CustomStringConvertible, CustomDebugS
         self.tenantId = tenantId
         self.appId = appId
         self.accountId = accountId
+        self.userId = userId
         self.name = name
         self.email = email
         self.nickname = nickname
@@ -52,7 +57,7 @@ package struct ProfileFetched: LetheEvent, CustomStringConvertible, CustomDebugS
     /// Ids and timestamp only; personal fields are shown as present or absent, never their values.
     package var description: String {
         func mark(_ value: String?) -> String { value == nil ? "nil" : "<redacted>" }
-        return "ProfileFetched(tenantId: \(tenantId), appId: \(appId), accountId: \(accountId), "
+        return "ProfileFetched(tenantId: \(tenantId), appId: \(appId), accountId: \(accountId), userId: \(userId ?? "nil"), "
             + "name: \(mark(name)), email: \(mark(email)), nickname: \(mark(nickname)), "
             + "picture: \(mark(picture)), fetchedAt: \(RFC3339.string(from: fetchedAt)))"
     }
