@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """A Lethe erasure participant in Python: the whole contract in one small file.
 
-It keeps its own SQLite table of contacts synced from Atlassian (display name, email), declares itself on
-lethe.erasure.participants.v1, consumes lethe.erasure.commands.v1 in its own consumer group, applies the tenant's
-policy (delete / scrub / disassociate) to its own rows, acknowledges on lethe.erasure.acks.v1, and commits the
-command only after its change is durable and the broker acknowledged the ack. It is idempotent by erasureId: a
-repeated command is re-acknowledged with the outcome recorded the first time, never applied differently.
+It keeps its own SQLite table of contacts (display name, email) filled from lethe.profiles.v1 (ProfileFetched, one
+per sign-in or refresh; a newer fetchedAt wins), declares itself on lethe.erasure.participants.v1, consumes
+lethe.erasure.commands.v1 in its own consumer group, applies the tenant's policy (delete / scrub / disassociate) to
+its own rows, acknowledges on lethe.erasure.acks.v1, and commits a record only after its change is durable and the
+broker acknowledged the ack. It is idempotent by erasureId: a repeated command is re-acknowledged with the outcome
+recorded the first time, never applied differently. An account erased because Atlassian reported it closed is
+suppressed: a profile of it that arrives later is dropped, never stored again.
 
 Everything it needs is in docs/asyncapi.yaml and docs/schemas/; it uses no Lethe code.
 
@@ -46,6 +48,7 @@ class Config:
         self.db_path = env.get("PARTICIPANT_DB", "./python-participant.sqlite")
         namespace = env.get("LETHE_TOPIC_NAMESPACE", "").strip()
         prefix = f"{namespace}." if namespace else ""
+        self.profiles_topic = prefix + "lethe.profiles.v1"
         self.participants_topic = prefix + "lethe.erasure.participants.v1"
         self.commands_topic = prefix + "lethe.erasure.commands.v1"
         self.acks_topic = prefix + "lethe.erasure.acks.v1"
@@ -53,7 +56,8 @@ class Config:
 
 
 class Store:
-    """The participant's own data. `contacts` is what erasure acts on; `erasures` makes handling idempotent."""
+    """The participant's own data. `contacts` is what erasure acts on; `erasures` makes handling idempotent;
+    `suppressed` holds the accounts erased because Atlassian reported them closed."""
 
     def __init__(self, path):
         self.db = sqlite3.connect(path, isolation_level=None)
@@ -67,9 +71,17 @@ class Store:
                 tenant_id TEXT NOT NULL,
                 app_id TEXT NOT NULL,
                 account_id TEXT,            -- NULL once disassociated
-                platform_user_id TEXT NOT NULL,
+                platform_user_id TEXT,      -- ProfileFetched's userId (1.1); NULL from a 1.0 producer
                 display_name TEXT,
-                email TEXT
+                email TEXT,
+                fetched_at INTEGER          -- ms since the epoch of the profile's fetchedAt
+            );
+            CREATE UNIQUE INDEX IF NOT EXISTS contacts_by_account ON contacts (tenant_id, app_id, account_id)
+                WHERE account_id IS NOT NULL;
+            CREATE TABLE IF NOT EXISTS suppressed (
+                app_id TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                PRIMARY KEY (app_id, account_id)
             );
             CREATE TABLE IF NOT EXISTS erasures (
                 erasure_id TEXT PRIMARY KEY,
@@ -78,6 +90,33 @@ class Store:
             );
             """
         )
+
+    def sync(self, profile):
+        """Stores a ProfileFetched unless the account is suppressed or a newer profile is held; returns what
+        happened: "stored", "stale" or "suppressed"."""
+        fetched = epoch_millis(profile["fetchedAt"])
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if self.db.execute("SELECT 1 FROM suppressed WHERE app_id = ? AND account_id = ?",
+                               (profile["appId"], profile["accountId"])).fetchone():
+                self.db.execute("COMMIT")
+                return "suppressed"
+            changed = self.db.execute(
+                """INSERT INTO contacts (tenant_id, app_id, account_id, platform_user_id, display_name, email,
+                       fetched_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (tenant_id, app_id, account_id) WHERE account_id IS NOT NULL DO UPDATE SET
+                       platform_user_id = coalesce(excluded.platform_user_id, contacts.platform_user_id),
+                       display_name = excluded.display_name, email = excluded.email,
+                       fetched_at = excluded.fetched_at
+                   WHERE contacts.fetched_at IS NULL OR excluded.fetched_at > contacts.fetched_at""",
+                (profile["tenantId"], profile["appId"], profile["accountId"], profile.get("userId"),
+                 profile.get("name"), profile.get("email"), fetched)).rowcount
+            self.db.execute("COMMIT")
+            return "stored" if changed else "stale"
+        except Exception:
+            self.db.execute("ROLLBACK")
+            raise
 
     def apply(self, command):
         """Applies the command once; returns its outcome (the recorded one when it was applied before)."""
@@ -89,6 +128,9 @@ class Store:
             if row:
                 self.db.execute("COMMIT")
                 return row[0], True
+            if command.get("cause") == "atlassian-closed":
+                self.db.execute("INSERT INTO suppressed (app_id, account_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                (command["appId"], command["accountId"]))
             match = ("tenant_id = ? AND app_id = ? AND account_id = ?",
                      (command["tenantId"], command["appId"], command["accountId"]))
             policy = command["policy"]
@@ -116,6 +158,14 @@ class Store:
         except Exception:
             self.db.execute("ROLLBACK")
             raise
+
+
+def epoch_millis(text):
+    """An RFC 3339 date-time (any fraction, Z or an offset) as ms since the epoch, for newest-wins comparisons."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("date-time without an offset")
+    return int(moment.timestamp() * 1000)
 
 
 def cloud_event_headers(event_type, source):
@@ -181,8 +231,9 @@ class Participant:
             raise KafkaException("dead letter not acknowledged")
 
     @staticmethod
-    def parse(message):
-        """The EraseSubject in `message`, or a reason it cannot be processed (never including the payload)."""
+    def parse(message, required):
+        """The event body in `message` with every `required` string field, or a reason it cannot be processed
+        (never including the payload)."""
         try:
             body = json.loads(message.value() or b"")
         except ValueError:
@@ -195,15 +246,30 @@ class Participant:
             return None, "missing or malformed schemaVersion"
         if int(major) != SCHEMA_MAJOR:
             return None, f"unsupported schema version {version}"
-        for field in ("erasureId", "tenantId", "appId", "accountId", "policy"):
+        for field in required:
             if not isinstance(body.get(field), str) or not body[field]:
                 return None, f"missing field {field}"
-        if body["policy"] not in POLICIES:
-            return None, "unknown policy"
         return body, None
 
-    def handle(self, message):
-        command, reason = self.parse(message)
+    def handle_profile(self, message):
+        profile, reason = self.parse(message, ("tenantId", "appId", "accountId", "fetchedAt"))
+        if profile is not None:
+            try:
+                epoch_millis(profile["fetchedAt"])
+            except ValueError:
+                profile, reason = None, "malformed fetchedAt"
+        if profile is None:
+            log.warning("dead-lettering a profile: %s", reason)
+            self.dead_letter(message, reason)
+            return
+        # Ids only in the log: the profile itself is personal data.
+        log.info("profile %s:%s for tenant %s: %s", profile["appId"], profile["accountId"], profile["tenantId"],
+                 self.store.sync(profile))
+
+    def handle_command(self, message):
+        command, reason = self.parse(message, ("erasureId", "tenantId", "appId", "accountId", "policy"))
+        if command is not None and command["policy"] not in POLICIES:
+            command, reason = None, "unknown policy"
         if command is None:
             log.warning("dead-lettering a command: %s", reason)
             self.dead_letter(message, reason)
@@ -220,7 +286,7 @@ class Participant:
 
     def run(self):
         self.declare()
-        self.consumer.subscribe([self.config.commands_topic])
+        self.consumer.subscribe([self.config.commands_topic, self.config.profiles_topic])
         print(f"python-participant {self.config.name} ready", flush=True)
         try:
             while self.running:
@@ -230,7 +296,10 @@ class Participant:
                 if message.error():
                     log.warning("consumer error: %s", message.error())
                     continue
-                self.handle(message)
+                if message.topic() == self.config.profiles_topic:
+                    self.handle_profile(message)
+                else:
+                    self.handle_command(message)
                 # Only now: the change is committed in SQLite and the ack (or dead letter) is on the broker.
                 self.consumer.commit(message=message, asynchronous=False)
         finally:

@@ -1,6 +1,7 @@
 """The example participant against the real dev broker: it declares itself, applies each policy to its own SQLite
 table, acknowledges with messages that validate against docs/schemas, re-acknowledges a repeated command without
-re-applying it, and dead-letters a malformed one.
+re-applying it, and dead-letters a malformed one; it fills its table from ProfileFetched (newer wins) and never
+stores an account again once a closed erasure suppressed it.
 
 Run: KAFKA_BOOTSTRAP_SERVERS=<address> python3 -m pytest examples/python-participant (make test does this); without
 the variable the test starts the dev broker itself through scripts/dev-broker.
@@ -142,6 +143,69 @@ def test_participant_applies_acknowledges_and_dead_letters(bootstrap, tmp_path):
             ("t1", None, "u3", None, None),          # disassociate: unlinked from the Atlassian account
             ("t2", "acc-del", "u4", "Ada at another tenant", "ada@other.example"),  # another tenant: untouched
         ]
+    finally:
+        process.terminate()
+        try:
+            assert process.wait(20) == 0, process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def profile(tenant, account, name, fetched_at, user_id=None):
+    body = {"schemaVersion": "1.1" if user_id else "1.0", "tenantId": tenant, "appId": "app-1",
+            "accountId": account, "name": name, "email": f"{account}@example.com", "fetchedAt": fetched_at}
+    if user_id:
+        body["userId"] = user_id
+    validate(body, "ProfileFetched")
+    return body
+
+
+def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tmp_path):
+    namespace = f"pytest-{uuid.uuid4().hex[:8]}"
+    topics = {name: f"{namespace}.lethe.erasure.{name}.v1" for name in ("participants", "commands", "acks")}
+    topics["profiles"] = f"{namespace}.lethe.profiles.v1"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, 1, 1) for t in [*topics.values(), topics["profiles"] + ".dlq"]]).values():
+        future.result(30)
+    db_path = tmp_path / "participant.sqlite"
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PARTICIPANT_NAME="py-sync",
+               PARTICIPANT_DB=str(db_path), LETHE_TOPIC_NAMESPACE=namespace, LOG_LEVEL="WARNING")
+    process = subprocess.Popen([sys.executable, str(HERE / "participant.py")], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = process.stdout.readline()
+        assert "ready" in ready, f"participant did not start: {ready!r}"
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+
+        def send(topic, key, body):
+            producer.produce(topic, key=key.encode(), value=json.dumps(body).encode())
+            assert producer.flush(30) == 0
+
+        send(topics["profiles"], "app-1:acc-a", profile("t1", "acc-a", "Ada", "2026-01-02T00:00:00.000Z", "u-a"))
+        # Older than the one held (an offset, not Z, on purpose): changes nothing.
+        send(topics["profiles"], "app-1:acc-a", profile("t1", "acc-a", "Ada (old)", "2026-01-02T00:30:00+02:00"))
+        send(topics["profiles"], "app-1:acc-b", profile("t1", "acc-b", "Bob", "2026-01-02T00:00:00Z", "u-b"))
+        send(topics["profiles"], "app-1:acc-b", {"schemaVersion": "1.0", "tenantId": "t1", "accountId": "acc-b"})  # no appId
+        send(topics["commands"], "app-1:acc-b", command("er-b", "t1", "acc-b", "delete"))
+        acks = read_all(bootstrap, topics["acks"], 1)
+        assert [json.loads(m.value())["outcome"] for m in acks] == ["erased"]
+        # A late profile of the closed account: dropped, never stored again.
+        send(topics["profiles"], "app-1:acc-b", profile("t1", "acc-b", "Bob", "2026-01-03T00:00:00.000Z", "u-b"))
+        send(topics["profiles"], "app-1:acc-c", profile("t1", "acc-c", "Cy", "2026-01-03T00:00:00.000Z", "u-c"))
+
+        db = sqlite3.connect(db_path)
+        deadline = time.monotonic() + 30
+        rows = []
+        while time.monotonic() < deadline:
+            rows = db.execute("SELECT account_id, platform_user_id, display_name FROM contacts"
+                              " ORDER BY account_id").fetchall()
+            if any(row[0] == "acc-c" for row in rows):
+                break
+            time.sleep(0.2)
+        assert rows == [("acc-a", "u-a", "Ada"), ("acc-c", "u-c", "Cy")]
+        dead = read_all(bootstrap, topics["profiles"] + ".dlq", 1)
+        assert len(dead) == 1 and headers_of(dead[0])["lethe_error"] == "missing field appId"
     finally:
         process.terminate()
         try:
