@@ -6,6 +6,7 @@ stores an account again once a closed erasure suppressed it.
 Run: KAFKA_BOOTSTRAP_SERVERS=<address> python3 -m pytest examples/python-participant (make test does this); without
 the variable the test starts the dev broker itself through scripts/dev-broker.
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -77,23 +78,40 @@ def command(erasure_id, tenant, account, policy):
             "issuedAt": "2026-01-01T00:00:00.000Z", "deadline": "2026-01-31T00:00:00.000Z"}
 
 
-def test_participant_applies_acknowledges_and_dead_letters(bootstrap, tmp_path):
+@contextlib.contextmanager
+def running_participant(bootstrap, tmp_path, name):
+    """The participant as a process on topics of a fresh namespace (created here, with their DLQs); yields the
+    topic names and its SQLite path, and checks it stops cleanly on SIGTERM."""
     namespace = f"pytest-{uuid.uuid4().hex[:8]}"
     topics = {name: f"{namespace}.lethe.erasure.{name}.v1" for name in ("participants", "commands", "acks")}
-    dlq = topics["commands"] + ".dlq"
+    topics["profiles"] = f"{namespace}.lethe.profiles.v1"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(t, 1, 1) for t in [*topics.values(), dlq]]).values():
+    names = [*topics.values(), topics["commands"] + ".dlq", topics["profiles"] + ".dlq"]
+    for future in admin.create_topics([NewTopic(t, 1, 1) for t in names]).values():
         future.result(30)
-
     db_path = tmp_path / "participant.sqlite"
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PARTICIPANT_NAME="py-test",
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PARTICIPANT_NAME=name,
                PARTICIPANT_DB=str(db_path), LETHE_TOPIC_NAMESPACE=namespace, LOG_LEVEL="WARNING")
-    # The participant creates its tables at start; seed them before the commands arrive.
     process = subprocess.Popen([sys.executable, str(HERE / "participant.py")], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = process.stdout.readline()
-        assert "ready" in ready, f"participant did not start: {ready!r} {process.stderr.read() if process.poll() is not None else ''}"
+        assert "ready" in ready, \
+            f"participant did not start: {ready!r} {process.stderr.read() if process.poll() is not None else ''}"
+        yield topics, db_path
+    finally:
+        process.terminate()
+        try:
+            assert process.wait(20) == 0, process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_participant_applies_acknowledges_and_dead_letters(bootstrap, tmp_path):
+    # The participant creates its tables at start; seed them before the commands arrive.
+    with running_participant(bootstrap, tmp_path, "py-test") as (topics, db_path):
+        dlq = topics["commands"] + ".dlq"
         db = sqlite3.connect(db_path)
         db.executemany(
             "INSERT INTO contacts (tenant_id, app_id, account_id, platform_user_id, display_name, email)"
@@ -143,13 +161,6 @@ def test_participant_applies_acknowledges_and_dead_letters(bootstrap, tmp_path):
             ("t1", None, "u3", None, None),          # disassociate: unlinked from the Atlassian account
             ("t2", "acc-del", "u4", "Ada at another tenant", "ada@other.example"),  # another tenant: untouched
         ]
-    finally:
-        process.terminate()
-        try:
-            assert process.wait(20) == 0, process.stderr.read()
-        finally:
-            if process.poll() is None:
-                process.kill()
 
 
 def profile(tenant, account, name, fetched_at, user_id=None):
@@ -162,20 +173,7 @@ def profile(tenant, account, name, fetched_at, user_id=None):
 
 
 def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tmp_path):
-    namespace = f"pytest-{uuid.uuid4().hex[:8]}"
-    topics = {name: f"{namespace}.lethe.erasure.{name}.v1" for name in ("participants", "commands", "acks")}
-    topics["profiles"] = f"{namespace}.lethe.profiles.v1"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(t, 1, 1) for t in [*topics.values(), topics["profiles"] + ".dlq"]]).values():
-        future.result(30)
-    db_path = tmp_path / "participant.sqlite"
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PARTICIPANT_NAME="py-sync",
-               PARTICIPANT_DB=str(db_path), LETHE_TOPIC_NAMESPACE=namespace, LOG_LEVEL="WARNING")
-    process = subprocess.Popen([sys.executable, str(HERE / "participant.py")], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready = process.stdout.readline()
-        assert "ready" in ready, f"participant did not start: {ready!r}"
+    with running_participant(bootstrap, tmp_path, "py-sync") as (topics, db_path):
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
 
         def send(topic, key, body):
@@ -206,10 +204,3 @@ def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tm
         assert rows == [("acc-a", "u-a", "Ada"), ("acc-c", "u-c", "Cy")]
         dead = read_all(bootstrap, topics["profiles"] + ".dlq", 1)
         assert len(dead) == 1 and headers_of(dead[0])["lethe_error"] == "missing field appId"
-    finally:
-        process.terminate()
-        try:
-            assert process.wait(20) == 0, process.stderr.read()
-        finally:
-            if process.poll() is None:
-                process.kill()
