@@ -35,7 +35,7 @@ final class ProfileIngestor: Service, Sendable {
 
     init(
         consumer: KafkaConsumer, database: ProfileDatabase, relay: OutboxRelay, producer: KafkaProducer,
-        logger: Logger, maxBatch: Int = 2000
+        logger: Logger, maxBatch: Int = 5000
     ) {
         self.consumer = consumer
         self.database = database

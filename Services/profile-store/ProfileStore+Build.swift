@@ -45,13 +45,19 @@ func buildProfileStore(
     let producer = try KafkaProducer(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "profile-store"),
         logger: logger)
-    let relay = OutboxRelay(database: database.database, producer: producer, logger: logger)
+    // An ingest batch announces up to one AccountHeld per profile: the relay takes as many per round, so it keeps up
+    // with one send and one mark per ingest batch.
+    let relay = OutboxRelay(
+        database: database.database, producer: producer, logger: logger, batchSize: max(1000, config.ingestBatch))
     let checkpointer = WALCheckpointer(database: database.database, logger: logger)
     let consumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: kafka.bootstrapServers,
             subscription: .group(id: config.group("profile-store"), topics: [topics.profiles]),
-            clientId: "profile-store", sessionTimeout: .seconds(6), maxBufferedMessages: config.ingestBatch * 4),
+            clientId: "profile-store", sessionTimeout: .seconds(6), maxBufferedMessages: config.ingestBatch * 2,
+            // librdkafka prefetches up to 64 MiB by default, several seconds of ingest: 16 MiB is still well over
+            // one batch ahead of the writer, and keeps that much less resident.
+            extraSettings: ["queued.max.messages.kbytes": "16384"]),
         logger: logger)
     let ingestor = ProfileIngestor(
         consumer: consumer, database: database, relay: relay, producer: producer, logger: logger,

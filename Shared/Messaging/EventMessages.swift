@@ -10,7 +10,7 @@ extension OutgoingMessage {
     ///   - source: the producing service, for `ce_source` (e.g. `lethe/profile-store`).
     ///   - id: the CloudEvents id; pass a stable one when a retry must be recognisable as the same event.
     package init<Event: LetheEvent>(
-        event: Event, topic: String, key: String, source: String, id: String = UUID().uuidString.lowercased(),
+        event: Event, topic: String, key: String, source: String, id: String = RandomIdentifier.uuidString(),
         time: Date = Date()
     ) throws(ContractError) {
         let attributes = CloudEventAttributes.for(event, source: source, id: id, time: time)

@@ -98,17 +98,31 @@ enum HeaderCoding {
     }
 
     static func encode(_ headers: [KafkaHeader]) -> Data {
-        var bytes: [UInt8] = []
-        func append(_ part: [UInt8]) {
-            let count = UInt32(part.count)
-            bytes += [UInt8(count >> 24), UInt8((count >> 16) & 0xff), UInt8((count >> 8) & 0xff), UInt8(count & 0xff)]
-            bytes += part
+        // Sized once and filled in place: this runs for every outbox record, inside the writer's transaction.
+        var data = Data(count: headers.reduce(0) { $0 + 8 + $1.name.utf8.count + $1.value.count })
+        data.withUnsafeMutableBytes { (bytes: UnsafeMutableRawBufferPointer) in
+            var index = 0
+            func append(count: Int) {
+                bytes[index] = UInt8(truncatingIfNeeded: count >> 24)
+                bytes[index + 1] = UInt8(truncatingIfNeeded: count >> 16)
+                bytes[index + 2] = UInt8(truncatingIfNeeded: count >> 8)
+                bytes[index + 3] = UInt8(truncatingIfNeeded: count)
+                index += 4
+            }
+            for header in headers {
+                append(count: header.name.utf8.count)
+                for byte in header.name.utf8 {
+                    bytes[index] = byte
+                    index += 1
+                }
+                append(count: header.value.count)
+                for byte in header.value {
+                    bytes[index] = byte
+                    index += 1
+                }
+            }
         }
-        for header in headers {
-            append(Array(header.name.utf8))
-            append(header.value)
-        }
-        return Data(bytes)
+        return data
     }
 
     static func decode(_ data: Data) throws -> [KafkaHeader] {

@@ -80,7 +80,9 @@ package final class OutboxRelay: Service, Sendable {
                 if batch.isEmpty { return }
                 try await producer.send(batch.map(\.message))
                 let lastId = batch[batch.count - 1].id
-                try await database.write { db in try Outbox.markSent(through: lastId, in: db) }
+                // Not synced: a power loss that undoes the mark re-sends these records, which the at-least-once
+                // contract above already allows, while a synced mark would cost the writer one more sync per batch.
+                try await database.writeUnsynced { db in try Outbox.markSent(through: lastId, in: db) }
                 failures = 0
             } catch {
                 failures += 1

@@ -28,9 +28,20 @@ package final class SQLiteDatabase: Sendable {
     package let path: String
 
     /// Opens (creating when missing) and migrates the file at `path`.
-    /// - Parameter secureDelete: overwrite deleted content with zeros (`PRAGMA secure_delete`) on every connection, for
-    ///   files that hold personal data or secrets which an erasure must really remove, not leave in a free page.
-    package init(path: String, migrations: [Migration], secureDelete: Bool = false) throws {
+    /// - Parameters:
+    ///   - secureDelete: overwrite deleted content with zeros (`PRAGMA secure_delete`) on every connection, for files
+    ///     that hold personal data or secrets which an erasure must really remove, not leave in a free page.
+    ///   - writerCacheKiB: the writer connection's page cache (`PRAGMA cache_size`), nil for SQLite's 2 MiB. A
+    ///     transaction that touches more pages than fit spills dirty pages to the WAL before it commits and reads them
+    ///     back; a service writing large batches sets it to hold one batch's pages. Readers keep the default.
+    ///   - walAutocheckpointPages: how large the WAL may grow (in pages) before a commit copies it into the database
+    ///     file (`PRAGMA wal_autocheckpoint`), nil for SQLite's 1000. The copy and its sync run inside the committing
+    ///     write, so a high-volume writer checkpoints less often (a page rewritten by many batches is copied once);
+    ///     the WAL then holds that much more between checkpoints. ``checkpoint()`` still empties it on request.
+    package init(
+        path: String, migrations: [Migration], secureDelete: Bool = false, writerCacheKiB: Int? = nil,
+        walAutocheckpointPages: Int? = nil
+    ) throws {
         var configuration = Configuration()
         // Another process may hold the write lock for a moment (a migration, a backup, a test reading the file):
         // wait for it rather than fail.
@@ -43,7 +54,13 @@ package final class SQLiteDatabase: Sendable {
         self.pool = try DatabasePool(path: path, configuration: configuration)
         // GRDB switches the writer to synchronous=NORMAL when it turns WAL on, after prepareDatabase ran: set FULL
         // again on the writer, or a commit would not survive a power loss (it would still survive a process crash).
-        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            if let writerCacheKiB { try db.execute(sql: "PRAGMA cache_size = \(-max(writerCacheKiB, 64))") }
+            if let walAutocheckpointPages {
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(max(walAutocheckpointPages, 1))")
+            }
+        }
         var migrator = DatabaseMigrator()
         for migration in StorageSchema.migrations + migrations {
             migrator.registerMigration(migration.name, migrate: migration.apply)

@@ -76,6 +76,40 @@ struct SQLiteDatabaseTests {
         #expect(try await database.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 2)
     }
 
+    @Test("a writer cache and a WAL checkpoint size apply to the writer when asked, SQLite's defaults otherwise")
+    func writerTuning() async throws {
+        let directory = try TemporaryDirectory()
+        func writerSettings(_ database: SQLiteDatabase) async throws -> (cache: Int?, autocheckpoint: Int?) {
+            try await database.write { db in
+                (try Int.fetchOne(db, sql: "PRAGMA cache_size"), try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint"))
+            }
+        }
+        let tuned = try SQLiteDatabase(
+            path: directory.file("tuned.sqlite"), migrations: [], writerCacheKiB: 8192, walAutocheckpointPages: 4000)
+        let tunedSettings = try await writerSettings(tuned)
+        #expect(tunedSettings.cache == -8192 && tunedSettings.autocheckpoint == 4000, "\(tunedSettings)")
+        let plain = try SQLiteDatabase(path: directory.file("plain.sqlite"), migrations: [])
+        let plainSettings = try await writerSettings(plain)
+        #expect(plainSettings.cache == -2000 && plainSettings.autocheckpoint == 1000, "\(plainSettings)")
+    }
+
+    @Test("outbox headers come back exactly as enqueued: none, empty values, binary and non-ASCII")
+    func outboxHeadersRoundTrip() async throws {
+        let directory = try TemporaryDirectory()
+        let database = try SQLiteDatabase(path: directory.file("h.sqlite"), migrations: [])
+        let messages = [
+            OutgoingMessage(topic: "t", key: "a", value: [1]),
+            OutgoingMessage(topic: "t", key: "b", value: nil, headers: [
+                KafkaHeader(name: "empty", value: []), KafkaHeader(name: "binary", value: [0, 255, 10, 0]),
+                KafkaHeader(name: "ünïcødé", string: "välue ✓"),
+                KafkaHeader(name: "", value: Array(repeating: 7, count: 70_000)),
+            ]),
+        ]
+        try await database.write { db in for message in messages { try Outbox.enqueue(message, in: db) } }
+        let stored = try await database.read { db in try Outbox.all(in: db) }.map(\.entry.message)
+        #expect(stored == messages)
+    }
+
     @Test("the checkpointer empties the WAL after a request, coalescing a burst")
     func checkpointerEmptiesTheWAL() async throws {
         let directory = try TemporaryDirectory()
