@@ -132,17 +132,19 @@ package struct CloudEventAttributes: Sendable, Hashable {
 }
 
 /// Header lookup that prefers an exact name and falls back to a case-insensitive match, since some clients
-/// capitalise `Content-Type`.
+/// capitalise `Content-Type`. The fallback scans only on a miss: every record is looked up, and Lethe's own
+/// producers write the exact names, so folding every header of every record would be work for nothing.
 struct HeaderLookup {
-    private let exact: [String: String]
-    private let folded: [String: String]
+    private let headers: [String: String]
 
     init(_ headers: [String: String]) {
-        exact = headers
-        folded = Dictionary(headers.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { first, _ in first })
+        self.headers = headers
     }
 
+    /// `name` must be lowercase (every CloudEvents header name is).
     subscript(name: String) -> String? {
-        exact[name] ?? folded[name.lowercased()]
+        if let value = headers[name] { return value }
+        // Deterministic when two spellings of one name are present: the first in sorted order wins.
+        return headers.keys.sorted().first { $0.lowercased() == name }.flatMap { headers[$0] }
     }
 }
