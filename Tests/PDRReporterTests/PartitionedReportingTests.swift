@@ -177,6 +177,96 @@ struct PartitionedReportingTests {
         }
     }
 
+    /// The latest changelog record per account (`lethe.pdr.reports.v1`, every partition from its beginning), read until
+    /// `done` holds for them or 30 s have passed.
+    static func latestReports(
+        _ world: World, until done: @escaping @Sendable ([String: AccountReported]) -> Bool
+    ) async throws -> [String: AccountReported] {
+        let reader = try KafkaConsumer(
+            config: KafkaConsumerConfig(
+                bootstrapServers: world.bootstrapServers,
+                subscription: .partitions((0..<Int32(partitions)).map {
+                    (TopicPartition(topic: world.topics.reports, partition: $0), offset: KafkaConsumer.beginning)
+                })),
+            logger: world.logger)
+        return try await withRunningServices([reader], logger: world.logger) {
+            try await withThrowingTaskGroup(of: [String: AccountReported]?.self) { group in
+                group.addTask {
+                    var latest: [String: AccountReported] = [:]
+                    for try await message in reader.messages where message.value != nil {
+                        let report = try message.decodeEvent(AccountReported.self)
+                        latest[report.accountId] = report
+                        if done(latest) { return latest }
+                    }
+                    return latest
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(30))
+                    return nil
+                }
+                defer { group.cancelAll() }
+                return try await group.next()! ?? [:]
+            }
+        }
+    }
+
+    @Test("a Cycle-Period answer is republished to the changelog, and a new instance recovers it from there")
+    func newInstanceRecoversCyclePeriod() async throws {
+        try await Self.withWorld { world in
+            let cycle = 3
+            let answered = 600
+            let ids = (0..<20).map { "acct-\($0)" }
+            try await world.hold(ids)
+            let first = try await world.startInstance(cycle: cycle)
+            let once = try await eventually(timeout: .seconds(40), every: .milliseconds(100)) {
+                try await world.successes().count == ids.count
+            }
+            #expect(once, "not every account was reported under the default cycle")
+            // Atlassian now answers a longer cycle: the next call (some accounts' second report) carries it.
+            try await world.sandbox.control("/settings", ["cyclePeriodFormat": "seconds", "cyclePeriodSeconds": answered])
+            let adopted = try await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
+                try await first.parts.loop.status().first { $0.appId == Self.app }?.cyclePeriodSeconds == Int64(answered)
+            }
+            #expect(adopted, "the first instance did not adopt the answered cycle")
+            // From here on no call can teach the cycle: only the changelog can.
+            try await world.sandbox.control("/settings", ["cyclePeriodFormat": "none"])
+            try await first.stop()
+            // Accounts reported once only, under the old cycle: their records can carry the new one only if republished.
+            let reportedOnce = try await world.successes().filter { $0.value.count == 1 }.keys
+            #expect(!reportedOnce.isEmpty, "every account was reported again after the answer; republishing is not exercised")
+
+            // Every account's latest changelog record carries the new cycle — also those not reported since the answer.
+            let latest = try await Self.latestReports(world) { latest in
+                ids.allSatisfy { id in
+                    latest[id].map { abs($0.nextDueAt.timeIntervalSince($0.reportedAt) - Double(answered)) < 0.002 }
+                        ?? false
+                }
+            }
+            for id in ids {
+                let gap = latest[id].map { $0.nextDueAt.timeIntervalSince($0.reportedAt) }
+                #expect(gap.map { abs($0 - Double(answered)) < 0.002 } == true, "\(id): next due \(String(describing: gap)) s after its report")
+            }
+
+            // A new instance (its own, empty data directory) restores the partitions and follows the answered cycle.
+            let second = try await world.startInstance(cycle: cycle)
+            let restored = try await eventually(timeout: .seconds(40), every: .milliseconds(250)) {
+                try await second.held() == ids.count
+            }
+            let held = try await second.held()
+            #expect(restored, "the new instance holds \(held) of \(ids.count)")
+            let status = try await second.parts.loop.status().first { $0.appId == Self.app }
+            #expect(status?.cyclePeriodSeconds == Int64(answered))
+            #expect(try await second.parts.registry.cyclePeriod(appId: Self.app) == .seconds(answered))
+            for id in ids {
+                let account = try #require(try await second.parts.registry.account(appId: Self.app, accountId: id))
+                let reported = try #require(account.lastReportedAt, "\(id) restored without its last report")
+                #expect(abs(account.nextDueAt.timeIntervalSince(reported) - Double(answered)) < 0.002,
+                        "\(id) due \(account.nextDueAt.timeIntervalSince(reported)) s after its last report")
+            }
+            try await second.stop()
+        }
+    }
+
     @Test("a tombstone on lethe.pdr.accounts.v1 stops reporting the account at once")
     func tombstoneStopsReporting() async throws {
         try await Self.withWorld { world in

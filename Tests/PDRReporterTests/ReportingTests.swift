@@ -313,4 +313,43 @@ struct ReportingTests {
             #expect(try await world.status("app-x")?.rejected == 1)
         }
     }
+
+    @Test("a batch retried after a 429 is refilled with the accounts that came due during Retry-After, up to 90")
+    func retriedBatchIsRefilled() async throws {
+        let app = "app-refill"
+        // Held long ago under a 1000 s cycle: every first due time is in the past, so each account is due at once.
+        @Sendable func holdDue(_ ids: Range<Int>, in world: ReporterWorld) async throws {
+            for index in ids {
+                try await world.registry.upsert(
+                    HeldAccount(appId: app, accountId: "\(app)-acct-\(index)", updatedAt: Date(timeIntervalSince1970: 1_700_000_000),
+                                tenantIds: ["tenant-1"]),
+                    seenAt: Date().addingTimeInterval(-2000), cycle: .seconds(1000))
+            }
+        }
+        try await ReporterWorld.run(apps: [app], cycle: .seconds(1000)) { world in
+            try await world.sandbox.control("/faults", [
+                "endpoint": "report-accounts", "clientId": app, "script": [["kind": "429", "retryAfter": 3]],
+            ])
+            try await holdDue(0..<10, in: world)
+        } _: { world in
+            let limited = try await eventually(timeout: .seconds(20), every: .milliseconds(20)) {
+                try await world.sandbox.calls(clientId: app).contains { $0.status == 429 }
+            }
+            try #require(limited, "the first call was not answered 429")
+            // While the reporter waits Retry-After, 60 more come due.
+            try await holdDue(10..<70, in: world)
+            let done = try await eventually(timeout: .seconds(20), every: .milliseconds(100)) {
+                try await world.sandbox.successes(clientId: app).count == 70
+            }
+            #expect(done, "not every account was reported")
+            let calls = try await world.sandbox.calls(clientId: app)
+            let first = try #require(calls.first)
+            #expect(first.status == 429 && first.accounts.count == 10)
+            // The retry carried the 10 and the 60 in one call, not the 10 alone and then the 60.
+            let successful = calls.filter(\.succeeded)
+            #expect(successful.count == 1 && successful.first?.accounts.count == 70,
+                    "successful calls: \(successful.map(\.accounts.count))")
+            #expect(Set(first.accounts.map(\.accountId)).isSubset(of: Set(successful.first?.accounts.map(\.accountId) ?? [])))
+        }
+    }
 }

@@ -98,6 +98,58 @@ struct ScheduleTests {
         let a2 = try #require(try await registry.account(appId: "app", accountId: "a2"))
         #expect(a2.nextDueAt == t0.addingTimeInterval(a2.spread * 1000))
     }
+
+    @Test("a batch of accounts records applies in order, exactly as the same upserts and removes one by one",
+          arguments: RegistryKind.allCases)
+    func batchAppliesInOrder(kind: RegistryKind) async throws {
+        func held(_ app: String, _ id: String, _ updated: Date) -> HeldAccount {
+            HeldAccount(appId: app, accountId: id, updatedAt: updated, tenantIds: ["t-\(id)"])
+        }
+        let changes: [HeldChange] = [
+            .hold(held("app1", "a", t0), partition: 0), .hold(held("app2", "b", t0), partition: 1),
+            .hold(held("app1", "c", t0), partition: 2), .release(appId: "app1", accountId: "a"),
+            .hold(held("app2", "b", t0.addingTimeInterval(5)), partition: 1), .hold(held("app1", "a", t0), partition: 0),
+            .release(appId: "app1", accountId: "c"), .release(appId: "app1", accountId: "never-held"),
+        ]
+        let cycles: [String: Duration] = ["app1": .seconds(100), "app2": .seconds(40)]
+        let batched = try kind.make(schedule: schedule)
+        try await batched.apply(changes, seenAt: t0, cycles: cycles)
+        let oneByOne = try kind.make(schedule: schedule)
+        for change in changes {
+            switch change {
+            case .hold(let account, let partition):
+                try await oneByOne.upsert(account, partition: partition, seenAt: t0, cycle: cycles[account.appId]!)
+            case .release(let appId, let accountId):
+                try await oneByOne.remove(appId: appId, accountId: accountId)
+            }
+        }
+        for (app, id) in [("app1", "a"), ("app2", "b"), ("app1", "c")] {
+            let expected = try await oneByOne.account(appId: app, accountId: id)
+            #expect(try await batched.account(appId: app, accountId: id) == expected, "\(app):\(id)")
+        }
+        #expect(try await batched.account(appId: "app1", accountId: "c") == nil)
+        let b = try #require(try await batched.account(appId: "app2", accountId: "b"))
+        // The app's own cycle spreads its first due time; the later record's data wins.
+        #expect(b.nextDueAt == t0.addingTimeInterval(Schedule.spread(appId: "app2", accountId: "b") * 40))
+        #expect(b.held.updatedAt == t0.addingTimeInterval(5))
+        #expect(try await batched.appIds() == ["app1", "app2"])
+    }
+
+    @Test("rescheduled reports move every reported account (only those) to one new cycle after its last report",
+          arguments: RegistryKind.allCases)
+    func rescheduledReports(kind: RegistryKind) async throws {
+        let registry = try kind.make(schedule: schedule)
+        for id in ["r", "u"] {
+            try await registry.upsert(HeldAccount(appId: "app", accountId: id, updatedAt: t0, tenantIds: ["t"]),
+                                      seenAt: t0, cycle: .seconds(100))
+        }
+        try await registry.recordReported(
+            [AccountReported(appId: "app", accountId: "r", reportedAt: t0, nextDueAt: t0.addingTimeInterval(100))])
+        #expect(try await registry.rescheduledReports(appId: "app", cycle: .seconds(300)) == [
+            AccountReported(appId: "app", accountId: "r", reportedAt: t0, nextDueAt: t0.addingTimeInterval(300)),
+        ])
+        #expect(try await registry.rescheduledReports(appId: "other", cycle: .seconds(300)).isEmpty)
+    }
 }
 
 @Suite("SQLite registry: partitions and the restored changelog")
@@ -134,6 +186,19 @@ struct SQLiteRegistryTests {
 
         try await registry.setCyclePeriod(appId: "app", cycle: .milliseconds(1500))
         #expect(try await registry.cyclePeriod(appId: "app") == .milliseconds(1500))
+    }
+
+    @Test("a new cycle also moves the restored changelog copy, so an account held after it follows the new cycle")
+    func newCycleMovesRestoredChangelog() async throws {
+        let registry = try makeSQLiteRegistry(schedule: schedule)
+        // Restored under the old cycle (100 s), not held yet: the restore order.
+        try await registry.restoreReported(
+            [AccountReported(appId: "app", accountId: "z", reportedAt: t0, nextDueAt: t0.addingTimeInterval(100))],
+            partition: 2)
+        try await registry.setCyclePeriod(appId: "app", cycle: .seconds(300))
+        try await registry.upsert(held("z"), partition: 2, seenAt: t0.addingTimeInterval(5), cycle: .seconds(300))
+        let z = try #require(try await registry.account(appId: "app", accountId: "z"))
+        #expect(z.lastReportedAt == t0 && z.nextDueAt == t0.addingTimeInterval(300))
     }
 
     @Test("dropping a partition removes its accounts and changelog only")

@@ -1,5 +1,9 @@
+import AsyncHTTPClient
 import Foundation
+import Hummingbird
 import ServiceKit
+import ServiceLifecycle
+import TestSupport
 import Testing
 @testable import pdr_reporter
 
@@ -10,18 +14,86 @@ struct StatusAndConfigTests {
         appId: "app-1", accountsHeld: 3, dueNow: 1, reportedInCurrentCycle: 2, rejected: 0, lastCallAt: nil,
         lastOutcome: "ok", rateLimitedCount: 4, orphaned: true, cyclePeriodSeconds: 604_800)
 
+    /// One answer of the route as served by Hummingbird (status, `WWW-Authenticate`, body).
+    struct Answer { var status: Int; var challenge: String?; var body: Data }
+
+    /// Serves `endpoint` on a free loopback port for the duration of `body`, as `buildPDRReporter` wires it, so the
+    /// bodies checked are the ones Hummingbird renders — the house error shape comes from there, not from this code.
+    static func withServedEndpoint(
+        _ endpoint: AppsStatusEndpoint, _ body: @Sendable (@Sendable (String?) async throws -> Answer) async throws -> Void
+    ) async throws {
+        let router = Router()
+        router.addAppsStatusRoute(endpoint)
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) },
+                              logger: makeTestLogger("pdr-status"))
+        let group = ServiceGroup(configuration: .init(services: [app], logger: makeTestLogger()))
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let result: Result<Void, any Error>
+            do {
+                let port = try #require(await ports.first { _ in true })
+                result = .success(try await body { authorization in
+                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/apps")
+                    if let authorization { request.headers.add(name: "Authorization", value: authorization) }
+                    let response = try await http.execute(request, timeout: .seconds(10))
+                    let bytes = try await response.body.collect(upTo: 1 << 20)
+                    return Answer(status: Int(response.status.code),
+                                  challenge: response.headers.first(name: "WWW-Authenticate"),
+                                  body: Data(bytes.readableBytesView))
+                })
+            } catch {
+                result = .failure(error)
+            }
+            try? await http.shutdown()
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            try result.get()
+        }
+    }
+
+    /// The house error body: `{"error":{"message":…}}`.
+    struct HouseError: Decodable { struct Detail: Decodable { var message: String }; var error: Detail }
+
     @Test("only the admin bearer gets the per-app status; no configured token lets nobody in")
     func adminTokenGuardsStatus() async throws {
-        let endpoint = AppsStatusEndpoint(adminToken: Self.token) { [Self.sample] }
-        let ok = await endpoint.respond(authorization: "Bearer \(Self.token)")
-        #expect(ok.status == 200)
-        let decoded = try JSONDecoder().decode([String: [AppReportingStatus]].self, from: ok.body)
-        #expect(decoded["apps"] == [Self.sample])
-        for header in [nil, "Bearer wrong", "Bearer \(Self.token)x", Self.token, "Bearer "] {
-            #expect(await endpoint.respond(authorization: header).status == 401, "\(String(describing: header))")
+        try await Self.withServedEndpoint(AppsStatusEndpoint(adminToken: Self.token) { [Self.sample] }) { get in
+            let ok = try await get("Bearer \(Self.token)")
+            #expect(ok.status == 200)
+            let decoded = try JSONDecoder().decode([String: [AppReportingStatus]].self, from: ok.body)
+            #expect(decoded["apps"] == [Self.sample])
+            for header in [nil, "Bearer wrong", "Bearer \(Self.token)x", Self.token, "Bearer "] {
+                #expect(try await get(header).status == 401, "\(String(describing: header))")
+            }
         }
-        let closed = AppsStatusEndpoint(adminToken: nil) { [Self.sample] }
-        #expect(await closed.respond(authorization: "Bearer ").status == 401)
+        try await Self.withServedEndpoint(AppsStatusEndpoint(adminToken: nil) { [Self.sample] }) { get in
+            let empty = try await get("Bearer ")
+            let right = try await get("Bearer \(Self.token)")
+            #expect(empty.status == 401 && right.status == 401)
+        }
+    }
+
+    @Test("errors of GET /v1/apps are the house shape {\"error\":{\"message\":…}}, with a Bearer challenge on 401")
+    func errorsAreTheHouseShape() async throws {
+        struct RegistryDown: Error {}
+        try await Self.withServedEndpoint(AppsStatusEndpoint(adminToken: Self.token) { throw RegistryDown() }) { get in
+            let unauthorized = try await get("Bearer wrong")
+            #expect(unauthorized.status == 401 && unauthorized.challenge == "Bearer")
+            let body = String(decoding: unauthorized.body, as: UTF8.self)
+            #expect(try JSONDecoder().decode(HouseError.self, from: unauthorized.body).error.message
+                        == "admin token required", "\(body)")
+            let failed = try await get("Bearer \(Self.token)")
+            #expect(failed.status == 500)
+            let detail = try JSONDecoder().decode(HouseError.self, from: failed.body).error.message
+            // No internals: not the error's type or description.
+            #expect(detail == "reporting status unavailable" && !detail.contains("RegistryDown"))
+        }
+        try await Self.withServedEndpoint(AppsStatusEndpoint(adminToken: nil) { [Self.sample] }) { get in
+            let closed = try await get(nil)
+            #expect(try JSONDecoder().decode(HouseError.self, from: closed.body).error.message == "admin token required")
+        }
     }
 
     @Test("PDR_CYCLE_SECONDS and PDR_REQUEST_INTERVAL_MS are read and validated; defaults are 7 days and 1 s")

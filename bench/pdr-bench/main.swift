@@ -190,6 +190,8 @@ func analyze(sandbox: String, cycleSeconds: Double, expected: [(app: String, cou
     var counted = 0
     var countedSizes: [Int] = []
     var nextCycleCalls = 0
+    var mixedCalls = 0
+    var mixedNextCycleReports = 0
     var firstCallMs: Int64?
     var coverMs: Int64 = 0
     var unknownApp = 0
@@ -216,6 +218,7 @@ func analyze(sandbox: String, cycleSeconds: Double, expected: [(app: String, cou
             continue
         }
         var firstCycle = false
+        var nextCycleReports = 0
         for account in entry.accounts {
             let key = "\(clientId):\(account.accountId)"
             if let previous = last[key] {
@@ -223,6 +226,8 @@ func analyze(sandbox: String, cycleSeconds: Double, expected: [(app: String, cou
                 if ms - firstReport[key]! < cycleMs {
                     duplicates.insert(key)
                     firstCycle = true
+                } else {
+                    nextCycleReports += 1
                 }
             } else {
                 firstReport[key] = ms
@@ -235,6 +240,10 @@ func analyze(sandbox: String, cycleSeconds: Double, expected: [(app: String, cou
         if firstCycle {
             counted += 1
             countedSizes.append(entry.accounts.count)
+            if nextCycleReports > 0 {
+                mixedCalls += 1
+                mixedNextCycleReports += nextCycleReports
+            }
         } else {
             nextCycleCalls += 1
         }
@@ -258,9 +267,9 @@ func analyze(sandbox: String, cycleSeconds: Double, expected: [(app: String, cou
     let full = countedSizes.filter { $0 == 90 }.count
     let mean = Double(countedSizes.reduce(0, +)) / Double(max(countedSizes.count, 1))
     let kinds = ["429", "5xx", "dropped"].map { "\($0) \(failedByKind[$0, default: 0])" }.joined(separator: ", ")
-    print(String(format: "batches counted: %d, mean %.1f accounts, median %d, full (90) %d; first cycle span %.1f s (cycle %.0f s); successful calls with next-cycle reports only: %d; calls of other apps / invalid token: %d",
+    print(String(format: "batches counted: %d, mean %.1f accounts, median %d, full (90) %d; first cycle span %.1f s (cycle %.0f s); counted calls also carrying next-cycle reports (counted whole): %d, with %d next-cycle reports; successful calls with next-cycle reports only (not counted): %d; calls of other apps / invalid token: %d",
                  counted, mean, sorted.isEmpty ? 0 : sorted[sorted.count / 2], full, span, cycleSeconds,
-                 nextCycleCalls, unknownApp))
+                 mixedCalls, mixedNextCycleReports, nextCycleCalls, unknownApp))
     if let dueFile {
         // How late each account's first report came after its first due time (firstSeen + spread × cycle, from the
         // reporter's own registry; sandbox and reporter share the machine's clock).
@@ -280,8 +289,11 @@ func analyze(sandbox: String, cycleSeconds: Double, expected: [(app: String, cou
         }
     }
     print("failed calls (excluded from c): \(failedCalls) (\(kinds)), carrying \(failedAccounts) accounts that were re-sent")
+    // The line, then the calls it excludes (429/5xx/dropped: they carried nothing that counted, their accounts
+    // were re-sent in a counted call), so the ratio's exclusion is visible in the same line.
     print(String(format: "pdr: %d calls for %d accounts (minimum %d, ratio %.2f), %.0f accounts/s, duplicates %d, early %d",
-                 counted, n, minimum, ratio, rate, duplicates.count, early.count))
+                 counted, n, minimum, ratio, rate, duplicates.count, early.count)
+          + "; \(failedCalls) calls got 429/5xx (excluded from c: \(kinds))")
 }
 
 // MARK: main

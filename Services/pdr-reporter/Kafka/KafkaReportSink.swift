@@ -9,7 +9,7 @@ import Metrics
 /// Both are keyed `appId:accountId` and partitioned by the producer's murmur2 partitioner, the one that placed the
 /// account's `AccountHeld`: with equal partition counts, an account's changelog record lands on the reports partition
 /// with the same number as its accounts partition, which is what a restore of partition p reads. The CloudEvents id is
-/// derived from the account and the report time, so a re-sent record of the same report is recognisable as such.
+/// derived from the account, the report time and the next due time, so a re-sent record of the same report is recognisable as such.
 final class KafkaReportSink: ReportSink {
     private let producer: KafkaProducer
     private let topics: PDRTopics
@@ -24,17 +24,12 @@ final class KafkaReportSink: ReportSink {
     func publish(reported: [AccountReported], statuses: [AccountStatusReported]) async throws {
         var messages: [OutgoingMessage] = []
         messages.reserveCapacity(reported.count + statuses.count)
-        for report in reported {
-            let key = try AccountKey(appId: report.appId, accountId: report.accountId).rawValue
-            messages.append(try OutgoingMessage(
-                event: report, topic: topics.reports, key: key, source: Self.source,
-                id: "reported:\(key):\(Int64(report.reportedAt.timeIntervalSince1970 * 1000))"))
-        }
+        for report in reported { messages.append(try changelogMessage(report)) }
         for status in statuses {
             let key = try AccountKey(appId: status.appId, accountId: status.accountId).rawValue
             messages.append(try OutgoingMessage(
                 event: status, topic: topics.status, key: key, source: Self.source,
-                id: "status:\(key):\(Int64(status.reportedAt.timeIntervalSince1970 * 1000))"))
+                id: "status:\(key):\(Self.milliseconds(status.reportedAt))"))
         }
         try await producer.send(messages)
         // Counted only once acknowledged: these are the reports that can no longer be lost.
@@ -46,4 +41,20 @@ final class KafkaReportSink: ReportSink {
             Counter(label: "lethe_pdr_status_events_total", dimensions: [("status", status.status.rawValue)]).increment()
         }
     }
+
+    /// Not counted as reports: no call was made, only the accounts' next due times moved with the app's cycle.
+    func republish(_ rescheduled: [AccountReported]) async throws {
+        try await producer.send(try rescheduled.map(changelogMessage))
+    }
+
+    /// The id carries the next due time too: a record rescheduled to a new cycle has the same report time as the
+    /// report it revises but is a different event.
+    private func changelogMessage(_ report: AccountReported) throws -> OutgoingMessage {
+        let key = try AccountKey(appId: report.appId, accountId: report.accountId).rawValue
+        return try OutgoingMessage(
+            event: report, topic: topics.reports, key: key, source: Self.source,
+            id: "reported:\(key):\(Self.milliseconds(report.reportedAt)):\(Self.milliseconds(report.nextDueAt))")
+    }
+
+    private static func milliseconds(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1000) }
 }

@@ -15,9 +15,12 @@ import ServiceLifecycle
 /// Ordering, per group event (the consumer yields them in the order they happened, and a revocation waits until we
 /// ask for the next event):
 /// - `partitionsAssigned(ps)`: drop any stale rows of ps, then restore ps's changelog completely (see
-///   `restoreChangelog`), and only then take the next event — so every `AccountHeld` of ps is applied on top of the
-///   restored changelog and a held account resumes from its last report, never earlier.
-/// - `message`: `AccountHeld` → hold; tombstone → release at once; anything undecodable → the DLQ.
+///   `restoreChangelog`) and adopt the per-app cycle it implies, and only then take the next event — so every
+///   `AccountHeld` of ps is applied on top of the restored changelog and a held account resumes from its last report,
+///   never earlier. Nothing of ps is in the registry (so nothing of it is scheduled) before that.
+/// - `message`: `AccountHeld` → hold; tombstone → release at once; anything undecodable → the DLQ. Consecutive
+///   records are applied in batches (whatever the consumer had buffered, up to `maxBatch`) in one registry transaction,
+///   in their order.
 /// - `partitionsRevoked(ps)`: drop ps's rows before acknowledging, so this instance stops reporting them before the
 ///   next owner can start.
 ///
@@ -49,6 +52,12 @@ final class PartitionedIntake: Service, Sendable {
 
     struct RestoreReaderEnded: Error {}
 
+    /// What a changelog restore applied, and the cycle per app its records imply (see `restoreChangelog`).
+    struct RestoredChangelog: Sendable {
+        var applied: Int
+        var impliedCycles: [String: Duration]
+    }
+
     init(consumer: KafkaConsumer, registry: any PartitionedAccountRegistry, loop: ReportingLoop,
          producer: KafkaProducer, topics: PDRTopics, bootstrapServers: String, restoreTimeout: Duration,
          logger: Logger) {
@@ -63,16 +72,54 @@ final class PartitionedIntake: Service, Sendable {
         self.logger = logger
     }
 
+    /// What the reader task hands to the handling loop, in the consumer's order.
+    private enum Item: Sendable {
+        case message(KafkaMessage)
+        case assigned([TopicPartition])
+        case revoked([TopicPartition])
+    }
+
+    /// Most records handled as one batch (one registry transaction).
+    static let maxBatch = 5000
+
     func run() async throws {
         // Nothing is assigned yet: rows left by an earlier run of this process belong to no one until restored.
         try await registry.dropAll()
+        // One task reads the group's events into a bounded queue; this task takes whatever is there and applies it —
+        // consecutive records as one batch (one SQLite transaction), so ingest is not one commit per AccountHeld.
+        // After pushing an assignment or a revocation the reader waits until it was handled before asking for the
+        // next event: a revocation is acknowledged only after its rows are dropped, and an assignment's restore
+        // completes before any record behind it is applied (both as when events were handled one at a time).
+        let queue = BatchQueue<Item>(capacity: Self.maxBatch * 2)
+        let events = consumer.events
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.consumer.run() }
+            group.addTask {
+                defer { queue.finish() }
+                var pushed = 0
+                for try await event in events {
+                    switch event {
+                    case .message(let message):
+                        await queue.push(.message(message))
+                        pushed += 1
+                    case .partitionsAssigned(let partitions):
+                        await queue.push(.assigned(partitions))
+                        pushed += 1
+                        await queue.waitUntilProcessed(pushed)
+                    case .partitionsRevoked(let partitions):
+                        await queue.push(.revoked(partitions))
+                        pushed += 1
+                        await queue.waitUntilProcessed(pushed)
+                    }
+                }
+            }
             do {
-                for try await event in consumer.events {
-                    try await handle(event)
+                while let batch = await queue.takeBatch(max: Self.maxBatch) {
+                    try await handle(batch)
+                    queue.markProcessed(batch.count)
                 }
             } catch {
+                queue.finish()
                 group.cancelAll()
                 throw error
             }
@@ -80,66 +127,100 @@ final class PartitionedIntake: Service, Sendable {
         }
     }
 
-    private func handle(_ event: ConsumerEvent) async throws {
-        switch event {
-        case .partitionsAssigned(let partitions):
-            let numbers = partitions.filter { $0.topic == topics.accounts }.map(\.partition).sorted()
-            guard !numbers.isEmpty else { return }
-            let started = ContinuousClock.now
-            for partition in numbers { try await registry.dropPartition(partition) }
-            let restored = try await restoreChangelog(numbers)
-            Timer(label: "lethe_pdr_restore_seconds").record(duration: ContinuousClock.now - started)
-            Counter(label: "lethe_pdr_changelog_records_restored_total").increment(by: restored)
-            Gauge(label: "lethe_pdr_partitions_assigned").record(numbers.count)
-            logger.info("partitions assigned; changelog restored", metadata: [
-                "kafka.partitions": "\(numbers)", "pdr.changelog_records": "\(restored)",
-                "pdr.restore_time": "\(ContinuousClock.now - started)",
-            ])
-        case .partitionsRevoked(let partitions):
-            let numbers = partitions.filter { $0.topic == topics.accounts }.map(\.partition).sorted()
-            for partition in numbers { try await registry.dropPartition(partition) }
-            // Before acknowledging the revocation: every call already sent for these accounts must have its
-            // AccountReported acknowledged, so the next owner's restore (which reads up to its own, later marker)
-            // sees it. Bounded below the consumer's revocation timeout; a sink that cannot publish (Kafka down)
-            // leaves at most that batch to be re-sent — the documented at-least-once case.
-            if await !loop.drainInFlight(timeout: .seconds(20)) {
-                logger.warning("revoked with a PDR call still unrecorded; its batch may be re-sent by the next owner")
+    /// Handles items in order: runs of records are applied together, group events in between on their own.
+    private func handle(_ items: [Item]) async throws {
+        var records: [KafkaMessage] = []
+        for item in items {
+            switch item {
+            case .message(let message):
+                records.append(message)
+            case .assigned(let partitions):
+                try await apply(records)
+                records = []
+                try await assigned(partitions)
+            case .revoked(let partitions):
+                try await apply(records)
+                records = []
+                try await revoked(partitions)
             }
-            Gauge(label: "lethe_pdr_partitions_assigned").record(0)
-            logger.info("partitions revoked; their accounts dropped", metadata: ["kafka.partitions": "\(numbers)"])
-        case .message(let message):
-            try await apply(message)
         }
+        try await apply(records)
     }
 
-    /// One `lethe.pdr.accounts.v1` record. A record that cannot be understood goes to the DLQ (the reason only, never
-    /// the payload, in the header) and the intake moves on: one bad producer must not stop PDR for everyone.
-    private func apply(_ message: KafkaMessage) async throws {
-        let key: AccountKey
-        do {
-            key = try AccountKey(bytes: message.key ?? [])
-        } catch {
-            try await deadLetters.route(message, reason: "\(error)")
-            return
+    private func assigned(_ partitions: [TopicPartition]) async throws {
+        let numbers = partitions.filter { $0.topic == topics.accounts }.map(\.partition).sorted()
+        guard !numbers.isEmpty else { return }
+        let started = ContinuousClock.now
+        for partition in numbers { try await registry.dropPartition(partition) }
+        let restore = try await restoreChangelog(numbers)
+        let restored = restore.applied
+        for (appId, cycle) in restore.impliedCycles.sorted(by: { $0.key < $1.key }) {
+            try await loop.adoptRestoredCycle(appId: appId, implied: cycle)
         }
-        guard message.value != nil else {
-            try await loop.release(appId: key.appId, accountId: key.accountId)
-            return
+        Timer(label: "lethe_pdr_restore_seconds").record(duration: ContinuousClock.now - started)
+        Counter(label: "lethe_pdr_changelog_records_restored_total").increment(by: restored)
+        Gauge(label: "lethe_pdr_partitions_assigned").record(numbers.count)
+        logger.info("partitions assigned; changelog restored", metadata: [
+            "kafka.partitions": "\(numbers)", "pdr.changelog_records": "\(restored)",
+            "pdr.restore_time": "\(ContinuousClock.now - started)",
+        ])
+    }
+
+    private func revoked(_ partitions: [TopicPartition]) async throws {
+        let numbers = partitions.filter { $0.topic == topics.accounts }.map(\.partition).sorted()
+        for partition in numbers { try await registry.dropPartition(partition) }
+        // Before acknowledging the revocation: every call already sent for these accounts must have its
+        // AccountReported acknowledged, so the next owner's restore (which reads up to its own, later marker)
+        // sees it. Bounded below the consumer's revocation timeout; a sink that cannot publish (Kafka down)
+        // leaves at most that batch to be re-sent — the documented at-least-once case.
+        if await !loop.drainInFlight(timeout: .seconds(20)) {
+            logger.warning("revoked with a PDR call still unrecorded; its batch may be re-sent by the next owner")
         }
-        do {
-            let event = try message.decodeEvent(AccountHeld.self)
-            guard event.appId == key.appId, event.accountId == key.accountId else {
-                try await deadLetters.route(message, reason: "key does not match the event's appId:accountId")
-                return
+        Gauge(label: "lethe_pdr_partitions_assigned").record(0)
+        logger.info("partitions revoked; their accounts dropped", metadata: ["kafka.partitions": "\(numbers)"])
+    }
+
+    /// `lethe.pdr.accounts.v1` records, in order, as one registry batch. A record that cannot be understood goes to
+    /// the DLQ (the reason only, never the payload, in the header) and the intake moves on: one bad producer must not
+    /// stop PDR for everyone.
+    private func apply(_ messages: [KafkaMessage]) async throws {
+        guard !messages.isEmpty else { return }
+        var changes: [HeldChange] = []
+        changes.reserveCapacity(messages.count)
+        for message in messages {
+            let key: AccountKey
+            do {
+                key = try AccountKey(bytes: message.key ?? [])
+            } catch {
+                try await deadLetters.route(message, reason: "\(error)")
+                continue
             }
-            try await loop.hold(HeldAccount(event), partition: message.partition)
-        } catch let error as ContractError {
-            try await deadLetters.route(message, reason: "\(error)")
+            guard message.value != nil else {
+                changes.append(.release(appId: key.appId, accountId: key.accountId))
+                continue
+            }
+            do {
+                let event = try message.decodeEvent(AccountHeld.self)
+                guard event.appId == key.appId, event.accountId == key.accountId else {
+                    try await deadLetters.route(message, reason: "key does not match the event's appId:accountId")
+                    continue
+                }
+                changes.append(.hold(HeldAccount(event), partition: message.partition))
+            } catch let error as ContractError {
+                try await deadLetters.route(message, reason: "\(error)")
+            }
         }
+        try await loop.apply(changes)
     }
 
     /// Reads changelog partitions `partitions` from their beginning until this restore's own marker, applying every
-    /// `AccountReported` (last value per key wins). Returns how many records were applied.
+    /// `AccountReported` (last value per key wins). Returns how many records were applied, and per app the cycle its
+    /// latest records imply.
+    ///
+    /// The implied cycle: `nextDueAt − reportedAt` of the app's last record read from a partition (offset order, so
+    /// the latest written — a report under the current cycle, or a record republished when the cycle changed, see
+    /// `AppReporter.adopt`), rounded to the millisecond the dates carry; over several partitions the longest wins,
+    /// because following too long a cycle for a moment is late while too short a one would be early.
     ///
     /// Why a marker and not the high watermark: on Tansu, ListOffsets/watermarks are not exact, so "position reached
     /// high" cannot tell that the reader has caught up. Instead a marker record is produced to each partition first and
@@ -147,7 +228,7 @@ final class PartitionedIntake: Service, Sendable {
     /// after every `AccountReported` the previous owner got acknowledged before its sink returned. Reading until the
     /// marker therefore sees everything the previous owner recorded, on any Kafka-protocol broker, whatever its
     /// watermarks say. Markers from other restores (other instances, earlier assignments) are skipped.
-    private func restoreChangelog(_ partitions: [Int32]) async throws -> Int {
+    private func restoreChangelog(_ partitions: [Int32]) async throws -> RestoredChangelog {
         let restoreId = UUID().uuidString.lowercased()
         var pending: [Int32: String] = [:]
         var markers: [OutgoingMessage] = []
@@ -166,13 +247,16 @@ final class PartitionedIntake: Service, Sendable {
                 subscription: .partitions(partitions.map {
                     (TopicPartition(topic: topics.reports, partition: $0), offset: KafkaConsumer.beginning)
                 }),
-                clientId: "pdr-reporter-restore", maxBufferedMessages: 20_000),
+                clientId: "pdr-reporter-restore", maxBufferedMessages: 20_000,
+                // A restore reads whole partitions as fast as it can: fetch up to 16 MiB per partition per request
+                // (librdkafka's default is 1 MiB), so a partition of 100k records is a few round trips, not dozens.
+                extraSettings: ["max.partition.fetch.bytes": "16777216", "fetch.max.bytes": "67108864"]),
             logger: logger)
         let registry = self.registry
         let logger = self.logger
         let timeout = restoreTimeout
         let markersToSee = pending
-        return try await withThrowingTaskGroup(of: Int?.self) { group in
+        return try await withThrowingTaskGroup(of: RestoredChangelog?.self) { group in
             group.addTask {
                 try await reader.run()
                 return nil
@@ -185,6 +269,14 @@ final class PartitionedIntake: Service, Sendable {
                 var pending = markersToSee
                 var batches: [Int32: [AccountReported]] = [:]
                 var applied = 0
+                var implied: [Int32: [String: Duration]] = [:]
+                func result() -> RestoredChangelog {
+                    var cycles: [String: Duration] = [:]
+                    for perApp in implied.values {
+                        for (appId, cycle) in perApp { cycles[appId] = max(cycles[appId] ?? .zero, cycle) }
+                    }
+                    return RestoredChangelog(applied: applied, impliedCycles: cycles)
+                }
                 func flush(_ partition: Int32) async throws {
                     guard let batch = batches.removeValue(forKey: partition) else { return }
                     try await registry.restoreReported(batch, partition: partition)
@@ -196,27 +288,32 @@ final class PartitionedIntake: Service, Sendable {
                         if pending[message.partition] == marker {
                             try await flush(message.partition)
                             pending[message.partition] = nil
-                            if pending.isEmpty { return applied }
+                            if pending.isEmpty { return result() }
                         }
                         continue
                     }
                     // Only this restore's partitions are assigned; a tombstone here deletes nothing we rely on.
                     guard message.value != nil else { continue }
                     do {
-                        batches[message.partition, default: []].append(try message.decodeEvent(AccountReported.self))
+                        let report = try message.decodeEvent(AccountReported.self)
+                        batches[message.partition, default: []].append(report)
+                        let milliseconds = (report.nextDueAt.timeIntervalSince(report.reportedAt) * 1000).rounded()
+                        if milliseconds > 0, milliseconds < 1e13 {
+                            implied[message.partition, default: [:]][report.appId] = .milliseconds(Int64(milliseconds))
+                        }
                     } catch {
                         logger.warning("unreadable changelog record skipped", metadata: [
                             "kafka.partition": "\(message.partition)", "kafka.offset": "\(message.offset)",
                             "error": "\(error)",
                         ])
                     }
-                    if batches[message.partition]?.count ?? 0 >= 2000 { try await flush(message.partition) }
+                    if batches[message.partition]?.count ?? 0 >= Self.maxBatch { try await flush(message.partition) }
                 }
                 throw RestoreReaderEnded()
             }
             defer { group.cancelAll() }
             while let result = try await group.next() {
-                if let applied = result { return applied }
+                if let restored = result { return restored }
             }
             throw RestoreReaderEnded()
         }

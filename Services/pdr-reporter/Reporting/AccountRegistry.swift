@@ -23,6 +23,13 @@ package struct HeldAccount: Sendable, Equatable {
     }
 }
 
+/// One record of `lethe.pdr.accounts.v1`, as the registry applies it: held (with the record's partition) or released
+/// (a tombstone).
+package enum HeldChange: Sendable, Equatable {
+    case hold(HeldAccount, partition: Int32)
+    case release(appId: String, accountId: String)
+}
+
 /// One row of the registry: what is held plus where it stands in its cycle.
 package struct RegisteredAccount: Sendable, Equatable {
     package var held: HeldAccount
@@ -65,6 +72,10 @@ package protocol AccountRegistry: Sendable {
     func upsert(_ account: HeldAccount, partition: Int32, seenAt: Date, cycle: Duration) async throws
     /// A tombstone: the account is no longer held and is never reported again (unless held anew).
     func remove(appId: String, accountId: String) async throws
+    /// Applies many `lethe.pdr.accounts.v1` records in their order, as `upsert` (with `seenAt` and the app's cycle from
+    /// `cycles`, else the default) and `remove` would one by one — but as one unit, so an SQLite registry pays one
+    /// transaction for a whole batch instead of one per record (a 100k-account partition is ingested in seconds).
+    func apply(_ changes: [HeldChange], seenAt: Date, cycles: [String: Duration]) async throws
     /// Up to `limit` accounts of the app due at `now` (not rejected), earliest due first.
     func dueAccounts(appId: String, at now: Date, limit: Int) async throws -> [RegisteredAccount]
     /// The earliest due time of the app's reportable accounts, to know how long to sleep; nil when none.
@@ -79,6 +90,10 @@ package protocol AccountRegistry: Sendable {
     /// Stores a new cycle for the app and reschedules all its accounts under it: reported ones at
     /// `lastReportedAt + cycle`, the others at `firstSeenAt + spread × cycle`.
     func setCyclePeriod(appId: String, cycle: Duration) async throws
+    /// The changelog records a switch of the app to `cycle` implies: one per reported account, its last report with
+    /// `nextDueAt = lastReportedAt + cycle`. Published before `setCyclePeriod`, so the changelog carries the new cycle
+    /// for every reported account (see `AppReporter.adopt`).
+    func rescheduledReports(appId: String, cycle: Duration) async throws -> [AccountReported]
     /// Every app with at least one held account.
     func appIds() async throws -> [String]
     /// The account as registered, or nil.
@@ -125,6 +140,18 @@ package actor InMemoryAccountRegistry: AccountRegistry {
         if accounts[appId]?.isEmpty == true { accounts[appId] = nil }
     }
 
+    package func apply(_ changes: [HeldChange], seenAt: Date, cycles: [String: Duration]) {
+        for change in changes {
+            switch change {
+            case .hold(let account, let partition):
+                upsert(account, partition: partition, seenAt: seenAt,
+                       cycle: cycles[account.appId] ?? schedule.defaultCycle)
+            case .release(let appId, let accountId):
+                remove(appId: appId, accountId: accountId)
+            }
+        }
+    }
+
     package func dueAccounts(appId: String, at now: Date, limit: Int) -> [RegisteredAccount] {
         guard let app = accounts[appId] else { return [] }
         let due = app.values.filter { !$0.rejected && $0.nextDueAt <= now }
@@ -158,6 +185,16 @@ package actor InMemoryAccountRegistry: AccountRegistry {
                 ?? schedule.firstDue(firstSeenAt: account.firstSeenAt, spread: account.spread, cycle: cycle)
             accounts[appId]![id] = account
         }
+    }
+
+    package func rescheduledReports(appId: String, cycle: Duration) -> [AccountReported] {
+        guard let app = accounts[appId] else { return [] }
+        return app.values.compactMap { account in
+            account.lastReportedAt.map {
+                AccountReported(appId: appId, accountId: account.accountId, reportedAt: $0,
+                                nextDueAt: schedule.nextDue(reportedAt: $0, cycle: cycle))
+            }
+        }.sorted { $0.accountId < $1.accountId }
     }
 
     package func appIds() -> [String] { accounts.keys.sorted() }

@@ -156,8 +156,14 @@ package actor AppReporter {
     }
 
     /// Sends one batch until Atlassian accepted it (or, for a 400, until each account was settled alone).
-    private func deliver(_ original: [RegisteredAccount]) async throws {
+    ///
+    /// With `refill`, every attempt after the first takes the app's due accounts afresh (earliest due first, up to 90):
+    /// the batch's own accounts are still the earliest due, and whatever came due during the wait (`Retry-After`,
+    /// backoff) fills the rest, so a retried partial batch goes out as full as it now can — never with an account
+    /// that is not due. The single-account attempts of a 400 isolation do not refill.
+    private func deliver(_ original: [RegisteredAccount], refill: Bool = true) async throws {
         var excluded = Set<String>()
+        var attempt = 0
         while true {
             try Task.checkCancellation()
             let token: ReportingToken
@@ -185,7 +191,13 @@ package actor AppReporter {
             await inFlight.begin()
             let batch: [RegisteredAccount]
             do {
-                batch = try await stillHeld(original)
+                if refill && attempt > 0 {
+                    batch = try await registry.dueAccounts(
+                        appId: appId, at: now(), limit: AtlassianClient.maxAccountsPerReport)
+                } else {
+                    batch = try await stillHeld(original)
+                }
+                attempt += 1
             } catch {
                 await inFlight.end()
                 throw error
@@ -263,20 +275,21 @@ package actor AppReporter {
             try await registry.markRejected(appId: appId, accountId: batch[0].accountId)
             return
         }
-        for account in batch { try await deliver([account]) }
+        for account in batch { try await deliver([account], refill: false) }
     }
 
     /// Records a successful call: the sink first (durable events), then the registry (which ends the batch). If
     /// either fails, only that step is retried — the call itself is not repeated.
     private func complete(_ batch: [RegisteredAccount], _ result: PDRResult, reportedAt: Date) async throws {
         var cycle = schedule.cycle(override: try await registry.cyclePeriod(appId: appId))
+        var adopting = false
         if let answered = result.cyclePeriod {
             let newCycle = schedule.cycle(override: answered)
             if newCycle != cycle {
                 logger.notice("Atlassian set a new cycle period for the app",
                               metadata: ["pdr.cycle_seconds": "\(newCycle.components.seconds)"])
-                try await registry.setCyclePeriod(appId: appId, cycle: newCycle)
                 cycle = newCycle
+                adopting = true
             }
         }
         let reported = batch.map {
@@ -303,6 +316,10 @@ package actor AppReporter {
         }
         while true {
             do {
+                if adopting {
+                    try await adopt(cycle)
+                    adopting = false
+                }
                 try await sink.publish(reported: reported, statuses: statuses)
                 try await registry.recordReported(reported)
                 return
@@ -314,6 +331,23 @@ package actor AppReporter {
                 try await Task.sleep(for: nextBackoff())
             }
         }
+    }
+
+    /// Switches the app to `cycle`, durably: first the changelog gets a record per reported account with its next due
+    /// time under the new cycle, then the registry reschedules. The cycle is in no event field of its own, but every
+    /// `AccountReported` carries it as `nextDueAt − reportedAt`, and a restore adopts the one its partition's latest
+    /// records imply (`PartitionedIntake`); republishing makes that true for every reported account at once, so an
+    /// instance that restores these partitions later — even where no account of the app was reported since the
+    /// change — follows the cycle Atlassian asked for instead of the default, and never reports early under it.
+    private func adopt(_ cycle: Duration) async throws {
+        let rescheduled = try await registry.rescheduledReports(appId: appId, cycle: cycle)
+        var start = 0
+        while start < rescheduled.count {
+            let end = min(start + 5000, rescheduled.count)
+            try await sink.republish(Array(rescheduled[start..<end]))
+            start = end
+        }
+        try await registry.setCyclePeriod(appId: appId, cycle: cycle)
     }
 
     /// Keeps at least `requestInterval` between two requests of this app.

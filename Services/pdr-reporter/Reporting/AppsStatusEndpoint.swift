@@ -4,7 +4,9 @@ import ServiceKit
 
 /// `GET /v1/apps`: the per-app reporting status, behind `LETHE_ADMIN_TOKEN`.
 ///
-/// The decision (auth, body) is a plain function so it is tested without a server; the route is a thin adapter.
+/// Errors are the house shape every Lethe service answers, `{"error":{"message":…}}`, because they are Hummingbird
+/// `HTTPError`s rendered by the framework — the same path as `BearerSecret.require` in the other services — so an
+/// operator's tooling parses one error shape everywhere.
 package struct AppsStatusEndpoint: Sendable {
     /// nil: no admin token configured, so nobody is let in (a missing setting must not open the endpoint).
     private let adminToken: BearerSecret?
@@ -15,30 +17,31 @@ package struct AppsStatusEndpoint: Sendable {
         self.status = status
     }
 
-    /// 200 with `{"apps": [...]}`, 401 without the right bearer, 500 (no details) when the registry fails.
-    package func respond(authorization: String?) async -> (status: Int, body: Data) {
-        guard let adminToken, let authorization, authorization.hasPrefix("Bearer "),
-              adminToken.matches(authorization.dropFirst("Bearer ".count))
-        else { return (401, Data(#"{"error":"unauthorized"}"#.utf8)) }
-        do {
-            let encoder = JSONEncoder()
-            encoder.dateEncodingStrategy = .iso8601
-            encoder.outputFormatting = [.sortedKeys]
-            return (200, try encoder.encode(["apps": try await status()]))
-        } catch {
-            return (500, Data(#"{"error":"internal"}"#.utf8))
+    /// `{"apps": [...]}` (sorted keys, ISO 8601 dates); throws a 401 `HTTPError` (with a `WWW-Authenticate: Bearer`
+    /// challenge) without the right bearer, and a 500 one with no details when the registry cannot be read.
+    package func respond(to request: Request) async throws -> Response {
+        guard let adminToken else {
+            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer"], message: "admin token required")
         }
+        try adminToken.require(request)
+        let apps: [AppReportingStatus]
+        do {
+            apps = try await status()
+        } catch {
+            throw HTTPError(.internalServerError, message: "reporting status unavailable")
+        }
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(["apps": apps]))))
     }
 }
 
 extension Router {
     /// Serves `endpoint` at `GET /v1/apps`.
     package func addAppsStatusRoute(_ endpoint: AppsStatusEndpoint) {
-        get("/v1/apps") { request, _ -> Response in
-            let answer = await endpoint.respond(authorization: request.headers[.authorization])
-            return Response(
-                status: .init(code: answer.status), headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
-        }
+        get("/v1/apps") { request, _ -> Response in try await endpoint.respond(to: request) }
     }
 }

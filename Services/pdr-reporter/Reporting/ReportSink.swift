@@ -11,4 +11,13 @@ import Contracts
 package protocol ReportSink: Sendable {
     /// Publishes one batch's changelog records (one per account sent) and its status events (closed/updated only).
     func publish(reported: [AccountReported], statuses: [AccountStatusReported]) async throws
+    /// Publishes changelog records that move reported accounts to a new cycle (no call was made: not counted as
+    /// reports). Returns once durable, like `publish`.
+    func republish(_ rescheduled: [AccountReported]) async throws
+}
+
+extension ReportSink {
+    package func republish(_ rescheduled: [AccountReported]) async throws {
+        try await publish(reported: rescheduled, statuses: [])
+    }
 }

@@ -77,6 +77,31 @@ package final class ReportingLoop: Service, Sendable {
         try await registry.upsert(account, partition: partition, seenAt: now(), cycle: cycle)
     }
 
+    /// Many `lethe.pdr.accounts.v1` records in their order (the intake's batches): one registry transaction, each new
+    /// account spread over its app's current cycle. All records of a batch share one `seenAt`: they arrived together.
+    package func apply(_ changes: [HeldChange]) async throws {
+        var cycles: [String: Duration] = [:]
+        for case .hold(let account, _) in changes where cycles[account.appId] == nil {
+            cycles[account.appId] = schedule.cycle(override: try await registry.cyclePeriod(appId: account.appId))
+        }
+        try await registry.apply(changes, seenAt: now(), cycles: cycles)
+    }
+
+    /// Adopts the cycle a restored changelog implies for an app (`nextDueAt − reportedAt` of its latest records), unless
+    /// the registry already follows it (within 2 ms: the changelog's dates carry milliseconds). This is how a new or
+    /// restarted instance recovers a `Cycle-Period` Atlassian answered to another instance: without it, it would fall
+    /// back to `PDR_CYCLE_SECONDS` until its own first call for the app.
+    package func adoptRestoredCycle(appId: String, implied: Duration) async throws {
+        let cycle = schedule.cycle(override: implied)
+        let current = schedule.cycle(override: try await registry.cyclePeriod(appId: appId))
+        let tolerance: Duration = .milliseconds(2)
+        guard current - cycle > tolerance || cycle - current > tolerance else { return }
+        try await registry.setCyclePeriod(appId: appId, cycle: cycle)
+        logger.notice("cycle period recovered from the restored changelog", metadata: [
+            "pdr.app_id": "\(appId)", "pdr.cycle_seconds": "\(cycle.components.seconds)",
+        ])
+    }
+
     /// A tombstone: stop reporting the account at once.
     package func release(appId: String, accountId: String) async throws {
         try await registry.remove(appId: appId, accountId: accountId)
