@@ -110,12 +110,41 @@ final class ProfileDatabase: Sendable {
                 ) WITHOUT ROWID;
                 """)
         },
+        // The platform user id is now the gateway's (ProfileFetched 1.1 `userId`), which one user keeps across the
+        // apps a tenant used, so it is no longer unique per row. SQLite cannot drop a column's UNIQUE: rebuild.
+        Migration("profile-store.v2.platform-user-id-not-unique") { db in
+            try db.execute(sql: """
+                CREATE TABLE profiles_v2 (
+                    id INTEGER PRIMARY KEY,
+                    platform_user_id TEXT NOT NULL,
+                    tenant_id TEXT NOT NULL,
+                    app_id TEXT NOT NULL,
+                    account_id TEXT,
+                    name TEXT,
+                    email TEXT,
+                    nickname TEXT,
+                    picture TEXT,
+                    holds_personal_data INTEGER NOT NULL DEFAULT 1,
+                    fetched_at INTEGER NOT NULL,
+                    stored_at INTEGER NOT NULL
+                );
+                INSERT INTO profiles_v2 SELECT id, platform_user_id, tenant_id, app_id, account_id, name, email,
+                    nickname, picture, holds_personal_data, fetched_at, stored_at FROM profiles;
+                DROP TABLE profiles;
+                ALTER TABLE profiles_v2 RENAME TO profiles;
+                CREATE UNIQUE INDEX profiles_by_account ON profiles(tenant_id, app_id, account_id)
+                    WHERE account_id IS NOT NULL;
+                CREATE INDEX profiles_by_app_account ON profiles(app_id, account_id) WHERE account_id IS NOT NULL;
+                CREATE INDEX profiles_by_user ON profiles(tenant_id, platform_user_id);
+                """)
+        },
     ]
 
     // MARK: Ingest
 
     /// Applies a batch of fetched profiles in one transaction, with the `AccountHeld` changes they cause in the
-    /// outbox. A newer stored `fetchedAt` wins; a suppressed account is dropped.
+    /// outbox. A newer stored `fetchedAt` wins; a suppressed account is dropped. A profile is filed under the
+    /// event's `userId` (the gateway's user); an event without one (a 1.0 producer) gets a new random id.
     func ingest(_ events: [ProfileFetched]) async throws -> IngestSummary {
         let topic = accountsTopic
         return try await database.write { db in
@@ -127,10 +156,10 @@ final class ProfileDatabase: Sendable {
             let upsert = try db.cachedStatement(sql: """
                 INSERT INTO profiles (platform_user_id, tenant_id, app_id, account_id, name, email, nickname, picture,
                     holds_personal_data, fetched_at, stored_at)
-                SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10
+                SELECT coalesce(?11, ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10
                 WHERE NOT EXISTS (SELECT 1 FROM suppressed_accounts WHERE app_id = ?3 AND account_id = ?4)
                 ON CONFLICT (tenant_id, app_id, account_id) WHERE account_id IS NOT NULL DO UPDATE SET
-                    name = excluded.name, email = excluded.email, nickname = excluded.nickname,
+                    platform_user_id = coalesce(?11, profiles.platform_user_id), name = excluded.name, email = excluded.email, nickname = excluded.nickname,
                     picture = excluded.picture, holds_personal_data = 1, fetched_at = excluded.fetched_at,
                     stored_at = excluded.stored_at
                 WHERE excluded.fetched_at > profiles.fetched_at
@@ -139,7 +168,7 @@ final class ProfileDatabase: Sendable {
             for event in events {
                 try upsert.execute(arguments: [
                     RandomIdentifier.uuidString(), event.tenantId, event.appId, event.accountId, event.name,
-                    event.email, event.nickname, event.picture, millis(event.fetchedAt), now,
+                    event.email, event.nickname, event.picture, millis(event.fetchedAt), now, event.userId,
                 ])
                 if db.changesCount == 0 {
                     let isSuppressed = try db.cachedStatement(
