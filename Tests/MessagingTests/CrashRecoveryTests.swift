@@ -22,19 +22,21 @@ struct CrashRecoveryTests {
             })
         }
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("\(group).log")
-        defer { try? FileManager.default.removeItem(at: output) }
+        defer {
+            try? FileManager.default.removeItem(at: output)
+            try? FileManager.default.removeItem(atPath: output.path + ".log")
+        }
         let binary = RepositoryPaths.executable("kafka-test-consumer")
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
         /// The first process pauses 1 ms per record (6000 records: at least 6 s), so the kill lands mid-stream even
         /// when a loaded machine makes this test's polling slow; the second runs at full speed.
-        func launch(pauseMicroseconds: Int = 0) throws -> Process {
-            let process = Process()
-            process.executableURL = binary
-            process.arguments = [
-                kafka.bootstrapServers, topic, group, output.path, String(commitEvery), String(pauseMicroseconds),
-            ]
-            try process.run()
-            return process
+        func launch(pauseMicroseconds: Int = 0) throws -> ChildProcess {
+            try ChildProcess.spawn(
+                binary.path,
+                arguments: [
+                    kafka.bootstrapServers, topic, group, output.path, String(commitEvery), String(pauseMicroseconds),
+                ],
+                stdoutPath: output.path + ".log")
         }
         func lines() -> [Substring] {
             (try? String(contentsOf: output, encoding: .utf8))?.split(separator: "\n") ?? []
@@ -44,10 +46,9 @@ struct CrashRecoveryTests {
         let midStream = await eventually(timeout: .seconds(60), every: .milliseconds(5)) {
             lines().count(where: { $0.hasPrefix("M ") }) >= total / 3
         }
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        let killed = first.killAndReap()
         #expect(midStream)
-        #expect(first.terminationReason == .uncaughtSignal)
+        #expect(killed == 128 + SIGKILL)
         let beforeRestart = lines()
         // What the crashed process had committed, per partition: everything below it must not come back.
         var committed: [String: Int64] = [:]
@@ -59,7 +60,7 @@ struct CrashRecoveryTests {
         #expect(processedBefore < total, "the first process finished before it was killed; the test proves nothing")
 
         let second = try launch()
-        defer { second.terminate(); second.waitUntilExit() }
+        defer { second.killAndReap() }
         let finished = await eventually(timeout: .seconds(90), every: .milliseconds(100)) {
             Set(lines().filter { $0.hasPrefix("M ") }.map { $0.split(separator: " ")[3] }).count == total
         }

@@ -383,19 +383,12 @@ struct PartitionedReportingTests {
                 let port = try SandboxProcess.freeLoopbackPort()
                 let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-\(UUID().uuidString)")
                 let log = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-reporter-\(port).log")
-                FileManager.default.createFile(atPath: log.path, contents: nil)
-                let process = Process()
-                process.executableURL = binary
                 var environment = ProcessInfo.processInfo.environment
                 environment.merge(world.environment(cycle: cycle, dataDirectory: directory, port: port)) { $1 }
                 environment["LETHE_GATEWAY_URL"] = "http://127.0.0.1:\(gatewayPort)"
                 environment["LOG_LEVEL"] = "info"
-                process.environment = environment
-                let handle = try FileHandle(forWritingTo: log)
-                process.standardOutput = handle
-                process.standardError = handle
-                try process.run()
-                defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+                let process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: log.path)
+                defer { process.killAndReap() }
 
                 let local = try await world.startInstance(cycle: cycle)
                 func remoteHeld() async -> Int {
@@ -421,10 +414,9 @@ struct PartitionedReportingTests {
                 _ = try await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
                     try await world.successes().count >= 40
                 }
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
+                let killed = process.killAndReap()
                 let killedAt = Date()
-                #expect(process.terminationReason == .uncaughtSignal)
+                #expect(killed == 128 + SIGKILL)
                 let beforeKill = try await world.successes()
                 #expect(beforeKill.count < ids.count, "everything was reported before the kill; the test proves nothing")
 

@@ -128,18 +128,11 @@ struct ProfileStoreServiceTests {
 
         let port = Int.random(in: 40_000...59_999)
         let log = directory.url.appendingPathComponent("service.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        func launch() throws -> Process {
-            let process = Process()
-            process.executableURL = binary
-            process.environment = environment(
-                namespace: namespace, dataDirectory: directory.url, port: port, batch: 250)
-            let handle = try FileHandle(forWritingTo: log)
-            try handle.seekToEnd()
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-            return process
+        func launch() throws -> ChildProcess {
+            try ChildProcess.spawn(
+                binary.path,
+                environment: environment(namespace: namespace, dataDirectory: directory.url, port: port, batch: 250),
+                stdoutPath: log.path)
         }
         let databasePath = directory.url.appendingPathComponent("profile-store.sqlite").path
         // Read-only, without migrating: the service owns the schema, and the test must not take its write lock.
@@ -157,19 +150,15 @@ struct ProfileStoreServiceTests {
 
         let first = try launch()
         let midStream = await eventually(timeout: .seconds(90), every: .milliseconds(5)) { count() >= 2000 }
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        let killed = first.killAndReap()
         let serviceLog = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         #expect(midStream, "the service never started ingesting: \(serviceLog)")
-        #expect(first.terminationReason == .uncaughtSignal)
+        #expect(killed == 128 + SIGKILL)
         let atKill = count()
         #expect(atKill < total, "the first process finished before it was killed; the test proves nothing")
 
         let second = try launch()
-        defer {
-            second.terminate()
-            second.waitUntilExit()
-        }
+        defer { second.killAndReap() }
         let complete = await eventually(timeout: .seconds(120), every: .milliseconds(200)) { count() == total }
         #expect(complete, "profiles after restart: \(count()) of \(total)")
         let ready = await eventually(timeout: .seconds(30)) {

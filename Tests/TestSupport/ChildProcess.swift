@@ -22,7 +22,7 @@ package final class ChildProcess: @unchecked Sendable {
     private init(pid: pid_t) { self.pid = pid }
 
     /// Starts `path`; stdout goes to `stdoutPath`, stderr to `stderrPath` (the same file when not given), both
-    /// created or truncated with mode 0600.
+    /// appended to (created with mode 0600 when missing), so a restarted child's log follows the first one's.
     package static func spawn(
         _ path: String, arguments: [String] = [], environment: [String: String]? = nil,
         stdoutPath: String, stderrPath: String? = nil
@@ -31,9 +31,9 @@ package final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         if let stderrPath, stderrPath != stdoutPath {
-            posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o600)
+            posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         } else {
             posix_spawn_file_actions_adddup2(&actions, 1, 2)
         }
@@ -101,6 +101,14 @@ package final class ChildProcess: @unchecked Sendable {
             try? await Task.sleep(for: .milliseconds(20))
         }
         return true
+    }
+
+    /// SIGKILL and reap — a crash for crash tests, or the end of a child at the end of a test. Returns the status
+    /// (128 + SIGKILL unless it had already exited).
+    @discardableResult
+    package func killAndReap() -> Int32 {
+        send(SIGKILL)
+        return (try? waitUntilExit()) ?? 128 + SIGKILL
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace`; always reaps it.
