@@ -4,6 +4,8 @@
 # signin-bench: COUNT bare authorize → token → /me sequences against the sandbox, and COUNT complete sign-ins
 # (start → sandbox authorize → gateway callback → exchange), CONCURRENCY in flight each. Stops only what it started.
 # Needs KAFKA_BOOTSTRAP_SERVERS (make bench-signin starts the dev broker).
+# Before it: a Hummingbird hello-world reference (the sandbox's /health/live) and the CPU each process spent per
+# operation (from /proc), with how busy the machine was, per phase.
 # Last line: signin: <n>/s, p99 <ms> ms (sandbox alone <n>/s, p99 <ms> ms; added p99 <ms> ms)
 set -euo pipefail
 cd "$(dirname -- "$0")/.."
@@ -48,4 +50,5 @@ pids+=($!)
 wait_ready "$sandbox" "$data/sandbox.log"
 wait_ready "$gateway" "$data/gateway.log"
 
-"$BIN/signin-bench" "$gateway" "$sandbox" "$admin" "$COUNT" "$CONCURRENCY"
+BENCH_PIDS="sandbox=${pids[0]},gateway=${pids[1]}" \
+  "$BIN/signin-bench" "$gateway" "$sandbox" "$admin" "$COUNT" "$CONCURRENCY"

@@ -5,8 +5,9 @@ import JWTKit
 import Logging
 import Metrics
 import ServiceKit
+import Synchronization
 
-/// What `POST /v1/signin/exchange` returns, and what a sign-in code stands for until then (sealed, ≤ 60 s).
+/// What `POST /v1/signin/exchange` returns, and what a sign-in code carries until then (sealed, ≤ 60 s).
 struct SignInPayload: Codable, Sendable, Equatable {
     struct Profile: Codable, Sendable, Equatable {
         var name: String?
@@ -39,6 +40,9 @@ final class Gateway: Sendable {
     private let logger: Logger
     private let signIns = Counter(label: "lethe_gateway_signins_total")
     private let refusedCallbacks = Counter(label: "lethe_gateway_callbacks_refused_total")
+    /// States whose callback is being handled here: a concurrent replay is refused before any token exchange, since
+    /// the state's use is recorded only when the sign-in completes.
+    private let statesInFlight = InFlightNonces()
 
     init(config: OAuthGatewayConfig, database: GatewayDatabase, box: SecretBox, signer: TokenSigner,
          atlassian: any AtlassianAPI, logger: Logger) {
@@ -72,13 +76,23 @@ final class Gateway: Sendable {
         of appId: String, database: GatewayDatabase, box: SecretBox, shared: OAuthGatewayConfig.SharedAppConfig?
     ) async throws -> AtlassianAppCredentials {
         guard let app = try await database.app(appId) else { throw UnknownApp() }
+        return try credentials(
+            of: app, sealedSecret: app.shared ? nil : try await database.sealedSecret(of: appId), box: box,
+            shared: shared)
+    }
+
+    /// The app's credentials from its record and sealed secret (the shared app's secret is configuration).
+    private static func credentials(
+        of app: AppRecord, sealedSecret: Data?, box: SecretBox, shared: OAuthGatewayConfig.SharedAppConfig?
+    ) throws -> AtlassianAppCredentials {
         if app.shared {
-            guard let shared, shared.clientId == appId else { throw UnknownApp() }
-            return AtlassianAppCredentials(clientId: appId, clientSecret: shared.clientSecret, redirectURI: app.callbackURL)
+            guard let shared, shared.clientId == app.appId else { throw UnknownApp() }
+            return AtlassianAppCredentials(
+                clientId: app.appId, clientSecret: shared.clientSecret, redirectURI: app.callbackURL)
         }
-        guard let sealed = try await database.sealedSecret(of: appId) else { throw UnknownApp() }
-        let secret = try box.openString(sealed, context: "app:\(appId):client_secret")
-        return AtlassianAppCredentials(clientId: appId, clientSecret: secret, redirectURI: app.callbackURL)
+        guard let sealedSecret else { throw UnknownApp() }
+        let secret = try box.openString(sealedSecret, context: "app:\(app.appId):client_secret")
+        return AtlassianAppCredentials(clientId: app.appId, clientSecret: secret, redirectURI: app.callbackURL)
     }
 
     /// Registers the tenant's own Atlassian app (its secret sealed) and makes it the tenant's app.
@@ -140,53 +154,66 @@ final class Gateway: Sendable {
         case atlassian(String)
     }
 
-    /// Step 1: checks the return URL, stores a one-time state, and returns Atlassian's authorize URL.
-    func startSignIn(tenantId: String, redirectURI: String, tenantState: String) async throws -> URL {
-        guard let (tenant, app) = try await database.tenantAndApp(tenantId) else { throw SignInError.unknownTenant }
+    /// Step 1: checks the return URL and returns Atlassian's authorize URL with a sealed one-time state (nothing is
+    /// stored: see ``SealedSignInState``).
+    func startSignIn(tenantId: String, redirectURI: String, tenantState: String) throws -> URL {
+        guard let (tenant, app) = try database.tenantAndAppNow(tenantId) else { throw SignInError.unknownTenant }
         guard tenant.returnURLs.contains(redirectURI) else { throw SignInError.returnURLNotAllowed }
         guard let app else { throw SignInError.noApp }
-        let appId = app.appId
-        let state = OneTimeValue.make()
-        try await database.storeState(
-            hash: OneTimeValue.hash(state),
-            pending: PendingSignIn(tenantId: tenantId, appId: appId, redirectURI: redirectURI, tenantState: tenantState),
-            expiresAt: Date().addingTimeInterval(Self.stateLifetime))
-        return atlassian.authorizeURL(clientId: appId, redirectURI: app.callbackURL, scopes: app.scopes, state: state)
+        let state = try SealedSignInState(
+            tenantId: tenantId, appId: app.appId, returnURLHash: OneTimeValue.hash(redirectURI),
+            tenantState: tenantState, expiresAt: Date().addingTimeInterval(Self.stateLifetime),
+            nonce: SignInNonce.make()
+        ).seal(with: box)
+        return atlassian.authorizeURL(
+            clientId: app.appId, redirectURI: app.callbackURL, scopes: app.scopes, state: state)
     }
 
-    /// Step 2, Atlassian's redirect back: consumes the state, exchanges the code with that app's credentials, fetches
-    /// `/me`, stores the connection, publishes the profile, and returns where to send the browser (the tenant's
-    /// return URL with a sign-in code, or with an error). Throws ``SignInError/badState`` — and exchanges nothing —
-    /// when the state is missing, unknown, expired or already used: then there is no trusted URL to go back to.
-    func completeSignIn(query: [String: String]) async throws -> URL {
-        guard let state = query["state"], !state.isEmpty, state.count <= 256,
-              let pending = try await database.consumeState(hash: OneTimeValue.hash(state))
+    /// Step 2, Atlassian's redirect back: checks the state, exchanges the code with that app's credentials, fetches
+    /// `/me`, stores the connection (recording the state's use), publishes the profile, and returns where to send the
+    /// browser (the tenant's return URL with a sign-in code, or with an error). Throws ``SignInError/badState`` — and
+    /// exchanges nothing — when the state is missing, forged, expired or already used (or in use by a concurrent
+    /// callback), or its return URL is no longer the tenant's: then there is no trusted URL to go back to.
+    func completeSignIn(query: [String: String]) async throws -> String {
+        let now = Date()
+        guard let raw = query["state"], let state = SealedSignInState.open(raw, with: box), state.expiresAt > now,
+              statesInFlight.claim(state.nonce)
         else {
             refusedCallbacks.increment()
             throw SignInError.badState
         }
-        func back(_ parameters: [(String, String?)]) -> URL {
-            Self.appendQuery(to: pending.redirectURI, parameters + [("state", pending.tenantState)])
+        defer { statesInFlight.release(state.nonce) }
+        guard let context = try database.callbackContext(
+                tenantId: state.tenantId, appId: state.appId, nonce: state.nonce),
+              !context.nonceUsed,
+              let redirectURI = context.returnURLs.first(where: { OneTimeValue.hash($0) == state.returnURLHash })
+        else {
+            refusedCallbacks.increment()
+            throw SignInError.badState
+        }
+        let tenantId = state.tenantId
+        let appId = state.appId
+        /// The tenant hears of a sign-in that ended without one; the state is used up all the same.
+        func fail(_ parameters: [(String, String?)]) async throws -> String {
+            _ = try await database.recordNonce(state.nonce, expiresAt: state.expiresAt)
+            return Self.appendQuery(to: redirectURI, parameters + [("state", state.tenantState)])
         }
         let code: String
         do {
             code = try AtlassianClient.parseCallback(query: query).code
         } catch AtlassianError.oauth(let error, _, _) {
             // The user declined (or Atlassian refused): the tenant hears it, with its own state.
-            let value = error == .accessDenied ? "access_denied" : "server_error"
-            return back([("error", value)])
+            return try await fail([("error", error == .accessDenied ? "access_denied" : "server_error")])
         } catch {
-            return back([("error", "invalid_request")])
+            return try await fail([("error", "invalid_request")])
         }
         let app: AtlassianAppCredentials
-        let record: AppRecord
         do {
-            app = try await credentials(of: pending.appId)
-            guard let found = try await database.app(pending.appId) else { throw UnknownApp() }
-            record = found
+            app = try Self.credentials(
+                of: context.app, sealedSecret: context.sealedSecret, box: box, shared: config.sharedApp)
         } catch {
-            logger.error("sign-in for an app that is no longer configured", metadata: ["app": "\(pending.appId)"])
-            return back([("error", "server_error")])
+            logger.error("sign-in for an app that is no longer configured", metadata: ["app": "\(appId)"])
+            return try await fail([("error", "server_error")])
         }
         let tokens: TokenResponse
         let profile: AtlassianProfile
@@ -195,22 +222,21 @@ final class Gateway: Sendable {
             profile = try await atlassian.me(accessToken: tokens.accessToken)
         } catch {
             logger.warning("sign-in failed at Atlassian", metadata: [
-                "tenant": "\(pending.tenantId)", "app": "\(pending.appId)", "error": "\(Self.kind(of: error))",
+                "tenant": "\(tenantId)", "app": "\(appId)", "error": "\(Self.kind(of: error))",
             ])
-            return back([("error", "server_error")])
+            return try await fail([("error", "server_error")])
         }
-        guard AccountKey.isValidAccountId(profile.accountId) else { return back([("error", "server_error")]) }
-        let now = Date()
+        guard AccountKey.isValidAccountId(profile.accountId) else { return try await fail([("error", "server_error")]) }
         let fetched = ProfileFetched(
-            tenantId: pending.tenantId, appId: pending.appId, accountId: profile.accountId, name: profile.name,
+            tenantId: tenantId, appId: appId, accountId: profile.accountId, name: profile.name,
             email: profile.email, nickname: profile.nickname, picture: profile.picture, fetchedAt: now)
-        let signInCode = OneTimeValue.make()
+        let test = context.app.shared
         let box = self.box
+        let stored: GatewayDatabase.SignInResult
         do {
-            let stored = try await database.completeSignIn(
-                tenantId: pending.tenantId, appId: pending.appId, accountId: profile.accountId, test: record.shared,
-                profile: fetched, codeHash: OneTimeValue.hash(signInCode),
-                codeExpiresAt: now.addingTimeInterval(Self.codeLifetime),
+            stored = try await database.completeSignIn(
+                tenantId: tenantId, appId: appId, accountId: profile.accountId, test: test, profile: fetched,
+                stateNonce: state.nonce, stateExpiresAt: state.expiresAt,
                 seal: { connectionId in
                     (
                         access: try box.seal(tokens.accessToken, context: TokenVault.context(connectionId, "access_token")),
@@ -219,33 +245,38 @@ final class Gateway: Sendable {
                         }
                     )
                 },
-                payload: { userId in
-                    try box.seal(
-                        JSONEncoder().encode(SignInPayload(
-                            userId: userId, accountId: profile.accountId, appId: pending.appId, test: record.shared,
-                            profile: .init(name: profile.name, email: profile.email, nickname: profile.nickname,
-                                           picture: profile.picture))),
-                        context: "signin_code:\(pending.tenantId)")
-                },
                 accessExpiresAt: now.addingTimeInterval(TimeInterval(tokens.expiresIn)), now: now)
-            signIns.increment()
-            logger.info("signed in", metadata: [
-                "tenant": "\(pending.tenantId)", "app": "\(pending.appId)", "connection": "\(stored.connectionId)",
-            ])
         } catch is GatewayDatabase.SuppressedAccount {
-            logger.info("sign-in refused: the account was closed and erased", metadata: ["tenant": "\(pending.tenantId)"])
-            return back([("error", "access_denied"), ("error_description", "account closed")])
+            logger.info("sign-in refused: the account was closed and erased", metadata: ["tenant": "\(tenantId)"])
+            return try await fail([("error", "access_denied"), ("error_description", "account closed")])
+        } catch is GatewayDatabase.StateUsed {
+            // Another process completed this state first; this exchange's tokens are dropped unstored.
+            refusedCallbacks.increment()
+            throw SignInError.badState
         }
-        return back([("code", signInCode)])
+        signIns.increment()
+        logger.info("signed in", metadata: [
+            "tenant": "\(tenantId)", "app": "\(appId)", "connection": "\(stored.connectionId)",
+        ])
+        let signInCode = try SealedSignInCode(
+            connectionId: stored.connectionId,
+            payload: SignInPayload(
+                userId: stored.userId, accountId: profile.accountId, appId: appId, test: test,
+                profile: .init(name: profile.name, email: profile.email, nickname: profile.nickname,
+                               picture: profile.picture)),
+            expiresAt: now.addingTimeInterval(Self.codeLifetime), nonce: SignInNonce.make()
+        ).seal(with: box, tenantId: tenantId)
+        return Self.appendQuery(to: redirectURI, [("code", signInCode), ("state", state.tenantState)])
     }
 
     /// Step 3, the tenant's backend: the profile and an ID token for a sign-in code issued to `tenantId`.
     func exchange(code: String, tenantId: String) async throws -> (payload: SignInPayload, idToken: String)? {
-        guard code.count <= 256,
-              let found = try await database.consumeCode(hash: OneTimeValue.hash(code), tenantId: tenantId)
+        guard let found = SealedSignInCode.open(code, tenantId: tenantId, with: box), found.expiresAt > Date(),
+              try await database.redeemCode(
+                nonce: found.nonce, expiresAt: found.expiresAt, connectionId: found.connectionId,
+                accountId: found.payload.accountId)
         else { return nil }
-        let payload = try JSONDecoder().decode(
-            SignInPayload.self, from: box.open(found.payload, context: "signin_code:\(tenantId)"))
+        let payload = found.payload
         let now = Self.wholeSeconds()
         let claims = IDTokenClaims(
             iss: IssuerClaim(value: config.issuer), aud: AudienceClaim(value: [tenantId]),
@@ -329,17 +360,28 @@ final class Gateway: Sendable {
     /// Now, truncated to the second: JWT times are NumericDates, and some libraries refuse fractions.
     static func wholeSeconds() -> Date { Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down)) }
 
-    /// `url` with `parameters` appended to its query (nil values left out), percent-encoded.
-    static func appendQuery(to url: String, _ parameters: [(String, String?)]) -> URL {
+    /// `url` with `parameters` appended to its query (nil values left out), percent-encoded. A string, not a URL:
+    /// it goes straight into a `Location` header, and parsing it back costs more than building it.
+    static func appendQuery(to url: String, _ parameters: [(String, String?)]) -> String {
         let query = parameters.compactMap { name, value in
-            value.map { "\(name)=\(AtlassianClient.percentEncode($0))" }
+            value.map { "\(name)=\(QueryValue.encode($0))" }
         }.joined(separator: "&")
         let separator = url.contains("?") ? (url.hasSuffix("?") || url.hasSuffix("&") ? "" : "&") : "?"
-        return URL(string: url + separator + query)!
+        return url + separator + query
     }
 
     /// An error's kind for a log line: Atlassian's typed errors carry no secrets; anything else only by type.
     static func kind(of error: any Error) -> String {
         (error as? AtlassianError).map { "\($0)" } ?? "\(type(of: error))"
     }
+}
+
+/// Nonces being handled by this process, so the same one is never handled twice at once.
+final class InFlightNonces: Sendable {
+    private let nonces = Mutex(Set<Data>())
+
+    /// False when the nonce is already being handled.
+    func claim(_ nonce: Data) -> Bool { nonces.withLock { $0.insert(nonce).inserted } }
+
+    func release(_ nonce: Data) { _ = nonces.withLock { $0.remove(nonce) } }
 }

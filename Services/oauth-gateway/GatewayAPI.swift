@@ -38,8 +38,10 @@ struct TenantCredentials: ResponseCodable {
     var clientSecret: String
 }
 
+/// A page of tenants; `nextCursor` is absent on the last page.
 struct TenantList: ResponseCodable {
     var tenants: [TenantView]
+    var nextCursor: String?
 }
 
 struct RotatedKey: ResponseCodable {
@@ -66,20 +68,26 @@ struct ReportingTokenResponse: ResponseCodable {
 /// behind `LETHE_INTERNAL_TOKEN`. Every bad input is a 400 with the reason.
 enum GatewayAPI {
     static let maxBody = 64 * 1024
+    /// Cursors of `GET /v1/tenants` (kind `t`: another list's cursor is refused).
+    static let tenantCursor = PageCursor(kind: "t")
 
     static func addRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, adminToken: String, internalToken: String,
                           issuer: String) {
         let admin = BearerSecret(adminToken, realm: "admin token")
+        let tenantCursor = Self.tenantCursor
         let internalSecret = BearerSecret(internalToken, realm: "internal token")
 
         @Sendable func view(_ tenant: TenantRecord) async throws -> TenantView {
-            var app: TenantView.App?
-            if let appId = tenant.appId, let record = try await gateway.database.app(appId) {
-                app = .init(appId: record.appId, shared: record.shared, callbackUrl: record.callbackURL, scopes: record.scopes)
-            }
-            return TenantView(
+            view(tenant, app: try await tenant.appId.asyncFlatMap { try await gateway.database.app($0) })
+        }
+
+        @Sendable func view(_ tenant: TenantRecord, app record: AppRecord?) -> TenantView {
+            TenantView(
                 tenantId: tenant.tenantId, returnUrls: tenant.returnURLs, erasurePolicy: tenant.erasurePolicy,
-                deadlineDays: tenant.deadlineDays, app: app)
+                deadlineDays: tenant.deadlineDays,
+                app: record.map {
+                    .init(appId: $0.appId, shared: $0.shared, callbackUrl: $0.callbackURL, scopes: $0.scopes)
+                })
         }
 
         /// The path's tenant, after checking the bearer is that tenant's access token (another tenant's: 404).
@@ -153,9 +161,13 @@ enum GatewayAPI {
 
         router.get("/v1/tenants") { request, _ -> TenantList in
             try admin.require(request)
-            var views: [TenantView] = []
-            for tenant in try await gateway.database.tenants() { views.append(try await view(tenant)) }
-            return TenantList(tenants: views)
+            let query = request.uri.queryParameters
+            let limit = try PageCursor.parseLimit(query.get("limit"), default: 100, maximum: 500)
+            let page = try await gateway.database.tenants(
+                afterRow: try tenantCursor.parse(query.get("cursor")), limit: limit)
+            return TenantList(
+                tenants: page.tenants.map { view($0.0, app: $0.1) },
+                nextCursor: page.lastRow.map(tenantCursor.make(after:)))
         }
 
         router.post("/v1/tenants/:tenant/credentials") { request, context -> Response in
@@ -260,7 +272,7 @@ enum GatewayAPI {
                 throw HTTPError(.badRequest, message: "state is required (1 to 512 characters)")
             }
             do {
-                let url = try await gateway.startSignIn(tenantId: tenantId, redirectURI: redirectURI, tenantState: state)
+                let url = try gateway.startSignIn(tenantId: tenantId, redirectURI: redirectURI, tenantState: state)
                 return Self.redirect(url)
             } catch Gateway.SignInError.unknownTenant {
                 throw HTTPError(.notFound, message: "unknown tenant")
@@ -384,8 +396,10 @@ enum GatewayAPI {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
-    static func redirect(_ url: URL) -> Response {
-        Response(status: .found, headers: [.location: url.absoluteString, .cacheControl: "no-store"])
+    static func redirect(_ url: URL) -> Response { redirect(url.absoluteString) }
+
+    static func redirect(_ location: String) -> Response {
+        Response(status: .found, headers: [.location: location, .cacheControl: "no-store"])
     }
 
     /// `lethe` is reserved: it is the audience of tenant access tokens, and an ID token's audience is its tenant.
@@ -413,4 +427,12 @@ enum GatewayAPI {
 enum SignInRoutes {
     /// Where Atlassian sends the browser back; every app's registered callback URL is `<public URL>` + this.
     static let callbackPath = "/v1/signin/atlassian/callback"
+}
+
+extension Optional {
+    /// `flatMap` with an async transform.
+    func asyncFlatMap<U>(_ transform: (Wrapped) async throws -> U?) async rethrows -> U? {
+        guard let value = self else { return nil }
+        return try await transform(value)
+    }
 }

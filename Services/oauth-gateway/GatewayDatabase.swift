@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import Messaging
 import Storage
+import Synchronization
 
 /// A tenant as the gateway keeps it (the secret only as a hash).
 struct TenantRecord: Sendable, Equatable {
@@ -51,27 +52,24 @@ struct ConnectionRecord: Sendable, Equatable {
     var leaseUntil: Date?
 }
 
-/// A pending sign-in: what a one-time state stands for.
-struct PendingSignIn: Sendable, Equatable {
-    var tenantId: String
-    var appId: String
-    var redirectURI: String
-    var tenantState: String?
-}
-
-/// The gateway's SQLite file: tenants, apps, connections, pending sign-ins and sign-in codes, signing keys, data
-/// keys, the suppression list and the outbox. Every method is one transaction; every event a change announces is
-/// enqueued in the same transaction.
+/// The gateway's SQLite file: tenants, apps, connections, the single use of sign-in states and codes, signing keys,
+/// data keys, the suppression list and the outbox. Every method is one transaction; every event a change announces
+/// is enqueued in the same transaction.
 ///
-/// One-time values (states, sign-in codes) are stored as SHA-256 hashes, so the file never holds a usable one.
+/// Sign-in states and codes are never stored (they are sealed values carried by the flow), only a random nonce per
+/// use; client secrets are stored as SHA-256 hashes. So the file never holds a usable one-time value.
 /// `secure_delete` is on, so erased tokens and accountIds are overwritten rather than left in free pages.
 final class GatewayDatabase: Sendable {
     let database: SQLiteDatabase
     let topics: GatewayTopics
 
+    /// Batches the synced writes of concurrent sign-ins into one transaction (one disk sync).
+    let signIns: GroupCommit
+
     init(path: String, topics: GatewayTopics) throws {
         database = try SQLiteDatabase(path: path, migrations: Self.migrations, secureDelete: true)
         self.topics = topics
+        signIns = GroupCommit(database: database)
     }
 
     var writer: DatabaseWriter { database.pool }
@@ -150,6 +148,19 @@ final class GatewayDatabase: Sendable {
                 ) WITHOUT ROWID;
                 """)
         },
+        // Sign-in states and codes became sealed values carried by the flow itself (SealedSignInState,
+        // SealedSignInCode): only their single use is recorded, under a random nonce, until they expire.
+        Migration("oauth-gateway.v2.signin-nonces") { db in
+            try db.execute(sql: """
+                DROP TABLE signin_states;
+                DROP TABLE signin_codes;
+                CREATE TABLE signin_nonces (
+                    nonce BLOB PRIMARY KEY,
+                    expires_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX signin_nonces_by_expiry ON signin_nonces(expires_at);
+                """)
+        },
     ]
 
     // MARK: Tenants
@@ -190,9 +201,19 @@ final class GatewayDatabase: Sendable {
         try await database.read { db in try Self.tenant(tenantId, in: db) }
     }
 
-    func tenants() async throws -> [TenantRecord] {
+    /// A page of tenants in creation order, each with its app, after the row `afterRow` (0: from the start), and the
+    /// last row's id when there may be more.
+    func tenants(afterRow: Int64, limit: Int) async throws -> (tenants: [(TenantRecord, AppRecord?)], lastRow: Int64?) {
         try await database.read { db in
-            try Row.fetchAll(try db.cachedStatement(sql: "SELECT * FROM tenants ORDER BY tenant_id")).map(Self.tenantRecord)
+            let rows = try Row.fetchAll(
+                try db.cachedStatement(
+                    sql: "SELECT rowid AS row_id, * FROM tenants WHERE rowid > ? ORDER BY rowid LIMIT ?"),
+                arguments: [afterRow, limit])
+            let tenants = try rows.map { row -> (TenantRecord, AppRecord?) in
+                let tenant = try Self.tenantRecord(row)
+                return (tenant, try tenant.appId.flatMap { try Self.app($0, in: db) })
+            }
+            return (tenants, rows.count == limit ? rows.last?["row_id"] : nil)
         }
     }
 
@@ -259,14 +280,6 @@ final class GatewayDatabase: Sendable {
         }
     }
 
-    /// The tenant and its app, read together (the sign-in start's one read).
-    func tenantAndApp(_ tenantId: String) async throws -> (TenantRecord, AppRecord?)? {
-        try await database.read { db in
-            guard let tenant = try Self.tenant(tenantId, in: db) else { return nil }
-            return (tenant, try tenant.appId.flatMap { try Self.app($0, in: db) })
-        }
-    }
-
     func app(_ appId: String) async throws -> AppRecord? {
         try await database.read { db in try Self.app(appId, in: db) }
     }
@@ -284,22 +297,38 @@ final class GatewayDatabase: Sendable {
             arguments: [tenantId]).map(tenantRecord)
     }
 
+    /// Decoded return URL lists by their stored JSON text: every sign-in start and callback reads the tenant, and
+    /// JSONDecoder costs more than the SQLite read. Keyed by the text itself, so a changed list is a new entry.
+    private static let returnURLCache = Mutex<[String: [String]]>([:])
+
+    private static func returnURLs(_ json: String) throws -> [String] {
+        if let known = returnURLCache.withLock({ $0[json] }) { return known }
+        let urls = try JSONDecoder().decode([String].self, from: Data(json.utf8))
+        returnURLCache.withLock { cache in
+            if cache.count >= 10_000 { cache.removeAll() }
+            cache[json] = urls
+        }
+        return urls
+    }
+
     private static func tenantRecord(_ row: Row) throws -> TenantRecord {
         TenantRecord(
             tenantId: row["tenant_id"],
-            returnURLs: try JSONDecoder().decode([String].self, from: Data((row["return_urls"] as String).utf8)),
+            returnURLs: try returnURLs(row["return_urls"]),
             erasurePolicy: ErasurePolicy(rawValue: row["erasure_policy"]) ?? .delete,
             deadlineDays: row["deadline_days"], appId: row["app_id"])
     }
 
     private static func app(_ appId: String, in db: GRDB.Database) throws -> AppRecord? {
         try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM apps WHERE app_id = ?"),
-            arguments: [appId]).map { row in
-            AppRecord(
-                appId: row["app_id"], tenantId: row["tenant_id"], shared: row["shared"], callbackURL: row["callback_url"],
-                scopes: (row["scopes"] as String).split(separator: " ").map(String.init),
-                ownerConnectionId: row["owner_connection_id"])
-        }
+            arguments: [appId]).map(appRecord)
+    }
+
+    private static func appRecord(_ row: Row) -> AppRecord {
+        AppRecord(
+            appId: row["app_id"], tenantId: row["tenant_id"], shared: row["shared"], callbackURL: row["callback_url"],
+            scopes: (row["scopes"] as String).split(separator: " ").map(String.init),
+            ownerConnectionId: row["owner_connection_id"])
     }
 
     /// Enqueues `TenantConfigured` with the tenant's current settings (never a secret).
@@ -315,64 +344,87 @@ final class GatewayDatabase: Sendable {
             OutgoingMessage(event: event, topic: topics.tenants, key: tenantId, source: GatewayTopics.source), in: db)
     }
 
-    // MARK: Sign-in states and codes
+    // MARK: Sign-in nonces
     //
-    // States and sign-in codes live minutes and seconds; their writes are not synced to disk (`writeUnsynced`): they
-    // survive a gateway crash, and a power loss at worst undoes a pending sign-in (the user signs in again) or a
-    // consumption within the last moments before it (the code at Atlassian is single-use whatever happens here).
-    // That keeps the one synced write of a sign-in the one that stores the grant.
+    // Pending sign-ins and sign-in codes are sealed values (SealedSignInState, SealedSignInCode); what is stored is
+    // their single use, as a random nonce kept until the value expires. A state's nonce is recorded by the synced
+    // transaction that completes the sign-in; other records are not synced (`writeUnsynced`): they survive a gateway
+    // crash, and a power loss at worst lets a code be exchanged once more by the tenant it was issued to, or a refused
+    // callback be refused again (the code at Atlassian is single-use whatever happens here).
 
-    func storeState(hash: Data, pending: PendingSignIn, expiresAt: Date) async throws {
-        try await database.writeUnsynced { db in
-            try db.cachedStatement(sql: """
-                    INSERT INTO signin_states (state_hash, tenant_id, app_id, redirect_uri, tenant_state, expires_at)
-                    VALUES (?, ?, ?, ?, ?, ?)
-                    """)
-                        .execute(arguments: [hash, pending.tenantId, pending.appId, pending.redirectURI, pending.tenantState,
-                            expiresAt.timeIntervalSince1970])
-        }
+    /// What the callback needs before it exchanges Atlassian's code, read together without leaving the calling thread.
+    struct CallbackContext: Sendable {
+        var returnURLs: [String]
+        var app: AppRecord
+        var sealedSecret: Data?
+        var nonceUsed: Bool
     }
 
-    /// Removes the state and returns what it stood for, if it existed and had not expired. A second call for the
-    /// same state returns nil: a state is good for one callback.
-    func consumeState(hash: Data, now: Date = Date()) async throws -> PendingSignIn? {
-        try await database.writeUnsynced { db in
-            guard let row = try Row.fetchOne(try db.cachedStatement(sql: "DELETE FROM signin_states WHERE state_hash = ? RETURNING *"),
-                arguments: [hash])
+    /// The tenant's return URLs, the app and its sealed secret, and whether `nonce` was used; nil when the tenant or
+    /// the app is gone. A synchronous read: SQLite answers this in microseconds, less than two thread hops cost.
+    func callbackContext(tenantId: String, appId: String, nonce: Data) throws -> CallbackContext? {
+        try database.pool.read { db -> CallbackContext? in
+            guard let tenant = try Self.tenant(tenantId, in: db),
+                  let row = try Row.fetchOne(
+                    try db.cachedStatement(sql: "SELECT * FROM apps WHERE app_id = ?"), arguments: [appId])
             else { return nil }
-            guard (row["expires_at"] as Double) > now.timeIntervalSince1970 else { return nil }
-            return PendingSignIn(
-                tenantId: row["tenant_id"], appId: row["app_id"], redirectURI: row["redirect_uri"],
-                tenantState: row["tenant_state"])
+            let used = try Int.fetchOne(
+                try db.cachedStatement(sql: "SELECT 1 FROM signin_nonces WHERE nonce = ?"), arguments: [nonce]) != nil
+            return CallbackContext(
+                returnURLs: tenant.returnURLs, app: Self.appRecord(row), sealedSecret: row["client_secret"],
+                nonceUsed: used)
         }
     }
 
-    /// Removes the code and returns its sealed payload and connection, if it was issued to `tenantId` and has not
-    /// expired. A code presented by another tenant is left alone (that tenant learns nothing, the owner can still use
-    /// it).
-    func consumeCode(hash: Data, tenantId: String, now: Date = Date()) async throws -> (connectionId: String, payload: Data)? {
+    /// The tenant and its app, read without leaving the calling thread (the sign-in start's one read).
+    func tenantAndAppNow(_ tenantId: String) throws -> (TenantRecord, AppRecord?)? {
+        try database.pool.read { db in
+            guard let tenant = try Self.tenant(tenantId, in: db) else { return nil }
+            return (tenant, try tenant.appId.flatMap { try Self.app($0, in: db) })
+        }
+    }
+
+    /// Records a sealed value's single use; false when it was already used.
+    func recordNonce(_ nonce: Data, expiresAt: Date) async throws -> Bool {
+        try await database.writeUnsynced { db in try Self.insertNonce(nonce, expiresAt: expiresAt, in: db) }
+    }
+
+    /// The exchange of a sign-in code: records its single use, if the connection it names still holds the account
+    /// (an erasure since the sign-in makes the code worthless). False when used before or the connection is gone.
+    func redeemCode(nonce: Data, expiresAt: Date, connectionId: String, accountId: String) async throws -> Bool {
         try await database.writeUnsynced { db in
-            guard let row = try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM signin_codes WHERE code_hash = ?"),
-                arguments: [hash]),
-                (row["tenant_id"] as String) == tenantId
-            else { return nil }
-            try db.cachedStatement(sql: "DELETE FROM signin_codes WHERE code_hash = ?").execute(arguments: [hash])
-            guard (row["expires_at"] as Double) > now.timeIntervalSince1970 else { return nil }
-            return (row["connection_id"], row["payload"])
+            guard try Int.fetchOne(
+                try db.cachedStatement(sql: """
+                    SELECT 1 FROM connections WHERE connection_id = ? AND account_id = ? AND state = 'active'
+                    """),
+                arguments: [connectionId, accountId]) != nil
+            else { return false }
+            return try Self.insertNonce(nonce, expiresAt: expiresAt, in: db)
         }
     }
 
-    /// Deletes expired states and codes (their sealed profiles with them).
+    private static func insertNonce(_ nonce: Data, expiresAt: Date, in db: GRDB.Database) throws -> Bool {
+        try db.cachedStatement(
+            sql: "INSERT INTO signin_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .execute(arguments: [nonce, expiresAt.timeIntervalSince1970])
+        return db.changesCount == 1
+    }
+
+    /// Deletes the single-use records of expired states and codes (they can no longer be presented anyway), a
+    /// bounded number per transaction so the writer is never held long.
     @discardableResult
     func pruneExpired(now: Date = Date()) async throws -> Int {
-        try await database.write { db in
-            try db.cachedStatement(sql: "DELETE FROM signin_states WHERE expires_at <= ?")
-                .execute(arguments: [now.timeIntervalSince1970])
-            var count = db.changesCount
-            try db.cachedStatement(sql: "DELETE FROM signin_codes WHERE expires_at <= ?")
-                .execute(arguments: [now.timeIntervalSince1970])
-            count += db.changesCount
-            return count
+        var total = 0
+        while true {
+            let count = try await database.write { db in
+                try db.cachedStatement(sql: """
+                    DELETE FROM signin_nonces WHERE nonce IN
+                        (SELECT nonce FROM signin_nonces WHERE expires_at <= ? ORDER BY expires_at LIMIT 2000)
+                    """).execute(arguments: [now.timeIntervalSince1970])
+                return db.changesCount
+            }
+            total += count
+            if count < 2000 { return total }
         }
     }
 
@@ -392,15 +444,18 @@ final class GatewayDatabase: Sendable {
     }
 
     /// Stores the connection of a completed sign-in (new, or the same user signing in again), its sealed tokens
-    /// (sealed by the caller, which knows the connection id), the sign-in code and the `ProfileFetched` for
-    /// profile-store, in one transaction. Throws ``SuppressedAccount`` for a suppressed account.
+    /// (sealed by the caller, which knows the connection id), the state's single use and the `ProfileFetched` for
+    /// profile-store, in one durable transaction shared with concurrent sign-ins (``GroupCommit``). Throws
+    /// ``SuppressedAccount`` for a suppressed account, ``StateUsed`` when the state's nonce was recorded meanwhile.
     func completeSignIn(
-        tenantId: String, appId: String, accountId: String, test: Bool, profile: ProfileFetched, codeHash: Data,
-        codeExpiresAt: Date, seal: @escaping @Sendable (_ connectionId: String) throws -> (access: Data, refresh: Data?),
-        payload: @escaping @Sendable (_ userId: String) throws -> Data, accessExpiresAt: Date, now: Date = Date()
+        tenantId: String, appId: String, accountId: String, test: Bool, profile: ProfileFetched, stateNonce: Data,
+        stateExpiresAt: Date,
+        seal: @escaping @Sendable (_ connectionId: String) throws -> (access: Data, refresh: Data?),
+        accessExpiresAt: Date, now: Date = Date()
     ) async throws -> SignInResult {
         let topics = self.topics
-        return try await database.write { db in
+        return try await signIns.write { db in
+            guard try Self.insertNonce(stateNonce, expiresAt: stateExpiresAt, in: db) else { throw StateUsed() }
             if try Int.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM suppressed_accounts WHERE account_id = ?"),
                 arguments: [accountId]) != nil {
                 throw SuppressedAccount()
@@ -425,12 +480,13 @@ final class GatewayDatabase: Sendable {
             // The app's first connection owns PDR reporting for it until an erasure removes it.
             try db.cachedStatement(sql: "UPDATE apps SET owner_connection_id = ? WHERE app_id = ? AND owner_connection_id IS NULL")
                 .execute(arguments: [connectionId, appId])
-            try db.cachedStatement(sql: "INSERT INTO signin_codes (code_hash, tenant_id, connection_id, payload, expires_at) VALUES (?, ?, ?, ?, ?)")
-                .execute(arguments: [codeHash, tenantId, connectionId, try payload(userId), codeExpiresAt.timeIntervalSince1970])
             try Self.enqueueProfile(profile, topics: topics, in: db)
             return SignInResult(connectionId: connectionId, userId: userId)
         }
     }
+
+    /// The sign-in's state was used by another callback meanwhile (a replay that raced the first use).
+    struct StateUsed: Error {}
 
     struct SuppressedAccount: Error {}
 
@@ -586,7 +642,6 @@ final class GatewayDatabase: Sendable {
             }
             var outcome = ErasureOutcome.nothingHeld
             for id in ids {
-                try db.cachedStatement(sql: "DELETE FROM signin_codes WHERE connection_id = ?").execute(arguments: [id])
                 try db.cachedStatement(sql: "UPDATE apps SET owner_connection_id = NULL WHERE owner_connection_id = ?")
                     .execute(arguments: [id])
                 let dropTokens = """

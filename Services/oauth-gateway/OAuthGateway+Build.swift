@@ -55,10 +55,6 @@ func buildOAuthGateway(
         try await database.registerSharedApp(
             appId: shared.clientId, callbackURL: shared.callbackURL, scopes: Gateway.defaultScopes)
     }
-    let atlassian = AtlassianClient(config: config.atlassian, httpClient: .shared, logger: logger)
-    let gateway = Gateway(
-        config: config, database: database, box: box, signer: signer, atlassian: atlassian, logger: logger)
-
     let producer = try KafkaProducer(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "oauth-gateway"), logger: logger)
     // Sent profiles hold personal data: keep them only briefly (the relay prunes about once a minute).
@@ -78,6 +74,16 @@ func buildOAuthGateway(
         handler: GatewayErasureHandler(database: database, checkpointer: checkpointer), producer: producer,
         bootstrapServers: kafka.bootstrapServers, logger: logger)
 
+    // Created after everything that can throw, so a failed start never leaves a client that was not shut down.
+    // Its own client rather than HTTPClient.shared: the shared one keeps at most 8 connections per host, and every
+    // sign-in in flight makes two sequential calls to Atlassian, so concurrent sign-ins queued for a connection.
+    var httpConfiguration = HTTPClient.Configuration.singletonConfiguration
+    httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+    let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+    let atlassian = AtlassianClient(config: config.atlassian, httpClient: httpClient, logger: logger)
+    let gateway = Gateway(
+        config: config, database: database, box: box, signer: signer, atlassian: atlassian, logger: logger)
+
     let router = Router()
     router.addOperationalRoutes(
         readiness: [
@@ -93,7 +99,8 @@ func buildOAuthGateway(
         logger: logger)
     let group = ServiceGroup(configuration: .init(
         services: [
-            .init(service: producer), .init(service: relay), .init(service: checkpointer), .init(service: participant),
+            .init(service: HTTPClientService(client: httpClient)), .init(service: producer), .init(service: relay),
+            .init(service: checkpointer), .init(service: participant),
             .init(service: StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger)),
             .init(service: ExpiryPruner(database: database, logger: logger)),
             .init(service: app),
@@ -116,5 +123,15 @@ struct ExpiryPruner: Service {
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(30)) }
         }
+    }
+}
+
+/// Shuts the gateway's HTTP client down after everything that uses it stopped (it is listed first, so it stops last).
+struct HTTPClientService: Service {
+    let client: HTTPClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await client.shutdown()
     }
 }

@@ -89,13 +89,25 @@ struct SignInTests {
             let forged = try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=forged")
             #expect(forged.status == 400 && forged.location == nil)
             #expect(try await harness.get(SignInRoutes.callbackPath + "?code=\(code)").status == 400)
-            let expiredState = OneTimeValue.make()
-            try await parts.database.storeState(
-                hash: OneTimeValue.hash(expiredState),
-                pending: PendingSignIn(
-                    tenantId: "acme", appId: "acme-app", redirectURI: "https://tenant.example/return", tenantState: "s"),
-                expiresAt: Date().addingTimeInterval(-1))
+            // A state sealed by this gateway but expired; the real state altered by one character; a sealed value of
+            // another purpose (a sign-in code's box for the same tenant) presented as a state.
+            let realState = try #require(GatewayHarness.query(of: callback)["state"])
+            let expiredState = try SealedSignInState(
+                tenantId: "acme", appId: "acme-app", returnURLHash: OneTimeValue.hash("https://tenant.example/return"),
+                tenantState: "s", expiresAt: Date().addingTimeInterval(-1), nonce: SignInNonce.make()
+            ).seal(with: parts.gateway.box)
             #expect(try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=\(expiredState)").status == 400)
+            var tampered = Array(realState)
+            tampered[tampered.count / 2] = tampered[tampered.count / 2] == "A" ? "B" : "A"
+            let tamperedAnswer = try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=\(String(tampered))")
+            #expect(tamperedAnswer.status == 400)
+            let otherPurpose = try SealedSignInCode(
+                connectionId: "c", payload: SignInPayload(userId: "u", accountId: "a", appId: "acme-app", test: false,
+                                                          profile: .init()),
+                expiresAt: Date().addingTimeInterval(60), nonce: SignInNonce.make()
+            ).seal(with: parts.gateway.box, tenantId: "acme")
+            let otherAnswer = try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=\(otherPurpose)")
+            #expect(otherAnswer.status == 400)
             #expect(try await harness.tokenCalls("acme-app").exchanges == 0)
 
             // The real callback works once; replaying it is refused before any exchange.
@@ -125,6 +137,65 @@ struct SignInTests {
             let deniedQuery = GatewayHarness.query(of: try #require(denied.location))
             #expect(deniedQuery["error"] == "access_denied" && deniedQuery["state"] == "s2" && deniedQuery["code"] == nil)
             #expect(try await harness.tokenCalls("acme-app").exchanges == 1)
+        }
+    }
+
+    @Test("a callback sent 8 times at once completes once; a state whose return URL was removed meanwhile is refused")
+    func concurrentReplayAndRemovedReturnURL() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await harness.createTenant("acme")
+            try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
+            try await harness.sandboxUser("5b10ac8d82e05b22cc7d4ef5", name: "Ada Lovelace", email: "ada@example.com")
+
+            // The state's use is recorded when the sign-in completes; until then, the same state in flight is refused.
+            let callback = try await harness.callbackURL(tenant: "acme", accountId: "5b10ac8d82e05b22cc7d4ef5")
+            let answers = try await withThrowingTaskGroup(of: HTTPAnswer.self) { group in
+                for _ in 0..<8 { group.addTask { try await harness.get(callback) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.filter { $0.status == 302 }.count == 1)
+            #expect(answers.filter { $0.status == 400 && $0.location == nil }.count == 7)
+            #expect(try await harness.tokenCalls("acme-app").exchanges == 1)
+
+            // A sign-in started towards a return URL the tenant then removes does not go back there.
+            let pending = try await harness.callbackURL(tenant: "acme", accountId: "5b10ac8d82e05b22cc7d4ef5")
+            let settings = try await harness.send(
+                .PUT, "/v1/tenants/acme/settings", bearer: acme.token,
+                json: ["returnUrls": ["https://tenant.example/new"]])
+            #expect(settings.status == 200)
+            let refused = try await harness.get(pending)
+            #expect(refused.status == 400 && refused.location == nil)
+            #expect(try await harness.tokenCalls("acme-app").exchanges == 1)
+        }
+    }
+
+    @Test("GET /v1/tenants pages with limit and cursor, in creation order; bad limits and foreign cursors get 400")
+    func tenantListPages() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let ids = ["delta", "alpha", "charlie", "bravo", "echo"]
+            for id in ids { _ = try await harness.createTenant(id) }
+            var seen: [String] = []
+            var cursor: String?
+            var pages = 0
+            repeat {
+                let page = try await harness.get(
+                    "/v1/tenants?limit=2" + (cursor.map { "&cursor=\($0)" } ?? ""), bearer: GatewayHarness.adminToken)
+                #expect(page.status == 200)
+                let tenants = try #require(page.json["tenants"] as? [[String: Any]])
+                #expect(tenants.count <= 2 && tenants.allSatisfy { $0.keys.contains("app") })
+                seen += tenants.compactMap { $0["tenantId"] as? String }
+                cursor = page.json["nextCursor"] as? String
+                pages += 1
+            } while cursor != nil && pages < 10
+            #expect(seen == ids && pages == 3)
+            let all = try await harness.get("/v1/tenants", bearer: GatewayHarness.adminToken)
+            #expect((all.json["tenants"] as? [Any])?.count == 5 && all.json["nextCursor"] == nil)
+            let foreignCursor = PageCursor(kind: "r").make(after: 1)
+            for bad in ["limit=0", "limit=501", "limit=x", "cursor=\(foreignCursor)", "cursor=%%%"] {
+                let answer = try await harness.get("/v1/tenants?\(bad)", bearer: GatewayHarness.adminToken)
+                #expect(answer.status == 400, "\(bad)")
+            }
+            #expect(try await harness.get("/v1/tenants?limit=2").status == 401)
         }
     }
 

@@ -185,6 +185,8 @@ struct VaultTests {
                     accountId: accountId, policy: policy, cause: cause, issuedAt: Date(),
                     deadline: Date().addingTimeInterval(86_400))
             }
+            // Ada signs in once more, but the tenant has not exchanged the code when the erasure arrives.
+            let unexchanged = try #require(try await harness.signIn(tenant: "acme", accountId: Self.ada)["code"])
             let commands = [
                 command(Self.ada, .delete, cause: .atlassianClosed), command(Self.grace, .scrub),
                 command(lin, .disassociate), command("5b10ac8d82e05b22cc7d4ef8", .delete),
@@ -212,6 +214,10 @@ struct VaultTests {
             #expect(rows.allSatisfy { !$0.tokens })
             #expect(Set(rows.map(\.accountId)) == [Self.grace, nil])
             #expect(try await harness.reportingToken("acme-app").status == 409)
+            // The code issued before the erasure no longer yields Ada's profile.
+            let late = try await harness.send(
+                .POST, "/v1/signin/exchange", bearer: acme.token, json: ["code": unexchanged])
+            #expect(late.status == 400 && !late.body.contains("Ada"))
             // Their names and emails leave the file and its WAL too (the outbox's profiles of the accounts go with
             // the erasure; the WAL is emptied within about a second).
             let pii = ["Ada Lovelace", "ada@example.com", "Grace Hopper", "grace@example.com", "lin@example.com"]

@@ -8,7 +8,9 @@ import NIOHTTP1
 /// Sets up a tenant with its own app (sandbox + gateway) and 100 sandbox users, then runs, in this process and on the
 /// same machine: `count` bare sandbox sequences (authorize → token → /me, what any OAuth client does) and `count`
 /// complete sign-ins through the gateway (start → sandbox authorize → callback → exchange), each with `concurrency`
-/// in flight. A warm-up of 200 of each comes first and is not counted. Last line:
+/// in flight. A warm-up of 200 of each comes first and is not counted. Then, as a reference, `count` GETs of the
+/// sandbox's /health/live (a Hummingbird hello world). Before the last line, the CPU per operation of the sandbox,
+/// the gateway and this driver, from /proc. Last line:
 /// `signin: <n>/s, p99 <ms> ms (sandbox alone <n>/s, p99 <ms> ms; added p99 <ms> ms)`
 @main
 struct SignInBench {
@@ -26,9 +28,26 @@ struct SignInBench {
             let bench = try await Bench.setUp(http: http, gateway: arguments[1], sandbox: arguments[2], admin: arguments[3])
             _ = try await bench.measure(200, concurrency: concurrency, bench.sandboxAlone)
             _ = try await bench.measure(200, concurrency: concurrency, bench.signIn)
+            let processes = CPUProbe.processes()
+            let aloneCPU = CPUProbe(processes)
             let alone = try await bench.measure(count, concurrency: concurrency, bench.sandboxAlone)
+            let aloneUsage = aloneCPU.perOperation(count)
+            let fullCPU = CPUProbe(processes)
             let full = try await bench.measure(count, concurrency: concurrency, bench.signIn)
+            let fullUsage = fullCPU.perOperation(count)
+            // A reference in the same setup: the cheapest request a Hummingbird service answers (the sandbox's
+            // /health/live, a hello world), to set what one served and one made HTTP request cost on this machine.
+            _ = try await bench.measure(200, concurrency: concurrency, bench.helloWorld)
+            let helloCPU = CPUProbe(processes)
+            let hello = try await bench.measure(count, concurrency: concurrency, bench.helloWorld)
+            let helloUsage = helloCPU.perOperation(count)
             try await http.shutdown()
+            print(String(format: "reference: hello world %.0f/s, p99 %.1f ms; ", hello.rate, hello.p99)
+                + "cpu ms per request: \(helloUsage.text); machine busy \(helloUsage.busyPercent)%")
+            // Where the two cores went, per operation: what the gateway itself costs, and whether the machine (not
+            // the gateway) was the limit.
+            print("cpu ms per sandbox sequence: \(aloneUsage.text); machine busy \(aloneUsage.busyPercent)%")
+            print("cpu ms per sign-in: \(fullUsage.text); machine busy \(fullUsage.busyPercent)%")
             let added = full.p99 - alone.p99
             print(String(
                 format: "signin: %.0f/s, p99 %.1f ms (sandbox alone %.0f/s, p99 %.1f ms; added p99 %.1f ms)",
@@ -115,6 +134,11 @@ struct Bench: Sendable {
         return bench
     }
 
+    /// One GET of the sandbox's `/health/live`: a Hummingbird hello world.
+    func helloWorld(_: Int) async throws {
+        try expect(try await call(.GET, sandbox + "/health/live"), 200, "hello world")
+    }
+
     /// What any OAuth client does against Atlassian alone: authorize (consent), code for tokens, /me.
     func sandboxAlone(_ index: Int) async throws {
         let user = Self.users[index % Self.users.count]
@@ -123,13 +147,25 @@ struct Bench: Sendable {
             .GET, sandbox + "/authorize?client_id=\(appId)&scope=read%3Ame%20offline_access&redirect_uri="
                 + redirect.addingPercentEncoding(withAllowedCharacters: .alphanumerics)! + "&state=s&response_type=code&sandbox_user=\(user)")
         try expect(authorize, 302, "authorize")
-        let code = URLComponents(string: authorize.location!)!.queryItems!.first { $0.name == "code" }!.value!
+        guard let code = Self.queryValue("code", in: authorize.location!) else {
+            throw BenchError(description: "authorize: no code in the redirect")
+        }
         let token = try await call(.POST, sandbox + "/oauth/token", headers: [("content-type", "application/json")], body: """
             {"grant_type":"authorization_code","client_id":"\(appId)","client_secret":"\(Self.appSecret)","code":"\(code)","redirect_uri":"\(redirect)"}
             """)
         try expect(token, 200, "token")
         let access = json(token)["access_token"] as! String
         try expect(try await call(.GET, sandbox + "/me", headers: [("authorization", "Bearer \(access)")]), 200, "me")
+    }
+
+    /// A query parameter's value, percent-decoded: cheaper than URLComponents, which cost the driver more than the
+    /// HTTP call it parsed the answer of.
+    static func queryValue(_ name: String, in url: String) -> String? {
+        guard let query = url.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for pair in query.split(separator: "&") where pair.hasPrefix(name + "=") {
+            return String(pair.dropFirst(name.count + 1)).removingPercentEncoding
+        }
+        return nil
     }
 
     /// A complete sign-in through the gateway, as a browser and the tenant's backend do it.
@@ -143,7 +179,7 @@ struct Bench: Sendable {
         try expect(authorize, 302, "authorize")
         let callback = try await call(.GET, authorize.location!)
         try expect(callback, 302, "callback")
-        guard let code = URLComponents(string: callback.location!)?.queryItems?.first(where: { $0.name == "code" })?.value else {
+        guard let code = Self.queryValue("code", in: callback.location!) else {
             throw BenchError(description: "callback: no code in \(callback.location!)")
         }
         let exchange = try await call(
@@ -180,5 +216,75 @@ struct Bench: Sendable {
         let seconds = Double(total.components.seconds) + Double(total.components.attoseconds) / 1e18
         let p99 = latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))]
         return (Double(count) / seconds, p99)
+    }
+}
+
+/// CPU time of the bench's processes over a phase, from /proc (Linux): `BENCH_PIDS` names the others
+/// (`name=pid,…`; bench/signin.sh passes the gateway's and the sandbox's); the driver is this process.
+struct CPUProbe {
+    let processes: [(name: String, pid: String)]
+    let start: [Double]
+    let machineStart: (busy: Double, total: Double)
+
+    static func processes() -> [(name: String, pid: String)] {
+        let named = (ProcessInfo.processInfo.environment["BENCH_PIDS"] ?? "").split(separator: ",").compactMap {
+            pair -> (String, String)? in
+            let parts = pair.split(separator: "=")
+            return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
+        }
+        return named + [("driver", "self")]
+    }
+
+    let connectsStart: Double
+
+    init(_ processes: [(name: String, pid: String)]) {
+        self.processes = processes
+        start = processes.map { Self.seconds(pid: $0.pid) }
+        machineStart = Self.machine()
+        connectsStart = Self.tcpConnects()
+    }
+
+    /// TCP connections opened by the machine so far (/proc/net/snmp `Tcp: ActiveOpens`): a pool that does not keep
+    /// its connections alive shows here.
+    static func tcpConnects() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/net/snmp", encoding: .utf8) else { return 0 }
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("Tcp:") }
+        guard lines.count == 2 else { return 0 }
+        let names = lines[0].split(separator: " "), values = lines[1].split(separator: " ")
+        guard let index = names.firstIndex(of: "ActiveOpens"), index < values.count else { return 0 }
+        return Double(values[index]) ?? 0
+    }
+
+    /// utime + stime of a process, in seconds (0 when unreadable).
+    static func seconds(pid: String) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")")
+        else { return 0 }
+        // Fields after the command name: state is field 3, utime 14, stime 15.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Busy and total jiffies of the whole machine (/proc/stat's first line).
+    static func machine() -> (busy: Double, total: Double) {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let line = text.split(separator: "\n").first
+        else { return (0, 0) }
+        let values = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard values.count >= 5 else { return (0, 0) }
+        let total = values.reduce(0, +)
+        return (total - values[3] - values[4], total)
+    }
+
+    func perOperation(_ count: Int) -> (text: String, busyPercent: Int) {
+        let parts = zip(processes, start).map { process, before in
+            String(format: "%@ %.3f", process.name, (Self.seconds(pid: process.pid) - before) * 1000 / Double(count))
+        }
+        let now = Self.machine()
+        let busy = now.total > machineStart.total
+            ? Int(((now.busy - machineStart.busy) / (now.total - machineStart.total) * 100).rounded()) : 0
+        let connects = (Self.tcpConnects() - connectsStart) / Double(count)
+        return (parts.joined(separator: ", ") + String(format: "; tcp connects %.2f", connects), busy)
     }
 }
