@@ -329,7 +329,7 @@ final class Gateway: Sendable {
             try await database.profileRefreshed(
                 ProfileFetched(
                     tenantId: connection.tenantId, appId: connection.appId, accountId: profile.accountId,
-                    name: profile.name, email: profile.email, nickname: profile.nickname, picture: profile.picture,
+                    userId: connection.userId, name: profile.name, email: profile.email, nickname: profile.nickname, picture: profile.picture,
                     fetchedAt: Date()),
                 connectionId: connection.connectionId)
             logger.info("profile refreshed after updated", metadata: [

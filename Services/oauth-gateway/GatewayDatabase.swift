@@ -480,6 +480,9 @@ final class GatewayDatabase: Sendable {
             // The app's first connection owns PDR reporting for it until an erasure removes it.
             try db.cachedStatement(sql: "UPDATE apps SET owner_connection_id = ? WHERE app_id = ? AND owner_connection_id IS NULL")
                 .execute(arguments: [connectionId, appId])
+            // Filed under the user the ID token names (`sub`), so every service keeps the profile under that user.
+            var profile = profile
+            profile.userId = userId
             try Self.enqueueProfile(profile, topics: topics, in: db)
             return SignInResult(connectionId: connectionId, userId: userId)
         }

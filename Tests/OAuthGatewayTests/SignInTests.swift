@@ -54,6 +54,9 @@ struct SignInTests {
             #expect(Set(profiles.map(\.tenantId)) == ["acme", "globex"])
             #expect(profiles.first { $0.tenantId == "globex" }?.appId == GatewayHarness.sharedAppId)
             #expect(profiles.first { $0.tenantId == "acme" }?.name == "Ada Lovelace")
+            // Filed under the user the ID token names.
+            #expect(profiles.first { $0.tenantId == "acme" }?.userId == claims.sub.value)
+            #expect(profiles.first { $0.tenantId == "globex" }?.userId == grace["userId"] as? String)
             let tenants = try await readUntil(harness.kafka, topic: harness.topics.tenants) { messages in
                 let events = messages.compactMap { try? $0.decodeEvent(TenantConfigured.self) }
                 return events.contains { $0.tenantId == "globex" && $0.apps.first?.shared == true && $0.erasurePolicy == .scrub }

@@ -91,6 +91,9 @@ struct VaultTests {
                 messages.compactMap { try? $0.decodeEvent(ProfileFetched.self) }.filter { $0.name == "Ada King" }.count >= 20
             }.compactMap { try? $0.decodeEvent(ProfileFetched.self) }
             #expect(profiles.filter { $0.name == "Ada King" }.allSatisfy { $0.tenantId == "acme" && $0.appId == "acme-app" })
+            // A refresh is filed under the same user as the sign-in.
+            let signInUser = try #require(profiles.first { $0.name != "Ada King" }?.userId)
+            #expect(profiles.allSatisfy { $0.userId == signInUser })
             #expect(try await harness.tokenCalls("acme-app").refreshes == 1)
             #expect(try await harness.reportingToken("acme-app").status == 200)
         }
