@@ -61,12 +61,12 @@ struct ConnectionRecord: Sendable, Equatable {
 /// `secure_delete` is on, so erased tokens and accountIds are overwritten rather than left in free pages.
 final class GatewayDatabase: Sendable {
     let database: SQLiteDatabase
-    let topics: GatewayTopics
+    let topics: LetheTopics
 
     /// Batches the synced writes of concurrent sign-ins into one transaction (one disk sync).
     let signIns: GroupCommit
 
-    init(path: String, topics: GatewayTopics) throws {
+    init(path: String, topics: LetheTopics) throws {
         database = try SQLiteDatabase(path: path, migrations: Self.migrations, secureDelete: true)
         self.topics = topics
         signIns = GroupCommit(database: database)
@@ -332,7 +332,7 @@ final class GatewayDatabase: Sendable {
     }
 
     /// Enqueues `TenantConfigured` with the tenant's current settings (never a secret).
-    private static func announce(_ tenantId: String, topics: GatewayTopics, in db: GRDB.Database) throws {
+    private static func announce(_ tenantId: String, topics: LetheTopics, in db: GRDB.Database) throws {
         guard let tenant = try tenant(tenantId, in: db) else { return }
         var apps: [TenantConfigured.App] = []
         if let appId = tenant.appId, let app = try app(appId, in: db) {
@@ -341,7 +341,7 @@ final class GatewayDatabase: Sendable {
         let event = TenantConfigured(
             tenantId: tenantId, erasurePolicy: tenant.erasurePolicy, apps: apps, deadlineDays: tenant.deadlineDays)
         try Outbox.enqueue(
-            OutgoingMessage(event: event, topic: topics.tenants, key: tenantId, source: GatewayTopics.source), in: db)
+            OutgoingMessage(event: event, topic: topics.tenants, key: tenantId, source: LetheTopics.gatewaySource), in: db)
     }
 
     // MARK: Sign-in nonces
@@ -572,7 +572,7 @@ final class GatewayDatabase: Sendable {
                 requestId: UUID().uuidString.lowercased(), appId: connection.appId, accountId: accountId,
                 tenantId: connection.tenantId, cause: .refreshFailed, policy: .scrub)
             try Outbox.enqueue(
-                OutgoingMessage(event: request, topic: topics.erasureRequests, key: key.rawValue, source: GatewayTopics.source),
+                OutgoingMessage(event: request, topic: topics.erasureRequests, key: key.rawValue, source: LetheTopics.gatewaySource),
                 in: db)
         }
     }
@@ -587,10 +587,10 @@ final class GatewayDatabase: Sendable {
         }
     }
 
-    private static func enqueueProfile(_ profile: ProfileFetched, topics: GatewayTopics, in db: GRDB.Database) throws {
+    private static func enqueueProfile(_ profile: ProfileFetched, topics: LetheTopics, in db: GRDB.Database) throws {
         let key = try AccountKey(appId: profile.appId, accountId: profile.accountId)
         try Outbox.enqueue(
-            OutgoingMessage(event: profile, topic: topics.profiles, key: key.rawValue, source: GatewayTopics.source), in: db)
+            OutgoingMessage(event: profile, topic: topics.profiles, key: key.rawValue, source: LetheTopics.gatewaySource), in: db)
     }
 
     private static func connection(_ connectionId: String, in db: GRDB.Database) throws -> ConnectionRecord? {

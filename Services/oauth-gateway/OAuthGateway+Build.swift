@@ -25,7 +25,7 @@ func buildOAuthGateway(
     config: OAuthGatewayConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
 ) async throws -> OAuthGatewayParts {
     let kafka = config.standard.kafka
-    let topics = GatewayTopics(namespace: config.namespace)
+    let topics = LetheTopics(namespace: config.namespace)
     let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: logger)
     func spec(_ name: String, like base: String) -> TopicSpec {
         TopicSpec(name: name, partitions: kafka.topicPartitions, config: Topics.definition(named: base)!.kafkaConfig)

@@ -8,29 +8,9 @@ import ServiceKit
 import ServiceLifecycle
 import Storage
 
-/// The gateway's topics, each prefixed by `LETHE_TOPIC_NAMESPACE` when set.
-struct GatewayTopics: Sendable, Equatable {
+extension LetheTopics {
     /// `ce_source` of what the gateway publishes.
-    static let source = "lethe/oauth-gateway"
-
-    var tenants: String
-    var profiles: String
-    var pdrStatus: String
-    var erasureRequests: String
-    var erasureCommands: String
-    var erasureAcks: String
-    var erasureParticipants: String
-
-    init(namespace: String?) {
-        let name = TopicNamespace(prefix: namespace).name
-        tenants = name(Topics.tenants)
-        profiles = name(Topics.profiles)
-        pdrStatus = name(Topics.pdrStatus)
-        erasureRequests = name(Topics.erasureRequests)
-        erasureCommands = name(Topics.erasureCommands)
-        erasureAcks = name(Topics.erasureAcks)
-        erasureParticipants = name(Topics.erasureParticipants)
-    }
+    static let gatewaySource = "lethe/oauth-gateway"
 }
 
 /// Consumes `lethe.pdr.status.v1` and acts on `updated` (ARCHITECTURE.md flow 4): the profile is fetched again and

@@ -38,10 +38,10 @@ func buildPDRReporter(
     // Same partition count for accounts and reports (KAFKA_TOPIC_PARTITIONS): co-partitioning depends on it, and
     // ensureTopics refuses an existing topic whose count differs rather than silently breaking it.
     try await admin.ensureTopics([
-        spec(topics.accounts, like: Topics.definition(named: Topics.pdrAccounts)!),
-        spec(topics.reports, like: Topics.definition(named: Topics.pdrReports)!),
-        spec(topics.status, like: Topics.definition(named: Topics.pdrStatus)!),
-        spec(DeadLetterQueue.topic(for: topics.accounts), like: Topics.dlqDefinition(for: Topics.pdrAccounts)),
+        spec(topics.pdrAccounts, like: Topics.definition(named: Topics.pdrAccounts)!),
+        spec(topics.pdrReports, like: Topics.definition(named: Topics.pdrReports)!),
+        spec(topics.pdrStatus, like: Topics.definition(named: Topics.pdrStatus)!),
+        spec(DeadLetterQueue.topic(for: topics.pdrAccounts), like: Topics.dlqDefinition(for: Topics.pdrAccounts)),
     ])
 
     let schedule = Schedule(defaultCycle: config.cycle)
@@ -62,7 +62,7 @@ func buildPDRReporter(
     let consumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: kafka.bootstrapServers,
-            subscription: .group(id: config.groupId, topics: [topics.accounts]),
+            subscription: .group(id: config.groupId, topics: [topics.pdrAccounts]),
             // Tansu: a group's first join takes about half the session timeout; 6 s keeps both start and takeover
             // after a crash short.
             clientId: "pdr-reporter", offsetReset: .earliest, sessionTimeout: .seconds(6),

@@ -29,7 +29,7 @@ struct PDRReporterConfig: Sendable {
     /// prefix so runs sharing a broker never see each other's records. The group id gets the same prefix.
     var namespace: String?
     /// The topics, prefixed with the namespace.
-    var topics: PDRTopics
+    var topics: LetheTopics
     /// `PDR_RESTORE_TIMEOUT_SECONDS` (default 300): longest a partition restore may take before the instance gives up
     /// (and exits, so an orchestrator restarts it) rather than report from a half-restored registry.
     var restoreTimeout: Duration
@@ -37,7 +37,7 @@ struct PDRReporterConfig: Sendable {
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8082)
         namespace = try TopicNamespace(reader: reader).prefix
-        topics = PDRTopics(namespace: namespace)
+        topics = LetheTopics(namespace: namespace)
         restoreTimeout = .seconds(try reader.int("PDR_RESTORE_TIMEOUT_SECONDS", default: 300, range: 1...86_400))
         cycle = .seconds(try reader.int("PDR_CYCLE_SECONDS", default: 604_800, range: 1...(366 * 86_400)))
         requestInterval = .milliseconds(try reader.int("PDR_REQUEST_INTERVAL_MS", default: 1000, range: 1...3_600_000))
@@ -60,22 +60,5 @@ struct PDRReporterConfig: Sendable {
         settings.requestInterval = requestInterval
         settings.batchWindow = batchWindow
         return settings
-    }
-}
-
-/// The topics pdr-reporter reads and writes, each prefixed with `namespace.` when one is given.
-struct PDRTopics: Sendable, Equatable {
-    /// `lethe.pdr.accounts.v1`: what is held (consumed as a group).
-    var accounts: String
-    /// `lethe.pdr.reports.v1`: the reporter's changelog (produced after each call, read on restore).
-    var reports: String
-    /// `lethe.pdr.status.v1`: closed/updated answers.
-    var status: String
-
-    init(namespace: String?) {
-        let name = TopicNamespace(prefix: namespace).name
-        accounts = name(Topics.pdrAccounts)
-        reports = name(Topics.pdrReports)
-        status = name(Topics.pdrStatus)
     }
 }

@@ -31,25 +31,6 @@ struct StoredProfile: Sendable, Equatable {
     var fetchedAt: Date
 }
 
-/// Where profile-store publishes, so tests can use topics of their own.
-struct ProfileStoreTopics: Sendable, Equatable {
-    var profiles: String
-    var accounts: String
-    var erasureCommands: String
-    var erasureAcks: String
-    var erasureParticipants: String
-
-    /// The architecture's topic names, each prefixed with `namespace.` when one is given.
-    init(namespace: String?) {
-        let name = TopicNamespace(prefix: namespace).name
-        profiles = name(Topics.profiles)
-        accounts = name(Topics.pdrAccounts)
-        erasureCommands = name(Topics.erasureCommands)
-        erasureAcks = name(Topics.erasureAcks)
-        erasureParticipants = name(Topics.erasureParticipants)
-    }
-}
-
 /// profile-store's SQLite file: profiles per (tenant, app, accountId), the suppression list, the `AccountHeld` state
 /// last announced, and the outbox that announces it. Every write method is one transaction.
 final class ProfileDatabase: Sendable {

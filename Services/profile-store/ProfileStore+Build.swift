@@ -32,7 +32,7 @@ func buildProfileStore(
     let dlq = Topics.dlqDefinition(for: Topics.profiles)
     try await admin.ensureTopics([
         spec(topics.profiles, like: Topics.definition(named: Topics.profiles)!),
-        spec(topics.accounts, like: Topics.definition(named: Topics.pdrAccounts)!),
+        spec(topics.pdrAccounts, like: Topics.definition(named: Topics.pdrAccounts)!),
         spec(topics.erasureCommands, like: Topics.definition(named: Topics.erasureCommands)!),
         spec(topics.erasureAcks, like: Topics.definition(named: Topics.erasureAcks)!),
         spec(topics.erasureParticipants, like: Topics.definition(named: Topics.erasureParticipants)!),
@@ -41,7 +41,7 @@ func buildProfileStore(
     ])
 
     let database = try ProfileDatabase(
-        path: config.standard.dataDirectory.databaseFile("profile-store").path, accountsTopic: topics.accounts)
+        path: config.standard.dataDirectory.databaseFile("profile-store").path, accountsTopic: topics.pdrAccounts)
     let producer = try KafkaProducer(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "profile-store"),
         logger: logger)

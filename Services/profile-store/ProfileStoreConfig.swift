@@ -1,3 +1,4 @@
+import Contracts
 import ServiceKit
 
 /// Every setting of profile-store, read and validated at start. See README "Configuration".
@@ -6,7 +7,7 @@ struct ProfileStoreConfig: Sendable {
     var standard: StandardServiceConfig
     /// The topics, from `LETHE_TOPIC_NAMESPACE` (unset in production: the architecture's names; tests set a unique
     /// prefix so that runs sharing a broker never see each other's records). Group ids get the same prefix.
-    var topics: ProfileStoreTopics
+    var topics: LetheTopics
     /// `LETHE_TOPIC_NAMESPACE`, if set.
     var namespace: String?
     /// `PROFILE_STORE_INGEST_BATCH`: most profile events per SQLite transaction (default 5000). Under a backlog
@@ -20,7 +21,7 @@ struct ProfileStoreConfig: Sendable {
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8081)
         namespace = try TopicNamespace(reader: reader).prefix
-        topics = ProfileStoreTopics(namespace: namespace)
+        topics = LetheTopics(namespace: namespace)
         ingestBatch = try reader.int("PROFILE_STORE_INGEST_BATCH", default: 5000, range: 1...100_000)
         tenantAuth = try TenantAuthConfig(reader: reader)
     }

@@ -107,3 +107,34 @@ package struct TopicDefinition: Sendable, Hashable {
         return ["cleanup.policy": "delete", "retention.ms": String(retentionMs ?? -1)]
     }
 }
+
+/// Every topic of ``Topics`` inside an optional namespace (`<namespace>.lethe.…`), so that tests and benchmarks
+/// sharing one broker each get their own topics. One struct for every service: a topic has one property name
+/// everywhere, the constant's name in ``Topics``.
+package struct LetheTopics: Sendable, Equatable {
+    package var tenants: String
+    package var profiles: String
+    package var pdrAccounts: String
+    package var pdrReports: String
+    package var pdrStatus: String
+    package var erasureRequests: String
+    package var erasureCommands: String
+    package var erasureAcks: String
+    package var erasureParticipants: String
+    package var erasureCompleted: String
+
+    /// The architecture's names, each prefixed with `namespace.` when one is given (`LETHE_TOPIC_NAMESPACE`).
+    package init(namespace: String?) {
+        func name(_ topic: String) -> String { namespace.map { "\($0).\(topic)" } ?? topic }
+        tenants = name(Topics.tenants)
+        profiles = name(Topics.profiles)
+        pdrAccounts = name(Topics.pdrAccounts)
+        pdrReports = name(Topics.pdrReports)
+        pdrStatus = name(Topics.pdrStatus)
+        erasureRequests = name(Topics.erasureRequests)
+        erasureCommands = name(Topics.erasureCommands)
+        erasureAcks = name(Topics.erasureAcks)
+        erasureParticipants = name(Topics.erasureParticipants)
+        erasureCompleted = name(Topics.erasureCompleted)
+    }
+}

@@ -73,7 +73,7 @@ struct GatewayHarness: Sendable {
     var gatewayURL: String { "http://127.0.0.1:\(port)" }
     var sandboxURL: String { sandbox.baseURL.absoluteString.hasSuffix("/") ? String(sandbox.baseURL.absoluteString.dropLast()) : sandbox.baseURL.absoluteString }
     var callbackURL: String { gatewayURL + SignInRoutes.callbackPath }
-    var topics: GatewayTopics { GatewayTopics(namespace: namespace) }
+    var topics: LetheTopics { LetheTopics(namespace: namespace) }
 
     func environment(extra: [String: String] = [:]) -> [String: String] {
         [

@@ -34,7 +34,7 @@ struct PartitionedReportingTests {
         let tokens: SandboxTokens
         let accessToken: String
         let namespace: String
-        let topics: PDRTopics
+        let topics: LetheTopics
         let producer: KafkaProducer
         let bootstrapServers: String
         let logger: Logger
@@ -68,12 +68,12 @@ struct PartitionedReportingTests {
                 try OutgoingMessage(
                     event: AccountHeld(appId: PartitionedReportingTests.app, accountId: id,
                                        updatedAt: Date(timeIntervalSince1970: 1_700_000_000), tenantIds: ["t1"]),
-                    topic: topics.accounts, key: "\(PartitionedReportingTests.app):\(id)", source: "test")
+                    topic: topics.pdrAccounts, key: "\(PartitionedReportingTests.app):\(id)", source: "test")
             })
         }
 
         func tombstone(_ id: String) async throws {
-            try await producer.send(.tombstone(topic: topics.accounts, key: "\(PartitionedReportingTests.app):\(id)"))
+            try await producer.send(.tombstone(topic: topics.pdrAccounts, key: "\(PartitionedReportingTests.app):\(id)"))
         }
 
         func successes() async throws -> [String: [Date]] {
@@ -117,11 +117,11 @@ struct PartitionedReportingTests {
                 await tokens.add(appId: app, connectionId: "owner", token: token)
                 let namespace = uniqueName("pdr")
                 let world = World(sandbox: sandbox, tokens: tokens, accessToken: token, namespace: namespace,
-                                  topics: PDRTopics(namespace: namespace), producer: producer,
+                                  topics: LetheTopics(namespace: namespace), producer: producer,
                                   bootstrapServers: bootstrap, logger: logger)
                 // The topics exist before anything is produced, with the instances' partition count.
                 let admin = try KafkaAdmin(bootstrapServers: bootstrap, logger: logger)
-                try await admin.ensureTopics([world.topics.accounts, world.topics.reports, world.topics.status].map {
+                try await admin.ensureTopics([world.topics.pdrAccounts, world.topics.pdrReports, world.topics.pdrStatus].map {
                     TopicSpec(name: $0, partitions: partitions)
                 })
                 outcome = try await withRunningServices([producer], logger: logger) {
@@ -186,7 +186,7 @@ struct PartitionedReportingTests {
             config: KafkaConsumerConfig(
                 bootstrapServers: world.bootstrapServers,
                 subscription: .partitions((0..<Int32(partitions)).map {
-                    (TopicPartition(topic: world.topics.reports, partition: $0), offset: KafkaConsumer.beginning)
+                    (TopicPartition(topic: world.topics.pdrReports, partition: $0), offset: KafkaConsumer.beginning)
                 })),
             logger: world.logger)
         return try await withRunningServices([reader], logger: world.logger) {
@@ -303,7 +303,7 @@ struct PartitionedReportingTests {
             for id in ids {
                 let report = try await world.producer.send(try OutgoingMessage(
                     event: AccountHeld(appId: Self.app, accountId: id, updatedAt: Date(), tenantIds: ["t1"]),
-                    topic: world.topics.accounts, key: "\(Self.app):\(id)", source: "test"))
+                    topic: world.topics.pdrAccounts, key: "\(Self.app):\(id)", source: "test"))
                 heldOn[id] = report.partition
             }
             #expect(Set(heldOn.values).count > 1, "all keys on one partition; co-partitioning is not exercised")
@@ -316,7 +316,7 @@ struct PartitionedReportingTests {
                 config: KafkaConsumerConfig(
                     bootstrapServers: world.bootstrapServers,
                     subscription: .partitions((0..<Int32(Self.partitions)).flatMap { partition in
-                        [world.topics.reports, world.topics.status].map {
+                        [world.topics.pdrReports, world.topics.pdrStatus].map {
                             (TopicPartition(topic: $0, partition: partition), offset: KafkaConsumer.beginning)
                         }
                     })),
@@ -325,7 +325,7 @@ struct PartitionedReportingTests {
                 var reportsOn: [String: Int32] = [:]
                 var statuses: [AccountStatusReported] = []
                 for try await message in reader.messages {
-                    if message.topic == world.topics.reports {
+                    if message.topic == world.topics.pdrReports {
                         reportsOn[try message.decodeEvent(AccountReported.self).accountId] = message.partition
                     } else {
                         statuses.append(try message.decodeEvent(AccountStatusReported.self))

@@ -42,7 +42,7 @@ struct ProfileStoreServiceTests {
     func ingestAndEraseEndToEnd() async throws {
         let directory = try TemporaryDirectory()
         let namespace = uniqueName("ps")
-        let topics = ProfileStoreTopics(namespace: namespace)
+        let topics = LetheTopics(namespace: namespace)
         let config = try ProfileStoreConfig(reader: ConfigReader(
             environment: environment(namespace: namespace, dataDirectory: directory.url)))
         let parts = try await buildProfileStore(
@@ -81,7 +81,7 @@ struct ProfileStoreServiceTests {
             try await send(
                 command("e-2", "t2", "a1", .scrub, cause: .atlassianClosed), topic: topics.erasureCommands,
                 key: "app-1:a1")
-            let accounts = try await readUntil(kafka, topic: topics.accounts) { messages in
+            let accounts = try await readUntil(kafka, topic: topics.pdrAccounts) { messages in
                 messages.last?.value == nil && messages.count >= 2
             }
             let held = try accounts.map { try $0.value.map { try EventCodec.decode(AccountHeld.self, from: $0) } }
@@ -104,7 +104,7 @@ struct ProfileStoreServiceTests {
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
         let directory = try TemporaryDirectory()
         let namespace = uniqueName("ps-kill")
-        let topics = ProfileStoreTopics(namespace: namespace)
+        let topics = LetheTopics(namespace: namespace)
         let accounts = 10_000
         let total = accounts * 2
         try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
@@ -181,7 +181,7 @@ struct ProfileStoreServiceTests {
         #expect(announced == accounts)
 
         // Every account's last AccountHeld on the topic: both tenants, t1's (older) retrieval time.
-        let records = try await readUntil(kafka, topic: topics.accounts, timeout: .seconds(120)) { messages in
+        let records = try await readUntil(kafka, topic: topics.pdrAccounts, timeout: .seconds(120)) { messages in
             guard messages.count >= accounts else { return false }
             let last = (try? lastPerKey(messages)) ?? [:]
             return last.count == accounts && last.values.allSatisfy { $0?.tenantIds == ["t1", "t2"] }

@@ -12,11 +12,11 @@ import Metrics
 /// derived from the account, the report time and the next due time, so a re-sent record of the same report is recognisable as such.
 final class KafkaReportSink: ReportSink {
     private let producer: KafkaProducer
-    private let topics: PDRTopics
+    private let topics: LetheTopics
 
     static let source = "lethe/pdr-reporter"
 
-    init(producer: KafkaProducer, topics: PDRTopics) {
+    init(producer: KafkaProducer, topics: LetheTopics) {
         self.producer = producer
         self.topics = topics
     }
@@ -28,7 +28,7 @@ final class KafkaReportSink: ReportSink {
         for status in statuses {
             let key = try AccountKey(appId: status.appId, accountId: status.accountId).rawValue
             messages.append(try OutgoingMessage(
-                event: status, topic: topics.status, key: key, source: Self.source,
+                event: status, topic: topics.pdrStatus, key: key, source: Self.source,
                 id: "status:\(key):\(Self.milliseconds(status.reportedAt))"))
         }
         try await producer.send(messages)
@@ -52,7 +52,7 @@ final class KafkaReportSink: ReportSink {
     private func changelogMessage(_ report: AccountReported) throws -> OutgoingMessage {
         let key = try AccountKey(appId: report.appId, accountId: report.accountId).rawValue
         return try OutgoingMessage(
-            event: report, topic: topics.reports, key: key, source: Self.source,
+            event: report, topic: topics.pdrReports, key: key, source: Self.source,
             id: "reported:\(key):\(Self.milliseconds(report.reportedAt)):\(Self.milliseconds(report.nextDueAt))")
     }
 

@@ -34,7 +34,7 @@ final class PartitionedIntake: Service, Sendable {
     private let loop: ReportingLoop
     private let producer: KafkaProducer
     private let deadLetters: DeadLetterQueue
-    private let topics: PDRTopics
+    private let topics: LetheTopics
     private let bootstrapServers: String
     private let restoreTimeout: Duration
     private let logger: Logger
@@ -59,7 +59,7 @@ final class PartitionedIntake: Service, Sendable {
     }
 
     init(consumer: KafkaConsumer, registry: any PartitionedAccountRegistry, loop: ReportingLoop,
-         producer: KafkaProducer, topics: PDRTopics, bootstrapServers: String, restoreTimeout: Duration,
+         producer: KafkaProducer, topics: LetheTopics, bootstrapServers: String, restoreTimeout: Duration,
          logger: Logger) {
         self.consumer = consumer
         self.registry = registry
@@ -148,7 +148,7 @@ final class PartitionedIntake: Service, Sendable {
     }
 
     private func assigned(_ partitions: [TopicPartition]) async throws {
-        let numbers = partitions.filter { $0.topic == topics.accounts }.map(\.partition).sorted()
+        let numbers = partitions.filter { $0.topic == topics.pdrAccounts }.map(\.partition).sorted()
         guard !numbers.isEmpty else { return }
         let started = ContinuousClock.now
         for partition in numbers { try await registry.dropPartition(partition) }
@@ -167,7 +167,7 @@ final class PartitionedIntake: Service, Sendable {
     }
 
     private func revoked(_ partitions: [TopicPartition]) async throws {
-        let numbers = partitions.filter { $0.topic == topics.accounts }.map(\.partition).sorted()
+        let numbers = partitions.filter { $0.topic == topics.pdrAccounts }.map(\.partition).sorted()
         for partition in numbers { try await registry.dropPartition(partition) }
         // Before acknowledging the revocation: every call already sent for these accounts must have its
         // AccountReported acknowledged, so the next owner's restore (which reads up to its own, later marker)
@@ -236,7 +236,7 @@ final class PartitionedIntake: Service, Sendable {
             let id = "\(restoreId):\(partition)"
             pending[partition] = id
             markers.append(OutgoingMessage(
-                topic: topics.reports, key: Array(Self.markerKey.utf8), value: nil,
+                topic: topics.pdrReports, key: Array(Self.markerKey.utf8), value: nil,
                 headers: [KafkaHeader(name: Self.markerHeader, string: id)], partition: partition))
         }
         try await producer.send(markers)
@@ -245,7 +245,7 @@ final class PartitionedIntake: Service, Sendable {
             config: KafkaConsumerConfig(
                 bootstrapServers: bootstrapServers,
                 subscription: .partitions(partitions.map {
-                    (TopicPartition(topic: topics.reports, partition: $0), offset: KafkaConsumer.beginning)
+                    (TopicPartition(topic: topics.pdrReports, partition: $0), offset: KafkaConsumer.beginning)
                 }),
                 clientId: "pdr-reporter-restore", maxBufferedMessages: 20_000,
                 // A restore reads whole partitions as fast as it can: fetch up to 16 MiB per partition per request
