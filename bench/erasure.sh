@@ -14,7 +14,7 @@ cd "$(dirname -- "$0")/.."
 COUNT="${COUNT:-10000}"
 RATE="${RATE:-2000}"
 PARTITIONS="${PARTITIONS:-12}"
-TIMEOUT="${TIMEOUT:-600}" # s for all COUNT to complete after the first status (the current code needs ~200 s idle)
+TIMEOUT="${TIMEOUT:-600}" # s for all COUNT to complete after the first status
 SWEEP_MS="${ERASURE_SWEEP_MILLISECONDS:-100}"
 RESEND_SECONDS="${ERASURE_RESEND_SECONDS:-300}" # the production default: a re-send means a lost ack, not a slow one
 B="${KAFKA_BOOTSTRAP_SERVERS:?KAFKA_BOOTSTRAP_SERVERS is not set}"

@@ -147,17 +147,32 @@ final class ErasureIntake: Service, Sendable {
             if !(await gate.wait(timeout: restoreTimeout)) {
                 logger.warning("state topics not fully restored in time; intake starts anyway")
             }
-            try await consumer.processInBatches(maxBatch: maxBatch, prepare: { $0 }) { batch in try await process(batch) }
+            // Records are decoded and validated in `prepare`, on the task that reads the consumer, so decoding the
+            // next batch overlaps the ledger transaction of the current one.
+            let prepare: @Sendable (KafkaMessage) -> Prepared = { [self] message in
+                Prepared(message: message, work: Result { try self.prepare(message) })
+            }
+            try await consumer.processInBatches(maxBatch: maxBatch, prepare: prepare) { batch in
+                try await process(batch)
+            }
             group.cancelAll()
         }
     }
 
-    private func process(_ batch: [KafkaMessage]) async throws {
+    /// A record with what it means for the ledger, or why it is dead-lettered.
+    struct Prepared: Sendable {
+        var message: KafkaMessage
+        var work: Result<ErasureLedger.IntakeWork?, any Error>
+    }
+
+    private func process(_ prepared: [Prepared]) async throws {
+        let batch = prepared.map(\.message)
         var work: [ErasureLedger.IntakeWork] = []
         work.reserveCapacity(batch.count)
-        for message in batch {
+        for item in prepared {
+            let message = item.message
             do {
-                if let item = try prepare(message) { work.append(item) }
+                if let item = try item.work.get() { work.append(item) }
             } catch {
                 logger.warning("unusable record to the DLQ", metadata: [
                     "kafka.topic": "\(message.topic)", "partition": "\(message.partition)",
@@ -256,6 +271,7 @@ final class ErasureSweeper: Service, Sendable {
     }
 
     func run() async throws {
+        var gaugesRefreshed: ContinuousClock.Instant?
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
                 let result = try await ledger.sweep()
@@ -264,7 +280,12 @@ final class ErasureSweeper: Service, Sendable {
                 if result.newlyOverdue > 0 {
                     logger.warning("erasures past their deadline", metadata: ["count": "\(result.newlyOverdue)"])
                 }
-                metrics.update(try await ledger.counts())
+                // The gauges at most once a second, however short the sweep interval: a scrape interval is seconds.
+                let due = gaugesRefreshed.map { ContinuousClock.now - $0 >= .seconds(1) } ?? true
+                if result.newlyOverdue > 0 || due {
+                    metrics.update(try await ledger.counts())
+                    gaugesRefreshed = .now
+                }
             } catch {
                 logger.error("sweep failed", metadata: ["errorType": "\(type(of: error))"])
             }

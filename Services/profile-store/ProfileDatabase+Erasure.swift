@@ -22,56 +22,64 @@ extension ProfileDatabase {
     /// returns the recorded outcome and changes nothing.
     func erase(_ command: EraseSubject) async throws -> ErasureResult {
         let topic = accountsTopic
+        return try await database.write { db in try Self.erase(command, accountsTopic: topic, in: db) }
+    }
+
+    /// ``erase(_:)`` for a batch of commands, in order, in ONE transaction: one WAL sync for the batch instead of one
+    /// per command, which is what bounds how fast profile-store acknowledges a burst of erasures. Each command keeps
+    /// its own record, looked up inside the transaction, so a command repeated within the batch (a re-send next to
+    /// the original) returns the first one's outcome. Any error rolls the whole batch back.
+    func erase(_ commands: [EraseSubject]) async throws -> [ErasureResult] {
+        let topic = accountsTopic
         return try await database.write { db in
-            if let recorded = try Self.recorded(command.erasureId, in: db) { return recorded }
-            if command.cause == .atlassianClosed {
-                try db.execute(
-                    sql: """
-                        INSERT INTO suppressed_accounts (app_id, account_id, erasure_id, suppressed_at)
-                        VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING
-                        """,
-                    arguments: [command.appId, command.accountId, command.erasureId, millis(Date())])
-            }
-            let arguments: StatementArguments = [command.tenantId, command.appId, command.accountId]
-            let exists = try Int.fetchOne(
-                db, sql: "SELECT 1 FROM profiles WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
-                arguments: arguments) != nil
-            let outcome: ErasureOutcome
-            if !exists {
-                outcome = .nothingHeld
-            } else {
-                switch command.policy {
-                case .delete:
-                    try db.execute(
-                        sql: "DELETE FROM profiles WHERE tenant_id = ? AND app_id = ? AND account_id = ?",
-                        arguments: arguments)
-                    outcome = .erased
-                case .scrub:
-                    try db.execute(
-                        sql: """
-                            UPDATE profiles SET name = NULL, email = NULL, nickname = NULL, picture = NULL,
-                                holds_personal_data = 0
-                            WHERE tenant_id = ? AND app_id = ? AND account_id = ?
-                            """,
-                        arguments: arguments)
-                    outcome = .scrubbed
-                case .disassociate:
-                    try db.execute(
-                        sql: """
-                            UPDATE profiles SET account_id = NULL, holds_personal_data = 0
-                            WHERE tenant_id = ? AND app_id = ? AND account_id = ?
-                            """,
-                        arguments: arguments)
-                    outcome = .disassociated
-                }
-            }
-            if let key = try? AccountKey(appId: command.appId, accountId: command.accountId) {
-                _ = try Self.announce(key, topic: topic, in: db)
-            }
-            try ProcessedEvents.record(
-                command.erasureId, consumer: Self.erasureConsumer, outcome: outcome.rawValue, in: db)
-            return ErasureResult(outcome: outcome)
+            try commands.map { try Self.erase($0, accountsTopic: topic, in: db) }
         }
+    }
+
+    private static func erase(_ command: EraseSubject, accountsTopic topic: String, in db: GRDB.Database) throws
+        -> ErasureResult
+    {
+        if let recorded = try recorded(command.erasureId, in: db) { return recorded }
+        if command.cause == .atlassianClosed {
+            try db.cachedStatement(sql: """
+                INSERT INTO suppressed_accounts (app_id, account_id, erasure_id, suppressed_at)
+                VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """).execute(arguments: [command.appId, command.accountId, command.erasureId, millis(Date())])
+        }
+        let arguments: StatementArguments = [command.tenantId, command.appId, command.accountId]
+        let exists = try Int.fetchOne(
+            db.cachedStatement(sql: "SELECT 1 FROM profiles WHERE tenant_id = ? AND app_id = ? AND account_id = ?"),
+            arguments: arguments) != nil
+        let outcome: ErasureOutcome
+        if !exists {
+            outcome = .nothingHeld
+        } else {
+            switch command.policy {
+            case .delete:
+                try db.cachedStatement(sql: """
+                    DELETE FROM profiles WHERE tenant_id = ? AND app_id = ? AND account_id = ?
+                    """).execute(arguments: arguments)
+                outcome = .erased
+            case .scrub:
+                try db.cachedStatement(sql: """
+                    UPDATE profiles SET name = NULL, email = NULL, nickname = NULL, picture = NULL,
+                        holds_personal_data = 0
+                    WHERE tenant_id = ? AND app_id = ? AND account_id = ?
+                    """).execute(arguments: arguments)
+                outcome = .scrubbed
+            case .disassociate:
+                try db.cachedStatement(sql: """
+                    UPDATE profiles SET account_id = NULL, holds_personal_data = 0
+                    WHERE tenant_id = ? AND app_id = ? AND account_id = ?
+                    """).execute(arguments: arguments)
+                outcome = .disassociated
+            }
+        }
+        if let key = try? AccountKey(appId: command.appId, accountId: command.accountId) {
+            _ = try announce(key, topic: topic, in: db)
+        }
+        try ProcessedEvents.record(command.erasureId, consumer: erasureConsumer, outcome: outcome.rawValue, in: db)
+        return ErasureResult(outcome: outcome)
     }
 }
 
@@ -89,5 +97,13 @@ struct ProfileErasureHandler: ErasureHandler {
         let result = try await database.erase(command)
         checkpointer.request()
         return result
+    }
+
+    /// The whole batch in one transaction (`ProfileDatabase.erase(_ commands:)`), then one checkpoint
+    /// request for it.
+    func applyBatch(_ commands: [EraseSubject]) async throws -> [ErasureResult] {
+        let results = try await database.erase(commands)
+        checkpointer.request()
+        return results
     }
 }

@@ -28,6 +28,44 @@ package protocol ErasureHandler: Sendable {
     /// Applies the command to this service's data and records the result atomically with the effect. Throwing
     /// means nothing was applied; the participant acknowledges `failed` and the executor re-sends later.
     func apply(_ command: EraseSubject) async throws -> ErasureResult
+    /// Resolves a batch of commands (whatever arrived together, in topic order): one result per command, in the same
+    /// order — the recorded result when the command was applied before, else the result of applying it now.
+    ///
+    /// Implement it when the service can apply many commands in one transaction (one fsync instead of one per
+    /// command): look up each record inside that transaction, because a batch can hold the same `erasureId` twice
+    /// (a re-send next to the original), and the second must see the first's record. Throwing means nothing of the
+    /// batch was applied (the transaction rolled back); the participant then resolves the commands one at a time,
+    /// so one bad command is acknowledged `failed` alone. The default resolves them one at a time through
+    /// ``recordedResult(of:)`` and ``apply(_:)``.
+    func applyBatch(_ commands: [EraseSubject]) async throws -> [ErasureResult]
+}
+
+extension ErasureHandler {
+    /// One command at a time, as before batches: a command whose handler throws becomes `failed` (see
+    /// ``ErasureResult/failed(by:)``) and the others still go through. Never throws.
+    package func applyBatch(_ commands: [EraseSubject]) async throws -> [ErasureResult] {
+        var results: [ErasureResult] = []
+        results.reserveCapacity(commands.count)
+        for command in commands {
+            do {
+                if let recorded = try await recordedResult(of: command.erasureId) {
+                    results.append(recorded)
+                } else {
+                    results.append(try await apply(command))
+                }
+            } catch {
+                results.append(.failed(by: error))
+            }
+        }
+        return results
+    }
+}
+
+extension ErasureResult {
+    /// The `failed` result of a handler error: its type as the detail, never its message (which might hold data).
+    package static func failed(by error: any Error) -> ErasureResult {
+        ErasureResult(outcome: .failed, detail: "participant error: \(type(of: error))")
+    }
 }
 
 /// Where and as whom a participant works.
@@ -121,21 +159,34 @@ package final class ErasureParticipant: Service, Sendable {
         logger.info("declared erasure participant", metadata: ["participant": "\(config.participant)"])
     }
 
-    /// Commands are taken in batches (whatever arrived while the previous batch was handled, up to 500): each is
-    /// resolved through the handler as before, then the batch's acks go out in ONE producer send (one linger, one
-    /// round of broker acknowledgements instead of one per command) and its offsets are committed once, after
-    /// the broker has every ack.
+    /// Commands are taken in batches (whatever arrived while the previous batch was handled, up to 500): the batch
+    /// is resolved through the handler's ``ErasureHandler/applyBatch(_:)`` (one transaction for the whole batch where
+    /// the handler supports it), then the batch's acks go out in ONE producer send (one linger, one round of broker
+    /// acknowledgements instead of one per command) and its offsets are committed once, after the broker has every
+    /// ack. Nothing is committed before the handler's transaction and the acks are durable, so a crash anywhere
+    /// re-delivers the batch, which the handler's records turn into re-acks.
     private func process() async throws {
-        try await consumer.processInBatches(maxBatch: 500, prepare: { $0 }) { batch in try await handle(batch) }
+        // Decoding happens in `prepare`, on the task reading the consumer, overlapping the previous batch's work.
+        try await consumer.processInBatches(
+            maxBatch: 500, prepare: { message in
+                Decoded(message: message, command: Result { try message.decodeEvent(EraseSubject.self) })
+            }
+        ) { batch in try await handle(batch) }
     }
 
-    private func handle(_ batch: [KafkaMessage]) async throws {
-        var acks: [OutgoingMessage] = []
-        var outcomes: [ErasureOutcome] = []
-        for message in batch {
-            let command: EraseSubject
+    /// A command record and its decoding.
+    private struct Decoded: Sendable {
+        var message: KafkaMessage
+        var command: Result<EraseSubject, any Error>
+    }
+
+    private func handle(_ batch: [Decoded]) async throws {
+        var commands: [EraseSubject] = []
+        commands.reserveCapacity(batch.count)
+        for item in batch {
+            let message = item.message
             do {
-                command = try message.decodeEvent(EraseSubject.self)
+                commands.append(try item.command.get())
             } catch {
                 logger.warning("malformed erasure command to the DLQ", metadata: [
                     "partition": "\(message.partition)", "offset": "\(message.offset)", "error": "\(error)",
@@ -144,27 +195,56 @@ package final class ErasureParticipant: Service, Sendable {
                     try await deadLetters.route(message, reason: "\(error)")
                 }
                 dlqCounter.increment()
-                continue
             }
-            let result = await resolve(command)
+        }
+        let results = await resolve(commands)
+        var acks: [OutgoingMessage] = []
+        acks.reserveCapacity(commands.count)
+        let now = Date()
+        for (command, result) in zip(commands, results) {
+            if result.outcome == .failed {
+                logger.error("erasure failed", metadata: [
+                    "erasureId": "\(command.erasureId)", "detail": "\(result.detail ?? "")",
+                ])
+            }
             let ack = ErasureAcknowledged(
                 erasureId: command.erasureId, participant: config.participant, outcome: result.outcome,
-                detail: result.detail, at: Date())
+                detail: result.detail, at: now)
             acks.append(try OutgoingMessage(
                 event: ack, topic: config.acksTopic, key: command.erasureId, source: config.source))
-            outcomes.append(result.outcome)
         }
         if !acks.isEmpty {
             let outgoing = acks
             try await retryUntilDone("sending the erasure acks", logger: logger) { try await producer.send(outgoing) }
         }
-        for outcome in outcomes {
+        for result in results {
             Counter(label: "lethe_erasures_total", dimensions: [
-                ("participant", config.participant), ("outcome", outcome.rawValue),
+                ("participant", config.participant), ("outcome", result.outcome.rawValue),
             ]).increment()
         }
         logger.info("erasure commands acknowledged", metadata: ["count": "\(acks.count)"])
-        try await commitBestEffort(batch)
+        try await commitBestEffort(batch.map(\.message))
+    }
+
+    /// One result per command, in order: the handler's batch, or, when the batch fails as a whole (its transaction
+    /// rolled back) or answers with the wrong number of results, one command at a time so a bad command fails alone.
+    private func resolve(_ commands: [EraseSubject]) async -> [ErasureResult] {
+        guard !commands.isEmpty else { return [] }
+        do {
+            let results = try await handler.applyBatch(commands)
+            if results.count == commands.count { return results }
+            logger.error("erasure handler answered a batch with the wrong number of results; one at a time", metadata: [
+                "commands": "\(commands.count)", "results": "\(results.count)",
+            ])
+        } catch {
+            logger.warning("erasure batch failed as a whole; applying its commands one at a time", metadata: [
+                "count": "\(commands.count)", "errorType": "\(type(of: error))",
+            ])
+        }
+        var results: [ErasureResult] = []
+        results.reserveCapacity(commands.count)
+        for command in commands { results.append(await resolve(command)) }
+        return results
     }
 
     /// The recorded result when the command was applied before, else the result of applying it now. A handler error
@@ -174,10 +254,7 @@ package final class ErasureParticipant: Service, Sendable {
             if let recorded = try await handler.recordedResult(of: command.erasureId) { return recorded }
             return try await handler.apply(command)
         } catch {
-            logger.error("erasure failed", metadata: [
-                "erasureId": "\(command.erasureId)", "errorType": "\(type(of: error))",
-            ])
-            return ErasureResult(outcome: .failed, detail: "participant error: \(type(of: error))")
+            return .failed(by: error)
         }
     }
 

@@ -150,6 +150,61 @@ struct ErasureLedgerTests {
         #expect(try await ledger.verifyAudit().ok)
     }
 
+    @Test("one intake batch opens and completes several erasures: their audit entries chain in the order of the acks")
+    func batchCompletionsChainInAckOrder() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory)
+        try await ledger.declareParticipant(declared("p1"))
+        try await ledger.declareParticipant(declared("p2"))
+        // A completion in an earlier transaction, so the batch must chain onto an existing tail.
+        let first = try #require(try await ledger.intake([closed("t1", "acc-0")]))[0]
+        _ = try await ledger.applyAck(ack(first, "p1", .erased))
+        _ = try await ledger.applyAck(ack(first, "p2", .erased))
+        let opened = try await ledger.apply((1...3).map {
+            .open([closed("t1", "acc-\($0)")], eventId: "status-\($0)")
+        })
+        #expect(opened == [.opened(1), .opened(1), .opened(1)])
+        let ids = try await ledger.commands().map(\.erasureId).filter { $0 != first }
+        #expect(ids.count == 3)
+        // Acks in one batch, completing the erasures in the order 3, 1, 2.
+        let order = [ids[2], ids[0], ids[1]]
+        var acks: [ErasureLedger.IntakeWork] = ids.map { .ack(ack($0, "p1", .erased)) }
+        acks += order.map { .ack(ack($0, "p2", .nothingHeld)) }
+        let effects = try await ledger.apply(acks)
+        #expect(effects.suffix(3).allSatisfy { if case .ack(.completed) = $0 { true } else { false } })
+        let entries = try await ledger.auditEntries()
+        #expect(entries.map(\.sequence) == [1, 2, 3, 4])
+        #expect(entries.map(\.erasureId) == [first] + order)
+        for (previous, entry) in zip(entries, entries.dropFirst()) {
+            #expect(entry.previousHash == previous.entryHash)
+        }
+        #expect(try await ledger.completions().map(\.receipt.sequence) == [1, 2, 3, 4])
+        #expect(try await ledger.verifyAudit().ok)
+    }
+
+    @Test("erasure ids are version 7 UUIDs, ordered by the time they were opened")
+    func erasureIdsAreTimeOrdered() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory)
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        var ids: [String] = []
+        for index in 0..<20 {
+            ids += try #require(try await ledger.intake(
+                [closed("t1", "acc-\(index)")], at: start.addingTimeInterval(Double(index) * 0.002)))
+        }
+        #expect(ids == ids.sorted(), "ids of later erasures sort later")
+        #expect(Set(ids).count == ids.count)
+        for id in ids {
+            let uuid = try #require(UUID(uuidString: id), "not a UUID: \(id)")
+            #expect(id == uuid.uuidString.lowercased())
+            #expect(Array(id)[14] == "7", "version 7")
+            #expect("89ab".contains(Array(id)[19]), "RFC 9562 variant")
+        }
+        // The first 48 bits are the opening time in milliseconds.
+        let millis = UInt64(ids[0].replacingOccurrences(of: "-", with: "").prefix(12), radix: 16)
+        #expect(millis == 1_800_000_000_000)
+    }
+
     @Test("the audit chain verifies, and a tampered, removed or re-signed-elsewhere row is found as the first break")
     func auditChainDetectsTampering() async throws {
         let directory = try TemporaryDirectory()

@@ -32,6 +32,39 @@ actor RecordingHandler: ErasureHandler {
     }
 }
 
+/// A handler with its own batch method, standing for one SQLite transaction per batch: a batch holding the poison
+/// command throws and records nothing (rolled back); one at a time, only the poison command throws.
+actor TransactionalHandler: ErasureHandler {
+    private var records: [String: ErasureResult] = [:]
+    private(set) var applied: [String] = []
+    private(set) var batches: [[String]] = []
+    let poison: String
+
+    init(poison: String) { self.poison = poison }
+
+    struct Poisoned: Error {}
+
+    func recordedResult(of erasureId: String) async throws -> ErasureResult? { records[erasureId] }
+
+    func apply(_ command: EraseSubject) async throws -> ErasureResult {
+        if command.erasureId == poison { throw Poisoned() }
+        return record(command)
+    }
+
+    func applyBatch(_ commands: [EraseSubject]) async throws -> [ErasureResult] {
+        batches.append(commands.map(\.erasureId))
+        if commands.contains(where: { $0.erasureId == poison }) { throw Poisoned() }
+        return commands.map { records[$0.erasureId] ?? record($0) }
+    }
+
+    private func record(_ command: EraseSubject) -> ErasureResult {
+        applied.append(command.erasureId)
+        let result = ErasureResult(outcome: .erased)
+        records[command.erasureId] = result
+        return result
+    }
+}
+
 @Suite("ErasureKit participant against the dev broker")
 struct ErasureParticipantTests {
     let kafka: KafkaFixture
@@ -143,6 +176,35 @@ struct ErasureParticipantTests {
             #expect(acks.map(\.outcome) == [.failed, .disassociated])
             #expect(acks.first?.detail?.contains("participant error") == true)
             #expect(await handler.applied == ["e-3"])
+        }
+    }
+
+    @Test("""
+        commands go through the handler's batch method; when a batch fails as a whole, its commands are resolved one \
+        at a time, so only the bad one is acked failed and each good one is applied once
+        """)
+    func batchFailureFallsBackToOneAtATime() async throws {
+        let topics = try await makeTopics()
+        let handler = TransactionalHandler(poison: "e-bad")
+        let producer = try kafka.makeProducer()
+        // Published before the participant starts, on one partition (one key), so they usually share a batch; the
+        // expectations hold however the consumer splits them.
+        let ids = ["e-4", "e-bad", "e-5", "e-4"]
+        try await withRunningServices([producer], logger: kafka.logger) {
+            for id in ids {
+                try await producer.send(try OutgoingMessage(
+                    event: command(id), topic: topics.commands, key: "app:z", source: "test"))
+            }
+        }
+        let producer2 = try kafka.makeProducer()
+        let participant = try participant(topics, handler: handler, producer: producer2)
+        try await withRunningServices([producer2, participant], logger: kafka.logger) {
+            let acks = try await read(4, from: topics.acks).map { try $0.decodeEvent(ErasureAcknowledged.self) }
+            #expect(acks.map(\.erasureId) == ids)
+            #expect(acks.map(\.outcome) == [.erased, .failed, .erased, .erased])
+            #expect(acks[1].detail?.contains("participant error") == true)
+            #expect(await handler.applied.sorted() == ["e-4", "e-5"], "each good command applied exactly once")
+            #expect(await !handler.batches.isEmpty, "the batch method was not used")
         }
     }
 }

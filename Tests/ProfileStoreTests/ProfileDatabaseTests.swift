@@ -144,6 +144,85 @@ struct ProfileDatabaseTests {
         #expect(try await store.ingest([fetched("t1", "a2", at: 2)]).applied == 1)
     }
 
+    @Test("one batch over many accounts: each changed account announced once, with what it holds after the batch")
+    func oneBatchManyAccounts() async throws {
+        // Before the batch: a2 is held by t1 (announced), a3 is suppressed, a4 announced and about to be unchanged.
+        _ = try await store.ingest([fetched("t1", "a2", at: 30), fetched("t1", "a4", at: 40)])
+        _ = try await store.erase(command("e1", "t1", "a3", .delete, cause: .atlassianClosed))
+        // Ids that JSON must escape travel through the batch's key array like any other.
+        let odd = #"557058:"quoted"\back\slash"#
+        let summary = try await store.ingest([
+            fetched("t1", "a1", at: 10), fetched("t2", "a1", at: 5), fetched("t1", "a1", at: 20),
+            fetched("t2", "a2", at: 25),
+            fetched("t1", "a3", at: 99),
+            fetched("t1", "a4", at: 40),
+            fetched("t1", odd, at: 1), fetched("t1", "a5", at: 2, app: "app-2"),
+        ])
+        #expect(summary == IngestSummary(applied: 6, stale: 1, suppressed: 1, announced: 4))
+        func last(_ key: String) async throws -> [AccountHeld?] { try await announcements(store, key: key) }
+        let a1 = try await last("app-1:a1")
+        #expect(a1.count == 1, "one record per account per batch, not one per event")
+        #expect(a1.last??.tenantIds == ["t1", "t2"] && a1.last??.updatedAt == t0.addingTimeInterval(5))
+        let a2 = try await last("app-1:a2")
+        #expect(a2.count == 2 && a2.last??.tenantIds == ["t1", "t2"])
+        #expect(a2.last??.updatedAt == t0.addingTimeInterval(25))
+        #expect(try await last("app-1:a3").isEmpty)
+        #expect(try await last("app-1:a4").count == 1, "an unchanged account is not announced again")
+        #expect(try await last("app-1:\(odd)").last??.accountId == odd)
+        #expect(try await last("app-2:a5").last??.tenantIds == ["t1"])
+    }
+
+    @Test("AccountHeld bodies are byte for byte what EventCodec writes; ids that need escaping take EventCodec")
+    func accountHeldBodiesMatchTheCodec() throws {
+        let cases = [
+            AccountHeld(appId: "app-1", accountId: "557058:f0e1", updatedAt: t0, tenantIds: ["t1"]),
+            AccountHeld(
+                appId: "client-Zx9", accountId: "a", updatedAt: t0.addingTimeInterval(0.0125),
+                tenantIds: ["tenant-b", "tenant-a/with/slashes", "ténant ✓"]),
+            AccountHeld(appId: "app", accountId: "x", updatedAt: Date(timeIntervalSince1970: 0), tenantIds: []),
+        ]
+        for event in cases {
+            let body = try #require(AccountHeldRecord.body(of: event))
+            #expect(body == Array(try EventCodec.encode(event)), "\(String(decoding: body, as: UTF8.self))")
+        }
+        let escaped = AccountHeld(appId: "app", accountId: "a\"b\\c\u{1}", updatedAt: t0, tenantIds: ["t\n1"])
+        #expect(AccountHeldRecord.body(of: escaped) == nil)
+        let record = try AccountHeldRecord.make(escaped, topic: "acc", source: ProfileDatabase.source, time: t0)
+        #expect(record.value == Array(try EventCodec.encode(escaped)))
+        for event in cases + [escaped] {
+            let record = try AccountHeldRecord.make(event, topic: "acc", source: ProfileDatabase.source, time: t0)
+            let headers = Dictionary(record.headers.map { ($0.name, $0.stringValue ?? "") }) { _, last in last }
+            let attributes = try CloudEventAttributes(headers: headers)
+            #expect(attributes.type == AccountHeld.eventType && attributes.source == ProfileDatabase.source)
+            #expect(attributes.time == t0)
+            #expect(record.key == Array("\(event.appId):\(event.accountId)".utf8))
+            let decoded = try EventCodec.decode(AccountHeld.self, value: record.value ?? [], headers: headers)
+            // The wire carries milliseconds: 0.0125 s comes back as 0.013 s.
+            #expect(decoded.appId == event.appId && decoded.accountId == event.accountId)
+            #expect(decoded.tenantIds == event.tenantIds && millis(decoded.updatedAt) == millis(event.updatedAt))
+        }
+    }
+
+    @Test("a batch of commands is applied in order in one call: each is recorded, a repeat within it is not re-applied")
+    func batchOfCommands() async throws {
+        _ = try await store.ingest([fetched("t1", "a1", at: 1), fetched("t1", "a2", at: 1), fetched("t2", "a1", at: 1)])
+        let results = try await store.erase([
+            command("e1", "t1", "a1", .scrub), command("e2", "t1", "a2", .delete),
+            command("e1", "t1", "a1", .delete),  // a re-send next to the original: the first outcome stands
+            command("e3", "t1", "nobody", .delete), command("e4", "t2", "a1", .disassociate, cause: .atlassianClosed),
+        ])
+        #expect(results.map(\.outcome) == [.scrubbed, .erased, .scrubbed, .nothingHeld, .disassociated])
+        let scrubbed = try await store.profile(tenantId: "t1", appId: "app-1", accountId: "a1")
+        #expect(scrubbed != nil && scrubbed?.name == nil && scrubbed?.email == nil, "scrubbed, not deleted")
+        #expect(try await store.profile(tenantId: "t1", appId: "app-1", accountId: "a2") == nil)
+        for (id, outcome) in [("e1", ErasureOutcome.scrubbed), ("e2", .erased), ("e3", .nothingHeld), ("e4", .disassociated)] {
+            #expect(try await store.recordedResult(of: id) == ErasureResult(outcome: outcome))
+        }
+        // The batch and the one-at-a-time path share their records.
+        #expect(try await store.erase(command("e2", "t1", "a2", .scrub)) == ErasureResult(outcome: .erased))
+        #expect(try await store.erase([command("e4", "t2", "a1", .delete)]) == [ErasureResult(outcome: .disassociated)])
+    }
+
     @Test("a repeated command returns the recorded outcome and is not applied again")
     func repeatedCommandIsIdempotent() async throws {
         _ = try await store.ingest([fetched("t1", "a1", at: 1)])

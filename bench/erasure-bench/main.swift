@@ -52,6 +52,18 @@ func peakRSS(of pid: Int32) -> Int {
     return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
 }
 
+/// CPU time (user + system) a process has used so far, in seconds; 0 when unreadable. On a shared machine this is
+/// steadier than latency for comparing two versions: it does not grow when other processes take the cores.
+func cpuSeconds(of pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let end = stat.lastIndex(of: ")")
+    else { return 0 }
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let fields = stat[stat.index(after: end)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
 func isAlive(_ pid: Int32) -> Bool { kill(pid, 0) == 0 }
 
 /// Exits with the reason when a watched process is gone or the deadline passed.
@@ -406,6 +418,7 @@ func run(
                 format: "only %d of %d erasures completed within %.0f s of the first status", done.count, count, timeout)
                 + those
         }
+        let cpuStart = (cpuSeconds(of: executorPid), cpuSeconds(of: profileStorePid), cpuSeconds(of: getpid()))
         let sendStart = clock.now
         var sent = 0
         try await withThrowingTaskGroup(of: Void.self) { sends in
@@ -480,6 +493,9 @@ func run(
         print(line("closed → ErasureCompleted read (monotonic)", latencies))
         print("outcomes: " + outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         print("commands received by the bench participants: \(state.commandsReceived) (\(2 * (count + round + 1)) without re-sends); duplicate completions \(state.duplicates), unknown \(state.unknown)")
+        print(String(format: "CPU during the run: erasure-executor %.1f s, profile-store %.1f s, erasure-bench %.1f s",
+                     cpuSeconds(of: executorPid) - cpuStart.0, cpuSeconds(of: profileStorePid) - cpuStart.1,
+                     cpuSeconds(of: getpid()) - cpuStart.2))
         print(String(format: "peak RSS: erasure-executor %.0f MiB, profile-store %.0f MiB, erasure-bench %.0f MiB",
                      Double(peakRSS(of: executorPid)) / 1024, Double(peakRSS(of: profileStorePid)) / 1024,
                      Double(peakRSS(of: getpid())) / 1024))
