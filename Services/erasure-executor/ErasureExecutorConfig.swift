@@ -11,7 +11,7 @@ struct ErasureExecutorConfig: Sendable {
     /// each other's records. Unset in production.
     var namespace: String?
     /// The topics, from the namespace.
-    var topics: ErasureExecutorTopics
+    var topics: LetheTopics
     /// `LETHE_AUDIT_KEY` (secret, ≥ 32 characters): the HMAC key of audit subjects, and the seed the audit signing
     /// key is derived from. One secret, so an operator cannot rotate one and forget the other; rotating it starts a
     /// new `keyId` (old entries keep verifying only with the old public key, which the export names by `keyId`).
@@ -38,7 +38,7 @@ struct ErasureExecutorConfig: Sendable {
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8083)
         namespace = try TopicNamespace(reader: reader).prefix
-        topics = ErasureExecutorTopics(namespace: namespace)
+        topics = LetheTopics(namespace: namespace)
         auditKey = try reader.secret("LETHE_AUDIT_KEY", minimumLength: 32)
         adminToken = try reader.secret("LETHE_ADMIN_TOKEN", minimumLength: 16)
         resendSeconds = try reader.int("ERASURE_RESEND_SECONDS", default: 300, range: 1...86_400)
@@ -58,28 +58,5 @@ struct ErasureExecutorConfig: Sendable {
             resendAfter: TimeInterval(resendSeconds), maxFailedAttempts: maxFailedAttempts,
             daySeconds: TimeInterval(daySeconds), commandsTopic: topics.erasureCommands,
             completedTopic: topics.erasureCompleted)
-    }
-}
-
-/// The topics erasure-executor reads and writes: the architecture's names, each prefixed with `namespace.` when
-/// one is given.
-struct ErasureExecutorTopics: Sendable, Equatable {
-    var tenants: String
-    var pdrStatus: String
-    var erasureRequests: String
-    var erasureCommands: String
-    var erasureAcks: String
-    var erasureParticipants: String
-    var erasureCompleted: String
-
-    init(namespace: String?) {
-        let name = TopicNamespace(prefix: namespace).name
-        tenants = name(Topics.tenants)
-        pdrStatus = name(Topics.pdrStatus)
-        erasureRequests = name(Topics.erasureRequests)
-        erasureCommands = name(Topics.erasureCommands)
-        erasureAcks = name(Topics.erasureAcks)
-        erasureParticipants = name(Topics.erasureParticipants)
-        erasureCompleted = name(Topics.erasureCompleted)
     }
 }

@@ -30,13 +30,13 @@ final class RestoreGate: Sendable {
 final class StateReader: Service, Sendable {
     private let consumer: KafkaConsumer
     private let ledger: ErasureLedger
-    private let topics: ErasureExecutorTopics
+    private let topics: LetheTopics
     private let gate: RestoreGate
     private let partitions: [TopicPartition]
     private let logger: Logger
 
     init(
-        bootstrapServers: String, partitions: [TopicPartition], ledger: ErasureLedger, topics: ErasureExecutorTopics,
+        bootstrapServers: String, partitions: [TopicPartition], ledger: ErasureLedger, topics: LetheTopics,
         gate: RestoreGate, logger: Logger
     ) throws {
         self.consumer = try KafkaConsumer(
@@ -110,7 +110,7 @@ final class StateReader: Service, Sendable {
 final class ErasureIntake: Service, Sendable {
     private let consumer: KafkaConsumer
     private let ledger: ErasureLedger
-    private let topics: ErasureExecutorTopics
+    private let topics: LetheTopics
     private let relay: ErasureNotifier
     private let deadLetters: DeadLetterQueue
     private let gate: RestoreGate
@@ -120,7 +120,7 @@ final class ErasureIntake: Service, Sendable {
     private let maxBatch: Int
 
     init(
-        consumer: KafkaConsumer, ledger: ErasureLedger, topics: ErasureExecutorTopics, relay: ErasureNotifier,
+        consumer: KafkaConsumer, ledger: ErasureLedger, topics: LetheTopics, relay: ErasureNotifier,
         producer: KafkaProducer, gate: RestoreGate, restoreTimeout: Duration, metrics: ErasureMetrics, logger: Logger,
         maxBatch: Int = 1000
     ) {

@@ -17,7 +17,7 @@ struct ErasureExecutorCrashTests {
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
         let directory = try TemporaryDirectory()
         let namespace = uniqueName("ee-kill")
-        let topics = ErasureExecutorTopics(namespace: namespace)
+        let topics = LetheTopics(namespace: namespace)
         let accounts = 3000
         try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
             TopicSpec(name: topics.pdrStatus, partitions: 3, config: Topics.definition(named: Topics.pdrStatus)!.kafkaConfig),
@@ -40,22 +40,17 @@ struct ErasureExecutorCrashTests {
         }
 
         let log = directory.url.appendingPathComponent("service.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        func launch() throws -> Process {
-            let process = Process()
-            process.executableURL = binary
-            process.environment = [
-                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.url.path,
-                "HTTP_PORT": String(Int.random(in: 40_000...59_999)), "LETHE_TOPIC_NAMESPACE": namespace,
-                "KAFKA_TOPIC_PARTITIONS": "3", "LETHE_AUDIT_KEY": testAuditKey,
-                "LETHE_ADMIN_TOKEN": "admin-token-0123456789", "ERASURE_RESEND_SECONDS": "3600", "LOG_LEVEL": "warning",
-            ]
-            let handle = try FileHandle(forWritingTo: log)
-            try handle.seekToEnd()
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-            return process
+        func launch() throws -> ChildProcess {
+            try ChildProcess.spawn(
+                binary.path,
+                environment: [
+                    "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.url.path,
+                    "HTTP_PORT": String(Int.random(in: 40_000...59_999)), "LETHE_TOPIC_NAMESPACE": namespace,
+                    "KAFKA_TOPIC_PARTITIONS": "3", "LETHE_AUDIT_KEY": testAuditKey,
+                    "LETHE_ADMIN_TOKEN": "admin-token-0123456789", "ERASURE_RESEND_SECONDS": "3600",
+                    "LOG_LEVEL": "warning",
+                ],
+                stdoutPath: log.path)
         }
         let path = directory.url.appendingPathComponent("erasure-executor.sqlite").path
         // Read-only, without migrating: the service owns the schema and its write lock.
@@ -75,17 +70,13 @@ struct ErasureExecutorCrashTests {
         let started = await eventually(timeout: .seconds(90), every: .milliseconds(5)) {
             query("SELECT count(*) FROM erasures") >= 200
         }
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        first.killAndReap()
         #expect(started, "the service never took anything in: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         let atKill = query("SELECT count(*) FROM erasures")
         #expect(atKill < accounts, "the first process finished before it was killed; the test proves nothing")
 
         let second = try launch()
-        defer {
-            second.terminate()
-            second.waitUntilExit()
-        }
+        defer { second.killAndReap() }
         let complete = await eventually(timeout: .seconds(120), every: .milliseconds(200)) {
             query("SELECT count(*) FROM erasures WHERE status = 'dispatched'") == accounts
                 && query("SELECT count(*) FROM lethe_outbox WHERE sent_at IS NULL") == 0

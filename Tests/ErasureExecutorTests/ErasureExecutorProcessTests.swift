@@ -116,7 +116,7 @@ struct ErasureExecutorProcessTests {
 
     /// Creates the topics the test and its participants use before anything subscribes, with the executor's
     /// partition count (it refuses existing topics with another).
-    func makeTopics(_ topics: ErasureExecutorTopics) async throws {
+    func makeTopics(_ topics: LetheTopics) async throws {
         func spec(_ name: String, like architectureName: String) -> TopicSpec {
             TopicSpec(name: name, partitions: 3, config: Topics.definition(named: architectureName)!.kafkaConfig)
         }
@@ -129,7 +129,7 @@ struct ErasureExecutorProcessTests {
     }
 
     func participant(
-        _ name: String, handler: any ErasureHandler, namespace: String, topics: ErasureExecutorTopics
+        _ name: String, handler: any ErasureHandler, namespace: String, topics: LetheTopics
     ) throws -> RunningGroup {
         let producer = try kafka.makeProducer()
         let participant = try ErasureParticipant(
@@ -153,7 +153,7 @@ struct ErasureExecutorProcessTests {
     func failedUntilAttentionThenRetryOverHTTP() async throws {
         let directory = try TemporaryDirectory()
         let namespace = uniqueName("ee-retry")
-        let topics = ErasureExecutorTopics(namespace: namespace)
+        let topics = LetheTopics(namespace: namespace)
         try await makeTopics(topics)
         let producer = try kafka.makeProducer()
         let producing = RunningGroup([producer], logger: kafka.logger)
@@ -233,7 +233,7 @@ struct ErasureExecutorProcessTests {
     func overdueWhileAParticipantIsDownThenCompletes() async throws {
         let directory = try TemporaryDirectory()
         let namespace = uniqueName("ee-overdue")
-        let topics = ErasureExecutorTopics(namespace: namespace)
+        let topics = LetheTopics(namespace: namespace)
         try await makeTopics(topics)
         let producer = try kafka.makeProducer()
         let producing = RunningGroup([producer], logger: kafka.logger)

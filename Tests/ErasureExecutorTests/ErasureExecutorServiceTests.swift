@@ -82,7 +82,7 @@ struct ErasureExecutorServiceTests {
     }
 
     func participant(
-        _ name: String, handler: TestParticipantHandler, namespace: String, topics: ErasureExecutorTopics
+        _ name: String, handler: TestParticipantHandler, namespace: String, topics: LetheTopics
     ) throws -> RunningGroup {
         let producer = try kafka.makeProducer()
         let participant = try ErasureParticipant(

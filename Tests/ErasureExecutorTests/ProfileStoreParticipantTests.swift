@@ -34,22 +34,15 @@ struct ProfileStoreParticipantTests {
         let producing = RunningGroup([producer], logger: kafka.logger)
 
         let log = storeDirectory.url.appendingPathComponent("profile-store.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let store = Process()
-        store.executableURL = binary
-        store.environment = [
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": storeDirectory.url.path,
-            "HTTP_PORT": String(Int.random(in: 40_000...59_999)), "LETHE_TOPIC_NAMESPACE": namespace,
-            "KAFKA_TOPIC_PARTITIONS": "3", "LOG_LEVEL": "warning",
-        ]
-        let handle = try FileHandle(forWritingTo: log)
-        store.standardOutput = handle
-        store.standardError = handle
-        try store.run()
-        defer {
-            store.terminate()
-            store.waitUntilExit()
-        }
+        let store = try ChildProcess.spawn(
+            binary.path,
+            environment: [
+                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": storeDirectory.url.path,
+                "HTTP_PORT": String(Int.random(in: 40_000...59_999)), "LETHE_TOPIC_NAMESPACE": namespace,
+                "KAFKA_TOPIC_PARTITIONS": "3", "LOG_LEVEL": "warning",
+            ],
+            stdoutPath: log.path)
+        defer { store.killAndReap() }
         let storePath = storeDirectory.url.appendingPathComponent("profile-store.sqlite").path
         func profiles() -> Int? {
             var configuration = Configuration()

@@ -88,21 +88,6 @@ func appId(_ index: Int) -> String { apps[index % apps.count] }
 func accountId(_ index: Int) -> String { "557058:erasure-bench-\(index)" }
 func warmupAccount(_ round: Int) -> String { "557058:erasure-warmup-\(round)" }
 
-struct BenchTopics {
-    let tenants, profiles, accounts, status, completed, commands, acks, participants: String
-    init(_ namespace: String) {
-        let name = { (topic: String) in "\(namespace).\(topic)" }
-        tenants = name(Topics.tenants)
-        profiles = name(Topics.profiles)
-        accounts = name(Topics.pdrAccounts)
-        status = name(Topics.pdrStatus)
-        completed = name(Topics.erasureCompleted)
-        commands = name(Topics.erasureCommands)
-        acks = name(Topics.erasureAcks)
-        participants = name(Topics.erasureParticipants)
-    }
-}
-
 /// Runs `body` with a started producer, then flushes it.
 func withProducer(_ bootstrap: String, _ body: @Sendable (KafkaProducer) async throws -> Void) async throws {
     let logger = makeLogger()
@@ -123,7 +108,7 @@ func spec(_ name: String, like architectureName: String, partitions: Int) -> Top
 // MARK: prepare
 
 func prepare(bootstrap: String, namespace: String, count: Int, partitions: Int) async throws {
-    let topics = BenchTopics(namespace)
+    let topics = LetheTopics(namespace: namespace)
     try await KafkaAdmin(bootstrapServers: bootstrap, logger: makeLogger()).ensureTopics([
         spec(topics.tenants, like: Topics.tenants, partitions: partitions),
         spec(topics.profiles, like: Topics.profiles, partitions: partitions),
@@ -159,7 +144,7 @@ func prepare(bootstrap: String, namespace: String, count: Int, partitions: Int) 
 // MARK: wait-held
 
 func waitHeld(bootstrap: String, namespace: String, count: Int, timeout: Double, pid: Int32) async throws {
-    let topics = BenchTopics(namespace)
+    let topics = LetheTopics(namespace: namespace)
     let deadline = ContinuousClock.now + .seconds(timeout)
     let seen = Mutex<Set<String>>([])
     let dog = watchdog(pids: [("profile-store", pid)], deadline: deadline) {
@@ -169,14 +154,14 @@ func waitHeld(bootstrap: String, namespace: String, count: Int, timeout: Double,
     let admin = try KafkaAdmin(bootstrapServers: bootstrap, logger: logger)
     var partitions = 0
     while partitions == 0 {
-        partitions = (try? await admin.partitionCount(of: topics.accounts)) ?? 0
+        partitions = (try? await admin.partitionCount(of: topics.pdrAccounts)) ?? 0
         if partitions == 0 { try await Task.sleep(for: .milliseconds(200)) }
     }
     let consumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: bootstrap,
             subscription: .partitions((0..<partitions).map {
-                (TopicPartition(topic: topics.accounts, partition: Int32($0)), offset: KafkaConsumer.beginning)
+                (TopicPartition(topic: topics.pdrAccounts, partition: Int32($0)), offset: KafkaConsumer.beginning)
             }),
             clientId: "erasure-bench-held"),
         logger: logger)
@@ -318,7 +303,7 @@ func run(
     bootstrap: String, namespace: String, count: Int, rate: Double, timeout: Double, executorPid: Int32,
     profileStorePid: Int32
 ) async throws {
-    let topics = BenchTopics(namespace)
+    let topics = LetheTopics(namespace: namespace)
     let logger = makeLogger()
     let clock = ContinuousClock()
     let tracker = Tracker(count: count)
@@ -328,7 +313,7 @@ func run(
 
     let admin = try KafkaAdmin(bootstrapServers: bootstrap, logger: logger)
     // The executor created its topics before it became ready; the bench participants' topics are the executor's too.
-    let partitions = try await admin.partitionCount(of: topics.completed)
+    let partitions = try await admin.partitionCount(of: topics.erasureCompleted)
     let statusProducer = try KafkaProducer(
         config: KafkaProducerConfig(bootstrapServers: bootstrap, clientId: "erasure-bench-status"), logger: logger)
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: statusProducer)]
@@ -340,7 +325,7 @@ func run(
         let participant = try ErasureParticipant(
             config: ErasureParticipantConfig(
                 participant: name, holds: ["name", "email"], groupId: "\(namespace).lethe.erasure.\(name)",
-                commandsTopic: topics.commands, acksTopic: topics.acks, participantsTopic: topics.participants,
+                commandsTopic: topics.erasureCommands, acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants,
                 sessionTimeout: .seconds(6)),
             handler: BenchHandler(participant: name, tracker: tracker), producer: producer,
             bootstrapServers: bootstrap, logger: logger)
@@ -351,7 +336,7 @@ func run(
         config: KafkaConsumerConfig(
             bootstrapServers: bootstrap,
             subscription: .partitions((0..<partitions).map {
-                (TopicPartition(topic: topics.completed, partition: Int32($0)), offset: KafkaConsumer.beginning)
+                (TopicPartition(topic: topics.erasureCompleted, partition: Int32($0)), offset: KafkaConsumer.beginning)
             }),
             clientId: "erasure-bench-completed"),
         logger: logger)
@@ -362,7 +347,7 @@ func run(
         let event = AccountStatusReported(
             appId: app, accountId: account, tenantIds: [tenant], status: .closed, reportedAt: Date())
         return try OutgoingMessage(
-            event: event, topic: topics.status, key: "\(app):\(account)", source: "lethe/erasure-bench")
+            event: event, topic: topics.pdrStatus, key: "\(app):\(account)", source: "lethe/erasure-bench")
     }
     var messages: [OutgoingMessage] = []
     messages.reserveCapacity(count)
