@@ -84,14 +84,7 @@ struct ErasureExecutorServiceTests {
     func participant(
         _ name: String, handler: TestParticipantHandler, namespace: String, topics: LetheTopics
     ) throws -> RunningGroup {
-        let producer = try kafka.makeProducer()
-        let participant = try ErasureParticipant(
-            config: ErasureParticipantConfig(
-                participant: name, holds: ["name", "email"], groupId: "\(namespace).erasure.\(name)",
-                commandsTopic: topics.erasureCommands, acksTopic: topics.erasureAcks,
-                participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6)),
-            handler: handler, producer: producer, bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
-        return RunningGroup([producer, participant], logger: kafka.logger)
+        try testParticipant(name, handler: handler, kafka: kafka, namespace: namespace, topics: topics)
     }
 
     @Test("""
@@ -268,4 +261,18 @@ enum AuditKeysFixture {
         HMAC<SHA256>.authenticationCode(for: Data(key.utf8), using: SymmetricKey(data: Data(testAuditKey.utf8)))
             .map { String(format: "%02x", $0) }.joined()
     }
+}
+
+/// An in-process ErasureKit participant with its own producer, in its own consumer group, running until stopped.
+func testParticipant(
+    _ name: String, handler: any ErasureHandler, kafka: KafkaFixture, namespace: String, topics: LetheTopics
+) throws -> RunningGroup {
+    let producer = try kafka.makeProducer()
+    let participant = try ErasureParticipant(
+        config: ErasureParticipantConfig(
+            participant: name, holds: ["name", "email"], groupId: "\(namespace).erasure.\(name)",
+            commandsTopic: topics.erasureCommands, acksTopic: topics.erasureAcks,
+            participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6)),
+        handler: handler, producer: producer, bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
+    return RunningGroup([producer, participant], logger: kafka.logger)
 }

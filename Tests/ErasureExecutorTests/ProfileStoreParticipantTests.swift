@@ -12,7 +12,11 @@ import TestSupport
 
 @Suite("erasure-executor with the real profile-store process as a participant")
 struct ProfileStoreParticipantTests {
-    @Test("a closed account's profile is deleted by profile-store; the executor and its topics never see the PII")
+    @Test("""
+        three participants — profile-store, a test participant, and one that is down at first: re-sent to the third, \
+        completed only when it comes back; profile-store deleted the profile; the executor and its topics never see \
+        the PII
+        """)
     func profileStoreErasesAndAcks() async throws {
         let kafka = try KafkaFixture("erasure-executor-ps")
         let binary = RepositoryPaths.executable("profile-store")
@@ -32,6 +36,8 @@ struct ProfileStoreParticipantTests {
         let executor = RunningGroup(parts.group)
         let producer = try kafka.makeProducer()
         let producing = RunningGroup([producer], logger: kafka.logger)
+        var fast: RunningGroup?
+        var late: RunningGroup?
 
         let log = storeDirectory.url.appendingPathComponent("profile-store.log")
         let store = try ChildProcess.spawn(
@@ -61,6 +67,12 @@ struct ProfileStoreParticipantTests {
                 try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
             }
             try await send(tenant("tenant-a", .delete), topic: topics.tenants, key: "tenant-a")
+            // "late" declared itself earlier and is down now; "fast" runs in this process.
+            try await send(declared("late"), topic: topics.erasureParticipants, key: "late")
+            let held: [String: TestParticipantHandler.Held] = ["tenant-a/\(accountId)": .init(name: name, email: email)]
+            let fastHandler = TestParticipantHandler(held: held)
+            let lateHandler = TestParticipantHandler(held: held)
+            fast = try testParticipant("fast", handler: fastHandler, kafka: kafka, namespace: namespace, topics: topics)
             let profilesTopic = "\(namespace).\(Topics.profiles)"
             let declaredAndStored = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
                 // profile-store creates its topics at start; publish once they exist, until it holds the profile.
@@ -72,7 +84,7 @@ struct ProfileStoreParticipantTests {
                         topic: profilesTopic, key: "app-1:\(accountId)")
                 }
                 let participants = try? await parts.ledger.participants()
-                return participants == ["profile-store"] && profiles() == 1
+                return participants == ["fast", "late", "profile-store"] && profiles() == 1
             }
             try #require(
                 declaredAndStored,
@@ -81,13 +93,30 @@ struct ProfileStoreParticipantTests {
             let status = AccountStatusReported(
                 appId: "app-1", accountId: accountId, tenantIds: ["tenant-a"], status: .closed, reportedAt: Date())
             try await send(status, topic: topics.pdrStatus, key: "app-1:\(accountId)")
+            // profile-store and "fast" ack; the command is re-sent to "late", and the erasure stays open.
+            let resent = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+                let page = try? await parts.ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 1)
+                guard let states = page?.records.first?.participants else { return false }
+                let outcome = { (name: String) in states.first { $0.participant == name }?.outcome }
+                let lateSends = states.first { $0.participant == "late" }?.sends ?? 0
+                return outcome("profile-store") == .erased && outcome("fast") == .erased && lateSends >= 2
+            }
+            #expect(resent, "no re-sends to the participant that is down, or the others did not ack")
+            #expect(profiles() == 0, "profile-store still holds the profile")
+            let open = try await parts.ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 1)
+            #expect(open.records.first?.status == .dispatched, "it must not complete while a participant is missing")
+
+            late = try testParticipant("late", handler: lateHandler, kafka: kafka, namespace: namespace, topics: topics)
             let completed = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
                 (try? await parts.ledger.counts().byStatus[.completed]) == 1
             }
-            #expect(completed, "the erasure did not complete")
-            #expect(profiles() == 0, "profile-store still holds the profile")
+            #expect(completed, "the erasure did not complete after the third participant came back")
             let record = try await parts.ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 1)
-            #expect(record.records.first?.participants.map(\.outcome) == [.erased])
+            #expect(record.records.first?.participants.map(\.participant) == ["fast", "late", "profile-store"])
+            #expect(record.records.first?.participants.map(\.outcome) == [.erased, .erased, .erased])
+            let leftWithFast = await fastHandler.held
+            let leftWithLate = await lateHandler.held
+            #expect(leftWithFast.isEmpty && leftWithLate.isEmpty)
             #expect(try await parts.ledger.verifyAudit().ok)
 
             // The PII is in the system (the profiles topic) but not in the executor's file or topics.
@@ -108,6 +137,8 @@ struct ProfileStoreParticipantTests {
         } catch {
             Issue.record(error)
         }
+        await late?.stop()
+        await fast?.stop()
         await producing.stop()
         await executor.stop()
     }
