@@ -105,6 +105,7 @@ let package = Package(
         ),
 
         // MARK: Tools run by tests and benchmarks
+        .target(name: "BenchSupport", path: "bench/BenchSupport"),
         .executableTarget(
             name: "kafka-test-consumer",
             dependencies: ["Messaging", "ServiceKit", lifecycle, logging],
@@ -113,13 +114,14 @@ let package = Package(
         .executableTarget(
             name: "ingest-bench",
             dependencies: [
-                "Messaging", "Contracts", .product(name: "GRDB", package: "GRDB.swift"), lifecycle, logging,
+                "Messaging", "Contracts", "BenchSupport", .product(name: "GRDB", package: "GRDB.swift"), lifecycle,
+                logging,
             ],
             path: "bench/ingest-bench"
         ),
         .executableTarget(
             name: "erasure-bench",
-            dependencies: ["Messaging", "Contracts", "ErasureKit", lifecycle, logging],
+            dependencies: ["Messaging", "Contracts", "ErasureKit", "BenchSupport", lifecycle, logging],
             path: "bench/erasure-bench"
         ),
         .executableTarget(
@@ -132,7 +134,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "signin-bench",
-            dependencies: [httpClient, nioCore, .product(name: "NIOHTTP1", package: "swift-nio")],
+            dependencies: ["BenchSupport", httpClient, nioCore, .product(name: "NIOHTTP1", package: "swift-nio")],
             path: "bench/signin-bench"
         ),
         .executableTarget(

@@ -20,6 +20,7 @@
 // bench participants record erasureId → account when the command reaches them; they must ack before the executor
 // can complete, so the mapping always exists by the time the completion is read.
 import Contracts
+import BenchSupport
 import ErasureKit
 import Foundation
 import Logging
@@ -42,26 +43,6 @@ func makeLogger() -> Logger {
     var logger = Logger(label: "erasure-bench")
     logger.logLevel = .warning
     return logger
-}
-
-/// VmHWM (peak resident set) of a process, in kB; 0 when unreadable.
-func peakRSS(of pid: Int32) -> Int {
-    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
-    else { return 0 }
-    return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
-}
-
-/// CPU time (user + system) a process has used so far, in seconds; 0 when unreadable. On a shared machine this is
-/// steadier than latency for comparing two versions: it does not grow when other processes take the cores.
-func cpuSeconds(of pid: Int32) -> Double {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let end = stat.lastIndex(of: ")")
-    else { return 0 }
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let fields = stat[stat.index(after: end)...].split(separator: " ")
-    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 func isAlive(_ pid: Int32) -> Bool { kill(pid, 0) == 0 }
@@ -403,7 +384,9 @@ func run(
                 format: "only %d of %d erasures completed within %.0f s of the first status", done.count, count, timeout)
                 + those
         }
-        let cpuStart = (cpuSeconds(of: executorPid), cpuSeconds(of: profileStorePid), cpuSeconds(of: getpid()))
+        let cpuStart = (
+            ProcessStats.cpuSeconds(pid: executorPid), ProcessStats.cpuSeconds(pid: profileStorePid),
+            ProcessStats.cpuSeconds(pid: getpid()))
         let sendStart = clock.now
         var sent = 0
         try await withThrowingTaskGroup(of: Void.self) { sends in
@@ -479,11 +462,13 @@ func run(
         print("outcomes: " + outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         print("commands received by the bench participants: \(state.commandsReceived) (\(2 * (count + round + 1)) without re-sends); duplicate completions \(state.duplicates), unknown \(state.unknown)")
         print(String(format: "CPU during the run: erasure-executor %.1f s, profile-store %.1f s, erasure-bench %.1f s",
-                     cpuSeconds(of: executorPid) - cpuStart.0, cpuSeconds(of: profileStorePid) - cpuStart.1,
-                     cpuSeconds(of: getpid()) - cpuStart.2))
+                     ProcessStats.cpuSeconds(pid: executorPid) - cpuStart.0,
+                     ProcessStats.cpuSeconds(pid: profileStorePid) - cpuStart.1,
+                     ProcessStats.cpuSeconds(pid: getpid()) - cpuStart.2))
         print(String(format: "peak RSS: erasure-executor %.0f MiB, profile-store %.0f MiB, erasure-bench %.0f MiB",
-                     Double(peakRSS(of: executorPid)) / 1024, Double(peakRSS(of: profileStorePid)) / 1024,
-                     Double(peakRSS(of: getpid())) / 1024))
+                     Double(ProcessStats.peakRSSKiB(pid: executorPid)) / 1024,
+                     Double(ProcessStats.peakRSSKiB(pid: profileStorePid)) / 1024,
+                     Double(ProcessStats.peakRSSKiB(pid: getpid())) / 1024))
         print(String(format: "erasure: %d completed, p50 %.0f ms, p99 %.0f ms (closed → all acked), %.0f erasures/s",
                      state.completedCount, percentile(sorted, 50), percentile(sorted, 99), Double(count) / span))
         await group.triggerGracefulShutdown()

@@ -8,6 +8,7 @@
 //            (every AccountHeld published and marked sent); prints "first <epoch-seconds> first_count <profiles seen
 //            then> last <epoch-seconds> drained <epoch-seconds> rss_kb <peak RSS of pid> cpu_at_last <CPU seconds of
 //            pid> cpu_at_drained <…> announced <outbox records>"
+import BenchSupport
 import Contracts
 import Foundation
 import GRDB
@@ -22,26 +23,6 @@ let arguments = CommandLine.arguments
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("ingest-bench: \(message)\n".utf8))
     exit(1)
-}
-
-/// VmHWM (peak resident set) of a process, in kB; 0 when unreadable.
-func peakRSS(of pid: String) -> Int {
-    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
-    else { return 0 }
-    return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
-}
-
-/// User + system CPU time of a process so far, in seconds; 0 when unreadable. The service's CPU per profile is steadier
-/// than wall-clock rates on a machine shared with other work.
-func cpuSeconds(of pid: String) -> Double {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let end = stat.lastIndex(of: ")")
-    else { return 0 }
-    // Fields after the command name: state is field 3, utime 14 and stime 15 (proc(5)).
-    let fields = stat[stat.index(after: end)...].split(separator: " ")
-    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 switch arguments.count > 1 ? arguments[1] : "" {
@@ -88,7 +69,7 @@ case "wait" where arguments.count == 6:
     var cpuAtLast = 0.0
     var peak = 0
     while Date() < deadline {
-        peak = max(peak, peakRSS(of: pid))
+        peak = max(peak, ProcessStats.peakRSSKiB(pid: Int32(pid) ?? 0))
         if pool == nil, FileManager.default.fileExists(atPath: path) {
             pool = try? DatabasePool(path: path, configuration: configuration)
         }
@@ -105,7 +86,7 @@ case "wait" where arguments.count == 6:
             }
             if let highest, highest >= count {
                 last = Date()
-                cpuAtLast = cpuSeconds(of: pid)
+                cpuAtLast = ProcessStats.cpuSeconds(pid: Int32(pid) ?? 0)
                 let committed = try await pool!.read { db in
                     try Int.fetchOne(db, sql: "SELECT count(*) FROM profiles")
                 }
@@ -122,10 +103,10 @@ case "wait" where arguments.count == 6:
                 let announced = try await pool!.read { db in
                     try Int.fetchOne(db, sql: "SELECT count(*) FROM lethe_outbox")
                 }
-                peak = max(peak, peakRSS(of: pid))
+                peak = max(peak, ProcessStats.peakRSSKiB(pid: Int32(pid) ?? 0))
                 print("first \(first!.timeIntervalSince1970) first_count \(firstCount) last \(last.timeIntervalSince1970) "
                     + "drained \(Date().timeIntervalSince1970) rss_kb \(peak) cpu_at_last \(cpuAtLast) "
-                    + "cpu_at_drained \(cpuSeconds(of: pid)) announced \(announced ?? 0)")
+                    + "cpu_at_drained \(ProcessStats.cpuSeconds(pid: Int32(pid) ?? 0)) announced \(announced ?? 0)")
                 exit(0)
             }
         }

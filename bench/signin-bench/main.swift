@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import BenchSupport
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -239,7 +240,7 @@ struct CPUProbe {
 
     init(_ processes: [(name: String, pid: String)]) {
         self.processes = processes
-        start = processes.map { Self.seconds(pid: $0.pid) }
+        start = processes.map { ProcessStats.cpuSeconds(pid: Int32($0.pid) ?? 0) }
         machineStart = Self.machine()
         connectsStart = Self.tcpConnects()
     }
@@ -255,17 +256,6 @@ struct CPUProbe {
         return Double(values[index]) ?? 0
     }
 
-    /// utime + stime of a process, in seconds (0 when unreadable).
-    static func seconds(pid: String) -> Double {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = text.lastIndex(of: ")")
-        else { return 0 }
-        // Fields after the command name: state is field 3, utime 14, stime 15.
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
     /// Busy and total jiffies of the whole machine (/proc/stat's first line).
     static func machine() -> (busy: Double, total: Double) {
         guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
@@ -279,7 +269,8 @@ struct CPUProbe {
 
     func perOperation(_ count: Int) -> (text: String, busyPercent: Int) {
         let parts = zip(processes, start).map { process, before in
-            String(format: "%@ %.3f", process.name, (Self.seconds(pid: process.pid) - before) * 1000 / Double(count))
+            let seconds = ProcessStats.cpuSeconds(pid: Int32(process.pid) ?? 0) - before
+            return String(format: "%@ %.3f", process.name, seconds * 1000 / Double(count))
         }
         let now = Self.machine()
         let busy = now.total > machineStart.total

@@ -1,0 +1,28 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the benchmarks read about a process from `/proc` (Linux): CPU time and peak memory. CPU time per operation is
+/// steadier than latency when other work shares the cores — it does not grow when others take them.
+package enum ProcessStats {
+    /// User + system CPU time of `pid` so far, in seconds; 0 when unreadable.
+    package static func cpuSeconds(pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let end = stat.lastIndex(of: ")")
+        else { return 0 }
+        // Fields after the command name (which may hold spaces and parentheses): state is field 3, utime 14,
+        // stime 15 (proc(5)).
+        let fields = stat[stat.index(after: end)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// VmHWM (peak resident set) of `pid`, in kB; 0 when unreadable.
+    package static func peakRSSKiB(pid: Int32) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return 0 }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
+    }
+}
