@@ -115,13 +115,19 @@ struct ExpiryPruner: Service {
     let logger: Logger
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
                 try await database.pruneExpired()
             } catch {
                 logger.warning("pruning expired sign-ins failed", metadata: ["error": "\(type(of: error))"])
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(30)) }
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(30)) }
+            } catch {
+                // Shutdown or cancellation. Returning is the point: a swallowed CancellationError made this loop spin
+                // (the sleep and the prune throw at once in a cancelled task) and starve the whole process.
+                return
+            }
         }
     }
 }
