@@ -495,8 +495,14 @@ final class ConsumerPollLoop: @unchecked Sendable {
 
     func pollOnce() {
         guard context.flow.waitForRoom() else { return }
-        let count = buffer.withUnsafeMutableBufferPointer { pointer in
-            rd_kafka_consume_batch_queue(queue, 100, pointer.baseAddress, Self.batchSize)
+        // Wait for one message, then take what else is there without waiting: the batch call returns only when the
+        // batch is full or the timeout has passed, so one call with the full size would hold a lone record for up to
+        // 100 ms — per hop, at every rate below a full batch per 100 ms.
+        let count = buffer.withUnsafeMutableBufferPointer { pointer -> Int in
+            let first = rd_kafka_consume_batch_queue(queue, 100, pointer.baseAddress, 1)
+            guard first > 0, let base = pointer.baseAddress else { return first }
+            let rest = rd_kafka_consume_batch_queue(queue, 0, base + 1, Self.batchSize - 1)
+            return first + max(rest, 0)
         }
         guard count > 0 else { return }
         var events: [ConsumerEvent] = []
