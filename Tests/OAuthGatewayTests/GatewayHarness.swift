@@ -129,8 +129,29 @@ struct GatewayHarness: Sendable {
             config: config, logger: logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
         let task = Task { try await parts.group.run() }
         do {
-            guard try await eventually(timeout: .seconds(20), { (try? await get("/health/ready").status) == 200 }) else {
-                throw HarnessError(description: "the gateway did not become ready")
+            let lastAnswer = Mutex("nothing answered")
+            let ready = try await eventually(timeout: .seconds(20)) {
+                do {
+                    let answer = try await request(.GET, "/health/ready", timeout: .seconds(5))
+                    lastAnswer.withLock { $0 = "\(answer.status) \(answer.body)" }
+                    return answer.status == 200
+                } catch {
+                    lastAnswer.withLock { $0 = "\(error)" }
+                    return false
+                }
+            }
+            guard ready else {
+                // Say why: a service that failed to start (a port taken, say) ends the group with its error.
+                await parts.group.triggerGracefulShutdown()
+                let ended: String
+                do {
+                    try await task.value
+                    ended = "the service group returned"
+                } catch {
+                    ended = "the service group failed: \(error)"
+                }
+                throw HarnessError(description: "the gateway on port \(port) did not become ready in 20 s; last "
+                    + "/health/ready: \(lastAnswer.withLock { $0 }); \(ended)")
             }
             let result = try await body(parts)
             await parts.group.triggerGracefulShutdown()
@@ -150,13 +171,14 @@ struct GatewayHarness: Sendable {
     // MARK: HTTP
 
     func request(
-        _ method: HTTPMethod, _ url: String, headers: [(String, String)] = [], body: String? = nil
+        _ method: HTTPMethod, _ url: String, headers: [(String, String)] = [], body: String? = nil,
+        timeout: TimeAmount = .seconds(30)
     ) async throws -> HTTPAnswer {
         var request = HTTPClientRequest(url: url.hasPrefix("http") ? url : gatewayURL + url)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body { request.body = .bytes(ByteBuffer(string: body)) }
-        let response = try await http.execute(request, timeout: .seconds(30))
+        let response = try await http.execute(request, timeout: timeout)
         let bytes = try await response.body.collect(upTo: 1 << 20)
         return HTTPAnswer(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
     }

@@ -30,8 +30,8 @@ package final class SandboxProcess: @unchecked Sendable {
 
     /// Starts the built executable with `HTTP_PORT` set to a free port and waits until `/health/live` answers 200.
     ///
-    /// The port is found by binding port 0 and closing the socket; another process could take it in between, in
-    /// which case the sandbox exits and this throws with its stderr (rare enough not to retry silently).
+    /// The port is checked free and then closed; another process could take it in between, in which case the sandbox
+    /// exits and this throws with its stderr (rare enough not to retry silently).
     package static func start(environment extra: [String: String] = [:], timeout: Duration = .seconds(20))
         async throws -> SandboxProcess {
         let binary = RepositoryPaths.executable("atlassian-sandbox")
@@ -74,24 +74,32 @@ package final class SandboxProcess: @unchecked Sendable {
         (try? String(contentsOf: stderrFile, encoding: .utf8)).map { String($0.suffix(4000)) } ?? ""
     }
 
-    /// A free TCP port on 127.0.0.1, found by binding port 0.
+    /// A free TCP port on 127.0.0.1, chosen at random *below* the kernel's ephemeral range and checked by binding it.
+    ///
+    /// Not port 0: that hands out a port from the ephemeral range, which any outbound connection of the test process
+    /// (Kafka clients, HTTP clients) can take as its local port while nothing listens on it — for example between a
+    /// test's gateway stopping and its restart on the same port, so the restart failed to bind.
     package static func freeLoopbackPort() throws -> Int {
+        let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+            .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+        let range = 10_000..<max(ephemeralStart, 10_001)
+        for _ in 0..<500 {
+            let candidate = Int.random(in: range)
+            if canBind(port: UInt16(candidate)) { return candidate }
+        }
+        throw StartError(description: "no free loopback port in \(range) after 500 tries")
+    }
+
+    private static func canBind(port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw StartError(description: "socket() failed: errno \(errno)") }
+        guard fd >= 0 else { return false }
         defer { close(fd) }
-        var address = loopback(port: 0)
-        let bound = withUnsafePointer(to: &address) {
+        var address = loopback(port: port)
+        return withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
-        }
-        guard bound == 0 else { throw StartError(description: "bind() failed: errno \(errno)") }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let named = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard named == 0 else { throw StartError(description: "getsockname() failed: errno \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        } == 0
     }
 
     private static func loopback(port: UInt16) -> sockaddr_in {
