@@ -44,7 +44,8 @@ struct AuditKeys: Sendable {
 ///
 /// Canonical encoding (`lethe-audit-v1`): JSON with sorted keys and no whitespace, of the fields below except
 /// `entryHash`, `signature` and `keyId`; times are integer milliseconds since the epoch, outcomes sorted by
-/// participant. JSON rather than a hand-rolled format so that no field value can forge a separator.
+/// participant. JSON rather than an ad-hoc format so that no field value can forge a separator; ``CanonicalJSON``
+/// writes it.
 struct AuditEntry: Codable, Sendable, Equatable {
     /// The `previousHash` of the first entry.
     static let genesisHash = String(repeating: "0", count: 64)
@@ -69,49 +70,103 @@ struct AuditEntry: Codable, Sendable, Equatable {
     var signature: String = ""
     var keyId: String = ""
 
-    /// The bytes `entryHash` covers.
-    var canonicalBytes: Data { canonicalBytes(using: Self.canonicalEncoder()) }
-
-    /// ``canonicalBytes`` with a caller's encoder, which must be a ``canonicalEncoder()``: a batch of completions
-    /// shares one instead of configuring one per entry.
-    func canonicalBytes(using encoder: JSONEncoder) -> Data {
-        struct Canonical: Encodable {
-            var format: String
-            var sequence: Int
-            var erasureId: String
-            var subject: String
-            var tenantId: String
-            var policy: ErasurePolicy
-            var cause: ErasureCause
-            var outcomes: [Outcome]
-            var completedAtMs: Int64
-            var previousHash: String
-        }
-        let canonical = Canonical(
-            format: format, sequence: sequence, erasureId: erasureId, subject: subject, tenantId: tenantId,
-            policy: policy, cause: cause, outcomes: outcomes.sorted { $0.participant < $1.participant },
-            completedAtMs: completedAtMs, previousHash: previousHash)
-        // Encoding plain strings, integers and enums cannot fail.
-        return (try? encoder.encode(canonical)) ?? Data()
-    }
-
-    /// The encoder of the canonical encoding: sorted keys, no whitespace, slashes unescaped.
-    static func canonicalEncoder() -> JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
+    /// The bytes `entryHash` covers: the canonical encoding, written directly (see ``CanonicalJSON``).
+    var canonicalBytes: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(512 + 96 * outcomes.count)
+        // Keys in byte order, as JSONEncoder's `.sortedKeys` orders them.
+        CanonicalJSON.appendKey("cause", first: true, to: &out)
+        CanonicalJSON.appendString(cause.rawValue, to: &out)
+        CanonicalJSON.appendKey("completedAtMs", to: &out)
+        out.append(contentsOf: String(completedAtMs).utf8)
+        CanonicalJSON.appendKey("erasureId", to: &out)
+        CanonicalJSON.appendString(erasureId, to: &out)
+        CanonicalJSON.appendKey("format", to: &out)
+        CanonicalJSON.appendString(format, to: &out)
+        CanonicalJSON.appendKey("outcomes", to: &out)
+        CanonicalJSON.appendOutcomes(outcomes.sorted { $0.participant < $1.participant }, to: &out)
+        CanonicalJSON.appendKey("policy", to: &out)
+        CanonicalJSON.appendString(policy.rawValue, to: &out)
+        CanonicalJSON.appendKey("previousHash", to: &out)
+        CanonicalJSON.appendString(previousHash, to: &out)
+        CanonicalJSON.appendKey("sequence", to: &out)
+        out.append(contentsOf: String(sequence).utf8)
+        CanonicalJSON.appendKey("subject", to: &out)
+        CanonicalJSON.appendString(subject, to: &out)
+        CanonicalJSON.appendKey("tenantId", to: &out)
+        CanonicalJSON.appendString(tenantId, to: &out)
+        out.append(UInt8(ascii: "}"))
+        return out
     }
 
     /// Hex SHA-256 of ``canonicalBytes``.
     var computedHash: String { SHA256.hash(data: canonicalBytes).hex }
 
-    /// ``computedHash`` with a caller's ``canonicalEncoder()``.
-    func computedHash(using encoder: JSONEncoder) -> String { SHA256.hash(data: canonicalBytes(using: encoder)).hex }
-
     /// The receipt published in `ErasureCompleted`.
     var receipt: ErasureReceipt {
         ErasureReceipt(
             sequence: sequence, entryHash: entryHash, previousHash: previousHash, signature: signature, keyId: keyId)
+    }
+}
+
+/// The audit's canonical JSON written by hand: exactly the bytes JSONEncoder with `[.sortedKeys,
+/// .withoutEscapingSlashes]` gives for the entry's fields (keys in byte order, no whitespace, `/` unescaped, `\b \t \n \f \r \" \\` and `\u00xx` for other
+/// control characters, everything else as UTF-8). A completion hashes one entry and stores its outcomes, and through
+/// JSONEncoder those two encodings cost more than the entry's signature. The format is frozen (old entries must keep
+/// verifying), and `AuditCanonicalTests` holds these bytes to JSONEncoder's on adversarial values.
+enum CanonicalJSON {
+    /// `{"key":` for the first key, `,"key":` after it. Keys are plain ASCII names: no escaping needed.
+    static func appendKey(_ key: StaticString, first: Bool = false, to out: inout [UInt8]) {
+        out.append(first ? UInt8(ascii: "{") : UInt8(ascii: ","))
+        out.append(UInt8(ascii: "\""))
+        key.withUTF8Buffer { out.append(contentsOf: $0) }
+        out.append(UInt8(ascii: "\""))
+        out.append(UInt8(ascii: ":"))
+    }
+
+    static func appendString(_ string: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in string.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case 0x08: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
+            case 0x09: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0x0A: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case 0x0C: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
+            case 0x0D: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case 0x00..<0x20:
+                out.append(contentsOf: Array("\\u00".utf8))
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0x0f)])
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// The outcomes as a JSON array, in the order given: `[{"atMs":…,"outcome":"…","participant":"…"},…]`.
+    static func appendOutcomes(_ outcomes: [AuditEntry.Outcome], to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "["))
+        for (index, outcome) in outcomes.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            appendKey("atMs", first: true, to: &out)
+            out.append(contentsOf: String(outcome.atMs).utf8)
+            appendKey("outcome", to: &out)
+            appendString(outcome.outcome.rawValue, to: &out)
+            appendKey("participant", to: &out)
+            appendString(outcome.participant, to: &out)
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: "]"))
+    }
+
+    /// ``appendOutcomes(_:to:)`` as a string: the audit row's `outcomes` column.
+    static func outcomes(_ outcomes: [AuditEntry.Outcome]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(96 * outcomes.count + 2)
+        appendOutcomes(outcomes, to: &out)
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

@@ -290,14 +290,13 @@ final class ErasureLedger: Sendable {
 
     // MARK: Intake
 
-    /// What one write transaction reads once and reuses for every item of a batch: the declared participants, the
-    /// audit chain's tail and the audit's JSON encoder. It lives inside one transaction only, and the writer is
+    /// What one write transaction reads once and reuses for every item of a batch: the declared participants and the
+    /// audit chain's tail. It lives inside one transaction only, and the writer is
     /// serialized, so nothing outside can change what it caches while it is used.
     final class TransactionCache {
         private var participantNames: [String]?
         /// The last audit entry's sequence and hash once read; updated by every entry appended in this transaction.
         var auditTail: (sequence: Int, hash: String)?
-        let encoder = AuditEntry.canonicalEncoder()
 
         /// The declared participants, by name.
         func participants(in db: GRDB.Database) throws -> [String] {
@@ -599,10 +598,10 @@ final class ErasureLedger: Sendable {
             tenantId: erasure["tenant_id"], policy: ErasurePolicy(rawValue: erasure["policy"]) ?? .delete,
             cause: ErasureCause(rawValue: erasure["cause"]) ?? .atlassianClosed, outcomes: outcomes,
             completedAtMs: now.milliseconds, previousHash: tail.hash)
-        entry.entryHash = entry.computedHash(using: cache.encoder)
+        entry.entryHash = entry.computedHash
         entry.signature = try keys.sign(entryHash: entry.entryHash)
         entry.keyId = keys.keyId
-        try Self.insert(entry, encoder: cache.encoder, in: db)
+        try Self.insert(entry, in: db)
         cache.auditTail = (entry.sequence, entry.entryHash)
         try db.cachedStatement(sql: """
             UPDATE erasures SET status = 'completed', account_id = NULL, completed_at = ?, updated_at = ? WHERE id = ?
@@ -618,8 +617,8 @@ final class ErasureLedger: Sendable {
             in: db)
     }
 
-    private static func insert(_ entry: AuditEntry, encoder: JSONEncoder, in db: GRDB.Database) throws {
-        let outcomes = String(decoding: try encoder.encode(entry.outcomes), as: UTF8.self)
+    private static func insert(_ entry: AuditEntry, in db: GRDB.Database) throws {
+        let outcomes = CanonicalJSON.outcomes(entry.outcomes)
         try db.cachedStatement(sql: """
             INSERT INTO audit_log (sequence, erasure_id, subject, tenant_id, policy, cause, outcomes,
                 completed_at_ms, previous_hash, entry_hash, signature, key_id)
