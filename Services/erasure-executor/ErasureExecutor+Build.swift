@@ -19,7 +19,7 @@ struct ErasureExecutorParts {
 }
 
 /// Wires erasure-executor: creates its topics, opens (and migrates) its SQLite file, then runs the producer, the
-/// outbox relay, the state reader (tenants, participants), the intake (statuses, requests, acks), the sweeper
+/// outbox relay, the WAL checkpointer, the state reader (tenants, participants), the intake (statuses, requests, acks), the sweeper
 /// (dispatch, re-sends, deadlines) and the HTTP server. The producer is listed first: ServiceGroup shuts down in
 /// reverse order, so it outlives everything that sends through it.
 func buildErasureExecutor(
@@ -61,6 +61,7 @@ func buildErasureExecutor(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "erasure-executor"),
         logger: logger)
     let relay = OutboxRelay(database: ledger.database, producer: producer, logger: logger)
+    let checkpointer = WALCheckpointer(database: ledger.database, logger: logger)
     let metrics = ErasureMetrics()
     let gate = RestoreGate()
     let state = try StateReader(
@@ -75,8 +76,9 @@ func buildErasureExecutor(
             clientId: "erasure-executor", sessionTimeout: .seconds(6)),
         logger: logger)
     let intake = ErasureIntake(
-        consumer: consumer, ledger: ledger, topics: topics, relay: relay, producer: producer, gate: gate,
-        restoreTimeout: .seconds(config.restoreTimeoutSeconds), metrics: metrics, logger: logger)
+        consumer: consumer, ledger: ledger, topics: topics, relay: relay, checkpointer: checkpointer,
+        producer: producer, gate: gate, restoreTimeout: .seconds(config.restoreTimeoutSeconds), metrics: metrics,
+        logger: logger)
     let sweeper = ErasureSweeper(
         ledger: ledger, relay: relay, interval: .milliseconds(config.sweepMilliseconds), metrics: metrics,
         logger: logger)
@@ -97,7 +99,8 @@ func buildErasureExecutor(
         logger: logger)
     let group = ServiceGroup(configuration: .init(
         services: [
-            .init(service: producer), .init(service: relay), .init(service: state), .init(service: intake),
+            .init(service: producer), .init(service: relay), .init(service: checkpointer), .init(service: state),
+            .init(service: intake),
             .init(service: sweeper), .init(service: app),
         ],
         gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))

@@ -4,6 +4,7 @@ import Logging
 import Messaging
 import Metrics
 import ServiceLifecycle
+import Storage
 import Synchronization
 
 /// Opens once the state topics were read up to where they ended at start, or after a timeout: intake waits on it so
@@ -106,12 +107,14 @@ final class StateReader: Service, Sendable {
 /// Consumes closed statuses, erasure requests and acks in one group, in batches: whatever arrived while the previous
 /// batch was written (up to `maxBatch`) is applied in one ledger transaction, and the batch's offsets are committed
 /// once, after it. A record that cannot be decoded or validated goes to `<topic>.dlq` with the reason, and is
-/// committed with its batch.
+/// committed with its batch. A batch that completed erasures asks for a WAL checkpoint: the page images from before
+/// the completion, which hold the raw accountId, leave the `-wal` file soon, not whenever it is next overwritten.
 final class ErasureIntake: Service, Sendable {
     private let consumer: KafkaConsumer
     private let ledger: ErasureLedger
     private let topics: LetheTopics
     private let relay: ErasureNotifier
+    private let checkpointer: WALCheckpointer?
     private let deadLetters: DeadLetterQueue
     private let gate: RestoreGate
     private let restoreTimeout: Duration
@@ -121,10 +124,11 @@ final class ErasureIntake: Service, Sendable {
 
     init(
         consumer: KafkaConsumer, ledger: ErasureLedger, topics: LetheTopics, relay: ErasureNotifier,
-        producer: KafkaProducer, gate: RestoreGate, restoreTimeout: Duration, metrics: ErasureMetrics, logger: Logger,
-        maxBatch: Int = 1000
+        checkpointer: WALCheckpointer?, producer: KafkaProducer, gate: RestoreGate, restoreTimeout: Duration,
+        metrics: ErasureMetrics, logger: Logger, maxBatch: Int = 1000
     ) {
         self.maxBatch = maxBatch
+        self.checkpointer = checkpointer
         self.consumer = consumer
         self.ledger = ledger
         self.topics = topics
@@ -190,6 +194,7 @@ final class ErasureIntake: Service, Sendable {
             let items = work
             let effects = try await retryUntilDone("ledger write", logger: logger) { try await ledger.apply(items) }
             var notify = false
+            var completed = false
             for effect in effects {
                 switch effect {
                 case .opened(let count):
@@ -203,9 +208,11 @@ final class ErasureIntake: Service, Sendable {
                     if let latency { metrics.ackLatency.recordSeconds(latency) }
                     metrics.completed.increment()
                     notify = true
+                    completed = true
                 }
             }
             if notify { relay.notify() }
+            if completed { checkpointer?.request() }
         }
         do {
             try await consumer.commit(batch)

@@ -176,6 +176,16 @@ struct ErasureExecutorServiceTests {
                 let bytes = (try? Data(contentsOf: URL(fileURLWithPath: parts.ledger.database.path + suffix))) ?? Data()
                 #expect(bytes.range(of: Data(name.utf8)) == nil && bytes.range(of: Data(email.utf8)) == nil)
             }
+            // Nor in the files' bytes: secure_delete zeroes it in the database file, and the checkpoint the
+            // completions asked for empties the WAL of the page images from before them.
+            let accountIdGone = await eventually(timeout: .seconds(10)) {
+                ["", "-wal"].allSatisfy { suffix in
+                    let path = parts.ledger.database.path + suffix
+                    let bytes = (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data()
+                    return bytes.range(of: Data(accountId.utf8)) == nil
+                }
+            }
+            #expect(accountIdGone, "the raw accountId stayed in the executor's database or WAL file")
 
             // The topics: ids only; the completion carries the HMAC subject, not the accountId.
             let commands = try await readUntil(kafka, topic: topics.erasureCommands) { $0.count >= 4 }
