@@ -111,6 +111,21 @@ package final class BatchQueue<Element: Sendable>: @unchecked Sendable {
         pusher?.resume()
         processedWaiter?.resume()
     }
+
+    /// The taker's side: hands the queued elements to `handle` in order, in batches of at most `max`, marking each
+    /// processed once `handle` returns, until the queue is finished and empty. When `handle` throws, the queue is
+    /// finished (so a pusher waiting for room or for processing wakes up) and the error is rethrown.
+    package func drain(max: Int, _ handle: ([Element]) async throws -> Void) async throws {
+        do {
+            while let batch = await takeBatch(max: max) {
+                try await handle(batch)
+                markProcessed(batch.count)
+            }
+        } catch {
+            finish()
+            throw error
+        }
+    }
 }
 
 extension KafkaConsumer {
@@ -151,12 +166,8 @@ extension KafkaConsumer {
                 }
             }
             do {
-                while let batch = await queue.takeBatch(max: maxBatch) {
-                    try await handle(batch)
-                    queue.markProcessed(batch.count)
-                }
+                try await queue.drain(max: maxBatch, handle)
             } catch {
-                queue.finish()
                 group.cancelAll()
                 throw error
             }

@@ -114,12 +114,8 @@ final class PartitionedIntake: Service, Sendable {
                 }
             }
             do {
-                while let batch = await queue.takeBatch(max: Self.maxBatch) {
-                    try await handle(batch)
-                    queue.markProcessed(batch.count)
-                }
+                try await queue.drain(max: Self.maxBatch) { try await handle($0) }
             } catch {
-                queue.finish()
                 group.cancelAll()
                 throw error
             }
