@@ -17,9 +17,10 @@ struct PDRReporterParts {
 }
 
 /// Wires pdr-reporter: creates its topics, opens (and migrates) the SQLite registry, then runs the producer, the HTTP
-/// client, the reporting loop, the partitioned intake (group over `lethe.pdr.accounts.v1` + changelog restore) and the
-/// HTTP server. Listed dependencies first: ServiceGroup shuts down in reverse order, so HTTP drains, the intake leaves
-/// the group, the loop stops (a batch in flight stays due), and the producer flushes last.
+/// client, the registry's WAL checkpointer, the reporting loop, the partitioned intake (group over
+/// `lethe.pdr.accounts.v1` + changelog restore) and the HTTP server. Listed dependencies first: ServiceGroup shuts
+/// down in reverse order, so HTTP drains, the intake leaves the group, the loop stops (a batch in flight stays due),
+/// and the producer flushes last.
 ///
 /// - Parameters:
 ///   - tokens: overrides the gateway's reporting-token API (tests serve it from a double); nil = from configuration.
@@ -46,7 +47,7 @@ func buildPDRReporter(
 
     let schedule = Schedule(defaultCycle: config.cycle)
     let accounts = try SQLiteAccountRegistry(
-        path: config.standard.dataDirectory.databaseFile("pdr-reporter").path, schedule: schedule)
+        path: config.standard.dataDirectory.databaseFile("pdr-reporter").path, schedule: schedule, logger: logger)
     let producer = try KafkaProducer(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "pdr-reporter"),
         logger: logger)
@@ -88,8 +89,8 @@ func buildPDRReporter(
         logger: logger)
     let group = ServiceGroup(configuration: .init(
         services: [
-            .init(service: producer), .init(service: HTTPClientService(client: http)), .init(service: loop),
-            .init(service: intake), .init(service: app),
+            .init(service: producer), .init(service: HTTPClientService(client: http)),
+            .init(service: accounts.checkpointer), .init(service: loop), .init(service: intake), .init(service: app),
         ],
         gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
     return PDRReporterParts(group: group, registry: accounts, loop: loop)

@@ -13,8 +13,9 @@ package enum Topics {
     /// `AccountHeld`, keyed by `appId:accountId`; a tombstone (null value) means no tenant holds the account any
     /// more. Compacted, and co-partitioned with ``pdrReports``.
     package static let pdrAccounts = "lethe.pdr.accounts.v1"
-    /// `AccountReported`, keyed by `appId:accountId`: the reporter's changelog, restored on partition assignment.
-    /// Compacted, and co-partitioned with ``pdrAccounts``.
+    /// `AccountReported`, keyed by `appId:accountId`: the reporter's changelog, restored on partition assignment; a
+    /// tombstone follows the record of an account Atlassian answered `closed`. Compacted, and co-partitioned with
+    /// ``pdrAccounts``.
     package static let pdrReports = "lethe.pdr.reports.v1"
     /// `AccountStatusReported`, keyed by `appId:accountId`: Atlassian's `closed`/`updated` answers.
     package static let pdrStatus = "lethe.pdr.status.v1"

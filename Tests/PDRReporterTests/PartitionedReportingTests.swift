@@ -60,7 +60,7 @@ struct PartitionedReportingTests {
                 config: config, logger: logger, tokens: tokens, settings: ReporterWorld.fastSettings(),
                 handleSignals: false)
             let task = Task { try await parts.group.run() }
-            return Instance(parts: parts, task: task)
+            return Instance(parts: parts, task: task, directory: directory)
         }
 
         func hold(_ ids: [String]) async throws {
@@ -84,6 +84,16 @@ struct PartitionedReportingTests {
     struct Instance: Sendable {
         let parts: PDRReporterParts
         let task: Task<Void, any Error>
+        let directory: URL
+
+        /// Whether `text` occurs in the bytes of the registry's database or WAL file.
+        func filesContain(_ text: String) -> Bool {
+            ["", "-wal"].contains { suffix in
+                let path = directory.appendingPathComponent("pdr-reporter.sqlite").path + suffix
+                let bytes = (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data()
+                return bytes.range(of: Data(text.utf8)) != nil
+            }
+        }
 
         func stop() async throws {
             await parts.group.triggerGracefulShutdown()
@@ -294,7 +304,56 @@ struct PartitionedReportingTests {
         }
     }
 
-    @Test("the Kafka sink puts AccountReported on the accounts record's partition number, and status events on the status topic")
+    @Test("a closed account: its changelog record is tombstoned, its accountId leaves the reporter's files once it is released, and a restore does not bring it back")
+    func closedAccountLeavesNoTrace() async throws {
+        try await Self.withWorld { world in
+            let closedId = "closed-5e1f0a9c"
+            let ids = [closedId] + (0..<5).map { "acct-\($0)" }
+            try await world.sandbox.addUser(closedId)
+            try await world.sandbox.control("/users/\(closedId)/close")
+            try await world.hold(ids)
+            // First reports are spread over the cycle: a short one brings them all within seconds.
+            let first = try await world.startInstance(cycle: 10)
+            let reported = try await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
+                try await world.successes().count == ids.count
+            }
+            #expect(reported, "not every account was reported")
+            // Still held (its erasure is not done), so still registered — but its last report is forgotten.
+            let forgotten = try await eventually(timeout: .seconds(10)) {
+                let registered = try await first.parts.registry.account(appId: Self.app, accountId: closedId)
+                let lastReport = try await first.parts.registry.lastReport(appId: Self.app, accountId: closedId)
+                return registered != nil && lastReport == nil
+            }
+            #expect(forgotten, "the closed account's last report is still in the registry's changelog copy")
+            #expect(try await first.parts.registry.lastReport(appId: Self.app, accountId: "acct-0") != nil)
+
+            // The erasure is done: profile-store tombstones the account. Then its accountId is in no file.
+            try await world.tombstone(closedId)
+            let gone = try await eventually(timeout: .seconds(15), every: .milliseconds(200)) {
+                let registered = try await first.parts.registry.account(appId: Self.app, accountId: closedId)
+                return registered == nil && !first.filesContain(closedId)
+            }
+            #expect(gone, "the released closed account's accountId stayed in the reporter's database or WAL file")
+            #expect(first.filesContain("acct-0"), "the byte search cannot find a held account; it proves nothing")
+            try await first.stop()
+
+            // A new instance restores from the changelog: the record and then its tombstone.
+            let second = try await world.startInstance(cycle: 10)
+            let restored = try await eventually(timeout: .seconds(40), every: .milliseconds(250)) {
+                try await second.held() == ids.count - 1
+            }
+            #expect(restored, "the new instance did not restore the held accounts")
+            let clean = await eventually(timeout: .seconds(15), every: .milliseconds(200)) {
+                !second.filesContain(closedId)
+            }
+            #expect(clean, "a restore brought the closed account's accountId back into the reporter's files")
+            #expect(try await second.parts.registry.lastReport(appId: Self.app, accountId: "acct-0") != nil,
+                    "the restore did not bring back the other accounts' last reports")
+            try await second.stop()
+        }
+    }
+
+    @Test("the Kafka sink puts AccountReported on the accounts record's partition number, status events on the status topic, and a tombstone after a closed account's record")
     func sinkIsCoPartitionedAndPublishesStatus() async throws {
         try await Self.withWorld { world in
             let sink = KafkaReportSink(producer: world.producer, topics: world.topics)
@@ -324,19 +383,29 @@ struct PartitionedReportingTests {
             let seen = try await withRunningServices([reader], logger: world.logger) {
                 var reportsOn: [String: Int32] = [:]
                 var statuses: [AccountStatusReported] = []
+                // Tombstones on the changelog: key, partition, and whether the account's record came before.
+                var tombstones: [String] = []
                 for try await message in reader.messages {
                     if message.topic == world.topics.pdrReports {
-                        reportsOn[try message.decodeEvent(AccountReported.self).accountId] = message.partition
+                        if message.value == nil {
+                            let key = try AccountKey(bytes: message.key ?? [])
+                            tombstones.append("\(key.accountId) on \(message.partition) after its record: "
+                                + "\(reportsOn[key.accountId] == message.partition)")
+                        } else {
+                            reportsOn[try message.decodeEvent(AccountReported.self).accountId] = message.partition
+                        }
                     } else {
                         statuses.append(try message.decodeEvent(AccountStatusReported.self))
                     }
-                    if reportsOn.count == ids.count && statuses.count == 1 { break }
+                    if reportsOn.count == ids.count && statuses.count == 1 && tombstones.count == 1 { break }
                 }
-                return (reportsOn, statuses)
+                return (reportsOn, statuses, tombstones)
             }
             #expect(seen.0 == heldOn, "changelog records not on their accounts' partition numbers")
             #expect(seen.1.map(\.accountId) == ["acct-1"] && seen.1.first?.tenantIds == ["t1", "t2"])
             #expect(seen.1.first?.status == .closed)
+            // The closed account's record is superseded by a tombstone: its accountId does not stay in the changelog.
+            #expect(seen.2 == ["acct-1 on \(heldOn["acct-1"] ?? -1) after its record: true"])
         }
     }
 

@@ -25,6 +25,11 @@ final class KafkaReportSink: ReportSink {
         var messages: [OutgoingMessage] = []
         messages.reserveCapacity(reported.count + statuses.count)
         for report in reported { messages.append(try changelogMessage(report)) }
+        // After the records they supersede (same key, same partition, sent in order).
+        for status in statuses where status.status == .closed {
+            let key = try AccountKey(appId: status.appId, accountId: status.accountId).rawValue
+            messages.append(.tombstone(topic: topics.pdrReports, key: key))
+        }
         for status in statuses {
             let key = try AccountKey(appId: status.appId, accountId: status.accountId).rawValue
             messages.append(try OutgoingMessage(

@@ -288,8 +288,15 @@ final class PartitionedIntake: Service, Sendable {
                         }
                         continue
                     }
-                    // Only this restore's partitions are assigned; a tombstone here deletes nothing we rely on.
-                    guard message.value != nil else { continue }
+                    // A tombstone follows the record of an account answered `closed`: forget its last report (in
+                    // order, so the records before it are flushed first).
+                    guard message.value != nil else {
+                        if let key = try? AccountKey(bytes: message.key ?? []) {
+                            try await flush(message.partition)
+                            try await registry.forgetReports([key])
+                        }
+                        continue
+                    }
                     do {
                         let report = try message.decodeEvent(AccountReported.self)
                         batches[message.partition, default: []].append(report)

@@ -83,6 +83,10 @@ package protocol AccountRegistry: Sendable {
     /// Records successful reports: `lastReportedAt` and `nextDueAt` per account. Accounts removed meanwhile are
     /// ignored (a tombstone wins over a late record).
     func recordReported(_ reports: [AccountReported]) async throws
+    /// Forgets the last report of accounts Atlassian answered `closed` for (the changelog copy a later re-hold would
+    /// resume from): a closed account is never held again, and its accountId must not outlive its erasure here. The
+    /// account itself stays registered, and reported each cycle, until its tombstone arrives.
+    func forgetReports(_ keys: [AccountKey]) async throws
     /// Marks an account Atlassian refused on its own (400), so it is skipped until its data changes.
     func markRejected(appId: String, accountId: String) async throws
     /// The `Cycle-Period` Atlassian last answered for the app, if any.
@@ -170,6 +174,9 @@ package actor InMemoryAccountRegistry: AccountRegistry {
             accounts[report.appId]![report.accountId] = account
         }
     }
+
+    /// Nothing to forget: this registry keeps no changelog copy (a removed account is gone with its schedule).
+    package func forgetReports(_ keys: [AccountKey]) {}
 
     package func markRejected(appId: String, accountId: String) {
         accounts[appId]?[accountId]?.rejected = true

@@ -314,6 +314,9 @@ package actor AppReporter {
                     reportedAt: reportedAt))
             }
         }
+        let closed = try statuses.filter { $0.status == .closed }.map {
+            try AccountKey(appId: $0.appId, accountId: $0.accountId)
+        }
         while true {
             do {
                 if adopting {
@@ -322,6 +325,7 @@ package actor AppReporter {
                 }
                 try await sink.publish(reported: reported, statuses: statuses)
                 try await registry.recordReported(reported)
+                try await registry.forgetReports(closed)
                 return
             } catch is CancellationError {
                 throw CancellationError()

@@ -10,6 +10,8 @@ import Contracts
 /// events are harmless because every consumer is idempotent per `appId:accountId`.
 package protocol ReportSink: Sendable {
     /// Publishes one batch's changelog records (one per account sent) and its status events (closed/updated only).
+    /// An account answered `closed` gets a changelog tombstone after its record: it will never be held again, so
+    /// nothing needs its last report, and its accountId must not stay in the compacted changelog after its erasure.
     func publish(reported: [AccountReported], statuses: [AccountStatusReported]) async throws
     /// Publishes changelog records that move reported accounts to a new cycle (no call was made: not counted as
     /// reports). Returns once durable, like `publish`.

@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import GRDB
+import Logging
 import Storage
 
 /// A registry that can be restored and dropped one Kafka partition at a time: what the partitioned intake needs.
@@ -64,10 +65,15 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
         },
     ]
 
+    /// Empties the WAL after accounts were released or their reports forgotten, so a closed account's accountId
+    /// leaves the `-wal` file too (in the database file, `secure_delete` zeroes it). Run it as a service.
+    package let checkpointer: WALCheckpointer
+
     /// Opens (and migrates) the registry at `path`.
-    package init(path: String, schedule: Schedule) throws {
-        self.database = try SQLiteDatabase(path: path, migrations: Self.migrations)
+    package init(path: String, schedule: Schedule, logger: Logger = Logger(label: "pdr-reporter")) throws {
+        self.database = try SQLiteDatabase(path: path, migrations: Self.migrations, secureDelete: true)
         self.schedule = schedule
+        self.checkpointer = WALCheckpointer(database: database, logger: logger)
     }
 
     /// Readiness: the file can be read.
@@ -99,6 +105,7 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
 
     package func remove(appId: String, accountId: String) async throws {
         try await database.write { db in try Self.remove(db, appId: appId, accountId: accountId) }
+        checkpointer.request()
     }
 
     /// One transaction for the whole batch (the intake hands over whatever the consumer had buffered, up to a few
@@ -118,6 +125,7 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
                 }
             }
         }
+        if changes.contains(where: { if case .release = $0 { true } else { false } }) { checkpointer.request() }
     }
 
     private static func upsert(
@@ -198,6 +206,26 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
                 reported_at = excluded.reported_at, next_due_at = excluded.next_due_at
             """).execute(arguments: [report.appId, report.accountId, partition, encode(report.reportedAt),
                                      encode(report.nextDueAt)])
+    }
+
+    package func forgetReports(_ keys: [AccountKey]) async throws {
+        guard !keys.isEmpty else { return }
+        try await database.write { db in
+            for key in keys {
+                try db.cachedStatement(sql: "DELETE FROM pdr_changelog WHERE app_id = ? AND account_id = ?")
+                    .execute(arguments: [key.appId, key.accountId])
+            }
+        }
+        checkpointer.request()
+    }
+
+    /// The last report the changelog copy knows for the account (held or not), or nil.
+    package func lastReport(appId: String, accountId: String) async throws -> Date? {
+        try await database.read { db in
+            try Double.fetchOne(
+                db, sql: "SELECT reported_at FROM pdr_changelog WHERE app_id = ? AND account_id = ?",
+                arguments: [appId, accountId]).map(Self.decode)
+        }
     }
 
     package func markRejected(appId: String, accountId: String) async throws {
