@@ -27,6 +27,13 @@ struct AuditKeys: Sendable {
         HMAC<SHA256>.authenticationCode(for: Data("\(appId):\(accountId)".utf8), using: subjectKey).hex
     }
 
+    /// `h:` and the hex HMAC-SHA256 of `event:<eventId>`: what the executor records of an event it processed. Event
+    /// ids may carry an accountId (the reporter's status ids are `status:<appId>:<accountId>:<ms>`), and the
+    /// processed-event table keeps its rows after the erasure; the HMAC still recognises a redelivery.
+    func eventDigest(_ eventId: String) -> String {
+        "h:" + HMAC<SHA256>.authenticationCode(for: Data("event:\(eventId)".utf8), using: subjectKey).hex
+    }
+
     /// Base64 Ed25519 signature over the UTF-8 bytes of the hex `entryHash`.
     func sign(entryHash: String) throws -> String {
         try signingKey.signature(for: Data(entryHash.utf8)).base64EncodedString()

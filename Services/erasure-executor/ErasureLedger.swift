@@ -113,8 +113,9 @@ struct LedgerCounts: Sendable, Equatable {
 /// every record it must announce (`EraseSubject`, `ErasureCompleted`) is enqueued in that same transaction.
 ///
 /// No name, email, nickname or picture ever enters it: commands and acks carry ids only. The raw accountId lives in
-/// `erasures.account_id` while the erasure is open and is set to NULL in the transaction that appends its audit
-/// entry; only the HMAC subject stays.
+/// `erasures.account_id` (and in the unsent commands) while the erasure is open and is set to NULL in the transaction
+/// that appends its audit entry; only the HMAC subject stays. Processed event ids, which can contain an accountId,
+/// are kept as HMACs.
 final class ErasureLedger: Sendable {
     let database: SQLiteDatabase
     let settings: LedgerSettings
@@ -129,6 +130,22 @@ final class ErasureLedger: Sendable {
         try database.pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA cache_size = -65536") }
         self.settings = settings
         self.keys = keys
+        try Self.digestRawEventIds(in: database, keys: keys)
+    }
+
+    /// Files written before event ids were recorded as ``AuditKeys/eventDigest(_:)`` hold raw ids, some with an
+    /// accountId in them: replaced once, at open (secure_delete zeroes the old values).
+    private static func digestRawEventIds(in database: SQLiteDatabase, keys: AuditKeys) throws {
+        try database.pool.write { db in
+            let raw = try String.fetchAll(db, sql: """
+                SELECT event_id FROM lethe_processed_events WHERE consumer = 'intake' AND event_id NOT LIKE 'h:%'
+                """)
+            for eventId in raw {
+                try db.execute(
+                    sql: "UPDATE lethe_processed_events SET event_id = ? WHERE consumer = 'intake' AND event_id = ?",
+                    arguments: [keys.eventDigest(eventId), eventId])
+            }
+        }
     }
 
     static let migrations: [Migration] = [
@@ -319,18 +336,18 @@ final class ErasureLedger: Sendable {
     private func intake(
         _ requests: [IntakeRequest], eventId: String?, at now: Date, cache: TransactionCache, in db: GRDB.Database
     ) throws -> [String]? {
-        if let eventId, try !Self.recordProcessed(eventId, at: now, in: db) { return nil }
+        if let eventId, try !Self.recordProcessed(keys.eventDigest(eventId), at: now, in: db) { return nil }
         return try requests.map { try openOrJoin($0, at: now, cache: cache, in: db) }
     }
 
     /// `ProcessedEvents.record(_:consumer:"intake")` with a cached statement: intake records one event per status,
     /// and compiling the same INSERT for each was a visible share of a batch. Same table, same first-outcome-stands
-    /// semantics; returns false when `eventId` was already recorded.
-    private static func recordProcessed(_ eventId: String, at now: Date, in db: GRDB.Database) throws -> Bool {
+    /// semantics; returns false when `digest` (the event id's ``AuditKeys/eventDigest(_:)``) was already recorded.
+    private static func recordProcessed(_ digest: String, at now: Date, in db: GRDB.Database) throws -> Bool {
         try db.cachedStatement(sql: """
             INSERT INTO lethe_processed_events (consumer, event_id, outcome, processed_at) VALUES ('intake', ?, '', ?)
             ON CONFLICT (consumer, event_id) DO NOTHING
-            """).execute(arguments: [eventId, now.timeIntervalSince1970])
+            """).execute(arguments: [digest, now.timeIntervalSince1970])
         return db.changesCount == 1
     }
 

@@ -121,13 +121,16 @@ struct ErasureLedgerTests {
         #expect(try await ledger.counts().overdue == 1)
     }
 
-    @Test("completion: audited with an HMAC subject, raw accountId gone, ErasureCompleted with the receipt")
+    @Test("completion: audited with an HMAC subject, raw accountId gone (from the processed event id too), ErasureCompleted with the receipt")
     func completionAuditsAndForgets() async throws {
         let directory = try TemporaryDirectory()
         let ledger = try makeLedger(in: directory)
         try await ledger.declareParticipant(declared("p1"))
         try await ledger.declareParticipant(declared("p2"))
-        let id = try #require(try await ledger.intake([closed("t1", "acc-secret-1")]))[0]
+        // The reporter's status ids name the account.
+        let eventId = "status:status:app-1:acc-secret-1:1790000000000"
+        let id = try #require(try await ledger.intake([closed("t1", "acc-secret-1")], eventId: eventId))[0]
+        #expect(try await ledger.intake([closed("t1", "acc-secret-1")], eventId: eventId) == nil, "a redelivery")
         #expect(try await ledger.applyAck(ack(id, "p1", .erased)) != .ignored)
         #expect(try await ledger.applyAck(ack(id, "p1", .failed)) == .ignored, "a recorded success stands")
         #expect(try await ledger.applyAck(ack(id, "stranger", .erased)) == .ignored)
@@ -148,6 +151,26 @@ struct ErasureLedgerTests {
         #expect(!stored.contains("acc-secret-1"), "the raw accountId outlived the erasure")
         #expect(stored.contains(expectedSubject))
         #expect(try await ledger.verifyAudit().ok)
+    }
+
+    @Test("a file with raw processed event ids (written before they were HMACs) is converted at open, and still recognises redeliveries")
+    func rawEventIdsAreConvertedAtOpen() async throws {
+        let directory = try TemporaryDirectory()
+        let rawId = "status:status:app-1:acc-secret-2:1790000000000"
+        do {
+            let ledger = try makeLedger(in: directory)
+            try await ledger.database.write { db in
+                try db.execute(sql: """
+                    INSERT INTO lethe_processed_events (consumer, event_id, outcome, processed_at)
+                    VALUES ('intake', ?, '', 0)
+                    """, arguments: [rawId])
+            }
+        }
+        let reopened = try makeLedger(in: directory)
+        #expect(!(try await reopened.allStoredText()).contains("acc-secret-2"), "the raw event id survived the open")
+        try await reopened.declareParticipant(declared("p1"))
+        #expect(try await reopened.intake([closed("t1", "acc-secret-2")], eventId: rawId) == nil,
+                "the converted id no longer recognises the event")
     }
 
     @Test("one intake batch opens and completes several erasures: their audit entries chain in the order of the acks")
