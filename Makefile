@@ -48,31 +48,31 @@ test: build
 
 bench-messaging: deps
 	swift build -c release --product messaging-bench
-	scripts/with-dev-broker bench/messaging.sh
+	scripts/with-dev-broker --fresh bench/messaging.sh
 
 bench-ingest: deps
 	swift build -c release --product profile-store
 	swift build -c release --product ingest-bench
-	scripts/with-dev-broker bench/ingest.sh
+	scripts/with-dev-broker --fresh bench/ingest.sh
 
 bench-signin: deps
 	swift build -c release --product atlassian-sandbox
 	swift build -c release --product oauth-gateway
 	swift build -c release --product signin-bench
-	scripts/with-dev-broker bench/signin.sh
+	scripts/with-dev-broker --fresh bench/signin.sh
 
 bench-erasure: deps
 	swift build -c release --product erasure-executor
 	swift build -c release --product profile-store
 	swift build -c release --product erasure-bench
-	scripts/with-dev-broker bench/erasure.sh
+	scripts/with-dev-broker --fresh bench/erasure.sh
 
 bench-pdr: deps
 	swift build -c release --product atlassian-sandbox
 	swift build -c release --product oauth-gateway
 	swift build -c release --product pdr-reporter
 	swift build -c release --product pdr-bench
-	scripts/with-dev-broker bench/pdr.sh
+	scripts/with-dev-broker --fresh bench/pdr.sh
 
 # The scripted scenario ends with its own report; `run` leaves everything up until Ctrl-C. Each starts the dev
 # broker unless KAFKA_BOOTSTRAP_SERVERS is set, and stops only what it started.
