@@ -150,6 +150,27 @@ struct ScheduleTests {
         ])
         #expect(try await registry.rescheduledReports(appId: "other", cycle: .seconds(300)).isEmpty)
     }
+
+    @Test("an account whose reports were forgotten (closed) is not rescheduled until it is reported again",
+          arguments: RegistryKind.allCases)
+    func forgottenAccountsAreNotRescheduled(kind: RegistryKind) async throws {
+        let registry = try kind.make(schedule: schedule)
+        for id in ["open", "closed"] {
+            try await registry.upsert(HeldAccount(appId: "app", accountId: id, updatedAt: t0, tenantIds: ["t"]),
+                                      seenAt: t0, cycle: .seconds(100))
+        }
+        let reports = ["open", "closed"].map {
+            AccountReported(appId: "app", accountId: $0, reportedAt: t0, nextDueAt: t0.addingTimeInterval(100))
+        }
+        try await registry.recordReported(reports)
+        try await registry.forgetReports([try AccountKey(appId: "app", accountId: "closed")])
+        #expect(try await registry.rescheduledReports(appId: "app", cycle: .seconds(300)).map(\.accountId) == ["open"])
+        #expect(try await registry.account(appId: "app", accountId: "closed") != nil, "still held, still registered")
+        // Reported again (its erasure not done yet): it has a last report to republish again.
+        try await registry.recordReported([reports[1]])
+        #expect(try await registry.rescheduledReports(appId: "app", cycle: .seconds(300)).map(\.accountId)
+                == ["closed", "open"])
+    }
 }
 
 @Suite("SQLite registry: partitions and the restored changelog")

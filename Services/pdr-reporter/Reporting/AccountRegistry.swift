@@ -94,8 +94,8 @@ package protocol AccountRegistry: Sendable {
     /// Stores a new cycle for the app and reschedules all its accounts under it: reported ones at
     /// `lastReportedAt + cycle`, the others at `firstSeenAt + spread × cycle`.
     func setCyclePeriod(appId: String, cycle: Duration) async throws
-    /// The changelog records a switch of the app to `cycle` implies: one per reported account, its last report with
-    /// `nextDueAt = lastReportedAt + cycle`. Published before `setCyclePeriod`, so the changelog carries the new cycle
+    /// The changelog records a switch of the app to `cycle` implies: one per reported account (except those whose
+    /// reports were forgotten since their last report), its last report with `nextDueAt = lastReportedAt + cycle`. Published before `setCyclePeriod`, so the changelog carries the new cycle
     /// for every reported account (see `AppReporter.adopt`).
     func rescheduledReports(appId: String, cycle: Duration) async throws -> [AccountReported]
     /// Every app with at least one held account.
@@ -119,6 +119,8 @@ extension AccountRegistry {
 package actor InMemoryAccountRegistry: AccountRegistry {
     private var accounts: [String: [String: RegisteredAccount]] = [:]
     private var cycles: [String: Duration] = [:]
+    /// Accounts whose reports were forgotten (see `forgetReports`) since their last report.
+    private var forgotten: Set<AccountKey> = []
     private let schedule: Schedule
 
     package init(schedule: Schedule) {
@@ -140,6 +142,7 @@ package actor InMemoryAccountRegistry: AccountRegistry {
     }
 
     package func remove(appId: String, accountId: String) {
+        if let key = try? AccountKey(appId: appId, accountId: accountId) { forgotten.remove(key) }
         accounts[appId]?[accountId] = nil
         if accounts[appId]?.isEmpty == true { accounts[appId] = nil }
     }
@@ -169,14 +172,18 @@ package actor InMemoryAccountRegistry: AccountRegistry {
     package func recordReported(_ reports: [AccountReported]) {
         for report in reports {
             guard var account = accounts[report.appId]?[report.accountId] else { continue }
+            if let key = try? AccountKey(appId: report.appId, accountId: report.accountId) { forgotten.remove(key) }
             account.lastReportedAt = report.reportedAt
             account.nextDueAt = report.nextDueAt
             accounts[report.appId]![report.accountId] = account
         }
     }
 
-    /// Nothing to forget: this registry keeps no changelog copy (a removed account is gone with its schedule).
-    package func forgetReports(_ keys: [AccountKey]) {}
+    /// This registry keeps no changelog copy (a removed account is gone with its schedule); it only remembers that
+    /// the accounts' reports were forgotten, until they are reported again, as the SQLite registry's copy would.
+    package func forgetReports(_ keys: [AccountKey]) {
+        for key in keys where accounts[key.appId]?[key.accountId] != nil { forgotten.insert(key) }
+    }
 
     package func markRejected(appId: String, accountId: String) {
         accounts[appId]?[accountId]?.rejected = true
@@ -197,7 +204,10 @@ package actor InMemoryAccountRegistry: AccountRegistry {
     package func rescheduledReports(appId: String, cycle: Duration) -> [AccountReported] {
         guard let app = accounts[appId] else { return [] }
         return app.values.compactMap { account in
-            account.lastReportedAt.map {
+            if let key = try? AccountKey(appId: appId, accountId: account.accountId), forgotten.contains(key) {
+                return nil
+            }
+            return account.lastReportedAt.map {
                 AccountReported(appId: appId, accountId: account.accountId, reportedAt: $0,
                                 nextDueAt: schedule.nextDue(reportedAt: $0, cycle: cycle))
             }

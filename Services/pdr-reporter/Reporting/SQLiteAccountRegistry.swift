@@ -277,9 +277,13 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
     package func rescheduledReports(appId: String, cycle: Duration) async throws -> [AccountReported] {
         let schedule = self.schedule
         return try await database.read { db in
+            // A reported account without a changelog copy had its reports forgotten (answered `closed`): every
+            // report stores the copy, and only `forgetReports` deletes it alone. Republishing would undo the tombstone.
             try Row.fetchAll(db, sql: """
-                SELECT account_id, last_reported_at FROM pdr_accounts
-                WHERE app_id = ? AND last_reported_at IS NOT NULL ORDER BY account_id
+                SELECT a.account_id, a.last_reported_at FROM pdr_accounts a
+                WHERE a.app_id = ? AND a.last_reported_at IS NOT NULL
+                    AND EXISTS (SELECT 1 FROM pdr_changelog c WHERE c.app_id = a.app_id AND c.account_id = a.account_id)
+                ORDER BY a.account_id
                 """, arguments: [appId]).map { row in
                 let reportedAt = Self.decode(row["last_reported_at"])
                 return AccountReported(appId: appId, accountId: row["account_id"], reportedAt: reportedAt,
