@@ -19,9 +19,9 @@ struct ErasureExecutorParts {
 }
 
 /// Wires erasure-executor: creates its topics, opens (and migrates) its SQLite file, then runs the producer, the
-/// outbox relay, the WAL checkpointer, the state reader (tenants, participants), the intake (statuses, requests, acks), the sweeper
-/// (dispatch, re-sends, deadlines) and the HTTP server. The producer is listed first: ServiceGroup shuts down in
-/// reverse order, so it outlives everything that sends through it.
+/// outbox relay, the WAL checkpointer, the state reader (tenants, participants), the intake (statuses, requests,
+/// acks), the sweeper (dispatch, re-sends, deadlines) and the HTTP server. The producer is listed first: ServiceGroup
+/// shuts down in reverse order, so it outlives everything that sends through it.
 func buildErasureExecutor(
     config: ErasureExecutorConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
 ) async throws -> ErasureExecutorParts {
@@ -100,8 +100,7 @@ func buildErasureExecutor(
     let group = ServiceGroup(configuration: .init(
         services: [
             .init(service: producer), .init(service: relay), .init(service: checkpointer), .init(service: state),
-            .init(service: intake),
-            .init(service: sweeper), .init(service: app),
+            .init(service: intake), .init(service: sweeper), .init(service: app),
         ],
         gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
     return ErasureExecutorParts(group: group, ledger: ledger, relay: relay, gate: gate)

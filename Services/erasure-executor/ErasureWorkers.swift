@@ -114,7 +114,7 @@ final class ErasureIntake: Service, Sendable {
     private let ledger: ErasureLedger
     private let topics: LetheTopics
     private let relay: ErasureNotifier
-    private let checkpointer: WALCheckpointer?
+    private let checkpointer: WALCheckpointer
     private let deadLetters: DeadLetterQueue
     private let gate: RestoreGate
     private let restoreTimeout: Duration
@@ -124,7 +124,7 @@ final class ErasureIntake: Service, Sendable {
 
     init(
         consumer: KafkaConsumer, ledger: ErasureLedger, topics: LetheTopics, relay: ErasureNotifier,
-        checkpointer: WALCheckpointer?, producer: KafkaProducer, gate: RestoreGate, restoreTimeout: Duration,
+        checkpointer: WALCheckpointer, producer: KafkaProducer, gate: RestoreGate, restoreTimeout: Duration,
         metrics: ErasureMetrics, logger: Logger, maxBatch: Int = 1000
     ) {
         self.maxBatch = maxBatch
@@ -212,7 +212,7 @@ final class ErasureIntake: Service, Sendable {
                 }
             }
             if notify { relay.notify() }
-            if completed { checkpointer?.request() }
+            if completed { checkpointer.request() }
         }
         do {
             try await consumer.commit(batch)
