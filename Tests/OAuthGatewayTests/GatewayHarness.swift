@@ -118,8 +118,34 @@ struct GatewayHarness: Sendable {
     }
 
     /// Runs a gateway (a fresh process's worth of state over the same SQLite file) for the duration of `body`.
+    ///
+    /// A restart on the harness's port can find it still bound for a moment under load (seen in full-suite runs:
+    /// `bind … Address already in use` right after the previous gateway in this process stopped; never alone), so a
+    /// start that fails to bind is retried a few times, a second apart, before the harness gives up.
     func withGateway<T: Sendable>(
         environment extra: [String: String] = [:], _ body: @Sendable (OAuthGatewayParts) async throws -> T
+    ) async throws -> T {
+        var attempt = 1
+        while true {
+            do {
+                return try await runGateway(environment: extra, body)
+            } catch let error as PortInUse where attempt < 5 {
+                let logs = self.logs
+                Logger(label: "gateway-harness") { logs.handler(label: $0) }.warning("\(error); starting again")
+                attempt += 1
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// The gateway's HTTP server could not bind the harness's port.
+    struct PortInUse: Error, CustomStringConvertible {
+        var port: Int
+        var description: String { "the gateway could not bind port \(port): address already in use" }
+    }
+
+    private func runGateway<T: Sendable>(
+        environment extra: [String: String], _ body: @Sendable (OAuthGatewayParts) async throws -> T
     ) async throws -> T {
         let logs = self.logs
         var logger = Logger(label: "oauth-gateway") { logs.handler(label: $0) }
@@ -127,10 +153,20 @@ struct GatewayHarness: Sendable {
         let config = try OAuthGatewayConfig(reader: ConfigReader(environment: environment(extra: extra)))
         let parts = try await buildOAuthGateway(
             config: config, logger: logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
-        let task = Task { try await parts.group.run() }
+        // Set when the service group ends on its own (a service failed to start): readiness stops waiting then.
+        let failure = Mutex<(any Error)?>(nil)
+        let task = Task {
+            do {
+                try await parts.group.run()
+            } catch {
+                failure.withLock { $0 = error }
+                throw error
+            }
+        }
         do {
             let lastAnswer = Mutex("nothing answered")
             let ready = try await eventually(timeout: .seconds(20)) {
+                if failure.withLock({ $0 }) != nil { return true }
                 do {
                     let answer = try await request(.GET, "/health/ready", timeout: .seconds(5))
                     lastAnswer.withLock { $0 = "\(answer.status) \(answer.body)" }
@@ -140,8 +176,12 @@ struct GatewayHarness: Sendable {
                     return false
                 }
             }
+            if let error = failure.withLock({ $0 }) {
+                if let io = error as? IOError, io.errnoCode == EADDRINUSE { throw PortInUse(port: port) }
+                throw HarnessError(description: "the gateway on port \(port) failed to start: \(error)")
+            }
             guard ready else {
-                // Say why: a service that failed to start (a port taken, say) ends the group with its error.
+                // Say why: a service that failed to start ends the group with its error.
                 await parts.group.triggerGracefulShutdown()
                 let ended: String
                 do {
