@@ -118,34 +118,8 @@ struct GatewayHarness: Sendable {
     }
 
     /// Runs a gateway (a fresh process's worth of state over the same SQLite file) for the duration of `body`.
-    ///
-    /// A restart on the harness's port can find it still bound for a moment under load (seen in full-suite runs:
-    /// `bind … Address already in use` right after the previous gateway in this process stopped; never alone), so a
-    /// start that fails to bind is retried a few times, a second apart, before the harness gives up.
     func withGateway<T: Sendable>(
         environment extra: [String: String] = [:], _ body: @Sendable (OAuthGatewayParts) async throws -> T
-    ) async throws -> T {
-        var attempt = 1
-        while true {
-            do {
-                return try await runGateway(environment: extra, body)
-            } catch let error as PortInUse where attempt < 5 {
-                let logs = self.logs
-                Logger(label: "gateway-harness") { logs.handler(label: $0) }.warning("\(error); starting again")
-                attempt += 1
-                try await Task.sleep(for: .seconds(1))
-            }
-        }
-    }
-
-    /// The gateway's HTTP server could not bind the harness's port.
-    struct PortInUse: Error, CustomStringConvertible {
-        var port: Int
-        var description: String { "the gateway could not bind port \(port): address already in use" }
-    }
-
-    private func runGateway<T: Sendable>(
-        environment extra: [String: String], _ body: @Sendable (OAuthGatewayParts) async throws -> T
     ) async throws -> T {
         let logs = self.logs
         var logger = Logger(label: "oauth-gateway") { logs.handler(label: $0) }
@@ -177,7 +151,6 @@ struct GatewayHarness: Sendable {
                 }
             }
             if let error = failure.withLock({ $0 }) {
-                if let io = error as? IOError, io.errnoCode == EADDRINUSE { throw PortInUse(port: port) }
                 throw HarnessError(description: "the gateway on port \(port) failed to start: \(error)")
             }
             guard ready else {

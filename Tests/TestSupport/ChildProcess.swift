@@ -37,6 +37,12 @@ package final class ChildProcess: @unchecked Sendable {
         } else {
             posix_spawn_file_actions_adddup2(&actions, 1, 2)
         }
+        // Nothing else of the test process: its sockets (NIO's are not close-on-exec) would live on in the child, and
+        // a gateway's listening socket inherited by a sandbox or a dev broker kept the port bound after the gateway
+        // stopped, so a restart on that port failed ("Address already in use") for as long as the child lived.
+        guard let closeFrom = Self.addCloseFrom, closeFrom(&actions, 3) == 0 else {
+            throw POSIXError(.ENOSYS)
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -59,6 +65,14 @@ package final class ChildProcess: @unchecked Sendable {
         guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
         return ChildProcess(pid: pid)
     }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), looked up at run time: Swift's Glibc module does not
+    /// import it.
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let addCloseFrom: AddCloseFrom? =
+        dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np").map {
+            unsafeBitCast($0, to: AddCloseFrom.self)
+        }
 
     /// The exit status once the child has ended (a death by signal is 128 + the signal), else nil. Reaps it.
     package var terminationStatus: Int32? {
