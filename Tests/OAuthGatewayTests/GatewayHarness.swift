@@ -66,7 +66,9 @@ struct GatewayHarness: Sendable {
     let namespace: String
     let directory: URL
     let masterKey: String
-    let port: Int
+    /// Held for the harness's lifetime, so no parallel test picks it while a gateway restarts (see `ReservedPort`).
+    let reservedPort: SandboxProcess.ReservedPort
+    var port: Int { reservedPort.port }
     let logs: RecordedLogs
     let http: HTTPClient
 
@@ -102,9 +104,12 @@ struct GatewayHarness: Sendable {
         let harness = GatewayHarness(
             sandbox: sandbox, kafka: try KafkaFixture("oauth-gateway"), namespace: uniqueName("gw"),
             directory: directory, masterKey: Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
-            port: try SandboxProcess.freeLoopbackPort(), logs: RecordedLogs(),
+            reservedPort: try SandboxProcess.ReservedPort(), logs: RecordedLogs(),
             http: HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration))
-        defer { try? FileManager.default.removeItem(at: directory) }
+        defer {
+            harness.reservedPort.release()
+            try? FileManager.default.removeItem(at: directory)
+        }
         do {
             let result = try await body(harness)
             try? await harness.http.shutdown()

@@ -90,6 +90,42 @@ package final class SandboxProcess: @unchecked Sendable {
         throw StartError(description: "no free loopback port in \(range) after 500 tries")
     }
 
+    /// A free loopback port held for an in-process server until ``release()``: a socket bound to it with
+    /// `SO_REUSEADDR`, never listening, so the server (NIO sets `SO_REUSEADDR` too) can bind and listen on it, while
+    /// every other pick — ``freeLoopbackPort()``'s check, the kernel's port 0 — sees it taken. Without the hold, a
+    /// port picked for a gateway could be picked again by a parallel test before the gateway bound it, and one
+    /// harness then talked to the other's gateway.
+    package final class ReservedPort: Sendable {
+        package let port: Int
+        private let descriptor: Int32
+
+        package init() throws {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw StartError(description: "socket() failed: errno \(errno)") }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            for _ in 0..<500 {
+                let candidate = try freeLoopbackPort()
+                var address = loopback(port: UInt16(candidate))
+                let bound = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
+                if bound == 0 {
+                    port = candidate
+                    descriptor = fd
+                    return
+                }
+            }
+            close(fd)
+            throw StartError(description: "could not reserve a loopback port")
+        }
+
+        /// Lets the port go (after the server stopped for good).
+        package func release() { close(descriptor) }
+    }
+
     private static func canBind(port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
@@ -102,7 +138,7 @@ package final class SandboxProcess: @unchecked Sendable {
         } == 0
     }
 
-    private static func loopback(port: UInt16) -> sockaddr_in {
+    fileprivate static func loopback(port: UInt16) -> sockaddr_in {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
