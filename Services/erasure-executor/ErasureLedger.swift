@@ -137,8 +137,12 @@ final class ErasureLedger: Sendable {
     /// accountId in them: replaced once, at open (secure_delete zeroes the old values).
     private static func digestRawEventIds(in database: SQLiteDatabase, keys: AuditKeys) throws {
         try database.pool.write { db in
+            // Two range scans of the primary key (everything before and after the `h:` prefix), not a scan of every
+            // event ever processed: once converted, this costs nothing at each start.
             let raw = try String.fetchAll(db, sql: """
-                SELECT event_id FROM lethe_processed_events WHERE consumer = 'intake' AND event_id NOT LIKE 'h:%'
+                SELECT event_id FROM lethe_processed_events WHERE consumer = 'intake' AND event_id < 'h:'
+                UNION ALL
+                SELECT event_id FROM lethe_processed_events WHERE consumer = 'intake' AND event_id >= 'h;'
                 """)
             for eventId in raw {
                 try db.execute(
