@@ -77,8 +77,9 @@ package final class SandboxProcess: @unchecked Sendable {
     /// A free TCP port on 127.0.0.1, chosen at random *below* the kernel's ephemeral range and checked by binding it.
     ///
     /// Not port 0: that hands out a port from the ephemeral range, which any outbound connection of the test process
-    /// (Kafka clients, HTTP clients) can take as its local port while nothing listens on it — for example between a
-    /// test's gateway stopping and its restart on the same port, so the restart failed to bind.
+    /// (Kafka clients, HTTP clients) can take as its local port while nothing listens on it — between a server
+    /// stopping and its restart on the same port, say. An in-process server that restarts should hold its port with
+    /// ``ReservedPort``.
     package static func freeLoopbackPort() throws -> Int {
         let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
             .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
@@ -106,13 +107,7 @@ package final class SandboxProcess: @unchecked Sendable {
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
             for _ in 0..<500 {
                 let candidate = try freeLoopbackPort()
-                var address = loopback(port: UInt16(candidate))
-                let bound = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                    }
-                }
-                if bound == 0 {
+                if bindLoopback(fd, port: UInt16(candidate)) {
                     port = candidate
                     descriptor = fd
                     return
@@ -130,6 +125,11 @@ package final class SandboxProcess: @unchecked Sendable {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        return bindLoopback(fd, port: port)
+    }
+
+    /// Binds `fd` to 127.0.0.1:`port`; whether it worked.
+    fileprivate static func bindLoopback(_ fd: Int32, port: UInt16) -> Bool {
         var address = loopback(port: port)
         return withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -138,7 +138,7 @@ package final class SandboxProcess: @unchecked Sendable {
         } == 0
     }
 
-    fileprivate static func loopback(port: UInt16) -> sockaddr_in {
+    private static func loopback(port: UInt16) -> sockaddr_in {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
