@@ -58,7 +58,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
-        // jwt-kit 5 needs swift-crypto 4; named for HMAC, SHA-256 and signatures in the erasure audit.
+        // jwt-kit 5 needs swift-crypto 4; named for HMAC, SHA-256 and signatures in the erasure audit, and the
+        // suppression digests of ErasureKit.
         .package(url: "https://github.com/apple/swift-crypto.git", "4.0.0"..<"5.0.0"),
     ],
     targets: services.map { makeServiceTarget(name: $0.name, dependencies: $0.dependencies) } + [
@@ -92,7 +93,7 @@ let package = Package(
         ),
         .target(
             name: "ErasureKit",
-            dependencies: ["Messaging", "Contracts", lifecycle, logging, metrics],
+            dependencies: ["Messaging", "Contracts", lifecycle, logging, metrics, crypto],
             path: "Shared/ErasureKit"
         ),
         .target(

@@ -57,7 +57,7 @@ ingest = (count - first_count) / max(last - first, 1e-9)
 kcat_rate = count / kcat
 print(f'start-up (process start to first commit, includes the group join): {first - launched:.2f} s; '
       f'overall from process start: {count / (last - launched):.0f} profiles/s; peak RSS {rss / 1024:.0f} MiB')
-print(f'relay: {announced} AccountHeld published {drained - last:.2f} s after the last commit '
+print(f'relay: AccountHeld of {announced} accounts published {drained - last:.2f} s after the last commit '
       f'({(count - first_count) / max(drained - first, 1e-9):.0f} profiles/s stored and announced); service CPU '
       f'{cpu_last * 1e6 / count:.0f} us/profile to the last commit, {cpu_drained * 1e6 / count:.0f} with the relay')
 print(f'ingest: {ingest:.0f} profiles/s committed (kcat consume {kcat_rate:.0f} msg/s, ratio {ingest / kcat_rate:.2f})')

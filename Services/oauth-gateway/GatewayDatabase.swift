@@ -1,4 +1,5 @@
 import Contracts
+import ErasureKit
 import Foundation
 import GRDB
 import Messaging
@@ -159,6 +160,30 @@ final class GatewayDatabase: Sendable {
                     expires_at REAL NOT NULL
                 ) WITHOUT ROWID;
                 CREATE INDEX signin_nonces_by_expiry ON signin_nonces(expires_at);
+                """)
+        },
+        // The suppression list keeps digests, not accountIds (see `SuppressionDigest`): a closed account's accountId
+        // leaves the file with its erasure. Entries of older files are converted here; deleting them before the drop
+        // lets secure_delete zero them in the file.
+        Migration("oauth-gateway.v3.suppression-digests") { db in
+            let entries = try Row.fetchAll(db, sql: "SELECT account_id, erasure_id, suppressed_at FROM suppressed_accounts")
+            try db.execute(sql: """
+                CREATE TABLE suppressed_accounts_v3 (
+                    account_digest TEXT PRIMARY KEY,
+                    erasure_id TEXT NOT NULL,
+                    suppressed_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                """)
+            for entry in entries {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO suppressed_accounts_v3 VALUES (?, ?, ?)",
+                    arguments: [SuppressionDigest.of(accountId: entry["account_id"]), entry["erasure_id"],
+                                entry["suppressed_at"]])
+            }
+            try db.execute(sql: """
+                DELETE FROM suppressed_accounts;
+                DROP TABLE suppressed_accounts;
+                ALTER TABLE suppressed_accounts_v3 RENAME TO suppressed_accounts;
                 """)
         },
     ]
@@ -437,10 +462,12 @@ final class GatewayDatabase: Sendable {
     }
 
     func isSuppressed(accountId: String) async throws -> Bool {
-        try await database.read { db in
-            try Int.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM suppressed_accounts WHERE account_id = ?"),
-                arguments: [accountId]) != nil
-        }
+        try await database.read { db in try Self.isSuppressed(accountId: accountId, in: db) }
+    }
+
+    private static func isSuppressed(accountId: String, in db: GRDB.Database) throws -> Bool {
+        try Int.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM suppressed_accounts WHERE account_digest = ?"),
+            arguments: [SuppressionDigest.of(accountId: accountId)]) != nil
     }
 
     /// Stores the connection of a completed sign-in (new, or the same user signing in again), its sealed tokens
@@ -456,10 +483,7 @@ final class GatewayDatabase: Sendable {
         let topics = self.topics
         return try await signIns.write { db in
             guard try Self.insertNonce(stateNonce, expiresAt: stateExpiresAt, in: db) else { throw StateUsed() }
-            if try Int.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM suppressed_accounts WHERE account_id = ?"),
-                arguments: [accountId]) != nil {
-                throw SuppressedAccount()
-            }
+            if try Self.isSuppressed(accountId: accountId, in: db) { throw SuppressedAccount() }
             let existing = try Row.fetchOne(try db.cachedStatement(sql: "SELECT connection_id, user_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?"),
                 arguments: [tenantId, appId, accountId])
             let connectionId: String = existing?["connection_id"] ?? UUID().uuidString.lowercased()
@@ -631,9 +655,12 @@ final class GatewayDatabase: Sendable {
             }
             if command.cause == .atlassianClosed {
                 try db.cachedStatement(sql: """
-                        INSERT INTO suppressed_accounts (account_id, erasure_id, suppressed_at) VALUES (?, ?, ?)
+                        INSERT INTO suppressed_accounts (account_digest, erasure_id, suppressed_at) VALUES (?, ?, ?)
                         ON CONFLICT DO NOTHING
-                        """).execute(arguments: [command.accountId, command.erasureId, now.timeIntervalSince1970])
+                        """).execute(arguments: [
+                            SuppressionDigest.of(accountId: command.accountId), command.erasureId,
+                            now.timeIntervalSince1970,
+                        ])
             }
             let ids = try String.fetchAll(try db.cachedStatement(sql: "SELECT connection_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?"),
                 arguments: [command.tenantId, command.appId, command.accountId])

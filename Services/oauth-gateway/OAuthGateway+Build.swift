@@ -57,9 +57,11 @@ func buildOAuthGateway(
     }
     let producer = try KafkaProducer(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "oauth-gateway"), logger: logger)
-    // Sent profiles hold personal data: keep them only briefly (the relay prunes about once a minute).
-    let relay = OutboxRelay(database: database.database, producer: producer, logger: logger, retention: .seconds(60))
+    // Sent profiles hold personal data: the relay deletes them as soon as the broker has them.
+    let relay = OutboxRelay(database: database.database, producer: producer, logger: logger, retention: .zero)
     let checkpointer = WALCheckpointer(database: database.database, logger: logger)
+    // A suppression list converted at open (or anything erased before a crash) leaves the WAL at start.
+    checkpointer.request()
     let statusConsumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: kafka.bootstrapServers,

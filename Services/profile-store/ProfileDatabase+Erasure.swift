@@ -42,9 +42,12 @@ extension ProfileDatabase {
         if let recorded = try recorded(command.erasureId, in: db) { return recorded }
         if command.cause == .atlassianClosed {
             try db.cachedStatement(sql: """
-                INSERT INTO suppressed_accounts (app_id, account_id, erasure_id, suppressed_at)
+                INSERT INTO suppressed_accounts (app_id, account_digest, erasure_id, suppressed_at)
                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING
-                """).execute(arguments: [command.appId, command.accountId, command.erasureId, millis(Date())])
+                """).execute(arguments: [
+                    command.appId, SuppressionDigest.of(accountId: command.accountId), command.erasureId,
+                    millis(Date()),
+                ])
         }
         let arguments: StatementArguments = [command.tenantId, command.appId, command.accountId]
         let exists = try Int.fetchOne(

@@ -119,6 +119,33 @@ final class ProfileDatabase: Sendable {
                 CREATE INDEX profiles_by_user ON profiles(tenant_id, platform_user_id);
                 """)
         },
+        // The suppression list keeps digests, not accountIds (see `SuppressionDigest`): a closed account's accountId
+        // leaves the file with its erasure. Entries of older files are converted here; deleting them before the drop
+        // lets secure_delete zero them in the file.
+        Migration("profile-store.v3.suppression-digests") { db in
+            let entries = try Row.fetchAll(
+                db, sql: "SELECT app_id, account_id, erasure_id, suppressed_at FROM suppressed_accounts")
+            try db.execute(sql: """
+                CREATE TABLE suppressed_accounts_v3 (
+                    app_id TEXT NOT NULL,
+                    account_digest TEXT NOT NULL,
+                    erasure_id TEXT NOT NULL,
+                    suppressed_at INTEGER NOT NULL,
+                    PRIMARY KEY (app_id, account_digest)
+                ) WITHOUT ROWID;
+                """)
+            for entry in entries {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO suppressed_accounts_v3 VALUES (?, ?, ?, ?)",
+                    arguments: [entry["app_id"], SuppressionDigest.of(accountId: entry["account_id"]),
+                                entry["erasure_id"], entry["suppressed_at"]])
+            }
+            try db.execute(sql: """
+                DELETE FROM suppressed_accounts;
+                DROP TABLE suppressed_accounts;
+                ALTER TABLE suppressed_accounts_v3 RENAME TO suppressed_accounts;
+                """)
+        },
     ]
 
     // MARK: Ingest
@@ -138,7 +165,7 @@ final class ProfileDatabase: Sendable {
                 INSERT INTO profiles (platform_user_id, tenant_id, app_id, account_id, name, email, nickname, picture,
                     holds_personal_data, fetched_at, stored_at)
                 SELECT coalesce(?11, ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10
-                WHERE NOT EXISTS (SELECT 1 FROM suppressed_accounts WHERE app_id = ?3 AND account_id = ?4)
+                WHERE NOT EXISTS (SELECT 1 FROM suppressed_accounts WHERE app_id = ?3 AND account_digest = ?12)
                 ON CONFLICT (tenant_id, app_id, account_id) WHERE account_id IS NOT NULL DO UPDATE SET
                     platform_user_id = coalesce(?11, profiles.platform_user_id), name = excluded.name, email = excluded.email, nickname = excluded.nickname,
                     picture = excluded.picture, holds_personal_data = 1, fetched_at = excluded.fetched_at,
@@ -150,11 +177,10 @@ final class ProfileDatabase: Sendable {
                 try upsert.execute(arguments: [
                     RandomIdentifier.uuidString(), event.tenantId, event.appId, event.accountId, event.name,
                     event.email, event.nickname, event.picture, millis(event.fetchedAt), now, event.userId,
+                    SuppressionDigest.of(accountId: event.accountId),
                 ])
                 if db.changesCount == 0 {
-                    let isSuppressed = try db.cachedStatement(
-                        sql: "SELECT 1 FROM suppressed_accounts WHERE app_id = ? AND account_id = ?")
-                    let suppressed = try Int.fetchOne(isSuppressed, arguments: [event.appId, event.accountId]) != nil
+                    let suppressed = try Self.isSuppressed(appId: event.appId, accountId: event.accountId, in: db)
                     if suppressed { summary.suppressed += 1 } else { summary.stale += 1 }
                     continue
                 }
@@ -288,11 +314,13 @@ final class ProfileDatabase: Sendable {
 
     /// Whether the account is on the suppression list.
     func isSuppressed(appId: String, accountId: String) async throws -> Bool {
-        try await database.read { db in
-            try Int.fetchOne(
-                db, sql: "SELECT 1 FROM suppressed_accounts WHERE app_id = ? AND account_id = ?",
-                arguments: [appId, accountId]) != nil
-        }
+        try await database.read { db in try Self.isSuppressed(appId: appId, accountId: accountId, in: db) }
+    }
+
+    static func isSuppressed(appId: String, accountId: String, in db: GRDB.Database) throws -> Bool {
+        try Int.fetchOne(
+            db.cachedStatement(sql: "SELECT 1 FROM suppressed_accounts WHERE app_id = ? AND account_digest = ?"),
+            arguments: [appId, SuppressionDigest.of(accountId: accountId)]) != nil
     }
 
     private static func profile(_ row: Row) -> StoredProfile {

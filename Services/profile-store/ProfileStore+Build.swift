@@ -45,11 +45,15 @@ func buildProfileStore(
     let producer = try KafkaProducer(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "profile-store"),
         logger: logger)
-    // An ingest batch announces up to one AccountHeld per profile: the relay takes as many per round, so it keeps up
-    // with one send and one mark per ingest batch.
-    let relay = OutboxRelay(
-        database: database.database, producer: producer, logger: logger, batchSize: max(1000, config.ingestBatch))
     let checkpointer = WALCheckpointer(database: database.database, logger: logger)
+    // A suppression list converted at open (or anything erased before a crash) leaves the WAL at start.
+    checkpointer.request()
+    // An ingest batch announces up to one AccountHeld per profile: the relay takes as many per round, so it keeps up
+    // with one send and one deletion per ingest batch. Sent records are deleted at once (they name accounts), and a
+    // sent tombstone — an account no tenant holds any more — asks for a checkpoint, so its accountId leaves the files.
+    let relay = OutboxRelay(
+        database: database.database, producer: producer, logger: logger, batchSize: max(1000, config.ingestBatch),
+        retention: .zero, checkpointer: checkpointer)
     let consumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: kafka.bootstrapServers,

@@ -7,6 +7,7 @@ import ServiceLifecycle
 /// SQLite, acknowledged by the broker), so a transient failure is retried rather than dropped. On graceful shutdown or
 /// cancellation it gives up with `CancellationError`; the record then stays uncommitted and the next start does it
 /// again. Failures are logged with `what` and the error's kind only — an error's description may carry data.
+@discardableResult
 package func retryUntilDone<T: Sendable>(
     _ what: String, logger: Logger, _ operation: @Sendable () async throws -> T
 ) async throws -> T {

@@ -46,6 +46,13 @@ package enum Outbox {
             .execute(arguments: [date.timeIntervalSince1970, lastId])
     }
 
+    /// Deletes every unsent record up to `lastId`, once the relay has published them: for outboxes whose records
+    /// carry personal data, which then stays in the file no longer than it takes to publish it.
+    package static func deleteSent(through lastId: Int64, in db: GRDB.Database) throws {
+        try db.cachedStatement(sql: "DELETE FROM lethe_outbox WHERE id <= ? AND sent_at IS NULL")
+            .execute(arguments: [lastId])
+    }
+
     /// How many records wait to be published.
     package static func pendingCount(in db: GRDB.Database) throws -> Int {
         try Int.fetchOne(db, sql: "SELECT count(*) FROM lethe_outbox WHERE sent_at IS NULL") ?? 0

@@ -22,6 +22,7 @@ package final class OutboxRelay: Service, Sendable {
     private let batchSize: Int
     private let pollInterval: Duration
     private let retention: Duration
+    private let checkpointer: WALCheckpointer?
     private let wake: AsyncStream<Void>
     private let wakeContinuation: AsyncStream<Void>.Continuation
 
@@ -29,10 +30,16 @@ package final class OutboxRelay: Service, Sendable {
     ///   - batchSize: records per send; one batch is one awaited round of acknowledgements.
     ///   - pollInterval: how often the outbox is checked without a ``notify()``, so records written by a crashed
     ///     process (or without a notify) still go out.
-    ///   - retention: how long sent records stay in the table before they are pruned.
+    ///   - retention: how long sent records stay in the table before they are pruned; `.zero` deletes them as soon
+    ///     as the broker has them (for records that carry personal data or account identifiers).
+    ///   - checkpointer: with `.zero` retention, asked for a checkpoint after deleting a batch that held a tombstone,
+    ///     so the tombstone's key leaves the database file and the WAL soon too, not at SQLite's next automatic
+    ///     checkpoint. A tombstone announces that something is gone (an account erased), so its key should go with
+    ///     it; other records do not ask, which keeps checkpoints out of a busy writer's way.
     package init(
         database: SQLiteDatabase, producer: KafkaProducer, logger: Logger, batchSize: Int = 1000,
-        pollInterval: Duration = .milliseconds(250), retention: Duration = .seconds(3600)
+        pollInterval: Duration = .milliseconds(250), retention: Duration = .seconds(3600),
+        checkpointer: WALCheckpointer? = nil
     ) {
         self.database = database
         self.producer = producer
@@ -40,6 +47,7 @@ package final class OutboxRelay: Service, Sendable {
         self.batchSize = batchSize
         self.pollInterval = pollInterval
         self.retention = retention
+        self.checkpointer = checkpointer
         (wake, wakeContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -60,7 +68,7 @@ package final class OutboxRelay: Service, Sendable {
         var lastPrune = ContinuousClock.now
         for await _ in wake.cancelOnGracefulShutdown() {
             await drain()
-            if ContinuousClock.now - lastPrune > .seconds(60) {
+            if retention > .zero, ContinuousClock.now - lastPrune > .seconds(60) {
                 lastPrune = .now
                 let cutoff = Date().addingTimeInterval(-Double(retention.components.seconds))
                 _ = try? await database.write { db in try Outbox.pruneSent(before: cutoff, in: db) }
@@ -80,9 +88,15 @@ package final class OutboxRelay: Service, Sendable {
                 if batch.isEmpty { return }
                 try await producer.send(batch.map(\.message))
                 let lastId = batch[batch.count - 1].id
-                // Not synced: a power loss that undoes the mark re-sends these records, which the at-least-once
-                // contract above already allows, while a synced mark would cost the writer one more sync per batch.
-                try await database.writeUnsynced { db in try Outbox.markSent(through: lastId, in: db) }
+                // Not synced: a power loss that undoes the mark (or the deletion) re-sends these records, which the
+                // at-least-once contract above already allows, while a synced write would cost the writer one more
+                // sync per batch.
+                if retention == .zero {
+                    try await database.writeUnsynced { db in try Outbox.deleteSent(through: lastId, in: db) }
+                    if batch.contains(where: { $0.message.value == nil }) { checkpointer?.request() }
+                } else {
+                    try await database.writeUnsynced { db in try Outbox.markSent(through: lastId, in: db) }
+                }
                 failures = 0
             } catch {
                 failures += 1

@@ -129,6 +129,28 @@ struct ProfileDatabaseTests {
         #expect(try await announcements(store, key: "app-1:a1").last??.tenantIds == ["t2"])
     }
 
+    @Test("a file whose suppression list holds raw accountIds is converted to digests at open, and still suppresses")
+    func rawSuppressionsConverted() async throws {
+        let path = directory.url.appendingPathComponent("old.sqlite").path
+        let account = "557058:raw-suppressed-0001"
+        do {
+            // The file as the release before the digests left it: the first two migrations, a raw entry.
+            let old = try SQLiteDatabase(path: path, migrations: Array(ProfileDatabase.migrations.prefix(2)))
+            try await old.write { db in
+                try db.execute(
+                    sql: "INSERT INTO suppressed_accounts (app_id, account_id, erasure_id, suppressed_at) VALUES (?, ?, ?, ?)",
+                    arguments: ["app-1", account, "e-old", 1])
+            }
+            try await old.checkpoint()
+        }
+        #expect(sqliteFilesContain(path, account), "the scan cannot see the raw entry")
+        let converted = try ProfileDatabase(path: path)
+        #expect(try await converted.isSuppressed(appId: "app-1", accountId: account))
+        #expect(try await converted.ingest([fetched("t1", account, at: 1)]).suppressed == 1)
+        try await converted.database.checkpoint()
+        #expect(!sqliteFilesContain(path, account), "the raw accountId stayed in the file after the conversion")
+    }
+
     @Test("after a closed erasure the account is suppressed: a late event is dropped and counted")
     func closedSuppresses() async throws {
         _ = try await store.ingest([fetched("t1", "a1", at: 1)])

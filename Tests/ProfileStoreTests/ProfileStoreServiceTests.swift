@@ -40,6 +40,9 @@ struct ProfileStoreServiceTests {
 
     @Test("poison records go to the DLQ while ingest goes on; a closed erasure acks, tombstones and suppresses")
     func ingestAndEraseEndToEnd() async throws {
+        // Distinctive, so a search of the file's bytes finds it only where it was stored.
+        let account = "557058:erased-\(UUID().uuidString.lowercased())"
+        let key = "app-1:\(account)"
         let directory = try TemporaryDirectory()
         let namespace = uniqueName("ps")
         let topics = LetheTopics(namespace: namespace)
@@ -55,10 +58,10 @@ struct ProfileStoreServiceTests {
                 try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
             }
             // Same key, so the same partition: the good records sit behind the poison one.
-            try await producer.send(OutgoingMessage(topic: topics.profiles, key: "app-1:a1", value: Array("{x".utf8)))
-            try await send(fetched("t1", "a1", at: 10), topic: topics.profiles, key: "app-1:a1")
-            try await send(fetched("t2", "a1", at: 20), topic: topics.profiles, key: "app-1:a1")
-            try await send(fetched("t1", "a1", at: 5, name: "Old"), topic: topics.profiles, key: "app-1:a1")
+            try await producer.send(OutgoingMessage(topic: topics.profiles, key: key, value: Array("{x".utf8)))
+            try await send(fetched("t1", account, at: 10), topic: topics.profiles, key: key)
+            try await send(fetched("t2", account, at: 20), topic: topics.profiles, key: key)
+            try await send(fetched("t1", account, at: 5, name: "Old"), topic: topics.profiles, key: key)
             let ingested = await eventually(timeout: .seconds(30)) {
                 let stats = parts.ingestor.stats
                 return stats.applied == 2 && stats.stale == 1 && stats.deadLettered == 1
@@ -66,21 +69,21 @@ struct ProfileStoreServiceTests {
             #expect(ingested, "stats: \(parts.ingestor.stats)")
             #expect(try await parts.database.profileCount() == 2)
 
-            let erase = command("e-1", "t1", "a1", .delete, cause: .atlassianClosed)
-            try await send(erase, topic: topics.erasureCommands, key: "app-1:a1")
-            try await send(erase, topic: topics.erasureCommands, key: "app-1:a1")
+            let erase = command("e-1", "t1", account, .delete, cause: .atlassianClosed)
+            try await send(erase, topic: topics.erasureCommands, key: key)
+            try await send(erase, topic: topics.erasureCommands, key: key)
             let acks = try await readUntil(kafka, topic: topics.erasureAcks) { $0.count == 2 }
                 .map { try $0.decodeEvent(ErasureAcknowledged.self) }
             #expect(acks.map(\.outcome) == [.erased, .erased])
             #expect(acks.allSatisfy { $0.participant == "profile-store" && $0.erasureId == "e-1" })
 
-            try await send(fetched("t1", "a1", at: 99, name: "Late"), topic: topics.profiles, key: "app-1:a1")
+            try await send(fetched("t1", account, at: 99, name: "Late"), topic: topics.profiles, key: key)
             #expect(await eventually(timeout: .seconds(30)) { parts.ingestor.stats.suppressed == 1 })
-            #expect(try await parts.database.profile(tenantId: "t1", appId: "app-1", accountId: "a1") == nil)
+            #expect(try await parts.database.profile(tenantId: "t1", appId: "app-1", accountId: account) == nil)
 
             try await send(
-                command("e-2", "t2", "a1", .scrub, cause: .atlassianClosed), topic: topics.erasureCommands,
-                key: "app-1:a1")
+                command("e-2", "t2", account, .delete, cause: .atlassianClosed), topic: topics.erasureCommands,
+                key: key)
             let accounts = try await readUntil(kafka, topic: topics.pdrAccounts) { messages in
                 messages.last?.value == nil && messages.count >= 2
             }
@@ -88,6 +91,11 @@ struct ProfileStoreServiceTests {
             let tenantLists: [[String]] = held.compactMap { $0?.tenantIds }
             #expect(tenantLists.contains(["t1", "t2"]))
             #expect(held.last! == nil, "the account must end as a tombstone")
+            // No tenant holds it and it is suppressed by digest: the accountId has left the file's bytes — the
+            // profile rows, the announcement state, the suppression list and the sent tombstone alike.
+            let path = parts.database.database.path
+            let gone = await eventually(timeout: .seconds(10)) { !sqliteFilesContain(path, account) }
+            #expect(gone, "the closed account's accountId stayed in profile-store's database or WAL file")
 
             let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topics.profiles)) { $0.count == 1 }
             #expect(dead.first?.header(DeadLetterQueue.errorHeader) != nil)

@@ -239,6 +239,36 @@ struct OutboxRelayTests {
         #expect(entries.count == 600 && entries.allSatisfy(\.sent))
     }
 
+    @Test("with zero retention the relay deletes what it published; after a tombstone the checkpoint takes its key out of the files")
+    func zeroRetentionDeletesSentRecords() async throws {
+        let directory = try TemporaryDirectory()
+        let topic = try await kafka.makeTopic(partitions: 2)
+        let tombstones = try await kafka.makeTopic(partitions: 1)
+        let path = directory.file("z.sqlite")
+        let database = try SQLiteDatabase(path: path, migrations: [], secureDelete: true)
+        try await enqueue(200, keys: 4, topic: topic, into: database)
+        try await database.write { db in
+            try Outbox.enqueue(.tombstone(topic: tombstones, key: "erased-account-key"), in: db)
+        }
+        #expect(sqliteFilesContain(path, "erased-account-key"), "the scan cannot see the records")
+        let producer = try kafka.makeProducer()
+        let checkpointer = WALCheckpointer(database: database, interval: .milliseconds(100), logger: kafka.logger)
+        let relay = OutboxRelay(
+            database: database, producer: producer, logger: kafka.logger, batchSize: 50, retention: .zero,
+            checkpointer: checkpointer)
+        try await withRunningServices([producer, checkpointer, relay], logger: kafka.logger) {
+            relay.notify()
+            let emptied = await eventually(timeout: .seconds(30)) {
+                (try? await database.read { db in try Outbox.all(in: db) })?.isEmpty == true
+            }
+            #expect(emptied, "sent records stayed in the outbox")
+            let gone = await eventually(timeout: .seconds(10)) { !sqliteFilesContain(path, "erased-account-key") }
+            #expect(gone, "the tombstone's key stayed in the database or WAL file's bytes")
+        }
+        let byKey = try await consume(200, topic: topic)
+        #expect(byKey.count == 4 && byKey.values.allSatisfy { $0 == Array(0..<50) })
+    }
+
     @Test("records left unsent by a previous process are published by the next one, in order, none lost")
     func resendsWhatAPreviousProcessLeft() async throws {
         let directory = try TemporaryDirectory()

@@ -5,9 +5,9 @@
 //            prints "produced <count> <seconds>"
 //        ingest-bench wait <sqlite-file> <count> <pid> <timeout-seconds>
 //            polls profile-store's SQLite file until <count> profiles are committed, then until its outbox is drained
-//            (every AccountHeld published and marked sent); prints "first <epoch-seconds> first_count <profiles seen
-//            then> last <epoch-seconds> drained <epoch-seconds> rss_kb <peak RSS of pid> cpu_at_last <CPU seconds of
-//            pid> cpu_at_drained <…> announced <outbox records>"
+//            (every AccountHeld published, and so deleted from the outbox); prints "first <epoch-seconds> first_count
+//            <profiles seen then> last <epoch-seconds> drained <epoch-seconds> rss_kb <peak RSS of pid> cpu_at_last
+//            <CPU seconds of pid> cpu_at_drained <…> announced <accounts announced>"
 import BenchSupport
 import Contracts
 import Foundation
@@ -87,7 +87,7 @@ case "wait" where arguments.count == 6:
             if let highest, highest >= count {
                 last = Date()
                 cpuAtLast = ProcessStats.cpuSeconds(pid: Int32(pid) ?? 0)
-                let committed = try await pool!.read { db in
+                let committed = try pool!.read { db in
                     try Int.fetchOne(db, sql: "SELECT count(*) FROM profiles")
                 }
                 guard committed == count else { fail("\(committed ?? 0) profiles, expected \(count)") }
@@ -95,13 +95,13 @@ case "wait" where arguments.count == 6:
         }
         if let last {
             // The relay catches up when no outbox record is left unsent (an index lookup on the unsent index).
-            let unsent = try await pool!.read { db in
+            let unsent = try pool!.read { db in
                 try Int.fetchOne(
                     db, sql: "SELECT count(*) FROM (SELECT 1 FROM lethe_outbox WHERE sent_at IS NULL LIMIT 1)")
             }
             if unsent == 0 {
-                let announced = try await pool!.read { db in
-                    try Int.fetchOne(db, sql: "SELECT count(*) FROM lethe_outbox")
+                let announced = try pool!.read { db in
+                    try Int.fetchOne(db, sql: "SELECT count(*) FROM announced_accounts")
                 }
                 peak = max(peak, ProcessStats.peakRSSKiB(pid: Int32(pid) ?? 0))
                 print("first \(first!.timeIntervalSince1970) first_count \(firstCount) last \(last.timeIntervalSince1970) "

@@ -18,6 +18,7 @@ Environment:
   LETHE_TOPIC_NAMESPACE     optional prefix "<ns>." for every topic (tests that share a broker)
   LOG_LEVEL                 default INFO
 """
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,12 @@ from confluent_kafka import Consumer, KafkaException, Producer
 SCHEMA_MAJOR = 1
 POLICIES = {"delete", "scrub", "disassociate"}
 log = logging.getLogger("python-participant")
+
+
+def suppression_digest(account_id: str) -> str:
+    """What the suppression list keeps instead of a closed account's accountId (docs/contracts.md): it only has to
+    recognise the account again, so once the erasure is done the accountId itself is nowhere in this file."""
+    return "sha256:" + hashlib.sha256(("lethe.suppression.v1:" + account_id).encode()).hexdigest()
 
 
 def rfc3339_now() -> str:
@@ -57,7 +64,7 @@ class Config:
 
 class Store:
     """The participant's own data. `contacts` is what erasure acts on; `erasures` makes handling idempotent;
-    `suppressed` holds the accounts erased because Atlassian reported them closed."""
+    `suppressed` holds the digests of the accounts erased because Atlassian reported them closed."""
 
     def __init__(self, path):
         self.db = sqlite3.connect(path, isolation_level=None)
@@ -80,8 +87,8 @@ class Store:
                 WHERE account_id IS NOT NULL;
             CREATE TABLE IF NOT EXISTS suppressed (
                 app_id TEXT NOT NULL,
-                account_id TEXT NOT NULL,
-                PRIMARY KEY (app_id, account_id)
+                account_digest TEXT NOT NULL,   -- suppression_digest(accountId), never the accountId itself
+                PRIMARY KEY (app_id, account_digest)
             );
             CREATE TABLE IF NOT EXISTS erasures (
                 erasure_id TEXT PRIMARY KEY,
@@ -90,6 +97,28 @@ class Store:
             );
             """
         )
+        self._convert_raw_suppressions()
+
+    def _convert_raw_suppressions(self):
+        """A file from before the digests keeps raw accountIds in `suppressed (app_id, account_id)`: convert it once,
+        deleting the raw rows first so secure_delete zeroes them, then empty the WAL."""
+        columns = [row[1] for row in self.db.execute("PRAGMA table_info(suppressed)")]
+        if "account_id" not in columns:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute("SELECT app_id, account_id FROM suppressed").fetchall()
+            self.db.execute("DELETE FROM suppressed")
+            self.db.execute("DROP TABLE suppressed")
+            self.db.execute("""CREATE TABLE suppressed (app_id TEXT NOT NULL, account_digest TEXT NOT NULL,
+                                   PRIMARY KEY (app_id, account_digest))""")
+            self.db.executemany("INSERT OR IGNORE INTO suppressed (app_id, account_digest) VALUES (?, ?)",
+                                [(app_id, suppression_digest(account_id)) for app_id, account_id in rows])
+            self.db.execute("COMMIT")
+        except Exception:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def sync(self, profile):
         """Stores a ProfileFetched unless the account is suppressed or a newer profile is held; returns what
@@ -97,8 +126,8 @@ class Store:
         fetched = epoch_millis(profile["fetchedAt"])
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            if self.db.execute("SELECT 1 FROM suppressed WHERE app_id = ? AND account_id = ?",
-                               (profile["appId"], profile["accountId"])).fetchone():
+            if self.db.execute("SELECT 1 FROM suppressed WHERE app_id = ? AND account_digest = ?",
+                               (profile["appId"], suppression_digest(profile["accountId"]))).fetchone():
                 self.db.execute("COMMIT")
                 return "suppressed"
             changed = self.db.execute(
@@ -129,8 +158,8 @@ class Store:
                 self.db.execute("COMMIT")
                 return row[0], True
             if command.get("cause") == "atlassian-closed":
-                self.db.execute("INSERT INTO suppressed (app_id, account_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                (command["appId"], command["accountId"]))
+                self.db.execute("INSERT INTO suppressed (app_id, account_digest) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                (command["appId"], suppression_digest(command["accountId"])))
             match = ("tenant_id = ? AND app_id = ? AND account_id = ?",
                      (command["tenantId"], command["appId"], command["accountId"]))
             policy = command["policy"]

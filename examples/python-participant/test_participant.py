@@ -204,3 +204,44 @@ def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tm
         assert rows == [("acc-a", "u-a", "Ada"), ("acc-c", "u-c", "Cy")]
         dead = read_all(bootstrap, topics["profiles"] + ".dlq", 1)
         assert len(dead) == 1 and headers_of(dead[0])["lethe_error"] == "missing field appId"
+        # The closed account is recognised by its digest alone: its accountId is nowhere in the file's bytes.
+        data = b"".join(pathlib.Path(str(db_path) + suffix).read_bytes()
+                        for suffix in ("", "-wal") if pathlib.Path(str(db_path) + suffix).exists())
+        assert b"acc-a" in data, "the byte scan cannot see accountIds"
+        assert b"acc-b" not in data
+
+
+def load_participant_module():
+    sys.path.insert(0, str(HERE))
+    try:
+        import participant
+    finally:
+        sys.path.remove(str(HERE))
+    return participant
+
+
+def test_suppression_digest_is_the_documented_one():
+    """The same vector as Swift's SuppressionDigestTests, so every participant keeps its list in one form."""
+    participant = load_participant_module()
+    assert participant.suppression_digest("557058:0f4e6a52-2c1b-4d7e-9a31-5be0c2d8e001") == \
+        "sha256:c87ac7b8f00b61b235470fbcce2d26d8ae80192093170f01aac1cec10806d486"
+
+
+def test_a_file_with_raw_suppressed_accountids_is_converted_at_open(tmp_path):
+    participant = load_participant_module()
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE suppressed (app_id TEXT NOT NULL, account_id TEXT NOT NULL, PRIMARY KEY (app_id, account_id))")
+    old.execute("INSERT INTO suppressed VALUES ('app-1', 'acc-closed-raw')")
+    old.commit()
+    old.close()
+    store = participant.Store(str(path))
+    assert store.db.execute("SELECT app_id, account_digest FROM suppressed").fetchall() == \
+        [("app-1", participant.suppression_digest("acc-closed-raw"))]
+    data = b"".join(pathlib.Path(str(path) + suffix).read_bytes()
+                    for suffix in ("", "-wal") if pathlib.Path(str(path) + suffix).exists())
+    assert b"acc-closed-raw" not in data
+    late = {"tenantId": "t1", "appId": "app-1", "accountId": "acc-closed-raw", "name": "Late",
+            "email": "late@example.com", "fetchedAt": "2026-01-03T00:00:00.000Z"}
+    assert store.sync(late) == "suppressed"

@@ -22,7 +22,7 @@ var logger = Logger(label: "kafka-test-consumer")
 logger.logLevel = .warning
 
 if !FileManager.default.fileExists(atPath: outputPath) {
-    FileManager.default.createFile(atPath: outputPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
 }
 let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
 try output.seekToEnd()
