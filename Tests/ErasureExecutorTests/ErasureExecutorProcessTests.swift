@@ -37,7 +37,9 @@ actor FlakyParticipantHandler: ErasureHandler {
 /// The erasure-executor binary as a child process with its HTTP port, and the test's Kafka topics around it.
 struct ExecutorProcess {
     let process: ChildProcess
-    let port: Int
+    /// Held until ``stop()``, so no parallel test picks the port while the executor starts (it listens beside it).
+    let reservation: SandboxProcess.ReservedPort
+    var port: Int { reservation.port }
     let log: URL
     static let adminToken = "admin-token-0123456789"
 
@@ -51,7 +53,8 @@ struct ExecutorProcess {
     ) async throws -> ExecutorProcess {
         let binary = RepositoryPaths.executable("erasure-executor")
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
-        let port = try SandboxProcess.freeLoopbackPort()
+        let reservation = try SandboxProcess.ReservedPort()
+        let port = reservation.port
         var environment = [
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.url.path,
             "HTTP_HOST": "127.0.0.1", "HTTP_PORT": String(port), "LETHE_TOPIC_NAMESPACE": namespace,
@@ -60,13 +63,19 @@ struct ExecutorProcess {
         ]
         environment.merge(settings) { $1 }
         let log = directory.url.appendingPathComponent("erasure-executor.log")
-        let process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: log.path)
-        let executor = ExecutorProcess(process: process, port: port, log: log)
+        let process: ChildProcess
+        do {
+            process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: log.path)
+        } catch {
+            reservation.release()
+            throw error
+        }
+        let executor = ExecutorProcess(process: process, reservation: reservation, log: log)
         let ready = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
             (try? await executor.get("/health/ready", token: nil).status) == 200
         }
         if !ready {
-            await process.stop()
+            await executor.stop()
             throw NotReady(description: "erasure-executor was not ready: \(executor.output())")
         }
         return executor
@@ -74,7 +83,10 @@ struct ExecutorProcess {
 
     func output() -> String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
-    func stop() async { await process.stop() }
+    func stop() async {
+        await process.stop()
+        reservation.release()
+    }
 
     func call(_ method: HTTPMethod, _ path: String, token: String?) async throws -> (status: Int, body: String) {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")

@@ -449,7 +449,10 @@ struct PartitionedReportingTests {
                 let ids = (0..<80).map { "acct-\($0)" }
                 try await world.hold(ids)
 
-                let port = try SandboxProcess.freeLoopbackPort()
+                // Held while the child lives, so no parallel test picks the port (the child listens beside it).
+                let reservation = try SandboxProcess.ReservedPort()
+                defer { reservation.release() }
+                let port = reservation.port
                 let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-\(UUID().uuidString)")
                 let log = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-reporter-\(port).log")
                 var environment = ProcessInfo.processInfo.environment

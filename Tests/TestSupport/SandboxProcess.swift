@@ -20,25 +20,28 @@ package final class SandboxProcess: @unchecked Sendable {
     package let port: Int
     private let process: ChildProcess
     private let stderrFile: URL
+    private let reservation: ReservedPort
 
-    private init(process: ChildProcess, port: Int, stderrFile: URL) {
+    private init(process: ChildProcess, reservation: ReservedPort, stderrFile: URL) {
         self.process = process
-        self.port = port
+        self.port = reservation.port
+        self.reservation = reservation
         self.stderrFile = stderrFile
         self.baseURL = URL(string: "http://127.0.0.1:\(port)")!
     }
 
     /// Starts the built executable with `HTTP_PORT` set to a free port and waits until `/health/live` answers 200.
     ///
-    /// The port is checked free and then closed; another process could take it in between, in which case the sandbox
-    /// exits and this throws with its stderr (rare enough not to retry silently).
+    /// The port stays reserved (``ReservedPort``) in this process until ``stop()``, so no parallel test picks it
+    /// while the sandbox starts; the sandbox binds and listens beside the reservation.
     package static func start(environment extra: [String: String] = [:], timeout: Duration = .seconds(20))
         async throws -> SandboxProcess {
         let binary = RepositoryPaths.executable("atlassian-sandbox")
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             throw StartError(description: "atlassian-sandbox is not built at \(binary.path); run swift build --build-tests")
         }
-        let port = try freeLoopbackPort()
+        let reservation = try ReservedPort()
+        let port = reservation.port
         var environment = ProcessInfo.processInfo.environment
         environment["HTTP_HOST"] = "127.0.0.1"
         environment["HTTP_PORT"] = String(port)
@@ -46,8 +49,14 @@ package final class SandboxProcess: @unchecked Sendable {
         environment.merge(extra) { $1 }
         let stderrFile = FileManager.default.temporaryDirectory
             .appendingPathComponent("atlassian-sandbox-\(port)-\(UUID().uuidString.prefix(8)).log")
-        let process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: stderrFile.path)
-        let sandbox = SandboxProcess(process: process, port: port, stderrFile: stderrFile)
+        let process: ChildProcess
+        do {
+            process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: stderrFile.path)
+        } catch {
+            reservation.release()
+            throw error
+        }
+        let sandbox = SandboxProcess(process: process, reservation: reservation, stderrFile: stderrFile)
 
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
@@ -66,6 +75,7 @@ package final class SandboxProcess: @unchecked Sendable {
     /// SIGTERM, then waits for the exit (SIGKILL after 10 s so a hung sandbox cannot hang the test run).
     package func stop() async {
         await process.stop()
+        reservation.release()
         try? FileManager.default.removeItem(at: stderrFile)
     }
 
@@ -78,9 +88,9 @@ package final class SandboxProcess: @unchecked Sendable {
     ///
     /// Not port 0: that hands out a port from the ephemeral range, which any outbound connection of the test process
     /// (Kafka clients, HTTP clients) can take as its local port while nothing listens on it — between a server
-    /// stopping and its restart on the same port, say. An in-process server that restarts should hold its port with
-    /// ``ReservedPort``.
-    package static func freeLoopbackPort() throws -> Int {
+    /// stopping and its restart on the same port, say. Only ``ReservedPort`` uses it: a port picked and let go could
+    /// be picked again by a parallel test before its server binds it.
+    private static func freeLoopbackPort() throws -> Int {
         let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
             .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
         let range = 10_000..<max(ephemeralStart, 10_001)
@@ -91,11 +101,11 @@ package final class SandboxProcess: @unchecked Sendable {
         throw StartError(description: "no free loopback port in \(range) after 500 tries")
     }
 
-    /// A free loopback port held for an in-process server until ``release()``: a socket bound to it with
-    /// `SO_REUSEADDR`, never listening, so the server (NIO sets `SO_REUSEADDR` too) can bind and listen on it, while
-    /// every other pick — ``freeLoopbackPort()``'s check, the kernel's port 0 — sees it taken. Without the hold, a
-    /// port picked for a gateway could be picked again by a parallel test before the gateway bound it, and one
-    /// harness then talked to the other's gateway.
+    /// A free loopback port held for a server — in this process or a child process — until ``release()``: a socket
+    /// bound to it with `SO_REUSEADDR`, never listening, so the server (NIO sets `SO_REUSEADDR` too) can bind and
+    /// listen on it, while every other pick — ``freeLoopbackPort()``'s check, the kernel's port 0 — sees it taken.
+    /// Without the hold, a port picked for a gateway could be picked again by a parallel test before the gateway
+    /// bound it, and one harness then talked to the other's gateway.
     package final class ReservedPort: Sendable {
         package let port: Int
         private let descriptor: Int32
