@@ -233,7 +233,7 @@ struct CPUProbe {
             let parts = pair.split(separator: "=")
             return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
         }
-        return named + [("driver", "self")]
+        return named + [("driver", String(getpid()))]
     }
 
     let connectsStart: Double
