@@ -58,6 +58,13 @@ def kafka_config(compacted, retention_ms):
 DLQ_RETENTION_MS = 30 * 24 * 60 * 60 * 1000
 
 
+def dlq_retention_ms(source_retention_ms):
+    """What `Topics.dlqDefinition(for:)` gives a DLQ: 30 days, or its source topic's retention when shorter."""
+    if source_retention_ms is None:
+        return DLQ_RETENTION_MS
+    return min(DLQ_RETENTION_MS, source_retention_ms)
+
+
 def events():
     """Every `LetheEvent` in Shared/Contracts/Events: {EventName: {"type": "lethe.X", "fields": {name: optional}}}.
 

@@ -29,15 +29,14 @@ func buildProfileStore(
     func spec(_ name: String, like definition: TopicDefinition) -> TopicSpec {
         TopicSpec(name: name, partitions: kafka.topicPartitions, config: definition.kafkaConfig)
     }
-    let dlq = Topics.dlqDefinition(for: Topics.profiles)
     try await admin.ensureTopics([
         spec(topics.profiles, like: Topics.definition(named: Topics.profiles)!),
         spec(topics.pdrAccounts, like: Topics.definition(named: Topics.pdrAccounts)!),
         spec(topics.erasureCommands, like: Topics.definition(named: Topics.erasureCommands)!),
         spec(topics.erasureAcks, like: Topics.definition(named: Topics.erasureAcks)!),
         spec(topics.erasureParticipants, like: Topics.definition(named: Topics.erasureParticipants)!),
-        spec(DeadLetterQueue.topic(for: topics.profiles), like: dlq),
-        spec(DeadLetterQueue.topic(for: topics.erasureCommands), like: dlq),
+        spec(DeadLetterQueue.topic(for: topics.profiles), like: Topics.dlqDefinition(for: Topics.profiles)),
+        spec(DeadLetterQueue.topic(for: topics.erasureCommands), like: Topics.dlqDefinition(for: Topics.erasureCommands)),
     ])
 
     let database = try ProfileDatabase(

@@ -63,10 +63,13 @@ package enum Topics {
         TopicDefinition(name: erasureCompleted, compacted: true, retentionMs: nil),
     ]
 
-    /// The definition of a DLQ for `topic`: never compacted (several dead letters may share a key and all matter),
-    /// kept 30 days.
+    /// The definition of a DLQ for `topic` (a name of ``all``, namespaced or not): never compacted (several dead
+    /// letters may share a key and all matter), kept 30 days — or as long as its source topic when that is shorter,
+    /// so a dead letter of personal data (a malformed `ProfileFetched`) does not outlive the profiles topic's 7 days.
     package static func dlqDefinition(for topic: String) -> TopicDefinition {
-        TopicDefinition(name: dlq(for: topic), compacted: false, retentionMs: TopicDefinition.thirtyDaysMs)
+        let source = all.first { topic == $0.name || topic.hasSuffix("." + $0.name) }
+        let retention = min(TopicDefinition.thirtyDaysMs, source?.retentionMs ?? TopicDefinition.thirtyDaysMs)
+        return TopicDefinition(name: dlq(for: topic), compacted: false, retentionMs: retention)
     }
 
     /// The definition of the topic called `name` in ``all``, or `nil` for a name Lethe does not own.
@@ -78,7 +81,7 @@ package enum Topics {
 /// How one topic is created: name, cleanup policy and retention. The partition count is configuration (see
 /// ``Topics/defaultPartitionCount``), so it is not part of the definition.
 package struct TopicDefinition: Sendable, Hashable {
-    /// 7 days in milliseconds: retention of topics carrying personal data.
+    /// 7 days in milliseconds: retention of topics carrying personal data, and of their DLQs.
     package static let sevenDaysMs: Int64 = 7 * 24 * 60 * 60 * 1000
     /// 30 days in milliseconds: retention of event (non-compacted) topics and DLQs.
     package static let thirtyDaysMs: Int64 = 30 * 24 * 60 * 60 * 1000

@@ -42,6 +42,10 @@ struct TopicsTests {
         #expect(!definition.compacted)
         #expect(definition.retentionMs == 2_592_000_000)
         #expect(Topics.dlqErrorHeader == "lethe_error")
+        // A dead letter of personal data lives no longer than its source topic keeps it, namespaced or not.
+        #expect(Topics.dlqDefinition(for: Topics.profiles).retentionMs == TopicDefinition.sevenDaysMs)
+        #expect(Topics.dlqDefinition(for: "test-ns." + Topics.profiles).retentionMs == TopicDefinition.sevenDaysMs)
+        #expect(Topics.dlqDefinition(for: "test-ns." + Topics.erasureCommands).retentionMs == 2_592_000_000)
     }
 
     @Test func pdrTopicsAreCoPartitionedAndPartitionsDefaultToTwelve() {
