@@ -17,6 +17,22 @@ package struct TopicSpec: Sendable, Hashable {
     }
 }
 
+/// A setting of an existing topic that differs from its ``TopicSpec`` (``KafkaAdmin/ensureTopics(_:timeout:)`` never
+/// changes an existing topic, so an operator sees this at start instead of finding out from lost or kept data).
+package struct TopicSettingMismatch: Sendable, Hashable {
+    package var topic: String
+    package var setting: String
+    package var actual: String
+    package var expected: String
+
+    package init(topic: String, setting: String, actual: String, expected: String) {
+        self.topic = topic
+        self.setting = setting
+        self.actual = actual
+        self.expected = expected
+    }
+}
+
 /// Creates and inspects topics. Uses a client handle of its own; cheap to create, meant for start-up work.
 package final class KafkaAdmin: Sendable {
     private let handle: RdKafkaHandle
@@ -32,8 +48,15 @@ package final class KafkaAdmin: Sendable {
     /// Makes sure every topic exists with its partition count and config. Idempotent: an existing topic with the same
     /// partition count is left alone. An existing topic with a different partition count is an error — partitions are
     /// never added silently, because keyed state (and co-partitioning) depends on the count.
-    package func ensureTopics(_ specs: [TopicSpec], timeout: Duration = .seconds(30)) async throws(KafkaError) {
-        guard !specs.isEmpty else { return }
+    ///
+    /// An existing topic whose settings (`cleanup.policy`, `retention.ms`, …) differ from the spec is left as it is,
+    /// but each difference is logged as a warning and returned: a compacted topic created with `delete`, or a topic of
+    /// personal data kept longer than Lethe keeps it, is the operator's to fix (`kafka-configs --alter`).
+    @discardableResult
+    package func ensureTopics(_ specs: [TopicSpec], timeout: Duration = .seconds(30)) async throws(KafkaError)
+        -> [TopicSettingMismatch]
+    {
+        guard !specs.isEmpty else { return [] }
         let handle = self.handle
         let created = try await BlockingCalls.run { () throws(KafkaError) in
             try Self.createTopics(specs, handle: handle, timeout: timeout)
@@ -47,6 +70,21 @@ package final class KafkaAdmin: Sendable {
             }
         }
         if !created.isEmpty { logger.info("created topics", metadata: ["kafka.topics": "\(created.sorted())"]) }
+        var mismatches: [TopicSettingMismatch] = []
+        for spec in specs where !created.contains(spec.name) && !spec.config.isEmpty {
+            let actual = try await topicConfig(of: spec.name, timeout: timeout)
+            for (setting, expected) in spec.config.sorted(by: { $0.key < $1.key }) {
+                guard let value = actual[setting], value != expected else { continue }
+                mismatches.append(TopicSettingMismatch(topic: spec.name, setting: setting, actual: value, expected: expected))
+            }
+        }
+        for mismatch in mismatches {
+            logger.warning("an existing topic has another setting than Lethe creates it with; it is left unchanged", metadata: [
+                "kafka.topic": "\(mismatch.topic)", "setting": "\(mismatch.setting)", "actual": "\(mismatch.actual)",
+                "expected": "\(mismatch.expected)",
+            ])
+        }
+        return mismatches
     }
 
     /// Sends CreateTopics and returns the names that were created now (already-existing ones are fine).

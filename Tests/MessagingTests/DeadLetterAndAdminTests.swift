@@ -68,6 +68,22 @@ struct DeadLetterAndAdminTests {
         #expect(config["cleanup.policy"] == "compact")
     }
 
+    @Test("ensureTopics leaves an existing topic's other settings alone, and reports each one")
+    func ensureTopicsReportsSettingMismatches() async throws {
+        let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
+        let name = uniqueName("settings")
+        let first = TopicSpec(name: name, partitions: 2, config: ["cleanup.policy": "delete", "retention.ms": "2592000000"])
+        #expect(try await admin.ensureTopics([first]).isEmpty, "a topic created now has the settings asked for")
+        #expect(try await admin.ensureTopics([first]).isEmpty)
+        let later = TopicSpec(name: name, partitions: 2, config: ["cleanup.policy": "compact", "retention.ms": "604800000"])
+        let mismatches = try await admin.ensureTopics([later])
+        #expect(mismatches == [
+            TopicSettingMismatch(topic: name, setting: "cleanup.policy", actual: "delete", expected: "compact"),
+            TopicSettingMismatch(topic: name, setting: "retention.ms", actual: "2592000000", expected: "604800000"),
+        ])
+        #expect(try await admin.topicConfig(of: name)["cleanup.policy"] == "delete", "the topic was changed")
+    }
+
     @Test("ensureTopics refuses an existing topic with another partition count")
     func ensureTopicsRefusesPartitionMismatch() async throws {
         let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
