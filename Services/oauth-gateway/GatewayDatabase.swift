@@ -163,8 +163,8 @@ final class GatewayDatabase: Sendable {
                 """)
         },
         // The suppression list keeps digests, not accountIds (see `SuppressionDigest`): a closed account's accountId
-        // leaves the file with its erasure. Entries of older files are converted here; deleting them before the drop
-        // lets secure_delete zero them in the file.
+        // leaves the file with its erasure. Entries of older files are converted here; secure_delete zeroes the dropped
+        // table's pages, and the service checkpoints its WAL at start.
         Migration("oauth-gateway.v3.suppression-digests") { db in
             let entries = try Row.fetchAll(db, sql: "SELECT account_id, erasure_id, suppressed_at FROM suppressed_accounts")
             try db.execute(sql: """
@@ -181,7 +181,6 @@ final class GatewayDatabase: Sendable {
                                 entry["suppressed_at"]])
             }
             try db.execute(sql: """
-                DELETE FROM suppressed_accounts;
                 DROP TABLE suppressed_accounts;
                 ALTER TABLE suppressed_accounts_v3 RENAME TO suppressed_accounts;
                 """)

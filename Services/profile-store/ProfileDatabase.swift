@@ -120,8 +120,8 @@ final class ProfileDatabase: Sendable {
                 """)
         },
         // The suppression list keeps digests, not accountIds (see `SuppressionDigest`): a closed account's accountId
-        // leaves the file with its erasure. Entries of older files are converted here; deleting them before the drop
-        // lets secure_delete zero them in the file.
+        // leaves the file with its erasure. Entries of older files are converted here; secure_delete zeroes the dropped
+        // table's pages, and the service checkpoints its WAL at start.
         Migration("profile-store.v3.suppression-digests") { db in
             let entries = try Row.fetchAll(
                 db, sql: "SELECT app_id, account_id, erasure_id, suppressed_at FROM suppressed_accounts")
@@ -141,7 +141,6 @@ final class ProfileDatabase: Sendable {
                                 entry["erasure_id"], entry["suppressed_at"]])
             }
             try db.execute(sql: """
-                DELETE FROM suppressed_accounts;
                 DROP TABLE suppressed_accounts;
                 ALTER TABLE suppressed_accounts_v3 RENAME TO suppressed_accounts;
                 """)

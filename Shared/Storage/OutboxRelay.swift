@@ -5,7 +5,7 @@ import Messaging
 import ServiceLifecycle
 
 /// Publishes the outbox: reads unsent records in outbox order, sends them and waits for the broker's
-/// acknowledgement, then marks them sent. Records are sent in id order and librdkafka keeps order per partition, so
+/// acknowledgement, then marks them sent (or, with zero retention, deletes them). Records are sent in id order and librdkafka keeps order per partition, so
 /// per key the broker sees the records in the order they were written.
 ///
 /// A crash between the acknowledgement and the mark re-sends that batch on restart (at-least-once): consumers see

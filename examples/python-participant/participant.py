@@ -100,15 +100,14 @@ class Store:
         self._convert_raw_suppressions()
 
     def _convert_raw_suppressions(self):
-        """A file from before the digests keeps raw accountIds in `suppressed (app_id, account_id)`: convert it once,
-        deleting the raw rows first so secure_delete zeroes them, then empty the WAL."""
+        """A file from before the digests keeps raw accountIds in `suppressed (app_id, account_id)`: convert it once
+        (secure_delete zeroes the dropped table's pages), then empty the WAL."""
         columns = [row[1] for row in self.db.execute("PRAGMA table_info(suppressed)")]
         if "account_id" not in columns:
             return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             rows = self.db.execute("SELECT app_id, account_id FROM suppressed").fetchall()
-            self.db.execute("DELETE FROM suppressed")
             self.db.execute("DROP TABLE suppressed")
             self.db.execute("""CREATE TABLE suppressed (app_id TEXT NOT NULL, account_digest TEXT NOT NULL,
                                    PRIMARY KEY (app_id, account_digest))""")
