@@ -95,7 +95,7 @@ struct ConsumerGroupTests {
                 tasks.addTask { try await a.consume() }
                 #expect(await eventually(timeout: .seconds(60)) { a.assigned.withValue { $0.count } == 2 })
                 try await withRunningServices([b.consumer], logger: kafka.logger) {
-                    try await withThrowingTaskGroup(of: Void.self) { bTasks in
+                    await withThrowingTaskGroup(of: Void.self) { bTasks in
                         bTasks.addTask { try await b.consume() }
                         // Eager rebalancing: a gives up everything (and sees it), then both get one partition.
                         let rebalanced = await eventually(timeout: .seconds(60)) {

@@ -41,7 +41,9 @@ struct OperationalRoutesTests {
         let kafka = try KafkaFixture("routes")
         let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
         let registry = PrometheusCollectorRegistry()
-        registry.makeCounter(name: "lethe_test_events_total").increment(by: Int64(3))
+        registry.makeCounter(descriptor: MetricNameDescriptor(
+            namespace: "lethe", subsystem: "test", metricName: "events", unitName: "total", helpText: "test events"
+        )).increment(by: Int64(3))
         let router = Router()
         router.addOperationalRoutes(
             readiness: [ReadinessCheck(name: "kafka") { try await admin.ping() }], registry: registry)
