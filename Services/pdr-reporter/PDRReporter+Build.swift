@@ -74,7 +74,8 @@ func buildPDRReporter(
         logger: logger)
     let intake = PartitionedIntake(
         consumer: consumer, registry: accounts, loop: loop, producer: producer, topics: topics,
-        bootstrapServers: kafka.bootstrapServers, restoreTimeout: config.restoreTimeout, logger: logger)
+        bootstrapServers: kafka.bootstrapServers, restoreTimeout: config.restoreTimeout,
+        restoreProgressInterval: config.restoreProgressInterval, logger: logger)
 
     let router = Router()
     router.addOperationalRoutes(

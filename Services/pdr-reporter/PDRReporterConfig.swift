@@ -33,12 +33,16 @@ struct PDRReporterConfig: Sendable {
     /// `PDR_RESTORE_TIMEOUT_SECONDS` (default 300): longest a partition restore may take before the instance gives up
     /// (and exits, so an orchestrator restarts it) rather than report from a half-restored registry.
     var restoreTimeout: Duration
+    /// `PDR_RESTORE_PROGRESS_SECONDS` (default 5): how often a running partition restore logs how far it got (0: after
+    /// every batch it applies), so an operator watching a restore of millions of records sees it move.
+    var restoreProgressInterval: Duration
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8082)
         namespace = try TopicNamespace(reader: reader).prefix
         topics = LetheTopics(namespace: namespace)
         restoreTimeout = .seconds(try reader.int("PDR_RESTORE_TIMEOUT_SECONDS", default: 300, range: 1...86_400))
+        restoreProgressInterval = .seconds(try reader.int("PDR_RESTORE_PROGRESS_SECONDS", default: 5, range: 0...3600))
         cycle = .seconds(try reader.int("PDR_CYCLE_SECONDS", default: 604_800, range: 1...(366 * 86_400)))
         requestInterval = .milliseconds(try reader.int("PDR_REQUEST_INTERVAL_MS", default: 1000, range: 1...3_600_000))
         // 1 % of the cycle: about 100 minutes of a 7-day cycle, which fills batches for apps of a few thousand accounts.

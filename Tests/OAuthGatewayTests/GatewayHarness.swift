@@ -14,33 +14,6 @@ import TestSupport
 
 @testable import oauth_gateway
 
-/// Keeps every log line at trace level, so a test can search what the gateway logged.
-final class RecordedLogs: Sendable {
-    private let lines = Mutex<[String]>([])
-
-    func append(_ line: String) { lines.withLock { $0.append(line) } }
-    var text: String { lines.withLock { $0.joined(separator: "\n") } }
-
-    func handler(label: String) -> LogHandler { Handler(label: label, sink: self) }
-
-    struct Handler: LogHandler {
-        let label: String
-        let sink: RecordedLogs
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            let all = metadata.merging(event.metadata ?? [:]) { $1 }
-            sink.append("\(event.level) \(label): \(event.message) \(all) \(event.source)")
-        }
-    }
-}
-
 /// What the HTTP client saw: status, headers and body as text.
 struct HTTPAnswer: Sendable {
     var status: Int
@@ -144,7 +117,7 @@ struct GatewayHarness: Sendable {
         }
         do {
             let lastAnswer = Mutex("nothing answered")
-            let ready = try await eventually(timeout: .seconds(20)) {
+            let ready = await eventually(timeout: .seconds(20)) {
                 if failure.withLock({ $0 }) != nil { return true }
                 do {
                     let answer = try await request(.GET, "/health/ready", timeout: .seconds(5))

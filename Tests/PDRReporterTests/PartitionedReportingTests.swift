@@ -52,12 +52,14 @@ struct PartitionedReportingTests {
         }
 
         /// An in-process instance (its own data directory), running until `stop`.
-        func startInstance(cycle: Int) async throws -> Instance {
+        func startInstance(cycle: Int, environment extra: [String: String] = [:], logger: Logger? = nil)
+            async throws -> Instance
+        {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-\(UUID().uuidString)")
             let config = try PDRReporterConfig(reader: ConfigReader(environment: environment(
-                cycle: cycle, dataDirectory: directory, port: 0)))
+                cycle: cycle, dataDirectory: directory, port: 0).merging(extra) { $1 }))
             let parts = try await buildPDRReporter(
-                config: config, logger: logger, tokens: tokens, settings: ReporterWorld.fastSettings(),
+                config: config, logger: logger ?? self.logger, tokens: tokens, settings: ReporterWorld.fastSettings(),
                 handleSignals: false)
             let task = Task { try await parts.group.run() }
             return Instance(parts: parts, task: task, directory: directory)
@@ -169,7 +171,12 @@ struct PartitionedReportingTests {
             #expect(some, "the first instance reported only \(beforeRestart.count) accounts")
             #expect(beforeRestart.count < ids.count, "everything was reported before the restart; the test proves nothing")
 
-            let second = try await world.startInstance(cycle: cycle)
+            // Progress after every batch the restore applies (PDR_RESTORE_PROGRESS_SECONDS=0), so this small restore
+            // shows it too.
+            let logs = RecordedLogs()
+            let second = try await world.startInstance(
+                cycle: cycle, environment: ["PDR_RESTORE_PROGRESS_SECONDS": "0"],
+                logger: Logger(label: "pdr-reporter") { logs.handler(label: $0) })
             let done = try await eventually(timeout: .seconds(80), every: .milliseconds(250)) {
                 let now = try await world.successes()
                 return ids.allSatisfy { (now[$0]?.count ?? 0) >= 1 }
@@ -184,6 +191,11 @@ struct PartitionedReportingTests {
             }
             // The first re-report of an account reported before the restart comes from the changelog's nextDueAt.
             #expect(beforeRestart.keys.allSatisfy { (all[$0]?.count ?? 0) >= 2 })
+            // The restore said what it was doing while it ran, not only when it was done.
+            let text = logs.text
+            #expect(text.contains("restoring the changelog of assigned partitions"), "\(text.prefix(2000))")
+            #expect(text.contains("restoring the changelog [") && text.contains("pdr.changelog_records"),
+                    "no progress line: \(text.prefix(2000))")
         }
     }
 

@@ -37,6 +37,7 @@ final class PartitionedIntake: Service, Sendable {
     private let topics: LetheTopics
     private let bootstrapServers: String
     private let restoreTimeout: Duration
+    private let restoreProgressInterval: Duration
     private let logger: Logger
 
     /// The header that marks a restore marker record on the changelog topic; its value is unique per restore.
@@ -60,7 +61,7 @@ final class PartitionedIntake: Service, Sendable {
 
     init(consumer: KafkaConsumer, registry: any PartitionedAccountRegistry, loop: ReportingLoop,
          producer: KafkaProducer, topics: LetheTopics, bootstrapServers: String, restoreTimeout: Duration,
-         logger: Logger) {
+         restoreProgressInterval: Duration = .seconds(5), logger: Logger) {
         self.consumer = consumer
         self.registry = registry
         self.loop = loop
@@ -69,6 +70,7 @@ final class PartitionedIntake: Service, Sendable {
         self.topics = topics
         self.bootstrapServers = bootstrapServers
         self.restoreTimeout = restoreTimeout
+        self.restoreProgressInterval = restoreProgressInterval
         self.logger = logger
     }
 
@@ -251,7 +253,9 @@ final class PartitionedIntake: Service, Sendable {
         let registry = self.registry
         let logger = self.logger
         let timeout = restoreTimeout
+        let progressInterval = restoreProgressInterval
         let markersToSee = pending
+        logger.info("restoring the changelog of assigned partitions", metadata: ["kafka.partitions": "\(partitions)"])
         return try await withThrowingTaskGroup(of: RestoredChangelog?.self) { group in
             group.addTask {
                 try await reader.run()
@@ -266,6 +270,7 @@ final class PartitionedIntake: Service, Sendable {
                 var batches: [Int32: [AccountReported]] = [:]
                 var applied = 0
                 var implied: [Int32: [String: Duration]] = [:]
+                var lastProgress = ContinuousClock.now
                 func result() -> RestoredChangelog {
                     var cycles: [String: Duration] = [:]
                     for perApp in implied.values {
@@ -277,6 +282,13 @@ final class PartitionedIntake: Service, Sendable {
                     guard let batch = batches.removeValue(forKey: partition) else { return }
                     try await registry.restoreReported(batch, partition: partition)
                     applied += batch.count
+                    if ContinuousClock.now - lastProgress >= progressInterval {
+                        lastProgress = .now
+                        logger.info("restoring the changelog", metadata: [
+                            "kafka.partitions": "\(partitions)", "pdr.changelog_records": "\(applied)",
+                            "pdr.partitions_restored": "\(partitions.count - pending.count)",
+                        ])
+                    }
                 }
                 for try await event in reader.events {
                     guard case .message(let message) = event else { continue }
