@@ -63,13 +63,7 @@ struct ExecutorProcess {
         ]
         environment.merge(settings) { $1 }
         let log = directory.url.appendingPathComponent("erasure-executor.log")
-        let process: ChildProcess
-        do {
-            process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: log.path)
-        } catch {
-            reservation.release()
-            throw error
-        }
+        let process = try reservation.spawn(binary.path, environment: environment, stdoutPath: log.path)
         let executor = ExecutorProcess(process: process, reservation: reservation, log: log)
         let ready = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
             (try? await executor.get("/health/ready", token: nil).status) == 200

@@ -49,13 +49,7 @@ package final class SandboxProcess: @unchecked Sendable {
         environment.merge(extra) { $1 }
         let stderrFile = FileManager.default.temporaryDirectory
             .appendingPathComponent("atlassian-sandbox-\(port)-\(UUID().uuidString.prefix(8)).log")
-        let process: ChildProcess
-        do {
-            process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: stderrFile.path)
-        } catch {
-            reservation.release()
-            throw error
-        }
+        let process = try reservation.spawn(binary.path, environment: environment, stdoutPath: stderrFile.path)
         let sandbox = SandboxProcess(process: process, reservation: reservation, stderrFile: stderrFile)
 
         let deadline = ContinuousClock.now + timeout
@@ -129,6 +123,17 @@ package final class SandboxProcess: @unchecked Sendable {
 
         /// Lets the port go (after the server stopped for good).
         package func release() { close(descriptor) }
+
+        /// Spawns the child that will listen on this port (see ``ChildProcess/spawn(_:arguments:environment:stdoutPath:stderrPath:)``);
+        /// when the spawn itself fails, the port is let go before the error is thrown, since no child will ever stop.
+        package func spawn(_ path: String, environment: [String: String], stdoutPath: String) throws -> ChildProcess {
+            do {
+                return try ChildProcess.spawn(path, environment: environment, stdoutPath: stdoutPath)
+            } catch {
+                release()
+                throw error
+            }
+        }
     }
 
     private static func canBind(port: UInt16) -> Bool {
