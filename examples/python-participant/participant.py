@@ -291,8 +291,8 @@ class Participant:
             self.dead_letter(message, reason)
             return
         # Ids only in the log: the profile itself is personal data.
-        log.info("profile %s:%s for tenant %s: %s", profile["appId"], profile["accountId"], profile["tenantId"],
-                 self.store.sync(profile))
+        # The accountId is personal data: the log names the app and tenant only.
+        log.info("profile of app %s for tenant %s: %s", profile["appId"], profile["tenantId"], self.store.sync(profile))
 
     def handle_command(self, message):
         command, reason = self.parse(message, ("erasureId", "tenantId", "appId", "accountId", "policy"))
