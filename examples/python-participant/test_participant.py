@@ -185,6 +185,14 @@ def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tm
         send(topics["profiles"], "app-1:acc-a", profile("t1", "acc-a", "Ada (old)", "2026-01-02T00:30:00+02:00"))
         send(topics["profiles"], "app-1:acc-b", profile("t1", "acc-b", "Bob", "2026-01-02T00:00:00Z", "u-b"))
         send(topics["profiles"], "app-1:acc-b", {"schemaVersion": "1.0", "tenantId": "t1", "accountId": "acc-b"})  # no appId
+        # The participant reads both topics in one consumer, with no order between them: the command goes out once
+        # Bob's profile is stored, else it may be applied first and find nothing held.
+        db = sqlite3.connect(db_path)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not db.execute(
+                "SELECT 1 FROM contacts WHERE account_id = 'acc-b'").fetchone():
+            time.sleep(0.1)
+        assert db.execute("SELECT 1 FROM contacts WHERE account_id = 'acc-b'").fetchone(), "Bob's profile never stored"
         send(topics["commands"], "app-1:acc-b", command("er-b", "t1", "acc-b", "delete"))
         acks = read_all(bootstrap, topics["acks"], 1)
         assert [json.loads(m.value())["outcome"] for m in acks] == ["erased"]
@@ -192,7 +200,6 @@ def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tm
         send(topics["profiles"], "app-1:acc-b", profile("t1", "acc-b", "Bob", "2026-01-03T00:00:00.000Z", "u-b"))
         send(topics["profiles"], "app-1:acc-c", profile("t1", "acc-c", "Cy", "2026-01-03T00:00:00.000Z", "u-c"))
 
-        db = sqlite3.connect(db_path)
         deadline = time.monotonic() + 30
         rows = []
         while time.monotonic() < deadline:
