@@ -33,11 +33,7 @@ func buildErasureExecutor(
             name: name, partitions: kafka.topicPartitions,
             config: Topics.definition(named: architectureName)!.kafkaConfig)
     }
-    let dlq = { (topic: String) in
-        TopicSpec(
-            name: DeadLetterQueue.topic(for: topic), partitions: kafka.topicPartitions,
-            config: Topics.dlqDefinition(for: topic).kafkaConfig)
-    }
+    let dlq = { (topic: String) in DeadLetterQueue.topicSpec(for: topic, partitions: kafka.topicPartitions) }
     try await admin.ensureTopics([
         spec(topics.tenants, like: Topics.tenants),
         spec(topics.pdrStatus, like: Topics.pdrStatus),

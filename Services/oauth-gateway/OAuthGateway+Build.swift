@@ -30,7 +30,6 @@ func buildOAuthGateway(
     func spec(_ name: String, like base: String) -> TopicSpec {
         TopicSpec(name: name, partitions: kafka.topicPartitions, config: Topics.definition(named: base)!.kafkaConfig)
     }
-    let dlq = Topics.dlqDefinition(for: Topics.pdrStatus)
     try await admin.ensureTopics([
         spec(topics.tenants, like: Topics.tenants),
         spec(topics.profiles, like: Topics.profiles),
@@ -39,9 +38,8 @@ func buildOAuthGateway(
         spec(topics.erasureCommands, like: Topics.erasureCommands),
         spec(topics.erasureAcks, like: Topics.erasureAcks),
         spec(topics.erasureParticipants, like: Topics.erasureParticipants),
-        TopicSpec(name: DeadLetterQueue.topic(for: topics.pdrStatus), partitions: kafka.topicPartitions, config: dlq.kafkaConfig),
-        TopicSpec(name: DeadLetterQueue.topic(for: topics.erasureCommands), partitions: kafka.topicPartitions,
-                  config: dlq.kafkaConfig),
+        DeadLetterQueue.topicSpec(for: topics.pdrStatus, partitions: kafka.topicPartitions),
+        DeadLetterQueue.topicSpec(for: topics.erasureCommands, partitions: kafka.topicPartitions),
     ])
 
     let database = try GatewayDatabase(

@@ -42,7 +42,7 @@ func buildPDRReporter(
         spec(topics.pdrAccounts, like: Topics.definition(named: Topics.pdrAccounts)!),
         spec(topics.pdrReports, like: Topics.definition(named: Topics.pdrReports)!),
         spec(topics.pdrStatus, like: Topics.definition(named: Topics.pdrStatus)!),
-        spec(DeadLetterQueue.topic(for: topics.pdrAccounts), like: Topics.dlqDefinition(for: Topics.pdrAccounts)),
+        DeadLetterQueue.topicSpec(for: topics.pdrAccounts, partitions: kafka.topicPartitions),
     ])
 
     let schedule = Schedule(defaultCycle: config.cycle)

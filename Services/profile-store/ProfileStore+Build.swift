@@ -35,8 +35,8 @@ func buildProfileStore(
         spec(topics.erasureCommands, like: Topics.definition(named: Topics.erasureCommands)!),
         spec(topics.erasureAcks, like: Topics.definition(named: Topics.erasureAcks)!),
         spec(topics.erasureParticipants, like: Topics.definition(named: Topics.erasureParticipants)!),
-        spec(DeadLetterQueue.topic(for: topics.profiles), like: Topics.dlqDefinition(for: Topics.profiles)),
-        spec(DeadLetterQueue.topic(for: topics.erasureCommands), like: Topics.dlqDefinition(for: Topics.erasureCommands)),
+        DeadLetterQueue.topicSpec(for: topics.profiles, partitions: kafka.topicPartitions),
+        DeadLetterQueue.topicSpec(for: topics.erasureCommands, partitions: kafka.topicPartitions),
     ])
 
     let database = try ProfileDatabase(

@@ -1,3 +1,5 @@
+import Contracts
+
 /// Sends records that cannot be processed to `<topic>.dlq`, so one bad record never blocks a partition.
 ///
 /// The dead letter keeps the original key, value and headers byte for byte and adds `lethe_error` (why it failed —
@@ -17,6 +19,13 @@ package struct DeadLetterQueue: Sendable {
 
     /// The dead-letter topic of `topic`.
     package static func topic(for topic: String) -> String { "\(topic).dlq" }
+
+    /// How to create the DLQ of `topic` (a Lethe topic, namespaced or not): its own retention comes from
+    /// ``Topics/dlqDefinition(for:)`` — the source topic's when that is shorter — so every service creates each DLQ
+    /// alike.
+    package static func topicSpec(for topic: String, partitions: Int) -> TopicSpec {
+        TopicSpec(name: Self.topic(for: topic), partitions: partitions, config: Topics.dlqDefinition(for: topic).kafkaConfig)
+    }
 
     /// Parks `message` with `reason`. Waits for the broker's acknowledgement.
     package func route(_ message: KafkaMessage, reason: String) async throws(KafkaError) {
