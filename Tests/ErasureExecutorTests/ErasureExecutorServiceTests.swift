@@ -179,11 +179,7 @@ struct ErasureExecutorServiceTests {
             // Nor in the files' bytes: secure_delete zeroes it in the database file, and the checkpoint the
             // completions asked for empties the WAL of the page images from before them.
             let accountIdGone = await eventually(timeout: .seconds(10)) {
-                ["", "-wal"].allSatisfy { suffix in
-                    let path = parts.ledger.database.path + suffix
-                    let bytes = (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data()
-                    return bytes.range(of: Data(accountId.utf8)) == nil
-                }
+                !sqliteFilesContain(parts.ledger.database.path, accountId)
             }
             #expect(accountIdGone, "the raw accountId stayed in the executor's database or WAL file")
 

@@ -90,11 +90,7 @@ struct PartitionedReportingTests {
 
         /// Whether `text` occurs in the bytes of the registry's database or WAL file.
         func filesContain(_ text: String) -> Bool {
-            ["", "-wal"].contains { suffix in
-                let path = directory.appendingPathComponent("pdr-reporter.sqlite").path + suffix
-                let bytes = (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data()
-                return bytes.range(of: Data(text.utf8)) != nil
-            }
+            sqliteFilesContain(directory.appendingPathComponent("pdr-reporter.sqlite").path, text)
         }
 
         func stop() async throws {
