@@ -79,7 +79,7 @@ let package = Package(
         .target(
             name: "ServiceKit",
             dependencies: [
-                hummingbird, prometheus, lifecycle, logging, metrics, nioCore,
+                "Contracts", hummingbird, prometheus, lifecycle, logging, metrics, nioCore,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "JWTKit", package: "jwt-kit"), crypto,
             ],
@@ -209,7 +209,7 @@ let package = Package(
         .testTarget(
             name: "ServiceKitTests",
             dependencies: [
-                "ServiceKit", "TestSupport", "Messaging", hummingbird, prometheus, lifecycle,
+                "ServiceKit", "Contracts", "TestSupport", "Messaging", hummingbird, prometheus, lifecycle,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

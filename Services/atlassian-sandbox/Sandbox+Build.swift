@@ -54,7 +54,7 @@ func buildApplication(
 
 private func addAtlassianRoutes(_ router: Router<SandboxRequestContext>, state: SandboxState) {
     router.get("/authorize") { request, _ -> Response in
-        switch await state.authorize(queryDictionary(request.uri.queryParameters)) {
+        switch await state.authorize(FormFields(query: request).firstValues) {
         case .redirect(let location): return Response(status: .found, headers: [.location: location])
         case .refused(let answer): return answer.response
         }
@@ -282,12 +282,12 @@ private func addControlRoutes(_ router: Router<SandboxRequestContext>, state: Sa
     }
 
     control.get("/calls") { request, _ -> Response in
-        let calls = await state.pdrCalls(clientId: request.uri.queryParameters.get("clientId"))
+        let calls = await state.pdrCalls(clientId: FormFields(query: request)["clientId"])
         return SandboxAnswer.encoded(200, ["calls": calls]).response
     }
 
     control.get("/token-calls") { request, _ -> Response in
-        let calls = await state.tokenCalls(clientId: request.uri.queryParameters.get("clientId"))
+        let calls = await state.tokenCalls(clientId: FormFields(query: request)["clientId"])
         return SandboxAnswer.encoded(200, ["calls": calls]).response
     }
 }
@@ -346,27 +346,11 @@ private func bearerToken(_ request: Request) -> String? {
     return String(parts[1]).trimmingCharacters(in: .whitespaces)
 }
 
-private func queryDictionary(_ parameters: Parameters) -> [String: String] {
-    var result: [String: String] = [:]
-    for (key, value) in parameters where result[String(key)] == nil { result[String(key)] = String(value) }
-    return result
-}
-
 /// The token endpoint body as fields: JSON as Atlassian documents, or a form as generic OAuth libraries send (§1.4).
 private func parseTokenBody(_ data: Data, contentType: String?) -> [String: String]? {
     if contentType?.lowercased().hasPrefix("application/x-www-form-urlencoded") == true {
         guard let text = String(data: data, encoding: .utf8) else { return nil }
-        var fields: [String: String] = [:]
-        for pair in text.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decodeComponent(_ s: Substring) -> String? {
-                s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
-            }
-            guard let key = decodeComponent(parts[0]), let value = decodeComponent(parts.count > 1 ? parts[1] : "")
-            else { return nil }
-            fields[key] = value
-        }
-        return fields
+        return FormFields(decoding: text).firstValues
     }
     guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
     return object.compactMapValues { $0 as? String }

@@ -42,6 +42,9 @@ struct Grant: Sendable {
     /// When the grant's first refresh token was issued: the 365-day absolute expiry counts from here (§1.5).
     var createdAt: Date
     var revoked = false
+
+    /// Whether the user consented to `scope` (the space-separated `scope` of the authorization request).
+    func allows(_ scope: String) -> Bool { self.scope.split(separator: " ").contains { $0 == scope } }
 }
 
 struct AuthorizationCode: Sendable {

@@ -15,6 +15,9 @@ actor SandboxState {
     static let absoluteExpiry: TimeInterval = 365 * 86_400
     /// §3.2.
     static let maxAccountsPerReport = 90
+    /// §1.3: what `/me` and the PDR endpoint need the token's grant to hold; without it they answer 403.
+    static let meScope = "read:me"
+    static let reportingScope = "report:personal-data"
     /// §3.7: Atlassian's fixed PDR test accounts.
     static let testActiveAccountId = "5be24ad8b1653240376955d2"
     static let testClosedAccountId = "5be24ba3f91c106033269289"
@@ -346,7 +349,7 @@ actor SandboxState {
             "access_token": accessToken, "expires_in": Int(Self.accessTokenLifetime), "token_type": "Bearer",
             "scope": grant.scope,
         ]
-        if grant.scope.split(separator: " ").contains("offline_access") {
+        if grant.allows("offline_access") {
             let refreshToken = "sbx_rt_" + random.hex(40)
             refreshTokens[refreshToken] = RefreshTokenRecord(grantId: grantId, issuedAt: now)
             answer["refresh_token"] = refreshToken
@@ -371,6 +374,7 @@ actor SandboxState {
         guard let grant = grant(forBearer: bearer), let user = users[grant.accountId] else {
             return .json(401, ["code": 401, "message": "Unauthorized"])
         }
+        guard grant.allows(Self.meScope) else { return Self.missingScope(Self.meScope) }
         var body: [String: Any] = [
             "account_id": user.accountId, "account_type": user.accountType, "email": user.email,
             "email_verified": user.emailVerified, "name": user.name, "nickname": user.nickname,
@@ -404,6 +408,9 @@ actor SandboxState {
 
     private func decideReport(grant: Grant?, body: Data) -> SandboxAnswer {
         guard let grant else { return .json(401, ["code": 401, "message": "Unauthorized"]) }
+        // The real API may refuse such a token (ATLASSIAN.md "Read first", §3.3): refusing it always is what lets a
+        // test catch a client that never asked for the scope.
+        guard grant.allows(Self.reportingScope) else { return Self.missingScope(Self.reportingScope) }
         if let retryAfter = rateLimit(clientId: grant.clientId) {
             return .json(429, ["code": 429, "message": "Too Many Requests"],
                          headers: [("Retry-After", Self.retryAfterValue(retryAfter, format: settings.retryAfterFormat))])
@@ -489,18 +496,16 @@ actor SandboxState {
         }
     }
 
+    private static func missingScope(_ scope: String) -> SandboxAnswer {
+        .json(403, ["code": 403, "message": "Forbidden: the token's grant lacks the scope \(scope)"])
+    }
+
     private static func normalizedScope(_ scope: String) -> String {
         scope.split(separator: " ").joined(separator: " ")
     }
 
     private static func redirect(_ base: String, _ parameters: KeyValuePairs<String, String?>) -> String {
-        let query = parameters.compactMap { key, value in value.map { "\(key)=\(percentEncode($0))" } }
-            .joined(separator: "&")
+        let query = FormFields.queryString(parameters.map { ($0.key, $0.value) })
         return base + (base.contains("?") ? "&" : "?") + query
-    }
-
-    static func percentEncode(_ value: String) -> String {
-        let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-        return value.addingPercentEncoding(withAllowedCharacters: unreserved) ?? value
     }
 }

@@ -79,11 +79,11 @@ enum ErasureAPI {
         router.get("/v1/tenants/:tenant/erasures") { request, context -> ErasurePage in
             let tenant = try context.parameters.require("tenant")
             _ = try await verifier.authorize(request, tenant: tenant)
-            let query = request.uri.queryParameters
-            let limit = try PageCursor.parseLimit(query.get("limit"), default: defaultLimit, maximum: maximumLimit)
-            let afterRow = try cursor.parse(query.get("cursor"))
+            let query = FormFields(query: request)
+            let limit = try PageCursor.parseLimit(query["limit"], default: defaultLimit, maximum: maximumLimit)
+            let afterRow = try cursor.parse(query["cursor"])
             var status: ErasureStatus?
-            if let raw = query.get("status") {
+            if let raw = query["status"] {
                 guard let parsed = ErasureStatus(rawValue: raw) else {
                     throw HTTPError(
                         .badRequest,
@@ -142,9 +142,9 @@ enum ErasureAPI {
 
         router.get("/v1/audit/export") { request, _ -> Response in
             try admin.require(request)
-            let query = request.uri.queryParameters
-            let from = try parseTime(query.get("from"), name: "from")
-            let to = try parseTime(query.get("to"), name: "to")
+            let query = FormFields(query: request)
+            let from = try parseTime(query["from"], name: "from")
+            let to = try parseTime(query["to"], name: "to")
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             var lines = ""
@@ -157,9 +157,15 @@ enum ErasureAPI {
         }
     }
 
+    /// A query's `+` is a space (form encoding, `FormFields`), so `from=2026-01-31T00:00:00+01:00` sent without
+    /// `%2B` arrives with a space before its offset: read that space as the `+` the client meant, since a time has no
+    /// other place for one.
     static func parseTime(_ raw: String?, name: String) throws -> Date? {
         guard let raw else { return nil }
-        guard let date = try? Date(raw, strategy: .iso8601) else {
+        let offsetRestored = raw.firstIndex(of: " ").map { raw.replacingCharacters(in: $0...$0, with: "+") }
+        guard let date = (try? Date(raw, strategy: .iso8601))
+                ?? offsetRestored.flatMap({ try? Date($0, strategy: .iso8601) })
+        else {
             throw HTTPError(.badRequest, message: "\(name) must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z")
         }
         return date

@@ -29,7 +29,19 @@ final class Gateway: Sendable {
     static let stateLifetime: TimeInterval = 600
     static let codeLifetime: TimeInterval = 60
     static let idTokenLifetime: TimeInterval = 600
-    static let defaultScopes = ["read:me", "offline_access"]
+    /// What every app's sign-in asks for, whatever the tenant adds (ATLASSIAN.md §1.3, §3.3): `read:me` for the
+    /// profile the gateway stores, `offline_access` for the refresh token that keeps the connection — and so its
+    /// reporting tokens — alive, and `report:personal-data`, without which Atlassian may refuse the PDR calls that
+    /// storing the profile obliges the platform to make.
+    static let requiredScopes = ["read:me", "offline_access", "report:personal-data"]
+
+    /// The scopes an app's sign-in requests: the required ones, then the tenant's others in its order. Applied when a
+    /// sign-in starts too, so an app registered before a scope became required asks for it from the next sign-in on.
+    static func scopes(adding extra: [String]) -> [String] {
+        var scopes = requiredScopes
+        for scope in extra where !scopes.contains(scope) { scopes.append(scope) }
+        return scopes
+    }
 
     let database: GatewayDatabase
     let box: SecretBox
@@ -99,7 +111,9 @@ final class Gateway: Sendable {
     func registerOwnApp(tenantId: String, clientId: String, clientSecret: String, callbackURL: String, scopes: [String])
         async throws -> TenantRecord
     {
-        let app = AppRecord(appId: clientId, tenantId: tenantId, shared: false, callbackURL: callbackURL, scopes: scopes)
+        let app = AppRecord(
+            appId: clientId, tenantId: tenantId, shared: false, callbackURL: callbackURL,
+            scopes: Self.scopes(adding: scopes))
         return try await database.setApp(
             of: tenantId, app: app, sealedSecret: box.seal(clientSecret, context: "app:\(clientId):client_secret"))
     }
@@ -108,7 +122,7 @@ final class Gateway: Sendable {
     func useSharedApp(tenantId: String) async throws -> TenantRecord {
         guard let shared = config.sharedApp else { throw GatewayDatabase.TenantError.noSharedApp }
         let app = AppRecord(
-            appId: shared.clientId, tenantId: nil, shared: true, callbackURL: shared.callbackURL, scopes: Self.defaultScopes)
+            appId: shared.clientId, tenantId: nil, shared: true, callbackURL: shared.callbackURL, scopes: Self.requiredScopes)
         return try await database.setApp(of: tenantId, app: app, sealedSecret: nil)
     }
 
@@ -166,7 +180,7 @@ final class Gateway: Sendable {
             nonce: SignInNonce.make()
         ).seal(with: box)
         return atlassian.authorizeURL(
-            clientId: app.appId, redirectURI: app.callbackURL, scopes: app.scopes, state: state)
+            clientId: app.appId, redirectURI: app.callbackURL, scopes: Self.scopes(adding: app.scopes), state: state)
     }
 
     /// Step 2, Atlassian's redirect back: checks the state, exchanges the code with that app's credentials, fetches
@@ -201,9 +215,13 @@ final class Gateway: Sendable {
         let code: String
         do {
             code = try AtlassianClient.parseCallback(query: query).code
-        } catch AtlassianError.oauth(let error, _, _) {
-            // The user declined (or Atlassian refused): the tenant hears it, with its own state.
-            return try await fail([("error", error == .accessDenied ? "access_denied" : "server_error")])
+        } catch AtlassianError.oauth(let error, let description, _) {
+            // The user declined (or Atlassian refused): the tenant hears it, with Atlassian's description (its text, not
+            // the user's: it names no one) and its own state.
+            return try await fail([
+                ("error", error == .accessDenied ? "access_denied" : "server_error"),
+                ("error_description", description.map { String($0.prefix(Self.maxErrorDescription)) }),
+            ])
         } catch {
             return try await fail([("error", "invalid_request")])
         }
@@ -362,10 +380,11 @@ final class Gateway: Sendable {
 
     /// `url` with `parameters` appended to its query (nil values left out), percent-encoded. A string, not a URL:
     /// it goes straight into a `Location` header, and parsing it back costs more than building it.
+    /// Longest `error_description` passed on to a tenant: enough for any OAuth message, too short to carry a payload.
+    static let maxErrorDescription = 256
+
     static func appendQuery(to url: String, _ parameters: [(String, String?)]) -> String {
-        let query = parameters.compactMap { name, value in
-            value.map { "\(name)=\(QueryValue.encode($0))" }
-        }.joined(separator: "&")
+        let query = FormFields.queryString(parameters)
         let separator = url.contains("?") ? (url.hasSuffix("?") || url.hasSuffix("&") ? "" : "&") : "?"
         return url + separator + query
     }

@@ -161,10 +161,10 @@ enum GatewayAPI {
 
         router.get("/v1/tenants") { request, _ -> TenantList in
             try admin.require(request)
-            let query = request.uri.queryParameters
-            let limit = try PageCursor.parseLimit(query.get("limit"), default: 100, maximum: 500)
+            let query = FormFields(query: request)
+            let limit = try PageCursor.parseLimit(query["limit"], default: 100, maximum: 500)
             let page = try await gateway.database.tenants(
-                afterRow: try tenantCursor.parse(query.get("cursor")), limit: limit)
+                afterRow: try tenantCursor.parse(query["cursor"]), limit: limit)
             return TenantList(
                 tenants: page.tenants.map { view($0.0, app: $0.1) },
                 nextCursor: page.lastRow.map(tenantCursor.make(after:)))
@@ -245,10 +245,11 @@ enum GatewayAPI {
                 guard callback == expected else {
                     throw HTTPError(.badRequest, message: "callbackUrl must be this gateway's callback, \(expected)")
                 }
-                let scopes = body.scopes ?? Gateway.defaultScopes
-                guard !scopes.isEmpty, scopes.count <= 50,
+                // The tenant's scopes are added to the required ones (Gateway.requiredScopes), never instead of them.
+                let scopes = body.scopes ?? []
+                guard scopes.count <= 50,
                       scopes.allSatisfy({ !$0.isEmpty && !$0.contains(" ") && $0.count <= 100 })
-                else { throw HTTPError(.badRequest, message: "scopes must be non-empty strings without spaces") }
+                else { throw HTTPError(.badRequest, message: "scopes must be at most 50 non-empty strings without spaces") }
                 return try await view(try await gateway.registerOwnApp(
                     tenantId: tenant.tenantId, clientId: clientId, clientSecret: secret, callbackURL: callback,
                     scopes: scopes))
@@ -263,12 +264,12 @@ enum GatewayAPI {
 
         router.get("/v1/tenants/:tenant/signin/atlassian") { request, context -> Response in
             let tenantId = try context.parameters.require("tenant")
-            let query = request.uri.queryParameters
-            guard let redirectURI = query.get("redirect_uri"), !redirectURI.isEmpty else {
+            let query = FormFields(query: request)
+            guard let redirectURI = query["redirect_uri"], !redirectURI.isEmpty else {
                 throw HTTPError(.badRequest, message: "redirect_uri is required")
             }
             // The tenant's CSRF protection (RFC 9700 §4.7): required, echoed back unchanged.
-            guard let state = query.get("state"), !state.isEmpty, state.count <= 512 else {
+            guard let state = query["state"], !state.isEmpty, state.count <= 512 else {
                 throw HTTPError(.badRequest, message: "state is required (1 to 512 characters)")
             }
             do {
@@ -284,10 +285,8 @@ enum GatewayAPI {
         }
 
         router.get(RouterPath(stringLiteral: SignInRoutes.callbackPath)) { request, _ -> Response in
-            var query: [String: String] = [:]
-            for (name, value) in request.uri.queryParameters { query[String(name)] = String(value) }
             do {
-                return Self.redirect(try await gateway.completeSignIn(query: query))
+                return Self.redirect(try await gateway.completeSignIn(query: FormFields(query: request).firstValues))
             } catch Gateway.SignInError.badState {
                 throw HTTPError(.badRequest, message: "missing, unknown, expired or already used state")
             }
@@ -367,15 +366,7 @@ enum GatewayAPI {
             }
             return object.compactMapValues { $0 as? String }
         }
-        var fields: [String: String] = [:]
-        for pair in String(decoding: data, as: UTF8.self).split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decoded(_ text: Substring) -> String {
-                String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? ""
-            }
-            fields[decoded(parts[0])] = parts.count > 1 ? decoded(parts[1]) : ""
-        }
-        return fields
+        return FormFields(decoding: String(decoding: data, as: UTF8.self)).firstValues
     }
 
     /// `Authorization: Basic base64(client_id:client_secret)` (RFC 6749 §2.3.1), if present.

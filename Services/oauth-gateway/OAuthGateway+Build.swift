@@ -51,7 +51,7 @@ func buildOAuthGateway(
     try await signer.load()
     if let shared = config.sharedApp {
         try await database.registerSharedApp(
-            appId: shared.clientId, callbackURL: shared.callbackURL, scopes: Gateway.defaultScopes)
+            appId: shared.clientId, callbackURL: shared.callbackURL, scopes: Gateway.requiredScopes)
     }
     let producer = try KafkaProducer(
         config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "oauth-gateway"), logger: logger)

@@ -56,7 +56,7 @@ enum ProfileAPI {
             guard AccountKey.isValidAccountId(accountId) else {
                 throw HTTPError(.badRequest, message: "accountId must be 1 to 128 letters, digits, '-' or ':'")
             }
-            let appId = request.uri.queryParameters.get("appId")
+            let appId = FormFields(query: request)["appId"]
             guard let profile = try await database.profiles(tenantId: tenant, accountId: accountId, appId: appId)
                 .first
             else { throw HTTPError(.notFound) }
@@ -65,9 +65,10 @@ enum ProfileAPI {
         tenants.get { request, context -> ProfilePage in
             let tenant = try context.parameters.require("tenant")
             _ = try await verifier.authorize(request, tenant: tenant)
+            let query = FormFields(query: request)
             let limit = try PageCursor.parseLimit(
-                request.uri.queryParameters.get("limit"), default: defaultLimit, maximum: maximumLimit)
-            let afterRow = try cursor.parse(request.uri.queryParameters.get("cursor"))
+                query["limit"], default: defaultLimit, maximum: maximumLimit)
+            let afterRow = try cursor.parse(query["cursor"])
             let page = try await database.profilePage(tenantId: tenant, afterRow: afterRow, limit: limit)
             return ProfilePage(profiles: page.profiles.map(ProfileResponse.init),
                                nextCursor: page.lastRow.map(cursor.make(after:)))

@@ -46,7 +46,7 @@ package struct AtlassianClient: AtlassianAPI {
     // MARK: OAuth
 
     package func authorizeURL(clientId: String, redirectURI: String, scopes: [String], state: String) -> URL {
-        let parameters = [
+        let parameters: [(String, String?)] = [
             ("audience", Self.audience),
             ("client_id", clientId),
             ("scope", scopes.joined(separator: " ")),
@@ -57,7 +57,7 @@ package struct AtlassianClient: AtlassianAPI {
         ]
         // Encoded by hand: URLComponents leaves `+` and `&`-adjacent characters that servers decode differently;
         // only RFC 3986 unreserved characters stay literal, so a space is `%20` as §1.2 shows.
-        let query = parameters.map { "\($0.0)=\(Self.percentEncode($0.1))" }.joined(separator: "&")
+        let query = FormFields.queryString(parameters)
         return URL(string: endpoint(config.authURL, "/authorize").absoluteString + "?" + query)!
     }
 
@@ -258,6 +258,8 @@ package struct AtlassianClient: AtlassianAPI {
             return .badRequest(errorType: body?.errorType, errorMessage: body?.errorMessage)
         case 401:
             return .unauthorized
+        case 403:
+            return .forbidden
         case 429:
             return .rateLimited(retryAfter: response.headers.first(name: "Retry-After").flatMap { RetryAfter.parse($0) })
         case 500...599:
@@ -289,15 +291,6 @@ package struct AtlassianClient: AtlassianAPI {
     private static func nanoseconds(_ duration: Duration) -> Int64 {
         let (seconds, attoseconds) = duration.components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-
-    private static let unreserved = CharacterSet(
-        charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-    /// RFC 3986 percent-encoding that leaves only unreserved characters literal: what OAuth query parameters need
-    /// (the authorize URL here, the gateway's redirects back to a tenant).
-    package static func percentEncode(_ value: String) -> String {
-        value.addingPercentEncoding(withAllowedCharacters: unreserved) ?? value
     }
 }
 

@@ -10,6 +10,10 @@ package enum AtlassianError: Error, Sendable, Equatable, CustomStringConvertible
     case oauth(OAuthErrorCode, description: String?, status: Int)
     /// 401: no, invalid or revoked token (§3.3: for PDR, the grant behind this token is probably gone).
     case unauthorized
+    /// 403 without an OAuth `error`: the token is valid but its grant lacks what the call needs — `read:me` for `/me`,
+    /// `report:personal-data` for PDR ("Read first"; undocumented for PDR, so any 403 lands here). Another user's
+    /// token, from a consent that included the scope, may still work.
+    case forbidden
     /// 429: wait `retryAfter` (absent when the header is missing or unparseable; the caller picks its own backoff).
     case rateLimited(retryAfter: Duration?)
     /// 400 with Atlassian's `{errorType, errorMessage}` body (§3.4); both are nil when the body had neither.
@@ -27,7 +31,7 @@ package enum AtlassianError: Error, Sendable, Equatable, CustomStringConvertible
     package var isRetriable: Bool {
         switch self {
         case .rateLimited, .server, .transport: true
-        case .oauth, .unauthorized, .badRequest, .tooManyAccounts, .unexpectedResponse: false
+        case .oauth, .unauthorized, .forbidden, .badRequest, .tooManyAccounts, .unexpectedResponse: false
         }
     }
 
@@ -36,6 +40,7 @@ package enum AtlassianError: Error, Sendable, Equatable, CustomStringConvertible
         case .oauth(let code, let description, let status):
             "Atlassian OAuth error \(code.rawValue) (HTTP \(status))" + (description.map { ": \($0)" } ?? "")
         case .unauthorized: "Atlassian answered 401 unauthorized"
+        case .forbidden: "Atlassian answered 403 forbidden (the grant lacks a scope the call needs)"
         case .rateLimited(let retryAfter):
             "Atlassian rate limited the request" + (retryAfter.map { " (retry after \($0))" } ?? "")
         case .badRequest(let type, let message):

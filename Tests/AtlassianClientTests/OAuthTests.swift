@@ -33,6 +33,23 @@ struct OAuthTests {
         }
     }
 
+    @Test("authorize reads its query as a form: scope=read:me+offline_access is two scopes and yields a refresh token")
+    func authorizeQueryIsFormEncoded() async throws {
+        try await Sandbox.run { sandbox in
+            try await sandbox.addUser("ada")
+            // What Python's urlencode, a browser's form and most OAuth libraries send: spaces as `+` (issue 21).
+            let query = "client_id=\(sandbox.app.clientId)&scope=read%3Ame+offline_access&response_type=code"
+                + "&redirect_uri=\(Self.encode(sandbox.app.redirectURI))&state=a+b%2Bc%25d&sandbox_user=ada"
+            let answer = try await sandbox.authorize(URL(string: sandbox.baseURL + "/authorize?" + query)!)
+            #expect(answer.status == 302)
+            #expect(answer.location["state"] == "a b+c%d")
+            let code = try AtlassianClient.parseCallback(query: answer.location).code
+            let tokens = try await sandbox.client.exchangeCode(code, credentials: sandbox.app)
+            #expect(tokens.scopes == ["read:me", "offline_access"])
+            #expect(tokens.refreshToken != nil)
+        }
+    }
+
     @Test("authorize tolerates a missing audience but refuses a redirect_uri that is not the callback URL")
     func authorizeValidation() async throws {
         try await Sandbox.run { sandbox in

@@ -97,6 +97,22 @@ struct PDRTests {
         }
     }
 
+    @Test("403 for a token whose consent lacks report:personal-data → forbidden; the same user with the scope reports")
+    func forbiddenWithoutReportingScope() async throws {
+        try await Sandbox.run { sandbox in
+            try await sandbox.addUser("early")
+            let without = try await sandbox.signIn("early", scopes: ["read:me", "offline_access"])
+            let account = [ReportedAccount(accountId: "abc", updatedAt: Self.old)]
+            await expectAtlassianError(.forbidden) {
+                try await sandbox.client.reportAccounts(account, accessToken: without.accessToken)
+            }
+            #expect(try await sandbox.calls().last?.status == 403)
+            let with = try await sandbox.signIn("early")
+            let result = try await sandbox.client.reportAccounts(account, accessToken: with.accessToken)
+            #expect(result.outcome == .nothingToDo)
+        }
+    }
+
     @Test("the per-app rate limit answers 429 with Retry-After in seconds → rateLimited(retryAfter:)")
     func rateLimitSeconds() async throws {
         try await Sandbox.run { sandbox in

@@ -33,6 +33,15 @@ struct ProfileTests {
         }
     }
 
+    @Test("/me with a token whose consent lacks read:me is 403 → forbidden")
+    func meForbiddenWithoutReadMe() async throws {
+        try await Sandbox.run { sandbox in
+            try await sandbox.addUser("ada")
+            let tokens = try await sandbox.signIn("ada", scopes: ["offline_access", "report:personal-data"])
+            await expectAtlassianError(.forbidden) { try await sandbox.client.me(accessToken: tokens.accessToken) }
+        }
+    }
+
     @Test("/me without a valid bearer token is 401 → unauthorized")
     func meUnauthorized() async throws {
         try await Sandbox.run { sandbox in

@@ -150,6 +150,13 @@ struct ErasureAPITests {
             let (_, future) = try await call(
                 client, .get, "/v1/audit/export?from=2999-01-01T00:00:00Z", token: Self.adminToken)
             #expect(future.isEmpty)
+            // A `+` offset sent unencoded arrives as a space (form decoding) and is still read as the offset; `%2B` too.
+            for from in ["2999-01-01T00:00:00+01:00", "2999-01-01T00:00:00%2B01:00", "2000-01-01T00:00:00+01:00"] {
+                let (status, lines) = try await call(
+                    client, .get, "/v1/audit/export?from=\(from)", token: Self.adminToken)
+                #expect(status == .ok, "\(from)")
+                #expect(lines.split(separator: "\n").count == (from.hasPrefix("2999") ? 0 : 3), "\(from)")
+            }
 
             try await ledger.database.write { db in
                 try db.execute(sql: "UPDATE audit_log SET tenant_id = 'someone-else' WHERE sequence = 2")

@@ -253,7 +253,7 @@ struct GatewayHarness: Sendable {
     func callbackURL(tenant: String, accountId: String, returnURL: String = "https://tenant.example/return",
                      state: String = "tenant-state-1") async throws -> String {
         let start = try await get(
-            "/v1/tenants/\(tenant)/signin/atlassian?redirect_uri=\(AtlassianClient.percentEncode(returnURL))&state=\(state)")
+            "/v1/tenants/\(tenant)/signin/atlassian?redirect_uri=\(FormFields.encode(returnURL))&state=\(state)")
         guard start.status == 302, let authorize = start.location else {
             throw HarnessError(description: "sign-in start: \(start.status) \(start.body)")
         }
@@ -295,10 +295,9 @@ struct GatewayHarness: Sendable {
                        json: ["exclude": exclude])
     }
 
+    /// A URL's query as a browser's page would read it (form decoding: `+` is a space).
     static func query(of url: String) -> [String: String] {
-        var result: [String: String] = [:]
-        for item in URLComponents(string: url)?.queryItems ?? [] { result[item.name] = item.value ?? "" }
-        return result
+        FormFields(decoding: URLComponents(string: url)?.percentEncodedQuery ?? "").firstValues
     }
 
     /// The SQLite file and its WAL, as bytes.

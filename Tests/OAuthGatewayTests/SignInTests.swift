@@ -74,14 +74,14 @@ struct SignInTests {
             let other = try await harness.createTenant("other")
             try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
             try await harness.sandboxUser("5b10ac8d82e05b22cc7d4ef5", name: "Ada Lovelace", email: "ada@example.com")
-            let returnURL = AtlassianClient.percentEncode("https://tenant.example/return")
+            let returnURL = FormFields.encode("https://tenant.example/return")
 
             // Start: an unlisted return URL, a missing state, an unknown tenant — no redirect anywhere.
             let unlisted = try await harness.get(
-                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(AtlassianClient.percentEncode("https://evil.example/return"))&state=s")
+                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(FormFields.encode("https://evil.example/return"))&state=s")
             #expect(unlisted.status == 400 && unlisted.location == nil && unlisted.body.contains("return URLs"))
             let prefix = try await harness.get(
-                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(AtlassianClient.percentEncode("https://tenant.example/return/x"))&state=s")
+                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(FormFields.encode("https://tenant.example/return/x"))&state=s")
             #expect(prefix.status == 400)
             #expect(try await harness.get("/v1/tenants/acme/signin/atlassian?redirect_uri=\(returnURL)").status == 400)
             #expect(try await harness.get("/v1/tenants/nobody/signin/atlassian?redirect_uri=\(returnURL)&state=s").status == 404)
@@ -139,6 +139,68 @@ struct SignInTests {
             let denied = try await harness.get(try #require(authorize.location))
             let deniedQuery = GatewayHarness.query(of: try #require(denied.location))
             #expect(deniedQuery["error"] == "access_denied" && deniedQuery["state"] == "s2" && deniedQuery["code"] == nil)
+            #expect(try await harness.tokenCalls("acme-app").exchanges == 1)
+        }
+    }
+
+    @Test("every app's sign-in asks for read:me, offline_access and report:personal-data, whatever the tenant named")
+    func requiredScopes() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await harness.createTenant("acme")
+            try await harness.sandboxApp("acme-app", secret: "acme-app-secret-1234")
+            // The scopes older set-up docs told tenants to name: the gateway adds report:personal-data to them.
+            let registered = try await harness.send(
+                .PUT, "/v1/tenants/acme/app", bearer: acme.token,
+                json: ["clientId": "acme-app", "clientSecret": "acme-app-secret-1234", "callbackUrl": harness.callbackURL,
+                       "scopes": ["read:me", "offline_access", "read:jira-work"]])
+            #expect(registered.status == 200)
+            let app = try #require(registered.json["app"] as? [String: Any])
+            #expect(app["scopes"] as? [String] == ["read:me", "offline_access", "report:personal-data", "read:jira-work"])
+            let badScopes = try await harness.send(
+                .PUT, "/v1/tenants/acme/app", bearer: acme.token,
+                json: ["clientId": "acme-app", "clientSecret": "acme-app-secret-1234", "scopes": ["read me"]])
+            #expect(badScopes.status == 400)
+
+            let start = try await harness.get("/v1/tenants/acme/signin/atlassian?redirect_uri="
+                + FormFields.encode("https://tenant.example/return") + "&state=s")
+            let authorize = try #require(start.location)
+            let scope = try #require(GatewayHarness.query(of: authorize)["scope"])
+            #expect(scope.split(separator: " ").map(String.init)
+                == ["read:me", "offline_access", "report:personal-data", "read:jira-work"])
+        }
+    }
+
+    @Test("queries are form-encoded: a state with a space, a + and a % survives byte for byte; a denial's description reaches the tenant")
+    func formEncodedQueries() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await harness.createTenant("acme")
+            try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
+            try await harness.sandboxUser("5b10ac8d82e05b22cc7d4ef5", name: "Ada Lovelace", email: "ada@example.com")
+            let returnURL = FormFields.encode("https://tenant.example/return")
+
+            // The tenant's state `a b+c%d`, form-encoded as Python's urlencode writes it (issue 21).
+            let start = try await harness.get(
+                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(returnURL)&state=a+b%2Bc%25d")
+            let authorize = try #require(start.location)
+            let consent = try await harness.get(authorize + "&sandbox_user=5b10ac8d82e05b22cc7d4ef5")
+            let back = try await harness.get(try #require(consent.location))
+            let location = try #require(back.location)
+            #expect(location.contains("state=a%20b%2Bc%25d"))
+            #expect(GatewayHarness.query(of: location)["state"] == "a b+c%d")
+            #expect(GatewayHarness.query(of: location)["code"] != nil)
+
+            // Atlassian's denial with a form-encoded description: the tenant gets the same text, and its state.
+            let denyStart = try await harness.get(
+                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(returnURL)&state=s+2")
+            let denyAuthorize = try #require(denyStart.location)
+            let sealedState = try #require(GatewayHarness.query(of: denyAuthorize)["state"])
+            let denied = try await harness.get(
+                SignInRoutes.callbackPath + "?error=access_denied&error_description=User+denied+access"
+                    + "&state=\(FormFields.encode(sealedState))")
+            let deniedQuery = GatewayHarness.query(of: try #require(denied.location))
+            #expect(deniedQuery["error"] == "access_denied")
+            #expect(deniedQuery["error_description"] == "User denied access")
+            #expect(deniedQuery["state"] == "s 2")
             #expect(try await harness.tokenCalls("acme-app").exchanges == 1)
         }
     }

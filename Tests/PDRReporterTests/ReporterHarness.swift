@@ -56,11 +56,12 @@ struct SandboxDriver: Sendable {
     }
 
     /// A real sign-in through `/authorize` and `/oauth/token`: the access token a gateway connection would hold.
-    func signIn(_ accountId: String, app clientId: String) async throws -> String {
+    func signIn(_ accountId: String, app clientId: String,
+                scopes: [String] = ["read:me", "offline_access", "report:personal-data"]) async throws -> String {
         let credentials = AtlassianAppCredentials(clientId: clientId, clientSecret: Self.secret,
                                                   redirectURI: Self.callback)
         let url = client.authorizeURL(clientId: clientId, redirectURI: Self.callback,
-                                      scopes: ["read:me", "offline_access", "report:personal-data"], state: "s")
+                                      scopes: scopes, state: "s")
         let response = try await http.execute(
             HTTPClientRequest(url: url.absoluteString + "&sandbox_user=\(accountId)"), timeout: .seconds(10))
         _ = try await response.body.collect(upTo: 1 << 20)
@@ -94,8 +95,9 @@ actor SandboxTokens: ReportingTokenProvider {
     private var connections: [String: [(id: String, token: String)]] = [:]
     private(set) var exclusionsSeen: [Set<String>] = []
 
-    func add(appId: String, connectionId: String, token: String) {
-        connections[appId, default: []].append((connectionId, token))
+    /// Adds a connection; `first` puts it before the others, so it is the one tried first.
+    func add(appId: String, connectionId: String, token: String, first: Bool = false) {
+        connections[appId, default: []].insert((connectionId, token), at: first ? 0 : connections[appId]?.count ?? 0)
     }
 
     func token(appId: String, excluding: Set<String>) throws -> ReportingToken {

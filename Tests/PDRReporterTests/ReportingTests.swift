@@ -254,6 +254,27 @@ struct ReportingTests {
         }
     }
 
+    @Test("403 (a consent without report:personal-data) → the reporter tries another connection's token and reports")
+    func forbiddenRotatesConnection() async throws {
+        try await ReporterWorld.run(apps: ["app-f"], cycle: .seconds(5)) { world in
+            // A user who signed in before the gateway asked for report:personal-data: the first connection tried.
+            try await world.sandbox.addUser("early-user")
+            await world.tokens.add(
+                appId: "app-f", connectionId: "early-user",
+                token: try await world.sandbox.signIn("early-user", app: "app-f", scopes: ["read:me", "offline_access"]),
+                first: true)
+            try await world.hold(apps: ["app-f"], count: 30)
+        } _: { world in
+            let done = try await eventually(timeout: .seconds(60)) {
+                try await world.sandbox.successes(clientId: "app-f").count == 30
+            }
+            #expect(done)
+            let all = try await world.sandbox.calls()
+            #expect(all.contains { $0.status == 403 }, "the connection without the scope was tried and refused")
+            #expect(await world.tokens.exclusionsSeen.contains(["early-user"]))
+        }
+    }
+
     @Test("no usable grant → the app is orphaned in status, its accounts stay due, and it recovers on a new sign-in")
     func orphanedAppKeepsAccountsDue() async throws {
         try await ReporterWorld.run(apps: ["app-o"], cycle: .seconds(1)) { world in

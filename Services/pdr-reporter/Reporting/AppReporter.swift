@@ -214,12 +214,16 @@ package actor AppReporter {
                 await inFlight.end()
                 if Task.isCancelled { throw CancellationError() }
                 switch error {
-                case .unauthorized:
-                    await board.call(appId, at: now(), outcome: "unauthorized")
+                case .unauthorized, .forbidden:
+                    // 401: this user's grant is probably gone; 403: it lacks report:personal-data (a consent from
+                    // before the gateway asked for it). Either way another connection's token may work (§3.3).
+                    let outcome = error == .unauthorized ? "unauthorized" : "forbidden"
+                    await board.call(appId, at: now(), outcome: outcome)
                     excluded.insert(token.connectionId)
                     if excluded.count >= settings.maxTokenAttempts {
-                        logger.warning("401 from every connection tried; backing off",
-                                       metadata: ["pdr.connections_tried": "\(excluded.count)"])
+                        logger.warning("401 or 403 from every connection tried; backing off", metadata: [
+                            "pdr.connections_tried": "\(excluded.count)", "pdr.last_outcome": "\(outcome)",
+                        ])
                         excluded = []
                         try await Task.sleep(for: nextBackoff())
                     }

@@ -12,7 +12,7 @@ package struct AppReportingStatus: Codable, Sendable, Equatable {
     /// Skipped after Atlassian refused them alone (400), until their data changes.
     package var rejected: Int
     package var lastCallAt: Date?
-    /// `ok`, `rate-limited`, `unauthorized`, `bad-request` or `failed`.
+    /// `ok`, `rate-limited`, `unauthorized`, `forbidden`, `bad-request` or `failed`.
     package var lastOutcome: String?
     package var rateLimitedCount: Int
     package var orphaned: Bool
