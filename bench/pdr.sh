@@ -109,7 +109,7 @@ reporter_pid=""
 start_reporter() {
   KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/reporter" HTTP_PORT="$reporter_port" \
     LETHE_TOPIC_NAMESPACE="$run" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" PDR_CYCLE_SECONDS="$CYCLE" \
-    PDR_REQUEST_INTERVAL_MS="$INTERVAL_MS" LETHE_GATEWAY_URL="$gateway" LETHE_INTERNAL_TOKEN="$internal" \
+    PDR_ALLOW_SHORT_CYCLE=1 PDR_REQUEST_INTERVAL_MS="$INTERVAL_MS" LETHE_GATEWAY_URL="$gateway" LETHE_INTERNAL_TOKEN="$internal" \
     LETHE_ADMIN_TOKEN="$admin" ATLASSIAN_AUTH_URL="$sandbox" ATLASSIAN_API_URL="$sandbox" LOG_LEVEL=info \
     "$BIN/pdr-reporter" >"$1" 2>&1 &
   reporter_pid=$!

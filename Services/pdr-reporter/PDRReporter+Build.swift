@@ -45,7 +45,7 @@ func buildPDRReporter(
         DeadLetterQueue.topicSpec(for: topics.pdrAccounts, partitions: kafka.topicPartitions),
     ])
 
-    let schedule = Schedule(defaultCycle: config.cycle)
+    let schedule = config.schedule
     let accounts = try SQLiteAccountRegistry(
         path: config.standard.dataDirectory.databaseFile("pdr-reporter").path, schedule: schedule, logger: logger)
     let producer = try KafkaProducer(

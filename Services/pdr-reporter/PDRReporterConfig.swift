@@ -7,8 +7,12 @@ struct PDRReporterConfig: Sendable {
     /// HTTP_HOST / HTTP_PORT (default 8082), KAFKA_BOOTSTRAP_SERVERS, LETHE_DATA_DIR.
     var standard: StandardServiceConfig
     /// `PDR_CYCLE_SECONDS` (default 604800, 7 days; ATLASSIAN.md §3.5): the cycle until Atlassian answers a
-    /// `Cycle-Period` for an app. Tests shorten it to seconds.
+    /// `Cycle-Period` for an app; one to 31 days, or from 1 s with `PDR_ALLOW_SHORT_CYCLE`.
     var cycle: Duration
+    /// `PDR_ALLOW_SHORT_CYCLE` (default false): allows cycles shorter than a day — `PDR_CYCLE_SECONDS` and answered
+    /// `Cycle-Period` values down to 1 s — for tests and the demo against the sandbox. Never in production: a short
+    /// cycle reports every account more often than Atlassian allows.
+    var allowShortCycle: Bool
     /// `PDR_REQUEST_INTERVAL_MS` (default 1000): minimum time between two PDR requests of one app — the per-app
     /// request rate. Atlassian publishes no limit (§3.5), so this is deliberately gentle; batches grow instead.
     var requestInterval: Duration
@@ -43,7 +47,15 @@ struct PDRReporterConfig: Sendable {
         topics = LetheTopics(namespace: namespace)
         restoreTimeout = .seconds(try reader.int("PDR_RESTORE_TIMEOUT_SECONDS", default: 300, range: 1...86_400))
         restoreProgressInterval = .seconds(try reader.int("PDR_RESTORE_PROGRESS_SECONDS", default: 5, range: 0...3600))
-        cycle = .seconds(try reader.int("PDR_CYCLE_SECONDS", default: 604_800, range: 1...(366 * 86_400)))
+        allowShortCycle = try reader.bool("PDR_ALLOW_SHORT_CYCLE", default: false)
+        let bounds = allowShortCycle ? Schedule.shortCycleBounds : Schedule.productionBounds
+        let cycleSeconds = try reader.int("PDR_CYCLE_SECONDS", default: 604_800)
+        guard bounds.contains(.seconds(cycleSeconds)) else {
+            throw ConfigError(variable: "PDR_CYCLE_SECONDS", reason: allowShortCycle
+                ? "must be between 1 and \(31 * 86_400) (31 days)"
+                : "must be between 86400 (1 day) and \(31 * 86_400) (31 days); shorter cycles need PDR_ALLOW_SHORT_CYCLE=1, for tests and demos only")
+        }
+        cycle = .seconds(cycleSeconds)
         requestInterval = .milliseconds(try reader.int("PDR_REQUEST_INTERVAL_MS", default: 1000, range: 1...3_600_000))
         // 1 % of the cycle: about 100 minutes of a 7-day cycle, which fills batches for apps of a few thousand accounts.
         batchWindow = .milliseconds(try reader.int(
@@ -57,6 +69,11 @@ struct PDRReporterConfig: Sendable {
 
     /// The consumer group id of the reporter instances, prefixed like the topics.
     var groupId: String { TopicNamespace(prefix: namespace).name("pdr-reporter") }
+
+    /// When accounts are due, and the cycles an answered `Cycle-Period` is followed within.
+    var schedule: Schedule {
+        Schedule(defaultCycle: cycle, cycleBounds: allowShortCycle ? Schedule.shortCycleBounds : Schedule.productionBounds)
+    }
 
     /// The reporter's pacing from this configuration; the other retry settings keep their production defaults.
     var reportingSettings: ReportingSettings {

@@ -43,7 +43,7 @@ struct PartitionedReportingTests {
             [
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrapServers, "KAFKA_TOPIC_PARTITIONS": String(PartitionedReportingTests.partitions),
                 "LETHE_TOPIC_NAMESPACE": namespace, "LETHE_DATA_DIR": dataDirectory.path,
-                "HTTP_HOST": "127.0.0.1", "HTTP_PORT": String(port), "PDR_CYCLE_SECONDS": String(cycle),
+                "HTTP_HOST": "127.0.0.1", "HTTP_PORT": String(port), "PDR_CYCLE_SECONDS": String(cycle), "PDR_ALLOW_SHORT_CYCLE": "1",
                 "PDR_REQUEST_INTERVAL_MS": "100", "ATLASSIAN_AUTH_URL": sandbox.process.baseURL.absoluteString,
                 "ATLASSIAN_API_URL": sandbox.process.baseURL.absoluteString,
                 "LETHE_ADMIN_TOKEN": PartitionedReportingTests.adminToken,

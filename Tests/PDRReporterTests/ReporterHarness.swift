@@ -146,7 +146,7 @@ struct ReporterWorld: Sendable {
     /// with one signed-in connection, runs `setup` then the loop while `body` runs, and stops everything.
     static func run(
         apps: [String], cycle: Duration, settings: ReportingSettings = fastSettings(),
-        sandboxSettings: [String: Any] = [:],
+        sandboxSettings: [String: Any] = [:], cycleBounds: ClosedRange<Duration> = Schedule.shortCycleBounds,
         setup: @Sendable (ReporterWorld) async throws -> Void = { _ in },
         _ body: @Sendable (ReporterWorld) async throws -> Void
     ) async throws {
@@ -159,7 +159,7 @@ struct ReporterWorld: Sendable {
                 config: .init(authURL: process.baseURL, apiURL: process.baseURL, requestTimeout: .seconds(5)),
                 httpClient: http, logger: logger)
             let sandbox = SandboxDriver(process: process, http: http, client: client)
-            let schedule = Schedule(defaultCycle: cycle)
+            let schedule = Schedule(defaultCycle: cycle, cycleBounds: cycleBounds)
             let registry = InMemoryAccountRegistry(schedule: schedule)
             let sink = MemorySink()
             let tokens = SandboxTokens()

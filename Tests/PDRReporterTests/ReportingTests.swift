@@ -132,6 +132,33 @@ struct ReportingTests {
         }
     }
 
+    @Test("a Cycle-Period outside one to 31 days is clamped to the nearer bound and shown in the app's status",
+          arguments: [(5, "seconds", 86_400), (90 * 86_400, "iso", 31 * 86_400)])
+    func cyclePeriodOutOfBoundsIsClamped(answered: Int, format: String, followed: Int) async throws {
+        // Production bounds. 5 s (a misread unit, a server bug) is followed as one day; P90D as 31 days.
+        try await ReporterWorld.run(
+            apps: ["app-c"], cycle: .seconds(1),
+            sandboxSettings: ["cyclePeriodFormat": format, "cyclePeriodSeconds": answered],
+            cycleBounds: Schedule.productionBounds
+        ) { world in
+            try await world.hold(apps: ["app-c"], count: 10)
+        } _: { world in
+            let clamped = try await eventually(timeout: .seconds(30), every: .milliseconds(250)) {
+                try await world.status("app-c")?.clampedCyclePeriodSeconds == Int64(answered)
+            }
+            let status = try await world.status("app-c")
+            #expect(clamped, "status: \(String(describing: status))")
+            #expect(status?.cyclePeriodSeconds == Int64(followed))
+            #expect(await world.registry.cyclePeriod(appId: "app-c") == .seconds(followed))
+            // The accounts not yet reported were spread over the followed cycle, and none reported is due again:
+            // a few seconds on, still no account has a second report.
+            try await Task.sleep(for: .seconds(4))
+            let successes = try await world.sandbox.successes(clientId: "app-c")
+            #expect(!successes.isEmpty && successes.values.allSatisfy { $0.count == 1 }, "\(successes.mapValues(\.count))")
+            #expect(try await world.status("app-c")?.dueNow == 0)
+        }
+    }
+
     @Test("a 429 storm and 5xx/dropped connections: nothing skipped, nothing reported twice, other apps unaffected")
     func faultsSkipNothingAndDoubleNothing() async throws {
         let apps = ["app-storm", "app-flaky", "app-calm"]

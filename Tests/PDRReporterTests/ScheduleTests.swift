@@ -26,8 +26,21 @@ func makeSQLiteRegistry(schedule: Schedule) throws -> SQLiteAccountRegistry {
 
 @Suite("Schedule and registries (in-memory and SQLite)")
 struct ScheduleTests {
-    let schedule = Schedule(defaultCycle: .seconds(100))
+    let schedule = Schedule(defaultCycle: .seconds(100), cycleBounds: Schedule.shortCycleBounds)
     let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    @Test("an answered cycle is followed within one to 31 days (from 1 s with short cycles allowed); none is the default")
+    func cycleBounds() {
+        let production = Schedule(defaultCycle: .seconds(604_800))
+        #expect(production.cycle(override: nil) == .seconds(604_800))
+        #expect(production.cycle(override: .seconds(5)) == .seconds(86_400))
+        #expect(production.cycle(override: .milliseconds(1)) == .seconds(86_400))
+        #expect(production.cycle(override: .seconds(15 * 86_400)) == .seconds(15 * 86_400))
+        #expect(production.cycle(override: .seconds(90 * 86_400)) == .seconds(31 * 86_400))
+        #expect(schedule.cycle(override: .seconds(5)) == .seconds(5))
+        #expect(schedule.cycle(override: .milliseconds(10)) == .seconds(1))
+        #expect(schedule.cycle(override: .seconds(40 * 86_400)) == .seconds(31 * 86_400))
+    }
 
     @Test("the spread is stable (FNV-1a, not the per-process Hasher), in [0, 1) and even over the cycle")
     func spreadIsStableAndEven() {
@@ -175,7 +188,7 @@ struct ScheduleTests {
 
 @Suite("SQLite registry: partitions and the restored changelog")
 struct SQLiteRegistryTests {
-    let schedule = Schedule(defaultCycle: .seconds(100))
+    let schedule = Schedule(defaultCycle: .seconds(100), cycleBounds: Schedule.shortCycleBounds)
     let t0 = Date(timeIntervalSince1970: 1_800_000_000)
 
     func held(_ id: String) -> HeldAccount { HeldAccount(appId: "app", accountId: id, updatedAt: t0, tenantIds: ["t"]) }

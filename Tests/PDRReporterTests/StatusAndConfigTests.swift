@@ -110,14 +110,28 @@ struct StatusAndConfigTests {
         #expect(throws: ConfigError(variable: "LETHE_INTERNAL_TOKEN", reason: "is required but not set")) {
             try PDRReporterConfig(reader: ConfigReader(environment: base.merging(["LETHE_INTERNAL_TOKEN": ""]) { $1 }))
         }
+        #expect(defaults.schedule.cycleBounds == Schedule.productionBounds && !defaults.allowShortCycle)
+        // A cycle shorter than a day only on purpose (tests, the demo); never longer than 31 days.
+        #expect(throws: ConfigError(variable: "PDR_CYCLE_SECONDS", reason: "must be between 86400 (1 day) and 2678400 (31 days); shorter cycles need PDR_ALLOW_SHORT_CYCLE=1, for tests and demos only")) {
+            try PDRReporterConfig(reader: ConfigReader(environment: base.merging(["PDR_CYCLE_SECONDS": "5"]) { $1 }))
+        }
+        #expect(throws: ConfigError.self) {
+            try PDRReporterConfig(reader: ConfigReader(environment: base.merging(["PDR_CYCLE_SECONDS": "2678401"]) { $1 }))
+        }
+        #expect(try PDRReporterConfig(reader: ConfigReader(environment: base.merging(["PDR_CYCLE_SECONDS": "86400"]) { $1 }))
+            .cycle == .seconds(86_400))
         let custom = try PDRReporterConfig(reader: ConfigReader(environment: base.merging([
-            "PDR_CYCLE_SECONDS": "5", "PDR_REQUEST_INTERVAL_MS": "250", "LETHE_ADMIN_TOKEN": Self.token,
+            "PDR_CYCLE_SECONDS": "5", "PDR_ALLOW_SHORT_CYCLE": "1", "PDR_REQUEST_INTERVAL_MS": "250",
+            "LETHE_ADMIN_TOKEN": Self.token,
         ]) { $1 }))
+        #expect(custom.schedule.cycleBounds == Schedule.shortCycleBounds)
         #expect(custom.cycle == .seconds(5) && custom.reportingSettings.requestInterval == .milliseconds(250))
         #expect(custom.batchWindow == .milliseconds(50))
         #expect(custom.adminToken == Self.token)
-        #expect(throws: ConfigError(variable: "PDR_CYCLE_SECONDS", reason: "must be between 1 and 31622400")) {
-            try PDRReporterConfig(reader: ConfigReader(environment: base.merging(["PDR_CYCLE_SECONDS": "0"]) { $1 }))
+        #expect(throws: ConfigError(variable: "PDR_CYCLE_SECONDS", reason: "must be between 1 and 2678400 (31 days)")) {
+            try PDRReporterConfig(reader: ConfigReader(environment: base.merging([
+                "PDR_CYCLE_SECONDS": "0", "PDR_ALLOW_SHORT_CYCLE": "1",
+            ]) { $1 }))
         }
         #expect(throws: ConfigError.self) {
             try PDRReporterConfig(reader: ConfigReader(environment: base.merging(["LETHE_ADMIN_TOKEN": "short"]) { $1 }))

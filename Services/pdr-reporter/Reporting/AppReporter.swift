@@ -2,6 +2,7 @@ import AtlassianClient
 import Contracts
 import Foundation
 import Logging
+import Metrics
 
 /// How an app's reporter paces and retries. Defaults are for production; tests shorten them.
 package struct ReportingSettings: Sendable {
@@ -50,6 +51,8 @@ package actor AppStatusBoard {
         package var rateLimited = 0
         package var orphaned = false
         package var badRequests = 0
+        /// The last `Cycle-Period` Atlassian answered outside `Schedule.cycleBounds`, as answered (nil: none was).
+        package var clampedCyclePeriod: Duration?
     }
 
     private var entries: [String: Entry] = [:]
@@ -66,6 +69,13 @@ package actor AppStatusBoard {
     }
 
     func orphaned(_ appId: String, _ value: Bool) { entries[appId, default: Entry()].orphaned = value }
+
+    /// Records an answered cycle that was clamped (or nil: the last answer was within bounds). Returns whether it
+    /// differs from the one recorded before, so each app's clamped value is logged once, not on every call.
+    func cyclePeriodClamped(_ appId: String, answered: Duration?) -> Bool {
+        defer { entries[appId, default: Entry()].clampedCyclePeriod = answered }
+        return entries[appId]?.clampedCyclePeriod != answered
+    }
 }
 
 /// Reports one app's due accounts: ≤ 90 per request, one request at a time, paced by `requestInterval`.
@@ -289,6 +299,17 @@ package actor AppReporter {
         var adopting = false
         if let answered = result.cyclePeriod {
             let newCycle = schedule.cycle(override: answered)
+            let clamped = newCycle != answered
+            if await board.cyclePeriodClamped(appId, answered: clamped ? answered : nil), clamped {
+                logger.warning("Atlassian answered a Cycle-Period outside the accepted bounds; following the nearest bound", metadata: [
+                    "pdr.cycle_answered_seconds": "\(answered.components.seconds)",
+                    "pdr.cycle_seconds": "\(newCycle.components.seconds)",
+                    "pdr.cycle_bounds_seconds": "\(schedule.cycleBounds.lowerBound.components.seconds)...\(schedule.cycleBounds.upperBound.components.seconds)",
+                ])
+            }
+            if clamped {
+                Counter(label: "lethe_pdr_cycle_period_clamped_total", dimensions: [("app_id", appId)]).increment()
+            }
             if newCycle != cycle {
                 logger.notice("Atlassian set a new cycle period for the app",
                               metadata: ["pdr.cycle_seconds": "\(newCycle.components.seconds)"])

@@ -17,6 +17,9 @@ package struct AppReportingStatus: Codable, Sendable, Equatable {
     package var rateLimitedCount: Int
     package var orphaned: Bool
     package var cyclePeriodSeconds: Int64
+    /// The `Cycle-Period` Atlassian last answered, in seconds, when it lay outside the accepted bounds and
+    /// `cyclePeriodSeconds` is the bound followed instead; absent when the last answer was within them.
+    package var clampedCyclePeriodSeconds: Int64?
 }
 
 /// Runs one `AppReporter` per app in the registry, each in its own child task, so a slow or rate-limited app never
@@ -130,7 +133,8 @@ package final class ReportingLoop: Service, Sendable {
                 appId: appId, accountsHeld: counts.held, dueNow: counts.dueNow,
                 reportedInCurrentCycle: counts.reportedInCurrentCycle, rejected: counts.rejected,
                 lastCallAt: live.lastCallAt, lastOutcome: live.lastOutcome, rateLimitedCount: live.rateLimited,
-                orphaned: live.orphaned, cyclePeriodSeconds: cycle.components.seconds))
+                orphaned: live.orphaned, cyclePeriodSeconds: cycle.components.seconds,
+                clampedCyclePeriodSeconds: live.clampedCyclePeriod.map { $0.components.seconds }))
         }
         return result
     }

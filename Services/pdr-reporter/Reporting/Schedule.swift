@@ -12,21 +12,31 @@ import Foundation
 package struct Schedule: Sendable, Equatable {
     /// The cycle when Atlassian has not said otherwise (`PDR_CYCLE_SECONDS`, default 7 days).
     package var defaultCycle: Duration
-    /// The shortest cycle accepted from a `Cycle-Period` header: a zero or tiny value (a server bug) must not turn
-    /// the reporter into a busy loop against Atlassian.
-    package var minimumCycle: Duration
+    /// The cycles a `Cycle-Period` answer is followed within; a value outside is clamped to the nearer end
+    /// (`clamped(_:)`). A tiny or zero value (a server bug, a misread unit) must not turn the reporter into a busy loop
+    /// against Atlassian, nor a huge one stop reporting for months.
+    package var cycleBounds: ClosedRange<Duration>
 
     package static let sevenDays: Duration = .seconds(604_800)
+    /// Production: one day to 31 days (issue 15). Atlassian documents 7 days and users have seen 15 (§3.5).
+    package static let productionBounds: ClosedRange<Duration> = .seconds(86_400) ... .seconds(31 * 86_400)
+    /// With `PDR_ALLOW_SHORT_CYCLE=1` only: tests and the demo run cycles of seconds against the sandbox.
+    package static let shortCycleBounds: ClosedRange<Duration> = .seconds(1) ... .seconds(31 * 86_400)
 
-    package init(defaultCycle: Duration = Schedule.sevenDays, minimumCycle: Duration = .seconds(1)) {
+    package init(defaultCycle: Duration = Schedule.sevenDays, cycleBounds: ClosedRange<Duration> = Schedule.productionBounds) {
         self.defaultCycle = defaultCycle
-        self.minimumCycle = minimumCycle
+        self.cycleBounds = cycleBounds
     }
 
     /// The cycle to follow for an app, given the `Cycle-Period` last answered for it (if any).
     package func cycle(override: Duration?) -> Duration {
         guard let override else { return defaultCycle }
-        return max(override, minimumCycle)
+        return clamped(override)
+    }
+
+    /// `cycle` within `cycleBounds`.
+    package func clamped(_ cycle: Duration) -> Duration {
+        min(max(cycle, cycleBounds.lowerBound), cycleBounds.upperBound)
     }
 
     /// The stable spread fraction of an account, in [0, 1): FNV-1a 64 of `appId:accountId`, then MurmurHash3's
