@@ -344,12 +344,18 @@ final class Gateway: Sendable {
                 continue
             }
             guard profile.accountId == status.accountId else { continue }
-            try await database.profileRefreshed(
+            let published = try await database.profileRefreshed(
                 ProfileFetched(
                     tenantId: connection.tenantId, appId: connection.appId, accountId: profile.accountId,
                     userId: connection.userId, name: profile.name, email: profile.email, nickname: profile.nickname, picture: profile.picture,
                     fetchedAt: Date()),
                 connectionId: connection.connectionId)
+            guard published else {
+                logger.info("profile refresh dropped: the connection was erased meanwhile", metadata: [
+                    "tenant": "\(connection.tenantId)", "connection": "\(connection.connectionId)",
+                ])
+                continue
+            }
             logger.info("profile refreshed after updated", metadata: [
                 "tenant": "\(connection.tenantId)", "connection": "\(connection.connectionId)",
             ])

@@ -600,13 +600,20 @@ final class GatewayDatabase: Sendable {
         }
     }
 
-    /// Publishes a re-fetched profile (through the outbox) and marks the connection active now.
-    func profileRefreshed(_ profile: ProfileFetched, connectionId: String, now: Date = Date()) async throws {
+    /// Publishes a re-fetched profile (through the outbox) and marks the connection active now — only while the
+    /// connection is still active for that account. An erasure applied while `/me` was being fetched (any policy,
+    /// any cause) wins: the profile is dropped, never published, so it cannot bring erased data back (issue 15).
+    /// Returns whether it was published.
+    @discardableResult
+    func profileRefreshed(_ profile: ProfileFetched, connectionId: String, now: Date = Date()) async throws -> Bool {
         let topics = self.topics
-        try await database.write { db in
-            try db.cachedStatement(sql: "UPDATE connections SET last_active_at = ? WHERE connection_id = ?")
-                .execute(arguments: [now.timeIntervalSince1970, connectionId])
+        return try await database.write { db in
+            try db.cachedStatement(sql: """
+                UPDATE connections SET last_active_at = ? WHERE connection_id = ? AND state = 'active' AND account_id = ?
+                """).execute(arguments: [now.timeIntervalSince1970, connectionId, profile.accountId])
+            guard db.changesCount == 1 else { return false }
             try Self.enqueueProfile(profile, topics: topics, in: db)
+            return true
         }
     }
 

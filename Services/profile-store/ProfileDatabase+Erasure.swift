@@ -40,6 +40,14 @@ extension ProfileDatabase {
         -> ErasureResult
     {
         if let recorded = try recorded(command.erasureId, in: db) { return recorded }
+        // The watermark goes in whether or not a profile is held: the profile may still be on its way (issue 15).
+        try db.cachedStatement(sql: """
+            INSERT INTO erased_accounts (tenant_id, app_id, account_digest, erased_through) VALUES (?, ?, ?, ?)
+            ON CONFLICT DO UPDATE SET erased_through = max(erased_through, excluded.erased_through)
+            """).execute(arguments: [
+                command.tenantId, command.appId, SuppressionDigest.of(accountId: command.accountId),
+                millis(command.issuedAt),
+            ])
         if command.cause == .atlassianClosed {
             try db.cachedStatement(sql: """
                 INSERT INTO suppressed_accounts (app_id, account_digest, erasure_id, suppressed_at)

@@ -14,6 +14,9 @@ struct IngestSummary: Sendable, Equatable {
     var stale = 0
     /// Events for a suppressed (closed) account, dropped.
     var suppressed = 0
+    /// Events fetched before an erasure of the tenant's profile of the account was issued, dropped: a profile
+    /// that overtook its erasure, or arrived after it, never comes back (issue 15).
+    var erased = 0
     /// `AccountHeld` records and tombstones written to the outbox.
     var announced = 0
 }
@@ -145,6 +148,22 @@ final class ProfileDatabase: Sendable {
                 ALTER TABLE suppressed_accounts_v3 RENAME TO suppressed_accounts;
                 """)
         },
+        // Every erasure, whatever its policy and cause, leaves a watermark: a ProfileFetched of that tenant's profile
+        // of the account fetched at or before the erasure was issued is dropped at ingest, so a profile that overtook
+        // its erasure (or arrived after it) cannot bring the erased data back. A later genuine sign-in (fetched
+        // after it) is stored again; a closed account is suppressed for good besides. Digests, like the suppression
+        // list, so no accountId stays for an erasure's sake.
+        Migration("profile-store.v4.erasure-watermarks") { db in
+            try db.execute(sql: """
+                CREATE TABLE erased_accounts (
+                    tenant_id TEXT NOT NULL,
+                    app_id TEXT NOT NULL,
+                    account_digest TEXT NOT NULL,
+                    erased_through INTEGER NOT NULL,
+                    PRIMARY KEY (tenant_id, app_id, account_digest)
+                ) WITHOUT ROWID;
+                """)
+        },
     ]
 
     // MARK: Ingest
@@ -165,6 +184,8 @@ final class ProfileDatabase: Sendable {
                     holds_personal_data, fetched_at, stored_at)
                 SELECT coalesce(?11, ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10
                 WHERE NOT EXISTS (SELECT 1 FROM suppressed_accounts WHERE app_id = ?3 AND account_digest = ?12)
+                    AND NOT EXISTS (SELECT 1 FROM erased_accounts
+                        WHERE tenant_id = ?2 AND app_id = ?3 AND account_digest = ?12 AND erased_through >= ?9)
                 ON CONFLICT (tenant_id, app_id, account_id) WHERE account_id IS NOT NULL DO UPDATE SET
                     platform_user_id = coalesce(?11, profiles.platform_user_id), name = excluded.name, email = excluded.email, nickname = excluded.nickname,
                     picture = excluded.picture, holds_personal_data = 1, fetched_at = excluded.fetched_at,
@@ -179,8 +200,13 @@ final class ProfileDatabase: Sendable {
                     SuppressionDigest.of(accountId: event.accountId),
                 ])
                 if db.changesCount == 0 {
-                    let suppressed = try Self.isSuppressed(appId: event.appId, accountId: event.accountId, in: db)
-                    if suppressed { summary.suppressed += 1 } else { summary.stale += 1 }
+                    if try Self.isSuppressed(appId: event.appId, accountId: event.accountId, in: db) {
+                        summary.suppressed += 1
+                    } else if try Self.isErased(event, in: db) {
+                        summary.erased += 1
+                    } else {
+                        summary.stale += 1
+                    }
                     continue
                 }
                 summary.applied += 1
@@ -314,6 +340,17 @@ final class ProfileDatabase: Sendable {
     /// Whether the account is on the suppression list.
     func isSuppressed(appId: String, accountId: String) async throws -> Bool {
         try await database.read { db in try Self.isSuppressed(appId: appId, accountId: accountId, in: db) }
+    }
+
+    /// Whether an erasure of the event's tenant, app and account was issued at or after the event's `fetchedAt`.
+    static func isErased(_ event: ProfileFetched, in db: GRDB.Database) throws -> Bool {
+        try Int.fetchOne(
+            db.cachedStatement(sql: """
+                SELECT 1 FROM erased_accounts
+                WHERE tenant_id = ? AND app_id = ? AND account_digest = ? AND erased_through >= ?
+                """),
+            arguments: [event.tenantId, event.appId, SuppressionDigest.of(accountId: event.accountId),
+                        millis(event.fetchedAt)]) != nil
     }
 
     static func isSuppressed(appId: String, accountId: String, in db: GRDB.Database) throws -> Bool {

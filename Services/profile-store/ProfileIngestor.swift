@@ -11,6 +11,7 @@ struct IngestStats: Sendable, Equatable {
     var applied = 0
     var stale = 0
     var suppressed = 0
+    var erased = 0
     var deadLettered = 0
     var batches = 0
 }
@@ -30,6 +31,7 @@ final class ProfileIngestor: Service, Sendable {
     private let applied = Counter(label: "lethe_profiles_applied_total")
     private let stale = Counter(label: "lethe_profiles_stale_total")
     private let suppressed = Counter(label: "lethe_profiles_suppressed_total")
+    private let erased = Counter(label: "lethe_profiles_dropped_after_erasure_total")
     private let deadLettered = Counter(label: "lethe_profiles_dead_lettered_total")
     private let lag = Gauge(label: "lethe_profiles_consumer_lag_seconds")
 
@@ -113,6 +115,7 @@ final class ProfileIngestor: Service, Sendable {
         applied.increment(by: summary.applied)
         stale.increment(by: summary.stale)
         suppressed.increment(by: summary.suppressed)
+        erased.increment(by: summary.erased)
         deadLettered.increment(by: dead)
         if let newest = batch.compactMap(\.timestampMilliseconds).max() {
             lag.record(max(0, Date().timeIntervalSince1970 - Double(newest) / 1000))
@@ -133,6 +136,7 @@ final class LockedStats: @unchecked Sendable {
             stats.applied += summary.applied
             stats.stale += summary.stale
             stats.suppressed += summary.suppressed
+            stats.erased += summary.erased
             stats.deadLettered += deadLettered
             stats.batches += 1
         }

@@ -60,27 +60,22 @@ package enum EventCodec {
 
     /// Decodes a Kafka record value with its headers: the one call a consumer needs.
     ///
-    /// When `ce_type` is present it must be `Event.eventType` (a record of another type on this topic is a producer
-    /// bug, not something to guess at). When `ce_specversion` or `content-type` is present it must be CloudEvents
-    /// 1.0 and JSON. Absent headers are tolerated, so that plain JSON from a non-CloudEvents producer still decodes;
-    /// use ``CloudEventAttributes/init(headers:)`` to require them.
+    /// The record must carry the CloudEvents headers docs/contracts.md requires (``CloudEventAttributes/init(headers:)``:
+    /// `ce_specversion` 1.0, `ce_id`, `ce_type`, `ce_source`, an RFC 3339 `ce_time`, a JSON `content-type` if any), and
+    /// `ce_type` must be `Event.eventType`. A record without them is not an event of the contract, whatever its body
+    /// says: acting on it (storing a profile, opening an erasure) would trust a producer that skipped the contract, so
+    /// the caller dead-letters it with the reason, like any other malformed record (issue 15).
     ///
-    /// - Throws: ``ContractError/unexpectedEventType(found:expected:)``, ``ContractError/invalidHeader(name:reason:)``
-    ///   and everything decoding the body throws.
+    /// - Throws: ``ContractError/missingHeader(name:)``, ``ContractError/invalidHeader(name:reason:)``,
+    ///   ``ContractError/unexpectedEventType(found:expected:)`` and everything decoding the body throws.
     package static func decode<Event: LetheEvent>(
         _ type: Event.Type,
         value: Data,
         headers: [String: String]
     ) throws(ContractError) -> Event {
-        let lookup = HeaderLookup(headers)
-        if let found = lookup[CloudEventAttributes.Header.type], found != Event.eventType {
-            throw .unexpectedEventType(found: found, expected: Event.eventType)
-        }
-        if let specversion = lookup[CloudEventAttributes.Header.specversion] {
-            try CloudEventAttributes.validate(specversion: specversion)
-        }
-        if let contentType = lookup[CloudEventAttributes.Header.contentType] {
-            try CloudEventAttributes.validate(contentType: contentType)
+        let attributes = try CloudEventAttributes(headers: headers)
+        guard attributes.type == Event.eventType else {
+            throw .unexpectedEventType(found: attributes.type, expected: Event.eventType)
         }
         return try decode(type, from: value)
     }

@@ -98,10 +98,16 @@ struct CloudEventTests {
         #expect(try EventCodec.decode(ErasureAcknowledged.self, value: Array(value), headers: headers) == event)
     }
 
-    @Test func recordWithoutHeadersStillDecodes() throws {
+    @Test func recordWithoutTheRequiredHeadersIsRejected() throws {
         let value = try EventCodec.encode(Fixtures.erasureAcknowledged)
-        let decoded = try EventCodec.decode(ErasureAcknowledged.self, value: value, headers: [:])
-        #expect(decoded == Fixtures.erasureAcknowledged)
+        #expect(throws: ContractError.missingHeader(name: "ce_specversion")) {
+            try EventCodec.decode(ErasureAcknowledged.self, value: value, headers: [:])
+        }
+        var headers = dictionary(CloudEventAttributes.for(Fixtures.erasureAcknowledged, source: "s").headers)
+        headers["ce_id"] = nil
+        #expect(throws: ContractError.missingHeader(name: "ce_id")) {
+            try EventCodec.decode(ErasureAcknowledged.self, value: value, headers: headers)
+        }
     }
 
     @Test func recordOfAnotherEventTypeIsRejected() throws {
@@ -116,10 +122,10 @@ struct CloudEventTests {
 
     @Test func recordWithNonJSONContentTypeIsRejected() throws {
         let value = try EventCodec.encode(Fixtures.erasureAcknowledged)
+        var headers = dictionary(CloudEventAttributes.for(Fixtures.erasureAcknowledged, source: "s").headers)
+        headers["content-type"] = "application/avro"
         #expect(throws: ContractError.invalidHeader(name: "content-type", reason: "expected application/json")) {
-            try EventCodec.decode(
-                ErasureAcknowledged.self, value: value, headers: ["content-type": "application/avro"]
-            )
+            try EventCodec.decode(ErasureAcknowledged.self, value: value, headers: headers)
         }
     }
 }

@@ -173,6 +173,47 @@ struct VaultTests {
         }
     }
 
+    @Test("a profile re-fetched while an erasure was applied is never published, under every policy and cause")
+    func refreshAfterErasureIsDropped() async throws {
+        try await GatewayHarness.run { harness, parts in
+            let lin = "5b10ac8d82e05b22cc7d4ef7"
+            let kim = "5b10ac8d82e05b22cc7d4ef9"
+            _ = try await Self.signedIn(harness, users: [
+                (Self.ada, "Ada Lovelace", "ada@example.com"), (Self.grace, "Grace Hopper", "grace@example.com"),
+                (lin, "Lin Test", "lin@example.com"), (kim, "Kim Test", "kim@example.com"),
+            ])
+            let cases: [(String, ErasurePolicy, ErasureCause)] = [
+                (Self.ada, .delete, .tenantRequest), (Self.grace, .scrub, .refreshFailed),
+                (lin, .disassociate, .atlassianClosed),
+            ]
+            // As refreshProfiles does: the connection is read (active), then /me answers while the erasure lands.
+            var read: [String: ConnectionRecord] = [:]
+            for accountId in cases.map(\.0) + [kim] {
+                read[accountId] = try #require(
+                    try await parts.database.connections(appId: "acme-app", accountId: accountId, tenantIds: []).first)
+            }
+            for (accountId, policy, cause) in cases {
+                _ = try await parts.database.erase(EraseSubject(
+                    erasureId: "erasure-\(UUID().uuidString)", tenantId: "acme", appId: "acme-app", accountId: accountId,
+                    policy: policy, cause: cause, issuedAt: Date(), deadline: Date().addingTimeInterval(86_400)))
+            }
+            for accountId in cases.map(\.0) + [kim] {
+                let connection = try #require(read[accountId])
+                let published = try await parts.database.profileRefreshed(
+                    ProfileFetched(tenantId: "acme", appId: "acme-app", accountId: accountId, userId: connection.userId,
+                                   name: "Refreshed \(accountId)", email: "new@example.com", nickname: "n",
+                                   picture: "https://avatars.example/x.png", fetchedAt: Date()),
+                    connectionId: connection.connectionId)
+                #expect(published == (accountId == kim), "\(accountId)")
+            }
+            // Only Kim's refresh reached the profiles topic.
+            let profiles = try await readUntil(harness.kafka, topic: harness.topics.profiles) { messages in
+                messages.contains { (try? $0.decodeEvent(ProfileFetched.self))?.name == "Refreshed \(kim)" }
+            }.compactMap { try? $0.decodeEvent(ProfileFetched.self) }.filter { $0.name?.hasPrefix("Refreshed") == true }
+            #expect(profiles.map(\.accountId) == [kim])
+        }
+    }
+
     @Test("erasure: delete, scrub and disassociate applied to connections and acknowledged; closed accounts cannot sign in")
     func erasureParticipant() async throws {
         try await GatewayHarness.run { harness, parts in

@@ -33,11 +33,11 @@ func fetched(
 
 func command(
     _ id: String, _ tenant: String, _ account: String, _ policy: ErasurePolicy,
-    cause: ErasureCause = .tenantRequest, app: String = "app-1"
+    cause: ErasureCause = .tenantRequest, app: String = "app-1", issuedAt: Date = Date()
 ) -> EraseSubject {
     EraseSubject(
         erasureId: id, tenantId: tenant, appId: app, accountId: account, policy: policy, cause: cause,
-        issuedAt: Date(), deadline: Date().addingTimeInterval(86400))
+        issuedAt: issuedAt, deadline: Date().addingTimeInterval(86400))
 }
 
 /// What the outbox says about the key, in order: an `AccountHeld` or nil for a tombstone.
@@ -160,10 +160,41 @@ struct ProfileDatabaseTests {
         #expect(late == IngestSummary(applied: 0, stale: 0, suppressed: 2, announced: 0))
         #expect(try await store.profile(tenantId: "t1", appId: "app-1", accountId: "a1")?.name == nil)
         #expect(try await store.profile(tenantId: "t9", appId: "app-1", accountId: "a1") == nil)
-        // A tenant-request erasure does not suppress.
+        // A tenant-request erasure does not suppress: a sign-in after it stores the profile again.
         _ = try await store.ingest([fetched("t1", "a2", at: 1)])
-        _ = try await store.erase(command("e2", "t1", "a2", .delete))
+        _ = try await store.erase(command("e2", "t1", "a2", .delete, issuedAt: t0.addingTimeInterval(1.5)))
         #expect(try await store.ingest([fetched("t1", "a2", at: 2)]).applied == 1)
+    }
+
+    @Test("a profile fetched before an erasure was issued never comes back, whatever the policy and cause; a later sign-in does unless closed",
+          arguments: ErasurePolicy.allCases, ErasureCause.allCases)
+    func noResurrection(policy: ErasurePolicy, cause: ErasureCause) async throws {
+        let erasedAt = t0.addingTimeInterval(100)
+        // Held, then erased: the profile fetched at 10 goes; one fetched at 50 (still in flight when the erasure was
+        // issued, so it overtook it) arrives afterwards and must not bring anything back.
+        _ = try await store.ingest([fetched("t1", "held", at: 10)])
+        _ = try await store.erase(command("e-held", "t1", "held", policy, cause: cause, issuedAt: erasedAt))
+        let before = try await store.profile(tenantId: "t1", appId: "app-1", accountId: "held")
+        let overtaken = try await store.ingest([fetched("t1", "held", at: 50, name: "Overtaken")])
+        #expect(overtaken.applied == 0 && overtaken.announced == 0, "\(overtaken)")
+        #expect(try await store.profile(tenantId: "t1", appId: "app-1", accountId: "held") == before)
+        #expect(try await store.profileCount() == (policy == .delete ? 0 : 1))
+        // Not held yet when the erasure came (nothing-held): the profile fetched before it arrives later, dropped.
+        #expect(try await store.erase(command("e-none", "t1", "late", policy, cause: cause, issuedAt: erasedAt)).outcome
+            == .nothingHeld)
+        let late = try await store.ingest([fetched("t1", "late", at: 99, name: "Late")])
+        #expect(late.applied == 0 && late.announced == 0)
+        #expect(try await store.profile(tenantId: "t1", appId: "app-1", accountId: "late") == nil)
+        // The watermark is per tenant: another tenant's profile of the same account is not affected.
+        #expect(try await store.ingest([fetched("t2", "late", at: 99)]).applied == (cause == .atlassianClosed ? 0 : 1))
+        // A genuine sign-in after the erasure: stored again, unless Atlassian closed the account.
+        let again = try await store.ingest([fetched("t1", "held", at: 200, name: "Again"), fetched("t1", "late", at: 200)])
+        if cause == .atlassianClosed {
+            #expect(again.applied == 0 && again.suppressed == 2)
+        } else {
+            #expect(again.applied == 2 && again.erased == 0)
+            #expect(try await store.profile(tenantId: "t1", appId: "app-1", accountId: "held")?.name == "Again")
+        }
     }
 
     @Test("one batch over many accounts: each changed account announced once, with what it holds after the batch")
@@ -248,7 +279,8 @@ struct ProfileDatabaseTests {
     @Test("a repeated command returns the recorded outcome and is not applied again")
     func repeatedCommandIsIdempotent() async throws {
         _ = try await store.ingest([fetched("t1", "a1", at: 1)])
-        #expect(try await store.erase(command("e1", "t1", "a1", .scrub)).outcome == .scrubbed)
+        #expect(try await store.erase(command("e1", "t1", "a1", .scrub, issuedAt: t0.addingTimeInterval(1.5))).outcome
+            == .scrubbed)
         // The user signs in again: a newer profile arrives after the scrub.
         _ = try await store.ingest([fetched("t1", "a1", at: 2, name: "Back")])
         #expect(try await store.recordedResult(of: "e1") == ErasureResult(outcome: .scrubbed))

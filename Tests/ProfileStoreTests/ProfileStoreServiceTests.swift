@@ -106,6 +106,52 @@ struct ProfileStoreServiceTests {
         try await running.value
     }
 
+    @Test("over Kafka: a record without CloudEvents headers goes to the DLQ, and a profile that overtook its erasure is not stored")
+    func headerlessAndOvertakingRecords() async throws {
+        let account = "557058:overtaken-\(UUID().uuidString.lowercased())"
+        let key = "app-1:\(account)"
+        let directory = try TemporaryDirectory()
+        let namespace = uniqueName("ps")
+        let topics = LetheTopics(namespace: namespace)
+        let config = try ProfileStoreConfig(reader: ConfigReader(
+            environment: environment(namespace: namespace, dataDirectory: directory.url)))
+        let parts = try await buildProfileStore(
+            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        let producer = try kafka.makeProducer()
+        let running = Task { try await parts.group.run() }
+        defer { running.cancel() }
+        try await withRunningServices([producer], logger: kafka.logger) {
+            // A well-formed body without the headers docs/contracts.md requires: not an event of the contract.
+            let body = try EventCodec.encode(fetched("t1", account, at: 10))
+            try await producer.send(OutgoingMessage(topic: topics.profiles, key: key, value: Array(body)))
+            let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topics.profiles)) { $0.count == 1 }
+            #expect(dead.first?.header(DeadLetterQueue.errorHeader)?.stringValue?.contains("ce_specversion") == true,
+                    "\(String(describing: dead.first?.header(DeadLetterQueue.errorHeader)?.stringValue))")
+            #expect(try await parts.database.profileCount() == 0)
+
+            // The erasure is applied first (nothing held yet); the profile fetched before it was issued comes after.
+            let issuedAt = t0.addingTimeInterval(100)
+            try await producer.send(try OutgoingMessage(
+                event: command("e-1", "t1", account, .scrub, issuedAt: issuedAt), topic: topics.erasureCommands,
+                key: key, source: "test"))
+            let acks = try await readUntil(kafka, topic: topics.erasureAcks) { $0.count == 1 }
+            #expect(try acks.first?.decodeEvent(ErasureAcknowledged.self).outcome == .nothingHeld)
+            try await producer.send(try OutgoingMessage(
+                event: fetched("t1", account, at: 50, name: "Overtaken"), topic: topics.profiles, key: key,
+                source: "test"))
+            #expect(await eventually(timeout: .seconds(30)) { parts.ingestor.stats.erased == 1 },
+                    "stats: \(parts.ingestor.stats)")
+            #expect(try await parts.database.profileCount() == 0)
+            // The user signs in again after the erasure: stored.
+            try await producer.send(try OutgoingMessage(
+                event: fetched("t1", account, at: 150, name: "Again"), topic: topics.profiles, key: key, source: "test"))
+            #expect(await eventually(timeout: .seconds(30)) { parts.ingestor.stats.applied == 1 })
+            #expect(try await parts.database.profile(tenantId: "t1", appId: "app-1", accountId: account)?.name == "Again")
+        }
+        await parts.group.triggerGracefulShutdown()
+        try await running.value
+    }
+
     @Test("kill -9 during a 20k-event ingest, restart: every profile present, outbox complete, no AccountHeld lost")
     func killNineDuringIngest() async throws {
         let binary = RepositoryPaths.executable("profile-store")
