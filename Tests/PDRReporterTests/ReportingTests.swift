@@ -302,6 +302,42 @@ struct ReportingTests {
         }
     }
 
+    @Test("reporting health: 5xx in a row → degraded then failing with the reason and since when; overdue accounts counted; ok again after a success")
+    func healthFollowsFailures() async throws {
+        var settings = ReporterWorld.fastSettings()
+        settings.failingAfter = 3
+        settings.overdueAfter = .seconds(1)
+        settings.backoffMax = .milliseconds(400)
+        try await ReporterWorld.run(apps: ["app-h"], cycle: .seconds(1), settings: settings) { world in
+            try await world.sandbox.control("/faults", [
+                "endpoint": "report-accounts", "clientId": "app-h",
+                "script": Array(repeating: ["kind": "503"], count: 12),
+            ])
+            try await world.hold(apps: ["app-h"], count: 5)
+        } _: { world in
+            var seen: [AppHealth.State] = []
+            var failing: AppHealth?
+            var mostOverdue: AppHealth?
+            var recovered = false
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !recovered, ContinuousClock.now < deadline {
+                let health = try #require(try await world.status("app-h")?.health)
+                if seen.last != health.state { seen.append(health.state) }
+                if health.state == .failing, failing == nil { failing = health }
+                if health.overdueAccounts > (mostOverdue?.overdueAccounts ?? 0) { mostOverdue = health }
+                let reported = try await world.sandbox.successes(clientId: "app-h").count
+                recovered = health.state == .ok && reported == 5
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(recovered, "states seen: \(seen)")
+            #expect(seen.contains(.degraded) && seen.contains(.failing), "states seen: \(seen)")
+            #expect(failing?.reason == "failed" && failing?.since != nil, "\(String(describing: failing))")
+            // While the 503s went on, accounts waited past their due time (by more than overdueAfter) and were counted.
+            #expect((mostOverdue?.overdueAccounts ?? 0) > 0 && (mostOverdue?.oldestOverdueSeconds ?? 0) >= 1,
+                    "\(String(describing: mostOverdue))")
+        }
+    }
+
     @Test("no usable grant → the app is orphaned in status, its accounts stay due, and it recovers on a new sign-in")
     func orphanedAppKeepsAccountsDue() async throws {
         try await ReporterWorld.run(apps: ["app-o"], cycle: .seconds(1)) { world in
@@ -315,6 +351,10 @@ struct ReportingTests {
             let orphanStatus = try await world.status("app-o")
             #expect(orphaned, "status: \(String(describing: orphanStatus))")
             #expect(try await world.sandbox.successes(clientId: "app-o").isEmpty)
+            // Never silent: the owner's token was refused (401) and no other connection is left.
+            #expect(orphanStatus?.health.state == .failing && orphanStatus?.health.reason == "unauthorized",
+                    "\(String(describing: orphanStatus?.health))")
+            #expect(orphanStatus?.health.since != nil)
 
             try await world.sandbox.addUser("new-owner")
             await world.tokens.add(appId: "app-o", connectionId: "new-owner",
@@ -324,6 +364,8 @@ struct ReportingTests {
             }
             #expect(recovered)
             #expect(try await world.status("app-o")?.orphaned == false)
+            #expect(try await world.status("app-o")?.health == AppHealth(
+                state: .ok, reason: nil, since: nil, overdueAccounts: 0, oldestOverdueSeconds: nil))
         }
     }
 

@@ -12,7 +12,10 @@ struct StatusAndConfigTests {
     static let token = "admin-token-0123456789abcdef"
     static let sample = AppReportingStatus(
         appId: "app-1", accountsHeld: 3, dueNow: 1, reportedInCurrentCycle: 2, rejected: 0, lastCallAt: nil,
-        lastOutcome: "ok", rateLimitedCount: 4, orphaned: true, cyclePeriodSeconds: 604_800)
+        lastOutcome: "ok",
+        health: AppHealth(state: .failing, reason: "no-usable-grant", since: Date(timeIntervalSince1970: 1_750_000_000),
+                          overdueAccounts: 1, oldestOverdueSeconds: 700),
+        rateLimitedCount: 4, orphaned: true, cyclePeriodSeconds: 604_800)
 
     /// One answer of the route as served by Hummingbird (status, `WWW-Authenticate`, body).
     struct Answer { var status: Int; var challenge: String?; var body: Data }
@@ -62,7 +65,9 @@ struct StatusAndConfigTests {
         try await Self.withServedEndpoint(AppsStatusEndpoint(adminToken: Self.token) { [Self.sample] }) { get in
             let ok = try await get("Bearer \(Self.token)")
             #expect(ok.status == 200)
-            let decoded = try JSONDecoder().decode([String: [AppReportingStatus]].self, from: ok.body)
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            let decoded = try decoder.decode([String: [AppReportingStatus]].self, from: ok.body)
             #expect(decoded["apps"] == [Self.sample])
             for header in [nil, "Bearer wrong", "Bearer \(Self.token)x", Self.token, "Bearer "] {
                 #expect(try await get(header).status == 401, "\(String(describing: header))")

@@ -26,6 +26,13 @@ package struct ReportingSettings: Sendable {
     /// without it every call would carry only the few accounts that came due since the last one. Reports are late
     /// by at most this, never early. Zero sends at once.
     package var batchWindow: Duration = .zero
+    /// Consecutive failed attempts (any cause) after which an app's reporting health is `failing` rather than
+    /// `degraded`.
+    package var failingAfter = 5
+    /// How long past its due time (beyond `batchWindow`) an account may wait before it counts as overdue.
+    package var overdueAfter: Duration = .seconds(600)
+    /// How often the health gauges (`lethe_pdr_app_failing`, overdue counts) are recomputed.
+    package var healthInterval: Duration = .seconds(15)
 
     package init() {}
 }
@@ -53,6 +60,13 @@ package actor AppStatusBoard {
         package var badRequests = 0
         /// The last `Cycle-Period` Atlassian answered outside `Schedule.cycleBounds`, as answered (nil: none was).
         package var clampedCyclePeriod: Duration?
+        /// Attempts that failed since the last accepted call, the last one's reason, and when the run began.
+        package var consecutiveFailures = 0
+        package var problem: String?
+        package var problemSince: Date?
+        /// Every connection tried answered 401 (`unauthorized`) or 403 (`forbidden`) in a row; cleared by a success.
+        package var allConnectionsRefused: String?
+        package var orphanedSince: Date?
     }
 
     private var entries: [String: Entry] = [:]
@@ -66,9 +80,36 @@ package actor AppStatusBoard {
         entries[appId, default: Entry()].lastOutcome = outcome
         if outcome == "rate-limited" { entries[appId, default: Entry()].rateLimited += 1 }
         if outcome == "bad-request" { entries[appId, default: Entry()].badRequests += 1 }
+        if outcome == "ok" {
+            entries[appId, default: Entry()].consecutiveFailures = 0
+            entries[appId, default: Entry()].problem = nil
+            entries[appId, default: Entry()].problemSince = nil
+            entries[appId, default: Entry()].allConnectionsRefused = nil
+        } else {
+            problem(appId, at: date, reason: outcome)
+        }
     }
 
-    func orphaned(_ appId: String, _ value: Bool) { entries[appId, default: Entry()].orphaned = value }
+    /// A failed attempt that made no call (`token-unavailable`: the gateway could not be asked) or a failed call.
+    func problem(_ appId: String, at date: Date, reason: String) {
+        var entry = entries[appId] ?? Entry()
+        entry.consecutiveFailures += 1
+        entry.problem = reason
+        entry.problemSince = entry.problemSince ?? date
+        entries[appId] = entry
+    }
+
+    /// 401 or 403 from as many connections as the reporter tries before backing off.
+    func allConnectionsRefused(_ appId: String, reason: String) {
+        entries[appId, default: Entry()].allConnectionsRefused = reason
+    }
+
+    func orphaned(_ appId: String, _ value: Bool, at date: Date) {
+        var entry = entries[appId] ?? Entry()
+        entry.orphaned = value
+        entry.orphanedSince = value ? entry.orphanedSince ?? date : nil
+        entries[appId] = entry
+    }
 
     /// Records an answered cycle that was clamped (or nil: the last answer was within bounds). Returns whether it
     /// differs from the one recorded before, so each app's clamped value is logged once, not on every call.
@@ -180,19 +221,25 @@ package actor AppReporter {
             do {
                 token = try await tokens.token(appId: appId, excluding: excluded)
             } catch ReportingTokenError.noUsableGrant {
+                // With connections excluded, the last ones were refused (401/403): that is the reason to show.
+                if !excluded.isEmpty, let refusal = await board.entry(appId).lastOutcome,
+                   ["unauthorized", "forbidden"].contains(refusal) {
+                    await board.allConnectionsRefused(appId, reason: refusal)
+                }
                 if await !board.entry(appId).orphaned {
                     logger.error("app orphaned: no connection with a usable grant; its accounts stay due")
                 }
-                await board.orphaned(appId, true)
+                await board.orphaned(appId, true, at: now())
                 throw Orphaned()
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
                 logger.warning("no reporting token; backing off", metadata: ["error": "\(error)"])
+                await board.problem(appId, at: now(), reason: "token-unavailable")
                 try await Task.sleep(for: nextBackoff())
                 continue
             }
-            await board.orphaned(appId, false)
+            await board.orphaned(appId, false, at: now())
 
             try await pace()
             // Registered as in flight *before* checking the accounts are still ours: a revocation drops the rows and
@@ -231,6 +278,7 @@ package actor AppReporter {
                     await board.call(appId, at: now(), outcome: outcome)
                     excluded.insert(token.connectionId)
                     if excluded.count >= settings.maxTokenAttempts {
+                        await board.allConnectionsRefused(appId, reason: outcome)
                         logger.warning("401 or 403 from every connection tried; backing off", metadata: [
                             "pdr.connections_tried": "\(excluded.count)", "pdr.last_outcome": "\(outcome)",
                         ])

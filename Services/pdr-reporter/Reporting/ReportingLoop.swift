@@ -1,7 +1,46 @@
 import AtlassianClient
 import Foundation
 import Logging
+import Metrics
 import ServiceLifecycle
+import Synchronization
+
+/// Whether an app's accounts are being reported, and if not, why and since when (issue 15: no failure is silent).
+package struct AppHealth: Codable, Sendable, Equatable {
+    package enum State: String, Codable, Sendable { case ok, degraded, failing }
+
+    package var state: State
+    /// Why it is not `ok`: `no-usable-grant` (orphaned), `unauthorized` / `forbidden` (every connection tried answered
+    /// 401 / 403), `token-unavailable` (the gateway's reporting-token API failed), `rate-limited`, `bad-request`,
+    /// `failed` (5xx, timeout, transport), `overdue` (accounts waiting past their due time) or `rejected-accounts`.
+    package var reason: String?
+    /// When the current problem began (absent for `overdue` and `rejected-accounts`, which the registry shows).
+    package var since: Date?
+    /// Accounts past their due time by more than the batch window and `overdueAfter`, and how long the oldest waits.
+    package var overdueAccounts: Int
+    package var oldestOverdueSeconds: Double?
+
+    /// `failing` when nothing can be reported (orphaned, every connection refused) or `failingAfter` attempts in a
+    /// row failed; `degraded` while attempts fail, accounts are overdue or some are rejected; else `ok`.
+    static func assess(_ live: AppStatusBoard.Entry, overdue: Int, oldestOverdue: Double?, rejected: Int,
+                       failingAfter: Int) -> AppHealth {
+        var health = AppHealth(state: .ok, reason: nil, since: nil, overdueAccounts: overdue,
+                               oldestOverdueSeconds: oldestOverdue)
+        if let refused = live.allConnectionsRefused {
+            (health.state, health.reason, health.since) = (.failing, refused, live.problemSince)
+        } else if live.orphaned {
+            (health.state, health.reason, health.since) = (.failing, "no-usable-grant", live.orphanedSince)
+        } else if let problem = live.problem {
+            health.state = live.consecutiveFailures >= failingAfter ? .failing : .degraded
+            (health.reason, health.since) = (problem, live.problemSince)
+        } else if overdue > 0 {
+            (health.state, health.reason) = (.degraded, "overdue")
+        } else if rejected > 0 {
+            (health.state, health.reason) = (.degraded, "rejected-accounts")
+        }
+        return health
+    }
+}
 
 /// One app's state for `GET /v1/apps`.
 package struct AppReportingStatus: Codable, Sendable, Equatable {
@@ -14,6 +53,7 @@ package struct AppReportingStatus: Codable, Sendable, Equatable {
     package var lastCallAt: Date?
     /// `ok`, `rate-limited`, `unauthorized`, `forbidden`, `bad-request` or `failed`.
     package var lastOutcome: String?
+    package var health: AppHealth
     package var rateLimitedCount: Int
     package var orphaned: Bool
     package var cyclePeriodSeconds: Int64
@@ -37,6 +77,8 @@ package final class ReportingLoop: Service, Sendable {
     package let board = AppStatusBoard()
     /// PDR calls sent but not yet recorded, across all apps; a partition revocation waits for them.
     package let inFlight = InFlightCalls()
+    /// The reason each app's `lethe_pdr_app_failing` gauge was last set to 1 for, so it goes back to 0 on recovery.
+    private let failingGauges = Mutex<[String: String]>([:])
 
     package init(registry: any AccountRegistry, api: any AtlassianAPI, tokens: any ReportingTokenProvider,
                  sink: any ReportSink, schedule: Schedule, settings: ReportingSettings,
@@ -54,6 +96,12 @@ package final class ReportingLoop: Service, Sendable {
     package func run() async throws {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
+                group.addTask {
+                    while !Task.isCancelled {
+                        await self.recordHealthMetrics()
+                        try? await Task.sleep(for: self.settings.healthInterval)
+                    }
+                }
                 var started = Set<String>()
                 while !Task.isCancelled {
                     let apps = (try? await self.registry.appIds()) ?? []
@@ -125,17 +173,51 @@ package final class ReportingLoop: Service, Sendable {
     package func status() async throws -> [AppReportingStatus] {
         var result: [AppReportingStatus] = []
         let current = now()
+        // Due longer ago than this is overdue: the batch window is a promised wait, `overdueAfter` the slack on top.
+        let overdueBefore = current.addingTimeInterval(-(settings.batchWindow + settings.overdueAfter).timeInterval)
         for appId in try await registry.appIds() {
             let cycle = schedule.cycle(override: try await registry.cyclePeriod(appId: appId))
             let counts = try await registry.counts(appId: appId, at: current, cycle: cycle)
+            let overdue = try await registry.counts(appId: appId, at: overdueBefore, cycle: cycle).dueNow
+            let oldest = overdue == 0 ? nil
+                : try await registry.dueAccounts(appId: appId, at: overdueBefore, limit: 1).first
+                    .map { current.timeIntervalSince($0.nextDueAt) }
             let live = await board.entry(appId)
             result.append(AppReportingStatus(
                 appId: appId, accountsHeld: counts.held, dueNow: counts.dueNow,
                 reportedInCurrentCycle: counts.reportedInCurrentCycle, rejected: counts.rejected,
-                lastCallAt: live.lastCallAt, lastOutcome: live.lastOutcome, rateLimitedCount: live.rateLimited,
+                lastCallAt: live.lastCallAt, lastOutcome: live.lastOutcome,
+                health: AppHealth.assess(live, overdue: overdue, oldestOverdue: oldest, rejected: counts.rejected,
+                                         failingAfter: settings.failingAfter),
+                rateLimitedCount: live.rateLimited,
                 orphaned: live.orphaned, cyclePeriodSeconds: cycle.components.seconds,
                 clampedCyclePeriodSeconds: live.clampedCyclePeriod.map { $0.components.seconds }))
         }
         return result
+    }
+
+    /// `lethe_pdr_app_failing{app_id,reason}` (1 while failing for that reason, else 0),
+    /// `lethe_pdr_overdue_accounts{app_id}` and `lethe_pdr_oldest_overdue_seconds{app_id}` from `status()`.
+    private func recordHealthMetrics() async {
+        guard let statuses = try? await status() else { return }
+        for status in statuses {
+            let failingReason = status.health.state == .failing ? status.health.reason : nil
+            let previous = failingGauges.withLock { gauges in
+                defer { gauges[status.appId] = failingReason }
+                return gauges[status.appId]
+            }
+            if let previous, previous != failingReason {
+                Gauge(label: "lethe_pdr_app_failing", dimensions: [("app_id", status.appId), ("reason", previous)])
+                    .record(0)
+            }
+            if let failingReason {
+                Gauge(label: "lethe_pdr_app_failing", dimensions: [("app_id", status.appId), ("reason", failingReason)])
+                    .record(1)
+            }
+            Gauge(label: "lethe_pdr_overdue_accounts", dimensions: [("app_id", status.appId)])
+                .record(status.health.overdueAccounts)
+            Gauge(label: "lethe_pdr_oldest_overdue_seconds", dimensions: [("app_id", status.appId)])
+                .record(status.health.oldestOverdueSeconds ?? 0)
+        }
     }
 }
