@@ -88,7 +88,11 @@ func buildOAuthGateway(
     router.addOperationalRoutes(
         readiness: [
             ReadinessCheck(name: "sqlite") { try await database.database.check() },
-            ReadinessCheck(name: "kafka") { try await admin.ping() },
+            // Red when the broker cannot be reached, or for good once the producer failed fatally (the process is ending).
+            ReadinessCheck(name: "kafka") {
+                try await admin.ping()
+                try producer.checkNotFatal()
+            },
         ],
         registry: registry)
     GatewayAPI.addRoutes(

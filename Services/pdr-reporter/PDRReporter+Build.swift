@@ -81,7 +81,11 @@ func buildPDRReporter(
     router.addOperationalRoutes(
         readiness: [
             ReadinessCheck(name: "sqlite") { try await accounts.check() },
-            ReadinessCheck(name: "kafka") { try await admin.ping() },
+            // Red when the broker cannot be reached, or for good once the producer failed fatally (the process is ending).
+            ReadinessCheck(name: "kafka") {
+                try await admin.ping()
+                try producer.checkNotFatal()
+            },
         ],
         registry: metrics)
     router.addAppsStatusRoute(AppsStatusEndpoint(adminToken: config.adminToken) { try await loop.status() })

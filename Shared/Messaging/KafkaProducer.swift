@@ -184,9 +184,38 @@ package final class KafkaProducer: Service, @unchecked Sendable {
         }
     }
 
-    /// Waits for graceful shutdown, then flushes and stops polling.
+    /// The fatal error librdkafka raised for this producer, if any: it can send nothing more (readiness reads it).
+    package var fatalError: KafkaError? { context.fatal.error }
+
+    /// Throws the fatal error, if one was raised: for a readiness check.
+    package func checkNotFatal() throws(KafkaError) {
+        if let fatalError { throw fatalError }
+    }
+
+    /// Makes librdkafka raise a fatal error, as an idempotent producer does when the broker fences it (tests only:
+    /// there is no other way to cause one on purpose).
+    package func raiseFatalErrorForTesting() {
+        _ = rd_kafka_test_fatal_error(handle.pointer, RD_KAFKA_RESP_ERR__FENCED, "raised by a test")
+    }
+
+    /// Waits for graceful shutdown, then flushes and stops polling. A fatal producer error ends it at once by
+    /// throwing: the service group then stops every service and the process exits non-zero, so the orchestrator
+    /// restarts it with a new producer — instead of every send failing for ever while the process looks alive.
     package func run() async throws {
-        try? await gracefulShutdown()
+        let fatal: KafkaError? = await withTaskGroup(of: KafkaError?.self) { group in
+            group.addTask { try? await gracefulShutdown(); return nil }
+            group.addTask { [context] in await context.fatal.wait() }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        if let fatal {
+            logger.critical("Kafka producer failed fatally; stopping the service", metadata: [
+                "kafka.error": "\(fatal.name)", "kafka.message": "\(fatal.message)",
+            ])
+            await pollThread.stop()
+            throw fatal
+        }
         do {
             try await flush(timeout: config.flushTimeout)
         } catch {

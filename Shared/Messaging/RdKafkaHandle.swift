@@ -2,6 +2,7 @@ import CRdKafka
 import Dispatch
 import Foundation
 import Logging
+import Synchronization
 
 /// Builds an `rd_kafka_conf_t` from string settings. The caller owns the result until `rd_kafka_new` takes it.
 func makeRdKafkaConf(_ settings: [String: String]) throws(KafkaError) -> OpaquePointer {
@@ -20,8 +21,56 @@ func makeRdKafkaConf(_ settings: [String: String]) throws(KafkaError) -> OpaqueP
 /// context, so each handle retains one of these (balanced when the handle is destroyed).
 class RdKafkaCallbackContext: @unchecked Sendable {
     let logger: Logger
+    /// Set once librdkafka reports a fatal error: the client is unusable for good.
+    let fatal = FatalSignal()
 
     init(logger: Logger) { self.logger = logger }
+}
+
+/// A client's fatal error, once raised: readable at any time (readiness), and awaitable (the service that must end
+/// the process so an orchestrator restarts it with a fresh client).
+final class FatalSignal: Sendable {
+    private struct State {
+        var error: KafkaError?
+        var waiters: [Int: CheckedContinuation<KafkaError?, Never>] = [:]
+        var nextWaiter = 0
+    }
+
+    private let state = Mutex(State())
+
+    var error: KafkaError? { state.withLock { $0.error } }
+
+    /// Records the first fatal error and wakes every waiter; later ones are ignored.
+    func raise(_ error: KafkaError) {
+        let waiters = state.withLock { state -> [CheckedContinuation<KafkaError?, Never>] in
+            guard state.error == nil else { return [] }
+            state.error = error
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(returning: error) }
+    }
+
+    /// Returns the fatal error once one is raised (at once if it already was); nil when the task is cancelled first.
+    func wait() async -> KafkaError? {
+        let id = state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let resumeNow = state.withLock { state -> (Bool, KafkaError?) in
+                    if let error = state.error { return (true, error) }
+                    if Task.isCancelled { return (true, nil) }
+                    state.waiters[id] = continuation
+                    return (false, nil)
+                }
+                if resumeNow.0 { continuation.resume(returning: resumeNow.1) }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: nil)
+        }
+    }
 }
 
 /// Owns one `rd_kafka_t` and the context its callbacks use. librdkafka handles are thread-safe, hence
@@ -92,6 +141,11 @@ private let rdKafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafeP
         context.logger.log(level: level, "Kafka client error: \(text)", metadata: [
             "kafka.error": "\(String(cString: rd_kafka_err2name(code)))",
         ])
+        if code == RD_KAFKA_RESP_ERR__FATAL, let rk {
+            var reason = [CChar](repeating: 0, count: 512)
+            let underlying = rd_kafka_fatal_error(rk, &reason, reason.count)
+            context.fatal.raise(KafkaError(underlying, message: string(fromErrorBuffer: reason), fatal: true))
+        }
     }
 
 /// Runs librdkafka calls that block (flush, synchronous commit, close, seek, admin and metadata requests) on

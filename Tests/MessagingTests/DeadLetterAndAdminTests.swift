@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Messaging
+import ServiceLifecycle
 import Testing
 import TestSupport
 
@@ -9,6 +10,38 @@ struct DeadLetterAndAdminTests {
     let kafka: KafkaFixture
 
     init() throws { kafka = try KafkaFixture("dlq-admin") }
+
+    /// Waits for graceful shutdown, like every long-running service in a group.
+    struct IdleService: Service {
+        func run() async throws { try? await gracefulShutdown() }
+    }
+
+    @Test("a fatal producer error ends the producer's service with it: the whole group stops (the process exits non-zero), readiness reads it")
+    func fatalProducerErrorStopsTheGroup() async throws {
+        let topic = try await kafka.makeTopic(partitions: 1)
+        let producer = try kafka.makeProducer()
+        let group = ServiceGroup(configuration: .init(services: [producer, IdleService()], logger: kafka.logger))
+        let running = Task { try await group.run() }
+        try await producer.send(OutgoingMessage(topic: topic, key: "k", value: Array("before".utf8)))
+        #expect(producer.fatalError == nil)
+        producer.raiseFatalErrorForTesting()
+        // The group's run ends by throwing the fatal error — what an Entrypoint's main rethrows, exiting non-zero.
+        let ended = Task {
+            do {
+                try await running.value
+                return "returned without an error"
+            } catch let error as KafkaError {
+                return error.isFatal ? "fatal" : "not fatal: \(error)"
+            } catch {
+                return "\(type(of: error))"
+            }
+        }
+        let timeout = Task { try await Task.sleep(for: .seconds(20)); running.cancel() }
+        #expect(await ended.value == "fatal")
+        timeout.cancel()
+        #expect(producer.fatalError?.isFatal == true)
+        #expect(throws: KafkaError.self) { try producer.checkNotFatal() }
+    }
 
     @Test("a poison message goes to the DLQ with its reason, and the consumer moves on")
     func poisonMessageIsDeadLettered() async throws {
