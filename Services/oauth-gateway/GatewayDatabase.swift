@@ -185,6 +185,16 @@ final class GatewayDatabase: Sendable {
                 ALTER TABLE suppressed_accounts_v3 RENAME TO suppressed_accounts;
                 """)
         },
+        // When each connection's current refresh token was issued: Atlassian's rotating tokens die after 90 idle
+        // days (ATLASSIAN.md §1.5), so ConnectionKeepAlive refreshes those that get old. Older rows take their
+        // creation time: at worst refreshed sooner than needed.
+        Migration("oauth-gateway.v4.refresh-issued-at") { db in
+            try db.execute(sql: """
+                ALTER TABLE connections ADD COLUMN refreshed_at REAL;
+                UPDATE connections SET refreshed_at = created_at;
+                CREATE INDEX connections_by_refresh ON connections(state, refreshed_at);
+                """)
+        },
     ]
 
     // MARK: Tenants
@@ -493,13 +503,14 @@ final class GatewayDatabase: Sendable {
             let t = now.timeIntervalSince1970
             try db.cachedStatement(sql: """
                     INSERT INTO connections (connection_id, tenant_id, app_id, account_id, user_id, state, test,
-                        access_token, access_expires_at, refresh_token, created_at, last_active_at)
-                    VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)
+                        access_token, access_expires_at, refresh_token, created_at, last_active_at, refreshed_at)
+                    VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (connection_id) DO UPDATE SET state = 'active', access_token = excluded.access_token,
                         access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token,
-                        last_active_at = excluded.last_active_at, lease_owner = NULL, lease_until = NULL
+                        last_active_at = excluded.last_active_at, refreshed_at = excluded.refreshed_at,
+                        lease_owner = NULL, lease_until = NULL
                     """).execute(arguments: [connectionId, tenantId, appId, accountId, userId, test, sealed.access,
-                            accessExpiresAt.timeIntervalSince1970, sealed.refresh, t, t])
+                            accessExpiresAt.timeIntervalSince1970, sealed.refresh, t, t, t])
             // The app's first connection owns PDR reporting for it until an erasure removes it.
             try db.cachedStatement(sql: "UPDATE apps SET owner_connection_id = ? WHERE app_id = ? AND owner_connection_id IS NULL")
                 .execute(arguments: [connectionId, appId])
@@ -541,6 +552,18 @@ final class GatewayDatabase: Sendable {
         }
     }
 
+    /// Active connections whose refresh token was issued before `issuedBefore`, oldest first: what
+    /// `ConnectionKeepAlive` refreshes before Atlassian's 90-day idle expiry.
+    func connectionsToKeepAlive(issuedBefore: Date, limit: Int) async throws -> [String] {
+        try await database.read { db in
+            try String.fetchAll(db.cachedStatement(sql: """
+                SELECT connection_id FROM connections
+                WHERE state = 'active' AND refresh_token IS NOT NULL AND refreshed_at < ?
+                ORDER BY refreshed_at LIMIT ?
+                """), arguments: [issuedBefore.timeIntervalSince1970, limit])
+        }
+    }
+
     /// Takes the refresh lease of a connection for `duration` unless another holder's lease is still running.
     func acquireLease(_ connectionId: String, owner: String, duration: TimeInterval, now: Date = Date()) async throws -> Bool {
         try await database.write { db in
@@ -568,12 +591,13 @@ final class GatewayDatabase: Sendable {
         try await database.write { db in
             try db.cachedStatement(sql: """
                     UPDATE connections SET access_token = ?, access_expires_at = ?,
-                        refresh_token = COALESCE(?, refresh_token), last_active_at = ?, lease_owner = NULL,
+                        refresh_token = COALESCE(?, refresh_token), last_active_at = ?,
+                        refreshed_at = CASE WHEN ? IS NULL THEN refreshed_at ELSE ? END, lease_owner = NULL,
                         lease_until = NULL
                     WHERE connection_id = ? AND lease_owner = ? AND state = 'active'
                     """)
                         .execute(arguments: [access, accessExpiresAt.timeIntervalSince1970, refresh, now.timeIntervalSince1970,
-                            connectionId, owner])
+                            refresh, now.timeIntervalSince1970, connectionId, owner])
             return db.changesCount == 1
         }
     }

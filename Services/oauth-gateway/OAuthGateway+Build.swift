@@ -107,6 +107,8 @@ func buildOAuthGateway(
             .init(service: checkpointer), .init(service: participant),
             .init(service: StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger)),
             .init(service: ExpiryPruner(database: database, logger: logger)),
+            .init(service: ConnectionKeepAlive(
+                database: database, vault: gateway.vault, settings: config.keepAlive, logger: logger)),
             .init(service: app),
         ],
         gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))

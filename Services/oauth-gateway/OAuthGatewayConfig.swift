@@ -63,7 +63,14 @@ struct OAuthGatewayConfig: Sendable {
             throw ConfigError(variable: "LETHE_SHARED_APP_CLIENT_SECRET", reason: "must be set with LETHE_SHARED_APP_CLIENT_ID")
         }
         tenantTokenLifetime = TimeInterval(try reader.int("GATEWAY_TENANT_TOKEN_SECONDS", default: 900, range: 60...86_400))
+        keepAlive = KeepAliveSettings(
+            after: TimeInterval(try reader.int("GATEWAY_KEEPALIVE_AFTER_DAYS", default: 30, range: 1...80)) * 86_400,
+            batch: try reader.int("GATEWAY_KEEPALIVE_BATCH", default: 20, range: 1...10_000))
     }
+
+    /// `GATEWAY_KEEPALIVE_AFTER_DAYS` (default 30, at most 80) and `GATEWAY_KEEPALIVE_BATCH` (default 20 a minute):
+    /// when a connection's refresh token is refreshed for its own sake, and how many a minute at most.
+    var keepAlive: KeepAliveSettings
 
     /// A topic or group id, prefixed by the namespace.
     func name(_ base: String) -> String { TopicNamespace(prefix: namespace).name(base) }

@@ -72,6 +72,13 @@ actor TokenVault {
         return try await Self.value(of: task)
     }
 
+    /// Refreshes the connection's tokens whatever the stored access token's validity (`ConnectionKeepAlive`), under the
+    /// same single-flight and lease as every other refresh.
+    func refreshNow(connectionId: String) async throws(VaultError) -> AccessGrant {
+        // Longer than any access token lives: the stored one never qualifies, so a refresh always happens.
+        try await accessToken(connectionId: connectionId, minimumValidity: 100 * 365 * 86_400)
+    }
+
     private static func value(of task: Task<AccessGrant, any Error>) async throws(VaultError) -> AccessGrant {
         do {
             return try await task.value

@@ -173,6 +173,45 @@ struct VaultTests {
         }
     }
 
+    @Test("keep-alive: a connection refreshed before 90 idle days survives them; one left idle loses its grant and is erased")
+    func keepAliveOutlivesTheIdleExpiry() async throws {
+        try await GatewayHarness.run { harness, parts in
+            _ = try await Self.signedIn(harness, users: [
+                (Self.ada, "Ada Lovelace", "ada@example.com"), (Self.grace, "Grace Hopper", "grace@example.com"),
+            ])
+            let day: TimeInterval = 86_400
+            // One a round, so only the older connection (Ada's) is kept alive in the first round.
+            let keepAlive = ConnectionKeepAlive(
+                database: parts.database, vault: parts.gateway.vault,
+                settings: KeepAliveSettings(after: 30 * day, batch: 1), logger: harness.kafka.logger)
+            #expect(await keepAlive.round() == 0, "nothing is 30 days old yet")
+            func advanceSandbox(days: Double) async throws {
+                _ = try await harness.send(.POST, harness.sandboxURL + "/_sandbox/clock", bearer: nil,
+                                           json: ["advanceSeconds": days * day])
+            }
+            try await advanceSandbox(days: 61)
+            #expect(await keepAlive.round(now: Date().addingTimeInterval(61 * day)) == 1)
+            #expect(try await harness.tokenCalls("acme-app").refreshes == 1)
+
+            // 95 days after the sign-ins: Grace's refresh token has been idle past Atlassian's 90 days, Ada's 34.
+            try await advanceSandbox(days: 34)
+            let everyone = ConnectionKeepAlive(
+                database: parts.database, vault: parts.gateway.vault,
+                settings: KeepAliveSettings(after: 30 * day, batch: 20), logger: harness.kafka.logger)
+            #expect(await everyone.round(now: Date().addingTimeInterval(95 * day)) == 1)
+            let ada = try #require(try await parts.database.connections(appId: "acme-app", accountId: Self.ada, tenantIds: []).first)
+            let grace = try #require(try await parts.database.connections(appId: "acme-app", accountId: Self.grace, tenantIds: []).first)
+            #expect(ada.state == .active && ada.refreshTokenSealed != nil)
+            #expect(grace.state == .reconnectRequired && grace.refreshTokenSealed == nil)
+            // Grace's grant is gone: her stale profile is to be erased (the vault's refresh-failed path).
+            let requests = try await readUntil(harness.kafka, topic: harness.topics.erasureRequests) { $0.count >= 1 }
+                .map { try $0.decodeEvent(ErasureRequested.self) }
+            #expect(requests.map(\.accountId) == [Self.grace] && requests.allSatisfy { $0.cause == .refreshFailed })
+            // Ada's connection still reports.
+            #expect(try await harness.reportingToken("acme-app").status == 200)
+        }
+    }
+
     @Test("a profile re-fetched while an erasure was applied is never published, under every policy and cause")
     func refreshAfterErasureIsDropped() async throws {
         try await GatewayHarness.run { harness, parts in
