@@ -23,8 +23,8 @@ let services: [(name: String, dependencies: [Target.Dependency])] = [
         prometheus, .product(name: "GRDB", package: "GRDB.swift"),
     ]),
     ("pdr-reporter", [
-        "ServiceKit", "Messaging", "Contracts", "AtlassianClient", "Storage", hummingbird, lifecycle, logging, prometheus,
-        metrics, nioCore, grdb, .product(name: "NIOHTTP1", package: "swift-nio"), httpClient,
+        "ServiceKit", "Messaging", "Contracts", "AtlassianClient", "Storage", "ErasureKit", hummingbird, lifecycle, logging,
+        prometheus, metrics, nioCore, grdb, .product(name: "NIOHTTP1", package: "swift-nio"), httpClient,
     ]),
     ("erasure-executor", [
         "ServiceKit", "Messaging", "Contracts", "Storage", "ErasureKit", hummingbird, lifecycle, logging, prometheus,

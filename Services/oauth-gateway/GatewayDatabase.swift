@@ -713,6 +713,12 @@ final class GatewayDatabase: Sendable {
                     try db.cachedStatement(sql: "DELETE FROM connections WHERE connection_id = ?")
                         .execute(arguments: [id])
                     outcome = .erased
+                case .scrub where command.cause == .atlassianClosed:
+                    // A closed account's accountId goes under every policy (issue 15): the connection keeps its
+                    // platform user; the suppression list has the digest.
+                    try db.cachedStatement(sql: "UPDATE connections SET account_id = NULL, \(dropTokens) WHERE connection_id = ?")
+                        .execute(arguments: [id])
+                    outcome = .scrubbed
                 case .scrub:
                     try db.cachedStatement(sql: "UPDATE connections SET \(dropTokens) WHERE connection_id = ?")
                         .execute(arguments: [id])

@@ -72,11 +72,13 @@ extension ProfileDatabase {
                     """).execute(arguments: arguments)
                 outcome = .erased
             case .scrub:
+                // A closed account's accountId goes too, under every policy (issue 15): the scrubbed row keeps its
+                // platform user, not its link to the closed Atlassian account (the suppression list has the digest).
                 try db.cachedStatement(sql: """
                     UPDATE profiles SET name = NULL, email = NULL, nickname = NULL, picture = NULL,
-                        holds_personal_data = 0
+                        holds_personal_data = 0, account_id = CASE WHEN ? THEN NULL ELSE account_id END
                     WHERE tenant_id = ? AND app_id = ? AND account_id = ?
-                    """).execute(arguments: arguments)
+                    """).execute(arguments: [command.cause == .atlassianClosed] + arguments)
                 outcome = .scrubbed
             case .disassociate:
                 try db.cachedStatement(sql: """

@@ -212,6 +212,31 @@ struct VaultTests {
         }
     }
 
+    @Test("a closed account under scrub: the connection stays with its user, without tokens or the accountId")
+    func closedScrubDropsTheAccountId() async throws {
+        try await GatewayHarness.run { harness, parts in
+            _ = try await Self.signedIn(harness, users: [
+                (Self.ada, "Ada Lovelace", "ada@example.com"), (Self.grace, "Grace Hopper", "grace@example.com"),
+            ])
+            let outcome = try await parts.database.erase(EraseSubject(
+                erasureId: "erasure-closed-scrub", tenantId: "acme", appId: "acme-app", accountId: Self.ada,
+                policy: .scrub, cause: .atlassianClosed, issuedAt: Date(), deadline: Date().addingTimeInterval(86_400)))
+            #expect(outcome == .scrubbed)
+            let rows = try await parts.database.database.read { db in
+                try Row.fetchAll(db, sql: "SELECT account_id, user_id, state FROM connections ORDER BY account_id")
+                    .map { ($0["account_id"] as String?, $0["user_id"] as String, $0["state"] as String) }
+            }
+            #expect(rows.count == 2)
+            #expect(rows.contains { $0.0 == nil && $0.2 == "erased" && !$0.1.isEmpty }, "\(rows)")
+            #expect(rows.contains { $0.0 == Self.grace && $0.2 == "active" })
+            // As the erasure handler asks of the checkpointer after a batch.
+            try await parts.database.database.checkpoint()
+            let clean = await eventually(timeout: .seconds(10)) { !harness.databaseBytes().contains(Self.ada) }
+            #expect(clean, "the closed account's accountId stayed in the gateway's SQLite files")
+            #expect(harness.databaseBytes().contains(Self.grace), "the byte scan cannot see an accountId; it proves nothing")
+        }
+    }
+
     @Test("a profile re-fetched while an erasure was applied is never published, under every policy and cause")
     func refreshAfterErasureIsDropped() async throws {
         try await GatewayHarness.run { harness, parts in

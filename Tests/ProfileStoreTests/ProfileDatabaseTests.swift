@@ -151,6 +151,34 @@ struct ProfileDatabaseTests {
         #expect(!sqliteFilesContain(path, account), "the raw accountId stayed in the file after the conversion")
     }
 
+    @Test("a closed account under scrub: the row stays with its platform user, without name, email or the accountId")
+    func closedScrubDropsTheAccountId() async throws {
+        let account = "557058:closed-scrubbed-0001"
+        _ = try await store.ingest([fetched("t1", account, at: 1), fetched("t1", "557058:open-0002", at: 1)])
+        #expect(try await store.erase(command("e1", "t1", account, .scrub, cause: .atlassianClosed)).outcome == .scrubbed)
+        #expect(try await store.profileCount() == 2, "the scrubbed row is kept")
+        #expect(try await store.profile(tenantId: "t1", appId: "app-1", accountId: account) == nil)
+        let kept = try await store.database.read { db in
+            try Row.fetchOne(db, sql: "SELECT name, email, platform_user_id FROM profiles WHERE account_id IS NULL")
+                .map { ($0["name"] as String?, $0["email"] as String?, $0["platform_user_id"] as String) }
+        }
+        #expect(kept?.0 == nil && kept?.1 == nil && kept?.2.isEmpty == false, "\(String(describing: kept))")
+        // No table holds it any more but the outbox's AccountHeld records, which the relay deletes once sent (the
+        // file's bytes are checked where the relay runs: ProfileStoreServiceTests).
+        let holding = try await store.database.read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'").filter { table in
+                guard table != "lethe_outbox" else { return false }
+                return try Row.fetchAll(db, sql: "SELECT * FROM \"\(table)\"").contains { row in
+                    row.databaseValues.contains { "\($0)".contains(account) }
+                }
+            }
+        }
+        #expect(holding.isEmpty, "tables still holding the closed account's accountId: \(holding)")
+        // A tenant-requested scrub keeps the link (the account is not closed).
+        _ = try await store.erase(command("e2", "t1", "557058:open-0002", .scrub))
+        #expect(try await store.profile(tenantId: "t1", appId: "app-1", accountId: "557058:open-0002") != nil)
+    }
+
     @Test("after a closed erasure the account is suppressed: a late event is dropped and counted")
     func closedSuppresses() async throws {
         _ = try await store.ingest([fetched("t1", "a1", at: 1)])

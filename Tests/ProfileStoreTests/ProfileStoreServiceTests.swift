@@ -81,8 +81,9 @@ struct ProfileStoreServiceTests {
             #expect(await eventually(timeout: .seconds(30)) { parts.ingestor.stats.suppressed == 1 })
             #expect(try await parts.database.profile(tenantId: "t1", appId: "app-1", accountId: account) == nil)
 
+            // Under scrub too, a closed account's accountId must leave the file (the row stays, unlinked).
             try await send(
-                command("e-2", "t2", account, .delete, cause: .atlassianClosed), topic: topics.erasureCommands,
+                command("e-2", "t2", account, .scrub, cause: .atlassianClosed), topic: topics.erasureCommands,
                 key: key)
             let accounts = try await readUntil(kafka, topic: topics.pdrAccounts) { messages in
                 messages.last?.value == nil && messages.count >= 2

@@ -300,12 +300,13 @@ final class PartitionedIntake: Service, Sendable {
                         }
                         continue
                     }
-                    // A tombstone follows the record of an account answered `closed`: forget its last report (in
-                    // order, so the records before it are flushed first).
+                    // A tombstone follows the record of an account answered `closed`: the account is closed here too
+                    // (in order, so the records before it are flushed first), so the accounts records read after the
+                    // restore cannot register it again while its erasure is still running (issue 15).
                     guard message.value != nil else {
                         if let key = try? AccountKey(bytes: message.key ?? []) {
                             try await flush(message.partition)
-                            try await registry.forgetReports([key])
+                            try await registry.close([key])
                         }
                         continue
                     }

@@ -1,4 +1,5 @@
 import Contracts
+import ErasureKit
 import Foundation
 
 /// An account the platform holds through an app: the content of `AccountHeld`, which is all PDR needs.
@@ -83,10 +84,12 @@ package protocol AccountRegistry: Sendable {
     /// Records successful reports: `lastReportedAt` and `nextDueAt` per account. Accounts removed meanwhile are
     /// ignored (a tombstone wins over a late record).
     func recordReported(_ reports: [AccountReported]) async throws
-    /// Forgets the last report of accounts Atlassian answered `closed` for (the changelog copy a later re-hold would
-    /// resume from): a closed account is never held again, and its accountId must not outlive its erasure here. The
-    /// account itself stays registered, and reported each cycle, until its tombstone arrives.
-    func forgetReports(_ keys: [AccountKey]) async throws
+    /// Atlassian answered `closed` for these accounts: they leave the registry at once — their rows and the last
+    /// report a re-hold would resume from — so they are never reported again, even while the tenants' erasures are
+    /// still running and profile-store still holds them (issue 15: Atlassian flags apps that keep checking a closed
+    /// account). Only a digest of each is kept (`SuppressionDigest`), and a later `upsert` of a closed account is
+    /// ignored, so no raw accountId of a closed account stays here.
+    func close(_ keys: [AccountKey]) async throws
     /// Marks an account Atlassian refused on its own (400), so it is skipped until its data changes.
     func markRejected(appId: String, accountId: String) async throws
     /// The `Cycle-Period` Atlassian last answered for the app, if any.
@@ -119,8 +122,8 @@ extension AccountRegistry {
 package actor InMemoryAccountRegistry: AccountRegistry {
     private var accounts: [String: [String: RegisteredAccount]] = [:]
     private var cycles: [String: Duration] = [:]
-    /// Accounts whose reports were forgotten (see `forgetReports`) since their last report.
-    private var forgotten: Set<AccountKey> = []
+    /// Closed accounts, by app, as digests (see `close`).
+    private var closed: [String: Set<String>] = [:]
     private let schedule: Schedule
 
     package init(schedule: Schedule) {
@@ -129,6 +132,7 @@ package actor InMemoryAccountRegistry: AccountRegistry {
 
     /// Partitions are not tracked here: the in-memory registry never restores nor drops a partition.
     package func upsert(_ account: HeldAccount, partition: Int32, seenAt: Date, cycle: Duration) {
+        if closed[account.appId]?.contains(SuppressionDigest.of(accountId: account.accountId)) == true { return }
         if var existing = accounts[account.appId]?[account.accountId] {
             if existing.held.updatedAt != account.updatedAt { existing.rejected = false }
             existing.held = account
@@ -142,7 +146,6 @@ package actor InMemoryAccountRegistry: AccountRegistry {
     }
 
     package func remove(appId: String, accountId: String) {
-        if let key = try? AccountKey(appId: appId, accountId: accountId) { forgotten.remove(key) }
         accounts[appId]?[accountId] = nil
         if accounts[appId]?.isEmpty == true { accounts[appId] = nil }
     }
@@ -172,17 +175,17 @@ package actor InMemoryAccountRegistry: AccountRegistry {
     package func recordReported(_ reports: [AccountReported]) {
         for report in reports {
             guard var account = accounts[report.appId]?[report.accountId] else { continue }
-            if let key = try? AccountKey(appId: report.appId, accountId: report.accountId) { forgotten.remove(key) }
             account.lastReportedAt = report.reportedAt
             account.nextDueAt = report.nextDueAt
             accounts[report.appId]![report.accountId] = account
         }
     }
 
-    /// This registry keeps no changelog copy (a removed account is gone with its schedule); it only remembers that
-    /// the accounts' reports were forgotten, until they are reported again, as the SQLite registry's copy would.
-    package func forgetReports(_ keys: [AccountKey]) {
-        for key in keys where accounts[key.appId]?[key.accountId] != nil { forgotten.insert(key) }
+    package func close(_ keys: [AccountKey]) {
+        for key in keys {
+            closed[key.appId, default: []].insert(SuppressionDigest.of(accountId: key.accountId))
+            remove(appId: key.appId, accountId: key.accountId)
+        }
     }
 
     package func markRejected(appId: String, accountId: String) {
@@ -204,10 +207,7 @@ package actor InMemoryAccountRegistry: AccountRegistry {
     package func rescheduledReports(appId: String, cycle: Duration) -> [AccountReported] {
         guard let app = accounts[appId] else { return [] }
         return app.values.compactMap { account in
-            if let key = try? AccountKey(appId: appId, accountId: account.accountId), forgotten.contains(key) {
-                return nil
-            }
-            return account.lastReportedAt.map {
+            account.lastReportedAt.map {
                 AccountReported(appId: appId, accountId: account.accountId, reportedAt: $0,
                                 nextDueAt: schedule.nextDue(reportedAt: $0, cycle: cycle))
             }

@@ -398,7 +398,7 @@ package actor AppReporter {
                 }
                 try await sink.publish(reported: reported, statuses: statuses)
                 try await registry.recordReported(reported)
-                try await registry.forgetReports(closed)
+                try await registry.close(closed)
                 return
             } catch is CancellationError {
                 throw CancellationError()

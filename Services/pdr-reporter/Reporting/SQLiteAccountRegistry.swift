@@ -1,4 +1,5 @@
 import Contracts
+import ErasureKit
 import Foundation
 import GRDB
 import Logging
@@ -63,9 +64,21 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
                 ) WITHOUT ROWID;
                 """)
         },
+        // Accounts Atlassian answered `closed` for, as digests (`close`): never registered again. Not per partition,
+        // and kept across partition drops: a restore finds the same in the changelog's tombstones anyway.
+        Migration("pdr-reporter.v2.closed-accounts") { db in
+            try db.execute(sql: """
+                CREATE TABLE pdr_closed (
+                    app_id TEXT NOT NULL,
+                    account_digest TEXT NOT NULL,
+                    closed_at REAL NOT NULL,
+                    PRIMARY KEY (app_id, account_digest)
+                ) WITHOUT ROWID;
+                """)
+        },
     ]
 
-    /// Empties the WAL after accounts were released or their reports forgotten, so a closed account's accountId
+    /// Empties the WAL after accounts were released or closed, so a closed account's accountId
     /// leaves the `-wal` file too (in the database file, `secure_delete` zeroes it). Run it as a service.
     package let checkpointer: WALCheckpointer
 
@@ -131,6 +144,11 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
     private static func upsert(
         _ db: GRDB.Database, _ account: HeldAccount, partition: Int32, seenAt: Date, cycle: Duration, schedule: Schedule
     ) throws {
+        // A closed account is never registered again (see `close`).
+        guard try Int.fetchOne(
+            db.cachedStatement(sql: "SELECT 1 FROM pdr_closed WHERE app_id = ? AND account_digest = ?"),
+            arguments: [account.appId, SuppressionDigest.of(accountId: account.accountId)]) == nil
+        else { return }
         if let row = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT updated_at FROM pdr_accounts WHERE app_id = ? AND account_id = ?"),
             arguments: [account.appId, account.accountId]) {
@@ -208,12 +226,19 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
                                      encode(report.nextDueAt)])
     }
 
-    package func forgetReports(_ keys: [AccountKey]) async throws {
+    package func close(_ keys: [AccountKey]) async throws {
         guard !keys.isEmpty else { return }
+        let closedAt = Self.encode(Date())
         try await database.write { db in
             for key in keys {
+                let arguments: StatementArguments = [key.appId, key.accountId]
+                try db.cachedStatement(sql: "DELETE FROM pdr_accounts WHERE app_id = ? AND account_id = ?")
+                    .execute(arguments: arguments)
                 try db.cachedStatement(sql: "DELETE FROM pdr_changelog WHERE app_id = ? AND account_id = ?")
-                    .execute(arguments: [key.appId, key.accountId])
+                    .execute(arguments: arguments)
+                try db.cachedStatement(sql: """
+                    INSERT INTO pdr_closed (app_id, account_digest, closed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING
+                    """).execute(arguments: [key.appId, SuppressionDigest.of(accountId: key.accountId), closedAt])
             }
         }
         checkpointer.request()
@@ -277,8 +302,8 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
     package func rescheduledReports(appId: String, cycle: Duration) async throws -> [AccountReported] {
         let schedule = self.schedule
         return try await database.read { db in
-            // A reported account without a changelog copy had its reports forgotten (answered `closed`): every
-            // report stores the copy, and only `forgetReports` deletes it alone. Republishing would undo the tombstone.
+            // Every reported account has its changelog copy (`close` deletes both together); the join keeps a
+            // record from ever being republished without one, which could undo a closed account's tombstone.
             try Row.fetchAll(db, sql: """
                 SELECT a.account_id, a.last_reported_at FROM pdr_accounts a
                 WHERE a.app_id = ? AND a.last_reported_at IS NOT NULL
