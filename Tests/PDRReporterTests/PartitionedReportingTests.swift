@@ -154,13 +154,14 @@ struct PartitionedReportingTests {
     func restartRestoresChangelog() async throws {
         try await Self.withWorld { world in
             let cycle = 20
-            let ids = (0..<60).map { "acct-\($0)" }
+            // Three groups of at most 90 (one call each), due at three points of the cycle (see `Schedule`).
+            let ids = (0..<270).map { "acct-\($0)" }
             try await world.hold(ids)
             let first = try await world.startInstance(cycle: cycle)
-            // Stop once a third is reported: early in the cycle, so an instance that did not restore would schedule
+            // Stop once a group is reported: early in the cycle, so an instance that did not restore would schedule
             // those accounts again well before a full cycle has passed.
             let some = try await eventually(timeout: .seconds(40), every: .milliseconds(100)) {
-                try await world.successes().count >= 20
+                try await world.successes().count >= 60
             }
             try await first.stop()
             let beforeRestart = try await world.successes()
@@ -233,7 +234,9 @@ struct PartitionedReportingTests {
         try await Self.withWorld { world in
             let cycle = 3
             let answered = 600
-            let ids = (0..<20).map { "acct-\($0)" }
+            // More than one call's worth: groups due at different points of the cycle, so some accounts are still
+            // reported only once when the answer comes (see `Schedule`).
+            let ids = (0..<200).map { "acct-\($0)" }
             try await world.hold(ids)
             let first = try await world.startInstance(cycle: cycle)
             let once = try await eventually(timeout: .seconds(40), every: .milliseconds(100)) {
@@ -456,7 +459,9 @@ struct PartitionedReportingTests {
         try await Self.withWorld { world in
             try await Self.withFakeGateway(token: world.accessToken) { gatewayPort in
                 let cycle = 15
-                let ids = (0..<80).map { "acct-\($0)" }
+                // Several calls' worth per instance: groups due at different points of the cycle (see `Schedule`),
+                // so the kill comes with part of the cycle reported.
+                let ids = (0..<400).map { "acct-\($0)" }
                 try await world.hold(ids)
 
                 // Held while the child lives, so no parallel test picks the port (the child listens beside it).
@@ -494,7 +499,7 @@ struct PartitionedReportingTests {
 
                 // Let both report part of the cycle, then kill the process mid-cycle.
                 _ = try await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
-                    try await world.successes().count >= 40
+                    try await world.successes().count >= 60
                 }
                 let killed = process.killAndReap()
                 let killedAt = Date()

@@ -104,6 +104,45 @@ struct ReportingTests {
         }
     }
 
+    @Test("fewest calls: accounts arriving one by one over cycles are reported in ⌈N/90⌉ calls a cycle, +1 at most, none early")
+    func continuousArrivalsMakeFewestCalls() async throws {
+        let cycle: TimeInterval = 2
+        let count = 150
+        try await ReporterWorld.run(apps: ["app-a"], cycle: .seconds(cycle)) { _ in
+        } _: { world in
+            // Continuous sign-ins: one new account every 25 ms, for almost two cycles.
+            for index in 0..<count {
+                try await world.loop.hold(HeldAccount(appId: "app-a", accountId: "app-a-acct-\(index)",
+                                                      updatedAt: Date(timeIntervalSince1970: 1_700_000_000),
+                                                      tenantIds: ["tenant-1"]))
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            let lastArrival = Date()
+            // Past every account's first cycle: count the calls of the next two full cycles.
+            try await Task.sleep(for: .seconds(cycle * 1.2))
+            let windowStart = Date()
+            try await Task.sleep(for: .seconds(cycle * 2))
+            let windowEnd = Date()
+            let calls = try await world.sandbox.calls(clientId: "app-a").filter {
+                $0.succeeded && $0.date >= windowStart && $0.date < windowEnd
+            }
+            let minimum = (count + 89) / 90
+            #expect(calls.count <= 2 * (minimum + 1),
+                    "\(calls.count) calls in two cycles for \(count) accounts (minimum \(minimum) a cycle): \(calls.map(\.accounts.count))")
+            #expect(Set(calls.flatMap { $0.accounts.map(\.accountId) }).count == count, "every account reported in the window")
+            // Never early: consecutive reports of an account are a full cycle apart.
+            let successes = try await world.sandbox.successes(clientId: "app-a")
+            for (account, dates) in successes {
+                for (earlier, later) in zip(dates, dates.dropFirst()) {
+                    #expect(later.timeIntervalSince(earlier) >= cycle - Self.clockSlack, "\(account) re-reported early")
+                }
+            }
+            // Never late: every account's first report came within a cycle of its arrival (the last one's included).
+            #expect(successes.count == count)
+            #expect(successes.values.allSatisfy { $0.first! <= lastArrival.addingTimeInterval(cycle + 0.5) })
+        }
+    }
+
     @Test("a Cycle-Period answer from Atlassian replaces the default cycle for that app")
     func cyclePeriodOverridesDefault() async throws {
         try await ReporterWorld.run(

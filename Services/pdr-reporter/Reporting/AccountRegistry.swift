@@ -139,10 +139,19 @@ package actor InMemoryAccountRegistry: AccountRegistry {
             accounts[account.appId]![account.accountId] = existing
             return
         }
-        let spread = Schedule.spread(appId: account.appId, accountId: account.accountId)
+        var spread = Schedule.spread(appId: account.appId, accountId: account.accountId)
+        var nextDue = schedule.firstDue(firstSeenAt: seenAt, spread: spread, cycle: cycle)
+        // The earliest group with room due within this account's first cycle (what pdr_due_groups gives SQLite).
+        let horizon = seenAt.addingTimeInterval(cycle.timeInterval)
+        let groups = Dictionary(grouping: (accounts[account.appId] ?? [:]).values, by: \.nextDueAt)
+        if let group = groups.filter({ $0.key > seenAt && $0.key < horizon && $0.value.count < Schedule.groupCapacity })
+            .keys.min() {
+            nextDue = group
+            spread = Schedule.spread(of: group, firstSeenAt: seenAt, cycle: cycle)
+        }
         accounts[account.appId, default: [:]][account.accountId] = RegisteredAccount(
-            held: account, firstSeenAt: seenAt, spread: spread, lastReportedAt: nil,
-            nextDueAt: schedule.firstDue(firstSeenAt: seenAt, spread: spread, cycle: cycle), rejected: false)
+            held: account, firstSeenAt: seenAt, spread: spread, lastReportedAt: nil, nextDueAt: nextDue,
+            rejected: false)
     }
 
     package func remove(appId: String, accountId: String) {

@@ -4,11 +4,15 @@ import Foundation
 ///
 /// Every account is reported once per cycle and never more often (ATLASSIAN.md §3.5). The cycle is
 /// `PDR_CYCLE_SECONDS` unless Atlassian answered a `Cycle-Period` for the app, which then wins for that app.
-/// A new account is not due at once: its first due time is `firstSeen + spread × cycle`, where `spread` is a
-/// stable fraction in [0, 1) derived from `appId:accountId`. A restore, a restart or another instance therefore
-/// computes the same first due time, and a burst of new accounts (a backfill, a restart) is spread evenly over the
-/// cycle instead of bunching at one instant. Storing the fraction (not the due time) lets a registry reschedule
-/// unreported accounts in plain SQL when the cycle changes.
+/// Fewest calls, still spread (issue 15). Accounts reported in one call share their next due time — a *group* —
+/// and stay together cycle after cycle. A new account joins the earliest group of its app that is due within its
+/// first cycle and has room (fewer than 90, one call's worth); only when none has room does it start a group, due
+/// at `firstSeen + spread × cycle` with `spread` a stable fraction in [0, 1) of `appId:accountId`. So an app with N
+/// accounts makes ⌈N/90⌉ calls a cycle however its accounts arrive (more only when departures leave groups part
+/// full), groups of different apps — and a burst of new accounts beyond 90 — are spread over the cycle, and no
+/// account is reported early (it has no earlier report) or later than one cycle after it was first seen. The
+/// fraction of the cycle an account's first due time lies at is stored as its `spread`, which lets a registry
+/// reschedule unreported accounts in plain SQL when the cycle changes.
 package struct Schedule: Sendable, Equatable {
     /// The cycle when Atlassian has not said otherwise (`PDR_CYCLE_SECONDS`, default 7 days).
     package var defaultCycle: Duration
@@ -59,6 +63,15 @@ package struct Schedule: Sendable, Equatable {
         hash ^= hash >> 33
         // The top 53 bits fit a Double's mantissa exactly, so the result is < 1 even for an all-ones hash.
         return Double(hash >> 11) / Double(UInt64(1) << 53)
+    }
+
+    /// Most accounts in a group: what one PDR call carries (ATLASSIAN.md §3.2).
+    package static let groupCapacity = 90
+
+    /// The fraction of the cycle at which `due` lies after `firstSeenAt`: the `spread` of an account that joined the
+    /// group due then, so `firstDue(firstSeenAt:spread:cycle:)` gives that time back.
+    package static func spread(of due: Date, firstSeenAt: Date, cycle: Duration) -> Double {
+        min(max(due.timeIntervalSince(firstSeenAt) / cycle.timeInterval, 0), 1)
     }
 
     /// An account's first due time: somewhere in the cycle that starts when it was first seen.
