@@ -408,11 +408,12 @@ struct ReportingTests {
         }
     }
 
-    @Test("a 400 is isolated to the bad account, which is skipped until its data changes; the rest are reported")
+    @Test("a 400 is isolated to the bad account, which leaves the batches and is retried alone, named in the status; the rest are reported")
     func badRequestIsolatesTheBadAccount() async throws {
-        // A slow request rate makes full batches, so the bad account (spread ≈ 0.74) arrives among good ones.
+        // The bad account joins the good ones' group (see `Schedule`), so it rides in a shared batch.
         var settings = ReporterWorld.fastSettings()
         settings.requestInterval = .milliseconds(600)
+        settings.rejectedRetry = .milliseconds(1500)
         try await ReporterWorld.run(apps: ["app-x"], cycle: .seconds(2), settings: settings) { world in
             try await world.hold(apps: ["app-x"], count: 30)
             // `unknown` is refused by PDR (ATLASSIAN.md §3.2).
@@ -432,14 +433,25 @@ struct ReportingTests {
             let goodOfRefused = Set(refused.accounts.map(\.accountId)).subtracting(["unknown"])
             let singles = calls.filter { $0.sequence > refused.sequence && $0.accounts.count == 1 && $0.succeeded }
             #expect(goodOfRefused.isSubset(of: Set(singles.map { $0.accounts[0].accountId })))
+            _ = try await eventually(timeout: .seconds(20)) {
+                try await world.sandbox.calls(clientId: "app-x").filter {
+                    $0.accounts.contains { $0.accountId == "unknown" }
+                }.count >= 3
+            }
             let withBad = try await world.sandbox.calls(clientId: "app-x").filter {
                 $0.accounts.contains { $0.accountId == "unknown" }
             }
-            #expect(withBad.count == 2, "the bad account was sent \(withBad.count) times: in its batch, then alone, never again")
+            // Never dropped: in its batch once, then alone — and again alone after rejectedRetry, never in a batch.
+            #expect(withBad.count >= 3, "the bad account was sent \(withBad.count) times: in its batch, alone, alone again")
             #expect(withBad.allSatisfy { call in call.status == 400 })
-            #expect(withBad.last?.accounts.count == 1, "the last try was the bad account alone")
+            #expect(withBad.dropFirst().allSatisfy { $0.accounts.count == 1 }, "after its batch, the bad account goes alone")
             #expect(await world.registry.account(appId: "app-x", accountId: "unknown")?.rejected == true)
-            #expect(try await world.status("app-x")?.rejected == 1)
+            let status = try await world.status("app-x")
+            #expect(status?.rejected == 1 && status?.rejectedAccountIds == ["unknown"])
+            // Degraded: by the bad account's last 400 until a good call, then by the rejected account itself.
+            #expect(status?.health.state == .degraded
+                        && ["bad-request", "rejected-accounts"].contains(status?.health.reason ?? ""),
+                    "\(String(describing: status?.health))")
         }
     }
 

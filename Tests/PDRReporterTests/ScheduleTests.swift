@@ -64,7 +64,7 @@ struct ScheduleTests {
         #expect(schedule.firstDue(firstSeenAt: t0, spread: 0.25, cycle: .seconds(100)) == t0.addingTimeInterval(25))
     }
 
-    @Test("re-holding never moves the due time; a rejected account comes back only when its data changes",
+    @Test("re-holding never moves the due time; a rejected account is retried alone, and rejoins the batches when its data changes",
           arguments: RegistryKind.allCases)
     func upsertKeepsScheduleAndClearsRejection(kind: RegistryKind) async throws {
         let registry = try kind.make(schedule: schedule)
@@ -74,8 +74,14 @@ struct ScheduleTests {
         try await registry.upsert(held, seenAt: t0.addingTimeInterval(50), cycle: .seconds(100))
         #expect(try await registry.account(appId: "app", accountId: "x1")?.nextDueAt == first.nextDueAt)
 
-        try await registry.markRejected(appId: "app", accountId: "x1")
+        let retryAt = t0.addingTimeInterval(500)
+        try await registry.markRejected(appId: "app", accountId: "x1", retryAt: retryAt)
         #expect(try await registry.dueAccounts(appId: "app", at: t0.addingTimeInterval(1000), limit: 90).isEmpty)
+        // Out of the batches, but retried alone from retryAt, and named.
+        #expect(try await registry.nextDueAt(appId: "app") == retryAt)
+        #expect(try await registry.dueRejected(appId: "app", at: t0.addingTimeInterval(499)) == nil)
+        #expect(try await registry.dueRejected(appId: "app", at: retryAt)?.accountId == "x1")
+        #expect(try await registry.rejectedAccountIds(appId: "app", limit: 20) == ["x1"])
         try await registry.upsert(held, seenAt: t0, cycle: .seconds(100))
         #expect(try await registry.account(appId: "app", accountId: "x1")?.rejected == true, "same data: still skipped")
         var changed = held

@@ -11,7 +11,8 @@ import Testing
 struct StatusAndConfigTests {
     static let token = "admin-token-0123456789abcdef"
     static let sample = AppReportingStatus(
-        appId: "app-1", accountsHeld: 3, dueNow: 1, reportedInCurrentCycle: 2, rejected: 0, lastCallAt: nil,
+        appId: "app-1", accountsHeld: 3, dueNow: 1, reportedInCurrentCycle: 2, rejected: 0, rejectedAccountIds: [],
+        lastCallAt: nil,
         lastOutcome: "ok",
         health: AppHealth(state: .failing, reason: "no-usable-grant", since: Date(timeIntervalSince1970: 1_750_000_000),
                           overdueAccounts: 1, oldestOverdueSeconds: 700),

@@ -79,10 +79,15 @@ package protocol AccountRegistry: Sendable {
     func apply(_ changes: [HeldChange], seenAt: Date, cycles: [String: Duration]) async throws
     /// Up to `limit` accounts of the app due at `now` (not rejected), earliest due first.
     func dueAccounts(appId: String, at now: Date, limit: Int) async throws -> [RegisteredAccount]
-    /// The earliest due time of the app's reportable accounts, to know how long to sleep; nil when none.
+    /// The earliest due time of the app's accounts (rejected ones included: they are retried alone), to know how long
+    /// to sleep; nil when none.
     func nextDueAt(appId: String) async throws -> Date?
-    /// Records successful reports: `lastReportedAt` and `nextDueAt` per account. Accounts removed meanwhile are
-    /// ignored (a tombstone wins over a late record).
+    /// The rejected account due earliest at `now`, if any: sent alone, never in a batch with others.
+    func dueRejected(appId: String, at now: Date) async throws -> RegisteredAccount?
+    /// Up to `limit` of the app's rejected accounts, by accountId: what `GET /v1/apps` names.
+    func rejectedAccountIds(appId: String, limit: Int) async throws -> [String]
+    /// Records successful reports: `lastReportedAt` and `nextDueAt` per account, and clears a `rejected` mark (an
+    /// account Atlassian accepts again). Accounts removed meanwhile are ignored (a tombstone wins over a late record).
     func recordReported(_ reports: [AccountReported]) async throws
     /// Atlassian answered `closed` for these accounts: they leave the registry at once — their rows and the last
     /// report a re-hold would resume from — so they are never reported again, even while the tenants' erasures are
@@ -90,8 +95,9 @@ package protocol AccountRegistry: Sendable {
     /// account). Only a digest of each is kept (`SuppressionDigest`), and a later `upsert` of a closed account is
     /// ignored, so no raw accountId of a closed account stays here.
     func close(_ keys: [AccountKey]) async throws
-    /// Marks an account Atlassian refused on its own (400), so it is skipped until its data changes.
-    func markRejected(appId: String, accountId: String) async throws
+    /// Marks an account Atlassian refused on its own (400): it leaves the batches (one bad account would fail every
+    /// call it rides in) and is retried alone at `retryAt`, until Atlassian accepts it or its data changes.
+    func markRejected(appId: String, accountId: String, retryAt: Date) async throws
     /// The `Cycle-Period` Atlassian last answered for the app, if any.
     func cyclePeriod(appId: String) async throws -> Duration?
     /// Stores a new cycle for the app and reschedules all its accounts under it: reported ones at
@@ -178,7 +184,16 @@ package actor InMemoryAccountRegistry: AccountRegistry {
     }
 
     package func nextDueAt(appId: String) -> Date? {
-        accounts[appId]?.values.lazy.filter { !$0.rejected }.map(\.nextDueAt).min()
+        accounts[appId]?.values.lazy.map(\.nextDueAt).min()
+    }
+
+    package func dueRejected(appId: String, at now: Date) -> RegisteredAccount? {
+        accounts[appId]?.values.filter { $0.rejected && $0.nextDueAt <= now }
+            .min { ($0.nextDueAt, $0.accountId) < ($1.nextDueAt, $1.accountId) }
+    }
+
+    package func rejectedAccountIds(appId: String, limit: Int) -> [String] {
+        Array((accounts[appId]?.values.filter(\.rejected).map(\.held.accountId) ?? []).sorted().prefix(limit))
     }
 
     package func recordReported(_ reports: [AccountReported]) {
@@ -186,6 +201,7 @@ package actor InMemoryAccountRegistry: AccountRegistry {
             guard var account = accounts[report.appId]?[report.accountId] else { continue }
             account.lastReportedAt = report.reportedAt
             account.nextDueAt = report.nextDueAt
+            account.rejected = false
             accounts[report.appId]![report.accountId] = account
         }
     }
@@ -197,8 +213,9 @@ package actor InMemoryAccountRegistry: AccountRegistry {
         }
     }
 
-    package func markRejected(appId: String, accountId: String) {
+    package func markRejected(appId: String, accountId: String, retryAt: Date) {
         accounts[appId]?[accountId]?.rejected = true
+        accounts[appId]?[accountId]?.nextDueAt = retryAt
     }
 
     package func cyclePeriod(appId: String) -> Duration? { cycles[appId] }

@@ -31,6 +31,8 @@ package struct ReportingSettings: Sendable {
     package var failingAfter = 5
     /// How long past its due time (beyond `batchWindow`) an account may wait before it counts as overdue.
     package var overdueAfter: Duration = .seconds(600)
+    /// When an account Atlassian refused on its own (400) is tried again, alone.
+    package var rejectedRetry: Duration = .seconds(3600)
     /// How often the health gauges (`lethe_pdr_app_failing`, overdue counts) are recomputed.
     package var healthInterval: Duration = .seconds(15)
 
@@ -170,6 +172,10 @@ package actor AppReporter {
                 let due = try await registry.dueAccounts(
                     appId: appId, at: current, limit: AtlassianClient.maxAccountsPerReport)
                 if due.isEmpty {
+                    if let rejected = try await registry.dueRejected(appId: appId, at: current) {
+                        try await deliver([rejected], refill: false)
+                        continue
+                    }
                     let next = try await registry.nextDueAt(appId: appId)
                     let wait = min(next.map { $0.timeIntervalSince(current) } ?? .infinity, settings.idlePoll.timeInterval)
                     try await Task.sleep(for: .seconds(max(wait, 0.002)))
@@ -329,12 +335,18 @@ package actor AppReporter {
         return held
     }
 
-    /// A 400 names no account, so each is sent alone: the good ones are reported, a bad one is marked and skipped
-    /// until its data changes. Each account is tried once alone, so this always ends.
+    /// A 400 names no account, so each is sent alone: the good ones are reported, a bad one is marked rejected —
+    /// out of the batches, retried alone every `rejectedRetry`, named in `GET /v1/apps` and degrading the app's
+    /// health — never silently dropped. Each account is tried once alone here, so this always ends.
     private func isolate(_ batch: [RegisteredAccount]) async throws {
         guard batch.count > 1 else {
-            logger.error("PDR refused an account on its own; skipping it until its data changes")
-            try await registry.markRejected(appId: appId, accountId: batch[0].accountId)
+            // No accountId in the log (it is personal data here); GET /v1/apps names it for the operator.
+            logger.error("PDR refused an account on its own; it is retried alone later", metadata: [
+                "pdr.retry_after_seconds": "\(settings.rejectedRetry.components.seconds)",
+            ])
+            try await registry.markRejected(
+                appId: appId, accountId: batch[0].accountId,
+                retryAt: now().addingTimeInterval(settings.rejectedRetry.timeInterval))
             return
         }
         for account in batch { try await deliver([account], refill: false) }

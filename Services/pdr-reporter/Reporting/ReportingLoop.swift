@@ -48,8 +48,10 @@ package struct AppReportingStatus: Codable, Sendable, Equatable {
     package var accountsHeld: Int
     package var dueNow: Int
     package var reportedInCurrentCycle: Int
-    /// Skipped after Atlassian refused them alone (400), until their data changes.
+    /// Refused by Atlassian on their own (400): out of the batches, retried alone every hour.
     package var rejected: Int
+    /// The first 20 of them by accountId, so an operator can find what is wrong with them.
+    package var rejectedAccountIds: [String]
     package var lastCallAt: Date?
     /// `ok`, `rate-limited`, `unauthorized`, `forbidden`, `bad-request` or `failed`.
     package var lastOutcome: String?
@@ -186,6 +188,8 @@ package final class ReportingLoop: Service, Sendable {
             result.append(AppReportingStatus(
                 appId: appId, accountsHeld: counts.held, dueNow: counts.dueNow,
                 reportedInCurrentCycle: counts.reportedInCurrentCycle, rejected: counts.rejected,
+                rejectedAccountIds: counts.rejected == 0 ? []
+                    : try await registry.rejectedAccountIds(appId: appId, limit: 20),
                 lastCallAt: live.lastCallAt, lastOutcome: live.lastOutcome,
                 health: AppHealth.assess(live, overdue: overdue, oldestOverdue: oldest, rejected: counts.rejected,
                                          failingAfter: settings.failingAfter),

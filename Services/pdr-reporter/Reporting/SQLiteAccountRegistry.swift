@@ -212,7 +212,7 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
                 ORDER BY next_due_at LIMIT 1
                 """),
             arguments: [account.appId, encode(seenAt), encode(seenAt.addingTimeInterval(cycle.timeInterval))]) {
-            // A group with room, due within this account's first cycle: join it (`Schedule.firstDue(joining:)`).
+            // A group with room, due within this account's first cycle: join it (see `Schedule`).
             nextDue = group
             spread = Schedule.spread(of: decode(group), firstSeenAt: seenAt, cycle: cycle)
         }
@@ -240,9 +240,29 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
 
     package func nextDueAt(appId: String) async throws -> Date? {
         try await database.read { db in
-            try Double.fetchOne(
-                db, sql: "SELECT MIN(next_due_at) FROM pdr_accounts WHERE app_id = ? AND rejected = 0",
-                arguments: [appId]).map(Self.decode)
+            // Two index lookups (the due index leads with rejected), not a scan of the app's rows.
+            try Double.fetchOne(db, sql: """
+                SELECT MIN(due) FROM (
+                    SELECT MIN(next_due_at) AS due FROM pdr_accounts WHERE app_id = ?1 AND rejected = 0
+                    UNION ALL SELECT MIN(next_due_at) FROM pdr_accounts WHERE app_id = ?1 AND rejected = 1)
+                """, arguments: [appId]).map(Self.decode)
+        }
+    }
+
+    package func dueRejected(appId: String, at now: Date) async throws -> RegisteredAccount? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT * FROM pdr_accounts WHERE app_id = ? AND rejected = 1 AND next_due_at <= ?
+                ORDER BY next_due_at, account_id LIMIT 1
+                """, arguments: [appId, Self.encode(now)]).map(Self.account)
+        }
+    }
+
+    package func rejectedAccountIds(appId: String, limit: Int) async throws -> [String] {
+        try await database.read { db in
+            try String.fetchAll(db, sql: """
+                SELECT account_id FROM pdr_accounts WHERE app_id = ? AND rejected = 1 ORDER BY account_id LIMIT ?
+                """, arguments: [appId, limit])
         }
     }
 
@@ -254,7 +274,8 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
                     db.cachedStatement(sql: "SELECT partition FROM pdr_accounts WHERE app_id = ? AND account_id = ?"),
                     arguments: [report.appId, report.accountId]) else { continue }
                 try db.cachedStatement(sql: """
-                    UPDATE pdr_accounts SET last_reported_at = ?, next_due_at = ? WHERE app_id = ? AND account_id = ?
+                    UPDATE pdr_accounts SET last_reported_at = ?, next_due_at = ?, rejected = 0
+                    WHERE app_id = ? AND account_id = ?
                     """).execute(arguments: [Self.encode(report.reportedAt), Self.encode(report.nextDueAt),
                                              report.appId, report.accountId])
                 try Self.storeChangelog(db, report, partition: partition)
@@ -298,10 +319,10 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
         }
     }
 
-    package func markRejected(appId: String, accountId: String) async throws {
+    package func markRejected(appId: String, accountId: String, retryAt: Date) async throws {
         try await database.write { db in
-            try db.execute(sql: "UPDATE pdr_accounts SET rejected = 1 WHERE app_id = ? AND account_id = ?",
-                           arguments: [appId, accountId])
+            try db.execute(sql: "UPDATE pdr_accounts SET rejected = 1, next_due_at = ? WHERE app_id = ? AND account_id = ?",
+                           arguments: [Self.encode(retryAt), appId, accountId])
         }
     }
 
