@@ -36,9 +36,12 @@
 # SETTLE_SECONDS so an early re-report after the restart would show. Finally pdr-bench reads the sandbox call log (the
 # oracle) and prints the result, with how late each account's first report came after its first due time (read from
 # the registry before the restart).
+# Then the continuous-arrival run (CONTINUOUS_COUNT accounts, default 1000, arriving over CONTINUOUS_CYCLE_SECONDS,
+# default 60, to a reporter of their own; 0 skips it) prints the calls of the following cycle against ⌈N/90⌉:
+#   pdr continuous: <c> calls a cycle for <n> accounts that arrived one by one over a cycle (minimum <m>, ratio <c/m>)
 # KEEP_DATA=1 keeps the temp dir (logs, due times); PDR_BENCH_CALL_LOG=<file> saves the raw call log.
 # Stops only what it started. Needs KAFKA_BOOTSTRAP_SERVERS (make bench-pdr starts the dev broker).
-# Runs about CYCLE + 100 s (7 minutes with the defaults).
+# Runs about CYCLE + 100 s + 3 × CONTINUOUS_CYCLE_SECONDS (10 minutes with the defaults).
 # Last line: pdr: <c> calls for <n> accounts (minimum <m>, ratio <c/m>), <a> accounts/s, duplicates <d>, early <e>;
 #            <f> calls got 429/5xx (excluded from c)
 set -euo pipefail
@@ -49,6 +52,8 @@ PARTITIONS="${PARTITIONS:-1}"
 CYCLE="${PDR_CYCLE_SECONDS:-300}"
 INTERVAL_MS="${PDR_REQUEST_INTERVAL_MS:-100}"
 SETTLE="${SETTLE_SECONDS:-15}"
+CONTINUOUS_COUNT="${CONTINUOUS_COUNT:-1000}"
+CONTINUOUS_CYCLE="${CONTINUOUS_CYCLE_SECONDS:-60}"
 B="${KAFKA_BOOTSTRAP_SERVERS:?KAFKA_BOOTSTRAP_SERVERS is not set}"
 BIN="${BIN_DIR:-.build/release}"
 for binary in atlassian-sandbox oauth-gateway pdr-reporter pdr-bench; do
@@ -106,9 +111,10 @@ echo "bench: $APPS apps signed in through the gateway; fault rule: report-accoun
   || die "producing AccountHeld failed"
 
 reporter_pid=""
+# start_reporter LOG [DATA_DIR NAMESPACE CYCLE] (the continuous-arrival run starts one of its own)
 start_reporter() {
-  KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/reporter" HTTP_PORT="$reporter_port" \
-    LETHE_TOPIC_NAMESPACE="$run" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" PDR_CYCLE_SECONDS="$CYCLE" \
+  KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="${2:-$data/reporter}" HTTP_PORT="$reporter_port" \
+    LETHE_TOPIC_NAMESPACE="${3:-$run}" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" PDR_CYCLE_SECONDS="${4:-$CYCLE}" \
     PDR_ALLOW_SHORT_CYCLE=1 PDR_REQUEST_INTERVAL_MS="$INTERVAL_MS" LETHE_GATEWAY_URL="$gateway" LETHE_INTERNAL_TOKEN="$internal" \
     LETHE_ADMIN_TOKEN="$admin" ATLASSIAN_AUTH_URL="$sandbox" ATLASSIAN_API_URL="$sandbox" LOG_LEVEL=info \
     "$BIN/pdr-reporter" >"$1" 2>&1 &
@@ -241,4 +247,50 @@ print(f'restore of partitions ${assigned_partitions:-?} ($PARTITIONS in all) hol
       f'registry complete (changelog + $COUNT AccountHeld) {restored - assigned:.2f} s after the assignment, {restored:.2f} s after process start '
       f'(group join {assigned:.2f} s); peak RSS {restore_rss / 1024:.0f} MiB')
 "
+# Continuous arrivals (issue 15, fewest calls): CONTINUOUS_COUNT accounts of one more app arrive one by one over a
+# cycle of CONTINUOUS_CYCLE s, as sign-ins would bring them, to a reporter of its own (its own namespace and data);
+# then every call of that app in the cycle after the cycle of arrivals is counted — each account is due exactly once
+# in it — against the minimum ⌈N/90⌉. No injected faults here: this counts placement, not retries.
+if [ "$CONTINUOUS_COUNT" -gt 0 ]; then
+  curl -sf -o /dev/null -XDELETE "$sandbox/_sandbox/faults" || die "cannot clear the sandbox's faults"
+  curl -sf -o /dev/null -XPOST -H 'content-type: application/json' "$sandbox/_sandbox/settings" \
+    -d "{\"cyclePeriodSeconds\": $CONTINUOUS_CYCLE}" || die "cannot set the sandbox's Cycle-Period"
+  "$BIN/pdr-bench" setup "$gateway" "$sandbox" "$admin" "$internal" 1 >"$data/continuous-app" \
+    || die "continuous-arrival setup failed"
+  curl -sf -o /dev/null -XDELETE "$sandbox/_sandbox/faults" || die "cannot clear the sandbox's faults"
+  read -r cont_app cont_tenant <"$data/continuous-app"
+  mkdir -p "$data/reporter-continuous"
+  start_reporter "$data/reporter-continuous.log" "$data/reporter-continuous" "$run-continuous" "$CONTINUOUS_CYCLE"
+  wait_ready "http://127.0.0.1:$reporter_port" "$data/reporter-continuous.log"
+  echo "bench: continuous arrivals: $CONTINUOUS_COUNT accounts of $cont_app over $CONTINUOUS_CYCLE s" >&2
+  "$BIN/pdr-bench" produce-paced "$B" "$run-continuous.lethe.pdr.accounts.v1" "$CONTINUOUS_COUNT" \
+    "$cont_app:$cont_tenant" "$CONTINUOUS_CYCLE" >&2 || die "producing the continuous arrivals failed"
+  arrived=$(now)
+  sleep "$CONTINUOUS_CYCLE"
+  window_start=$(now)
+  sleep "$CONTINUOUS_CYCLE"
+  window_end=$(now)
+  stop_reporter "$data/reporter-continuous.log"
+  curl -sf "$sandbox/_sandbox/calls?clientId=$cont_app" >"$data/continuous-calls.json" || die "cannot read the call log"
+  python3 - "$data/continuous-calls.json" "$window_start" "$window_end" "$CONTINUOUS_COUNT" "$arrived" <<'PY' \
+    || die "continuous-arrival analysis failed"
+import datetime, json, math, sys
+calls, start, end, count, arrived = json.load(open(sys.argv[1]))["calls"], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+def at(call): return datetime.datetime.fromisoformat(call["time"].replace("Z", "+00:00")).timestamp()
+ok = [c for c in calls if c["status"] in (200, 204)]
+window = [c for c in ok if start <= at(c) < end]
+accounts = {a["accountId"] for c in window for a in c["accounts"]}
+first = {}
+for c in ok:
+    for a in c["accounts"]: first.setdefault(a["accountId"], at(c))
+minimum = math.ceil(count / 90)
+print(f"bench: continuous arrivals: {len(first)} of {count} accounts reported; in the cycle after the arrivals, "
+      f"{len(accounts)} accounts in {len(window)} calls (sizes {sorted(len(c['accounts']) for c in window)})",
+      file=sys.stderr)
+if len(accounts) != count: sys.exit(f"bench: {count - len(accounts)} accounts were not reported in the measured cycle")
+print(f"pdr continuous: {len(window)} calls a cycle for {count} accounts that arrived one by one over a cycle "
+      f"(minimum {minimum}, ratio {len(window) / minimum:.2f})")
+PY
+fi
+
 "$BIN/pdr-bench" analyze "$sandbox" "$CYCLE" "$app_counts" "$data/due.txt" || die "analysis failed"

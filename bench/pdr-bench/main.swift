@@ -360,6 +360,38 @@ case "produce" where arguments.count == 7:
         fail("produce: \(error)")
     }
 
+case "produce-paced" where arguments.count == 7:
+    // Continuous arrivals (issue 15, fewest calls): <count> AccountHeld of one app:tenant, evenly over <seconds>, as
+    // sign-ins would bring them; each sent and acknowledged in its turn.
+    let (bootstrap, topic) = (arguments[2], arguments[3])
+    guard let count = Int(arguments[4]), count > 0, let seconds = Double(arguments[6]), seconds > 0 else {
+        fail("bad numbers")
+    }
+    let parts = arguments[5].split(separator: ":", maxSplits: 1)
+    guard parts.count == 2 else { fail("app must be appId:tenantId") }
+    let (app, tenant) = (String(parts[0]), String(parts[1]))
+    do {
+        let producer = try KafkaProducer(config: KafkaProducerConfig(bootstrapServers: bootstrap), logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: producer)], logger: logger))
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            for index in 0..<count {
+                try await Task.sleep(until: start + .seconds(seconds * Double(index) / Double(count)))
+                let accountId = String(format: "5be3%020llx", UInt64(index) &* 0x9e37_79b9_7f4a_7c15)
+                let event = AccountHeld(appId: app, accountId: accountId, updatedAt: Date(timeIntervalSince1970: 1_700_000_000),
+                                        tenantIds: [tenant])
+                try await producer.send(try OutgoingMessage(event: event, topic: topic, key: "\(app):\(accountId)",
+                                                            source: "lethe/pdr-bench"))
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        print("produced \(count) over \(start.duration(to: .now))")
+    } catch {
+        fail("produce-paced: \(error)")
+    }
+
 case "analyze" where arguments.count == 5 || arguments.count == 6:
     guard let cycle = Double(arguments[3]) else { fail("bad cycle") }
     let expected: [(app: String, count: Int)] = arguments[4].split(separator: ",").map {
