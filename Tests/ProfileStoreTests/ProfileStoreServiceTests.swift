@@ -38,11 +38,11 @@ struct ProfileStoreServiceTests {
         ]
     }
 
-    @Test("poison records go to the DLQ while ingest goes on; a closed erasure acks, tombstones and suppresses")
-    func ingestAndEraseEndToEnd() async throws {
-        // Distinctive, so a search of the file's bytes finds it only where it was stored.
-        let account = "557058:erased-\(UUID().uuidString.lowercased())"
-        let key = "app-1:\(account)"
+    /// profile-store in process on a fresh namespace and data directory, with a producer for the test's records;
+    /// stopped gracefully after `body`.
+    func withProfileStore(
+        _ body: (ProfileStoreParts, LetheTopics, KafkaProducer) async throws -> Void
+    ) async throws {
         let directory = try TemporaryDirectory()
         let namespace = uniqueName("ps")
         let topics = LetheTopics(namespace: namespace)
@@ -54,6 +54,18 @@ struct ProfileStoreServiceTests {
         let running = Task { try await parts.group.run() }
         defer { running.cancel() }
         try await withRunningServices([producer], logger: kafka.logger) {
+            try await body(parts, topics, producer)
+        }
+        await parts.group.triggerGracefulShutdown()
+        try await running.value
+    }
+
+    @Test("poison records go to the DLQ while ingest goes on; a closed erasure acks, tombstones and suppresses")
+    func ingestAndEraseEndToEnd() async throws {
+        // Distinctive, so a search of the file's bytes finds it only where it was stored.
+        let account = "557058:erased-\(UUID().uuidString.lowercased())"
+        let key = "app-1:\(account)"
+        try await withProfileStore { parts, topics, producer in
             func send(_ event: some LetheEvent, topic: String, key: String) async throws {
                 try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
             }
@@ -103,25 +115,13 @@ struct ProfileStoreServiceTests {
             let declared = try await readUntil(kafka, topic: topics.erasureParticipants) { $0.count == 1 }
             #expect(try declared.first?.decodeEvent(ParticipantDeclared.self).participant == "profile-store")
         }
-        await parts.group.triggerGracefulShutdown()
-        try await running.value
     }
 
     @Test("over Kafka: a record without CloudEvents headers goes to the DLQ, and a profile that overtook its erasure is not stored")
     func headerlessAndOvertakingRecords() async throws {
         let account = "557058:overtaken-\(UUID().uuidString.lowercased())"
         let key = "app-1:\(account)"
-        let directory = try TemporaryDirectory()
-        let namespace = uniqueName("ps")
-        let topics = LetheTopics(namespace: namespace)
-        let config = try ProfileStoreConfig(reader: ConfigReader(
-            environment: environment(namespace: namespace, dataDirectory: directory.url)))
-        let parts = try await buildProfileStore(
-            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
-        let producer = try kafka.makeProducer()
-        let running = Task { try await parts.group.run() }
-        defer { running.cancel() }
-        try await withRunningServices([producer], logger: kafka.logger) {
+        try await withProfileStore { parts, topics, producer in
             // A well-formed body without the headers docs/contracts.md requires: not an event of the contract.
             let body = try EventCodec.encode(fetched("t1", account, at: 10))
             try await producer.send(OutgoingMessage(topic: topics.profiles, key: key, value: Array(body)))
@@ -149,8 +149,6 @@ struct ProfileStoreServiceTests {
             #expect(await eventually(timeout: .seconds(30)) { parts.ingestor.stats.applied == 1 })
             #expect(try await parts.database.profile(tenantId: "t1", appId: "app-1", accountId: account)?.name == "Again")
         }
-        await parts.group.triggerGracefulShutdown()
-        try await running.value
     }
 
     @Test("kill -9 during a 20k-event ingest, restart: every profile present, outbox complete, no AccountHeld lost")
