@@ -83,7 +83,11 @@ func buildErasureExecutor(
     router.addOperationalRoutes(
         readiness: [
             ReadinessCheck(name: "sqlite") { try await ledger.database.check() },
-            ReadinessCheck(name: "kafka") { try await admin.ping() },
+            // Red when the broker cannot be reached, or for good once the producer failed fatally (the process is ending).
+            ReadinessCheck(name: "kafka") {
+                try await admin.ping()
+                try producer.checkNotFatal()
+            },
         ],
         registry: registry)
     ErasureAPI.addRoutes(
