@@ -6,8 +6,11 @@ per sign-in or refresh; a newer fetchedAt wins), declares itself on lethe.erasur
 lethe.erasure.commands.v1 in its own consumer group, applies the tenant's policy (delete / scrub / disassociate) to
 its own rows, acknowledges on lethe.erasure.acks.v1, and commits a record only after its change is durable and the
 broker acknowledged the ack. It is idempotent by erasureId: a repeated command is re-acknowledged with the outcome
-recorded the first time, never applied differently. An account erased because Atlassian reported it closed is
-suppressed: a profile of it that arrives later is dropped, never stored again.
+recorded the first time, never applied differently. Every erasure leaves a watermark: a profile fetched before the
+erasure was issued (one that overtook it, or came late) is dropped, never stored again; only a sign-in after it
+brings the contact back. An account erased because Atlassian reported it closed is suppressed for good, and its
+accountId is kept under no policy (a digest recognises it). A record without the CloudEvents headers, or whose fields
+have the wrong types, goes to the topic's DLQ with the reason; the participant carries on.
 
 Everything it needs is in docs/asyncapi.yaml and docs/schemas/; it uses no Lethe code.
 
@@ -95,6 +98,13 @@ class Store:
                 outcome TEXT NOT NULL,
                 applied_at TEXT NOT NULL
             );
+            CREATE TABLE IF NOT EXISTS erased (
+                tenant_id TEXT NOT NULL,
+                app_id TEXT NOT NULL,
+                account_digest TEXT NOT NULL,   -- suppression_digest(accountId)
+                erased_through INTEGER NOT NULL, -- ms since the epoch of the latest erasure's issuedAt
+                PRIMARY KEY (tenant_id, app_id, account_digest)
+            );
             """
         )
         self._convert_raw_suppressions()
@@ -120,15 +130,21 @@ class Store:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def sync(self, profile):
-        """Stores a ProfileFetched unless the account is suppressed or a newer profile is held; returns what
-        happened: "stored", "stale" or "suppressed"."""
+        """Stores a ProfileFetched unless the account is suppressed, it was fetched before an erasure of it was
+        issued, or a newer profile is held; returns what happened: "stored", "stale", "erased" or "suppressed"."""
         fetched = epoch_millis(profile["fetchedAt"])
+        digest = suppression_digest(profile["accountId"])
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if self.db.execute("SELECT 1 FROM suppressed WHERE app_id = ? AND account_digest = ?",
-                               (profile["appId"], suppression_digest(profile["accountId"]))).fetchone():
+                               (profile["appId"], digest)).fetchone():
                 self.db.execute("COMMIT")
                 return "suppressed"
+            if self.db.execute("""SELECT 1 FROM erased WHERE tenant_id = ? AND app_id = ? AND account_digest = ?
+                                  AND erased_through >= ?""",
+                               (profile["tenantId"], profile["appId"], digest, fetched)).fetchone():
+                self.db.execute("COMMIT")
+                return "erased"
             changed = self.db.execute(
                 """INSERT INTO contacts (tenant_id, app_id, account_id, platform_user_id, display_name, email,
                        fetched_at)
@@ -156,9 +172,16 @@ class Store:
             if row:
                 self.db.execute("COMMIT")
                 return row[0], True
-            if command.get("cause") == "atlassian-closed":
+            closed = command.get("cause") == "atlassian-closed"
+            digest = suppression_digest(command["accountId"])
+            if closed:
                 self.db.execute("INSERT INTO suppressed (app_id, account_digest) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                (command["appId"], suppression_digest(command["accountId"])))
+                                (command["appId"], digest))
+            # Whether or not a contact is held: its profile may still be on its way.
+            self.db.execute(
+                """INSERT INTO erased (tenant_id, app_id, account_digest, erased_through) VALUES (?, ?, ?, ?)
+                   ON CONFLICT DO UPDATE SET erased_through = max(erased_through, excluded.erased_through)""",
+                (command["tenantId"], command["appId"], digest, epoch_millis(command["issuedAt"])))
             match = ("tenant_id = ? AND app_id = ? AND account_id = ?",
                      (command["tenantId"], command["appId"], command["accountId"]))
             policy = command["policy"]
@@ -166,8 +189,11 @@ class Store:
                 changed = self.db.execute(f"DELETE FROM contacts WHERE {match[0]}", match[1]).rowcount
                 outcome = "erased"
             elif policy == "scrub":
+                # A closed account's accountId goes too: the row stays with the platform user, unlinked.
+                unlink = ", account_id = NULL" if closed else ""
                 changed = self.db.execute(
-                    f"UPDATE contacts SET display_name = NULL, email = NULL WHERE {match[0]}", match[1]).rowcount
+                    f"UPDATE contacts SET display_name = NULL, email = NULL{unlink} WHERE {match[0]}",
+                    match[1]).rowcount
                 outcome = "scrubbed"
             else:  # disassociate: the row stays with the platform user, unlinked from the Atlassian account
                 changed = self.db.execute(
@@ -217,6 +243,9 @@ class Participant:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
+            # The contract's partitioner (the Java client's, and Lethe's): an ack lands on the partition its
+            # erasureId gives, whoever produces it. confluent-kafka's default (CRC32) would put it elsewhere.
+            "partitioner": "murmur2_random",
         })
         self.consumer = Consumer({
             "bootstrap.servers": config.bootstrap,
@@ -259,9 +288,18 @@ class Participant:
             raise KafkaException("dead letter not acknowledged")
 
     @staticmethod
-    def parse(message, required):
-        """The event body in `message` with every `required` string field, or a reason it cannot be processed
-        (never including the payload)."""
+    def parse(message, event_type, required, optional=()):
+        """The event body in `message` — with the CloudEvents headers of `event_type`, every `required` field a
+        non-empty string and every `optional` one a string or absent — or a reason it cannot be processed (never
+        including the payload)."""
+        headers = {name: (value or b"").decode("utf-8", "replace") for name, value in (message.headers() or [])}
+        for name in ("ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time"):
+            if not headers.get(name):
+                return None, f"missing CloudEvents header {name}"
+        if headers["ce_specversion"] != "1.0":
+            return None, "only CloudEvents 1.0 is supported"
+        if headers["ce_type"] != event_type:
+            return None, f"unexpected ce_type (expected {event_type})"
         try:
             body = json.loads(message.value() or b"")
         except ValueError:
@@ -277,10 +315,14 @@ class Participant:
         for field in required:
             if not isinstance(body.get(field), str) or not body[field]:
                 return None, f"missing field {field}"
+        for field in optional:
+            if body.get(field) is not None and not isinstance(body[field], str):
+                return None, f"field {field} is not a string"
         return body, None
 
     def handle_profile(self, message):
-        profile, reason = self.parse(message, ("tenantId", "appId", "accountId", "fetchedAt"))
+        profile, reason = self.parse(message, "lethe.ProfileFetched", ("tenantId", "appId", "accountId", "fetchedAt"),
+                                     ("userId", "name", "email", "nickname", "picture"))
         if profile is not None:
             try:
                 epoch_millis(profile["fetchedAt"])
@@ -295,9 +337,16 @@ class Participant:
         log.info("profile of app %s for tenant %s: %s", profile["appId"], profile["tenantId"], self.store.sync(profile))
 
     def handle_command(self, message):
-        command, reason = self.parse(message, ("erasureId", "tenantId", "appId", "accountId", "policy"))
+        command, reason = self.parse(message, "lethe.EraseSubject",
+                                     ("erasureId", "tenantId", "appId", "accountId", "policy", "issuedAt"),
+                                     ("cause", "deadline"))
         if command is not None and command["policy"] not in POLICIES:
             command, reason = None, "unknown policy"
+        if command is not None:
+            try:
+                epoch_millis(command["issuedAt"])
+            except ValueError:
+                command, reason = None, "malformed issuedAt"
         if command is None:
             log.warning("dead-lettering a command: %s", reason)
             self.dead_letter(message, reason)
@@ -324,10 +373,17 @@ class Participant:
                 if message.error():
                     log.warning("consumer error: %s", message.error())
                     continue
-                if message.topic() == self.config.profiles_topic:
-                    self.handle_profile(message)
-                else:
-                    self.handle_command(message)
+                try:
+                    if message.topic() == self.config.profiles_topic:
+                        self.handle_profile(message)
+                    else:
+                        self.handle_command(message)
+                except (sqlite3.InterfaceError, sqlite3.IntegrityError, sqlite3.DataError, TypeError, ValueError,
+                        KeyError) as error:
+                    # A record this code cannot apply, whatever its validation missed: retrying it could only loop
+                    # (busy or broker errors are not caught here: they end the process, which restarts uncommitted).
+                    log.error("record to the DLQ: %s", type(error).__name__)
+                    self.dead_letter(message, f"unprocessable: {type(error).__name__}")
                 # Only now: the change is committed in SQLite and the ack (or dead letter) is on the broker.
                 self.consumer.commit(message=message, asynchronous=False)
         finally:

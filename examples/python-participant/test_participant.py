@@ -1,7 +1,9 @@
 """The example participant against the real dev broker: it declares itself, applies each policy to its own SQLite
 table, acknowledges with messages that validate against docs/schemas, re-acknowledges a repeated command without
 re-applying it, and dead-letters a malformed one; it fills its table from ProfileFetched (newer wins) and never
-stores an account again once a closed erasure suppressed it.
+stores an account again once a closed erasure suppressed it, nor a profile fetched before an erasure; its acks land
+on the partitions murmur2 gives their keys; records without CloudEvents headers or with wrongly typed fields go to the
+DLQ while it goes on.
 
 Run: KAFKA_BOOTSTRAP_SERVERS=<address> python3 -m pytest examples/python-participant (make test does this); without
 the variable the test starts the dev broker itself through scripts/dev-broker.
@@ -72,22 +74,54 @@ def headers_of(message):
     return {name: (value or b"").decode() for name, value in (message.headers() or [])}
 
 
-def command(erasure_id, tenant, account, policy):
+def command(erasure_id, tenant, account, policy, cause="atlassian-closed", issued_at="2026-01-01T00:00:00.000Z"):
     return {"schemaVersion": "1.0", "erasureId": erasure_id, "tenantId": tenant, "appId": "app-1",
-            "accountId": account, "policy": policy, "cause": "atlassian-closed",
-            "issuedAt": "2026-01-01T00:00:00.000Z", "deadline": "2026-01-31T00:00:00.000Z"}
+            "accountId": account, "policy": policy, "cause": cause,
+            "issuedAt": issued_at, "deadline": "2026-01-31T00:00:00.000Z"}
+
+
+def ce(event_type):
+    """The CloudEvents headers docs/contracts.md requires of every record (without them it is dead-lettered)."""
+    return [("ce_specversion", b"1.0"), ("ce_id", str(uuid.uuid4()).encode()), ("ce_type", event_type.encode()),
+            ("ce_source", b"/pytest"), ("ce_time", b"2026-01-01T00:00:00.000Z"), ("content-type", b"application/json")]
+
+
+EVENT_OF_TOPIC = {"profiles": "lethe.ProfileFetched", "commands": "lethe.EraseSubject"}
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's Utils.murmur2, seed 0x9747b28c) as an unsigned 32-bit number: the
+    partitioner the contract names; a key's partition is (murmur2 & 0x7fffffff) % partitions."""
+    length = len(data)
+    m = 0x5bd1e995
+    h = (0x9747b28c ^ length) & 0xffffffff
+    for i in range(length // 4):
+        k = (int.from_bytes(data[i * 4:i * 4 + 4], "little") * m) & 0xffffffff
+        k = ((k ^ (k >> 24)) * m) & 0xffffffff
+        h = ((h * m) & 0xffffffff) ^ k
+    extra, index = length % 4, length & ~3
+    if extra == 3:
+        h ^= data[index + 2] << 16
+    if extra >= 2:
+        h ^= data[index + 1] << 8
+    if extra >= 1:
+        h = ((h ^ data[index]) * m) & 0xffffffff
+    h = ((h ^ (h >> 13)) * m) & 0xffffffff
+    return h ^ (h >> 15)
 
 
 @contextlib.contextmanager
-def running_participant(bootstrap, tmp_path, name):
-    """The participant as a process on topics of a fresh namespace (created here, with their DLQs); yields the
-    topic names and its SQLite path, and checks it stops cleanly on SIGTERM."""
+def running_participant(bootstrap, tmp_path, name, partitions=None):
+    """The participant as a process on topics of a fresh namespace (created here, with their DLQs, one partition
+    each unless `partitions` says otherwise by short name); yields the topic names and its SQLite path, and checks
+    it stops cleanly on SIGTERM."""
     namespace = f"pytest-{uuid.uuid4().hex[:8]}"
     topics = {name: f"{namespace}.lethe.erasure.{name}.v1" for name in ("participants", "commands", "acks")}
     topics["profiles"] = f"{namespace}.lethe.profiles.v1"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     names = [*topics.values(), topics["commands"] + ".dlq", topics["profiles"] + ".dlq"]
-    for future in admin.create_topics([NewTopic(t, 1, 1) for t in names]).values():
+    counts = {topics[short]: count for short, count in (partitions or {}).items()}
+    for future in admin.create_topics([NewTopic(t, counts.get(t, 1), 1) for t in names]).values():
         future.result(30)
     db_path = tmp_path / "participant.sqlite"
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PARTICIPANT_NAME=name,
@@ -133,10 +167,11 @@ def test_participant_applies_acknowledges_and_dead_letters(bootstrap, tmp_path):
         for body in commands:
             validate(body, "EraseSubject")
             producer.produce(topics["commands"], key=f"app-1:{body['accountId']}".encode(),
-                             value=json.dumps(body).encode(), headers=[("ce_type", b"lethe.EraseSubject")])
-        producer.produce(topics["commands"], key=b"app-1:bad", value=b"{not json")
+                             value=json.dumps(body).encode(), headers=ce("lethe.EraseSubject"))
+        producer.produce(topics["commands"], key=b"app-1:bad", value=b"{not json", headers=ce("lethe.EraseSubject"))
         # The first command again (a re-send): re-acknowledged with the recorded outcome.
-        producer.produce(topics["commands"], key=b"app-1:acc-del", value=json.dumps(commands[0]).encode())
+        producer.produce(topics["commands"], key=b"app-1:acc-del", value=json.dumps(commands[0]).encode(),
+                         headers=ce("lethe.EraseSubject"))
         assert producer.flush(30) == 0
 
         acks = read_all(bootstrap, topics["acks"], 5)
@@ -157,7 +192,7 @@ def test_participant_applies_acknowledges_and_dead_letters(bootstrap, tmp_path):
         rows = db.execute("SELECT tenant_id, account_id, platform_user_id, display_name, email FROM contacts"
                           " ORDER BY platform_user_id").fetchall()
         assert rows == [
-            ("t1", "acc-scrub", "u2", None, None),   # scrub: row and link kept, personal data gone
+            ("t1", None, "u2", None, None),          # scrub of a closed account: row kept, its accountId gone too
             ("t1", None, "u3", None, None),          # disassociate: unlinked from the Atlassian account
             ("t2", "acc-del", "u4", "Ada at another tenant", "ada@other.example"),  # another tenant: untouched
         ]
@@ -177,7 +212,8 @@ def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tm
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
 
         def send(topic, key, body):
-            producer.produce(topic, key=key.encode(), value=json.dumps(body).encode())
+            event_type = EVENT_OF_TOPIC["profiles" if topic == topics["profiles"] else "commands"]
+            producer.produce(topic, key=key.encode(), value=json.dumps(body).encode(), headers=ce(event_type))
             assert producer.flush(30) == 0
 
         send(topics["profiles"], "app-1:acc-a", profile("t1", "acc-a", "Ada", "2026-01-02T00:00:00.000Z", "u-a"))
@@ -216,6 +252,114 @@ def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tm
                         for suffix in ("", "-wal") if pathlib.Path(str(db_path) + suffix).exists())
         assert b"acc-a" in data, "the byte scan cannot see accountIds"
         assert b"acc-b" not in data
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_murmur2_matches_kafkas_vectors():
+    """Kafka's own test vectors (the Java client's UtilsTest), as signed 32-bit numbers."""
+    vectors = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
+               b"a-little-bit-longer-string": -1486304829,
+               b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971, b"abc": 479470107}
+    for data, expected in vectors.items():
+        value = murmur2(data)
+        assert (value - (1 << 32) if value >= 1 << 31 else value) == expected, data
+
+
+def test_acks_land_on_the_partition_their_key_gives(bootstrap, tmp_path):
+    """The contract's partitioner is murmur2: an ack keyed by erasureId must land where any Kafka client would put it."""
+    with running_participant(bootstrap, tmp_path, "py-part", partitions={"acks": 6}) as (topics, _db_path):
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        ids = [f"er-part-{index}" for index in range(12)]
+        for erasure_id in ids:
+            body = command(erasure_id, "t1", f"acc-{erasure_id}", "delete")
+            producer.produce(topics["commands"], key=f"app-1:{body['accountId']}".encode(),
+                             value=json.dumps(body).encode(), headers=ce("lethe.EraseSubject"))
+        assert producer.flush(30) == 0
+        acks = read_all(bootstrap, topics["acks"], len(ids))
+        assert sorted(m.key().decode() for m in acks) == sorted(ids)
+        placed = {m.key().decode(): m.partition() for m in acks}
+        expected = {key: (murmur2(key.encode()) & 0x7fffffff) % 6 for key in ids}
+        assert placed == expected
+        assert len(set(placed.values())) > 1, "every ack on one partition: the check proves little"
+
+
+def test_records_without_headers_or_with_wrong_types_go_to_the_dlq_and_the_participant_goes_on(bootstrap, tmp_path):
+    with running_participant(bootstrap, tmp_path, "py-bad") as (topics, db_path):
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+
+        def send(short, key, body, headers):
+            producer.produce(topics[short], key=key.encode(), value=json.dumps(body).encode(), headers=headers)
+
+        good = command("er-good", "t1", "acc-good", "delete")
+        send("commands", "app-1:acc-x", command("er-x", "t1", "acc-x", "delete"), [])  # no CloudEvents headers
+        send("commands", "app-1:42", {**command("er-y", "t1", "x", "delete"), "accountId": 42}, ce("lethe.EraseSubject"))
+        send("commands", "app-1:acc-z", {**command("er-z", "t1", "acc-z", "delete"), "issuedAt": "not a time"},
+             ce("lethe.EraseSubject"))
+        send("commands", "app-1:acc-w", {**command("er-w", "t1", "acc-w", "delete"), "cause": ["closed"]},
+             ce("lethe.EraseSubject"))
+        send("profiles", "app-1:acc-p", {**profile("t1", "acc-p", "P", "2026-01-02T00:00:00Z"), "name": {"x": 1}},
+             ce("lethe.ProfileFetched"))
+        send("profiles", "app-1:acc-q", {**profile("t1", "acc-q", "Q", "2026-01-02T00:00:00Z"), "fetchedAt": 5},
+             ce("lethe.ProfileFetched"))
+        send("profiles", "app-1:acc-r", profile("t1", "acc-r", "R", "2026-01-02T00:00:00Z"), ce("lethe.EraseSubject"))
+        send("commands", "app-1:acc-good", good, ce("lethe.EraseSubject"))
+        assert producer.flush(30) == 0
+
+        acks = read_all(bootstrap, topics["acks"], 1)
+        assert [json.loads(m.value())["erasureId"] for m in acks] == ["er-good"]
+        dead_commands = read_all(bootstrap, topics["commands"] + ".dlq", 4)
+        assert [headers_of(m)["lethe_error"] for m in dead_commands] == [
+            "missing CloudEvents header ce_specversion", "missing field accountId", "malformed issuedAt",
+            "field cause is not a string"]
+        dead_profiles = read_all(bootstrap, topics["profiles"] + ".dlq", 3)
+        assert [headers_of(m)["lethe_error"] for m in dead_profiles] == [
+            "field name is not a string", "missing field fetchedAt", "unexpected ce_type (expected lethe.ProfileFetched)"]
+        assert sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
+
+
+def test_no_profile_fetched_before_an_erasure_comes_back(bootstrap, tmp_path):
+    with running_participant(bootstrap, tmp_path, "py-mark") as (topics, db_path):
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+
+        def send(short, key, body):
+            producer.produce(topics[short], key=key.encode(), value=json.dumps(body).encode(),
+                             headers=ce(EVENT_OF_TOPIC[short]))
+            assert producer.flush(30) == 0
+
+        db = sqlite3.connect(db_path)
+
+        def contact(account):
+            return db.execute("SELECT display_name, platform_user_id FROM contacts WHERE account_id = ?",
+                              (account,)).fetchone()
+
+        send("profiles", "app-1:acc-m", profile("t1", "acc-m", "Mo", "2026-01-02T00:00:00.000Z", "u-m"))
+        assert wait_for(lambda: contact("acc-m") is not None)
+        # A tenant's request (not closed), issued on the 3rd: scrubbed; the link stays.
+        send("commands", "app-1:acc-m", command("er-m", "t1", "acc-m", "scrub", cause="tenant-request",
+                                                issued_at="2026-01-03T00:00:00.000Z"))
+        # Not held yet when its erasure comes (nothing-held): the watermark is left all the same.
+        send("commands", "app-1:acc-n", command("er-n", "t1", "acc-n", "delete", cause="tenant-request",
+                                                issued_at="2026-01-03T00:00:00.000Z"))
+        acks = read_all(bootstrap, topics["acks"], 2)
+        assert sorted(json.loads(m.value())["outcome"] for m in acks) == ["nothing-held", "scrubbed"]
+        # Fetched before the erasures were issued (they overtook them): dropped, nothing comes back.
+        send("profiles", "app-1:acc-m", profile("t1", "acc-m", "Mo (overtaken)", "2026-01-02T12:00:00.000Z", "u-m"))
+        send("profiles", "app-1:acc-n", profile("t1", "acc-n", "No (overtaken)", "2026-01-02T12:00:00.000Z", "u-n"))
+        # A sentinel after them on the same partition: once it is stored, the two before it were handled.
+        send("profiles", "app-1:acc-s", profile("t1", "acc-s", "Sentinel", "2026-01-02T12:00:00.000Z", "u-s"))
+        assert wait_for(lambda: contact("acc-s") is not None)
+        assert contact("acc-m") == (None, "u-m") and contact("acc-n") is None
+        # A genuine sign-in after the erasure: stored again.
+        send("profiles", "app-1:acc-m", profile("t1", "acc-m", "Mo again", "2026-01-04T00:00:00.000Z", "u-m"))
+        assert wait_for(lambda: contact("acc-m") == ("Mo again", "u-m"))
 
 
 def load_participant_module():
