@@ -133,6 +133,13 @@ struct ErasureExecutorServiceTests {
                 appId: "app-1", accountId: accountId, tenantIds: ["tenant-a", "tenant-b"], status: .closed,
                 reportedAt: Date())
             try await producer.send(OutgoingMessage(topic: topics.pdrStatus, key: key, value: Array("{x".utf8)))
+            // A well-formed closed status without the CloudEvents headers: not an event of the contract, so it opens
+            // no erasure (tenant-a must end with one) and goes to the DLQ with its reason.
+            let headerless = AccountStatusReported(
+                appId: "app-1", accountId: "headerless-account", tenantIds: ["tenant-a"], status: .closed,
+                reportedAt: Date())
+            try await producer.send(OutgoingMessage(
+                topic: topics.pdrStatus, key: "app-1:headerless-account", value: Array(try EventCodec.encode(headerless))))
             try await send(status, topic: topics.pdrStatus, key: key)
             try await send(status, topic: topics.pdrStatus, key: key)
 
@@ -196,8 +203,10 @@ struct ErasureExecutorServiceTests {
             #expect(Set(receipts.map(\.tenantId)) == ["tenant-a", "tenant-b"])
             #expect(receipts.allSatisfy { $0.subject == AuditKeysFixture.subject("app-1:\(accountId)") })
             #expect(completions.allSatisfy { !String(decoding: $0.value ?? [], as: UTF8.self).contains(accountId) })
-            let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topics.pdrStatus)) { $0.count >= 1 }
+            let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topics.pdrStatus)) { $0.count >= 2 }
             #expect(dead.first?.header(DeadLetterQueue.errorHeader) != nil)
+            #expect(dead.contains { $0.header(DeadLetterQueue.errorHeader)?.stringValue?.contains("ce_specversion") == true },
+                    "the headerless closed status is not on the DLQ with its reason")
         } catch {
             Issue.record(error)
         }
