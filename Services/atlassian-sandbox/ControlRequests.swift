@@ -44,6 +44,7 @@ struct SettingsPatch: Decodable, Sendable {
     var rateLimitRequests: Int?
     var rateLimitWindowSeconds: Int?
     var retryAfterFormat: SandboxSettings.RetryAfterFormat?
+    var deletionGraceSeconds: Int?
 }
 
 /// `POST /_sandbox/consent`.

@@ -180,10 +180,26 @@ private func addControlRoutes(_ router: Router<SandboxRequestContext>, state: Sa
         return SandboxAnswer.json(201, ["accountId": user.accountId]).response
     }
 
+    control.get("/users/:accountId") { _, context -> Response in
+        let accountId = try context.parameters.require("accountId")
+        guard let user = await state.user(accountId) else { return SandboxAnswer.notFound("unknown accountId").response }
+        return SandboxAnswer.json(200, userStatus(user, now: await state.now)).response
+    }
+
+    // Closes at once, skipping the grace period a deletion has: existing tests and the demo rely on it.
     control.post("/users/:accountId/close") { _, context -> Response in
         let accountId = try context.parameters.require("accountId")
         guard await state.closeUser(accountId) else { return SandboxAnswer.notFound("unknown accountId").response }
-        return SandboxAnswer.json(200, ["accountId": accountId, "closed": true]).response
+        return SandboxAnswer.json(200, ["accountId": accountId, "closed": true, "status": "closed"]).response
+    }
+
+    // Deletes as Atlassian does: `deleting` for the grace period, then `closed`.
+    control.post("/users/:accountId/delete") { _, context -> Response in
+        let accountId = try context.parameters.require("accountId")
+        guard let user = await state.deleteUser(accountId) else {
+            return SandboxAnswer.notFound("unknown accountId").response
+        }
+        return SandboxAnswer.json(200, userStatus(user, now: await state.now)).response
     }
 
     control.post("/users/:accountId/update") { request, context -> Response in
@@ -278,6 +294,11 @@ private func addControlRoutes(_ router: Router<SandboxRequestContext>, state: Sa
         if let value = patch.rateLimitWindowSeconds, value <= 0 {
             return SandboxAnswer.badRequest("rateLimitWindowSeconds must be positive").response
         }
+        if let value = patch.deletionGraceSeconds, !SandboxSettings.deletionGraceRange.contains(value) {
+            let range = SandboxSettings.deletionGraceRange
+            return SandboxAnswer.badRequest(
+                "deletionGraceSeconds must be between \(range.lowerBound) and \(range.upperBound), got \(value)").response
+        }
         return SandboxAnswer.encoded(200, await state.updateSettings(patch)).response
     }
 
@@ -293,6 +314,18 @@ private func addControlRoutes(_ router: Router<SandboxRequestContext>, state: Sa
 }
 
 // MARK: Helpers
+
+/// A user's lifecycle as the control API shows it: `status` (active | deleting | closed), with `deletedAt` and
+/// `closesAt` once deleted (sandbox clock, RFC 3339). A closed account that was never deleted has neither.
+private func userStatus(_ user: SandboxUser, now: Date) -> [String: Any] {
+    var body: [String: Any] = [
+        "accountId": user.accountId, "status": user.lifecycle(at: now).name,
+        "lastUpdated": RFC3339.string(from: user.lastUpdated),
+    ]
+    if let deletedAt = user.deletedAt { body["deletedAt"] = RFC3339.string(from: deletedAt) }
+    if let closesAt = user.closesAt { body["closesAt"] = RFC3339.string(from: closesAt) }
+    return body
+}
 
 extension SandboxAnswer {
     var response: Response {

@@ -23,8 +23,9 @@ struct SandboxConfig: Sendable, Equatable {
     /// Reads `HTTP_HOST`, `HTTP_PORT`, `SANDBOX_SEED`, `SANDBOX_CYCLE_PERIOD_SECONDS` (default 604800, ATLASSIAN.md
     /// §3.5's 7 days), `SANDBOX_CYCLE_PERIOD_FORMAT` (`seconds` | `iso` | `none`, default `seconds`; the real format is
     /// an open question, §7.1), `SANDBOX_RATE_LIMIT` (PDR requests per app per window, default 60; 0 = unlimited),
-    /// `SANDBOX_RATE_LIMIT_WINDOW_SECONDS` (default 60) and `SANDBOX_RETRY_AFTER_FORMAT` (`seconds` | `http-date`,
-    /// default `seconds` as §3.4 documents).
+    /// `SANDBOX_RATE_LIMIT_WINDOW_SECONDS` (default 60), `SANDBOX_RETRY_AFTER_FORMAT` (`seconds` | `http-date`,
+    /// default `seconds` as §3.4 documents) and `SANDBOX_DELETION_GRACE_SECONDS` (default 1209600, the 14 days of
+    /// ATLASSIAN.md "Read first"; 0 makes a deletion close the account at once).
     init(reader: ConfigReader) throws {
         http = try HTTPServerConfig(reader: reader, defaultPort: 8090)
         seed = UInt64(try reader.int("SANDBOX_SEED", default: 1, range: 0...Int.max))
@@ -39,6 +40,9 @@ struct SandboxConfig: Sendable, Equatable {
             "SANDBOX_RATE_LIMIT_WINDOW_SECONDS", default: settings.rateLimitWindowSeconds, range: 1...86_400)
         settings.retryAfterFormat = SandboxSettings.RetryAfterFormat(rawValue: try reader.oneOf(
             "SANDBOX_RETRY_AFTER_FORMAT", ["seconds", "http-date"], default: "seconds"))!
+        settings.deletionGraceSeconds = try reader.int(
+            "SANDBOX_DELETION_GRACE_SECONDS", default: settings.deletionGraceSeconds,
+            range: SandboxSettings.deletionGraceRange)
         self.settings = settings
     }
 }
@@ -60,6 +64,12 @@ struct SandboxSettings: Codable, Sendable, Equatable {
     var rateLimitRequests: Int = 60
     var rateLimitWindowSeconds: Int = 60
     var retryAfterFormat: RetryAfterFormat = .seconds
+    /// How long a deleted account stays `deleting` before PDR answers `closed` (ATLASSIAN.md "Read first", §2: 14
+    /// days). Read when an account is deleted; tests shorten it to seconds or jump it with `/_sandbox/clock`.
+    var deletionGraceSeconds: Int = 1_209_600
+
+    /// 0 (a deletion closes at once) up to a year, for the variable and for `POST /_sandbox/settings` alike.
+    static let deletionGraceRange = 0...(366 * 86_400)
 
     /// The header value to send, or nil for none.
     var cyclePeriodHeader: String? {

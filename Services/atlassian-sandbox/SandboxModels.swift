@@ -17,6 +17,10 @@ struct SandboxResource: Codable, Sendable, Equatable {
 }
 
 /// An Atlassian account. `lastUpdated` moves on every profile change and is what PDR compares `updatedAt` with.
+///
+/// Its lifecycle (ATLASSIAN.md "Read first", §2): active; once deleted, `deleting` until `closesAt` (the grace
+/// period: it cannot sign in and its grants are gone, but PDR does not say `closed` yet); then `closed`. `closed` set
+/// directly is the control API's immediate close, which skips the grace period.
 struct SandboxUser: Sendable, Equatable {
     var accountId: String
     var accountType = "atlassian"
@@ -28,9 +32,39 @@ struct SandboxUser: Sendable, Equatable {
     var zoneinfo: String?
     var locale: String?
     var extendedProfile: [String: String]?
+    /// Closed at once by `POST /_sandbox/users/{id}/close` (no grace period).
     var closed = false
+    /// When `POST /_sandbox/users/{id}/delete` deleted the account, and when its grace period ends. `closesAt` is
+    /// fixed at deletion, so changing the grace setting later does not move an account already being deleted.
+    var deletedAt: Date?
+    var closesAt: Date?
     var lastUpdated: Date
     var resources: [SandboxResource] = []
+
+    /// Where the account is in its lifecycle at `now` (the sandbox clock). Nothing fires at the end of the grace
+    /// period: the state is read from the clock, so `/_sandbox/clock` moving past `closesAt` is what closes it.
+    func lifecycle(at now: Date) -> AccountLifecycle {
+        if closed { return .closed }
+        if let closesAt { return now >= closesAt ? .closed : .deleting(closesAt: closesAt) }
+        return .active
+    }
+}
+
+/// An account's state as the control API reports it (`status`).
+enum AccountLifecycle: Sendable, Equatable {
+    case active
+    /// Deleted, inside the grace period: cannot sign in, grants gone, PDR answers nothing or `updated`.
+    case deleting(closesAt: Date)
+    /// PDR answers `closed`.
+    case closed
+
+    var name: String {
+        switch self {
+        case .active: "active"
+        case .deleting: "deleting"
+        case .closed: "closed"
+        }
+    }
 }
 
 /// One consent: what a code exchange creates and what every token derived from it belongs to. Revoking it kills all

@@ -84,6 +84,7 @@ actor SandboxState {
         if let value = patch.rateLimitRequests { settings.rateLimitRequests = value }
         if let value = patch.rateLimitWindowSeconds { settings.rateLimitWindowSeconds = value }
         if let value = patch.retryAfterFormat { settings.retryAfterFormat = value }
+        if let value = patch.deletionGraceSeconds { settings.deletionGraceSeconds = value }
         return settings
     }
 
@@ -110,7 +111,8 @@ actor SandboxState {
 
     func user(_ accountId: String) -> SandboxUser? { users[accountId] }
 
-    /// Closes an account: PDR answers `closed` from now on, and its grants die (a closed account cannot use apps).
+    /// Closes an account at once, skipping the grace period a deletion has: PDR answers `closed` from now on, and
+    /// its grants die (a closed account cannot use apps).
     func closeUser(_ accountId: String) -> Bool {
         guard users[accountId] != nil else { return false }
         users[accountId]!.closed = true
@@ -118,6 +120,29 @@ actor SandboxState {
         revokeGrants { $0.accountId == accountId }
         return true
     }
+
+    /// Deletes an account as Atlassian does (ATLASSIAN.md "Read first", §2): a grace period of
+    /// `settings.deletionGraceSeconds` starts, during which it cannot sign in and its grants stop working, while PDR
+    /// still answers nothing (or `updated` after a profile change); `closed` comes when the sandbox clock passes
+    /// `closesAt`.
+    ///
+    /// The grants are revoked rather than suspended: the sandbox does not model cancelling a deletion, so nothing
+    /// could bring them back. `lastUpdated` does not move, so the deletion alone never makes PDR say `updated`.
+    /// Deleting again changes nothing (the grace period does not restart); nil for an unknown account.
+    func deleteUser(_ accountId: String) -> SandboxUser? {
+        guard var user = users[accountId] else { return nil }
+        if user.closesAt == nil && !user.closed {
+            let now = self.now
+            user.deletedAt = now
+            user.closesAt = now.addingTimeInterval(TimeInterval(settings.deletionGraceSeconds))
+            users[accountId] = user
+            revokeGrants { $0.accountId == accountId }
+        }
+        return user
+    }
+
+    /// Where the account is in its lifecycle now.
+    func lifecycle(_ accountId: String) -> AccountLifecycle? { users[accountId]?.lifecycle(at: now) }
 
     /// Changes profile fields and moves `lastUpdated` to now, so PDR answers `updated` for older reports.
     func updateUser(_ accountId: String, _ patch: UpdateUserRequest) -> SandboxUser? {
@@ -243,7 +268,14 @@ actor SandboxState {
                 "no user to consent as: POST /_sandbox/consent {accountId} or add sandbox_user= to the query"))
         }
         guard let user = users[accountId] else { return .refused(.badRequest("unknown sandbox_user")) }
-        guard !user.closed else {
+        switch user.lifecycle(at: now) {
+        case .active: break
+        case .deleting:
+            // A deleted account cannot sign in during its grace period either ("Read first").
+            return .redirect(Self.redirect(redirectUri, [
+                "error": "access_denied", "error_description": "The account has been deleted", "state": state,
+            ]))
+        case .closed:
             return .redirect(Self.redirect(redirectUri, [
                 "error": "access_denied", "error_description": "The account is closed", "state": state,
             ]))
@@ -305,7 +337,8 @@ actor SandboxState {
         guard now.timeIntervalSince(record.issuedAt) < Self.codeLifetime else {
             return .oauth(403, "invalid_grant", "Authorization code has expired")
         }
-        guard let user = users[record.accountId], !user.closed else {
+        // A code issued before the account was deleted or closed is worthless after it.
+        guard let user = users[record.accountId], user.lifecycle(at: now) == .active else {
             return .oauth(403, "invalid_grant", "Invalid authorization code")
         }
         let grantId = nextGrantId
@@ -378,7 +411,7 @@ actor SandboxState {
         var body: [String: Any] = [
             "account_id": user.accountId, "account_type": user.accountType, "email": user.email,
             "email_verified": user.emailVerified, "name": user.name, "nickname": user.nickname,
-            "picture": user.picture, "account_status": user.closed ? "closed" : "active",
+            "picture": user.picture, "account_status": user.lifecycle(at: now) == .active ? "active" : "closed",
             "last_updated": RFC3339.string(from: user.lastUpdated),
         ]
         if let zoneinfo = user.zoneinfo { body["zoneinfo"] = zoneinfo }
@@ -435,13 +468,15 @@ actor SandboxState {
         }
         var seen = Set<String>()
         var actions: [[String: String]] = []
+        let now = self.now
         for (accountId, updatedAt) in reported where seen.insert(accountId).inserted {
             if accountId == Self.testClosedAccountId {
                 actions.append(["accountId": accountId, "status": "closed"])
             } else if accountId == Self.testActiveAccountId {
                 continue
             } else if let user = users[accountId] {
-                if user.closed {
+                // A deleting account is not `closed` yet: until its grace period ends it answers like an active one.
+                if user.lifecycle(at: now) == .closed {
                     actions.append(["accountId": accountId, "status": "closed"])
                 } else if user.lastUpdated > updatedAt {
                     actions.append(["accountId": accountId, "status": "updated"])
