@@ -40,12 +40,15 @@ struct ErasureExecutorCrashTests {
         }
 
         let log = directory.url.appendingPathComponent("service.log")
+        // Reserved for both launches: a random port in the ephemeral range can be in use.
+        let port = try SandboxProcess.ReservedPort()
+        defer { port.release() }
         func launch() throws -> ChildProcess {
             try ChildProcess.spawn(
                 binary.path,
                 environment: [
                     "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.url.path,
-                    "HTTP_PORT": String(Int.random(in: 40_000...59_999)), "LETHE_TOPIC_NAMESPACE": namespace,
+                    "HTTP_PORT": String(port.port), "LETHE_TOPIC_NAMESPACE": namespace,
                     "KAFKA_TOPIC_PARTITIONS": "3", "LETHE_AUDIT_KEY": testAuditKey,
                     "LETHE_ADMIN_TOKEN": "admin-token-0123456789", "ERASURE_RESEND_SECONDS": "3600",
                     "LOG_LEVEL": "warning",

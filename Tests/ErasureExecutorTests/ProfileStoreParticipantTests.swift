@@ -40,11 +40,14 @@ struct ProfileStoreParticipantTests {
         var late: RunningGroup?
 
         let log = storeDirectory.url.appendingPathComponent("profile-store.log")
-        let store = try ChildProcess.spawn(
+        // A reserved port, not a random one: a random pick in the ephemeral range can be in use (CI failed on that).
+        let storePort = try SandboxProcess.ReservedPort()
+        defer { storePort.release() }
+        let store = try storePort.spawn(
             binary.path,
             environment: [
                 "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": storeDirectory.url.path,
-                "HTTP_PORT": String(Int.random(in: 40_000...59_999)), "LETHE_TOPIC_NAMESPACE": namespace,
+                "HTTP_PORT": String(storePort.port), "LETHE_TOPIC_NAMESPACE": namespace,
                 "KAFKA_TOPIC_PARTITIONS": "3", "LOG_LEVEL": "warning",
             ],
             stdoutPath: log.path)

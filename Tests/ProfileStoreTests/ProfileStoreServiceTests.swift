@@ -179,7 +179,10 @@ struct ProfileStoreServiceTests {
             try await producer.send(messages)
         }
 
-        let port = Int.random(in: 40_000...59_999)
+        // Reserved for both launches: a random port in the ephemeral range can be in use.
+        let reservation = try SandboxProcess.ReservedPort()
+        defer { reservation.release() }
+        let port = reservation.port
         let log = directory.url.appendingPathComponent("service.log")
         func launch() throws -> ChildProcess {
             try ChildProcess.spawn(
