@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -34,6 +35,9 @@ from datetime import datetime, timezone
 from confluent_kafka import Consumer, KafkaException, Producer
 
 SCHEMA_MAJOR = 1
+# "major.minor" in ASCII digits, as Lethe's SchemaVersion parses it (str.isdigit would also take "²", which int()
+# then refuses).
+SCHEMA_VERSION = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})")
 POLICIES = {"delete", "scrub", "disassociate"}
 log = logging.getLogger("python-participant")
 
@@ -214,6 +218,24 @@ class Store:
             raise
 
 
+def field_problem(body, field, required):
+    """Why `field` of `body` cannot be read as text — absent or null (when `required`), not a string, empty (when
+    `required`), or not encodable — or None. The reason names the field, never its value."""
+    value = body.get(field)
+    if value is None:
+        return f"missing field {field}" if required else None
+    if not isinstance(value, str):
+        return f"field {field} is not a string"
+    if required and not value:
+        return f"field {field} is empty"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON can spell a lone surrogate ("\ud800"); no SQLite text, digest or record key can hold one.
+        return f"field {field} is not valid Unicode"
+    return None
+
+
 def epoch_millis(text):
     """An RFC 3339 date-time (any fraction, Z or an offset) as ms since the epoch, for newest-wins comparisons."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -289,9 +311,10 @@ class Participant:
 
     @staticmethod
     def parse(message, event_type, required, optional=()):
-        """The event body in `message` — with the CloudEvents headers of `event_type`, every `required` field a
-        non-empty string and every `optional` one a string or absent — or a reason it cannot be processed (never
-        including the payload)."""
+        """The event body in `message` — with the CloudEvents headers of `event_type`, a schemaVersion of the major
+        this code knows, every `required` field a non-empty string and every `optional` one a string, null or
+        absent — or a reason it cannot be processed (never including the payload). The handlers read no other field,
+        so nothing past this point meets a value of a type it does not expect."""
         headers = {name: (value or b"").decode("utf-8", "replace") for name, value in (message.headers() or [])}
         for name in ("ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time"):
             if not headers.get(name):
@@ -302,22 +325,32 @@ class Participant:
             return None, f"unexpected ce_type (expected {event_type})"
         try:
             body = json.loads(message.value() or b"")
+        except RecursionError:
+            # Valid JSON nested deeper than the parser's stack (`"name": [[[...]]]`): not a ValueError, and uncaught
+            # it would end the process, which would read the same record again on restart, for ever.
+            return None, "JSON nested too deeply"
         except ValueError:
             return None, "malformed JSON"
         if not isinstance(body, dict):
             return None, "body is not an object"
-        version = str(body.get("schemaVersion", ""))
-        major = version.split(".")[0]
-        if not major.isdigit():
-            return None, "missing or malformed schemaVersion"
-        if int(major) != SCHEMA_MAJOR:
-            return None, f"unsupported schema version {version}"
+        version = body.get("schemaVersion")
+        if version is None:
+            return None, "missing schemaVersion"
+        if not isinstance(version, str):
+            return None, "schemaVersion is not a string"
+        match = SCHEMA_VERSION.fullmatch(version)
+        if not match:
+            return None, "schemaVersion is not of the form major.minor"
+        if int(match[1]) != SCHEMA_MAJOR:
+            return None, f"unsupported schema version {version}"  # digits and a dot only: no payload in the reason
         for field in required:
-            if not isinstance(body.get(field), str) or not body[field]:
-                return None, f"missing field {field}"
+            reason = field_problem(body, field, required=True)
+            if reason:
+                return None, reason
         for field in optional:
-            if body.get(field) is not None and not isinstance(body[field], str):
-                return None, f"field {field} is not a string"
+            reason = field_problem(body, field, required=False)
+            if reason:
+                return None, reason
         return body, None
 
     def handle_profile(self, message):
@@ -378,10 +411,11 @@ class Participant:
                         self.handle_profile(message)
                     else:
                         self.handle_command(message)
-                except (sqlite3.InterfaceError, sqlite3.IntegrityError, sqlite3.DataError, TypeError, ValueError,
-                        KeyError) as error:
+                except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError,
+                        TypeError, ValueError, KeyError) as error:
                     # A record this code cannot apply, whatever its validation missed: retrying it could only loop
                     # (busy or broker errors are not caught here: they end the process, which restarts uncommitted).
+                    # Python 3.11 reports a value SQLite cannot bind as ProgrammingError, earlier ones InterfaceError.
                     log.error("record to the DLQ: %s", type(error).__name__)
                     self.dead_letter(message, f"unprocessable: {type(error).__name__}")
                 # Only now: the change is committed in SQLite and the ack (or dead letter) is on the broker.

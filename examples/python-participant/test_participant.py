@@ -2,8 +2,9 @@
 table, acknowledges with messages that validate against docs/schemas, re-acknowledges a repeated command without
 re-applying it, and dead-letters a malformed one; it fills its table from ProfileFetched (newer wins) and never
 stores an account again once a closed erasure suppressed it, nor a profile fetched before an erasure; its acks land
-on the partitions murmur2 gives their keys; records without CloudEvents headers or with wrongly typed fields go to the
-DLQ while it goes on.
+on the partitions murmur2 gives their keys; records without CloudEvents headers, with a field of the wrong type or shape
+(a number, a list, an object, null, empty, a lone surrogate, nesting too deep to parse) or a schemaVersion that is not
+"major.minor" go to the DLQ with the reason while it goes on, alive.
 
 Run: KAFKA_BOOTSTRAP_SERVERS=<address> python3 -m pytest examples/python-participant (make test does this); without
 the variable the test starts the dev broker itself through scripts/dev-broker.
@@ -134,6 +135,8 @@ def running_participant(bootstrap, tmp_path, name, partitions=None):
             f"participant did not start: {ready!r} {process.stderr.read() if process.poll() is not None else ''}"
         yield topics, db_path
     finally:
+        # Whatever the test sent it, it is still running: a crash would read the same record again on restart.
+        assert process.poll() is None, f"participant exited early: {process.stderr.read()}"
         process.terminate()
         try:
             assert process.wait(20) == 0, process.stderr.read()
@@ -264,13 +267,17 @@ def wait_for(condition, timeout=30.0):
 
 
 def test_murmur2_matches_kafkas_vectors():
-    """Kafka's own test vectors (the Java client's UtilsTest), as signed 32-bit numbers."""
+    """Kafka's own test vectors (the Java client's UtilsTest), as signed 32-bit numbers; then librdkafka's (its
+    rdmurmur2.c unit test, the Java results after toPositive), which also cover a tail of one byte (length % 4 == 1)."""
     vectors = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
                b"a-little-bit-longer-string": -1486304829,
                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971, b"abc": 479470107}
     for data, expected in vectors.items():
         value = murmur2(data)
         assert (value - (1 << 32) if value >= 1 << 31 else value) == expected, data
+    positive = {b"kafka": 1348980580, b"amqp": 767747138, b"giberish123456789": 257239820}
+    for data, expected in positive.items():
+        assert murmur2(data) & 0x7fffffff == expected, data
 
 
 def test_acks_land_on_the_partition_their_key_gives(bootstrap, tmp_path):
@@ -317,12 +324,68 @@ def test_records_without_headers_or_with_wrong_types_go_to_the_dlq_and_the_parti
         assert [json.loads(m.value())["erasureId"] for m in acks] == ["er-good"]
         dead_commands = read_all(bootstrap, topics["commands"] + ".dlq", 4)
         assert [headers_of(m)["lethe_error"] for m in dead_commands] == [
-            "missing CloudEvents header ce_specversion", "missing field accountId", "malformed issuedAt",
+            "missing CloudEvents header ce_specversion", "field accountId is not a string", "malformed issuedAt",
             "field cause is not a string"]
         dead_profiles = read_all(bootstrap, topics["profiles"] + ".dlq", 3)
         assert [headers_of(m)["lethe_error"] for m in dead_profiles] == [
-            "field name is not a string", "missing field fetchedAt", "unexpected ce_type (expected lethe.ProfileFetched)"]
+            "field name is not a string", "field fetchedAt is not a string",
+            "unexpected ce_type (expected lethe.ProfileFetched)"]
         assert sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
+
+
+def test_fields_of_the_wrong_type_or_shape_go_to_the_dlq_and_the_participant_stays_alive(bootstrap, tmp_path):
+    """Every field the participant reads is checked for presence and type before it is used: a bad one is parked on the
+    DLQ with a reason naming the field (never its value), not met as an exception deep in the handler."""
+    with running_participant(bootstrap, tmp_path, "py-types") as (topics, db_path):
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+
+        def send(short, key, value):
+            body = value if isinstance(value, bytes) else json.dumps(value).encode()
+            producer.produce(topics[short], key=key.encode(), value=body, headers=ce(EVENT_OF_TOPIC[short]))
+
+        def bad_command(suffix, **fields):
+            body = {**command(f"er-{suffix}", "t1", f"acc-{suffix}", "delete"), **fields}
+            send("commands", f"app-1:acc-{suffix}", body)
+
+        bad_command("policy", policy=["delete"])
+        bad_command("number", schemaVersion=1)
+        bad_command("superscript", schemaVersion="\u00b2.0")      # a digit to str.isdigit, not to int()
+        bad_command("v2", schemaVersion="2.ada@example.com")     # a reason must not echo it
+        bad_command("surrogate", accountId="\ud800")             # JSON allows it; UTF-8 and SQLite do not
+        bad_command("null", erasureId=None)
+        bad_command("empty", tenantId="")
+        # An unknown field is not an error (a later minor may add it): this one is acknowledged.
+        good = {**command("er-good", "t1", "acc-good", "delete"), "deadlineDays": "x"}
+        send("commands", "app-1:acc-good", good)
+        too_deep = json.dumps(profile("t1", "acc-deep", "D", "2026-01-02T00:00:00Z"))
+        too_deep = too_deep.replace('"D"', "[" * 100_000 + "]" * 100_000).encode()
+        send("profiles", "app-1:acc-deep", too_deep)
+        send("profiles", "app-1:acc-n", {**profile("t1", "acc-n", "N", "2026-01-02T00:00:00Z"), "name": {}})
+        send("profiles", "app-1:acc-f", {**profile("t1", "acc-f", "F", "2026-01-02T00:00:00Z"), "fetchedAt": 5})
+        send("profiles", "app-1:acc-u", {**profile("t1", "acc-u", "U", "2026-01-02T00:00:00Z"), "userId": 7})
+        send("profiles", "app-1:acc-ok", profile("t1", "acc-ok", "Ok", "2026-01-02T00:00:00Z", "u-ok"))
+        assert producer.flush(30) == 0
+
+        # One partition: an ack of any bad command would come before the good one's.
+        acks = read_all(bootstrap, topics["acks"], 1)
+        assert [json.loads(m.value())["erasureId"] for m in acks] == ["er-good"]
+        dead_commands = read_all(bootstrap, topics["commands"] + ".dlq", 7)
+        assert [headers_of(m)["lethe_error"] for m in dead_commands] == [
+            "field policy is not a string", "schemaVersion is not a string",
+            "schemaVersion is not of the form major.minor", "schemaVersion is not of the form major.minor",
+            "field accountId is not valid Unicode", "missing field erasureId", "field tenantId is empty"]
+        dead_profiles = read_all(bootstrap, topics["profiles"] + ".dlq", 4)
+        assert [headers_of(m)["lethe_error"] for m in dead_profiles] == [
+            "JSON nested too deeply", "field name is not a string", "field fetchedAt is not a string",
+            "field userId is not a string"]
+        for message in dead_commands + dead_profiles:
+            assert headers_of(message)["lethe_source_topic"] in (topics["commands"], topics["profiles"])
+        assert dead_profiles[0].value() == too_deep, "the dead letter keeps the record byte for byte"
+        db = sqlite3.connect(db_path)
+        assert wait_for(lambda: db.execute("SELECT account_id FROM contacts").fetchall() == [("acc-ok",)])
+        # Nothing of a bad command was applied: the only erasure recorded, and the only watermark, are the good one's.
+        assert db.execute("SELECT erasure_id FROM erasures").fetchall() == [("er-good",)]
+        assert db.execute("SELECT COUNT(*) FROM erased").fetchone()[0] == 1
 
 
 def test_no_profile_fetched_before_an_erasure_comes_back(bootstrap, tmp_path):
