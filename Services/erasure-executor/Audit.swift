@@ -51,7 +51,8 @@ struct AuditKeys: Sendable {
 ///
 /// Canonical encoding (`lethe-audit-v1`): JSON with sorted keys and no whitespace, of the fields below except
 /// `entryHash`, `signature` and `keyId`; times are integer milliseconds since the epoch, outcomes sorted by
-/// participant. JSON rather than an ad-hoc format so that no field value can forge a separator; ``CanonicalJSON``
+/// participant. A waived outcome carries its `reason` (an absent reason is left out, never `null`), so the waiver
+/// and why are covered by the hash and the signature. JSON rather than an ad-hoc format so that no field value can forge a separator; ``CanonicalJSON``
 /// writes it.
 struct AuditEntry: Codable, Sendable, Equatable {
     /// The `previousHash` of the first entry.
@@ -59,8 +60,18 @@ struct AuditEntry: Codable, Sendable, Equatable {
 
     struct Outcome: Codable, Sendable, Equatable {
         var participant: String
-        var outcome: ErasureOutcome
+        var outcome: CompletedOutcome
         var atMs: Int64
+        /// Only for `waived`: the operator's reason for retiring the participant. Absent (not null) otherwise, so an
+        /// entry without waivers hashes exactly as it did before waivers existed.
+        var reason: String?
+
+        init(participant: String, outcome: CompletedOutcome, atMs: Int64, reason: String? = nil) {
+            self.participant = participant
+            self.outcome = outcome
+            self.atMs = atMs
+            self.reason = reason
+        }
     }
 
     var format = "lethe-audit-v1"
@@ -152,7 +163,8 @@ enum CanonicalJSON {
         out.append(UInt8(ascii: "\""))
     }
 
-    /// The outcomes as a JSON array, in the order given: `[{"atMs":…,"outcome":"…","participant":"…"},…]`.
+    /// The outcomes as a JSON array, in the order given:
+    /// `[{"atMs":…,"outcome":"…","participant":"…"},…]`, with `,"reason":"…"` last when an outcome has one.
     static func appendOutcomes(_ outcomes: [AuditEntry.Outcome], to out: inout [UInt8]) {
         out.append(UInt8(ascii: "["))
         for (index, outcome) in outcomes.enumerated() {
@@ -163,6 +175,10 @@ enum CanonicalJSON {
             appendString(outcome.outcome.rawValue, to: &out)
             appendKey("participant", to: &out)
             appendString(outcome.participant, to: &out)
+            if let reason = outcome.reason {
+                appendKey("reason", to: &out)
+                appendString(reason, to: &out)
+            }
             out.append(UInt8(ascii: "}"))
         }
         out.append(UInt8(ascii: "]"))

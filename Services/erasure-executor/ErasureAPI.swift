@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import Hummingbird
+import Logging
 import NIOCore
 import ServiceKit
 
@@ -25,22 +26,39 @@ struct ErasurePage: ResponseCodable, Sendable {
 
 extension ErasureRecord: ResponseEncodable {}
 extension AuditVerification: ResponseEncodable {}
+extension ErasureLedger.Retirement: ResponseEncodable {}
+extension ParticipantsOverview: ResponseEncodable {}
+
+/// `POST /v1/participants/{participant}/retire` body.
+struct RetireBody: Decodable, Sendable {
+    var reason: String?
+}
 
 /// The executor's HTTP API (port 8083).
 ///
 /// Tenant routes need the tenant's JWT (`TenantTokenVerifier.authorize`: another tenant's token gets 404, as if
 /// the erasure did not exist). Operator routes need `LETHE_ADMIN_TOKEN` as a bearer token, compared in constant time.
 /// `GET /v1/erasures/{id}` and its retry accept either: the admin, or the erasure's own tenant.
+///
+/// Routes that open, dispatch or complete erasures answer 503 until the tenants and participants topics were read to
+/// their end since the start (`gate`): before that, the executor does not know every participant an erasure waits for.
 enum ErasureAPI {
     static let defaultLimit = 50
     static let maximumLimit = 500
+    static let maximumReasonLength = 500
     static let cursor = PageCursor(kind: "e")
 
     static func addRoutes(
         to router: Router<BasicRequestContext>, ledger: ErasureLedger, verifier: TenantTokenVerifier,
-        adminToken: String, notifier: ErasureNotifier
+        adminToken: String, notifier: ErasureNotifier, gate: RestoreGate? = nil, metrics: ErasureMetrics? = nil,
+        logger: Logger = Logger(label: "erasure-executor"), onCompleted: @escaping @Sendable () -> Void = {}
     ) {
         let admin = BearerSecret(adminToken, realm: "admin token")
+
+        /// 503 while the state topics are being read: writes wait for every participant to be known.
+        @Sendable func requireRestored() throws {
+            if let reason = gate?.notReadyReason { throw HTTPError(.serviceUnavailable, message: reason) }
+        }
 
         /// The erasure if the caller may see it; 404 otherwise (a tenant must not learn other tenants' ids).
         @Sendable func authorizedErasure(_ request: Request, id: String) async throws -> ErasureRecord {
@@ -67,6 +85,7 @@ enum ErasureAPI {
         router.post("/v1/erasures/:id/retry") { request, context -> ErasureRecord in
             let id = try context.parameters.require("id")
             _ = try await authorizedErasure(request, id: id)
+            try requireRestored()
             switch try await ledger.retry(id) {
             case .notFound: throw HTTPError(.notFound)
             case .alreadyCompleted: throw HTTPError(.conflict, message: "the erasure is already completed")
@@ -98,6 +117,7 @@ enum ErasureAPI {
         router.post("/v1/tenants/:tenant/erasures") { request, context -> Response in
             let tenant = try context.parameters.require("tenant")
             _ = try await verifier.authorize(request, tenant: tenant)
+            try requireRestored()
             let buffer = try await request.body.collect(upTo: 16 * 1024)
             let body: ErasureRequestBody
             do {
@@ -135,6 +155,35 @@ enum ErasureAPI {
             return response
         }
 
+        router.get("/v1/participants") { request, _ -> ParticipantsOverview in
+            try admin.require(request)
+            return try await ledger.participantsOverview()
+        }
+
+        router.post("/v1/participants/:participant/retire") { request, context -> ErasureLedger.Retirement in
+            try admin.require(request)
+            let participant = try context.parameters.require("participant")
+            let buffer = try await request.body.collect(upTo: 16 * 1024)
+            let reason = try parseReason(Data(buffer: buffer))
+            try requireRestored()
+            guard case .retired(let retirement) = try await ledger.retire(participant, reason: reason) else {
+                throw HTTPError(
+                    .notFound, message: "no participant \(participant) is declared or awaited by an open erasure")
+            }
+            metrics?.retired.increment()
+            metrics?.waived.increment(by: retirement.waived.count)
+            logger.notice("participant retired by an operator", metadata: [
+                "participant": "\(participant)", "reason": "\(reason)", "waived": "\(retirement.waived.count)",
+                "completed": "\(retirement.completed.count)",
+            ])
+            if !retirement.completed.isEmpty {
+                metrics?.completed.increment(by: retirement.completed.count)
+                notifier.notify()
+                onCompleted()
+            }
+            return retirement
+        }
+
         router.get("/v1/audit/verify") { request, _ -> AuditVerification in
             try admin.require(request)
             return try await ledger.verifyAudit()
@@ -155,6 +204,33 @@ enum ErasureAPI {
                 status: .ok, headers: [.contentType: "application/x-ndjson"],
                 body: .init(byteBuffer: ByteBuffer(string: lines)))
         }
+    }
+
+    /// The retirement reason from a `{"reason": "…"}` body: required, 1 to 500 characters after trimming, no control
+    /// characters, and no `@` — it goes into the audit and every affected `ErasureCompleted`, which must stay free of
+    /// personal data, and an email address is the commonest slip.
+    static func parseReason(_ body: Data) throws -> String {
+        let decoded: RetireBody
+        do {
+            decoded = try JSONDecoder().decode(RetireBody.self, from: body)
+        } catch {
+            throw HTTPError(.badRequest, message: "body must be JSON {\"reason\": \"why the participant is retired\"}")
+        }
+        let reason = (decoded.reason ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !reason.isEmpty else {
+            throw HTTPError(.badRequest, message: "reason is required: why the participant is retired (no personal data)")
+        }
+        guard reason.count <= maximumReasonLength else {
+            throw HTTPError(.badRequest, message: "reason must be at most \(maximumReasonLength) characters")
+        }
+        guard !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw HTTPError(.badRequest, message: "reason must not contain control characters")
+        }
+        guard !reason.contains("@") else {
+            throw HTTPError(
+                .badRequest, message: "reason must not contain personal data such as an email address ('@')")
+        }
+        return reason
     }
 
     /// A query's `+` is a space (form encoding, `FormFields`), so `from=2026-01-31T00:00:00+01:00` sent without

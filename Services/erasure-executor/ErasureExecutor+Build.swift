@@ -20,7 +20,8 @@ struct ErasureExecutorParts {
 
 /// Wires erasure-executor: creates its topics, opens (and migrates) its SQLite file, then runs the producer, the
 /// outbox relay, the WAL checkpointer, the state reader (tenants, participants), the intake (statuses, requests,
-/// acks), the sweeper (dispatch, re-sends, deadlines) and the HTTP server. The producer is listed first: ServiceGroup
+/// acks), the sweeper (dispatch, re-sends, deadlines) and the HTTP server. Intake, sweeper and the API's write routes
+/// wait until the state reader has read the tenants and participants topics to their end (`gate`). The producer is listed first: ServiceGroup
 /// shuts down in reverse order, so it outlives everything that sends through it.
 func buildErasureExecutor(
     config: ErasureExecutorConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
@@ -42,7 +43,8 @@ func buildErasureExecutor(
         spec(topics.erasureAcks, like: Topics.erasureAcks),
         spec(topics.erasureParticipants, like: Topics.erasureParticipants),
         spec(topics.erasureCompleted, like: Topics.erasureCompleted),
-        dlq(topics.pdrStatus), dlq(topics.erasureRequests), dlq(topics.erasureAcks),
+        dlq(topics.pdrStatus), dlq(topics.erasureRequests), dlq(topics.erasureAcks), dlq(topics.tenants),
+        dlq(topics.erasureParticipants),
     ])
     var statePartitions: [TopicPartition] = []
     for topic in [topics.tenants, topics.erasureParticipants] {
@@ -59,10 +61,12 @@ func buildErasureExecutor(
     let relay = OutboxRelay(database: ledger.database, producer: producer, logger: logger)
     let checkpointer = WALCheckpointer(database: ledger.database, logger: logger)
     let metrics = ErasureMetrics()
+    metrics.restored.record(0)
     let gate = RestoreGate()
     let state = try StateReader(
         bootstrapServers: kafka.bootstrapServers, partitions: statePartitions, ledger: ledger, topics: topics,
-        gate: gate, logger: logger)
+        producer: producer, gate: gate, relay: relay, metrics: metrics,
+        alertEvery: .seconds(max(1, config.restoreAlertSeconds)), logger: logger)
     let consumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: kafka.bootstrapServers,
@@ -73,11 +77,10 @@ func buildErasureExecutor(
         logger: logger)
     let intake = ErasureIntake(
         consumer: consumer, ledger: ledger, topics: topics, relay: relay, checkpointer: checkpointer,
-        producer: producer, gate: gate, restoreTimeout: .seconds(config.restoreTimeoutSeconds), metrics: metrics,
-        logger: logger)
+        producer: producer, gate: gate, metrics: metrics, logger: logger)
     let sweeper = ErasureSweeper(
         ledger: ledger, relay: relay, interval: .milliseconds(config.sweepMilliseconds), metrics: metrics,
-        logger: logger)
+        gate: gate, logger: logger)
 
     let router = Router()
     router.addOperationalRoutes(
@@ -88,12 +91,15 @@ func buildErasureExecutor(
                 try await admin.ping()
                 try producer.checkNotFatal()
             },
+            // Red until the tenants and participants topics were read to their end since this start, with why.
+            ReadinessCheck(name: "state") { try gate.check() },
         ],
         registry: registry)
     ErasureAPI.addRoutes(
         to: router, ledger: ledger,
         verifier: TenantTokenVerifier(config: config.tenantAuth, httpClient: .shared, logger: logger),
-        adminToken: config.adminToken, notifier: relay)
+        adminToken: config.adminToken, notifier: relay, gate: gate, metrics: metrics, logger: logger,
+        onCompleted: { checkpointer.request() })
     let app = Application(
         router: router, configuration: config.standard.http.applicationConfiguration(serverName: "erasure-executor"),
         logger: logger)

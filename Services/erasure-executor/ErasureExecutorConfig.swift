@@ -29,9 +29,10 @@ struct ErasureExecutorConfig: Sendable {
     /// `ERASURE_DAY_SECONDS` (default 86400): the length of one deadline day. Only tests shorten it, to see an
     /// erasure become overdue without waiting days.
     var daySeconds: Int
-    /// `ERASURE_STATE_RESTORE_SECONDS` (default 15): how long intake waits at start for the tenants and participants
-    /// topics to be read up to their end, so the first erasures use the current policy and participants.
-    var restoreTimeoutSeconds: Int
+    /// `ERASURE_STATE_RESTORE_SECONDS` (default 15): how often, while the tenants and participants topics are not yet
+    /// read to their end since the start, the executor logs an error saying so. It never stops waiting: nothing is
+    /// dispatched before every declared participant is known (and `/health/ready` stays red meanwhile).
+    var restoreAlertSeconds: Int
     /// Where tenant tokens are verified: `LETHE_GATEWAY_URL`, `LETHE_JWKS_URL`, `LETHE_TOKEN_ISSUER`.
     var tenantAuth: TenantAuthConfig
 
@@ -45,7 +46,7 @@ struct ErasureExecutorConfig: Sendable {
         maxFailedAttempts = try reader.int("ERASURE_MAX_FAILED_ATTEMPTS", default: 5, range: 1...1000)
         sweepMilliseconds = try reader.int("ERASURE_SWEEP_MILLISECONDS", default: 1000, range: 10...60_000)
         daySeconds = try reader.int("ERASURE_DAY_SECONDS", default: 86_400, range: 1...86_400)
-        restoreTimeoutSeconds = try reader.int("ERASURE_STATE_RESTORE_SECONDS", default: 15, range: 0...600)
+        restoreAlertSeconds = try reader.int("ERASURE_STATE_RESTORE_SECONDS", default: 15, range: 0...600)
         tenantAuth = try TenantAuthConfig(reader: reader)
     }
 

@@ -74,7 +74,8 @@ enum RetryEffect: Sendable, Equatable {
 /// A participant's state within one erasure, as the API shows it.
 struct ParticipantState: Codable, Sendable, Equatable {
     var participant: String
-    var outcome: ErasureOutcome?
+    /// What it acknowledged, or `waived` (retired by an operator; `detail` is then the reason); nil while awaited.
+    var outcome: CompletedOutcome?
     var detail: String?
     var failedAttempts: Int
     var sends: Int
@@ -85,6 +86,9 @@ struct ParticipantState: Codable, Sendable, Equatable {
 /// An erasure as the API shows it. `accountId` is present only while the erasure is open.
 struct ErasureRecord: Codable, Sendable, Equatable {
     var id: String
+    /// The `erasureId` its commands carry (and its acks must), when it is not `id`: an erasure upgraded to
+    /// `atlassian-closed` after dispatch is commanded again under a new id.
+    var commandId: String?
     var tenantId: String
     var appId: String
     var accountId: String?
@@ -101,11 +105,37 @@ struct ErasureRecord: Codable, Sendable, Equatable {
     var participants: [ParticipantState]
 }
 
+/// The participants as the operator sees them (`GET /v1/participants`).
+struct ParticipantsOverview: Codable, Sendable, Equatable {
+    struct Declared: Codable, Sendable, Equatable {
+        var participant: String
+        var holds: [String]
+        var declaredAt: Date
+        /// Why its latest declaration was rejected (dead-lettered), if it was: erasures wait for it all the same.
+        var rejectedDeclaration: String?
+    }
+
+    struct Retirement: Codable, Sendable, Equatable {
+        var participant: String
+        var reason: String
+        var retiredAt: Date
+        /// Open erasures in which it was waived.
+        var waived: Int
+        /// Of them, completed by the retirement.
+        var completed: Int
+    }
+
+    var declared: [Declared]
+    var retirements: [Retirement]
+}
+
 /// Counts for the gauges.
 struct LedgerCounts: Sendable, Equatable {
     var byStatus: [ErasureStatus: Int]
     var open: Int
     var overdue: Int
+    /// Declared participants whose latest declaration was rejected.
+    var rejectedDeclarations = 0
 }
 
 /// The executor's SQLite file: tenants' settings and participants (restored from compacted topics), the erasure
@@ -237,56 +267,266 @@ final class ErasureLedger: Sendable {
                 CREATE INDEX erasures_open_overdue ON erasures(id) WHERE overdue = 1 AND account_id IS NOT NULL;
                 """)
         },
+        // Issue 15: a declaration that cannot be read keeps its participant (flagged), operators retire participants
+        // (history kept; open erasures waiting for one are completed with it `waived`), and a state-topic record sent
+        // to its DLQ is remembered so the re-read at each start does not send it again.
+        Migration("erasure-executor.v4.participants-lifecycle") { db in
+            try db.execute(sql: """
+                ALTER TABLE participants ADD COLUMN rejected TEXT;
+                ALTER TABLE erasures ADD COLUMN command_id TEXT;
+                CREATE UNIQUE INDEX erasures_by_command ON erasures(command_id) WHERE command_id IS NOT NULL;
+                CREATE TABLE participant_retirements (
+                    row INTEGER PRIMARY KEY AUTOINCREMENT,
+                    participant TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    retired_at REAL NOT NULL,
+                    waived INTEGER NOT NULL,
+                    completed INTEGER NOT NULL
+                );
+                CREATE INDEX participant_retirements_by_name ON participant_retirements(participant, retired_at);
+                CREATE TABLE state_dead_letters (
+                    topic TEXT NOT NULL,
+                    partition INTEGER NOT NULL,
+                    "offset" INTEGER NOT NULL,
+                    reason TEXT NOT NULL,
+                    at REAL NOT NULL,
+                    PRIMARY KEY (topic, partition, "offset")
+                ) WITHOUT ROWID;
+                CREATE INDEX erasure_participants_waiting_by_name ON erasure_participants(participant)
+                    WHERE outcome IS NULL OR outcome = 'failed';
+                """)
+        },
     ]
 
     // MARK: State restored from compacted topics
 
+    /// The longest deadline a tenant can configure, in days; a longer one is capped to it.
+    static let maximumDeadlineDays = TenantConfigured.deadlineDaysRange.upperBound
+
+    /// One record of a state topic, as the state reader hands it to the ledger.
+    enum StateChange: Sendable {
+        /// `TenantConfigured` (its `deadlineDays` already checked: ≥ 1, capped at 30).
+        case tenant(TenantConfigured)
+        /// A tenant tombstone.
+        case removeTenant(String)
+        /// `ParticipantDeclared`, with the record's time for the comparison with a retirement.
+        case participant(ParticipantDeclared)
+        /// A declaration that could not be read (dead-lettered): the participant named by the record key is kept
+        /// (or entered) as declared, so that no erasure completes without it while the declaration is broken.
+        case rejectedParticipant(name: String, reason: String, at: Date)
+        /// A participant tombstone.
+        case removeParticipant(String)
+        /// A record of a state topic sent to its DLQ: remembered so that the re-read at the next start does not send
+        /// it again.
+        case deadLettered(topic: String, partition: Int32, offset: Int64, reason: String)
+    }
+
+    /// What applying state changes did.
+    struct StateEffect: Sendable, Equatable {
+        /// Commands enqueued for open erasures that a newly declared participant joined.
+        var joined = 0
+        /// Declarations ignored because the participant was retired after them.
+        var ignoredRetired: [String] = []
+    }
+
+    /// Applies state records in order, in one transaction. With `joinOpenErasures` (once the start-up restore is
+    /// over), a declared participant also joins every open erasure that does not wait for it yet: it gets their
+    /// command and they wait for its acknowledgement. During the restore it does not: a declaration read then may be
+    /// followed by its tombstone, and ``finishRestore(participants:tenants:at:)`` joins the participants that are
+    /// still declared at the end.
+    func applyState(_ changes: [StateChange], joinOpenErasures: Bool, at now: Date = Date()) async throws -> StateEffect {
+        try await database.write { [self] db in
+            var effect = StateEffect()
+            for change in changes {
+                switch change {
+                case .tenant(let event):
+                    // The state reader dead-letters < 1 and caps > 30 already; the ledger holds the bounds for any
+                    // other caller too.
+                    let days = min(max(event.deadlineDays, 1), Self.maximumDeadlineDays)
+                    try db.execute(
+                        sql: """
+                            INSERT INTO tenants (tenant_id, policy, deadline_days, app_ids, updated_at)
+                            VALUES (?, ?, ?, ?, ?)
+                            ON CONFLICT (tenant_id) DO UPDATE SET policy = excluded.policy,
+                                deadline_days = excluded.deadline_days, app_ids = excluded.app_ids,
+                                updated_at = excluded.updated_at
+                            """,
+                        arguments: [
+                            event.tenantId, event.erasurePolicy.rawValue, days,
+                            event.apps.map(\.appId).joined(separator: "\n"), now.timeIntervalSince1970,
+                        ])
+                case .removeTenant(let tenantId):
+                    try db.execute(sql: "DELETE FROM tenants WHERE tenant_id = ?", arguments: [tenantId])
+                case .participant(let event):
+                    if try Self.retiredSince(event.participant, before: event.declaredAt, in: db) {
+                        effect.ignoredRetired.append(event.participant)
+                        continue
+                    }
+                    try db.execute(
+                        sql: """
+                            INSERT INTO participants (name, holds, declared_at, rejected) VALUES (?, ?, ?, NULL)
+                            ON CONFLICT (name) DO UPDATE SET holds = excluded.holds,
+                                declared_at = excluded.declared_at, rejected = NULL
+                            """,
+                        arguments: [
+                            event.participant, event.holds.joined(separator: ","),
+                            event.declaredAt.timeIntervalSince1970,
+                        ])
+                    if joinOpenErasures { effect.joined += try join(event.participant, at: now, in: db) }
+                case .rejectedParticipant(let name, let reason, let at):
+                    if try Self.retiredSince(name, before: at, in: db) {
+                        effect.ignoredRetired.append(name)
+                        continue
+                    }
+                    // The last readable declaration's holds and time stay; only the flag says it is broken now.
+                    try db.execute(
+                        sql: """
+                            INSERT INTO participants (name, holds, declared_at, rejected) VALUES (?, '', ?, ?)
+                            ON CONFLICT (name) DO UPDATE SET rejected = excluded.rejected
+                            """,
+                        arguments: [name, at.timeIntervalSince1970, reason])
+                    if joinOpenErasures { effect.joined += try join(name, at: now, in: db) }
+                case .removeParticipant(let name):
+                    try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
+                case .deadLettered(let topic, let partition, let offset, let reason):
+                    try db.execute(
+                        sql: """
+                            INSERT INTO state_dead_letters (topic, partition, "offset", reason, at) VALUES (?, ?, ?, ?, ?)
+                            ON CONFLICT DO NOTHING
+                            """,
+                        arguments: [topic, partition, offset, reason, now.timeIntervalSince1970])
+                }
+            }
+            return effect
+        }
+    }
+
+    /// Which of these state-topic records were dead-lettered already (by an earlier start).
+    func deadLettered(_ positions: [(topic: String, partition: Int32, offset: Int64)]) async throws
+        -> Set<String>
+    {
+        try await database.read { db in
+            var found: Set<String> = []
+            for position in positions where try Bool.fetchOne(
+                db, sql: """
+                    SELECT 1 FROM state_dead_letters WHERE topic = ? AND partition = ? AND "offset" = ?
+                    """, arguments: [position.topic, position.partition, position.offset]) == true
+            {
+                found.insert("\(position.topic):\(position.partition):\(position.offset)")
+            }
+            return found
+        }
+    }
+
+    /// Ends the start-up restore: the tenants and participants topics were read to their end, and `participants`
+    /// and `tenants` are the keys whose last record there is not a tombstone. Rows for other keys go (their
+    /// tombstones may have been compacted away while the executor was down). Every participant still declared joins
+    /// the open erasures that do not wait for it yet (it declared while the executor was down, or while they were
+    /// open). Returns the commands enqueued.
+    func finishRestore(participants: Set<String>, tenants: Set<String>, at now: Date = Date()) async throws -> Int {
+        try await database.write { [self] db in
+            for name in try String.fetchAll(db, sql: "SELECT name FROM participants") where !participants.contains(name) {
+                try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
+            }
+            for tenant in try String.fetchAll(db, sql: "SELECT tenant_id FROM tenants") where !tenants.contains(tenant) {
+                try db.execute(sql: "DELETE FROM tenants WHERE tenant_id = ?", arguments: [tenant])
+            }
+            var joined = 0
+            for name in try String.fetchAll(db, sql: "SELECT name FROM participants ORDER BY name") {
+                joined += try join(name, at: now, in: db)
+            }
+            return joined
+        }
+    }
+
+    /// Whether `name` was retired at or after `time`: a declaration made before its retirement is ignored (the
+    /// compacted topic still holds it); a later one is a new declaration and the participant takes part again.
+    private static func retiredSince(_ name: String, before time: Date, in db: GRDB.Database) throws -> Bool {
+        guard let retiredAt = try Double.fetchOne(
+            db.cachedStatement(sql: "SELECT max(retired_at) FROM participant_retirements WHERE participant = ?"),
+            arguments: [name])
+        else { return false }
+        return time.timeIntervalSince1970 <= retiredAt
+    }
+
+    /// Adds participant `name` to every open, dispatched erasure that does not wait for it yet, and enqueues each of
+    /// those erasures' command (all participants read the same topic; the others re-ack what they recorded).
+    private func join(_ name: String, at now: Date, in db: GRDB.Database) throws -> Int {
+        let ids = try String.fetchAll(
+            db.cachedStatement(sql: """
+                SELECT e.id FROM erasures e
+                WHERE e.status IN ('dispatched', 'needs-attention') AND e.account_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM erasure_participants p WHERE p.erasure_id = e.id AND p.participant = ?)
+                ORDER BY e.row
+                """), arguments: [name])
+        guard !ids.isEmpty else { return 0 }
+        let t = now.timeIntervalSince1970
+        for id in ids {
+            try insertParticipants([name], of: id, at: t, in: db)
+            try db.cachedStatement(sql: "UPDATE erasures SET updated_at = ? WHERE id = ?").execute(arguments: [t, id])
+            try enqueueCommand(id, in: db)
+        }
+        return ids.count
+    }
+
     /// Records (or replaces) a tenant's settings from `TenantConfigured`.
     func configureTenant(_ event: TenantConfigured, at now: Date = Date()) async throws {
-        try await database.write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO tenants (tenant_id, policy, deadline_days, app_ids, updated_at) VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT (tenant_id) DO UPDATE SET policy = excluded.policy,
-                        deadline_days = excluded.deadline_days, app_ids = excluded.app_ids,
-                        updated_at = excluded.updated_at
-                    """,
-                arguments: [
-                    event.tenantId, event.erasurePolicy.rawValue, event.deadlineDays,
-                    event.apps.map(\.appId).joined(separator: "\n"), now.timeIntervalSince1970,
-                ])
-        }
+        _ = try await applyState([.tenant(event)], joinOpenErasures: true, at: now)
     }
 
     /// A tenant tombstone: its erasures fall back to the defaults.
     func removeTenant(_ tenantId: String) async throws {
-        try await database.write { db in
-            try db.execute(sql: "DELETE FROM tenants WHERE tenant_id = ?", arguments: [tenantId])
-        }
+        _ = try await applyState([.removeTenant(tenantId)], joinOpenErasures: true)
     }
 
-    /// Records a participant from `ParticipantDeclared`; pending erasures are dispatched by the next sweep.
-    func declareParticipant(_ event: ParticipantDeclared) async throws {
-        try await database.write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO participants (name, holds, declared_at) VALUES (?, ?, ?)
-                    ON CONFLICT (name) DO UPDATE SET holds = excluded.holds, declared_at = excluded.declared_at
-                    """,
-                arguments: [event.participant, event.holds.joined(separator: ","), event.declaredAt.timeIntervalSince1970])
-        }
+    /// Records a participant from `ParticipantDeclared`: open erasures wait for it from now on (they are re-sent to
+    /// it), pending erasures are dispatched by the next sweep.
+    @discardableResult
+    func declareParticipant(_ event: ParticipantDeclared, at now: Date = Date()) async throws -> StateEffect {
+        try await applyState([.participant(event)], joinOpenErasures: true, at: now)
     }
 
-    /// A participant tombstone: later erasures do not wait for it (open ones still do: they were promised to it).
+    /// A participant tombstone: later erasures do not wait for it (open ones still do: they were promised to it; an
+    /// operator who knows it is gone for good retires it, see ``retire(_:reason:at:)``).
     func removeParticipant(_ name: String) async throws {
-        try await database.write { db in
-            try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
-        }
+        _ = try await applyState([.removeParticipant(name)], joinOpenErasures: true)
     }
 
     /// The declared participants' names.
     func participants() async throws -> [String] {
         try await database.read { db in try String.fetchAll(db, sql: "SELECT name FROM participants ORDER BY name") }
+    }
+
+    /// The declared participants and every retirement, for the operator.
+    func participantsOverview() async throws -> ParticipantsOverview {
+        try await database.read { db in
+            let declared = try Row.fetchAll(
+                db, sql: "SELECT name, holds, declared_at, rejected FROM participants ORDER BY name"
+            ).map { row in
+                let holds: String = row["holds"]
+                return ParticipantsOverview.Declared(
+                    participant: row["name"], holds: holds.split(separator: ",").map(String.init),
+                    declaredAt: Date(timeIntervalSince1970: row["declared_at"]), rejectedDeclaration: row["rejected"])
+            }
+            let retired = try Row.fetchAll(
+                db, sql: """
+                    SELECT participant, reason, retired_at, waived, completed FROM participant_retirements ORDER BY row
+                    """
+            ).map { row in
+                ParticipantsOverview.Retirement(
+                    participant: row["participant"], reason: row["reason"],
+                    retiredAt: Date(timeIntervalSince1970: row["retired_at"]), waived: row["waived"],
+                    completed: row["completed"])
+            }
+            return ParticipantsOverview(declared: declared, retirements: retired)
+        }
+    }
+
+    /// How many declared participants' current declaration was rejected (for the alert gauge).
+    func rejectedDeclarations() async throws -> Int {
+        try await database.read { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM participants WHERE rejected IS NOT NULL") ?? 0
+        }
     }
 
     /// The tenants whose configured apps include `appId` (for an `ErasureRequested` without a tenant).
@@ -306,6 +546,94 @@ final class ErasureLedger: Sendable {
         try await database.read { db in
             try String.fetchOne(db, sql: "SELECT app_ids FROM tenants WHERE tenant_id = ?", arguments: [tenantId])
                 .map { $0.split(separator: "\n").map(String.init) }
+        }
+    }
+
+    /// A tenant's configured deadline in days, or nil for an unknown tenant.
+    func deadlineDays(ofTenant tenantId: String) async throws -> Int? {
+        try await database.read { db in
+            try Int.fetchOne(db, sql: "SELECT deadline_days FROM tenants WHERE tenant_id = ?", arguments: [tenantId])
+        }
+    }
+
+    // MARK: Retiring a participant
+
+    /// What retiring a participant did.
+    enum RetireEffect: Sendable, Equatable {
+        /// Neither declared nor awaited by any open erasure.
+        case notFound
+        /// Retired: `waived` open erasures no longer wait for it, `completed` of them completed by that.
+        case retired(Retirement)
+    }
+
+    /// A retirement, as the API answers it.
+    struct Retirement: Codable, Sendable, Equatable {
+        var participant: String
+        var reason: String
+        var retiredAt: Date
+        /// The open erasures that waited for it: its outcome in each is now `waived`, with the reason.
+        var waived: [String]
+        /// Those of them that completed because of it.
+        var completed: [String]
+    }
+
+    /// An operator retires participant `name` for `reason`: it is no longer declared (a declaration made before now
+    /// is ignored when the topic is read again; a later one makes it take part again), and in every open erasure
+    /// that waits for it its outcome becomes `waived` with the reason, which completes the erasures that waited for
+    /// it alone — each audited with the waiver in its entry. One transaction; the retirement is recorded too.
+    func retire(_ name: String, reason: String, at now: Date = Date()) async throws -> RetireEffect {
+        try await database.write { [self] db in
+            let declared = try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM participants WHERE name = ?", arguments: [name]) == true
+            let waiting = try String.fetchAll(
+                db, sql: """
+                    SELECT e.id FROM erasure_participants p JOIN erasures e ON e.id = p.erasure_id
+                    WHERE p.participant = ? AND (p.outcome IS NULL OR p.outcome = 'failed')
+                      AND e.account_id IS NOT NULL
+                    ORDER BY e.row
+                    """, arguments: [name])
+            guard declared || !waiting.isEmpty else { return .notFound }
+            let t = now.timeIntervalSince1970
+            // Milliseconds, like acks: the audit keeps times to the millisecond.
+            let at = Double(now.milliseconds) / 1000
+            try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
+            let cache = TransactionCache()
+            var completed: [String] = []
+            for id in waiting {
+                try db.execute(
+                    sql: """
+                        UPDATE erasure_participants SET outcome = 'waived', detail = ?, acked_at = ?
+                        WHERE erasure_id = ? AND participant = ?
+                        """, arguments: [reason, at, id, name])
+                let missing = try Int.fetchOne(
+                    db, sql: """
+                        SELECT count(*) FROM erasure_participants
+                        WHERE erasure_id = ? AND (outcome IS NULL OR outcome = 'failed')
+                        """, arguments: [id]) ?? 0
+                if missing == 0 {
+                    try complete(id, at: now, cache: cache, in: db)
+                    completed.append(id)
+                } else {
+                    // It may have needed attention because of this participant alone.
+                    let stuck = try Int.fetchOne(
+                        db, sql: """
+                            SELECT count(*) FROM erasure_participants
+                            WHERE erasure_id = ? AND outcome = 'failed' AND failed_attempts >= ?
+                            """, arguments: [id, settings.maxFailedAttempts]) ?? 0
+                    let status = stuck > 0 ? ErasureStatus.needsAttention : .dispatched
+                    try db.execute(
+                        sql: "UPDATE erasures SET status = ?, updated_at = ? WHERE id = ?",
+                        arguments: [status.rawValue, t, id])
+                }
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO participant_retirements (participant, reason, retired_at, waived, completed)
+                    VALUES (?, ?, ?, ?, ?)
+                    """, arguments: [name, reason, t, waiting.count, completed.count])
+            return .retired(Retirement(
+                participant: name, reason: reason, retiredAt: Date(timeIntervalSince1970: t), waived: waiting,
+                completed: completed))
         }
     }
 
@@ -368,6 +696,9 @@ final class ErasureLedger: Sendable {
         case opened(Int)
         case repeated
         case ack(AckEffect)
+        /// Nothing applied, nothing recorded: the record goes to the DLQ with this reason (a replay after the cause
+        /// is fixed, e.g. the tenant configured, is applied then).
+        case rejected(String)
     }
 
     /// Applies a batch of intake records in ONE transaction (one WAL append, one fsync at synchronous=FULL), in order,
@@ -387,6 +718,11 @@ final class ErasureLedger: Sendable {
                         IntakeRequest(
                             tenantId: $0, appId: appId, accountId: accountId, cause: cause, requestedPolicy: policy)
                     }
+                    // Without a tenant and with no tenant configured with the app, there is nobody to erase for:
+                    // taking it as done would lose the request without a trace.
+                    guard !requests.isEmpty else {
+                        return .rejected("ErasureRequested without tenantId, and no configured tenant uses its appId")
+                    }
                     return try intake(requests, eventId: eventId, at: now, cache: cache, in: db)
                         .map { .opened($0.count) } ?? .repeated
                 case .ack(let ack):
@@ -400,13 +736,21 @@ final class ErasureLedger: Sendable {
         _ request: IntakeRequest, at now: Date, cache: TransactionCache, in db: GRDB.Database
     ) throws -> String {
         let t = now.timeIntervalSince1970
-        if let existing = try String.fetchOne(
-            db.cachedStatement(sql: "SELECT id FROM erasures WHERE tenant_id = ? AND app_id = ? AND account_id = ?"),
+        if let existing = try Row.fetchOne(
+            db.cachedStatement(sql: """
+                SELECT id, cause, status FROM erasures WHERE tenant_id = ? AND app_id = ? AND account_id = ?
+                """),
             arguments: [request.tenantId, request.appId, request.accountId])
         {
+            let id: String = existing["id"]
             try db.cachedStatement(sql: "UPDATE erasures SET requests = requests + 1, updated_at = ? WHERE id = ?")
-                .execute(arguments: [t, existing])
-            return existing
+                .execute(arguments: [t, id])
+            // Atlassian closed the account while another erasure of it was open (a failed refresh, the tenant's
+            // request): the open one becomes the closed account's erasure, rather than a second erasure beside it.
+            if request.cause == .atlassianClosed, existing["cause"] != ErasureCause.atlassianClosed.rawValue {
+                try upgradeToClosed(id, status: existing["status"], at: t, in: db)
+            }
+            return id
         }
         let tenant = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT policy, deadline_days FROM tenants WHERE tenant_id = ?"),
@@ -442,6 +786,33 @@ final class ErasureLedger: Sendable {
                 in: db)
         }
         return id
+    }
+
+    /// Upgrades open erasure `id` to cause `atlassian-closed`. Its policy stays (a refresh-failed or requested
+    /// erasure's policy is already at least the tenant's, which is what a closed status would get). A pending one is
+    /// simply dispatched later with the new cause. A dispatched one gets a new command id: participants are idempotent
+    /// by the command's `erasureId`, so a command re-sent under the old one would be answered from what they recorded
+    /// under the old cause (and the old command is still on the topic, ahead of any re-send) — the closed account's
+    /// extra duties (suppression, no accountId kept under any policy) would never be applied. Under the new id every
+    /// participant applies the command with cause `atlassian-closed` and acknowledges it; acks of the old id no longer
+    /// count, outcomes recorded under the old cause are cleared (a waived participant stays waived). The ledger, the
+    /// API, the audit entry and `ErasureCompleted` keep the erasure's own id, with the final cause: one erasure.
+    private func upgradeToClosed(_ id: String, status: String, at t: Double, in db: GRDB.Database) throws {
+        guard status != ErasureStatus.pending.rawValue else {
+            try db.cachedStatement(sql: "UPDATE erasures SET cause = ?, updated_at = ? WHERE id = ?")
+                .execute(arguments: [ErasureCause.atlassianClosed.rawValue, t, id])
+            return
+        }
+        let commandId = Self.makeErasureId(at: Date(timeIntervalSince1970: t))
+        try db.cachedStatement(sql: "UPDATE erasures SET cause = ?, command_id = ?, updated_at = ? WHERE id = ?")
+            .execute(arguments: [ErasureCause.atlassianClosed.rawValue, commandId, t, id])
+        try db.cachedStatement(sql: """
+            UPDATE erasure_participants SET outcome = NULL, detail = NULL, acked_at = NULL, failed_attempts = 0,
+                sends = sends + 1, last_sent_at = ?
+            WHERE erasure_id = ? AND (outcome IS NULL OR outcome != 'waived')
+            """).execute(arguments: [t, id])
+        try db.cachedStatement(sql: "UPDATE erasures SET status = 'dispatched' WHERE id = ?").execute(arguments: [id])
+        try enqueueCommand(id, in: db)
     }
 
     /// A new erasure id: a version 7 UUID (RFC 9562), lower case — 48 bits of Unix milliseconds, then random bits.
@@ -491,17 +862,19 @@ final class ErasureLedger: Sendable {
         return true
     }
 
-    /// One `EraseSubject` for erasure `id` (all participants read the same topic; the ones done re-ack idempotently).
+    /// One `EraseSubject` for erasure `id` (all participants read the same topic; the ones done re-ack idempotently),
+    /// under its command id (its own id unless it was upgraded).
     private func enqueueCommand(_ id: String, in db: GRDB.Database) throws {
         guard let row = try Row.fetchOne(
             db.cachedStatement(sql: """
-                SELECT tenant_id, app_id, account_id, policy, cause, issued_at, deadline FROM erasures WHERE id = ?
+                SELECT tenant_id, app_id, account_id, policy, cause, issued_at, deadline, command_id
+                FROM erasures WHERE id = ?
                 """), arguments: [id]),
             let accountId: String = row["account_id"]
         else { return }
         try enqueue(
             EraseSubject(
-                erasureId: id, tenantId: row["tenant_id"], appId: row["app_id"], accountId: accountId,
+                erasureId: row["command_id"] ?? id, tenantId: row["tenant_id"], appId: row["app_id"], accountId: accountId,
                 policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
                 cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed,
                 issuedAt: Date(timeIntervalSince1970: row["issued_at"]),
@@ -530,13 +903,16 @@ final class ErasureLedger: Sendable {
     ) throws -> AckEffect {
         guard let row = try Row.fetchOne(
             db.cachedStatement(sql: """
-                SELECT e.issued_at, p.outcome, p.failed_attempts
+                SELECT e.id, e.issued_at, p.outcome, p.failed_attempts
                 FROM erasures e JOIN erasure_participants p ON p.erasure_id = e.id
-                WHERE e.id = ? AND e.account_id IS NOT NULL AND p.participant = ?
-                """), arguments: [ack.erasureId, ack.participant])
+                WHERE ((e.id = ? AND e.command_id IS NULL) OR e.command_id = ?) AND e.account_id IS NOT NULL
+                  AND p.participant = ?
+                """), arguments: [ack.erasureId, ack.erasureId, ack.participant])
         else { return .ignored }
+        // The erasure's own id: an upgraded erasure's commands (and so its acks) carry another.
+        let id: String = row["id"]
         let previous: String? = row["outcome"]
-        // A recorded success stands: re-sends make participants re-ack.
+        // A recorded success (or a waiver) stands: re-sends make participants re-ack.
         if let previous, previous != ErasureOutcome.failed.rawValue { return .ignored }
         let issuedAt: Double? = row["issued_at"]
         let latency = issuedAt.map { ack.at.timeIntervalSince1970 - $0 }
@@ -546,29 +922,29 @@ final class ErasureLedger: Sendable {
             try db.cachedStatement(sql: """
                 UPDATE erasure_participants SET outcome = 'failed', detail = ?, failed_attempts = ?
                 WHERE erasure_id = ? AND participant = ?
-                """).execute(arguments: [detail, attempts, ack.erasureId, ack.participant])
+                """).execute(arguments: [detail, attempts, id, ack.participant])
             let status = attempts >= settings.maxFailedAttempts ? ErasureStatus.needsAttention : .dispatched
             try db.cachedStatement(sql: "UPDATE erasures SET status = ?, updated_at = ? WHERE id = ?")
-                .execute(arguments: [status.rawValue, now.timeIntervalSince1970, ack.erasureId])
+                .execute(arguments: [status.rawValue, now.timeIntervalSince1970, id])
             return .recorded(latency: nil)
         }
         try db.cachedStatement(sql: """
             UPDATE erasure_participants SET outcome = ?, detail = ?, acked_at = ?
             WHERE erasure_id = ? AND participant = ?
             """).execute(arguments: [
-                ack.outcome.rawValue, detail, Double(ack.at.milliseconds) / 1000, ack.erasureId, ack.participant,
+                ack.outcome.rawValue, detail, Double(ack.at.milliseconds) / 1000, id, ack.participant,
             ])
         let missing = try Int.fetchOne(
             db.cachedStatement(sql: """
                 SELECT count(*) FROM erasure_participants
                 WHERE erasure_id = ? AND (outcome IS NULL OR outcome = 'failed')
-                """), arguments: [ack.erasureId]) ?? 0
+                """), arguments: [id]) ?? 0
         guard missing == 0 else {
             try db.cachedStatement(sql: "UPDATE erasures SET updated_at = ? WHERE id = ?")
-                .execute(arguments: [now.timeIntervalSince1970, ack.erasureId])
+                .execute(arguments: [now.timeIntervalSince1970, id])
             return .recorded(latency: latency)
         }
-        try complete(ack.erasureId, at: now, cache: cache, in: db)
+        try complete(id, at: now, cache: cache, in: db)
         return .completed(latency: latency)
     }
 
@@ -596,13 +972,15 @@ final class ErasureLedger: Sendable {
         }
         let outcomes = try Row.fetchAll(
             db.cachedStatement(sql: """
-                SELECT participant, outcome, acked_at FROM erasure_participants WHERE erasure_id = ?
+                SELECT participant, outcome, detail, acked_at FROM erasure_participants WHERE erasure_id = ?
                 ORDER BY participant
                 """), arguments: [id]
         ).map { row in
-            AuditEntry.Outcome(
-                participant: row["participant"], outcome: ErasureOutcome(rawValue: row["outcome"]) ?? .failed,
-                atMs: Int64(((row["acked_at"] as Double? ?? 0) * 1000).rounded()))
+            let outcome = CompletedOutcome(rawValue: row["outcome"]) ?? .failed
+            return AuditEntry.Outcome(
+                participant: row["participant"], outcome: outcome,
+                atMs: Int64(((row["acked_at"] as Double? ?? 0) * 1000).rounded()),
+                reason: outcome == .waived ? row["detail"] as String? : nil)
         }
         let tail: (sequence: Int, hash: String)
         if let cached = cache.auditTail {
@@ -630,7 +1008,9 @@ final class ErasureLedger: Sendable {
         let completed = ErasureCompleted(
             erasureId: id, tenantId: entry.tenantId, subject: entry.subject, policy: entry.policy, cause: entry.cause,
             outcomes: outcomes.map {
-                ParticipantOutcome(participant: $0.participant, outcome: $0.outcome, at: Date(milliseconds: $0.atMs))
+                ParticipantOutcome(
+                    participant: $0.participant, outcome: $0.outcome, reason: $0.reason,
+                    at: Date(milliseconds: $0.atMs))
             },
             completedAt: Date(milliseconds: entry.completedAtMs), receipt: entry.receipt)
         try Outbox.enqueue(
@@ -764,13 +1144,14 @@ final class ErasureLedger: Sendable {
             db, sql: "SELECT * FROM erasure_participants WHERE erasure_id = ? ORDER BY participant", arguments: [id]
         ).map { p in
             ParticipantState(
-                participant: p["participant"], outcome: (p["outcome"] as String?).flatMap(ErasureOutcome.init),
+                participant: p["participant"], outcome: (p["outcome"] as String?).flatMap(CompletedOutcome.init),
                 detail: p["detail"], failedAttempts: p["failed_attempts"], sends: p["sends"],
                 lastSentAt: (p["last_sent_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                 ackedAt: (p["acked_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
         }
         return ErasureRecord(
-            id: id, tenantId: row["tenant_id"], appId: row["app_id"], accountId: row["account_id"],
+            id: id, commandId: row["command_id"], tenantId: row["tenant_id"], appId: row["app_id"],
+            accountId: row["account_id"],
             subject: row["subject"], policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
             cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed,
             status: ErasureStatus(rawValue: row["status"]) ?? .pending, overdue: row["overdue"] as Int != 0,
@@ -827,7 +1208,9 @@ final class ErasureLedger: Sendable {
             byStatus[.completed] = total - open
             let overdue = try Int.fetchOne(
                 db, sql: "SELECT count(*) FROM erasures WHERE overdue = 1 AND account_id IS NOT NULL") ?? 0
-            return LedgerCounts(byStatus: byStatus, open: open, overdue: overdue)
+            let rejected = try Int.fetchOne(
+                db, sql: "SELECT count(*) FROM participants WHERE rejected IS NOT NULL") ?? 0
+            return LedgerCounts(byStatus: byStatus, open: open, overdue: overdue, rejectedDeclarations: rejected)
         }
     }
 }

@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import GRDB
 import Logging
 import Messaging
 import Metrics
@@ -7,38 +8,156 @@ import ServiceLifecycle
 import Storage
 import Synchronization
 
-/// Opens once the state topics were read up to where they ended at start, or after a timeout: intake waits on it so
-/// that the first erasures after a start on a fresh file use the tenants' policies and the declared participants.
+/// Whether the tenants and participants topics have been read to their end since this start, and if not, why not.
+///
+/// Intake, the sweeper and the API's write routes wait for it: no erasure is opened, dispatched or re-sent before
+/// the executor knows every participant declared on the topic, however long that takes. There is no timeout that
+/// goes on without them: until it opens, `/health/ready` is red with the reason, and the state reader logs an error
+/// at every `ERASURE_STATE_RESTORE_SECONDS`.
 final class RestoreGate: Sendable {
-    private let opened = Atomic<Bool>(false)
+    private struct State {
+        var isOpen = false
+        var problem: String?
+        var pendingPartitions = 0
+        let startedAt = ContinuousClock.now
+    }
 
-    func open() { opened.store(true, ordering: .releasing) }
-    var isOpen: Bool { opened.load(ordering: .acquiring) }
+    private let state = Mutex(State())
 
-    /// Waits until open or `timeout`; returns whether it opened.
-    func wait(timeout: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while !isOpen, ContinuousClock.now < deadline, !Task.isCancelled {
+    func open() { state.withLock { $0.isOpen = true; $0.problem = nil; $0.pendingPartitions = 0 } }
+    var isOpen: Bool { state.withLock { $0.isOpen } }
+
+    /// What stands in the way, for the readiness check and the logs (nil clears it).
+    func report(problem: String?) { state.withLock { $0.problem = problem } }
+    func report(pendingPartitions: Int) { state.withLock { $0.pendingPartitions = pendingPartitions } }
+
+    /// Why the executor is not ready yet, or nil once the restore is done.
+    var notReadyReason: String? {
+        state.withLock { state in
+            guard !state.isOpen else { return nil }
+            let seconds = Int((ContinuousClock.now - state.startedAt).components.seconds)
+            var reason = "the tenants and participants topics are not yet read to their end (\(seconds) s since start"
+            if state.pendingPartitions > 0 { reason += ", \(state.pendingPartitions) partitions to go" }
+            reason += "); no erasure is dispatched until they are"
+            if let problem = state.problem { reason += ": \(problem)" }
+            return reason
+        }
+    }
+
+    /// The readiness check: throws the reason until open.
+    func check() throws {
+        if let reason = notReadyReason { throw NotRestored(description: reason) }
+    }
+
+    struct NotRestored: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Waits until open; false when the task was cancelled or the service is shutting down first.
+    func waitUntilOpen() async -> Bool {
+        while !isOpen {
+            if Task.isCancelled || Task.isShuttingDownGracefully { return false }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return isOpen
+        return true
+    }
+}
+
+/// Which failures are worth retrying: SQLite busy or locked (another writer, a checkpoint), I/O trouble, a full
+/// disk, and any Kafka error that is not fatal (the broker is unreachable or electing a leader). Everything else —
+/// a constraint violation, a decode failure, a bad value — fails the same way every time, so retrying it would loop
+/// on one record for ever and stop its partition: such a record goes to the DLQ with the reason instead.
+enum Transience {
+    static func isTransient(_ error: any Error) -> Bool {
+        if let database = error as? DatabaseError {
+            switch database.resultCode {
+            case .SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_IOERR, .SQLITE_FULL, .SQLITE_CANTOPEN, .SQLITE_PROTOCOL,
+                .SQLITE_INTERRUPT, .SQLITE_NOMEM:
+                return true
+            default:
+                return false
+            }
+        }
+        if let kafka = error as? KafkaError { return !kafka.isFatal }
+        return false
+    }
+
+    /// A reason for the DLQ header and the logs, without personal data: SQLite's code and message (which name
+    /// columns and constraints, never values), or the error's own description for Lethe's errors (which never
+    /// carry values either).
+    static func reason(_ error: any Error) -> String {
+        if let database = error as? DatabaseError {
+            return "SQLite error \(database.extendedResultCode.rawValue): \(database.message ?? "\(database.resultCode)")"
+        }
+        return "\(error)"
+    }
+}
+
+/// Runs `operation`, retrying only transient failures (see ``Transience``) with a capped exponential backoff
+/// (100 ms doubling to 5 s), each retry counted in `lethe_retries_total{operation}` and logged; any other failure is
+/// thrown at once, for the caller to dead-letter the record. Stops when the service shuts down.
+func retryTransient<T: Sendable>(
+    _ what: String, logger: Logger, onRetry: (String) -> Void = { _ in },
+    _ operation: @Sendable () async throws -> T
+) async throws -> T {
+    var attempt = 0
+    while true {
+        do {
+            return try await operation()
+        } catch {
+            guard Transience.isTransient(error) else { throw error }
+            if Task.isShuttingDownGracefully || Task.isCancelled { throw CancellationError() }
+            attempt += 1
+            Counter(label: "lethe_retries_total", dimensions: [("operation", what)]).increment()
+            let reason = Transience.reason(error)
+            onRetry(reason)
+            logger.warning("\(what) failed; retrying", metadata: ["error": "\(reason)", "attempt": "\(attempt)"])
+            try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
+        }
     }
 }
 
 /// Reads the compacted state topics (`lethe.tenants.v1`, `lethe.erasure.participants.v1`) from the beginning on every
 /// start, outside any group, and keeps following them: each record is an idempotent upsert (or, as a tombstone, a
-/// delete) of the ledger's copy, so reading the full history again is harmless and the last value per key wins.
+/// delete) of the ledger's copy, applied in batches, so reading the full history again is harmless and the last value
+/// per key wins.
+///
+/// **Read to the end before anything is dispatched.** At start it writes a marker to every partition of both topics
+/// (a tombstone keyed `lethe-restore-marker`, header `lethe_restore_marker`, which readers skip) and reads until it
+/// has seen its own marker in each: the broker appended the marker after every record it had acknowledged, so
+/// everything declared before the start has been read — on any Kafka-protocol broker, whatever its watermarks say
+/// (Tansu's are not exact) and whether or not the last offset is a transaction marker. Only then does the gate open.
+/// Failing to write or read keeps it shut, retried, with the reason in `/health/ready`.
+///
+/// **Nothing is dropped silently.** A record that cannot be used (not decodable, no CloudEvents headers, a key that is
+/// not its tenant or participant, `deadlineDays` ≤ 0) goes to `<topic>.dlq` with the reason, once (remembered in the
+/// ledger, so the re-read at the next start does not send it again). A declaration that cannot be read still keeps
+/// its participant — named by the record key — declared, so no erasure completes without it; it raises an alert
+/// (`lethe_erasure_participant_declarations_rejected_total`, an error log, the gauge
+/// `lethe_erasure_participants_rejected`) until the participant declares again properly or an operator retires it.
+/// `deadlineDays` above 30 is capped at 30.
 final class StateReader: Service, Sendable {
+    /// The header of a restore marker; its value is unique per start and partition.
+    static let markerHeader = "lethe_restore_marker"
+    /// The key of a restore marker (a tombstone, so compaction removes it).
+    static let markerKey = "lethe-restore-marker"
+
     private let consumer: KafkaConsumer
+    private let producer: KafkaProducer
+    private let deadLetters: DeadLetterQueue
     private let ledger: ErasureLedger
     private let topics: LetheTopics
     private let gate: RestoreGate
+    private let relay: ErasureNotifier
+    private let metrics: ErasureMetrics
     private let partitions: [TopicPartition]
+    private let alertEvery: Duration
     private let logger: Logger
 
     init(
         bootstrapServers: String, partitions: [TopicPartition], ledger: ErasureLedger, topics: LetheTopics,
-        gate: RestoreGate, logger: Logger
+        producer: KafkaProducer, gate: RestoreGate, relay: ErasureNotifier, metrics: ErasureMetrics,
+        alertEvery: Duration, logger: Logger
     ) throws {
         self.consumer = try KafkaConsumer(
             config: KafkaConsumerConfig(
@@ -46,69 +165,315 @@ final class StateReader: Service, Sendable {
                 subscription: .partitions(partitions.map { ($0, offset: KafkaConsumer.beginning) }),
                 clientId: "erasure-executor-state"),
             logger: logger)
+        self.producer = producer
+        self.deadLetters = DeadLetterQueue(producer: producer)
         self.partitions = partitions
         self.ledger = ledger
         self.topics = topics
         self.gate = gate
+        self.relay = relay
+        self.metrics = metrics
+        self.alertEvery = alertEvery
         self.logger = logger
+    }
+
+    /// What one state record means.
+    struct Prepared: Sendable {
+        enum Kind: Sendable {
+            /// A restore marker, with its id.
+            case marker(String)
+            /// A change to apply; `liveKey` says which key it makes live (true) or removes (false) for the restore.
+            case apply(ErasureLedger.StateChange, key: String, live: Bool)
+            /// A record for the DLQ with the reason; `keep` is applied all the same (a rejected declaration keeps
+            /// its participant), and `key` stays live during the restore when known.
+            case reject(String, keep: ErasureLedger.StateChange?, key: String?)
+        }
+
+        var message: KafkaMessage
+        var kind: Kind
+    }
+
+    /// The restore in progress: markers still to see and the keys whose last record so far is not a tombstone.
+    private struct Restore {
+        var pending: [TopicPartition: String]
+        var participants: Set<String> = []
+        var tenants: Set<String> = []
+        var records = 0
+
+        mutating func note(topic: String, topics: LetheTopics, key: String, live: Bool) {
+            if topic == topics.erasureParticipants {
+                if live { participants.insert(key) } else { participants.remove(key) }
+            } else if topic == topics.tenants {
+                if live { tenants.insert(key) } else { tenants.remove(key) }
+            }
+        }
     }
 
     func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.consumer.run() }
-            // Where each partition ends now; the gate opens once every one is read that far.
-            var remaining: [TopicPartition: Int64] = [:]
-            for partition in partitions {
-                if let marks = try? await consumer.watermarks(of: partition), marks.high > marks.low {
-                    remaining[partition] = marks.high - 1
-                }
+            group.addTask { await self.alertWhileNotRestored() }
+            let restoreId = UUID().uuidString.lowercased()
+            var restore = Restore(pending: Dictionary(uniqueKeysWithValues: partitions.map {
+                ($0, "\(restoreId):\($0.topic):\($0.partition)")
+            }))
+            gate.report(pendingPartitions: restore.pending.count)
+            try await writeMarkers(restore.pending)
+            let prepare: @Sendable (KafkaMessage) -> Prepared = { [self] message in
+                Prepared(message: message, kind: self.prepare(message))
             }
-            if remaining.isEmpty { gate.open() }
-            for try await message in consumer.messages.cancelOnGracefulShutdown() {
-                await apply(message)
-                if let last = remaining[message.topicPartition], message.offset >= last {
-                    remaining[message.topicPartition] = nil
-                    if remaining.isEmpty { gate.open() }
-                }
+            try await consumer.processInBatches(maxBatch: 1000, prepare: prepare) { batch in
+                try await self.handle(batch, restore: &restore)
             }
             group.cancelAll()
         }
     }
 
-    private func apply(_ message: KafkaMessage) async {
-        do {
-            switch message.topic {
-            case topics.tenants:
-                if message.value == nil {
-                    if let key = message.keyString { try await ledger.removeTenant(key) }
-                } else {
-                    try await ledger.configureTenant(try message.decodeEvent(TenantConfigured.self))
-                }
-            case topics.erasureParticipants:
-                if message.value == nil {
-                    if let key = message.keyString { try await ledger.removeParticipant(key) }
-                } else {
-                    try await ledger.declareParticipant(try message.decodeEvent(ParticipantDeclared.self))
-                }
-            default:
-                break
+    /// Writes this start's marker to every state partition, retrying (with the reason in the readiness check) until
+    /// the broker acknowledged them all. A fatal producer error ends the service (and the process).
+    private func writeMarkers(_ markers: [TopicPartition: String]) async throws {
+        let messages = markers.map { partition, id in
+            OutgoingMessage(
+                topic: partition.topic, key: Array(Self.markerKey.utf8), value: nil,
+                headers: [KafkaHeader(name: Self.markerHeader, string: id)], partition: partition.partition)
+        }
+        var attempt = 0
+        while true {
+            do {
+                try await producer.send(messages)
+                return
+            } catch {
+                if error.isFatal { throw error }
+                if Task.isShuttingDownGracefully || Task.isCancelled { throw CancellationError() }
+                attempt += 1
+                Counter(label: "lethe_retries_total", dimensions: [("operation", "writing the restore markers")])
+                    .increment()
+                gate.report(problem: "cannot write the restore markers to the state topics: \(error.name)")
+                logger.warning("writing the restore markers failed; retrying", metadata: [
+                    "error": "\(error.name)", "attempt": "\(attempt)",
+                ])
+                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
             }
-        } catch {
-            // State topics are compacted and re-read on every start: a bad record is logged (never its payload) and
-            // skipped, not dead-lettered, so it is not dead-lettered again on each start.
-            logger.warning("unusable state record skipped", metadata: [
-                "kafka.topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
-                "error": "\(error)",
+        }
+    }
+
+    /// Logs an error at every `alertEvery` while the restore is not done: the executor is up but will not dispatch.
+    private func alertWhileNotRestored() async {
+        while !gate.isOpen, !Task.isCancelled, !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: alertEvery)
+            if let reason = gate.notReadyReason {
+                logger.error("erasure-executor not ready", metadata: ["reason": "\(reason)"])
+            }
+        }
+    }
+
+    private func prepare(_ message: KafkaMessage) -> Prepared.Kind {
+        if let marker = message.headers.first(where: { $0.name == Self.markerHeader })?.stringValue {
+            return .marker(marker)
+        }
+        let key = message.keyString.flatMap { $0.isEmpty ? nil : $0 }
+        if message.value == nil {
+            // A marker without its header would be odd, but it is never a tenant or participant leaving.
+            guard let key, key != Self.markerKey else { return .reject("tombstone without a usable key", keep: nil, key: nil) }
+            switch message.topic {
+            case topics.tenants: return .apply(.removeTenant(key), key: key, live: false)
+            case topics.erasureParticipants: return .apply(.removeParticipant(key), key: key, live: false)
+            default: return .reject("record from an unexpected topic", keep: nil, key: nil)
+            }
+        }
+        switch message.topic {
+        case topics.tenants:
+            do {
+                var event = try message.decodeEvent(TenantConfigured.self)
+                guard !event.tenantId.isEmpty, key == event.tenantId else {
+                    return .reject("the record key is not the event's tenantId", keep: nil, key: key)
+                }
+                guard event.deadlineDays >= 1 else {
+                    return .reject("deadlineDays must be at least 1 (it is at most 30)", keep: nil, key: key)
+                }
+                if event.deadlineDays > ErasureLedger.maximumDeadlineDays {
+                    logger.warning("a tenant's deadlineDays above 30 is capped at 30", metadata: [
+                        "tenantId": "\(event.tenantId)", "deadlineDays": "\(event.deadlineDays)",
+                    ])
+                    metrics.deadlineCapped.increment()
+                    event.deadlineDays = ErasureLedger.maximumDeadlineDays
+                }
+                return .apply(.tenant(event), key: event.tenantId, live: true)
+            } catch {
+                return .reject("\(error)", keep: nil, key: key)
+            }
+        case topics.erasureParticipants:
+            let at = message.timestampMilliseconds.map { Date(milliseconds: $0) } ?? Date()
+            do {
+                let event = try message.decodeEvent(ParticipantDeclared.self)
+                guard !event.participant.isEmpty, key == event.participant else {
+                    let reason = "the record key is not the event's participant"
+                    return .reject(reason, keep: key.map { .rejectedParticipant(name: $0, reason: reason, at: at) }, key: key)
+                }
+                return .apply(.participant(event), key: event.participant, live: true)
+            } catch {
+                let reason = "\(error)"
+                return .reject(reason, keep: key.map { .rejectedParticipant(name: $0, reason: reason, at: at) }, key: key)
+            }
+        default:
+            return .reject("record from an unexpected topic", keep: nil, key: nil)
+        }
+    }
+
+    private func handle(_ batch: [Prepared], restore: inout Restore) async throws {
+        // Dead letters first (once per record, ever): then the ledger remembers them with the batch.
+        let rejected = batch.compactMap { item -> (KafkaMessage, String)? in
+            if case .reject(let reason, _, _) = item.kind { return (item.message, reason) }
+            return nil
+        }
+        var changes: [ErasureLedger.StateChange] = []
+        var keys: [(topic: String, key: String, live: Bool)] = []
+        var markers: [(TopicPartition, String)] = []
+        if !rejected.isEmpty {
+            let ledger = self.ledger
+            let positions = rejected.map { (topic: $0.0.topic, partition: $0.0.partition, offset: $0.0.offset) }
+            let sent = try await retryTransient("reading dead-lettered state records", logger: logger) {
+                try await ledger.deadLettered(positions)
+            }
+            for (message, reason) in rejected {
+                alert(message, reason: reason)
+                guard !sent.contains("\(message.topic):\(message.partition):\(message.offset)") else { continue }
+                try await route(message, reason: reason)
+            }
+        }
+        for item in batch {
+            let message = item.message
+            changes += Self.changes(of: item)
+            switch item.kind {
+            case .marker(let id):
+                markers.append((TopicPartition(topic: message.topic, partition: message.partition), id))
+            case .apply(_, let key, let live):
+                keys.append((message.topic, key, live))
+            case .reject(_, _, let key):
+                if let key { keys.append((message.topic, key, true)) }
+            }
+        }
+        let joined = try await apply(changes, batch: batch)
+        if joined > 0 {
+            logger.info("participants joined open erasures", metadata: ["commands": "\(joined)"])
+            relay.notify()
+        }
+        guard !gate.isOpen else { return }
+        restore.records += batch.count
+        for (topic, key, live) in keys { restore.note(topic: topic, topics: topics, key: key, live: live) }
+        for (partition, id) in markers where restore.pending[partition] == id { restore.pending[partition] = nil }
+        gate.report(pendingPartitions: restore.pending.count)
+        guard restore.pending.isEmpty else { return }
+        let ledger = self.ledger
+        let (participants, tenants) = (restore.participants, restore.tenants)
+        let joinedAtEnd = try await retryTransient("finishing the state restore", logger: logger, onRetry: {
+            self.gate.report(problem: "cannot write the ledger: \($0)")
+        }) {
+            try await ledger.finishRestore(participants: participants, tenants: tenants)
+        }
+        gate.open()
+        metrics.restored.record(1)
+        if joinedAtEnd > 0 { relay.notify() }
+        logger.info("tenants and participants read to their end; dispatching starts", metadata: [
+            "records": "\(restore.records)", "participants": "\(participants.count)", "tenants": "\(tenants.count)",
+            "commands": "\(joinedAtEnd)",
+        ])
+    }
+
+    /// Applies the batch's changes in one transaction, retrying transient failures. A change the ledger refuses for
+    /// good (a constraint) is found by applying them one at a time, and its record goes to the DLQ; the others apply.
+    private func apply(_ changes: [ErasureLedger.StateChange], batch: [Prepared]) async throws -> Int {
+        guard !changes.isEmpty else { return 0 }
+        let ledger = self.ledger
+        let join = gate.isOpen
+        let onRetry: (String) -> Void = { self.gate.report(problem: "cannot write the ledger: \($0)") }
+        do {
+            let effect = try await retryTransient("applying state records", logger: logger, onRetry: onRetry) {
+                try await ledger.applyState(changes, joinOpenErasures: join)
+            }
+            note(effect)
+            return effect.joined
+        } catch where !Transience.isTransient(error) && !(error is CancellationError) {
+            logger.error("a state batch was refused by the ledger; applying its records one at a time", metadata: [
+                "error": "\(Transience.reason(error))",
             ])
         }
+        var joined = 0
+        for item in batch {
+            let single = Self.changes(of: item)
+            guard !single.isEmpty else { continue }
+            do {
+                let effect = try await retryTransient("applying state records", logger: logger, onRetry: onRetry) {
+                    try await ledger.applyState(single, joinOpenErasures: join)
+                }
+                note(effect)
+                joined += effect.joined
+            } catch where !Transience.isTransient(error) && !(error is CancellationError) {
+                let reason = "the ledger refused it: \(Transience.reason(error))"
+                alert(item.message, reason: reason)
+                try await route(item.message, reason: reason)
+            }
+        }
+        return joined
+    }
+
+    /// The ledger changes of one record: its change, or for a rejected one what it keeps and the note that it was
+    /// dead-lettered.
+    private static func changes(of item: Prepared) -> [ErasureLedger.StateChange] {
+        let message = item.message
+        switch item.kind {
+        case .marker: return []
+        case .apply(let change, _, _): return [change]
+        case .reject(let reason, let keep, _):
+            return (keep.map { [$0] } ?? []) + [.deadLettered(
+                topic: message.topic, partition: message.partition, offset: message.offset, reason: reason)]
+        }
+    }
+
+    private func note(_ effect: ErasureLedger.StateEffect) {
+        for name in effect.ignoredRetired {
+            logger.info("a declaration from before its participant's retirement is ignored", metadata: [
+                "participant": "\(name)",
+            ])
+        }
+    }
+
+    /// The alert for a record that cannot be used; a participant's declaration is an error (erasures wait for it).
+    private func alert(_ message: KafkaMessage, reason: String) {
+        let metadata: Logger.Metadata = [
+            "kafka.topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
+            "error": "\(reason)",
+        ]
+        if message.topic == topics.erasureParticipants {
+            metrics.declarationsRejected.increment()
+            var withName = metadata
+            if let key = message.keyString { withName["participant"] = "\(key)" }
+            logger.error(
+                "participant declaration rejected to the DLQ; erasures keep waiting for the participant until it declares again or an operator retires it",
+                metadata: withName)
+        } else {
+            logger.error("unusable state record to the DLQ", metadata: metadata)
+        }
+    }
+
+    private func route(_ message: KafkaMessage, reason: String) async throws {
+        try await retryUntilDone("dead-lettering", logger: logger) {
+            try await self.deadLetters.route(message, reason: reason)
+        }
+        metrics.stateDeadLettered.increment()
     }
 }
 
 /// Consumes closed statuses, erasure requests and acks in one group, in batches: whatever arrived while the previous
 /// batch was written (up to `maxBatch`) is applied in one ledger transaction, and the batch's offsets are committed
-/// once, after it. A record that cannot be decoded or validated goes to `<topic>.dlq` with the reason, and is
-/// committed with its batch. A batch that completed erasures asks for a WAL checkpoint: the page images from before
-/// the completion, which hold the raw accountId, leave the `-wal` file soon, not whenever it is next overwritten.
+/// once, after it. A batch that completed erasures asks for a WAL checkpoint: the page images from before the
+/// completion, which hold the raw accountId, leave the `-wal` file soon, not whenever it is next overwritten.
+///
+/// Nothing starts before the state topics are read to their end (``RestoreGate``, no timeout). Bad input never loops
+/// and never stops a partition: a record that cannot be decoded (no CloudEvents headers included) or validated, an
+/// `ErasureRequested` whose tenant cannot be found, or one the ledger refuses for good (a constraint) goes to
+/// `<topic>.dlq` with the reason and is committed with its batch; only transient failures (SQLite busy, the broker
+/// unreachable) are retried, with a capped backoff, counted in `lethe_retries_total{operation}`.
 final class ErasureIntake: Service, Sendable {
     private let consumer: KafkaConsumer
     private let ledger: ErasureLedger
@@ -117,15 +482,14 @@ final class ErasureIntake: Service, Sendable {
     private let checkpointer: WALCheckpointer
     private let deadLetters: DeadLetterQueue
     private let gate: RestoreGate
-    private let restoreTimeout: Duration
     private let metrics: ErasureMetrics
     private let logger: Logger
     private let maxBatch: Int
 
     init(
         consumer: KafkaConsumer, ledger: ErasureLedger, topics: LetheTopics, relay: ErasureNotifier,
-        checkpointer: WALCheckpointer, producer: KafkaProducer, gate: RestoreGate, restoreTimeout: Duration,
-        metrics: ErasureMetrics, logger: Logger, maxBatch: Int = 1000
+        checkpointer: WALCheckpointer, producer: KafkaProducer, gate: RestoreGate, metrics: ErasureMetrics,
+        logger: Logger, maxBatch: Int = 1000
     ) {
         self.maxBatch = maxBatch
         self.checkpointer = checkpointer
@@ -135,7 +499,6 @@ final class ErasureIntake: Service, Sendable {
         self.relay = relay
         self.deadLetters = DeadLetterQueue(producer: producer)
         self.gate = gate
-        self.restoreTimeout = restoreTimeout
         self.metrics = metrics
         self.logger = logger
     }
@@ -148,8 +511,9 @@ final class ErasureIntake: Service, Sendable {
     func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.consumer.run() }
-            if !(await gate.wait(timeout: restoreTimeout)) {
-                logger.warning("state topics not fully restored in time; intake starts anyway")
+            guard await gate.waitUntilOpen() else {
+                group.cancelAll()
+                return
             }
             // Records are decoded and validated in `prepare`, on the task that reads the consumer, so decoding the
             // next batch overlaps the ledger transaction of the current one.
@@ -172,36 +536,31 @@ final class ErasureIntake: Service, Sendable {
     private func process(_ prepared: [Prepared]) async throws {
         let batch = prepared.map(\.message)
         var work: [ErasureLedger.IntakeWork] = []
+        var messages: [KafkaMessage] = []
         work.reserveCapacity(batch.count)
         for item in prepared {
-            let message = item.message
             do {
-                if let item = try item.work.get() { work.append(item) }
-            } catch {
-                logger.warning("unusable record to the DLQ", metadata: [
-                    "kafka.topic": "\(message.topic)", "partition": "\(message.partition)",
-                    "offset": "\(message.offset)", "error": "\(error)",
-                ])
-                try await retryUntilDone("dead-lettering", logger: logger) {
-                    try await self.deadLetters.route(message, reason: "\(error)")
+                if let itemWork = try item.work.get() {
+                    work.append(itemWork)
+                    messages.append(item.message)
                 }
-                metrics.deadLettered.increment()
+            } catch {
+                try await deadLetter(item.message, reason: "\(error)")
             }
         }
         if !work.isEmpty {
-            // SQLite trouble is retried: the offsets must not move past records whose effect is not durable.
-            let ledger = self.ledger
-            let items = work
-            let effects = try await retryUntilDone("ledger write", logger: logger) { try await ledger.apply(items) }
+            let effects = try await apply(work, messages: messages)
             var notify = false
             var completed = false
-            for effect in effects {
+            for (effect, message) in zip(effects, messages) {
                 switch effect {
                 case .opened(let count):
                     metrics.intake.increment(by: count)
                     notify = true
-                case .repeated, .ack(.ignored):
+                case .repeated, .ack(.ignored), nil:
                     break
+                case .rejected(let reason):
+                    try await deadLetter(message, reason: reason)
                 case .ack(.recorded(let latency)):
                     if let latency { metrics.ackLatency.recordSeconds(latency) }
                 case .ack(.completed(let latency)):
@@ -220,6 +579,45 @@ final class ErasureIntake: Service, Sendable {
             // Applied already; a redelivery is recognised (processed events, recorded acks).
             logger.warning("offset commit failed; the batch may be redelivered", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Applies the batch in one transaction, retrying transient failures (the offsets must not move past records
+    /// whose effect is not durable). When the ledger refuses the batch for good, the records are applied one at a
+    /// time, so only the one it refuses goes to the DLQ (its effect is nil) and the rest of the partition moves on.
+    private func apply(_ work: [ErasureLedger.IntakeWork], messages: [KafkaMessage]) async throws
+        -> [ErasureLedger.IntakeEffect?]
+    {
+        let ledger = self.ledger
+        do {
+            return try await retryTransient("ledger write", logger: logger) { try await ledger.apply(work) }
+        } catch where !Transience.isTransient(error) && !(error is CancellationError) {
+            logger.error("an intake batch was refused by the ledger; applying its records one at a time", metadata: [
+                "error": "\(Transience.reason(error))", "count": "\(work.count)",
+            ])
+        }
+        var effects: [ErasureLedger.IntakeEffect?] = []
+        for (item, message) in zip(work, messages) {
+            do {
+                effects.append(try await retryTransient("ledger write", logger: logger) {
+                    try await ledger.apply([item]).first
+                })
+            } catch where !Transience.isTransient(error) && !(error is CancellationError) {
+                try await deadLetter(message, reason: "the ledger refused it: \(Transience.reason(error))")
+                effects.append(nil)
+            }
+        }
+        return effects
+    }
+
+    private func deadLetter(_ message: KafkaMessage, reason: String) async throws {
+        logger.warning("unusable record to the DLQ", metadata: [
+            "kafka.topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
+            "error": "\(reason)",
+        ])
+        try await retryUntilDone("dead-lettering", logger: logger) {
+            try await self.deadLetters.route(message, reason: reason)
+        }
+        metrics.deadLettered.increment()
     }
 
     /// Decodes and validates the record: the ledger work it causes, or nil (a status other than closed). Throws for a
@@ -243,7 +641,8 @@ final class ErasureIntake: Service, Sendable {
             let request = try message.decodeEvent(ErasureRequested.self)
             _ = try AccountKey(appId: request.appId, accountId: request.accountId)
             guard !request.requestId.isEmpty else { throw Rejected(description: "requestId is empty") }
-            if let tenant = request.tenantId, !tenant.isEmpty {
+            if let tenant = request.tenantId {
+                guard !tenant.isEmpty else { throw Rejected(description: "tenantId is empty (omit it for every tenant)") }
                 return .open(
                     [IntakeRequest(
                         tenantId: tenant, appId: request.appId, accountId: request.accountId, cause: request.cause,
@@ -267,17 +666,24 @@ final class ErasureSweeper: Service, Sendable {
     private let relay: ErasureNotifier
     private let interval: Duration
     private let metrics: ErasureMetrics
+    private let gate: RestoreGate
     private let logger: Logger
 
-    init(ledger: ErasureLedger, relay: ErasureNotifier, interval: Duration, metrics: ErasureMetrics, logger: Logger) {
+    init(
+        ledger: ErasureLedger, relay: ErasureNotifier, interval: Duration, metrics: ErasureMetrics, gate: RestoreGate,
+        logger: Logger
+    ) {
         self.ledger = ledger
         self.relay = relay
         self.interval = interval
         self.metrics = metrics
+        self.gate = gate
         self.logger = logger
     }
 
     func run() async throws {
+        // Nothing is dispatched or re-sent before every declared participant is known.
+        guard await gate.waitUntilOpen() else { return }
         var gaugesRefreshed: ContinuousClock.Instant?
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
@@ -315,10 +721,24 @@ struct ErasureMetrics: Sendable {
     let ackLatency = Metrics.Timer(label: "lethe_erasure_ack_latency_seconds")
     let open = Gauge(label: "lethe_erasures_open")
     let overdue = Gauge(label: "lethe_erasures_overdue")
+    /// Records of the tenants and participants topics sent to their DLQ.
+    let stateDeadLettered = Counter(label: "lethe_erasure_state_dead_lettered_total")
+    /// Participant declarations that could not be read (each time one is read, a restart included): the alert.
+    let declarationsRejected = Counter(label: "lethe_erasure_participant_declarations_rejected_total")
+    /// Participants whose current declaration is rejected (erasures wait for them all the same).
+    let participantsRejected = Gauge(label: "lethe_erasure_participants_rejected")
+    /// Tenants' `deadlineDays` above 30, capped.
+    let deadlineCapped = Counter(label: "lethe_erasure_tenant_deadline_capped_total")
+    /// 1 once the state topics were read to their end since the start, 0 until then.
+    let restored = Gauge(label: "lethe_erasure_state_restored")
+    /// Participants retired by an operator, and the participant outcomes that became `waived`.
+    let retired = Counter(label: "lethe_erasure_participants_retired_total")
+    let waived = Counter(label: "lethe_erasure_outcomes_waived_total")
 
     func update(_ counts: LedgerCounts) {
         open.record(counts.open)
         overdue.record(counts.overdue)
+        participantsRejected.record(counts.rejectedDeclarations)
         for (status, count) in counts.byStatus {
             Gauge(label: "lethe_erasures", dimensions: [("status", status.rawValue)]).record(count)
         }

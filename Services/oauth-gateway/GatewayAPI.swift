@@ -202,15 +202,15 @@ enum GatewayAPI {
             }
             let body = try await Self.decode(
                 Body.self, request,
-                reason: "body must be JSON {returnUrls?: [url], erasurePolicy?: delete|scrub|disassociate, deadlineDays?: 1…365}")
+                reason: "body must be JSON {returnUrls?: [url], erasurePolicy?: delete|scrub|disassociate, deadlineDays?: 1…30}")
             if let urls = body.returnUrls {
                 guard urls.count <= 20 else { throw HTTPError(.badRequest, message: "at most 20 return URLs") }
                 for url in urls where !Self.isValidURL(url) {
                     throw HTTPError(.badRequest, message: "return URLs must be absolute http(s) URLs without a fragment")
                 }
             }
-            if let days = body.deadlineDays, !(1...365).contains(days) {
-                throw HTTPError(.badRequest, message: "deadlineDays must be between 1 and 365")
+            if let days = body.deadlineDays, !TenantConfigured.deadlineDaysRange.contains(days) {
+                throw HTTPError(.badRequest, message: "deadlineDays must be between 1 and \(TenantConfigured.deadlineDaysRange.upperBound)")
             }
             return try await view(try await gateway.database.updateSettings(
                 of: tenant.tenantId, returnURLs: body.returnUrls, policy: body.erasurePolicy, deadlineDays: body.deadlineDays))

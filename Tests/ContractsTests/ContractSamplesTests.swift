@@ -80,7 +80,10 @@ struct ContractSamplesTests {
             try sample(
                 ErasureCompleted(
                     erasureId: "er-2", tenantId: "tenant-2", subject: "00ff", policy: .disassociate,
-                    cause: .refreshFailed, outcomes: [], completedAt: later,
+                    cause: .refreshFailed,
+                    // A participant an operator retired while the erasure waited for it.
+                    outcomes: [.init(participant: "legacy-crm", outcome: .waived, reason: "decommissioned", at: later)],
+                    completedAt: later,
                     receipt: .init(sequence: 1, entryHash: "ef56", previousHash: "00", signature: "sig2", keyId: "k")),
                 variant: "minimal"),
         ]
@@ -102,7 +105,7 @@ struct ContractSamplesTests {
         for sample in samples {
             #expect(sample.roundTrips, "\(sample.fileName) does not survive encode → decode")
             let object = try sample.body.jsonObject()
-            let written = sample.eventType == ProfileFetched.eventType ? "1.1" : "1.0"
+            let written = [ProfileFetched.eventType, ErasureCompleted.eventType].contains(sample.eventType) ? "1.1" : "1.0"
             #expect(object["schemaVersion"] as? String == written, "\(sample.fileName)")
         }
 

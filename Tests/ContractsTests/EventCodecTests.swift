@@ -31,7 +31,7 @@ struct EventCodecTests {
 
     @Test func bodyCarriesSchemaVersionAndCamelCaseFields() throws {
         let object = try EventCodec.encode(Fixtures.erasureCompleted).jsonObject()
-        #expect(object["schemaVersion"] as? String == "1.0")
+        #expect(object["schemaVersion"] as? String == "1.1")
         #expect(Set(object.keys) == [
             "schemaVersion", "erasureId", "tenantId", "subject", "policy", "cause", "outcomes", "completedAt",
             "receipt",
@@ -76,9 +76,11 @@ struct EventCodecTests {
             "lethe.ErasureAcknowledged", "lethe.ParticipantDeclared", "lethe.ErasureCompleted",
         ])
         #expect(types.allSatisfy { $0.schemaVersion.major == 1 })
-        // Minor versions only add optional fields: ProfileFetched 1.1 added userId.
-        #expect(types.filter { $0.schemaVersion.minor > 0 }.map { $0.eventType } == ["lethe.ProfileFetched"])
+        // Minor versions only add: ProfileFetched 1.1 added userId; ErasureCompleted 1.1 the outcome waived and reason.
+        #expect(types.filter { $0.schemaVersion.minor > 0 }.map { $0.eventType }
+                == ["lethe.ProfileFetched", "lethe.ErasureCompleted"])
         #expect(ProfileFetched.schemaVersion == SchemaVersion(major: 1, minor: 1))
+        #expect(ErasureCompleted.schemaVersion == SchemaVersion(major: 1, minor: 1))
     }
 
     @Test func profileFetchedOneZeroWithoutUserIdStillDecodes() throws {

@@ -50,10 +50,12 @@ struct AuditCanonicalTests {
         for (index, name) in Self.awkward.enumerated() {
             for policy in ErasurePolicy.allCases {
                 for cause in ErasureCause.allCases {
-                    let outcomes = ErasureOutcome.allCases.enumerated().map { offset, outcome in
+                    // Every outcome, `waived` with its reason (the awkward string itself).
+                    let outcomes = CompletedOutcome.allCases.enumerated().map { offset, outcome in
                         AuditEntry.Outcome(
                             participant: offset == 0 ? name : "\(name)-\(offset)", outcome: outcome,
-                            atMs: 1_790_000_000_000 + Int64(offset) * 7 - Int64(index))
+                            atMs: 1_790_000_000_000 + Int64(offset) * 7 - Int64(index),
+                            reason: outcome == .waived ? name : nil)
                     }
                     let entry = AuditEntry(
                         sequence: index * 1000 + checked, erasureId: "0193a2b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b",
@@ -77,11 +79,31 @@ struct AuditCanonicalTests {
                 AuditEntry.Outcome(participant: name, outcome: .erased, atMs: 0),
                 AuditEntry.Outcome(participant: "z\(name)", outcome: .failed, atMs: Int64.max),
                 AuditEntry.Outcome(participant: "a", outcome: .disassociated, atMs: Int64.min),
+                AuditEntry.Outcome(participant: "retired", outcome: .waived, atMs: 1, reason: name),
             ]
             let column = CanonicalJSON.outcomes(outcomes)
             #expect(column == String(decoding: try encoder.encode(outcomes), as: UTF8.self))
             #expect(try JSONDecoder().decode([AuditEntry.Outcome].self, from: Data(column.utf8)) == outcomes)
         }
+    }
+
+    @Test("an entry without waivers hashes exactly as lethe-audit-v1 did before waivers existed")
+    func entriesWithoutWaiversKeepTheirHash() throws {
+        // Bytes and hash of an entry written before `reason` existed (computed by the code of that time).
+        let entry = AuditEntry(
+            sequence: 7, erasureId: "0193a2b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b", subject: String(repeating: "ab", count: 32),
+            tenantId: "tenant-a", policy: .scrub, cause: .refreshFailed,
+            outcomes: [
+                AuditEntry.Outcome(participant: "profile-store", outcome: .scrubbed, atMs: 1_790_000_000_123),
+                AuditEntry.Outcome(participant: "billing", outcome: .nothingHeld, atMs: 1_790_000_000_456),
+            ], completedAtMs: 1_790_000_000_456, previousHash: AuditEntry.genesisHash)
+        let expected = #"{"cause":"refresh-failed","completedAtMs":1790000000456,"#
+            + #""erasureId":"0193a2b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b","format":"lethe-audit-v1","outcomes":["#
+            + #"{"atMs":1790000000456,"outcome":"nothing-held","participant":"billing"},"#
+            + #"{"atMs":1790000000123,"outcome":"scrubbed","participant":"profile-store"}],"policy":"scrub","#
+            + #""previousHash":"0000000000000000000000000000000000000000000000000000000000000000","sequence":7,"#
+            + #""subject":"abababababababababababababababababababababababababababababababab","tenantId":"tenant-a"}"#
+        #expect(String(decoding: entry.canonicalBytes, as: UTF8.self) == expected)
     }
 
     @Test("an empty outcome list and the genesis entry encode as JSONEncoder does")

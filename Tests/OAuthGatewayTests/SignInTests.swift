@@ -281,6 +281,7 @@ struct SignInTests {
                 (["returnUrls": ["https://x.example/#frag"]], "return URLs"),
                 (["erasurePolicy": "shred"], "body must be JSON"),
                 (["deadlineDays": 0], "deadlineDays"),
+                (["deadlineDays": 31], "between 1 and 30"),
             ] {
                 let answer = try await harness.send(.PUT, "/v1/tenants/acme/settings", bearer: acme.token, json: body)
                 #expect(answer.status == 400 && answer.body.contains(reason), "\(body): \(answer.body)")

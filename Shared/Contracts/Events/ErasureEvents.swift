@@ -61,7 +61,11 @@ package struct EraseSubject: LetheEvent {
     package var accountId: String
     /// What to do with the data.
     package var policy: ErasurePolicy
-    /// Why, for the participant's own audit.
+    /// Why, for the participant's own audit. An open erasure's cause can be upgraded to `atlassian-closed` when
+    /// Atlassian answers `closed` for the same tenant, app and account: the executor then sends a new command, with a
+    /// new `erasureId` and the new cause, and waits for every participant's acknowledgement of that one (acks of the
+    /// old id no longer count). Apply it like any command: being idempotent by `erasureId`, you apply it even if you
+    /// applied the earlier one.
     package var cause: ErasureCause
     /// When the executor first issued the command (unchanged on re-sends).
     package var issuedAt: Date
@@ -130,7 +134,8 @@ package struct ParticipantDeclared: LetheEvent {
     package var participant: String
     /// Names of the personal-data fields it holds (e.g. `email`), for the audit record.
     package var holds: [String]
-    /// When it declared itself. Erasures issued before that do not wait for it.
+    /// When it declared itself. From the moment the executor reads the declaration, every new erasure waits for it,
+    /// and so does every erasure still open then (it receives their commands).
     package var declaredAt: Date
 
     /// Makes the event.
@@ -141,19 +146,53 @@ package struct ParticipantDeclared: LetheEvent {
     }
 }
 
+/// A participant's outcome as a completed erasure records it: what it acknowledged (every ``ErasureOutcome``), or
+/// `waived` — an operator retired the participant while the erasure waited for it. Participants never
+/// send `waived`: an acknowledgement carrying it is not an ``ErasureAcknowledged`` and goes to the acks DLQ.
+package enum CompletedOutcome: String, Codable, Sendable, Hashable, CaseIterable {
+    /// Applied `delete`.
+    case erased
+    /// Applied `scrub`.
+    case scrubbed
+    /// Applied `disassociate`.
+    case disassociated
+    /// The participant held nothing for the subject.
+    case nothingHeld = "nothing-held"
+    /// Never in a completion Lethe writes (an erasure completes only without failures); kept so that every
+    /// ``ErasureOutcome`` has its completed counterpart.
+    case failed
+    /// The participant was retired by an operator (with a reason, in ``ParticipantOutcome/reason``) before it
+    /// acknowledged: the erasure did not wait for it any longer. Recorded, never silent.
+    case waived
+
+    /// The completed counterpart of an acknowledged outcome.
+    package init(_ outcome: ErasureOutcome) {
+        switch outcome {
+        case .erased: self = .erased
+        case .scrubbed: self = .scrubbed
+        case .disassociated: self = .disassociated
+        case .nothingHeld: self = .nothingHeld
+        case .failed: self = .failed
+        }
+    }
+}
+
 /// One participant's final outcome inside an ``ErasureCompleted``.
 package struct ParticipantOutcome: Codable, Sendable, Hashable {
     /// The participant's declared name.
     package var participant: String
-    /// What it did.
-    package var outcome: ErasureOutcome
-    /// When it acknowledged.
+    /// What it did, or `waived`.
+    package var outcome: CompletedOutcome
+    /// Why the participant was waived: the operator's reason when it was retired (PII-free). Absent otherwise.
+    package var reason: String?
+    /// When it acknowledged, or when it was waived.
     package var at: Date
 
     /// Makes the outcome.
-    package init(participant: String, outcome: ErasureOutcome, at: Date) {
+    package init(participant: String, outcome: CompletedOutcome, reason: String? = nil, at: Date) {
         self.participant = participant
         self.outcome = outcome
+        self.reason = reason
         self.at = at
     }
 }
@@ -184,15 +223,16 @@ package struct ErasureReceipt: Codable, Sendable, Hashable {
     }
 }
 
-/// An erasure is complete: every required participant acknowledged. On `lethe.erasure.completed.v1` (compacted,
-/// keyed by erasureId), for tenants and auditors.
+/// An erasure is complete: every required participant acknowledged, or was waived (retired by an operator, with the
+/// reason in its outcome). On `lethe.erasure.completed.v1` (compacted, keyed by erasureId), for tenants and auditors.
 ///
 /// Contains no PII: the subject is an HMAC of `appId:accountId`, so the receipt can be kept for ever.
 package struct ErasureCompleted: LetheEvent {
     /// `lethe.ErasureCompleted`.
     package static let eventType = "lethe.ErasureCompleted"
-    /// 1.0.
-    package static let schemaVersion = SchemaVersion(major: 1, minor: 0)
+    /// 1.1: 1.0 plus the outcome `waived` and a participant outcome's optional `reason`. A 1.0 reader that rejects
+    /// unknown enum values must learn `waived` (see docs/erasure-executor.md); every other 1.0 body is unchanged.
+    package static let schemaVersion = SchemaVersion(major: 1, minor: 1)
 
     /// The erasure's id.
     package var erasureId: String
@@ -206,7 +246,7 @@ package struct ErasureCompleted: LetheEvent {
     package var cause: ErasureCause
     /// Each participant's outcome.
     package var outcomes: [ParticipantOutcome]
-    /// When the last required acknowledgement arrived.
+    /// When the last required acknowledgement (or waiver) arrived.
     package var completedAt: Date
     /// The audit-chain entry for this erasure.
     package var receipt: ErasureReceipt

@@ -29,8 +29,13 @@ package struct TenantConfigured: LetheEvent {
     package var erasurePolicy: ErasurePolicy
     /// The apps the tenant uses.
     package var apps: [App]
-    /// Days a participant has to apply an erasure before it is `overdue`.
+    /// Days a participant has to apply an erasure before it is `overdue`, within ``deadlineDaysRange``.
     package var deadlineDays: Int
+
+    /// The deadlines a tenant can set: the gateway refuses others (400); the executor caps a larger one that reaches
+    /// it at 30 and dead-letters one below 1. At most 30 days, so that a tenant cannot give its participants more time
+    /// than Lethe promises Atlassian's users.
+    package static let deadlineDaysRange = 1...30
 
     /// Makes the event.
     package init(tenantId: String, erasurePolicy: ErasurePolicy, apps: [App], deadlineDays: Int) {
