@@ -93,28 +93,16 @@ enum Transience {
     }
 }
 
-/// Runs `operation`, retrying only transient failures (see ``Transience``) with a capped exponential backoff
-/// (100 ms doubling to 5 s), each retry counted in `lethe_retries_total{operation}` and logged; any other failure is
-/// thrown at once, for the caller to dead-letter the record. Stops when the service shuts down.
+/// Runs `operation`, retrying only transient failures (see ``Transience``; `retryUntilDone` backs off from 100 ms to
+/// 5 s, counts each retry in `lethe_retries_total{operation}` and logs it); any other failure is thrown at once, for
+/// the caller to dead-letter the record. Stops when the service shuts down.
 func retryTransient<T: Sendable>(
     _ what: String, logger: Logger, onRetry: (String) -> Void = { _ in },
     _ operation: @Sendable () async throws -> T
 ) async throws -> T {
-    var attempt = 0
-    while true {
-        do {
-            return try await operation()
-        } catch {
-            guard Transience.isTransient(error) else { throw error }
-            if Task.isShuttingDownGracefully || Task.isCancelled { throw CancellationError() }
-            attempt += 1
-            Counter(label: "lethe_retries_total", dimensions: [("operation", what)]).increment()
-            let reason = Transience.reason(error)
-            onRetry(reason)
-            logger.warning("\(what) failed; retrying", metadata: ["error": "\(reason)", "attempt": "\(attempt)"])
-            try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
-        }
-    }
+    try await retryUntilDone(
+        what, logger: logger, retryingOnly: Transience.isTransient, describe: Transience.reason, onRetry: onRetry,
+        operation)
 }
 
 /// Reads the compacted state topics (`lethe.tenants.v1`, `lethe.erasure.participants.v1`) from the beginning on every
@@ -237,23 +225,10 @@ final class StateReader: Service, Sendable {
                 topic: partition.topic, key: Array(Self.markerKey.utf8), value: nil,
                 headers: [KafkaHeader(name: Self.markerHeader, string: id)], partition: partition.partition)
         }
-        var attempt = 0
-        while true {
-            do {
-                try await producer.send(messages)
-                return
-            } catch {
-                if error.isFatal { throw error }
-                if Task.isShuttingDownGracefully || Task.isCancelled { throw CancellationError() }
-                attempt += 1
-                Counter(label: "lethe_retries_total", dimensions: [("operation", "writing the restore markers")])
-                    .increment()
-                gate.report(problem: "cannot write the restore markers to the state topics: \(error.name)")
-                logger.warning("writing the restore markers failed; retrying", metadata: [
-                    "error": "\(error.name)", "attempt": "\(attempt)",
-                ])
-                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(attempt, 6))))
-            }
+        try await retryUntilDone("writing the restore markers", logger: logger, onRetry: {
+            self.gate.report(problem: "cannot write the restore markers to the state topics: \($0)")
+        }) {
+            try await self.producer.send(messages)
         }
     }
 
