@@ -84,6 +84,21 @@ final class Gateway: Sendable {
         try await Self.credentials(of: appId, database: database, box: box, shared: config.sharedApp)
     }
 
+    /// What the tenant hears (RFC 6749 §4.1.2.1 codes) when Atlassian fails a sign-in after the user consented: a
+    /// grant without `read:me` (403 from `/me`) is `access_denied` — retrying will not help, the user must consent
+    /// again; Atlassian busy or unreachable (429, 5xx, no answer) is `temporarily_unavailable` — the user may try
+    /// again; anything else is `server_error`.
+    static func signInFailure(_ error: any Error) -> [(String, String?)] {
+        switch error as? AtlassianError {
+        case .forbidden?:
+            return [("error", "access_denied"), ("error_description", "the Atlassian grant lacks read:me")]
+        case .rateLimited?, .server?, .transport?:
+            return [("error", "temporarily_unavailable"), ("error_description", "Atlassian is unavailable; try again")]
+        default:
+            return [("error", "server_error")]
+        }
+    }
+
     private static func credentials(
         of appId: String, database: GatewayDatabase, box: SecretBox, shared: OAuthGatewayConfig.SharedAppConfig?
     ) async throws -> AtlassianAppCredentials {
@@ -242,7 +257,7 @@ final class Gateway: Sendable {
             logger.warning("sign-in failed at Atlassian", metadata: [
                 "tenant": "\(tenantId)", "app": "\(appId)", "error": "\(Self.kind(of: error))",
             ])
-            return try await fail([("error", "server_error")])
+            return try await fail(Self.signInFailure(error))
         }
         guard AccountKey.isValidAccountId(profile.accountId) else { return try await fail([("error", "server_error")]) }
         let fetched = ProfileFetched(

@@ -202,7 +202,31 @@ struct SignInTests {
             #expect(deniedQuery["error_description"] == "User denied access")
             #expect(deniedQuery["state"] == "s 2")
             #expect(try await harness.tokenCalls("acme-app").exchanges == 1)
+
+            // Atlassian's /me answers 503 after the consent: the tenant hears temporarily_unavailable (the user may
+            // try again), not server_error.
+            let fault = try await harness.send(
+                .POST, harness.sandboxURL + "/_sandbox/faults", bearer: nil,
+                json: ["endpoint": "me", "clientId": "acme-app", "script": [["kind": "503"]]])
+            #expect(fault.status == 200, "\(fault.body)")
+            let busyStart = try await harness.get("/v1/tenants/acme/signin/atlassian?redirect_uri=\(returnURL)&state=s3")
+            let busyConsent = try await harness.get(
+                try #require(busyStart.location) + "&sandbox_user=5b10ac8d82e05b22cc7d4ef5")
+            let busy = try await harness.get(try #require(busyConsent.location))
+            let busyQuery = GatewayHarness.query(of: try #require(busy.location))
+            #expect(busyQuery["error"] == "temporarily_unavailable" && busyQuery["state"] == "s3", "\(busyQuery)")
+            #expect(busyQuery["code"] == nil)
         }
+    }
+
+    @Test("a grant without read:me (403 from /me) reaches the tenant as access_denied, Atlassian down as temporarily_unavailable")
+    func signInFailuresTellTheTenantWhatToDo() {
+        func error(_ failure: any Error) -> String? { Gateway.signInFailure(failure).first { $0.0 == "error" }?.1 }
+        #expect(error(AtlassianError.forbidden) == "access_denied")
+        #expect(error(AtlassianError.server(status: 503)) == "temporarily_unavailable")
+        #expect(error(AtlassianError.rateLimited(retryAfter: nil)) == "temporarily_unavailable")
+        #expect(error(AtlassianError.transport("refused")) == "temporarily_unavailable")
+        #expect(error(AtlassianError.unexpectedResponse(status: 418, reason: "x")) == "server_error")
     }
 
     @Test("a callback sent 8 times at once completes once; a state whose return URL was removed meanwhile is refused")
