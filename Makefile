@@ -12,7 +12,7 @@ else
 SWIFT_TEST_RUN := swift test --skip-build $(SWIFT_TEST_FLAGS)
 endif
 
-.PHONY: help deps build test bench-messaging bench-ingest bench-signin bench-erasure bench-pdr demo run broker-start broker-stop clean
+.PHONY: help deps build test bench bench-messaging bench-ingest bench-signin bench-erasure bench-pdr bench-memory demo run broker-start broker-stop clean
 
 help:
 	@echo "make test             install deps, start the dev broker, build, run every test, stop the broker"
@@ -46,33 +46,40 @@ test: build
 	scripts/validate-contracts "$(CONTRACT_SAMPLES_DIR)"
 	scripts/validate-compose
 
+# Release builds of the named products (SwiftPM builds one product per call, or everything).
+release = $(foreach product,$(1),swift build -c release --product $(product) &&) true
+
 bench-messaging: deps
-	swift build -c release --product messaging-bench
-	scripts/with-dev-broker --fresh bench/messaging.sh
+	$(call release,messaging-bench)
+	bench/record messaging -- scripts/with-dev-broker --fresh bench/messaging.sh
 
 bench-ingest: deps
-	swift build -c release --product profile-store
-	swift build -c release --product ingest-bench
-	scripts/with-dev-broker --fresh bench/ingest.sh
+	$(call release,profile-store ingest-bench)
+	bench/record ingest -- scripts/with-dev-broker --fresh bench/ingest.sh
 
 bench-signin: deps
-	swift build -c release --product atlassian-sandbox
-	swift build -c release --product oauth-gateway
-	swift build -c release --product signin-bench
-	scripts/with-dev-broker --fresh bench/signin.sh
+	$(call release,atlassian-sandbox oauth-gateway signin-bench)
+	bench/record signin -- scripts/with-dev-broker --fresh bench/signin.sh
 
 bench-erasure: deps
-	swift build -c release --product erasure-executor
-	swift build -c release --product profile-store
-	swift build -c release --product erasure-bench
-	scripts/with-dev-broker --fresh bench/erasure.sh
+	$(call release,erasure-executor profile-store erasure-bench)
+	bench/record erasure -- scripts/with-dev-broker --fresh bench/erasure.sh
 
 bench-pdr: deps
-	swift build -c release --product atlassian-sandbox
-	swift build -c release --product oauth-gateway
-	swift build -c release --product pdr-reporter
-	swift build -c release --product pdr-bench
-	scripts/with-dev-broker --fresh bench/pdr.sh
+	$(call release,atlassian-sandbox oauth-gateway pdr-reporter pdr-bench)
+	bench/record pdr -- scripts/with-dev-broker --fresh bench/pdr.sh
+
+bench-memory: deps
+	$(call release,atlassian-sandbox oauth-gateway profile-store pdr-reporter erasure-executor pdr-bench)
+	bench/record memory -- scripts/with-dev-broker --fresh bench/memory.sh
+
+# Every bench in one go (a shorter PDR cycle than bench-pdr alone, to stay near 15 minutes on 2 cores); each files its
+# last line in bench/results.json and bench/RESULTS.md. Stops at the first bench that fails.
+bench: deps
+	swift build -c release
+	$(MAKE) --no-print-directory bench-messaging bench-ingest bench-signin bench-erasure bench-memory
+	PDR_CYCLE_SECONDS=180 CONTINUOUS_CYCLE_SECONDS=40 $(MAKE) --no-print-directory bench-pdr
+	bench/record --report
 
 # The scripted scenario ends with its own report; `run` leaves everything up until Ctrl-C. Each starts the dev
 # broker unless KAFKA_BOOTSTRAP_SERVERS is set, and stops only what it started.

@@ -8,7 +8,8 @@
 # erasure's ErasureCompleted (<ns>.lethe.erasure.completed.v1), both on the driver's monotonic clock.
 # Needs KAFKA_BOOTSTRAP_SERVERS (make bench-erasure starts the dev broker) and release builds of erasure-executor,
 # profile-store and erasure-bench. Stops only what it started. Last line:
-#   erasure: <n> completed, p50 <ms> ms, p99 <ms> ms (closed → all acked), <r> erasures/s
+#   erasure: <n> completed, p50 <ms> ms, p99 <ms> ms at <rate>/s, <c> ms CPU per erasure (executor)
+#   (latency: closed published → ErasureCompleted read; CPU: the executor's, per erasure, over the run)
 set -euo pipefail
 cd "$(dirname -- "$0")/.."
 COUNT="${COUNT:-10000}"

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Complete sign-ins through oauth-gateway next to bare sandbox sequences, in the same run, on the same machine.
-# Starts the sandbox and the gateway (release builds) on free loopback ports with a fresh data directory, then runs
-# signin-bench: COUNT bare authorize → token → /me sequences against the sandbox, and COUNT complete sign-ins
-# (start → sandbox authorize → gateway callback → exchange), CONCURRENCY in flight each. Stops only what it started.
+# What one sign-in costs oauth-gateway, and the latency it adds, measured below saturation next to the same sandbox
+# calls alone, in the same run, on the same machine. Starts the sandbox and the gateway (release builds) on free
+# loopback ports with a fresh data directory, then runs signin-bench: open loop at RATE/s for SECONDS_OPEN, first bare
+# sandbox sequences (authorize → token → /me), then complete sign-ins (start → sandbox authorize → gateway callback →
+# exchange); then COUNT sign-ins with CONCURRENCY in flight for the most this box completes per second; then a
+# Hummingbird hello-world reference. CPU per operation of each process comes from /proc. Stops only what it started.
 # Needs KAFKA_BOOTSTRAP_SERVERS (make bench-signin starts the dev broker).
-# Before it: a Hummingbird hello-world reference (the sandbox's /health/live) and the CPU each process spent per
-# operation (from /proc), with how busy the machine was, per phase.
-# Last line: signin: <n>/s, p99 <ms> ms (sandbox alone <n>/s, p99 <ms> ms; added p99 <ms> ms)
+# PROFILE=1 also records the gateway's CPU profile over the open-loop sign-ins (perf, from Debian's linux-perf) and
+# prints its top functions before the last line: where the CPU of a sign-in goes.
+# Last line: signin: <c> ms gateway CPU per sign-in, added p99 <a> ms at <r>/s open loop, max <m>/s
 set -euo pipefail
 cd "$(dirname -- "$0")/.."
-COUNT="${COUNT:-5000}"
+COUNT="${COUNT:-3000}"
+RATE="${RATE:-200}"
+SECONDS_OPEN="${SECONDS_OPEN:-30}"
 CONCURRENCY="${CONCURRENCY:-16}"
 B="${KAFKA_BOOTSTRAP_SERVERS:?KAFKA_BOOTSTRAP_SERVERS is not set}"
 BIN="${BIN_DIR:-.build/release}"
@@ -50,5 +54,24 @@ pids+=($!)
 wait_ready "$sandbox" "$data/sandbox.log"
 wait_ready "$gateway" "$data/gateway.log"
 
-BENCH_PIDS="sandbox=${pids[0]},gateway=${pids[1]}" \
-  "$BIN/signin-bench" "$gateway" "$sandbox" "$admin" "$COUNT" "$CONCURRENCY"
+perf_data=""
+if [ -n "${PROFILE:-}" ]; then
+  command -v perf >/dev/null || { echo "bench: PROFILE=1 needs perf (apt-get install linux-perf)" >&2; exit 1; }
+  perf_data="$data/perf.data"
+fi
+BENCH_PIDS="sandbox=${pids[0]},gateway=${pids[1]}" BENCH_PERF_DATA="$perf_data" \
+  "$BIN/signin-bench" "$gateway" "$sandbox" "$admin" "$COUNT" "$CONCURRENCY" "$RATE" "$SECONDS_OPEN" >"$data/result.txt" \
+  || { cat "$data/result.txt"; echo "bench: signin-bench failed" >&2; exit 1; }
+if [ -n "$perf_data" ]; then
+  echo "gateway CPU profile over the open-loop sign-ins (perf; perf itself adds load): by library"
+  perf report -i "$perf_data" --stdio --no-children --sort dso --percent-limit 1 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -n 12
+  echo "by thread:"
+  perf report -i "$perf_data" --stdio --no-children --sort comm --percent-limit 1 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -n 12
+  echo "by function (self time, top 25):"
+  perf report -i "$perf_data" --stdio --no-children --sort symbol --percent-limit 0.5 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -n 25
+fi
+# The bench's lines, its last line last.
+cat "$data/result.txt"

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ServiceKit
 
@@ -5,6 +6,9 @@ import ServiceKit
 @main
 struct ProfileStoreEntrypoint {
     static func main() async throws {
+        if CommandLine.arguments.dropFirst().first == IngestBaseline.command {
+            exit(await IngestBaseline.run(Array(CommandLine.arguments.dropFirst(2))))
+        }
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "profile-store")
         let config = ServiceBootstrap.exitOnConfigError { try ProfileStoreConfig(reader: ConfigReader()) }
         let parts = try await buildProfileStore(config: config, logger: logger, registry: registry)

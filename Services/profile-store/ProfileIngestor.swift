@@ -34,6 +34,9 @@ final class ProfileIngestor: Service, Sendable {
     private let erased = Counter(label: "lethe_profiles_dropped_after_erasure_total")
     private let deadLettered = Counter(label: "lethe_profiles_dead_lettered_total")
     private let lag = Gauge(label: "lethe_profiles_consumer_lag_seconds")
+    /// Transactions the ingest made: `lethe_profiles_applied_total` over it is the mean batch (make bench-ingest
+    /// runs its SQLite baseline with that batch size).
+    private let batches = Counter(label: "lethe_profile_batches_total")
 
     init(
         consumer: KafkaConsumer, database: ProfileDatabase, relay: OutboxRelay, producer: KafkaProducer,
@@ -117,6 +120,7 @@ final class ProfileIngestor: Service, Sendable {
         suppressed.increment(by: summary.suppressed)
         erased.increment(by: summary.erased)
         deadLettered.increment(by: dead)
+        batches.increment()
         if let newest = batch.compactMap(\.timestampMilliseconds).max() {
             lag.record(max(0, Date().timeIntervalSince1970 - Double(newest) / 1000))
         }

@@ -10,7 +10,7 @@
 //            runs two in-process ErasureKit participants, waits until a warm-up erasure completes with all three
 //            participants, then publishes <count> closed statuses at <rate>/s and reads
 //            <ns>.lethe.erasure.completed.v1 until every one completed. Prints the result; the last line is
-//            "erasure: <n> completed, p50 <ms> ms, p99 <ms> ms (closed → all acked), <r> erasures/s".
+//            "erasure: <n> completed, p50 <ms> ms, p99 <ms> ms at <rate>/s, <c> ms CPU per erasure (executor)".
 //        erasure-bench probe <bootstrap> <namespace> <count>
 //            the per-record Kafka costs of a serial participant / intake on this broker: an awaited single send
 //            (linger 5 ms and 0 ms) and a synchronous offset commit per record (not part of make bench-erasure)
@@ -461,16 +461,24 @@ func run(
         print(line("closed → ErasureCompleted read (monotonic)", latencies))
         print("outcomes: " + outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         print("commands received by the bench participants: \(state.commandsReceived) (\(2 * (count + round + 1)) without re-sends); duplicate completions \(state.duplicates), unknown \(state.unknown)")
-        print(String(format: "CPU during the run: erasure-executor %.1f s, profile-store %.1f s, erasure-bench %.1f s",
-                     ProcessStats.cpuSeconds(pid: executorPid) - cpuStart.0,
-                     ProcessStats.cpuSeconds(pid: profileStorePid) - cpuStart.1,
-                     ProcessStats.cpuSeconds(pid: getpid()) - cpuStart.2))
+        let cpu = (
+            executor: ProcessStats.cpuSeconds(pid: executorPid) - cpuStart.0,
+            profileStore: ProcessStats.cpuSeconds(pid: profileStorePid) - cpuStart.1,
+            bench: ProcessStats.cpuSeconds(pid: getpid()) - cpuStart.2)
+        // Per erasure: what each process spent on one (the bench process holds the two other participants).
+        let perErasure = (executor: cpu.executor * 1000 / Double(count), profileStore: cpu.profileStore * 1000 / Double(count),
+                          bench: cpu.bench * 1000 / Double(count))
+        print(String(format: "CPU during the run: erasure-executor %.1f s, profile-store %.1f s, erasure-bench %.1f s; "
+                     + "per erasure %.2f ms, %.2f ms, %.2f ms", cpu.executor, cpu.profileStore, cpu.bench,
+                     perErasure.executor, perErasure.profileStore, perErasure.bench))
         print(String(format: "peak RSS: erasure-executor %.0f MiB, profile-store %.0f MiB, erasure-bench %.0f MiB",
                      Double(ProcessStats.peakRSSKiB(pid: executorPid)) / 1024,
                      Double(ProcessStats.peakRSSKiB(pid: profileStorePid)) / 1024,
                      Double(ProcessStats.peakRSSKiB(pid: getpid())) / 1024))
-        print(String(format: "erasure: %d completed, p50 %.0f ms, p99 %.0f ms (closed → all acked), %.0f erasures/s",
-                     state.completedCount, percentile(sorted, 50), percentile(sorted, 99), Double(count) / span))
+        print(String(format: "completed at %.0f erasures/s (first status published → last ErasureCompleted)",
+                     Double(count) / span))
+        print(String(format: "erasure: %d completed, p50 %.0f ms, p99 %.0f ms at %.0f/s, %.2f ms CPU per erasure (executor)",
+                     state.completedCount, percentile(sorted, 50), percentile(sorted, 99), rate, perErasure.executor))
         await group.triggerGracefulShutdown()
         tasks.cancelAll()
     }

@@ -4,21 +4,28 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// `signin-bench <gatewayURL> <sandboxURL> <adminToken> <count> <concurrency>`
+/// `signin-bench <gatewayURL> <sandboxURL> <adminToken> <count> <concurrency> <rate> <seconds>`
 ///
-/// Sets up a tenant with its own app (sandbox + gateway) and 100 sandbox users, then runs, in this process and on the
-/// same machine: `count` bare sandbox sequences (authorize → token → /me, what any OAuth client does) and `count`
-/// complete sign-ins through the gateway (start → sandbox authorize → callback → exchange), each with `concurrency`
-/// in flight. A warm-up of 200 of each comes first and is not counted. Then, as a reference, `count` GETs of the
-/// sandbox's /health/live (a Hummingbird hello world). Before the last line, the CPU per operation of the sandbox,
-/// the gateway and this driver, from /proc. Last line:
-/// `signin: <n>/s, p99 <ms> ms (sandbox alone <n>/s, p99 <ms> ms; added p99 <ms> ms)`
+/// Sets up a tenant with its own app (sandbox + gateway) and 100 sandbox users, then, in this process and on the same
+/// machine (a warm-up of 200 of each first, not counted):
+/// 1. **Below saturation, open loop**: bare sandbox sequences (authorize → token → /me, what any OAuth client does)
+///    at `rate`/s for `seconds`, then complete sign-ins through the gateway (start → sandbox authorize → callback →
+///    exchange) at the same rate for as long. Latency runs from each operation's scheduled start. The gateway's CPU
+///    time over the sign-ins (utime + stime from /proc) divided by their number is its CPU per sign-in; the added
+///    latency is the sign-ins' p99 minus the sandbox sequences' p99.
+/// 2. **Saturation**: `count` sign-ins with `concurrency` in flight: the most this box completes per second.
+/// 3. A reference: `count` GETs of the sandbox's /health/live (a Hummingbird hello world).
+/// Before the last line, the CPU per operation of every process (sandbox, gateway, this driver). Last line:
+/// `signin: <c> ms gateway CPU per sign-in, added p99 <a> ms at <r>/s open loop, max <m>/s`
 @main
 struct SignInBench {
     static func main() async throws {
         let arguments = CommandLine.arguments
-        guard arguments.count == 6, let count = Int(arguments[4]), let concurrency = Int(arguments[5]) else {
-            FileHandle.standardError.write(Data("usage: signin-bench <gatewayURL> <sandboxURL> <adminToken> <count> <concurrency>\n".utf8))
+        guard arguments.count == 8, let count = Int(arguments[4]), let concurrency = Int(arguments[5]),
+              let rate = Double(arguments[6]), rate > 0, let seconds = Int(arguments[7]), seconds > 0
+        else {
+            FileHandle.standardError.write(Data(
+                "usage: signin-bench <gatewayURL> <sandboxURL> <adminToken> <count> <concurrency> <rate> <seconds>\n".utf8))
             exit(2)
         }
         var configuration = HTTPClient.Configuration()
@@ -30,12 +37,25 @@ struct SignInBench {
             _ = try await bench.measure(200, concurrency: concurrency, bench.sandboxAlone)
             _ = try await bench.measure(200, concurrency: concurrency, bench.signIn)
             let processes = CPUProbe.processes()
+            guard processes.contains(where: { $0.name == "gateway" }) else {
+                throw BenchError(description: "BENCH_PIDS must name the gateway's pid (gateway=<pid>)")
+            }
+
+            let duration = Duration.seconds(seconds)
             let aloneCPU = CPUProbe(processes)
-            let alone = try await bench.measure(count, concurrency: concurrency, bench.sandboxAlone)
-            let aloneUsage = aloneCPU.perOperation(count)
+            let alone = try await bench.openLoop(rate: rate, duration: duration, bench.sandboxAlone)
+            let aloneUsage = aloneCPU.perOperation(alone.count)
+            // BENCH_PERF_DATA=<file>: the gateway's CPU profile over exactly these sign-ins (bench/signin.sh PROFILE=1).
+            let profiler = try Profiler.start(pid: processes.first { $0.name == "gateway" }!.pid, seconds: seconds)
             let fullCPU = CPUProbe(processes)
-            let full = try await bench.measure(count, concurrency: concurrency, bench.signIn)
-            let fullUsage = fullCPU.perOperation(count)
+            let full = try await bench.openLoop(rate: rate, duration: duration, offset: 1_000_000, bench.signIn)
+            let fullUsage = fullCPU.perOperation(full.count)
+            try await profiler?.finish()
+            let gatewayMs = fullCPU.milliseconds(of: "gateway") / Double(full.count)
+            let (aloneP50, aloneP99) = (Bench.quantile(alone, 0.5), Bench.quantile(alone, 0.99))
+            let (fullP50, fullP99) = (Bench.quantile(full, 0.5), Bench.quantile(full, 0.99))
+
+            let saturated = try await bench.measure(count, concurrency: concurrency, offset: 2_000_000, bench.signIn)
             // A reference in the same setup: the cheapest request a Hummingbird service answers (the sandbox's
             // /health/live, a hello world), to set what one served and one made HTTP request cost on this machine.
             _ = try await bench.measure(200, concurrency: concurrency, bench.helloWorld)
@@ -47,16 +67,50 @@ struct SignInBench {
                 + "cpu ms per request: \(helloUsage.text); machine busy \(helloUsage.busyPercent)%")
             // Where the two cores went, per operation: what the gateway itself costs, and whether the machine (not
             // the gateway) was the limit.
+            print(String(format: "open loop at %.0f/s for %d s: sandbox alone p50 %.1f ms, p99 %.1f ms; ", rate, seconds,
+                         aloneP50, aloneP99)
+                + String(format: "sign-ins p50 %.1f ms, p99 %.1f ms", fullP50, fullP99))
             print("cpu ms per sandbox sequence: \(aloneUsage.text); machine busy \(aloneUsage.busyPercent)%")
             print("cpu ms per sign-in: \(fullUsage.text); machine busy \(fullUsage.busyPercent)%")
-            let added = full.p99 - alone.p99
+            print(String(format: "saturation: %.0f sign-ins/s with %d in flight, p99 %.1f ms", saturated.rate,
+                         concurrency, saturated.p99))
             print(String(
-                format: "signin: %.0f/s, p99 %.1f ms (sandbox alone %.0f/s, p99 %.1f ms; added p99 %.1f ms)",
-                full.rate, full.p99, alone.rate, alone.p99, added))
+                format: "signin: %.2f ms gateway CPU per sign-in, added p99 %.1f ms at %.0f/s open loop, max %.0f/s",
+                gatewayMs, fullP99 - aloneP99, rate, saturated.rate))
         } catch {
             try? await http.shutdown()
             FileHandle.standardError.write(Data("signin-bench: \(error)\n".utf8))
             exit(1)
+        }
+    }
+}
+
+/// `perf record` attached to a process for one phase, when `BENCH_PERF_DATA` names the output file; it records for as
+/// long as its command (`sleep`) runs. Foundation's `Process` passes on the signal mask of the spawning thread, which
+/// blocks SIGCHLD, SIGINT and SIGTERM — perf would never see its `sleep` end — so a Python one-liner clears the mask
+/// before it execs perf.
+struct Profiler {
+    let process: Process
+
+    static func start(pid: String, seconds: Int) throws -> Profiler? {
+        guard let output = ProcessInfo.processInfo.environment["BENCH_PERF_DATA"], !output.isEmpty else { return nil }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [
+            "python3", "-c",
+            "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, set()); os.execvp('perf', sys.argv[1:])",
+            "perf", "record", "-q", "-F", "499", "-g", "-p", pid, "-o", output, "--", "sleep", String(seconds),
+        ]
+        try process.run()
+        Thread.sleep(forTimeInterval: 0.5) // attached before the phase starts
+        return Profiler(process: process)
+    }
+
+    /// Waits until perf has written its file (polling: `waitUntilExit` spins a run loop on a core meanwhile).
+    func finish() async throws {
+        while process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+        guard process.terminationStatus == 0 else {
+            throw BenchError(description: "perf record exited with status \(process.terminationStatus)")
         }
     }
 }
@@ -190,8 +244,38 @@ struct Bench: Sendable {
         try expect(exchange, 200, "exchange")
     }
 
+    /// Open loop: starts operation i at `i / rate` seconds, whatever the earlier ones are doing, for `duration`, and
+    /// measures each from its *scheduled* start to its end — a late start counts as latency, so a stall is not hidden
+    /// by the requests it kept from being sent (coordinated omission). Returns the latencies in ms, sorted, and the
+    /// number of operations started.
+    func openLoop(rate: Double, duration: Duration, offset: Int = 0,
+                  _ operation: @escaping @Sendable (Int) async throws -> Void) async throws -> [Double] {
+        let clock = ContinuousClock()
+        let count = Int(rate * (Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18))
+        let interval = Duration.nanoseconds(Int64(1e9 / rate))
+        let started = clock.now
+        return try await withThrowingTaskGroup(of: Double.self) { group in
+            for index in 0..<count {
+                let scheduled = started + interval * index
+                if scheduled > clock.now { try await clock.sleep(until: scheduled) }
+                group.addTask {
+                    try await operation(offset + index)
+                    let elapsed = clock.now - scheduled
+                    return Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+                }
+            }
+            return try await group.reduce(into: [Double]()) { $0.append($1) }.sorted()
+        }
+    }
+
+    /// The `q` quantile of sorted latencies.
+    static func quantile(_ sorted: [Double], _ q: Double) -> Double {
+        sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]
+    }
+
     /// Runs `count` operations with `concurrency` in flight: the rate and the 99th percentile latency in ms.
-    func measure(_ count: Int, concurrency: Int, _ operation: @escaping @Sendable (Int) async throws -> Void)
+    func measure(_ count: Int, concurrency: Int, offset: Int = 0,
+                 _ operation: @escaping @Sendable (Int) async throws -> Void)
         async throws -> (rate: Double, p99: Double)
     {
         let clock = ContinuousClock()
@@ -203,7 +287,7 @@ struct Bench: Sendable {
                     var index = worker
                     while index < count {
                         let begin = clock.now
-                        try await operation(index)
+                        try await operation(offset + index)
                         let elapsed = clock.now - begin
                         mine.append(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
                         index += concurrency
@@ -265,6 +349,12 @@ struct CPUProbe {
         guard values.count >= 5 else { return (0, 0) }
         let total = values.reduce(0, +)
         return (total - values[3] - values[4], total)
+    }
+
+    /// CPU milliseconds the process named `name` spent since the probe started.
+    func milliseconds(of name: String) -> Double {
+        guard let index = processes.firstIndex(where: { $0.name == name }) else { return 0 }
+        return (ProcessStats.cpuSeconds(pid: Int32(processes[index].pid) ?? 0) - start[index]) * 1000
     }
 
     func perOperation(_ count: Int) -> (text: String, busyPercent: Int) {
