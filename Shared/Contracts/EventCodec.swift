@@ -7,9 +7,6 @@ import Foundation
 /// a consumer sends to the DLQ. All errors are ``ContractError`` values whose descriptions never contain field values.
 /// Encoders and decoders are made per call, so nothing mutable is shared between tasks.
 package enum EventCodec {
-    /// The JSON field holding the schema version in every body.
-    package static let schemaVersionField = "schemaVersion"
-
     /// Encodes `event` as JSON (sorted keys), adding `"schemaVersion"` with the type's version.
     package static func encode<Event: LetheEvent>(_ event: Event) throws(ContractError) -> Data {
         let encoder = JSONEncoder()

@@ -212,25 +212,6 @@ package final class KafkaConsumer: Service, @unchecked Sendable {
         }
     }
 
-    /// The group's committed offsets for these partitions (nil where nothing is committed).
-    package func committedOffsets(_ partitions: [TopicPartition], timeout: Duration = .seconds(10))
-        async throws(KafkaError) -> [TopicPartition: Int64?]
-    {
-        let handle = self.handle
-        return try await BlockingCalls.run { () throws(KafkaError) in
-            let list = RdKafkaPartitionList(partitions.map { ($0, offset: Int64(-1001)) })
-            let err = rd_kafka_committed(handle.pointer, list.pointer, Int32(clamping: timeout.milliseconds))
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "fetching committed offsets failed") }
-            var result: [TopicPartition: Int64?] = [:]
-            for index in 0..<Int(list.pointer.pointee.cnt) {
-                let element = list.pointer.pointee.elems[index]
-                let key = TopicPartition(topic: String(cString: element.topic), partition: element.partition)
-                result[key] = element.offset >= 0 ? element.offset : nil
-            }
-            return result
-        }
-    }
-
     // MARK: Positioning
 
     /// Rewinds assigned partitions to their first record, e.g. to rebuild state from a compacted topic. Records already

@@ -33,12 +33,6 @@ package enum Outbox {
         ).map(entry)
     }
 
-    /// Marks records as published (acknowledged by the broker).
-    package static func markSent(_ ids: [Int64], at date: Date = Date(), in db: GRDB.Database) throws {
-        let statement = try db.cachedStatement(sql: "UPDATE lethe_outbox SET sent_at = ? WHERE id = ?")
-        for id in ids { try statement.execute(arguments: [date.timeIntervalSince1970, id]) }
-    }
-
     /// Marks every unsent record up to `lastId` as published: after a relay published the oldest unsent records
     /// through `lastId`, this is one statement instead of one per record. Records enqueued meanwhile have larger ids.
     package static func markSent(through lastId: Int64, at date: Date = Date(), in db: GRDB.Database) throws {
