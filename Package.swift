@@ -82,6 +82,7 @@ let package = Package(
                 "Contracts", hummingbird, prometheus, lifecycle, logging, metrics, nioCore,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "JWTKit", package: "jwt-kit"), crypto,
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             path: "Shared/ServiceKit"
         ),

@@ -34,6 +34,7 @@ func buildApplication(
 ) -> some ApplicationProtocol {
     let state = state ?? SandboxState(config: config)
     let router = Router(context: SandboxRequestContext.self)
+    router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
     router.addOperationalRoutes(readiness: [], registry: registry)
     addAtlassianRoutes(router, state: state)
     addControlRoutes(router, state: state)

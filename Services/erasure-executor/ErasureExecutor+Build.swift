@@ -83,6 +83,7 @@ func buildErasureExecutor(
         gate: gate, logger: logger)
 
     let router = Router()
+    router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
     router.addOperationalRoutes(
         readiness: [
             ReadinessCheck(name: "sqlite") { try await ledger.database.check() },

@@ -268,7 +268,7 @@ final class StateReader: Service, Sendable {
                 }
                 if event.deadlineDays > ErasureLedger.maximumDeadlineDays {
                     logger.warning("a tenant's deadlineDays above 30 is capped at 30", metadata: [
-                        "tenantId": "\(event.tenantId)", "deadlineDays": "\(event.deadlineDays)",
+                        "tenant": "\(event.tenantId)", "deadlineDays": "\(event.deadlineDays)",
                     ])
                     metrics.deadlineCapped.increment()
                     event.deadlineDays = ErasureLedger.maximumDeadlineDays
@@ -416,7 +416,7 @@ final class StateReader: Service, Sendable {
     /// The alert for a record that cannot be used; a participant's declaration is an error (erasures wait for it).
     private func alert(_ message: KafkaMessage, reason: String) {
         let metadata: Logger.Metadata = [
-            "kafka.topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
+            "topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
             "error": "\(reason)",
         ]
         if message.topic == topics.erasureParticipants {
@@ -586,7 +586,7 @@ final class ErasureIntake: Service, Sendable {
 
     private func deadLetter(_ message: KafkaMessage, reason: String) async throws {
         logger.warning("unusable record to the DLQ", metadata: [
-            "kafka.topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
+            "topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
             "error": "\(reason)",
         ])
         try await retryUntilDone("dead-lettering", logger: logger) {
@@ -675,7 +675,7 @@ final class ErasureSweeper: Service, Sendable {
                     gaugesRefreshed = .now
                 }
             } catch {
-                logger.error("sweep failed", metadata: ["errorType": "\(type(of: error))"])
+                logger.error("sweep failed", metadata: ["error": "\(type(of: error))"])
             }
             try? await Task.sleep(for: interval)
         }

@@ -85,6 +85,7 @@ func buildOAuthGateway(
         config: config, database: database, box: box, signer: signer, atlassian: atlassian, logger: logger)
 
     let router = Router()
+    router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
     router.addOperationalRoutes(
         readiness: [
             ReadinessCheck(name: "sqlite") { try await database.database.check() },

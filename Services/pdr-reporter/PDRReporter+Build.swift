@@ -78,6 +78,7 @@ func buildPDRReporter(
         restoreProgressInterval: config.restoreProgressInterval, logger: logger)
 
     let router = Router()
+    router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
     router.addOperationalRoutes(
         readiness: [
             ReadinessCheck(name: "sqlite") { try await accounts.check() },

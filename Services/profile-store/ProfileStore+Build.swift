@@ -75,6 +75,7 @@ func buildProfileStore(
         bootstrapServers: kafka.bootstrapServers, logger: logger)
 
     let router = Router()
+    router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
     router.addOperationalRoutes(
         readiness: [
             ReadinessCheck(name: "sqlite") { try await database.database.check() },

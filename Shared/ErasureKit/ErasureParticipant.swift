@@ -204,7 +204,7 @@ package final class ErasureParticipant: Service, Sendable {
         for (command, result) in zip(commands, results) {
             if result.outcome == .failed {
                 logger.error("erasure failed", metadata: [
-                    "erasureId": "\(command.erasureId)", "detail": "\(result.detail ?? "")",
+                    "erasure": "\(command.erasureId)", "detail": "\(result.detail ?? "")",
                 ])
             }
             let ack = ErasureAcknowledged(
@@ -238,7 +238,7 @@ package final class ErasureParticipant: Service, Sendable {
             ])
         } catch {
             logger.warning("erasure batch failed as a whole; applying its commands one at a time", metadata: [
-                "count": "\(commands.count)", "errorType": "\(type(of: error))",
+                "count": "\(commands.count)", "error": "\(type(of: error))",
             ])
         }
         var results: [ErasureResult] = []

@@ -80,7 +80,7 @@ package final class KafkaAdmin: Sendable {
         }
         for mismatch in mismatches {
             logger.warning("an existing topic has another setting than Lethe creates it with; it is left unchanged", metadata: [
-                "kafka.topic": "\(mismatch.topic)", "setting": "\(mismatch.setting)", "actual": "\(mismatch.actual)",
+                "topic": "\(mismatch.topic)", "setting": "\(mismatch.setting)", "actual": "\(mismatch.actual)",
                 "expected": "\(mismatch.expected)",
             ])
         }
