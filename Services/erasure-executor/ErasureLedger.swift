@@ -522,13 +522,6 @@ final class ErasureLedger: Sendable {
         }
     }
 
-    /// How many declared participants' current declaration was rejected (for the alert gauge).
-    func rejectedDeclarations() async throws -> Int {
-        try await database.read { db in
-            try Int.fetchOne(db, sql: "SELECT count(*) FROM participants WHERE rejected IS NOT NULL") ?? 0
-        }
-    }
-
     /// The tenants whose configured apps include `appId` (for an `ErasureRequested` without a tenant).
     func tenants(usingApp appId: String) async throws -> [String] {
         try await database.read { db in try Self.tenants(usingApp: appId, in: db) }

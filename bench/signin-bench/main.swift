@@ -251,7 +251,7 @@ struct Bench: Sendable {
     func openLoop(rate: Double, duration: Duration, offset: Int = 0,
                   _ operation: @escaping @Sendable (Int) async throws -> Void) async throws -> [Double] {
         let clock = ContinuousClock()
-        let count = Int(rate * (Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18))
+        let count = Int(rate * Self.milliseconds(duration) / 1000)
         let interval = Duration.nanoseconds(Int64(1e9 / rate))
         let started = clock.now
         return try await withThrowingTaskGroup(of: Double.self) { group in
@@ -261,11 +261,16 @@ struct Bench: Sendable {
                 group.addTask {
                     try await operation(offset + index)
                     let elapsed = clock.now - scheduled
-                    return Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+                    return Self.milliseconds(elapsed)
                 }
             }
             return try await group.reduce(into: [Double]()) { $0.append($1) }.sorted()
         }
+    }
+
+    /// A duration in (fractional) milliseconds.
+    static func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 
     /// The `q` quantile of sorted latencies.
@@ -289,7 +294,7 @@ struct Bench: Sendable {
                         let begin = clock.now
                         try await operation(offset + index)
                         let elapsed = clock.now - begin
-                        mine.append(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
+                        mine.append(Self.milliseconds(elapsed))
                         index += concurrency
                     }
                     return mine
@@ -298,7 +303,7 @@ struct Bench: Sendable {
             return try await group.reduce(into: [Double]()) { $0 += $1 }.sorted()
         }
         let total = clock.now - started
-        let seconds = Double(total.components.seconds) + Double(total.components.attoseconds) / 1e18
+        let seconds = Self.milliseconds(total) / 1000
         let p99 = latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))]
         return (Double(count) / seconds, p99)
     }
