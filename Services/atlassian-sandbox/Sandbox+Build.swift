@@ -34,7 +34,8 @@ func buildApplication(
 ) -> some ApplicationProtocol {
     let state = state ?? SandboxState(config: config)
     let router = Router(context: SandboxRequestContext.self)
-    router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
+    // Before the routes (it applies to those added after it); errors as thrown: the sandbox answers like Atlassian.
+    router.add(middleware: RequestLogMiddleware(errorBodies: false))
     router.addOperationalRoutes(readiness: [], registry: registry)
     addAtlassianRoutes(router, state: state)
     addControlRoutes(router, state: state)

@@ -18,10 +18,19 @@ extension HTTPField.Name {
 ///   `unmatched`), `status`, `ms`. Never the path as sent, the query string, a header value or a body: paths and
 ///   queries carry accountIds, sign-in codes and states.
 /// - **Latency per route** in `lethe_http_request_duration_seconds{method,route,status}`.
+/// - **One error shape** (``ErrorBody``): an `HTTPError` a handler throws is answered
+///   `{"error": "<status as snake_case>", "message": "<reason>", "requestId": "<id>"}`, and any other error as a 500
+///   of the same shape with no detail (its type is logged, never its text, which may hold personal data).
+///   The sandbox passes `errorBodies: false`: it imitates Atlassian's answers, not ours.
 ///
 /// Add it to a router before its routes (Hummingbird applies a middleware to the routes added after it).
 package struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
-    package init() {}
+    private let errorBodies: Bool
+
+    /// - Parameter errorBodies: answer errors in Lethe's shape (``ErrorBody``); false leaves them as thrown.
+    package init(errorBodies: Bool = true) {
+        self.errorBodies = errorBodies
+    }
 
     package func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
@@ -37,16 +46,39 @@ package struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             response.headers[.requestId] = id
             record(request, context: context, status: response.status, since: started)
             return response
-        } catch let error as any HTTPResponseError {
+        } catch {
             // Answered here rather than by the server, so that the error carries the id too.
-            var response = try error.response(from: request, context: context)
+            var response: Response
+            do {
+                response = try errorResponse(error, request: request, context: context, requestId: id)
+            } catch {
+                // Left to Hummingbird, which answers 500 (only without error bodies).
+                record(request, context: context, status: .internalServerError, since: started)
+                throw error
+            }
             response.headers[.requestId] = id
             record(request, context: context, status: response.status, since: started)
             return response
-        } catch {
-            // Hummingbird answers 500 for it; the handler's own log says what it was.
-            record(request, context: context, status: .internalServerError, since: started)
-            throw error
+        }
+    }
+
+    private func errorResponse(_ error: any Error, request: Request, context: Context, requestId: String) throws -> Response {
+        guard errorBodies else {
+            guard let error = error as? any HTTPResponseError else { throw error }
+            return try error.response(from: request, context: context)
+        }
+        switch error {
+        case let error as HTTPError:
+            return ErrorBody(status: error.status, message: error.body, requestId: requestId)
+                .response(status: error.status, headers: error.headers)
+        case let error as any HTTPResponseError:  // e.g. a body over the size limit (413)
+            return ErrorBody(status: error.status, message: nil, requestId: requestId)
+                .response(status: error.status, headers: [:])
+        default:
+            // Not an answer a handler chose: a fault. Its type says where to look; its text may hold personal data.
+            context.logger.error("request failed", metadata: ["error": "\(type(of: error))"])
+            return ErrorBody(status: .internalServerError, message: nil, requestId: requestId)
+                .response(status: .internalServerError, headers: [:])
         }
     }
 
@@ -83,6 +115,35 @@ package struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             "method": .string(method), "route": .string(route), "status": .stringConvertible(status.code),
             "ms": .string(String(format: "%.1f", milliseconds)),
         ])
+    }
+}
+
+/// The body of every error a Lethe service answers: `{"error", "message", "requestId"}`.
+///
+/// `error` is the status as a stable snake_case code (`bad_request`, `not_found`, `service_unavailable`…) for
+/// programs; `message` the reason for people (the status's phrase when the handler gave none) and never a secret or
+/// personal data; `requestId` the `X-Request-Id` of the answer, to find the request's log lines.
+package struct ErrorBody: Codable, Sendable, Equatable {
+    package var error: String
+    package var message: String
+    package var requestId: String
+
+    package init(status: HTTPResponse.Status, message: String?, requestId: String) {
+        let phrase = status.reasonPhrase.isEmpty ? "error \(status.code)" : status.reasonPhrase
+        self.error = phrase.lowercased().split(whereSeparator: { !$0.isLetter && !$0.isNumber }).joined(separator: "_")
+        self.message = message ?? phrase.lowercased()
+        self.requestId = requestId
+    }
+
+    /// This body as a JSON response with `status`, after `headers` (a challenge, a Retry-After).
+    func response(status: HTTPResponse.Status, headers: HTTPFields) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        // Three strings always encode.
+        let data = (try? encoder.encode(self)) ?? Data()
+        var fields = headers
+        fields[.contentType] = "application/json; charset=utf-8"
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }
 

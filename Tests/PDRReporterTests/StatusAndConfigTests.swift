@@ -21,12 +21,13 @@ struct StatusAndConfigTests {
     /// One answer of the route as served by Hummingbird (status, `WWW-Authenticate`, body).
     struct Answer { var status: Int; var challenge: String?; var body: Data }
 
-    /// Serves `endpoint` on a free loopback port for the duration of `body`, as `buildPDRReporter` wires it, so the
-    /// bodies checked are the ones Hummingbird renders — the house error shape comes from there, not from this code.
+    /// Serves `endpoint` on a free loopback port for the duration of `body`, as `buildPDRReporter` wires it (behind
+    /// `RequestLogMiddleware`), so the bodies checked are the ones every service renders, not this code's.
     static func withServedEndpoint(
         _ endpoint: AppsStatusEndpoint, _ body: @Sendable (@Sendable (String?) async throws -> Answer) async throws -> Void
     ) async throws {
         let router = Router()
+        router.add(middleware: RequestLogMiddleware())
         router.addAppsStatusRoute(endpoint)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
@@ -58,8 +59,6 @@ struct StatusAndConfigTests {
         }
     }
 
-    /// The house error body: `{"error":{"message":…}}`.
-    struct HouseError: Decodable { struct Detail: Decodable { var message: String }; var error: Detail }
 
     @Test("only the admin bearer gets the per-app status; no configured token lets nobody in")
     func adminTokenGuardsStatus() async throws {
@@ -81,24 +80,24 @@ struct StatusAndConfigTests {
         }
     }
 
-    @Test("errors of GET /v1/apps are the house shape {\"error\":{\"message\":…}}, with a Bearer challenge on 401")
+    @Test("errors of GET /v1/apps are the shape of every service, {error, message, requestId}, with a Bearer challenge on 401")
     func errorsAreTheHouseShape() async throws {
         struct RegistryDown: Error {}
         try await Self.withServedEndpoint(AppsStatusEndpoint(adminToken: Self.token) { throw RegistryDown() }) { get in
             let unauthorized = try await get("Bearer wrong")
             #expect(unauthorized.status == 401 && unauthorized.challenge == "Bearer")
             let body = String(decoding: unauthorized.body, as: UTF8.self)
-            #expect(try JSONDecoder().decode(HouseError.self, from: unauthorized.body).error.message
-                        == "admin token required", "\(body)")
+            let refusal = try JSONDecoder().decode(ErrorBody.self, from: unauthorized.body)
+            #expect(refusal.error == "unauthorized" && refusal.message == "admin token required", "\(body)")
             let failed = try await get("Bearer \(Self.token)")
             #expect(failed.status == 500)
-            let detail = try JSONDecoder().decode(HouseError.self, from: failed.body).error.message
+            let detail = try JSONDecoder().decode(ErrorBody.self, from: failed.body).message
             // No internals: not the error's type or description.
             #expect(detail == "reporting status unavailable" && !detail.contains("RegistryDown"))
         }
         try await Self.withServedEndpoint(AppsStatusEndpoint(adminToken: nil) { [Self.sample] }) { get in
             let closed = try await get(nil)
-            #expect(try JSONDecoder().decode(HouseError.self, from: closed.body).error.message == "admin token required")
+            #expect(try JSONDecoder().decode(ErrorBody.self, from: closed.body).message == "admin token required")
         }
     }
 

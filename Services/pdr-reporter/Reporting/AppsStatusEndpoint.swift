@@ -4,8 +4,8 @@ import ServiceKit
 
 /// `GET /v1/apps`: the per-app reporting status, behind `LETHE_ADMIN_TOKEN`.
 ///
-/// Errors are the house shape every Lethe service answers, `{"error":{"message":…}}`, because they are Hummingbird
-/// `HTTPError`s rendered by the framework — the same path as `BearerSecret.require` in the other services — so an
+/// Errors are `HTTPError`s, which `RequestLogMiddleware` answers in the shape of every Lethe service,
+/// `{"error", "message", "requestId"}` — the same path as `BearerSecret.require` in the other services — so an
 /// operator's tooling parses one error shape everywhere.
 package struct AppsStatusEndpoint: Sendable {
     /// nil: no admin token configured, so nobody is let in (a missing setting must not open the endpoint).
