@@ -15,19 +15,19 @@ let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto"
 /// never on another service.
 let services: [(name: String, dependencies: [Target.Dependency])] = [
     ("oauth-gateway", [
-        "ServiceKit", "Messaging", "Contracts", "Storage", "ErasureKit", "AtlassianClient", hummingbird, lifecycle,
+        "ServiceKit", "ServiceRuntime", "Messaging", "Contracts", "Storage", "ErasureKit", "AtlassianClient", hummingbird, lifecycle,
         logging, metrics, prometheus, grdb, crypto, httpClient, .product(name: "JWTKit", package: "jwt-kit"),
     ]),
     ("profile-store", [
-        "ServiceKit", "Messaging", "Contracts", "Storage", "ErasureKit", hummingbird, lifecycle, logging, metrics,
+        "ServiceKit", "ServiceRuntime", "Messaging", "Contracts", "Storage", "ErasureKit", hummingbird, lifecycle, logging, metrics,
         prometheus, .product(name: "GRDB", package: "GRDB.swift"),
     ]),
     ("pdr-reporter", [
-        "ServiceKit", "Messaging", "Contracts", "AtlassianClient", "Storage", "ErasureKit", hummingbird, lifecycle, logging,
+        "ServiceKit", "ServiceRuntime", "Messaging", "Contracts", "AtlassianClient", "Storage", "ErasureKit", hummingbird, lifecycle, logging,
         prometheus, metrics, nioCore, grdb, .product(name: "NIOHTTP1", package: "swift-nio"), httpClient,
     ]),
     ("erasure-executor", [
-        "ServiceKit", "Messaging", "Contracts", "Storage", "ErasureKit", hummingbird, lifecycle, logging, prometheus,
+        "ServiceKit", "ServiceRuntime", "Messaging", "Contracts", "Storage", "ErasureKit", hummingbird, lifecycle, logging, prometheus,
         metrics, grdb, crypto, httpClient,
     ]),
     ("atlassian-sandbox", [
@@ -87,6 +87,11 @@ let package = Package(
             path: "Shared/ServiceKit"
         ),
 
+        .target(
+            name: "ServiceRuntime",
+            dependencies: ["ServiceKit", "Messaging", "Contracts", hummingbird, prometheus, lifecycle, logging],
+            path: "Shared/ServiceRuntime"
+        ),
         .target(
             name: "Storage",
             dependencies: [.product(name: "GRDB", package: "GRDB.swift"), "Messaging", lifecycle, logging],
@@ -210,7 +215,7 @@ let package = Package(
         .testTarget(
             name: "ServiceKitTests",
             dependencies: [
-                "ServiceKit", "Contracts", "TestSupport", "Messaging", hummingbird, prometheus, lifecycle,
+                "ServiceKit", "ServiceRuntime", "Contracts", "TestSupport", "Messaging", hummingbird, prometheus, lifecycle,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -5,13 +5,9 @@ import ServiceKit
 
 /// Every setting of erasure-executor, read and validated at start. See README "Configuration".
 struct ErasureExecutorConfig: Sendable {
-    /// HTTP_HOST / HTTP_PORT (default 8083), KAFKA_BOOTSTRAP_SERVERS, LETHE_DATA_DIR.
+    /// HTTP_HOST / HTTP_PORT (default 8083), KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC_PARTITIONS, KAFKA_CREATE_TOPICS,
+    /// LETHE_DATA_DIR, LETHE_TOPIC_NAMESPACE (its `topics` and consumer `group(_:)` names).
     var standard: StandardServiceConfig
-    /// `LETHE_TOPIC_NAMESPACE`, if set: prefixes every topic and group id, so test runs sharing a broker never see
-    /// each other's records. Unset in production.
-    var namespace: String?
-    /// The topics, from the namespace.
-    var topics: LetheTopics
     /// `LETHE_AUDIT_KEY` (secret, ≥ 32 characters): the HMAC key of audit subjects, and the seed the audit signing
     /// key is derived from. One secret, so an operator cannot rotate one and forget the other; rotating it starts a
     /// new `keyId` (old entries keep verifying only with the old public key, which the export names by `keyId`).
@@ -38,8 +34,6 @@ struct ErasureExecutorConfig: Sendable {
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8083)
-        namespace = try TopicNamespace(reader: reader).prefix
-        topics = LetheTopics(namespace: namespace)
         auditKey = try reader.secret("LETHE_AUDIT_KEY", minimumLength: 32)
         adminToken = try reader.secret("LETHE_ADMIN_TOKEN", minimumLength: 16)
         resendSeconds = try reader.int("ERASURE_RESEND_SECONDS", default: 300, range: 1...86_400)
@@ -50,14 +44,11 @@ struct ErasureExecutorConfig: Sendable {
         tenantAuth = try TenantAuthConfig(reader: reader)
     }
 
-    /// A group id, prefixed like the topics.
-    func group(_ name: String) -> String { TopicNamespace(prefix: namespace).name(name) }
-
     /// The ledger's settings derived from this configuration.
     var ledgerSettings: LedgerSettings {
         LedgerSettings(
             resendAfter: TimeInterval(resendSeconds), maxFailedAttempts: maxFailedAttempts,
-            daySeconds: TimeInterval(daySeconds), commandsTopic: topics.erasureCommands,
-            completedTopic: topics.erasureCompleted)
+            daySeconds: TimeInterval(daySeconds), commandsTopic: standard.topics.erasureCommands,
+            completedTopic: standard.topics.erasureCompleted)
     }
 }

@@ -3,11 +3,11 @@ import AtlassianClient
 import Contracts
 import ErasureKit
 import Foundation
-import Hummingbird
 import Logging
 import Messaging
 import Prometheus
 import ServiceKit
+import ServiceRuntime
 import ServiceLifecycle
 import Storage
 
@@ -18,32 +18,20 @@ struct OAuthGatewayParts {
     var database: GatewayDatabase
 }
 
-/// Wires oauth-gateway: creates its topics, opens its SQLite file, loads the data and signing keys, registers the
-/// shared app, then runs the producer (first, so it stops last), the outbox relay, the erasure participant, the
-/// status consumer, a pruner for expired sign-in states and codes, and the HTTP server.
+/// Wires oauth-gateway in the start sequence of every service (``ServiceContext``): its SQLite file, its topics, the
+/// data and signing keys, the shared app; then the outbox relay, the erasure participant, the status consumer, a
+/// pruner for expired sign-in states and codes, the connection keep-alive and the HTTP server.
 func buildOAuthGateway(
     config: OAuthGatewayConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
 ) async throws -> OAuthGatewayParts {
-    let kafka = config.standard.kafka
-    let topics = LetheTopics(namespace: config.namespace)
-    let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: logger)
-    func spec(_ name: String, like base: String) -> TopicSpec {
-        TopicSpec(name: name, partitions: kafka.topicPartitions, config: Topics.definition(named: base)!.kafkaConfig)
-    }
-    try await admin.ensureTopics([
-        spec(topics.tenants, like: Topics.tenants),
-        spec(topics.profiles, like: Topics.profiles),
-        spec(topics.pdrStatus, like: Topics.pdrStatus),
-        spec(topics.erasureRequests, like: Topics.erasureRequests),
-        spec(topics.erasureCommands, like: Topics.erasureCommands),
-        spec(topics.erasureAcks, like: Topics.erasureAcks),
-        spec(topics.erasureParticipants, like: Topics.erasureParticipants),
-        DeadLetterQueue.topicSpec(for: topics.pdrStatus, partitions: kafka.topicPartitions),
-        DeadLetterQueue.topicSpec(for: topics.erasureCommands, partitions: kafka.topicPartitions),
-    ])
+    let context = try ServiceContext(name: "oauth-gateway", config: config.standard, logger: logger, metrics: registry)
+    let topics = context.topics
+    let database = try GatewayDatabase(path: context.databasePath, topics: topics)
+    try await context.ensureTopics(
+        [\.tenants, \.profiles, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks,
+         \.erasureParticipants],
+        deadLettered: [\.pdrStatus, \.erasureCommands])
 
-    let database = try GatewayDatabase(
-        path: config.standard.dataDirectory.databaseFile("oauth-gateway").path, topics: topics)
     let box = try SecretBox(masterKey: config.masterKey, database: database.writer)
     // A retired key stays published well past the longest-lived token it can have signed.
     let signer = TokenSigner(
@@ -53,26 +41,20 @@ func buildOAuthGateway(
         try await database.registerSharedApp(
             appId: shared.clientId, callbackURL: shared.callbackURL, scopes: Gateway.requiredScopes)
     }
-    let producer = try KafkaProducer(
-        config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "oauth-gateway"), logger: logger)
+    let producer = context.producer
     // Sent profiles hold personal data: the relay deletes them as soon as the broker has them.
     let relay = OutboxRelay(database: database.database, producer: producer, logger: logger, retention: .zero)
     let checkpointer = WALCheckpointer(database: database.database, logger: logger)
     // A suppression list converted at open (or anything erased before a crash) leaves the WAL at start.
     checkpointer.request()
-    let statusConsumer = try KafkaConsumer(
-        config: KafkaConsumerConfig(
-            bootstrapServers: kafka.bootstrapServers,
-            subscription: .group(id: config.name("oauth-gateway"), topics: [topics.pdrStatus]),
-            clientId: "oauth-gateway", sessionTimeout: .seconds(6)),
-        logger: logger)
+    let statusConsumer = try context.consumer(group: "oauth-gateway", topics: [topics.pdrStatus])
     let participant = try ErasureParticipant(
         config: ErasureParticipantConfig(
             participant: "oauth-gateway", holds: ["accountId", "accessToken", "refreshToken"],
-            groupId: config.name("lethe.erasure.oauth-gateway"), commandsTopic: topics.erasureCommands,
+            groupId: config.standard.group("lethe.erasure.oauth-gateway"), commandsTopic: topics.erasureCommands,
             acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6)),
         handler: GatewayErasureHandler(database: database, checkpointer: checkpointer), producer: producer,
-        bootstrapServers: kafka.bootstrapServers, logger: logger)
+        bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
 
     // Created after everything that can throw, so a failed start never leaves a client that was not shut down.
     // Its own client rather than HTTPClient.shared: the shared one keeps at most 8 connections per host, and every
@@ -84,35 +66,19 @@ func buildOAuthGateway(
     let gateway = Gateway(
         config: config, database: database, box: box, signer: signer, atlassian: atlassian, logger: logger)
 
-    let router = Router()
-    router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
-    router.addOperationalRoutes(
-        readiness: [
-            ReadinessCheck(name: "sqlite") { try await database.database.check() },
-            // Red when the broker cannot be reached, or for good once the producer failed fatally (the process is ending).
-            ReadinessCheck(name: "kafka") {
-                try await admin.ping()
-                try producer.checkNotFatal()
-            },
+    let app = context.application(database: { try await database.database.check() }) { router in
+        GatewayAPI.addRoutes(
+            to: router, gateway: gateway, adminToken: config.adminToken, internalToken: config.internalToken,
+            issuer: config.issuer)
+    }
+    let group = context.serviceGroup(
+        [
+            HTTPClientService(client: httpClient), relay, checkpointer, participant,
+            StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger),
+            ExpiryPruner(database: database, logger: logger),
+            ConnectionKeepAlive(database: database, vault: gateway.vault, settings: config.keepAlive, logger: logger),
         ],
-        registry: registry)
-    GatewayAPI.addRoutes(
-        to: router, gateway: gateway, adminToken: config.adminToken, internalToken: config.internalToken,
-        issuer: config.issuer)
-    let app = Application(
-        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "oauth-gateway"),
-        logger: logger)
-    let group = ServiceGroup(configuration: .init(
-        services: [
-            .init(service: HTTPClientService(client: httpClient)), .init(service: producer), .init(service: relay),
-            .init(service: checkpointer), .init(service: participant),
-            .init(service: StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger)),
-            .init(service: ExpiryPruner(database: database, logger: logger)),
-            .init(service: ConnectionKeepAlive(
-                database: database, vault: gateway.vault, settings: config.keepAlive, logger: logger)),
-            .init(service: app),
-        ],
-        gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
+        application: app, handleSignals: handleSignals)
     return OAuthGatewayParts(group: group, gateway: gateway, database: database)
 }
 
@@ -136,15 +102,5 @@ struct ExpiryPruner: Service {
                 return
             }
         }
-    }
-}
-
-/// Shuts the gateway's HTTP client down after everything that uses it stopped (it is listed first, so it stops last).
-struct HTTPClientService: Service {
-    let client: HTTPClient
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        try await client.shutdown()
     }
 }

@@ -4,10 +4,9 @@ import ServiceKit
 
 /// Every setting of oauth-gateway, read and validated at start. See docs/oauth-gateway.md "Configuration".
 struct OAuthGatewayConfig: Sendable {
-    /// HTTP_HOST / HTTP_PORT (default 8080), KAFKA_BOOTSTRAP_SERVERS, LETHE_DATA_DIR.
+    /// HTTP_HOST / HTTP_PORT (default 8080), KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC_PARTITIONS, KAFKA_CREATE_TOPICS,
+    /// LETHE_DATA_DIR, LETHE_TOPIC_NAMESPACE (its `topics` and consumer `group(_:)` names).
     var standard: StandardServiceConfig
-    /// `LETHE_TOPIC_NAMESPACE`, if set: prefixes every topic and group id.
-    var namespace: String?
     /// `LETHE_GATEWAY_URL`: the gateway's public base URL, without a trailing slash.
     var publicURL: String
     /// `LETHE_TOKEN_ISSUER` (default `LETHE_GATEWAY_URL`): `iss` of every token signed here. Every other service
@@ -35,7 +34,6 @@ struct OAuthGatewayConfig: Sendable {
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8080)
-        namespace = try TopicNamespace(reader: reader).prefix
         var url = try reader.url("LETHE_GATEWAY_URL", default: "http://127.0.0.1:8080").absoluteString
         while url.hasSuffix("/") { url.removeLast() }
         publicURL = url
@@ -71,7 +69,4 @@ struct OAuthGatewayConfig: Sendable {
     /// `GATEWAY_KEEPALIVE_AFTER_DAYS` (default 30, at most 80) and `GATEWAY_KEEPALIVE_BATCH` (default 20 a minute):
     /// when a connection's refresh token is refreshed for its own sake, and how many a minute at most.
     var keepAlive: KeepAliveSettings
-
-    /// A topic or group id, prefixed by the namespace.
-    func name(_ base: String) -> String { TopicNamespace(prefix: namespace).name(base) }
 }

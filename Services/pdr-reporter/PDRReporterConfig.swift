@@ -4,7 +4,8 @@ import ServiceKit
 
 /// Every setting of pdr-reporter, read and validated at start. See README "Configuration".
 struct PDRReporterConfig: Sendable {
-    /// HTTP_HOST / HTTP_PORT (default 8082), KAFKA_BOOTSTRAP_SERVERS, LETHE_DATA_DIR.
+    /// HTTP_HOST / HTTP_PORT (default 8082), KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC_PARTITIONS, KAFKA_CREATE_TOPICS,
+    /// LETHE_DATA_DIR, LETHE_TOPIC_NAMESPACE (its `topics` and consumer `group(_:)` names).
     var standard: StandardServiceConfig
     /// `PDR_CYCLE_SECONDS` (default 604800, 7 days; ATLASSIAN.md §3.5): the cycle until Atlassian answers a
     /// `Cycle-Period` for an app; one to 31 days, or from 1 s with `PDR_ALLOW_SHORT_CYCLE`.
@@ -29,11 +30,6 @@ struct PDRReporterConfig: Sendable {
     var internalToken: String
     /// `LETHE_ADMIN_TOKEN`: bearer for `GET /v1/apps`; without it the route answers 401 to everyone. Never logged.
     var adminToken: String?
-    /// `LETHE_TOPIC_NAMESPACE`, if set: unset in production (the architecture's topic names); tests set a unique
-    /// prefix so runs sharing a broker never see each other's records. The group id gets the same prefix.
-    var namespace: String?
-    /// The topics, prefixed with the namespace.
-    var topics: LetheTopics
     /// `PDR_RESTORE_TIMEOUT_SECONDS` (default 300): longest a partition restore may take before the instance gives up
     /// (and exits, so an orchestrator restarts it) rather than report from a half-restored registry.
     var restoreTimeout: Duration
@@ -43,8 +39,6 @@ struct PDRReporterConfig: Sendable {
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8082)
-        namespace = try TopicNamespace(reader: reader).prefix
-        topics = LetheTopics(namespace: namespace)
         restoreTimeout = .seconds(try reader.int("PDR_RESTORE_TIMEOUT_SECONDS", default: 300, range: 1...86_400))
         restoreProgressInterval = .seconds(try reader.int("PDR_RESTORE_PROGRESS_SECONDS", default: 5, range: 0...3600))
         allowShortCycle = try reader.bool("PDR_ALLOW_SHORT_CYCLE", default: false)
@@ -66,9 +60,6 @@ struct PDRReporterConfig: Sendable {
         internalToken = try reader.secret("LETHE_INTERNAL_TOKEN")
         adminToken = try reader.optionalString("LETHE_ADMIN_TOKEN").map { _ in try reader.secret("LETHE_ADMIN_TOKEN") }
     }
-
-    /// The consumer group id of the reporter instances, prefixed like the topics.
-    var groupId: String { TopicNamespace(prefix: namespace).name("pdr-reporter") }
 
     /// When accounts are due, and the cycles an answered `Cycle-Period` is followed within.
     var schedule: Schedule {

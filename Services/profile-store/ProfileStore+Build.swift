@@ -1,10 +1,10 @@
 import Contracts
 import ErasureKit
-import Hummingbird
 import Logging
 import Messaging
 import Prometheus
 import ServiceKit
+import ServiceRuntime
 import ServiceLifecycle
 import Storage
 
@@ -16,34 +16,19 @@ struct ProfileStoreParts {
     var relay: OutboxRelay
 }
 
-/// Wires profile-store: creates its topics, opens (and migrates) its SQLite file, then runs the producer, the outbox
-/// relay, the erasure participant, the profile ingestor and the HTTP server (profile API, health and metrics). The producer is
-/// listed first: ServiceGroup shuts down in reverse order, so it outlives everything that sends through it.
+/// Wires profile-store in the start sequence of every service (``ServiceContext``): its SQLite file, its topics, then
+/// the outbox relay, the erasure participant, the profile ingestor and the HTTP server (profile API, health, metrics).
 func buildProfileStore(
     config: ProfileStoreConfig, logger: Logger, registry: PrometheusCollectorRegistry,
     handleSignals: Bool = true
 ) async throws -> ProfileStoreParts {
-    let kafka = config.standard.kafka
-    let topics = config.topics
-    let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: logger)
-    func spec(_ name: String, like definition: TopicDefinition) -> TopicSpec {
-        TopicSpec(name: name, partitions: kafka.topicPartitions, config: definition.kafkaConfig)
-    }
-    try await admin.ensureTopics([
-        spec(topics.profiles, like: Topics.definition(named: Topics.profiles)!),
-        spec(topics.pdrAccounts, like: Topics.definition(named: Topics.pdrAccounts)!),
-        spec(topics.erasureCommands, like: Topics.definition(named: Topics.erasureCommands)!),
-        spec(topics.erasureAcks, like: Topics.definition(named: Topics.erasureAcks)!),
-        spec(topics.erasureParticipants, like: Topics.definition(named: Topics.erasureParticipants)!),
-        DeadLetterQueue.topicSpec(for: topics.profiles, partitions: kafka.topicPartitions),
-        DeadLetterQueue.topicSpec(for: topics.erasureCommands, partitions: kafka.topicPartitions),
-    ])
+    let context = try ServiceContext(name: "profile-store", config: config.standard, logger: logger, metrics: registry)
+    let topics = context.topics
+    let database = try ProfileDatabase(path: context.databasePath, accountsTopic: topics.pdrAccounts)
+    try await context.ensureTopics(
+        [\.profiles, \.pdrAccounts, \.erasureCommands, \.erasureAcks, \.erasureParticipants],
+        deadLettered: [\.profiles, \.erasureCommands])
 
-    let database = try ProfileDatabase(
-        path: config.standard.dataDirectory.databaseFile("profile-store").path, accountsTopic: topics.pdrAccounts)
-    let producer = try KafkaProducer(
-        config: KafkaProducerConfig(bootstrapServers: kafka.bootstrapServers, clientId: "profile-store"),
-        logger: logger)
     let checkpointer = WALCheckpointer(database: database.database, logger: logger)
     // A suppression list converted at open (or anything erased before a crash) leaves the WAL at start.
     checkpointer.request()
@@ -51,53 +36,32 @@ func buildProfileStore(
     // with one send and one deletion per ingest batch. Sent records are deleted at once (they name accounts), and a
     // sent tombstone — an account no tenant holds any more — asks for a checkpoint, so its accountId leaves the files.
     let relay = OutboxRelay(
-        database: database.database, producer: producer, logger: logger, batchSize: max(1000, config.ingestBatch),
-        retention: .zero, checkpointer: checkpointer)
-    let consumer = try KafkaConsumer(
-        config: KafkaConsumerConfig(
-            bootstrapServers: kafka.bootstrapServers,
-            subscription: .group(id: config.group("profile-store"), topics: [topics.profiles]),
-            clientId: "profile-store", sessionTimeout: .seconds(6), maxBufferedMessages: config.ingestBatch * 2,
-            // librdkafka prefetches up to 64 MiB by default, several seconds of ingest: 16 MiB is still well over
-            // one batch ahead of the writer, and keeps that much less resident.
-            extraSettings: ["queued.max.messages.kbytes": "16384"]),
-        logger: logger)
+        database: database.database, producer: context.producer, logger: logger,
+        batchSize: max(1000, config.ingestBatch), retention: .zero, checkpointer: checkpointer)
+    let consumer = try context.consumer(group: "profile-store", topics: [topics.profiles]) {
+        $0.maxBufferedMessages = config.ingestBatch * 2
+        // librdkafka prefetches up to 64 MiB by default, several seconds of ingest: 16 MiB is still well over one
+        // batch ahead of the writer, and keeps that much less resident.
+        $0.extraSettings["queued.max.messages.kbytes"] = "16384"
+    }
     let ingestor = ProfileIngestor(
-        consumer: consumer, database: database, relay: relay, producer: producer, logger: logger,
+        consumer: consumer, database: database, relay: relay, producer: context.producer, logger: logger,
         maxBatch: config.ingestBatch)
     let participant = try ErasureParticipant(
         config: ErasureParticipantConfig(
             participant: "profile-store", holds: ["name", "email", "nickname", "picture"],
-            groupId: config.group("lethe.erasure.profile-store"), commandsTopic: topics.erasureCommands,
+            groupId: config.standard.group("lethe.erasure.profile-store"), commandsTopic: topics.erasureCommands,
             acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants,
             sessionTimeout: .seconds(6)),
-        handler: ProfileErasureHandler(database: database, checkpointer: checkpointer), producer: producer,
-        bootstrapServers: kafka.bootstrapServers, logger: logger)
+        handler: ProfileErasureHandler(database: database, checkpointer: checkpointer), producer: context.producer,
+        bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
 
-    let router = Router()
-    router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
-    router.addOperationalRoutes(
-        readiness: [
-            ReadinessCheck(name: "sqlite") { try await database.database.check() },
-            // Red when the broker cannot be reached, or for good once the producer failed fatally (the process is ending).
-            ReadinessCheck(name: "kafka") {
-                try await admin.ping()
-                try producer.checkNotFatal()
-            },
-        ],
-        registry: registry)
-    ProfileAPI.addRoutes(
-        to: router, database: database,
-        verifier: TenantTokenVerifier(config: config.tenantAuth, httpClient: .shared, logger: logger))
-    let app = Application(
-        router: router, configuration: config.standard.http.applicationConfiguration(serverName: "profile-store"),
-        logger: logger)
-    let group = ServiceGroup(configuration: .init(
-        services: [
-            .init(service: producer), .init(service: relay), .init(service: checkpointer), .init(service: participant),
-            .init(service: ingestor),
-            .init(service: app),
-        ],
-        gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
+    let app = context.application(database: { try await database.database.check() }) { router in
+        ProfileAPI.addRoutes(
+            to: router, database: database,
+            verifier: TenantTokenVerifier(config: config.tenantAuth, httpClient: .shared, logger: logger))
+    }
+    let group = context.serviceGroup(
+        [relay, checkpointer, participant, ingestor], application: app, handleSignals: handleSignals)
     return ProfileStoreParts(group: group, database: database, ingestor: ingestor, relay: relay)
 }

@@ -3,13 +3,9 @@ import ServiceKit
 
 /// Every setting of profile-store, read and validated at start. See README "Configuration".
 struct ProfileStoreConfig: Sendable {
-    /// HTTP_HOST / HTTP_PORT (default 8081), KAFKA_BOOTSTRAP_SERVERS, LETHE_DATA_DIR.
+    /// HTTP_HOST / HTTP_PORT (default 8081), KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC_PARTITIONS, KAFKA_CREATE_TOPICS,
+    /// LETHE_DATA_DIR, LETHE_TOPIC_NAMESPACE (its `topics` and consumer `group(_:)` names).
     var standard: StandardServiceConfig
-    /// The topics, from `LETHE_TOPIC_NAMESPACE` (unset in production: the architecture's names; tests set a unique
-    /// prefix so that runs sharing a broker never see each other's records). Group ids get the same prefix.
-    var topics: LetheTopics
-    /// `LETHE_TOPIC_NAMESPACE`, if set.
-    var namespace: String?
     /// `PROFILE_STORE_INGEST_BATCH`: most profile events per SQLite transaction (default 5000). Under a backlog
     /// every transaction is full, and its commit (WAL write, sync, checkpoint share) is paid per batch: at 2000 the
     /// commit cost the writer about three times as much per profile as at 5000. A trickle still commits at once
@@ -20,12 +16,7 @@ struct ProfileStoreConfig: Sendable {
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8081)
-        namespace = try TopicNamespace(reader: reader).prefix
-        topics = LetheTopics(namespace: namespace)
         ingestBatch = try reader.int("PROFILE_STORE_INGEST_BATCH", default: 5000, range: 1...100_000)
         tenantAuth = try TenantAuthConfig(reader: reader)
     }
-
-    /// A group id, prefixed like the topics.
-    func group(_ name: String) -> String { TopicNamespace(prefix: namespace).name(name) }
 }

@@ -76,6 +76,13 @@ package enum Topics {
     package static func definition(named name: String) -> TopicDefinition? {
         all.first { $0.name == name }
     }
+
+    /// The definition of a topic of ``LetheTopics`` (every one is in ``all``; TopicsTests checks it).
+    package static func definition(of topic: KeyPath<LetheTopics, String>) -> TopicDefinition {
+        let name = LetheTopics(namespace: nil)[keyPath: topic]
+        guard let definition = definition(named: name) else { preconditionFailure("\(name) is not in Topics.all") }
+        return definition
+    }
 }
 
 /// How one topic is created: name, cleanup policy and retention. The partition count is configuration (see

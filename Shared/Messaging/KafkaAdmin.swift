@@ -40,7 +40,12 @@ package final class KafkaAdmin: Sendable {
 
     package init(bootstrapServers: String, logger: Logger) throws(KafkaError) {
         self.handle = try RdKafkaHandle(
-            type: RD_KAFKA_PRODUCER, settings: ["bootstrap.servers": bootstrapServers, "client.id": "lethe-admin"],
+            // A producer-type handle asks the broker to auto-create a topic it requests metadata for (librdkafka's
+            // producer default): describing a topic must never create it, with the broker's defaults.
+            type: RD_KAFKA_PRODUCER,
+            settings: [
+                "bootstrap.servers": bootstrapServers, "client.id": "lethe-admin", "allow.auto.create.topics": "false",
+            ],
             context: RdKafkaCallbackContext(logger: logger))
         self.logger = logger
     }

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 
 /// A configuration value that is missing or unusable. Its description is the one line a process prints before it
@@ -116,16 +117,19 @@ package struct HTTPServerConfig: Sendable, Equatable {
     }
 }
 
-/// Settings every service that talks to Kafka shares: `KAFKA_BOOTSTRAP_SERVERS` (required, `host:port[,host:port]`)
-/// and `KAFKA_TOPIC_PARTITIONS` (default 12: the partition count used when a service creates its topics; the PDR
-/// topics must share it).
+/// Settings every service that talks to Kafka shares: `KAFKA_BOOTSTRAP_SERVERS` (required, `host:port[,host:port]`),
+/// `KAFKA_TOPIC_PARTITIONS` (default 12: the partition count of every topic; co-partitioned topics depend on it) and
+/// `KAFKA_CREATE_TOPICS` (default true: a service creates the topics it uses at start; false: the operator
+/// provisions them, and a service only checks that they exist with that partition count).
 package struct KafkaSettings: Sendable, Equatable {
     package var bootstrapServers: String
     package var topicPartitions: Int
+    package var createTopics: Bool
 
-    package init(bootstrapServers: String, topicPartitions: Int = 12) {
+    package init(bootstrapServers: String, topicPartitions: Int = 12, createTopics: Bool = true) {
         self.bootstrapServers = bootstrapServers
         self.topicPartitions = topicPartitions
+        self.createTopics = createTopics
     }
 
     package init(reader: ConfigReader) throws {
@@ -139,6 +143,7 @@ package struct KafkaSettings: Sendable, Equatable {
         }
         self.bootstrapServers = servers
         self.topicPartitions = try reader.int("KAFKA_TOPIC_PARTITIONS", default: 12, range: 1...1000)
+        self.createTopics = try reader.bool("KAFKA_CREATE_TOPICS", default: true)
     }
 }
 
@@ -163,23 +168,26 @@ package struct DataDirectory: Sendable, Equatable {
     package func databaseFile(_ name: String) -> URL { url.appendingPathComponent("\(name).sqlite") }
 }
 
-/// The settings every Kafka-backed Lethe service reads: where it listens, the broker, and its data directory.
+/// The settings every Kafka-backed Lethe service reads: where it listens, the broker, its data directory, and the
+/// namespace of its topics and consumer groups.
 package struct StandardServiceConfig: Sendable, Equatable {
     package var http: HTTPServerConfig
     package var kafka: KafkaSettings
     package var dataDirectory: DataDirectory
-
-    package init(http: HTTPServerConfig, kafka: KafkaSettings, dataDirectory: DataDirectory) {
-        self.http = http
-        self.kafka = kafka
-        self.dataDirectory = dataDirectory
-    }
+    package var namespace: TopicNamespace
 
     package init(reader: ConfigReader, defaultPort: Int) throws {
         self.http = try HTTPServerConfig(reader: reader, defaultPort: defaultPort)
         self.kafka = try KafkaSettings(reader: reader)
         self.dataDirectory = try DataDirectory(reader: reader)
+        self.namespace = try TopicNamespace(reader: reader)
     }
+
+    /// Every topic, inside the namespace.
+    package var topics: LetheTopics { LetheTopics(namespace: namespace.prefix) }
+
+    /// A consumer group id inside the namespace, like the topics (`<ns>.profile-store`).
+    package func group(_ name: String) -> String { namespace.name(name) }
 }
 
 /// `LETHE_TOPIC_NAMESPACE`: a prefix for every topic and consumer group id (`<ns>.lethe.profiles.v1`). Unset in

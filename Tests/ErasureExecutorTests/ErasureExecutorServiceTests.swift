@@ -96,7 +96,7 @@ struct ErasureExecutorServiceTests {
         let namespace = uniqueName("ee")
         let config = try ErasureExecutorConfig(reader: ConfigReader(
             environment: environment(namespace: namespace, directory: directory.url)))
-        let topics = config.topics
+        let topics = config.standard.topics
         let parts = try await buildErasureExecutor(
             config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
         let executor = RunningGroup(parts.group)
@@ -227,7 +227,7 @@ extension ErasureExecutorServiceTests {
         let namespace = uniqueName("ee-req")
         let config = try ErasureExecutorConfig(reader: ConfigReader(
             environment: environment(namespace: namespace, directory: directory.url)))
-        let topics = config.topics
+        let topics = config.standard.topics
         let parts = try await buildErasureExecutor(
             config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
         let executor = RunningGroup(parts.group)

@@ -30,7 +30,7 @@ struct ProfileStoreParticipantTests {
             "LETHE_AUDIT_KEY": testAuditKey, "LETHE_ADMIN_TOKEN": "admin-token-0123456789",
             "ERASURE_RESEND_SECONDS": "2", "ERASURE_SWEEP_MILLISECONDS": "100",
         ]))
-        let topics = config.topics
+        let topics = config.standard.topics
         let parts = try await buildErasureExecutor(
             config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
         let executor = RunningGroup(parts.group)

@@ -41,7 +41,10 @@ struct ConfigTests {
         let http = try HTTPServerConfig(reader: reader, defaultPort: 8083)
         #expect(http == HTTPServerConfig(host: "127.0.0.1", port: 8083))
         let kafka = try KafkaSettings(reader: reader)
-        #expect(kafka.topicPartitions == 12)
+        #expect(kafka.topicPartitions == 12 && kafka.createTopics)
+        #expect(try !KafkaSettings(reader: ConfigReader(environment: [
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "KAFKA_CREATE_TOPICS": "false",
+        ])).createTopics)
         #expect(try reader.int("PORTS", default: 3, range: 1...5) == 3)
         #expect(throws: ConfigError.self) {
             try ConfigReader(environment: ["PORTS": "9"]).int("PORTS", default: 3, range: 1...5)
@@ -53,6 +56,13 @@ struct ConfigTests {
         let namespace = try TopicNamespace(reader: ConfigReader(environment: ["LETHE_TOPIC_NAMESPACE": "run-1"]))
         #expect(namespace.name("lethe.profiles.v1") == "run-1.lethe.profiles.v1")
         #expect(try TopicNamespace(reader: ConfigReader(environment: [:])).name("g") == "g")
+        let standard = try StandardServiceConfig(
+            reader: ConfigReader(environment: [
+                "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "LETHE_TOPIC_NAMESPACE": "run-1",
+                "LETHE_DATA_DIR": FileManager.default.temporaryDirectory.path,
+            ]),
+            defaultPort: 1)
+        #expect(standard.topics.profiles == "run-1.lethe.profiles.v1" && standard.group("profile-store") == "run-1.profile-store")
         #expect(throws: ConfigError.self) {
             try TopicNamespace(reader: ConfigReader(environment: ["LETHE_TOPIC_NAMESPACE": "a b"]))
         }

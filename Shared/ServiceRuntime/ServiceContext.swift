@@ -1,0 +1,148 @@
+import Contracts
+import Hummingbird
+import Logging
+import Messaging
+import Prometheus
+import ServiceKit
+import ServiceLifecycle
+
+/// What every Lethe service over Kafka starts from, and the steps of its start, in one place.
+///
+/// A service's build function is its start sequence, each step a line of its own:
+/// 1. **Configuration** is validated before (the entry point exits with one line naming a bad variable).
+/// 2. **Storage**: the service opens and migrates its own SQLite file at ``databasePath``.
+/// 3. **Topics**: ``ensureTopics(_:deadLettered:)`` creates what the service produces and consumes — or, when the
+///    operator provisions topics (`KAFKA_CREATE_TOPICS=false`), only checks that they exist as declared.
+/// 4. **Consumers** from ``consumer(group:topics:tune:)``, and the service's own workers.
+/// 5. **HTTP**: ``application(database:readiness:routes:)`` — the request log and error shape, health, metrics, and
+///    the service's routes.
+/// 6. **Run**: ``serviceGroup(_:application:handleSignals:)`` runs the producer, the workers and HTTP, and stops them
+///    in reverse order; readiness turns green once every check passes.
+///
+/// Creating a context connects to nothing: the producer and the admin client reach the broker when first used.
+package struct ServiceContext: Sendable {
+    /// The service's name: its Kafka client id, its `Server` header, its SQLite file's name.
+    package let name: String
+    package let config: StandardServiceConfig
+    package let logger: Logger
+    /// Served on `/metrics`.
+    package let metrics: PrometheusCollectorRegistry
+    package let admin: KafkaAdmin
+    /// The service's one producer (the outbox relay, dead-letter queues and acknowledgements all send through it).
+    package let producer: KafkaProducer
+
+    package init(
+        name: String, config: StandardServiceConfig, logger: Logger, metrics: PrometheusCollectorRegistry
+    ) throws {
+        self.name = name
+        self.config = config
+        self.logger = logger
+        self.metrics = metrics
+        admin = try KafkaAdmin(bootstrapServers: config.kafka.bootstrapServers, logger: logger)
+        producer = try KafkaProducer(
+            config: KafkaProducerConfig(bootstrapServers: config.kafka.bootstrapServers, clientId: name), logger: logger)
+    }
+
+    /// The topics, inside the configured namespace.
+    package var topics: LetheTopics { config.topics }
+
+    /// The service's SQLite file, `<LETHE_DATA_DIR>/<name>.sqlite`.
+    package var databasePath: String { config.dataDirectory.databaseFile(name).path }
+
+    /// The start step for topics: every topic of `used` as ``Topics`` declares it (cleanup policy, retention) and the
+    /// dead-letter topic of each of `deadLettered` (what the service consumes), all with `KAFKA_TOPIC_PARTITIONS`
+    /// partitions.
+    ///
+    /// With `KAFKA_CREATE_TOPICS=false` nothing is created: each topic must exist with that partition count, or the
+    /// start fails naming the first one that does not — for an operator who provisions topics, or a broker whose
+    /// credentials may not create them.
+    package func ensureTopics(
+        _ used: [KeyPath<LetheTopics, String>], deadLettered: [KeyPath<LetheTopics, String>]
+    ) async throws {
+        let partitions = config.kafka.topicPartitions
+        let specs = used.map { path in
+            TopicSpec(name: topics[keyPath: path], partitions: partitions, config: Topics.definition(of: path).kafkaConfig)
+        } + deadLettered.map { DeadLetterQueue.topicSpec(for: topics[keyPath: $0], partitions: partitions) }
+        guard config.kafka.createTopics else {
+            for spec in specs {
+                try await requireProvisioned(spec)
+            }
+            return
+        }
+        try await admin.ensureTopics(specs)
+    }
+
+    private func requireProvisioned(_ spec: TopicSpec) async throws {
+        let count: Int
+        do {
+            count = try await admin.partitionCount(of: spec.name)
+        } catch {
+            throw TopicsNotProvisioned(topic: spec.name, reason: "cannot be described (\(error))")
+        }
+        guard count == spec.partitions else {
+            throw TopicsNotProvisioned(
+                topic: spec.name, reason: "has \(count) partitions, KAFKA_TOPIC_PARTITIONS says \(spec.partitions)")
+        }
+    }
+
+    /// A consumer of `topics` in the group `group` (inside the namespace), named after the service, with the session
+    /// timeout every service uses: 6 s keeps a group's first join and a takeover after a crash short (the dev broker
+    /// takes about half the session timeout to form a group). `tune` sets what one consumer needs more (buffer,
+    /// fetch sizes).
+    package func consumer(
+        group: String, topics: [String], tune: (inout KafkaConsumerConfig) -> Void = { _ in }
+    ) throws -> KafkaConsumer {
+        var consumerConfig = KafkaConsumerConfig(
+            bootstrapServers: config.kafka.bootstrapServers, subscription: .group(id: config.group(group), topics: topics),
+            clientId: name, sessionTimeout: .seconds(6))
+        tune(&consumerConfig)
+        return try KafkaConsumer(config: consumerConfig, logger: logger)
+    }
+
+    /// The HTTP server: the access log, request id and error shape (``RequestLogMiddleware``) on every route; health
+    /// with the checks every service has — `sqlite` (`database`) and `kafka` (the broker answers and the producer has
+    /// not failed for good, after which the process is ending) — then `readiness`; metrics; and the service's
+    /// `routes`.
+    package func application(
+        database: @escaping @Sendable () async throws -> Void, readiness: [ReadinessCheck] = [],
+        routes: (Router<BasicRequestContext>) -> Void
+    ) -> Application<RouterResponder<BasicRequestContext>> {
+        let router = Router()
+        router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
+        let admin = admin
+        let producer = producer
+        router.addOperationalRoutes(
+            readiness: [
+                ReadinessCheck(name: "sqlite", check: database),
+                ReadinessCheck(name: "kafka") {
+                    try await admin.ping()
+                    try producer.checkNotFatal()
+                },
+            ] + readiness,
+            registry: metrics)
+        routes(router)
+        return Application(
+            router: router, configuration: config.http.applicationConfiguration(serverName: name), logger: logger)
+    }
+
+    /// Runs the producer first, then `services` in order, then `application`; ServiceGroup stops them in reverse
+    /// order, so HTTP drains first and the producer, which everything sends through, flushes last. `handleSignals`:
+    /// SIGTERM and SIGINT shut down gracefully (tests run several services in one process and pass false).
+    package func serviceGroup(
+        _ services: [any Service], application: any Service, handleSignals: Bool
+    ) -> ServiceGroup {
+        ServiceGroup(configuration: .init(
+            services: ([producer] + services + [application]).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
+    }
+}
+
+/// A topic the operator was to provision (`KAFKA_CREATE_TOPICS=false`) is missing or differs.
+package struct TopicsNotProvisioned: Error, CustomStringConvertible {
+    package var topic: String
+    package var reason: String
+
+    package var description: String {
+        "topic \(topic) \(reason); with KAFKA_CREATE_TOPICS=false every topic must be created beforehand (see compose)"
+    }
+}
