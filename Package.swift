@@ -211,7 +211,9 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
-        .testTarget(name: "MessagingTests", dependencies: ["Messaging", "Contracts", "TestSupport", lifecycle, logging]),
+        .testTarget(
+            name: "MessagingTests", dependencies: ["Messaging", "Contracts", "ServiceKit", "TestSupport", lifecycle, logging]
+        ),
         .testTarget(
             name: "ServiceKitTests",
             dependencies: [

@@ -63,48 +63,6 @@ final class RestoreGate: Sendable {
     }
 }
 
-/// Which failures are worth retrying: SQLite busy or locked (another writer, a checkpoint), I/O trouble, a full
-/// disk, and any Kafka error that is not fatal (the broker is unreachable or electing a leader). Everything else —
-/// a constraint violation, a decode failure, a bad value — fails the same way every time, so retrying it would loop
-/// on one record for ever and stop its partition: such a record goes to the DLQ with the reason instead.
-enum Transience {
-    static func isTransient(_ error: any Error) -> Bool {
-        if let database = error as? DatabaseError {
-            switch database.resultCode {
-            case .SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_IOERR, .SQLITE_FULL, .SQLITE_CANTOPEN, .SQLITE_PROTOCOL,
-                .SQLITE_INTERRUPT, .SQLITE_NOMEM:
-                return true
-            default:
-                return false
-            }
-        }
-        if let kafka = error as? KafkaError { return !kafka.isFatal }
-        return false
-    }
-
-    /// A reason for the DLQ header and the logs, without personal data: SQLite's code and message (which name
-    /// columns and constraints, never values), or the error's own description for Lethe's errors (which never
-    /// carry values either).
-    static func reason(_ error: any Error) -> String {
-        if let database = error as? DatabaseError {
-            return "SQLite error \(database.extendedResultCode.rawValue): \(database.message ?? "\(database.resultCode)")"
-        }
-        return "\(error)"
-    }
-}
-
-/// Runs `operation`, retrying only transient failures (see ``Transience``; `retryUntilDone` backs off from 100 ms to
-/// 5 s, counts each retry in `lethe_retries_total{operation}` and logs it); any other failure is thrown at once, for
-/// the caller to dead-letter the record. Stops when the service shuts down.
-func retryTransient<T: Sendable>(
-    _ what: String, logger: Logger, onRetry: (String) -> Void = { _ in },
-    _ operation: @Sendable () async throws -> T
-) async throws -> T {
-    try await retryUntilDone(
-        what, logger: logger, retryingOnly: Transience.isTransient, describe: Transience.reason, onRetry: onRetry,
-        operation)
-}
-
 /// Reads the compacted state topics (`lethe.tenants.v1`, `lethe.erasure.participants.v1`) from the beginning on every
 /// start, outside any group, and keeps following them: each record is an idempotent upsert (or, as a tombstone, a
 /// delete) of the ledger's copy, applied in batches, so reading the full history again is harmless and the last value
@@ -307,7 +265,7 @@ final class StateReader: Service, Sendable {
         if !rejected.isEmpty {
             let ledger = self.ledger
             let positions = rejected.map { (topic: $0.0.topic, partition: $0.0.partition, offset: $0.0.offset) }
-            let sent = try await retryTransient("reading dead-lettered state records", logger: logger) {
+            let sent = try await retryUntilDone("reading dead-lettered state records", logger: logger, policy: .storage) {
                 try await ledger.deadLettered(positions)
             }
             for (message, reason) in rejected {
@@ -341,7 +299,7 @@ final class StateReader: Service, Sendable {
         guard restore.pending.isEmpty else { return }
         let ledger = self.ledger
         let (participants, tenants) = (restore.participants, restore.tenants)
-        let joinedAtEnd = try await retryTransient("finishing the state restore", logger: logger, onRetry: {
+        let joinedAtEnd = try await retryUntilDone("finishing the state restore", logger: logger, policy: .storage, onRetry: {
             self.gate.report(problem: "cannot write the ledger: \($0)")
         }) {
             try await ledger.finishRestore(participants: participants, tenants: tenants)
@@ -363,14 +321,14 @@ final class StateReader: Service, Sendable {
         let join = gate.isOpen
         let onRetry: (String) -> Void = { self.gate.report(problem: "cannot write the ledger: \($0)") }
         do {
-            let effect = try await retryTransient("applying state records", logger: logger, onRetry: onRetry) {
+            let effect = try await retryUntilDone("applying state records", logger: logger, policy: .storage, onRetry: onRetry) {
                 try await ledger.applyState(changes, joinOpenErasures: join)
             }
             note(effect)
             return effect.joined
-        } catch where !Transience.isTransient(error) && !(error is CancellationError) {
+        } catch where !RetryPolicy.storage.isTransient(error) && !(error is CancellationError) {
             logger.error("a state batch was refused by the ledger; applying its records one at a time", metadata: [
-                "error": "\(Transience.reason(error))",
+                "error": "\(RetryPolicy.storage.describe(error))",
             ])
         }
         var joined = 0
@@ -378,13 +336,13 @@ final class StateReader: Service, Sendable {
             let single = Self.changes(of: item)
             guard !single.isEmpty else { continue }
             do {
-                let effect = try await retryTransient("applying state records", logger: logger, onRetry: onRetry) {
+                let effect = try await retryUntilDone("applying state records", logger: logger, policy: .storage, onRetry: onRetry) {
                     try await ledger.applyState(single, joinOpenErasures: join)
                 }
                 note(effect)
                 joined += effect.joined
-            } catch where !Transience.isTransient(error) && !(error is CancellationError) {
-                let reason = "the ledger refused it: \(Transience.reason(error))"
+            } catch where !RetryPolicy.storage.isTransient(error) && !(error is CancellationError) {
+                let reason = "the ledger refused it: \(RetryPolicy.storage.describe(error))"
                 alert(item.message, reason: reason)
                 try await route(item.message, reason: reason)
             }
@@ -435,14 +393,14 @@ final class StateReader: Service, Sendable {
         try await retryUntilDone("dead-lettering", logger: logger) {
             try await self.deadLetters.route(message, reason: reason)
         }
-        metrics.stateDeadLettered.increment()
     }
 }
 
-/// Consumes closed statuses, erasure requests and acks in one group, in batches: whatever arrived while the previous
-/// batch was written (up to `maxBatch`) is applied in one ledger transaction, and the batch's offsets are committed
-/// once, after it. A batch that completed erasures asks for a WAL checkpoint: the page images from before the
-/// completion, which hold the raw accountId, leave the `-wal` file soon, not whenever it is next overwritten.
+/// Consumes closed statuses, erasure requests and acks in one group, through the shared ``ConsumerPipeline``:
+/// whatever arrived while the previous batch was written (up to `maxBatch`) is applied in one ledger transaction, and
+/// the batch's offsets are committed once, after it. A batch that completed erasures asks for a WAL checkpoint: the
+/// page images from before the completion, which hold the raw accountId, leave the `-wal` file soon, not whenever it
+/// is next overwritten.
 ///
 /// Nothing starts before the state topics are read to their end (``RestoreGate``, no timeout). Bad input never loops
 /// and never stops a partition: a record that cannot be decoded (no CloudEvents headers included) or validated, an
@@ -450,32 +408,27 @@ final class StateReader: Service, Sendable {
 /// `<topic>.dlq` with the reason and is committed with its batch; only transient failures (SQLite busy, the broker
 /// unreachable) are retried, with a capped backoff, counted in `lethe_retries_total{operation}`.
 final class ErasureIntake: Service, Sendable {
-    private let consumer: KafkaConsumer
+    private let pipeline: ConsumerPipeline<ErasureLedger.IntakeWork>
     private let ledger: ErasureLedger
-    private let topics: LetheTopics
     private let relay: ErasureNotifier
     private let checkpointer: WALCheckpointer
-    private let deadLetters: DeadLetterQueue
     private let gate: RestoreGate
     private let metrics: ErasureMetrics
-    private let logger: Logger
-    private let maxBatch: Int
 
     init(
         consumer: KafkaConsumer, ledger: ErasureLedger, topics: LetheTopics, relay: ErasureNotifier,
         checkpointer: WALCheckpointer, producer: KafkaProducer, gate: RestoreGate, metrics: ErasureMetrics,
         logger: Logger, maxBatch: Int = 1000
     ) {
-        self.maxBatch = maxBatch
+        self.pipeline = ConsumerPipeline(
+            consumer: consumer, producer: producer, logger: logger, work: "ledger write", retry: .storage,
+            maxBatch: maxBatch
+        ) { message in try Self.prepare(message, topics: topics) }
         self.checkpointer = checkpointer
-        self.consumer = consumer
         self.ledger = ledger
-        self.topics = topics
         self.relay = relay
-        self.deadLetters = DeadLetterQueue(producer: producer)
         self.gate = gate
         self.metrics = metrics
-        self.logger = logger
     }
 
     /// Why a record is dead-lettered. Carries a reason, never the payload.
@@ -484,120 +437,44 @@ final class ErasureIntake: Service, Sendable {
     }
 
     func run() async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.consumer.run() }
-            guard await gate.waitUntilOpen() else {
-                group.cancelAll()
-                return
-            }
-            // Records are decoded and validated in `prepare`, on the task that reads the consumer, so decoding the
-            // next batch overlaps the ledger transaction of the current one.
-            let prepare: @Sendable (KafkaMessage) -> Prepared = { [self] message in
-                Prepared(message: message, work: Result { try self.prepare(message) })
-            }
-            try await consumer.processInBatches(maxBatch: maxBatch, prepare: prepare) { batch in
-                try await process(batch)
-            }
-            group.cancelAll()
+        try await pipeline.run(waitingFor: { await self.gate.waitUntilOpen() }) { batch in
+            try await self.apply(batch)
         }
     }
 
-    /// A record with what it means for the ledger, or why it is dead-lettered.
-    struct Prepared: Sendable {
-        var message: KafkaMessage
-        var work: Result<ErasureLedger.IntakeWork?, any Error>
-    }
-
-    private func process(_ prepared: [Prepared]) async throws {
-        let batch = prepared.map(\.message)
-        var work: [ErasureLedger.IntakeWork] = []
-        var messages: [KafkaMessage] = []
-        work.reserveCapacity(batch.count)
-        for item in prepared {
-            do {
-                if let itemWork = try item.work.get() {
-                    work.append(itemWork)
-                    messages.append(item.message)
-                }
-            } catch {
-                try await deadLetter(item.message, reason: "\(error)")
+    /// Applies the batch in one ledger transaction; the records the ledger rejects (a tenant it cannot find) are
+    /// refused, for the DLQ.
+    private func apply(_ batch: [Delivered<ErasureLedger.IntakeWork>]) async throws -> [Refusal] {
+        let effects = try await ledger.apply(batch.map(\.item))
+        var refusals: [Refusal] = []
+        var notify = false
+        var completed = false
+        for (effect, record) in zip(effects, batch) {
+            switch effect {
+            case .opened(let count):
+                metrics.intake.increment(by: count)
+                notify = true
+            case .repeated, .ack(.ignored):
+                break
+            case .rejected(let reason):
+                refusals.append(Refusal(record.message, reason: reason))
+            case .ack(.recorded(let latency)):
+                if let latency { metrics.ackLatency.recordSeconds(latency) }
+            case .ack(.completed(let latency)):
+                if let latency { metrics.ackLatency.recordSeconds(latency) }
+                metrics.completed.increment()
+                notify = true
+                completed = true
             }
         }
-        if !work.isEmpty {
-            let effects = try await apply(work, messages: messages)
-            var notify = false
-            var completed = false
-            for (effect, message) in zip(effects, messages) {
-                switch effect {
-                case .opened(let count):
-                    metrics.intake.increment(by: count)
-                    notify = true
-                case .repeated, .ack(.ignored), nil:
-                    break
-                case .rejected(let reason):
-                    try await deadLetter(message, reason: reason)
-                case .ack(.recorded(let latency)):
-                    if let latency { metrics.ackLatency.recordSeconds(latency) }
-                case .ack(.completed(let latency)):
-                    if let latency { metrics.ackLatency.recordSeconds(latency) }
-                    metrics.completed.increment()
-                    notify = true
-                    completed = true
-                }
-            }
-            if notify { relay.notify() }
-            if completed { checkpointer.request() }
-        }
-        do {
-            try await consumer.commit(batch)
-        } catch {
-            // Applied already; a redelivery is recognised (processed events, recorded acks).
-            logger.warning("offset commit failed; the batch may be redelivered", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// Applies the batch in one transaction, retrying transient failures (the offsets must not move past records
-    /// whose effect is not durable). When the ledger refuses the batch for good, the records are applied one at a
-    /// time, so only the one it refuses goes to the DLQ (its effect is nil) and the rest of the partition moves on.
-    private func apply(_ work: [ErasureLedger.IntakeWork], messages: [KafkaMessage]) async throws
-        -> [ErasureLedger.IntakeEffect?]
-    {
-        let ledger = self.ledger
-        do {
-            return try await retryTransient("ledger write", logger: logger) { try await ledger.apply(work) }
-        } catch where !Transience.isTransient(error) && !(error is CancellationError) {
-            logger.error("an intake batch was refused by the ledger; applying its records one at a time", metadata: [
-                "error": "\(Transience.reason(error))", "count": "\(work.count)",
-            ])
-        }
-        var effects: [ErasureLedger.IntakeEffect?] = []
-        for (item, message) in zip(work, messages) {
-            do {
-                effects.append(try await retryTransient("ledger write", logger: logger) {
-                    try await ledger.apply([item]).first
-                })
-            } catch where !Transience.isTransient(error) && !(error is CancellationError) {
-                try await deadLetter(message, reason: "the ledger refused it: \(Transience.reason(error))")
-                effects.append(nil)
-            }
-        }
-        return effects
-    }
-
-    private func deadLetter(_ message: KafkaMessage, reason: String) async throws {
-        logger.warning("unusable record to the DLQ", metadata: [
-            "topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
-            "error": "\(reason)",
-        ])
-        try await retryUntilDone("dead-lettering", logger: logger) {
-            try await self.deadLetters.route(message, reason: reason)
-        }
-        metrics.deadLettered.increment()
+        if notify { relay.notify() }
+        if completed { checkpointer.request() }
+        return refusals
     }
 
     /// Decodes and validates the record: the ledger work it causes, or nil (a status other than closed). Throws for a
     /// record to dead-letter.
-    private func prepare(_ message: KafkaMessage) throws -> ErasureLedger.IntakeWork? {
+    private static func prepare(_ message: KafkaMessage, topics: LetheTopics) throws -> ErasureLedger.IntakeWork? {
         let eventId = message.stringHeaders["ce_id"] ?? "\(message.topic):\(message.partition):\(message.offset)"
         switch message.topic {
         case topics.pdrStatus:
@@ -692,12 +569,9 @@ struct ErasureMetrics: Sendable {
     let intake = Counter(label: "lethe_erasures_requested_total")
     let completed = Counter(label: "lethe_erasures_completed_total")
     let resent = Counter(label: "lethe_erasure_commands_resent_total")
-    let deadLettered = Counter(label: "lethe_erasure_intake_dead_lettered_total")
     let ackLatency = Metrics.Timer(label: "lethe_erasure_ack_latency_seconds")
     let open = Gauge(label: "lethe_erasures_open")
     let overdue = Gauge(label: "lethe_erasures_overdue")
-    /// Records of the tenants and participants topics sent to their DLQ.
-    let stateDeadLettered = Counter(label: "lethe_erasure_state_dead_lettered_total")
     /// Participant declarations that could not be read (each time one is read, a restart included): the alert.
     let declarationsRejected = Counter(label: "lethe_erasure_participant_declarations_rejected_total")
     /// Participants whose current declaration is rejected (erasures wait for them all the same).

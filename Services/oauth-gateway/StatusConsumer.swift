@@ -13,59 +13,43 @@ extension LetheTopics {
     static let gatewaySource = "lethe/oauth-gateway"
 }
 
-/// Consumes `lethe.pdr.status.v1` and acts on `updated` (ARCHITECTURE.md flow 4): the profile is fetched again and
-/// republished, or, when the grant is gone, erased (the vault publishes `ErasureRequested`). `closed` is the
-/// executor's business. A record is committed only after its effect is durable; Atlassian or SQLite trouble is
-/// retried; an undecodable record goes to the DLQ.
+/// Consumes `lethe.pdr.status.v1` through the shared ``ConsumerPipeline`` and acts on `updated` (architecture flow
+/// 4): the profile is fetched again and republished, or, when the grant is gone, erased (the vault publishes
+/// `ErasureRequested`). `closed` is the executor's business. One record at a time (each may call Atlassian), committed
+/// after its effect is durable. Atlassian or SQLite trouble that passes is retried, for as long as it lasts; a record
+/// that cannot be decoded, or fails for good, goes to the DLQ.
 final class StatusConsumer: Service, Sendable {
-    private let consumer: KafkaConsumer
+    private let pipeline: ConsumerPipeline<AccountStatusReported>
     private let gateway: Gateway
-    private let deadLetters: DeadLetterQueue
-    private let logger: Logger
     private let updated = Counter(label: "lethe_gateway_updated_handled_total")
-    private let deadLettered = Counter(label: "lethe_gateway_dead_lettered_total")
+
+    /// Transient for a status: what the executor's and profile-store's work call transient, and Atlassian answering
+    /// 429, 5xx or not at all (the vault's `unavailable`).
+    static let retry = RetryPolicy.storage.retrying { error in
+        if case .unavailable = error as? VaultError { return true }
+        return false
+    }
 
     init(consumer: KafkaConsumer, gateway: Gateway, producer: KafkaProducer, logger: Logger) {
-        self.consumer = consumer
+        self.pipeline = ConsumerPipeline(
+            consumer: consumer, producer: producer, logger: logger, work: "profile refresh", retry: Self.retry,
+            maxBatch: 1
+        ) { message in
+            let status = try message.decodeEvent(AccountStatusReported.self)
+            _ = try AccountKey(appId: status.appId, accountId: status.accountId)
+            return status.status == .updated ? status : nil
+        }
         self.gateway = gateway
-        self.deadLetters = DeadLetterQueue(producer: producer)
-        self.logger = logger
     }
 
     func run() async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.consumer.run() }
-            for try await message in consumer.messages.cancelOnGracefulShutdown() {
-                try await handle(message)
-                do {
-                    try await consumer.commit(message)
-                } catch {
-                    logger.warning("offset commit failed; the record may be redelivered", metadata: ["error": "\(error)"])
-                }
+        try await pipeline.run { batch in
+            for record in batch {
+                try await self.gateway.refreshProfiles(record.item)
+                self.updated.increment()
             }
-            group.cancelAll()
+            return []
         }
-    }
-
-    private func handle(_ message: KafkaMessage) async throws {
-        let status: AccountStatusReported
-        do {
-            status = try message.decodeEvent(AccountStatusReported.self)
-            _ = try AccountKey(appId: status.appId, accountId: status.accountId)
-        } catch {
-            logger.warning("unusable status record to the DLQ", metadata: [
-                "partition": "\(message.partition)", "offset": "\(message.offset)", "error": "\(error)",
-            ])
-            try await retryUntilDone("dead-lettering", logger: logger) {
-                try await self.deadLetters.route(message, reason: "\(error)")
-            }
-            deadLettered.increment()
-            return
-        }
-        guard status.status == .updated else { return }
-        let gateway = self.gateway
-        try await retryUntilDone("profile refresh", logger: logger) { try await gateway.refreshProfiles(status) }
-        updated.increment()
     }
 }
 

@@ -113,10 +113,8 @@ package final class ErasureParticipant: Service, Sendable {
     private let config: ErasureParticipantConfig
     private let handler: any ErasureHandler
     private let producer: KafkaProducer
-    private let consumer: KafkaConsumer
+    private let pipeline: ConsumerPipeline<EraseSubject>
     private let logger: Logger
-    private let deadLetters: DeadLetterQueue
-    private let dlqCounter: Counter
 
     package init(
         config: ErasureParticipantConfig, handler: any ErasureHandler, producer: KafkaProducer,
@@ -126,25 +124,27 @@ package final class ErasureParticipant: Service, Sendable {
         self.handler = handler
         self.producer = producer
         self.logger = logger
-        self.deadLetters = DeadLetterQueue(producer: producer)
-        self.consumer = try KafkaConsumer(
+        let consumer = try KafkaConsumer(
             config: KafkaConsumerConfig(
                 bootstrapServers: bootstrapServers,
                 subscription: .group(id: config.groupId, topics: [config.commandsTopic]),
                 clientId: "\(config.participant)-erasure", sessionTimeout: config.sessionTimeout),
             logger: logger)
-        self.dlqCounter = Counter(label: "lethe_erasure_commands_dead_lettered_total", dimensions: [
-            ("participant", config.participant),
-        ])
+        // Batches of up to 500 commands: one handler transaction, one send of their acks, one commit.
+        self.pipeline = ConsumerPipeline(
+            consumer: consumer, producer: producer, logger: logger, work: "acknowledging erasure commands",
+            retry: .kafka, maxBatch: 500
+        ) { message in try message.decodeEvent(EraseSubject.self) }
     }
 
     /// Declares, then processes commands until graceful shutdown.
     package func run() async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.consumer.run() }
+        try await pipeline.run(waitingFor: {
             try await self.declare()
-            try await self.process()
-            group.cancelAll()
+            return true
+        }) { batch in
+            try await self.handle(batch.map(\.item))
+            return []
         }
     }
 
@@ -159,44 +159,14 @@ package final class ErasureParticipant: Service, Sendable {
         logger.info("declared erasure participant", metadata: ["participant": "\(config.participant)"])
     }
 
-    /// Commands are taken in batches (whatever arrived while the previous batch was handled, up to 500): the batch
-    /// is resolved through the handler's ``ErasureHandler/applyBatch(_:)`` (one transaction for the whole batch where
+    /// A batch of commands (the pipeline takes whatever arrived while the previous batch was handled, up to 500):
+    /// resolved through the handler's ``ErasureHandler/applyBatch(_:)`` (one transaction for the whole batch where
     /// the handler supports it), then the batch's acks go out in ONE producer send (one linger, one round of broker
-    /// acknowledgements instead of one per command) and its offsets are committed once, after the broker has every
-    /// ack. Nothing is committed before the handler's transaction and the acks are durable, so a crash anywhere
-    /// re-delivers the batch, which the handler's records turn into re-acks.
-    private func process() async throws {
-        // Decoding happens in `prepare`, on the task reading the consumer, overlapping the previous batch's work.
-        try await consumer.processInBatches(
-            maxBatch: 500, prepare: { message in
-                Decoded(message: message, command: Result { try message.decodeEvent(EraseSubject.self) })
-            }
-        ) { batch in try await handle(batch) }
-    }
-
-    /// A command record and its decoding.
-    private struct Decoded: Sendable {
-        var message: KafkaMessage
-        var command: Result<EraseSubject, any Error>
-    }
-
-    private func handle(_ batch: [Decoded]) async throws {
-        var commands: [EraseSubject] = []
-        commands.reserveCapacity(batch.count)
-        for item in batch {
-            let message = item.message
-            do {
-                commands.append(try item.command.get())
-            } catch {
-                logger.warning("malformed erasure command to the DLQ", metadata: [
-                    "partition": "\(message.partition)", "offset": "\(message.offset)", "error": "\(error)",
-                ])
-                try await retryUntilDone("dead-lettering", logger: logger) {
-                    try await deadLetters.route(message, reason: "\(error)")
-                }
-                dlqCounter.increment()
-            }
-        }
+    /// acknowledgements instead of one per command); the pipeline commits the offsets after the broker has every ack.
+    /// Nothing is committed before the handler's transaction and the acks are durable, so a crash anywhere
+    /// re-delivers the batch, which the handler's records turn into re-acks. A command that cannot be decoded went
+    /// to the DLQ before.
+    private func handle(_ commands: [EraseSubject]) async throws {
         let results = await resolve(commands)
         var acks: [OutgoingMessage] = []
         acks.reserveCapacity(commands.count)
@@ -223,7 +193,6 @@ package final class ErasureParticipant: Service, Sendable {
             ]).increment()
         }
         logger.info("erasure commands acknowledged", metadata: ["count": "\(acks.count)"])
-        try await commitBestEffort(batch.map(\.message))
     }
 
     /// One result per command, in order: the handler's batch, or, when the batch fails as a whole (its transaction
@@ -255,17 +224,6 @@ package final class ErasureParticipant: Service, Sendable {
             return try await handler.apply(command)
         } catch {
             return .failed(by: error)
-        }
-    }
-
-    /// A failed commit only means the command comes again, which the recorded result makes harmless.
-    private func commitBestEffort(_ messages: [KafkaMessage]) async throws {
-        do {
-            try await consumer.commit(messages)
-        } catch {
-            logger.warning("commit of an erasure command failed; it will be re-acknowledged", metadata: [
-                "error": "\(error)",
-            ])
         }
     }
 }

@@ -1,4 +1,5 @@
 import Contracts
+import Metrics
 
 /// Sends records that cannot be processed to `<topic>.dlq`, so one bad record never blocks a partition.
 ///
@@ -27,7 +28,8 @@ package struct DeadLetterQueue: Sendable {
         TopicSpec(name: Self.topic(for: topic), partitions: partitions, config: Topics.dlqDefinition(for: topic).kafkaConfig)
     }
 
-    /// Parks `message` with `reason`. Waits for the broker's acknowledgement.
+    /// Parks `message` with `reason`. Waits for the broker's acknowledgement, then counts it in
+    /// `lethe_dead_letters_total{topic}` (the source topic): one metric for every dead letter of every service.
     package func route(_ message: KafkaMessage, reason: String) async throws(KafkaError) {
         var headers = message.headers
         headers.append(KafkaHeader(name: Self.errorHeader, string: reason))
@@ -36,5 +38,6 @@ package struct DeadLetterQueue: Sendable {
         headers.append(KafkaHeader(name: Self.sourceOffsetHeader, string: String(message.offset)))
         try await producer.send(OutgoingMessage(
             topic: Self.topic(for: message.topic), key: message.key, value: message.value, headers: headers))
+        Counter(label: "lethe_dead_letters_total", dimensions: [("topic", message.topic)]).increment()
     }
 }

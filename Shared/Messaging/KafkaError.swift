@@ -50,7 +50,7 @@ package struct KafkaError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 
     /// The client was shut down while the operation waited.
-    static let shutDown = KafkaError(RD_KAFKA_RESP_ERR__DESTROY, message: "the Kafka client is shut down")
+    package static let shutDown = KafkaError(RD_KAFKA_RESP_ERR__DESTROY, message: "the Kafka client is shut down")
 
     package var description: String { "Kafka error \(name) (\(code)): \(message)" }
 

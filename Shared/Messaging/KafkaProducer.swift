@@ -107,6 +107,7 @@ package final class KafkaProducer: Service, @unchecked Sendable {
     }
 
     private func deliver(_ messages: [OutgoingMessage], collectReports: Bool) async throws(KafkaError) -> [DeliveryReport] {
+        guard !context.tracker.isClosed else { throw .shutDown }
         let batch = context.tracker.begin(count: messages.count, collectReports: collectReports)
         for (index, message) in messages.enumerated() {
             while true {
@@ -214,6 +215,7 @@ package final class KafkaProducer: Service, @unchecked Sendable {
                 "kafka.error": "\(fatal.name)", "kafka.message": "\(fatal.message)",
             ])
             await pollThread.stop()
+            context.tracker.close()
             throw fatal
         }
         do {
@@ -223,6 +225,7 @@ package final class KafkaProducer: Service, @unchecked Sendable {
                          metadata: ["kafka.error": "\(error.name)"])
         }
         await pollThread.stop()
+        context.tracker.close()
     }
 }
 
@@ -269,7 +272,7 @@ final class DeliveryTracker: Sendable {
         var continuation: CheckedContinuation<[DeliveryReport], any Error>?
     }
 
-    private let state = Mutex<(nextID: UInt, batches: [UInt: Batch])>((1, [:]))
+    private let state = Mutex<(nextID: UInt, batches: [UInt: Batch], closed: Bool)>((1, [:], false))
 
     static func wantsReports(_ id: UInt) -> Bool { id & 1 == 1 }
 
@@ -313,7 +316,12 @@ final class DeliveryTracker: Sendable {
         do {
             return try await withCheckedThrowingContinuation { continuation in
                 let done: Batch? = state.withLock { state in
-                    guard let batch = state.batches[id] else { return nil }
+                    guard var batch = state.batches[id] else { return nil }
+                    if state.closed && batch.remaining > 0 {
+                        // No report can come any more: the poll thread has stopped.
+                        batch.remaining = 0
+                        batch.firstError = batch.firstError ?? .shutDown
+                    }
                     if batch.remaining <= 0 {
                         state.batches[id] = nil
                         return batch
@@ -329,6 +337,20 @@ final class DeliveryTracker: Sendable {
             throw KafkaError.shutDown
         }
     }
+
+    /// The producer has stopped serving delivery reports: every send still waiting, and every later one, fails with
+    /// ``KafkaError/shutDown`` instead of waiting for ever.
+    func close() {
+        let waiting: [CheckedContinuation<[DeliveryReport], any Error>] = state.withLock { state in
+            state.closed = true
+            let continuations = state.batches.values.compactMap(\.continuation)
+            state.batches = state.batches.filter { $0.value.continuation == nil }
+            return continuations
+        }
+        for continuation in waiting { continuation.resume(throwing: KafkaError.shutDown) }
+    }
+
+    var isClosed: Bool { state.withLock { $0.closed } }
 
     private static func resume(_ continuation: CheckedContinuation<[DeliveryReport], any Error>, with batch: Batch) {
         if let error = batch.firstError {

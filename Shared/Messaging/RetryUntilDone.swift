@@ -40,3 +40,14 @@ package func retryUntilDone<T: Sendable>(
         }
     }
 }
+
+/// ``retryUntilDone(_:logger:retryingOnly:describe:onRetry:_:)`` retrying only what `policy` calls transient: any other
+/// failure is thrown at once, for the caller to dead-letter the record.
+@discardableResult
+package func retryUntilDone<T: Sendable>(
+    _ what: String, logger: Logger, policy: RetryPolicy, onRetry: (String) -> Void = { _ in },
+    _ operation: @Sendable () async throws -> T
+) async throws -> T {
+    try await retryUntilDone(
+        what, logger: logger, retryingOnly: policy.isTransient, describe: policy.describe, onRetry: onRetry, operation)
+}

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Messaging
+import ServiceKit
 import Testing
 import TestSupport
 
@@ -58,6 +59,24 @@ struct ProducerConsumerTests {
             #expect(partitionsByKey.values.allSatisfy { $0.count == 1 })
             #expect(Set(partitionsByKey.values.flatMap { $0 }).count > 1)
         }
+    }
+
+    @Test("a send to a producer that has stopped fails at once with shutDown, instead of waiting for ever")
+    func sendAfterStopFails() async throws {
+        let topic = try await kafka.makeTopic(partitions: 1)
+        let producer = try kafka.makeProducer()
+        try await withRunningServices([producer], logger: kafka.logger) {
+            try await producer.send(OutgoingMessage(topic: topic, key: "k", value: Array("while running".utf8)))
+        }
+        let outcome = try await withTimeout(.seconds(10)) { () async -> (any Error)? in
+            do {
+                try await producer.send(OutgoingMessage(topic: topic, key: "k", value: Array("after".utf8)))
+                return nil
+            } catch {
+                return error
+            }
+        }
+        #expect(outcome as? KafkaError == KafkaError.shutDown, "\(String(describing: outcome))")
     }
 
     @Test("a batch send returns after every message is acknowledged")

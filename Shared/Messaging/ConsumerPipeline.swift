@@ -1,0 +1,194 @@
+import Contracts
+import Logging
+
+/// Which failures of a consumer's work are worth retrying, and how to name a failure in logs and dead letters.
+///
+/// A transient failure (the broker unreachable, a database busy) is retried with a capped backoff, for as long as it
+/// takes: the offsets must not move past records whose effect is not durable. Any other failure fails the same way
+/// every time, so retrying it would loop on one record for ever and stop its partition: the record goes to the DLQ
+/// with the reason instead. A fatal Kafka error is never retried (the process ends).
+package struct RetryPolicy: Sendable {
+    package var isTransient: @Sendable (any Error) -> Bool
+    /// A reason for logs and the DLQ header. Never the payload: an error's description must not carry values.
+    package var describe: @Sendable (any Error) -> String
+
+    package init(
+        isTransient: @escaping @Sendable (any Error) -> Bool,
+        describe: @escaping @Sendable (any Error) -> String = { "\($0)" }
+    ) {
+        self.isTransient = isTransient
+        self.describe = describe
+    }
+
+    /// Kafka errors that are not fatal are transient; nothing else is.
+    package static let kafka = RetryPolicy(isTransient: { ($0 as? KafkaError).map { !$0.isFatal } ?? false })
+
+    /// This policy, also retrying what `transient` says is transient (a service's own kinds of trouble).
+    package func retrying(_ transient: @escaping @Sendable (any Error) -> Bool) -> RetryPolicy {
+        let isTransient = self.isTransient
+        return RetryPolicy(isTransient: { isTransient($0) || transient($0) }, describe: describe)
+    }
+}
+
+/// A decoded record of a batch: the record (for its position and for the DLQ) and what it means to the service.
+package struct Delivered<Item: Sendable>: Sendable {
+    package var message: KafkaMessage
+    package var item: Item
+}
+
+/// A record a handler refuses for good, with why: it goes to the DLQ and the partition moves on.
+package struct Refusal: Sendable {
+    package var message: KafkaMessage
+    package var reason: String
+
+    package init(_ message: KafkaMessage, reason: String) {
+        self.message = message
+        self.reason = reason
+    }
+}
+
+/// The one way a Lethe service consumes a topic in a consumer group:
+/// **decode** (on the task reading the consumer, so it overlaps the previous batch's work; the CloudEvents header
+/// check is part of `decodeEvent`) → **dead-letter** what cannot be decoded, with the reason → hand the batch to the
+/// service's **handler**, which makes its effect durable (one transaction) → **commit** the batch's offsets, after it.
+///
+/// A crash anywhere re-delivers at most the uncommitted batches, so handlers are idempotent (newest wins, processed
+/// events, recorded results). A handler failure the ``RetryPolicy`` calls transient is retried until it succeeds or
+/// the service shuts down; a permanent one re-runs the batch one record at a time, so only the record that fails
+/// alone is dead-lettered. Dead letters are counted in `lethe_dead_letters_total{topic}` (``DeadLetterQueue``) and
+/// logged with their position and reason, never their content.
+package struct ConsumerPipeline<Item: Sendable>: Sendable {
+    private let consumer: KafkaConsumer
+    private let deadLetters: DeadLetterQueue
+    private let retry: RetryPolicy
+    private let maxBatch: Int
+    private let work: String
+    private let logger: Logger
+    private let decode: @Sendable (KafkaMessage) throws -> Item?
+
+    /// - Parameters:
+    ///   - work: what the handler does, for logs and `lethe_retries_total{operation}` (e.g. "storing profiles").
+    ///   - maxBatch: most records per handler call (whatever arrived while the previous batch was handled, up to it).
+    ///   - decode: the record's meaning, nil for a record the service ignores (committed with its batch), or a throw
+    ///     whose description is the dead letter's reason.
+    package init(
+        consumer: KafkaConsumer, producer: KafkaProducer, logger: Logger, work: String, retry: RetryPolicy,
+        maxBatch: Int, decode: @escaping @Sendable (KafkaMessage) throws -> Item?
+    ) {
+        self.consumer = consumer
+        self.deadLetters = DeadLetterQueue(producer: producer)
+        self.retry = retry
+        self.maxBatch = maxBatch
+        self.work = work
+        self.logger = logger
+        self.decode = decode
+    }
+
+    /// Runs the consumer and hands it its batches until graceful shutdown. Then it takes no new record, handles and
+    /// commits the ones it already took while the consumer is still in its group, and only then closes the consumer
+    /// (which leaves the group): the next owner of the partitions starts after them, not with them again.
+    ///
+    /// `ready` is awaited before the first record is handled (false: stop, e.g. shutdown came first; a throw ends the
+    /// service). `handle` gets a batch's decoded records in order and returns the ones it refuses for good.
+    package func run(
+        waitingFor ready: @Sendable () async throws -> Bool = { true },
+        _ handle: @escaping @Sendable ([Delivered<Item>]) async throws -> [Refusal]
+    ) async throws {
+        // Detached, so it does not see graceful shutdown (a task-local it would inherit): it must stay in the group,
+        // able to commit, until the last batch taken is done. Cancelled below, or with this task.
+        let consumer = self.consumer
+        let running = Task.detached { try await consumer.run() }
+        let failure: (any Error)?
+        do {
+            try await withTaskCancellationHandler {
+                guard try await ready() else { return }
+                let decode = self.decode
+                try await consumer.processInBatches(
+                    maxBatch: maxBatch, stopOnGracefulShutdown: true,
+                    prepare: { message in Decoded(message: message, item: Result { try decode(message) }) }
+                ) { batch in try await process(batch, handle) }
+            } onCancel: {
+                running.cancel()
+            }
+            failure = nil
+        } catch {
+            failure = error
+        }
+        running.cancel()
+        let closed = await running.result
+        if let failure { throw failure }
+        try closed.get()
+    }
+
+    private struct Decoded: Sendable {
+        var message: KafkaMessage
+        var item: Result<Item?, any Error>
+    }
+
+    private func process(
+        _ batch: [Decoded], _ handle: @Sendable ([Delivered<Item>]) async throws -> [Refusal]
+    ) async throws {
+        var delivered: [Delivered<Item>] = []
+        delivered.reserveCapacity(batch.count)
+        for record in batch {
+            switch record.item {
+            case .success(let item?): delivered.append(Delivered(message: record.message, item: item))
+            case .success(nil): break
+            case .failure(let error): try await deadLetter(Refusal(record.message, reason: retry.describe(error)))
+            }
+        }
+        if !delivered.isEmpty {
+            for refusal in try await apply(delivered, handle) { try await deadLetter(refusal) }
+        }
+        do {
+            try await consumer.commit(batch.map(\.message))
+        } catch {
+            // Handled already; a redelivery is harmless (handlers are idempotent), so this is not worth stopping for.
+            logger.warning("offset commit failed; the batch may be redelivered", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The batch through `handle`, transient failures retried; when it fails for good, one record at a time, so only
+    /// the one that fails alone is refused.
+    private func apply(
+        _ delivered: [Delivered<Item>], _ handle: @Sendable ([Delivered<Item>]) async throws -> [Refusal]
+    ) async throws -> [Refusal] {
+        let topic = delivered[0].message.topic
+        do {
+            return try await retryUntilDone(work, logger: logger, policy: retry) {
+                try await handle(delivered)
+            }
+        } catch where !retry.isTransient(error) && !(error is CancellationError) {
+            if let kafka = error as? KafkaError, kafka.isFatal { throw kafka }
+            guard delivered.count > 1 else { return [Refusal(delivered[0].message, reason: retry.describe(error))] }
+            logger.error("\(work) failed for a whole batch; one record at a time", metadata: [
+                "topic": "\(topic)", "count": "\(delivered.count)", "error": "\(retry.describe(error))",
+            ])
+        }
+        var refusals: [Refusal] = []
+        for record in delivered {
+            do {
+                refusals += try await retryUntilDone(work, logger: logger, policy: retry) {
+                    try await handle([record])
+                }
+            } catch where !retry.isTransient(error) && !(error is CancellationError) {
+                if let kafka = error as? KafkaError, kafka.isFatal { throw kafka }
+                refusals.append(Refusal(record.message, reason: retry.describe(error)))
+            }
+        }
+        return refusals
+    }
+
+    private func deadLetter(_ refusal: Refusal) async throws {
+        let message = refusal.message
+        // The reason only: the record may hold personal data.
+        logger.warning("unusable record to the DLQ", metadata: [
+            "topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
+            "error": "\(refusal.reason)",
+        ])
+        let deadLetters = self.deadLetters
+        try await retryUntilDone("dead-lettering", logger: logger) {
+            try await deadLetters.route(message, reason: refusal.reason)
+        }
+    }
+}

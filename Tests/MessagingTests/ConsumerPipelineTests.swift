@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import Messaging
+import ServiceLifecycle
+import Synchronization
+import Testing
+import TestSupport
+
+@Suite("The consumer pipeline every service uses, against the dev broker")
+struct ConsumerPipelineTests {
+    let kafka: KafkaFixture
+
+    init() throws { kafka = try KafkaFixture("pipeline") }
+
+    struct Permanent: Error, CustomStringConvertible { var description: String { "the handler refuses it for good" } }
+    struct Flaky: Error {}
+
+    /// What the handler saw, and how often the flaky record failed before it went through.
+    final class Journal: Sendable {
+        let handled = Mutex<Set<String>>([])
+        let flakyFailures = Mutex(0)
+    }
+
+    /// The pipeline as a service, the way every consumer runs it.
+    struct PipelineService: Service {
+        let pipeline: ConsumerPipeline<String>
+        let journal: Journal
+
+        func run() async throws {
+            try await pipeline.run { batch in
+                var refusals: [Refusal] = []
+                for record in batch {
+                    switch record.item {
+                    case "culprit":
+                        throw Permanent()
+                    case "flaky":
+                        let failed = journal.flakyFailures.withLock { count in
+                            count += 1
+                            return count <= 2
+                        }
+                        if failed { throw Flaky() }
+                    case "refused":
+                        refusals.append(Refusal(record.message, reason: "refused by the handler"))
+                        continue
+                    default:
+                        break
+                    }
+                }
+                // Durable only once the whole batch went through, like a transaction.
+                journal.handled.withLock { $0.formUnion(batch.map(\.item).filter { $0 != "refused" }) }
+                return refusals
+            }
+        }
+    }
+
+    func pipeline(topic: String, group: String, producer: KafkaProducer) throws -> ConsumerPipeline<String> {
+        ConsumerPipeline(
+            consumer: try kafka.makeConsumer(group: group, topics: [topic]), producer: producer, logger: kafka.logger,
+            work: "pipeline test", retry: RetryPolicy(isTransient: { $0 is Flaky }), maxBatch: 50
+        ) { message in
+            let text = String(decoding: message.value ?? [], as: UTF8.self)
+            guard text != "poison" else { throw Permanent() }
+            return text == "skip" ? nil : text
+        }
+    }
+
+    @Test("""
+        undecodable records and refusals go to the DLQ with their reason; a batch that fails for good is handled one \
+        record at a time, so only its culprit is dead-lettered; transient failures are retried; every offset is committed
+        """)
+    func deadLettersRetriesAndCommits() async throws {
+        let topic = try await kafka.makeTopic(partitions: 1)
+        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
+            .ensureTopics([TopicSpec(name: DeadLetterQueue.topic(for: topic), partitions: 1)])
+        let group = uniqueName("g")
+        let producer = try kafka.makeProducer()
+        let journal = Journal()
+        let values = ["skip", "poison", "a", "b", "culprit", "c", "flaky", "refused", "d"]
+        try await withRunningServices(
+            [producer, PipelineService(pipeline: try pipeline(topic: topic, group: group, producer: producer), journal: journal)],
+            logger: kafka.logger
+        ) {
+            try await producer.send(values.map { OutgoingMessage(topic: topic, key: "k", value: Array($0.utf8)) })
+            let done = await eventually(timeout: .seconds(60)) {
+                journal.handled.withLock { $0 } == ["a", "b", "c", "flaky", "d"]
+            }
+            #expect(done, "handled: \(journal.handled.withLock { $0 })")
+            #expect(journal.flakyFailures.withLock { $0 } == 3, "two failures, then the attempt that went through")
+        }
+        let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topic)) { $0.count >= 3 }
+        let reasons = Dictionary(uniqueKeysWithValues: dead.map {
+            (String(decoding: $0.value ?? [], as: UTF8.self), $0.header(DeadLetterQueue.errorHeader)?.stringValue ?? "")
+        })
+        #expect(reasons == [
+            "poison": "the handler refuses it for good", "culprit": "the handler refuses it for good",
+            "refused": "refused by the handler",
+        ])
+
+        // Everything was committed: the group's next member starts after the last record.
+        let later = Journal()
+        let nextProducer = try kafka.makeProducer()  // a producer that ran and stopped is closed for good
+        try await withRunningServices(
+            [nextProducer, PipelineService(pipeline: try pipeline(topic: topic, group: group, producer: nextProducer), journal: later)],
+            logger: kafka.logger
+        ) {
+            try await nextProducer.send(OutgoingMessage(topic: topic, key: "k", value: Array("e".utf8)))
+            #expect(await eventually(timeout: .seconds(60)) { later.handled.withLock { $0 } == ["e"] })
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(later.handled.withLock { $0 } == ["e"], "records committed before were handled again")
+        }
+    }
+}
