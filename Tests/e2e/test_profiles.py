@@ -4,12 +4,10 @@ import json
 import pytest
 
 from lethe_demo.scenario import profile_row
-from lethe_demo.tenants import PERSONAS
-
-USERS = [f"{tenant_id}#{index}" for tenant_id, people in PERSONAS.items() for index in range(1, len(people) + 1)]
+from lethe_demo.tenants import USER_LABELS
 
 
-@pytest.mark.parametrize("label", USERS)
+@pytest.mark.parametrize("label", USER_LABELS)
 def test_profile_store_files_the_profile_under_the_id_tokens_user_id(scenario, label):
     user = scenario.user(label)
     row = next(r for r in scenario.rows_before[user.tenant.id] if r.get("accountId") == user.account_id)
@@ -26,7 +24,7 @@ def test_the_updated_profile_is_refreshed_in_profile_store(scenario):
                 f"before {json.dumps(before)}, after {json.dumps(row)}"
 
 
-@pytest.mark.parametrize("label", USERS)
+@pytest.mark.parametrize("label", USER_LABELS)
 def test_profile_store_row_follows_the_tenants_policy(scenario, label):
     user = scenario.user(label)
     row = profile_row(scenario.rows_after[user.tenant.id], user)
@@ -52,7 +50,7 @@ def participant_contacts(scenario):
     return by_account, by_user
 
 
-@pytest.mark.parametrize("label", USERS)
+@pytest.mark.parametrize("label", USER_LABELS)
 def test_python_participant_contact_follows_the_tenants_policy(scenario, participant_contacts, label):
     user = scenario.user(label)
     by_account, by_user = participant_contacts

@@ -88,4 +88,7 @@ PERSONAS = {
     "acme": [("Adelaide", "Quillfeather"), ("Bartholomew", "Ashgrove"), ("Cordelia", "Wrenfield")],
     "globex": [("Desmond", "Larkspur"), ("Evangeline", "Thornbury"), ("Florian", "Mossbank")],
 }
+# Known before the scenario runs (the suite names its tests by them); a label is what User.label holds.
+TENANT_IDS = list(PERSONAS)
+USER_LABELS = [f"{tenant_id}#{index}" for tenant_id, people in PERSONAS.items() for index in range(1, len(people) + 1)]
 
