@@ -39,7 +39,7 @@ test: build
 	rm -rf "$(CONTRACT_SAMPLES_DIR)"
 	LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" scripts/with-dev-broker bash -c \
 		'$(SWIFT_TEST_RUN) && python3 -m pytest -q examples/python-participant \
-		 && scripts/lethe-demo e2e' 
+		 && python3 -m pytest -q Tests/e2e' 
 	@# A filtered run may have skipped the samples test: write them anyway (no broker needed).
 	@[ -e "$(CONTRACT_SAMPLES_DIR)/EraseSubject.full.json" ] || LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" \
 		swift test --skip-build --filter ContractsTests.ContractSamplesTests

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Peak memory (VmHWM, the peak resident set from /proc) of every Lethe service, in three situations:
-#   idle    — each service a second after it answered /health/ready, in the demo scenario (scripts/lethe-demo e2e on
-#             release builds, with the Python participant and the sandbox; the sandbox is printed but not a Lethe
-#             service, so not in the figure);
+#   idle    — each service a second after it answered /health/ready, in the demo scenario (the end-to-end suite,
+#             Tests/e2e, on release builds, with the Python participant and the sandbox; the sandbox is printed but not
+#             a Lethe service, so not in the figure);
 #   loaded  — each service at the end of that scenario (sign-ins, PDR cycles, closed, updated, erasures);
 #   registry — pdr-reporter holding ACCOUNTS accounts (default 1,000,000 AccountHeld of 3 apps in PARTITIONS
 #             partitions, default 3) in its registry, once every one is stored (its SQLite file polled read-only),
@@ -32,7 +32,7 @@ die() { echo "bench-memory: $*" >&2; exit 1; }
 
 echo "bench-memory: the demo scenario on release builds (idle and loaded)" >&2
 LETHE_DEMO_BIN_DIR="$(pwd)/$BIN" LETHE_DEMO_MEMORY_REPORT="$data/scenario.json" LETHE_RUN_DIR="$data/run" \
-  scripts/lethe-demo e2e >"$data/e2e.log" 2>&1 \
+  python3 -m pytest -q Tests/e2e >"$data/e2e.log" 2>&1 \
   || { tail -n 40 "$data/e2e.log" >&2; die "the scenario failed (its output above)"; }
 
 echo "bench-memory: pdr-reporter with $ACCOUNTS accounts in $PARTITIONS partitions" >&2

@@ -1,0 +1,270 @@
+"""The Lethe system as local processes: run folder, ports, broker, every service's environment, start and stop."""
+import base64
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+from .http_client import http
+from .launcher import REPO, Failure, Supervisor, env_int, peak_rss_kib, say
+
+SERVICES = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gateway", "pdr-reporter"]
+PARTICIPANT = "python-example"
+DEFAULT_PORTS = {"oauth-gateway": 8080, "profile-store": 8081, "pdr-reporter": 8082, "erasure-executor": 8083,
+                 "atlassian-sandbox": 8090}
+PORT_OFFSETS = {"oauth-gateway": 0, "profile-store": 1, "pdr-reporter": 2, "erasure-executor": 3,
+                "atlassian-sandbox": 10}
+PORT_ENV = {"oauth-gateway": "LETHE_DEMO_GATEWAY_PORT", "profile-store": "LETHE_DEMO_PROFILE_STORE_PORT",
+            "pdr-reporter": "LETHE_DEMO_REPORTER_PORT", "erasure-executor": "LETHE_DEMO_EXECUTOR_PORT",
+            "atlassian-sandbox": "LETHE_DEMO_SANDBOX_PORT"}
+
+
+class System:
+    """mode "demo" or "run": ports from the environment, run folder demo/; "e2e" (the end-to-end suite): free ports,
+    run folder demo-e2e/, so a suite run and a demo can run side by side."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        run_root = os.environ.get("LETHE_RUN_DIR", "").strip() or os.path.join(REPO, ".run")
+        self.run_root = os.path.abspath(run_root)
+        self.run_dir = os.path.join(self.run_root, "demo-e2e" if mode == "e2e" else "demo")
+        self.bin_dir = os.path.abspath(os.environ.get("LETHE_DEMO_BIN_DIR", "").strip()
+                                       or os.path.join(REPO, ".build", "debug"))
+        self.cycle = env_int("LETHE_DEMO_CYCLE_SECONDS", 30, 5, 3600)
+        self.log_level = os.environ.get("LETHE_DEMO_LOG_LEVEL", "").strip() or "info"
+        self.supervisor = Supervisor(self.run_dir, env_int("LETHE_DEMO_STOP_TIMEOUT", 10, 1, 600))
+        self.lock_file = None
+        self.broker = None
+        self.broker_started = False
+        self.namespace = f"demo-{datetime.now().strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+        self.admin_token = "adm-" + secrets.token_urlsafe(24)
+        self.internal_token = "int-" + secrets.token_urlsafe(24)
+        self.audit_key = secrets.token_urlsafe(40)
+        self.master_key = base64.b64encode(os.urandom(32)).decode()
+        self.shared_app = {"clientId": "lethe-shared-test-app", "clientSecret": "shs-" + secrets.token_urlsafe(18)}
+        self.ports = {}
+        self.processes = {}
+        self.peak_rss = {"idle": {}, "loaded": {}}  # KiB per service (LETHE_DEMO_MEMORY_REPORT)
+
+    # -- URLs
+    def url(self, service):
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def gateway(self):
+        return self.url("oauth-gateway")
+
+    @property
+    def sandbox(self):
+        return self.url("atlassian-sandbox")
+
+    @property
+    def callback_url(self):
+        return self.gateway + "/v1/signin/atlassian/callback"
+
+    def data_dir(self, service):
+        path = os.path.join(self.run_dir, "data", service)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    # -- set-up
+    def prepare(self):
+        os.makedirs(self.run_root, exist_ok=True)
+        lock_path = self.run_dir + ".lock"
+        self.lock_file = open(lock_path, "w")
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise Failure(f"another lethe-demo is using {self.run_dir} (lock {lock_path}); stop it first")
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        os.makedirs(os.path.join(self.run_dir, "logs"))
+        os.makedirs(os.path.join(self.run_dir, "data"))
+        missing = [name for name in SERVICES if not os.access(os.path.join(self.bin_dir, name), os.X_OK)]
+        if missing:
+            raise Failure(f"missing binaries in {self.bin_dir}: {', '.join(missing)} "
+                          f"(build them first: swift build --product <name>)")
+        self.choose_ports()
+
+    def choose_ports(self):
+        if self.mode == "e2e":
+            sockets = []
+            for service in DEFAULT_PORTS:
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", 0))
+                sockets.append(sock)
+                self.ports[service] = sock.getsockname()[1]
+            for sock in sockets:
+                sock.close()
+            return
+        base = env_int("LETHE_DEMO_PORT_BASE", 0, 1, 65525) if os.environ.get("LETHE_DEMO_PORT_BASE") else None
+        for service, default in DEFAULT_PORTS.items():
+            port = base + PORT_OFFSETS[service] if base else default
+            self.ports[service] = env_int(PORT_ENV[service], port)
+        if len(set(self.ports.values())) != len(self.ports):
+            raise Failure(f"ports must differ: {self.ports}")
+        for service, port in self.ports.items():
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no clash
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                raise Failure(f"port {port} ({service}) is in use — is `make run` already running? "
+                              f"Set LETHE_DEMO_PORT_BASE (or {PORT_ENV[service]}) to use other ports")
+            finally:
+                sock.close()
+
+    def start_broker(self):
+        given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+        if given:
+            self.broker = given
+            say(f"Kafka: using KAFKA_BOOTSTRAP_SERVERS={given}")
+            return
+        env = dict(os.environ, LETHE_RUN_DIR=self.run_root)
+        script = os.path.join(REPO, "scripts", "dev-broker")
+        say(f"Kafka: KAFKA_BOOTSTRAP_SERVERS is unset; scripts/dev-broker start (LETHE_RUN_DIR={self.run_root})")
+        # `start` reuses a running broker and says so; it serialises with other callers under its own lock, so
+        # asking it (rather than `status` first) cannot mistake someone else's broker for ours.
+        self.broker_started = True  # from here on, `stop` is ours to call even if start fails half-way
+        started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+        if "already running" in started.stderr:
+            self.broker_started = False
+        if started.returncode != 0 or not started.stdout.strip():
+            raise Failure(f"scripts/dev-broker start failed (status {started.returncode}):\n{started.stderr[-2000:]}")
+        self.broker = started.stdout.strip().splitlines()[-1]
+        if self.broker_started:
+            say(f"Kafka: started the dev broker at {self.broker} (logs in {self.run_root}/dev-broker/)")
+        else:
+            say(f"Kafka: using the dev broker already running at {self.broker} (it stays running)")
+
+    def stop_broker(self):
+        if not self.broker_started:
+            return
+        self.broker_started = False
+        env = dict(os.environ, LETHE_RUN_DIR=self.run_root)
+        result = subprocess.run([os.path.join(REPO, "scripts", "dev-broker"), "stop"], env=env,
+                                capture_output=True, text=True)
+        if result.returncode == 0:
+            say("Kafka: dev broker stopped")
+        else:
+            say(f"warning: scripts/dev-broker stop failed: {result.stderr.strip()[-500:]}")
+
+    # -- service environments
+    def base_env(self, service):
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith(("LETHE_", "PDR_", "ERASURE_", "SANDBOX_", "ATLASSIAN_", "HTTP_", "KAFKA_",
+                                      "PROFILE_STORE_", "GATEWAY_", "PARTICIPANT_"))}
+        env.update(LOG_LEVEL=self.log_level, HTTP_HOST="127.0.0.1")
+        if service in self.ports:
+            env["HTTP_PORT"] = str(self.ports[service])
+        if service != "atlassian-sandbox":
+            env.update(KAFKA_BOOTSTRAP_SERVERS=self.broker, LETHE_TOPIC_NAMESPACE=self.namespace)
+        return env
+
+    def service_env(self, service):
+        env = self.base_env(service)
+        if service == "atlassian-sandbox":
+            env.update(SANDBOX_CYCLE_PERIOD_SECONDS=str(self.cycle))
+            return env
+        env.update(LETHE_DATA_DIR=self.data_dir(service), LETHE_GATEWAY_URL=self.gateway)
+        if service == "oauth-gateway":
+            env.update(ATLASSIAN_AUTH_URL=self.sandbox, ATLASSIAN_API_URL=self.sandbox,
+                       LETHE_ADMIN_TOKEN=self.admin_token, LETHE_INTERNAL_TOKEN=self.internal_token,
+                       LETHE_MASTER_KEY=self.master_key,
+                       LETHE_SHARED_APP_CLIENT_ID=self.shared_app["clientId"],
+                       LETHE_SHARED_APP_CLIENT_SECRET=self.shared_app["clientSecret"])
+        elif service == "pdr-reporter":
+            env.update(ATLASSIAN_AUTH_URL=self.sandbox, ATLASSIAN_API_URL=self.sandbox,
+                       LETHE_ADMIN_TOKEN=self.admin_token, LETHE_INTERNAL_TOKEN=self.internal_token,
+                       PDR_CYCLE_SECONDS=str(self.cycle), PDR_ALLOW_SHORT_CYCLE="1")
+        elif service == "erasure-executor":
+            env.update(LETHE_ADMIN_TOKEN=self.admin_token, LETHE_AUDIT_KEY=self.audit_key,
+                       ERASURE_RESEND_SECONDS="10")
+        return env
+
+    def start_services(self, names):
+        for name in names:
+            self.processes[name] = self.supervisor.start(
+                name, [os.path.join(self.bin_dir, name)], self.service_env(name))
+            say(f"started {name} (pid {self.processes[name].pid}) on {self.url(name)}")
+        self.wait_ready(names)
+        if os.environ.get("LETHE_DEMO_MEMORY_REPORT"):
+            time.sleep(1)
+            for name in names:
+                self.peak_rss["idle"][name] = peak_rss_kib(self.processes[name].pid)
+
+    def wait_ready(self, names, timeout=120):
+        pending = set(names)
+        deadline = time.monotonic() + timeout
+        last = {}
+        while pending:
+            self.supervisor.check_alive()
+            for name in sorted(pending):
+                try:
+                    answer = http("GET", self.url(name) + "/health/ready", timeout=6)
+                except Failure as error:
+                    last[name] = str(error)
+                    continue
+                if answer.status == 200:
+                    pending.discard(name)
+                    say(f"{name} ready")
+                else:
+                    last[name] = answer.brief()
+            if pending and time.monotonic() > deadline:
+                details = "; ".join(f"{name}: {last.get(name, 'no answer')}" for name in sorted(pending))
+                raise Failure(f"not ready after {timeout} s: {details}")
+            if pending:
+                time.sleep(0.3)
+
+    def start_participant(self, timeout=60):
+        env = self.base_env(PARTICIPANT)
+        env.update(PARTICIPANT_NAME=PARTICIPANT, PARTICIPANT_DB=self.participant_db, LOG_LEVEL="INFO",
+                   PYTHONUNBUFFERED="1")
+        child = self.supervisor.start(
+            "python-participant", [sys.executable, "-u", os.path.join(REPO, "examples", "python-participant",
+                                                                     "participant.py")], env)
+        self.processes["python-participant"] = child
+        say(f"started python-participant (pid {child.pid}) as {PARTICIPANT}")
+        deadline = time.monotonic() + timeout
+        while True:
+            self.supervisor.check_alive()
+            with open(child.log_path, "rb") as file:
+                if f"python-participant {PARTICIPANT} ready".encode() in file.read():
+                    say(f"python-participant declared itself and is consuming erasure commands")
+                    return
+            if time.monotonic() > deadline:
+                raise Failure(f"python-participant not ready after {timeout} s:\n{child.tail()}")
+            time.sleep(0.2)
+
+    @property
+    def participant_db(self):
+        return os.path.join(self.data_dir("python-participant"), "python-participant.sqlite")
+
+    def start_all(self, with_reporter):
+        self.start_broker()
+        first = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gateway"]
+        self.start_services(first)
+        self.start_participant()
+        if with_reporter:
+            self.start_services(["pdr-reporter"])
+
+    def shutdown(self):
+        report = os.environ.get("LETHE_DEMO_MEMORY_REPORT")
+        if report and self.peak_rss["idle"]:
+            for child in self.supervisor.children:
+                if child.alive():
+                    self.peak_rss["loaded"][child.name] = peak_rss_kib(child.pid)
+            with open(report, "w") as file:
+                json.dump(self.peak_rss, file, indent=2)
+        if self.supervisor.children:
+            say("stopping " + ", ".join(child.name for child in reversed(self.supervisor.children)))
+        self.supervisor.stop_all()
+        self.stop_broker()
+        if self.lock_file:
+            self.lock_file.close()
+            self.lock_file = None
