@@ -32,7 +32,7 @@ func buildOAuthGateway(
          \.erasureParticipants],
         deadLettered: [\.pdrStatus, \.erasureCommands])
 
-    let box = try SecretBox(masterKey: config.masterKey, database: database.writer)
+    let box = try SecretBox(masterKey: config.masterKey, database: database)
     // A retired key stays published well past the longest-lived token it can have signed.
     let signer = TokenSigner(
         database: database, box: box, retention: max(config.tenantTokenLifetime, Gateway.idTokenLifetime) * 2 + 3600)

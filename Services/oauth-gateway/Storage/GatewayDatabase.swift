@@ -301,6 +301,21 @@ final class GatewayDatabase: Sendable {
     }
 
     /// Registers (or updates) the platform's shared app from configuration. Its secret stays in configuration.
+    /// The data keys as stored (each wrapped under the master key), by id; on a new database `makeFirst` wraps the
+    /// first one, stored as id 1 in the same transaction.
+    func wrappedDataKeys(makeFirst: () throws -> Data) throws -> [(id: UInt32, wrapped: Data)] {
+        try writer.write { db in
+            if try Int.fetchOne(db, sql: "SELECT count(*) FROM data_keys") == 0 {
+                try db.execute(
+                    sql: "INSERT INTO data_keys (id, wrapped, created_at) VALUES (1, ?, ?)",
+                    arguments: [try makeFirst(), Date().timeIntervalSince1970])
+            }
+            return try Row.fetchAll(db, sql: "SELECT id, wrapped FROM data_keys ORDER BY id").map {
+                (UInt32(truncatingIfNeeded: $0["id"] as Int64), $0["wrapped"] as Data)
+            }
+        }
+    }
+
     func registerSharedApp(appId: String, callbackURL: String, scopes: [String]) async throws {
         try await database.write { db in
             if let existing = try Self.app(appId, in: db), !existing.shared {

@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import GRDB
 
 /// Envelope encryption for everything secret the gateway stores: app client secrets, Atlassian access and refresh
 /// tokens, signing keys, and the short-lived sign-in payload.
@@ -25,20 +24,13 @@ final class SecretBox: Sendable {
     }
 
     /// Loads the data keys (creating the first one on a new database) and unwraps them with `masterKey`.
-    init(masterKey: Data, database: DatabaseWriter) throws {
+    init(masterKey: Data, database: GatewayDatabase) throws {
         let master = SymmetricKey(data: masterKey)
-        let wrapped: [(UInt32, Data)] = try database.write { db in
-            if try Int.fetchOne(db, sql: "SELECT count(*) FROM data_keys") == 0 {
-                let key = SymmetricKey(size: .bits256)
-                let sealed = try AES.GCM.seal(
-                    key.withUnsafeBytes { Data($0) }, using: master, authenticating: Self.dataKeyContext(1))
-                try db.execute(
-                    sql: "INSERT INTO data_keys (id, wrapped, created_at) VALUES (1, ?, ?)",
-                    arguments: [sealed.combined!, Date().timeIntervalSince1970])
-            }
-            return try Row.fetchAll(db, sql: "SELECT id, wrapped FROM data_keys ORDER BY id").map {
-                (UInt32(truncatingIfNeeded: $0["id"] as Int64), $0["wrapped"] as Data)
-            }
+        let wrapped = try database.wrappedDataKeys {
+            let key = SymmetricKey(size: .bits256)
+            return try AES.GCM.seal(
+                key.withUnsafeBytes { Data($0) }, using: master, authenticating: Self.dataKeyContext(1)
+            ).combined!
         }
         var keys: [UInt32: SymmetricKey] = [:]
         for (id, blob) in wrapped {
