@@ -163,7 +163,7 @@ let package = Package(
         .testTarget(
             name: "AtlassianClientTests",
             dependencies: [
-                "AtlassianClient", "atlassian-sandbox", "ServiceKit", "Contracts",
+                "AtlassianClient", "atlassian-sandbox", "ServiceKit", "Contracts", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

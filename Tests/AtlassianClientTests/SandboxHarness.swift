@@ -8,6 +8,7 @@ import Prometheus
 import ServiceLifecycle
 import ServiceKit
 import Testing
+import TestSupport
 @testable import atlassian_sandbox
 
 /// A real sandbox on 127.0.0.1:<ephemeral port>, a real `HTTPClient`, and the `AtlassianClient` pointed at both
@@ -106,30 +107,26 @@ struct Sandbox: Sendable {
         return RawResponse(status: Int(response.status.code), headers: headers, body: Data(buffer.readableBytesView))
     }
 
+    /// The sandbox's control API.
+    var sandboxControl: SandboxControl { SandboxControl(baseURL: baseURL, http: http) }
+
+    /// A control call (`/_sandbox<path>`); throws unless it answers 2xx.
     @discardableResult
-    func control(_ path: String, _ json: Any = [String: Any]()) async throws -> RawResponse {
-        let response = try await raw(.POST, "/_sandbox" + path, json: json)
-        #expect((200..<300).contains(response.status), "control \(path) answered \(response.status)")
-        return response
+    func control(_ path: String, _ json: [String: Any] = [:]) async throws -> SandboxControl.Answer {
+        try await sandboxControl.post(path, json)
     }
 
     // MARK: Scenario helpers
 
     func registerApp(_ credentials: AtlassianAppCredentials? = nil) async throws {
         let app = credentials ?? self.app
-        try await control("/apps", [
-            "clientId": app.clientId, "clientSecret": app.clientSecret, "callbackUrl": app.redirectURI,
-        ])
+        try await sandboxControl.registerApp(
+            clientId: app.clientId, clientSecret: app.clientSecret, callbackURL: app.redirectURI)
     }
 
     @discardableResult
     func addUser(_ accountId: String, extra: [String: Any] = [:]) async throws -> String {
-        var body: [String: Any] = [
-            "accountId": accountId, "name": "User \(accountId)", "email": "\(accountId)@example.com",
-            "nickname": "nick-\(accountId)", "picture": "https://avatars.example.com/\(accountId).png",
-        ]
-        body.merge(extra) { $1 }
-        try await control("/users", body)
+        try await sandboxControl.addUser(accountId, profile: extra)
         return accountId
     }
 

@@ -19,39 +19,21 @@ struct ErasureExecutorOrderingTests {
 
     init() throws { kafka = try KafkaFixture("erasure-executor-issue15") }
 
-    func environment(namespace: String, directory: URL, extra: [String: String] = [:]) -> [String: String] {
-        var environment = [
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.path, "HTTP_PORT": "0",
-            "LETHE_TOPIC_NAMESPACE": namespace, "KAFKA_TOPIC_PARTITIONS": "3", "LETHE_AUDIT_KEY": testAuditKey,
-            "LETHE_ADMIN_TOKEN": "admin-token-0123456789", "ERASURE_RESEND_SECONDS": "1",
-            "ERASURE_SWEEP_MILLISECONDS": "100", "ERASURE_STATE_RESTORE_SECONDS": "10", "LOG_LEVEL": "warning",
-        ]
-        environment.merge(extra) { $1 }
-        return environment
-    }
-
     /// Builds the executor (topics created, file migrated) without running it.
     func build(namespace: String, directory: TemporaryDirectory, extra: [String: String] = [:]) async throws
         -> ErasureExecutorParts
     {
-        let config = try ErasureExecutorConfig(reader: ConfigReader(
-            environment: environment(namespace: namespace, directory: directory.url, extra: extra)))
-        return try await buildErasureExecutor(
-            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        try await TestExecutor.build(kafka: kafka, namespace: namespace, directory: directory, extra: extra).parts
     }
 
     /// Creates the executor's input topics with its partition count, for records produced before it starts.
     func makeTopics(_ topics: LetheTopics) async throws {
-        func spec(_ name: String, like architectureName: String) -> TopicSpec {
-            TopicSpec(name: name, partitions: 3, config: Topics.definition(named: architectureName)!.kafkaConfig)
-        }
-        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
-            spec(topics.tenants, like: Topics.tenants), spec(topics.pdrStatus, like: Topics.pdrStatus),
-            spec(topics.erasureRequests, like: Topics.erasureRequests),
-            spec(topics.erasureCommands, like: Topics.erasureCommands),
-            spec(topics.erasureAcks, like: Topics.erasureAcks),
-            spec(topics.erasureParticipants, like: Topics.erasureParticipants),
-        ])
+        let used: [KeyPath<LetheTopics, String>] = [
+            \.tenants, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks, \.erasureParticipants,
+        ]
+        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics(used.map {
+            TopicSpec(name: topics[keyPath: $0], partitions: 3, config: Topics.definition(of: $0).kafkaConfig)
+        })
     }
 
     func records(of ledger: ErasureLedger, tenant: String) async throws -> [ErasureRecord] {

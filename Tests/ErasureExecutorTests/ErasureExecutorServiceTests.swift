@@ -72,15 +72,6 @@ struct ErasureExecutorServiceTests {
 
     init() throws { kafka = try KafkaFixture("erasure-executor") }
 
-    func environment(namespace: String, directory: URL) -> [String: String] {
-        [
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.path, "HTTP_PORT": "0",
-            "LETHE_TOPIC_NAMESPACE": namespace, "KAFKA_TOPIC_PARTITIONS": "3", "LETHE_AUDIT_KEY": testAuditKey,
-            "LETHE_ADMIN_TOKEN": "admin-token-0123456789", "ERASURE_RESEND_SECONDS": "1",
-            "ERASURE_SWEEP_MILLISECONDS": "100", "ERASURE_STATE_RESTORE_SECONDS": "10", "LOG_LEVEL": "warning",
-        ]
-    }
-
     func participant(
         _ name: String, handler: TestParticipantHandler, namespace: String, topics: LetheTopics
     ) throws -> RunningGroup {
@@ -94,11 +85,8 @@ struct ErasureExecutorServiceTests {
     func closedToCompletedWithALateParticipant() async throws {
         let directory = try TemporaryDirectory()
         let namespace = uniqueName("ee")
-        let config = try ErasureExecutorConfig(reader: ConfigReader(
-            environment: environment(namespace: namespace, directory: directory.url)))
-        let topics = config.standard.topics
-        let parts = try await buildErasureExecutor(
-            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        let built = try await TestExecutor.build(kafka: kafka, namespace: namespace, directory: directory)
+        let (topics, parts) = (built.topics, built.parts)
         let executor = RunningGroup(parts.group)
         let producer = try kafka.makeProducer()
         let producing = RunningGroup([producer], logger: kafka.logger)
@@ -225,11 +213,8 @@ extension ErasureExecutorServiceTests {
     func requestsFromTheTopic() async throws {
         let directory = try TemporaryDirectory()
         let namespace = uniqueName("ee-req")
-        let config = try ErasureExecutorConfig(reader: ConfigReader(
-            environment: environment(namespace: namespace, directory: directory.url)))
-        let topics = config.standard.topics
-        let parts = try await buildErasureExecutor(
-            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        let built = try await TestExecutor.build(kafka: kafka, namespace: namespace, directory: directory)
+        let (topics, parts) = (built.topics, built.parts)
         let executor = RunningGroup(parts.group)
         let producer = try kafka.makeProducer()
         let producing = RunningGroup([producer], logger: kafka.logger)

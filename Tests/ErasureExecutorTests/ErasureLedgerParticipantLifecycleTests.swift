@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import Storage
 import Testing
+import TestSupport
 
 @testable import erasure_executor
 

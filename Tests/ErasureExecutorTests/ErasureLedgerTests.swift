@@ -4,6 +4,7 @@ import Foundation
 import GRDB
 import Storage
 import Testing
+import TestSupport
 
 @testable import erasure_executor
 

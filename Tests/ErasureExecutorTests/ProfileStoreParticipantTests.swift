@@ -24,15 +24,9 @@ struct ProfileStoreParticipantTests {
         let executorDirectory = try TemporaryDirectory()
         let storeDirectory = try TemporaryDirectory()
         let namespace = uniqueName("ee-ps")
-        let config = try ErasureExecutorConfig(reader: ConfigReader(environment: [
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": executorDirectory.url.path,
-            "HTTP_PORT": "0", "LETHE_TOPIC_NAMESPACE": namespace, "KAFKA_TOPIC_PARTITIONS": "3",
-            "LETHE_AUDIT_KEY": testAuditKey, "LETHE_ADMIN_TOKEN": "admin-token-0123456789",
-            "ERASURE_RESEND_SECONDS": "2", "ERASURE_SWEEP_MILLISECONDS": "100",
-        ]))
-        let topics = config.standard.topics
-        let parts = try await buildErasureExecutor(
-            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        let built = try await TestExecutor.build(
+            kafka: kafka, namespace: namespace, directory: executorDirectory, extra: ["ERASURE_RESEND_SECONDS": "2"])
+        let (topics, parts) = (built.topics, built.parts)
         let executor = RunningGroup(parts.group)
         let producer = try kafka.makeProducer()
         let producing = RunningGroup([producer], logger: kafka.logger)

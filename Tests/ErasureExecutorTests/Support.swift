@@ -2,21 +2,35 @@ import Contracts
 import Foundation
 import GRDB
 import Messaging
+import Prometheus
+import ServiceKit
 import Storage
 import TestSupport
 
 @testable import erasure_executor
 
-/// A directory removed when the value goes away.
-final class TemporaryDirectory: Sendable {
-    let url: URL
+/// An executor built in-process on the dev broker, in a namespace of its own, with re-sends and sweeps fast enough
+/// for a test: its configuration, its topics and its parts, not yet running.
+struct TestExecutor {
+    let config: ErasureExecutorConfig
+    let parts: ErasureExecutorParts
+    var topics: LetheTopics { config.standard.topics }
 
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("erasure-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    /// Builds it (topics created, ledger file migrated) in `directory`; `extra` overrides settings.
+    static func build(
+        kafka: KafkaFixture, namespace: String, directory: TemporaryDirectory, extra: [String: String] = [:]
+    ) async throws -> TestExecutor {
+        let environment = [
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.url.path, "HTTP_PORT": "0",
+            "LETHE_TOPIC_NAMESPACE": namespace, "KAFKA_TOPIC_PARTITIONS": "3", "LETHE_AUDIT_KEY": testAuditKey,
+            "LETHE_ADMIN_TOKEN": "admin-token-0123456789", "ERASURE_RESEND_SECONDS": "1",
+            "ERASURE_SWEEP_MILLISECONDS": "100", "ERASURE_STATE_RESTORE_SECONDS": "10", "LOG_LEVEL": "warning",
+        ].merging(extra) { $1 }
+        let config = try ErasureExecutorConfig(reader: ConfigReader(environment: environment))
+        let parts = try await buildErasureExecutor(
+            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+        return TestExecutor(config: config, parts: parts)
     }
-
-    deinit { try? FileManager.default.removeItem(at: url) }
 }
 
 /// Does nothing: unit tests read the outbox instead of running a relay.

@@ -37,7 +37,8 @@ struct GatewayHarness: Sendable {
     let sandbox: SandboxProcess
     let kafka: KafkaFixture
     let namespace: String
-    let directory: URL
+    let dataDirectory: TemporaryDirectory
+    var directory: URL { dataDirectory.url }
     let masterKey: String
     /// Held for the harness's lifetime, so no parallel test picks it while a gateway restarts (see `ReservedPort`).
     let reservedPort: SandboxProcess.ReservedPort
@@ -70,19 +71,14 @@ struct GatewayHarness: Sendable {
     /// stops everything whatever happens.
     static func setUp<T: Sendable>(_ body: @Sendable (GatewayHarness) async throws -> T) async throws -> T {
         let sandbox = try await SandboxProcess.start()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gateway-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         let harness = GatewayHarness(
             sandbox: sandbox, kafka: try KafkaFixture("oauth-gateway"), namespace: uniqueName("gw"),
-            directory: directory, masterKey: Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
+            dataDirectory: try TemporaryDirectory("gateway-tests"), masterKey: Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
             reservedPort: try SandboxProcess.ReservedPort(), logs: RecordedLogs(),
             http: HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration))
-        defer {
-            harness.reservedPort.release()
-            try? FileManager.default.removeItem(at: directory)
-        }
+        defer { harness.reservedPort.release() }
         do {
             let result = try await body(harness)
             try? await harness.http.shutdown()
@@ -220,11 +216,11 @@ struct GatewayHarness: Sendable {
 
     /// Registers an app in the sandbox with the gateway's callback.
     func sandboxApp(_ clientId: String, secret: String) async throws {
-        let answer = try await send(
-            .POST, sandboxURL + "/_sandbox/apps", bearer: nil,
-            json: ["clientId": clientId, "clientSecret": secret, "callbackUrl": callbackURL])
-        guard answer.status < 300 else { throw HarnessError(description: "sandbox app: \(answer.status) \(answer.body)") }
+        try await sandboxControl.registerApp(clientId: clientId, clientSecret: secret, callbackURL: callbackURL)
     }
+
+    /// The sandbox's control API.
+    var sandboxControl: SandboxControl { SandboxControl(baseURL: sandboxURL, http: http) }
 
     /// The tenant's own app, registered in the sandbox and at the gateway.
     func ownApp(_ tenant: Tenant, clientId: String, secret: String) async throws {
@@ -241,11 +237,8 @@ struct GatewayHarness: Sendable {
     }
 
     func sandboxUser(_ accountId: String, name: String, email: String) async throws {
-        let answer = try await send(
-            .POST, sandboxURL + "/_sandbox/users", bearer: nil,
-            json: ["accountId": accountId, "name": name, "email": email, "nickname": name.lowercased(),
-                   "picture": "https://avatars.example/\(accountId).png"])
-        guard answer.status < 300 else { throw HarnessError(description: "user: \(answer.status) \(answer.body)") }
+        try await sandboxControl.addUser(
+            accountId, profile: ["name": name, "email": email, "nickname": name.lowercased()])
     }
 
     /// Follows the browser's hops by hand up to the gateway's callback URL (not requested): sign-in start → sandbox

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Storage
 import Testing
+import TestSupport
 
 @testable import oauth_gateway
 
@@ -9,11 +10,9 @@ import Testing
 struct GroupCommitTests {
     @Test("60 concurrent writes: each returns its own result, a failing one rolls back only itself, all others stored")
     func concurrentWritesShareTransactionsAndKeepTheirOwnOutcome() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("group-commit-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
+        let directory = try TemporaryDirectory("group-commit")
         let database = try SQLiteDatabase(
-            path: directory.appendingPathComponent("test.sqlite").path,
+            path: directory.file("test.sqlite"),
             migrations: [Migration("test.v1") { db in try db.execute(sql: "CREATE TABLE items (id INTEGER PRIMARY KEY)") }])
         let commit = GroupCommit(database: database, maxBatch: 16)
         struct Refused: Error, Equatable { var id: Int }

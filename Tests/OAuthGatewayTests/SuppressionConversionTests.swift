@@ -11,10 +11,8 @@ import TestSupport
 struct SuppressionConversionTests {
     @Test("a file whose suppression list holds raw accountIds is converted to digests at open, and still suppresses")
     func rawSuppressionsConverted() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gw-suppression-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("oauth-gateway.sqlite").path
+        let directory = try TemporaryDirectory("gw-suppression")
+        let path = directory.file("oauth-gateway.sqlite")
         let account = "5b10ac8d82e05b22cc7d4eaa"
         do {
             // The file as the release before the digests left it: the first two migrations, a raw entry.

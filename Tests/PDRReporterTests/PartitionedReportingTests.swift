@@ -55,9 +55,9 @@ struct PartitionedReportingTests {
         func startInstance(cycle: Int, environment extra: [String: String] = [:], logger: Logger? = nil)
             async throws -> Instance
         {
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-\(UUID().uuidString)")
+            let directory = try TemporaryDirectory("pdr")
             let config = try PDRReporterConfig(reader: ConfigReader(environment: environment(
-                cycle: cycle, dataDirectory: directory, port: 0).merging(extra) { $1 }))
+                cycle: cycle, dataDirectory: directory.url, port: 0).merging(extra) { $1 }))
             let parts = try await buildPDRReporter(
                 config: config, logger: logger ?? self.logger, tokens: tokens, settings: ReporterWorld.fastSettings(),
                 handleSignals: false)
@@ -86,11 +86,11 @@ struct PartitionedReportingTests {
     struct Instance: Sendable {
         let parts: PDRReporterParts
         let task: Task<Void, any Error>
-        let directory: URL
+        let directory: TemporaryDirectory
 
         /// Whether `text` occurs in the bytes of the registry's database or WAL file.
         func filesContain(_ text: String) -> Bool {
-            sqliteFilesContain(directory.appendingPathComponent("pdr-reporter.sqlite").path, text)
+            sqliteFilesContain(directory.file("pdr-reporter.sqlite"), text)
         }
 
         func stop() async throws {
@@ -468,10 +468,10 @@ struct PartitionedReportingTests {
                 let reservation = try SandboxProcess.ReservedPort()
                 defer { reservation.release() }
                 let port = reservation.port
-                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-\(UUID().uuidString)")
-                let log = FileManager.default.temporaryDirectory.appendingPathComponent("pdr-reporter-\(port).log")
+                let directory = try TemporaryDirectory("pdr")
+                let log = directory.url.appendingPathComponent("pdr-reporter.log")
                 var environment = ProcessInfo.processInfo.environment
-                environment.merge(world.environment(cycle: cycle, dataDirectory: directory, port: port)) { $1 }
+                environment.merge(world.environment(cycle: cycle, dataDirectory: directory.url, port: port)) { $1 }
                 environment["LETHE_GATEWAY_URL"] = "http://127.0.0.1:\(gatewayPort)"
                 environment["LOG_LEVEL"] = "info"
                 let process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: log.path)

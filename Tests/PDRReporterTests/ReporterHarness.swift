@@ -31,28 +31,21 @@ struct SandboxDriver: Sendable {
         var succeeded: Bool { status == 200 || status == 204 }
     }
 
+    /// The sandbox's control API.
+    var sandboxControl: SandboxControl { SandboxControl(baseURL: process.baseURL.absoluteString, http: http) }
+
+    /// A control call (`/_sandbox<path>`); throws unless it answers 2xx.
     @discardableResult
-    func control(_ path: String, _ json: [String: Any] = [:]) async throws -> Int {
-        var request = HTTPClientRequest(url: process.baseURL.absoluteString + "/_sandbox" + path)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
-        let response = try await http.execute(request, timeout: .seconds(10))
-        _ = try await response.body.collect(upTo: 1 << 20)
-        let status = Int(response.status.code)
-        try #require((200..<300).contains(status), "control \(path) answered \(status)")
-        return status
+    func control(_ path: String, _ json: [String: Any] = [:]) async throws -> SandboxControl.Answer {
+        try await sandboxControl.post(path, json)
     }
 
     func registerApp(_ clientId: String) async throws {
-        try await control("/apps", ["clientId": clientId, "clientSecret": Self.secret, "callbackUrl": Self.callback])
+        try await sandboxControl.registerApp(clientId: clientId, clientSecret: Self.secret, callbackURL: Self.callback)
     }
 
     func addUser(_ accountId: String) async throws {
-        try await control("/users", [
-            "accountId": accountId, "name": "User", "email": "\(accountId)@example.com", "nickname": "n",
-            "picture": "https://avatars.example.com/a.png",
-        ])
+        try await sandboxControl.addUser(accountId)
     }
 
     /// A real sign-in through `/authorize` and `/oauth/token`: the access token a gateway connection would hold.

@@ -9,18 +9,6 @@ import TestSupport
 
 @testable import profile_store
 
-/// A temporary directory removed at the end of the test.
-final class TemporaryDirectory: Sendable {
-    let url: URL
-
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent(uniqueName("profile-store-test"))
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(at: url) }
-}
-
 let t0 = Date(timeIntervalSince1970: 1_750_000_000)
 
 func fetched(

@@ -7,20 +7,6 @@ import Storage
 import Testing
 import TestSupport
 
-/// A temporary directory for one test's SQLite files, removed at the end.
-struct TemporaryDirectory: ~Copyable {
-    let url: URL
-
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent(uniqueName("storage-test"))
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-
-    func file(_ name: String) -> String { url.appendingPathComponent(name).path }
-
-    deinit { try? FileManager.default.removeItem(at: url) }
-}
-
 let itemsMigration = Migration("test.v1.items") { db in
     try db.execute(sql: "CREATE TABLE items (id TEXT PRIMARY KEY, value INTEGER NOT NULL)")
 }
