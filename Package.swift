@@ -201,6 +201,8 @@ let package = Package(
             dependencies: [
                 "oauth-gateway", "AtlassianClient", "Contracts", "Messaging", "ServiceKit", "Storage", "TestSupport",
                 lifecycle, logging, prometheus, grdb, httpClient, .product(name: "JWTKit", package: "jwt-kit"),
+                hummingbird, .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
         .testTarget(

@@ -32,15 +32,6 @@ func buildOAuthGateway(
          \.erasureParticipants],
         deadLettered: [\.pdrStatus, \.erasureCommands])
 
-    let box = try SecretBox(masterKey: config.masterKey, database: database)
-    // A retired key stays published well past the longest-lived token it can have signed.
-    let signer = TokenSigner(
-        database: database, box: box, retention: max(config.tenantTokenLifetime, Gateway.idTokenLifetime) * 2 + 3600)
-    try await signer.load()
-    if let shared = config.sharedApp {
-        try await database.registerSharedApp(
-            appId: shared.clientId, callbackURL: shared.callbackURL, scopes: Gateway.requiredScopes)
-    }
     let producer = context.producer
     // Sent profiles hold personal data: the relay deletes them as soon as the broker has them.
     let relay = OutboxRelay(database: database.database, producer: producer, logger: logger, retention: .zero)
@@ -62,9 +53,13 @@ func buildOAuthGateway(
     var httpConfiguration = HTTPClient.Configuration.singletonConfiguration
     httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
     let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
-    let atlassian = AtlassianClient(config: config.atlassian, httpClient: httpClient, logger: logger)
-    let gateway = Gateway(
-        config: config, database: database, box: box, signer: signer, atlassian: atlassian, logger: logger)
+    let gateway: Gateway
+    do {
+        gateway = try await makeGateway(config: config, database: database, httpClient: httpClient, logger: logger)
+    } catch {
+        try? await httpClient.shutdown()
+        throw error
+    }
 
     let app = context.application(database: { try await database.database.check() }) { router in
         GatewayAPI.addRoutes(
@@ -80,6 +75,24 @@ func buildOAuthGateway(
         ],
         application: app, handleSignals: handleSignals)
     return OAuthGatewayParts(group: group, gateway: gateway, database: database)
+}
+
+/// The gateway's logic over its SQLite file, without Kafka: the data and signing keys loaded (created on a new file),
+/// the platform's shared app registered. The build wires it to its consumers and routes; route tests use it alone.
+func makeGateway(
+    config: OAuthGatewayConfig, database: GatewayDatabase, httpClient: HTTPClient, logger: Logger
+) async throws -> Gateway {
+    let box = try SecretBox(masterKey: config.masterKey, database: database)
+    // A retired key stays published well past the longest-lived token it can have signed.
+    let signer = TokenSigner(
+        database: database, box: box, retention: max(config.tenantTokenLifetime, Gateway.idTokenLifetime) * 2 + 3600)
+    try await signer.load()
+    if let shared = config.sharedApp {
+        try await database.registerSharedApp(
+            appId: shared.clientId, callbackURL: shared.callbackURL, scopes: Gateway.requiredScopes)
+    }
+    let atlassian = AtlassianClient(config: config.atlassian, httpClient: httpClient, logger: logger)
+    return Gateway(config: config, database: database, box: box, signer: signer, atlassian: atlassian, logger: logger)
 }
 
 /// Deletes expired sign-in states and codes every 30 s, so an abandoned sign-in's sealed profile does not linger.

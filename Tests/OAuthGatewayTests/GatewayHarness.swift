@@ -28,7 +28,7 @@ struct HTTPAnswer: Sendable {
 
 /// The sandbox as a process, the gateway in-process over a real SQLite file and the dev broker, and a client that
 /// never follows redirects, so each hop of the sign-in flow is visible.
-struct GatewayHarness: Sendable {
+struct GatewayHarness: GatewayRequests {
     static let adminToken = "admin-token-0123456789"
     static let internalToken = "internal-token-0123456789"
     static let sharedAppId = "shared-test-app"
@@ -151,11 +151,13 @@ struct GatewayHarness: Sendable {
         }
     }
 
-    struct HarnessError: Error, CustomStringConvertible {
-        var description: String
-    }
-
     // MARK: HTTP
+
+    func perform(_ method: HTTPMethod, _ url: String, headers: [(String, String)], body: String?) async throws
+        -> HTTPAnswer
+    {
+        try await request(method, url, headers: headers, body: body)
+    }
 
     func request(
         _ method: HTTPMethod, _ url: String, headers: [(String, String)] = [], body: String? = nil,
@@ -170,49 +172,7 @@ struct GatewayHarness: Sendable {
         return HTTPAnswer(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
     }
 
-    func get(_ url: String, bearer: String? = nil) async throws -> HTTPAnswer {
-        try await request(.GET, url, headers: bearer.map { [("authorization", "Bearer \($0)")] } ?? [])
-    }
-
-    func send(_ method: HTTPMethod, _ url: String, bearer: String?, json: Any) async throws -> HTTPAnswer {
-        var headers = [("content-type", "application/json")]
-        if let bearer { headers.append(("authorization", "Bearer \(bearer)")) }
-        let body = String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
-        return try await request(method, url, headers: headers, body: body)
-    }
-
     // MARK: Scenario steps
-
-    /// A tenant with a client secret and an access token.
-    struct Tenant: Sendable {
-        var id: String
-        var secret: String
-        var token: String
-    }
-
-    func createTenant(_ id: String, returnURL: String = "https://tenant.example/return", policy: String = "delete")
-        async throws -> Tenant
-    {
-        let created = try await send(.POST, "/v1/tenants", bearer: Self.adminToken, json: ["tenantId": id])
-        guard created.status == 201, let secret = created.json["clientSecret"] as? String else {
-            throw HarnessError(description: "create tenant: \(created.status) \(created.body)")
-        }
-        let token = try await tenantToken(id, secret: secret)
-        let settings = try await send(
-            .PUT, "/v1/tenants/\(id)/settings", bearer: token, json: ["returnUrls": [returnURL], "erasurePolicy": policy])
-        guard settings.status == 200 else { throw HarnessError(description: "settings: \(settings.status) \(settings.body)") }
-        return Tenant(id: id, secret: secret, token: token)
-    }
-
-    func tenantToken(_ id: String, secret: String) async throws -> String {
-        let answer = try await request(
-            .POST, "/oauth/token", headers: [("content-type", "application/x-www-form-urlencoded")],
-            body: "grant_type=client_credentials&client_id=\(id)&client_secret=\(secret)")
-        guard answer.status == 200, let token = answer.json["access_token"] as? String else {
-            throw HarnessError(description: "token: \(answer.status) \(answer.body)")
-        }
-        return token
-    }
 
     /// Registers an app in the sandbox with the gateway's callback.
     func sandboxApp(_ clientId: String, secret: String) async throws {
@@ -223,7 +183,7 @@ struct GatewayHarness: Sendable {
     var sandboxControl: SandboxControl { SandboxControl(baseURL: sandboxURL, http: http) }
 
     /// The tenant's own app, registered in the sandbox and at the gateway.
-    func ownApp(_ tenant: Tenant, clientId: String, secret: String) async throws {
+    func ownApp(_ tenant: TestTenant, clientId: String, secret: String) async throws {
         try await sandboxApp(clientId, secret: secret)
         let answer = try await send(
             .PUT, "/v1/tenants/\(tenant.id)/app", bearer: tenant.token,
@@ -231,7 +191,7 @@ struct GatewayHarness: Sendable {
         guard answer.status == 200 else { throw HarnessError(description: "app: \(answer.status) \(answer.body)") }
     }
 
-    func sharedApp(_ tenant: Tenant) async throws {
+    func sharedApp(_ tenant: TestTenant) async throws {
         let answer = try await send(.PUT, "/v1/tenants/\(tenant.id)/app", bearer: tenant.token, json: ["shared": true])
         guard answer.status == 200 else { throw HarnessError(description: "shared app: \(answer.status) \(answer.body)") }
     }
@@ -268,7 +228,7 @@ struct GatewayHarness: Sendable {
     }
 
     /// Signs in and exchanges the code: the exchange response.
-    func signInAndExchange(_ tenant: Tenant, accountId: String) async throws -> [String: Any] {
+    func signInAndExchange(_ tenant: TestTenant, accountId: String) async throws -> [String: Any] {
         let query = try await signIn(tenant: tenant.id, accountId: accountId)
         guard let code = query["code"] else { throw HarnessError(description: "no code: \(query)") }
         let answer = try await send(.POST, "/v1/signin/exchange", bearer: tenant.token, json: ["code": code])

@@ -16,7 +16,7 @@ struct VaultTests {
     /// A tenant `acme` with its own app `acme-app` and the given users signed in.
     static func signedIn(
         _ harness: GatewayHarness, users: [(String, String, String)] = [(ada, "Ada Lovelace", "ada@example.com")]
-    ) async throws -> GatewayHarness.Tenant {
+    ) async throws -> TestTenant {
         let acme = try await harness.createTenant("acme", policy: "scrub")
         try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
         for (accountId, name, email) in users {
