@@ -8,8 +8,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS = ROOT / "Shared" / "Contracts"
 
 
-def topics():
-    """Every topic of `Topics.all`, as (name, compacted, retention_ms or None), in declaration order.
+def declarations():
+    """Every topic of `Topics.all`, in declaration order, as a dict: name, key (the AsyncAPI key schema, e.g.
+    `AccountKey`), events (event type names without `lethe.`), tombstones, compacted, retention_ms (or None).
 
     Fails loudly when a topic constant is not in `all`, or `all` names a constant that does not exist.
     """
@@ -17,12 +18,16 @@ def topics():
     constants = dict(re.findall(r'package static let (\w+) = "(lethe\.[^"]+)"', source))
     if not constants:
         raise SystemExit("swift_contracts: no topic constants found in Topics.swift")
+    key_schemas = dict(re.findall(r'case (\w+) = "(\w+Key)"', source))
     definitions = []
-    for constant, compacted, retention in re.findall(
-        r"TopicDefinition\(name: (\w+), compacted: (true|false), retentionMs: ([^)]+)\)", source
+    for constant, key, events, tombstones, compacted, retention in re.findall(
+        r"TopicDefinition\(\s*name: (\w+), key: \.(\w+), events: \[([^\]]*)\], tombstones: (true|false),"
+        r"\s*compacted: (true|false), retentionMs: ([^)]+)\)", source
     ):
         if constant not in constants:
             raise SystemExit(f"swift_contracts: Topics.all names unknown constant {constant}")
+        if key not in key_schemas:
+            raise SystemExit(f"swift_contracts: unknown TopicKey .{key} in Topics.swift")
         retention = retention.strip()
         if retention == "nil":
             retention_ms = None
@@ -34,12 +39,21 @@ def topics():
             retention_ms = int(retention)
         else:
             raise SystemExit(f"swift_contracts: cannot read retentionMs {retention!r} in Topics.swift")
-        definitions.append((constants[constant], compacted == "true", retention_ms))
-    names = {name for name, _, _ in definitions}
+        definitions.append({
+            "name": constants[constant], "key": key_schemas[key],
+            "events": [event.strip().removesuffix(".self") for event in events.split(",") if event.strip()],
+            "tombstones": tombstones == "true", "compacted": compacted == "true", "retention_ms": retention_ms,
+        })
+    names = {definition["name"] for definition in definitions}
     missing = sorted(set(constants.values()) - names)
     if missing:
         raise SystemExit(f"swift_contracts: topic constants not in Topics.all: {', '.join(missing)}")
     return definitions
+
+
+def topics():
+    """Every topic of `Topics.all`, as (name, compacted, retention_ms or None), in declaration order."""
+    return [(d["name"], d["compacted"], d["retention_ms"]) for d in declarations()]
 
 
 def topic_names():

@@ -31,8 +31,7 @@ func buildErasureExecutor(
         path: context.databasePath, settings: config.ledgerSettings, keys: try AuditKeys(auditKey: config.auditKey))
     try await context.ensureTopics(
         [\.tenants, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks, \.erasureParticipants,
-         \.erasureCompleted],
-        deadLettered: [\.pdrStatus, \.erasureRequests, \.erasureAcks, \.tenants, \.erasureParticipants])
+         \.erasureCompleted])
     var statePartitions: [TopicPartition] = []
     for topic in [topics.tenants, topics.erasureParticipants] {
         let count = try await context.admin.partitionCount(of: topic)

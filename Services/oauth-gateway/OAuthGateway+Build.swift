@@ -29,8 +29,7 @@ func buildOAuthGateway(
     let database = try GatewayDatabase(path: context.databasePath, topics: topics)
     try await context.ensureTopics(
         [\.tenants, \.profiles, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks,
-         \.erasureParticipants],
-        deadLettered: [\.pdrStatus, \.erasureCommands])
+         \.erasureParticipants])
 
     let producer = context.producer
     // Sent profiles hold personal data: the relay deletes them as soon as the broker has them.

@@ -26,8 +26,7 @@ func buildProfileStore(
     let topics = context.topics
     let database = try ProfileDatabase(path: context.databasePath, accountsTopic: topics.pdrAccounts)
     try await context.ensureTopics(
-        [\.profiles, \.pdrAccounts, \.erasureCommands, \.erasureAcks, \.erasureParticipants],
-        deadLettered: [\.profiles, \.erasureCommands])
+        [\.profiles, \.pdrAccounts, \.erasureCommands, \.erasureAcks, \.erasureParticipants])
 
     let checkpointer = WALCheckpointer(database: database.database, logger: logger)
     // A suppression list converted at open (or anything erased before a crash) leaves the WAL at start.

@@ -47,29 +47,66 @@ package enum Topics {
         "\(topic).dlq"
     }
 
-    /// Every topic of the system (without DLQs), with its cleanup policy and retention.
+    /// Every topic of the system, declared once: its key, the events its records carry (and whether a null value, a
+    /// tombstone, is one of them), its cleanup policy and retention. Each has a DLQ, ``dlqDefinition(for:)``.
     ///
-    /// This is what topic-init and the admin helper create; ``dlqDefinition(for:)`` describes each DLQ.
+    /// Services create topics from it (`ServiceContext.ensureTopics`), compose's `topics` job must match it
+    /// (scripts/validate-compose), docs/asyncapi.yaml must describe each channel as it says (scripts/validate-contracts:
+    /// messages, keys, policy, retention), and a debug build refuses to send an event to a topic that does not carry it.
     package static let all: [TopicDefinition] = [
-        TopicDefinition(name: tenants, compacted: true, retentionMs: nil),
-        TopicDefinition(name: profiles, compacted: false, retentionMs: TopicDefinition.sevenDaysMs),
-        TopicDefinition(name: pdrAccounts, compacted: true, retentionMs: nil),
-        TopicDefinition(name: pdrReports, compacted: true, retentionMs: nil),
-        TopicDefinition(name: pdrStatus, compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
-        TopicDefinition(name: erasureRequests, compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
-        TopicDefinition(name: erasureCommands, compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
-        TopicDefinition(name: erasureAcks, compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
-        TopicDefinition(name: erasureParticipants, compacted: true, retentionMs: nil),
-        TopicDefinition(name: erasureCompleted, compacted: true, retentionMs: nil),
+        TopicDefinition(
+            name: tenants, key: .tenantId, events: [TenantConfigured.self], tombstones: false,
+            compacted: true, retentionMs: nil),
+        TopicDefinition(
+            name: profiles, key: .account, events: [ProfileFetched.self], tombstones: false,
+            compacted: false, retentionMs: TopicDefinition.sevenDaysMs),
+        TopicDefinition(
+            name: pdrAccounts, key: .account, events: [AccountHeld.self], tombstones: true,
+            compacted: true, retentionMs: nil),
+        TopicDefinition(
+            name: pdrReports, key: .account, events: [AccountReported.self], tombstones: true,
+            compacted: true, retentionMs: nil),
+        TopicDefinition(
+            name: pdrStatus, key: .account, events: [AccountStatusReported.self], tombstones: false,
+            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
+        TopicDefinition(
+            name: erasureRequests, key: .account, events: [ErasureRequested.self], tombstones: false,
+            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
+        TopicDefinition(
+            name: erasureCommands, key: .account, events: [EraseSubject.self], tombstones: false,
+            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
+        TopicDefinition(
+            name: erasureAcks, key: .erasureId, events: [ErasureAcknowledged.self], tombstones: false,
+            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
+        TopicDefinition(
+            name: erasureParticipants, key: .participant, events: [ParticipantDeclared.self], tombstones: true,
+            compacted: true, retentionMs: nil),
+        TopicDefinition(
+            name: erasureCompleted, key: .erasureId, events: [ErasureCompleted.self], tombstones: false,
+            compacted: true, retentionMs: nil),
     ]
 
     /// The definition of a DLQ for `topic` (a name of ``all``, namespaced or not): never compacted (several dead
     /// letters may share a key and all matter), kept 30 days — or as long as its source topic when that is shorter,
     /// so a dead letter of personal data (a malformed `ProfileFetched`) does not outlive the profiles topic's 7 days.
     package static func dlqDefinition(for topic: String) -> TopicDefinition {
-        let source = all.first { topic == $0.name || topic.hasSuffix("." + $0.name) }
+        let source = definition(ofNamespaced: topic)
         let retention = min(TopicDefinition.thirtyDaysMs, source?.retentionMs ?? TopicDefinition.thirtyDaysMs)
-        return TopicDefinition(name: dlq(for: topic), compacted: false, retentionMs: retention)
+        return TopicDefinition(
+            name: dlq(for: topic), key: source?.key ?? .account, events: [], tombstones: false, compacted: false,
+            retentionMs: retention)
+    }
+
+    /// The definition of `topic`, a name of ``all`` with or without a namespace (`<ns>.lethe.profiles.v1`).
+    package static func definition(ofNamespaced topic: String) -> TopicDefinition? {
+        all.first { topic == $0.name || topic.hasSuffix("." + $0.name) }
+    }
+
+    /// Whether `topic` (namespaced or not) may carry `event`: true for a topic Lethe does not declare (tests' own
+    /// topics, a DLQ), else only for the events its declaration lists.
+    package static func carries(_ topic: String, _ event: any LetheEvent.Type) -> Bool {
+        guard !topic.hasSuffix(".dlq"), let definition = definition(ofNamespaced: topic) else { return true }
+        return definition.eventTypes.contains(event.eventType)
     }
 
     /// The definition of the topic called `name` in ``all``, or `nil` for a name Lethe does not own.
@@ -85,8 +122,17 @@ package enum Topics {
     }
 }
 
-/// How one topic is created: name, cleanup policy and retention. The partition count is configuration (see
-/// ``Topics/defaultPartitionCount``), so it is not part of the definition.
+/// What a topic's records are keyed by; the raw value names the key's schema in docs/asyncapi.yaml.
+package enum TopicKey: String, Sendable, Hashable {
+    /// `appId:accountId` (``AccountKey``): every record of one account lands on the same partition.
+    case account = "AccountKey"
+    case tenantId = "TenantIdKey"
+    case erasureId = "ErasureIdKey"
+    case participant = "ParticipantKey"
+}
+
+/// One topic, declared: name, key, the events it carries, cleanup policy and retention. The partition count is
+/// configuration (see ``Topics/defaultPartitionCount``), so it is not part of the definition.
 package struct TopicDefinition: Sendable, Hashable {
     /// 7 days in milliseconds: retention of topics carrying personal data, and of their DLQs.
     package static let sevenDaysMs: Int64 = 7 * 24 * 60 * 60 * 1000
@@ -95,6 +141,11 @@ package struct TopicDefinition: Sendable, Hashable {
 
     /// The topic name, e.g. `lethe.pdr.accounts.v1`.
     package var name: String
+    package var key: TopicKey
+    /// `eventType` of each event its records carry (`lethe.AccountHeld`).
+    package var eventTypes: [String]
+    /// Whether a record with a null value (a tombstone: the key is gone) is part of the topic's contract.
+    package var tombstones: Bool
     /// `cleanup.policy=compact`: only the latest value per key is kept, and a tombstone eventually removes the key.
     package var compacted: Bool
     /// `retention.ms` for a delete-policy topic; `nil` means no time-based deletion (compacted topics keep the
@@ -102,8 +153,14 @@ package struct TopicDefinition: Sendable, Hashable {
     package var retentionMs: Int64?
 
     /// Makes a definition; see the properties for what each value means.
-    package init(name: String, compacted: Bool, retentionMs: Int64?) {
+    package init(
+        name: String, key: TopicKey, events: [any LetheEvent.Type], tombstones: Bool, compacted: Bool,
+        retentionMs: Int64?
+    ) {
         self.name = name
+        self.key = key
+        self.eventTypes = events.map { $0.eventType }
+        self.tombstones = tombstones
         self.compacted = compacted
         self.retentionMs = retentionMs
     }

@@ -13,6 +13,8 @@ extension OutgoingMessage {
         event: Event, topic: String, key: String, source: String, id: String = RandomIdentifier.uuidString(),
         time: Date = Date()
     ) throws(ContractError) {
+        // A wrong pairing is a programming error: caught by every test, free in release builds.
+        assert(Topics.carries(topic, Event.self), "\(Event.eventType) does not belong on \(topic) (Topics.all)")
         let attributes = CloudEventAttributes.for(event, source: source, id: id, time: time)
         self.init(
             topic: topic, key: key, value: Array(try EventCodec.encode(event)),

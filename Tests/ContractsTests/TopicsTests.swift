@@ -53,4 +53,21 @@ struct TopicsTests {
         #expect(Topics.defaultPartitionCount == 12)
         #expect(Topics.definition(named: "unknown.topic") == nil)
     }
+
+    @Test("every LetheTopics property is declared in Topics.all, and a topic carries only its declared events")
+    func declarationsCoverEveryTopicAndEvent() {
+        let paths: [KeyPath<LetheTopics, String>] = [
+            \.tenants, \.profiles, \.pdrAccounts, \.pdrReports, \.pdrStatus, \.erasureRequests, \.erasureCommands,
+            \.erasureAcks, \.erasureParticipants, \.erasureCompleted,
+        ]
+        #expect(paths.map { Topics.definition(of: $0).name } == Topics.all.map(\.name))
+        let namespaced = LetheTopics(namespace: "run-1")
+        #expect(Topics.carries(namespaced.profiles, ProfileFetched.self))
+        #expect(!Topics.carries(namespaced.profiles, EraseSubject.self))
+        #expect(Topics.carries(Topics.erasureAcks, ErasureAcknowledged.self))
+        // Topics Lethe does not declare (a test's own), and DLQs, carry whatever they are given.
+        #expect(Topics.carries("t-1234", EraseSubject.self) && Topics.carries(Topics.dlq(for: Topics.profiles), EraseSubject.self))
+        #expect(Topics.definition(of: \.erasureAcks).key == .erasureId && Topics.definition(of: \.pdrAccounts).tombstones)
+        #expect(Topics.dlqDefinition(for: namespaced.erasureAcks).key == .erasureId)
+    }
 }

@@ -44,25 +44,20 @@ class Tenant:
         return bearer(self.token())
 
     def profiles(self):
-        url = f"{self.system.url('profile-store')}/v1/tenants/{self.id}/profiles?limit=500"
-        rows, cursor = [], None
-        while True:
-            answer = expect(http("GET", url + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else ""),
-                                 headers=self.auth()), 200, f"profile-store profiles of {self.id}")
-            page = answer.json()
-            rows.extend(page.get("profiles", []))
-            cursor = page.get("nextCursor")
-            if not cursor:
-                return rows
+        return self._all_pages(f"{self.system.url('profile-store')}/v1/tenants/{self.id}/profiles", "profiles",
+                               f"profile-store profiles of {self.id}")
 
     def erasures(self):
-        url = f"{self.system.url('erasure-executor')}/v1/tenants/{self.id}/erasures?limit=500"
+        return self._all_pages(f"{self.system.url('erasure-executor')}/v1/tenants/{self.id}/erasures", "erasures",
+                               f"executor erasures of {self.id}")
+
+    def _all_pages(self, url, field, what):
+        """Every item of a paged list API (limit 500 a page, following nextCursor)."""
         rows, cursor = [], None
         while True:
-            answer = expect(http("GET", url + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else ""),
-                                 headers=self.auth()), 200, f"executor erasures of {self.id}")
-            page = answer.json()
-            rows.extend(page.get("erasures", []))
+            query = "?limit=500" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
+            page = expect(http("GET", url + query, headers=self.auth()), 200, what).json()
+            rows.extend(page.get(field, []))
             cursor = page.get("nextCursor")
             if not cursor:
                 return rows
