@@ -4,123 +4,6 @@ import Foundation
 import Logging
 import Metrics
 
-/// How an app's reporter paces and retries. Defaults are for production; tests shorten them.
-package struct ReportingSettings: Sendable {
-    /// Minimum time between two PDR requests of one app (the configurable per-app request rate). Batches fill up
-    /// with the accounts that became due meanwhile, so a slower rate means fuller batches, not skipped accounts.
-    package var requestInterval: Duration = .seconds(1)
-    /// Longest sleep while nothing is due, so accounts held meanwhile are picked up without a wake-up signal.
-    package var idlePoll: Duration = .seconds(5)
-    /// How many different connections to try after 401s before backing off (ATLASSIAN.md §3.3: bounded retries).
-    package var maxTokenAttempts = 3
-    /// First backoff after a 5xx, transport error or unavailable gateway; doubles per failure, with full jitter.
-    package var backoffBase: Duration = .milliseconds(500)
-    /// Cap of that backoff.
-    package var backoffMax: Duration = .seconds(60)
-    /// Wait after a 429 without a usable `Retry-After`.
-    package var defaultRetryAfter: Duration = .seconds(30)
-    /// How often an orphaned app asks for a token again.
-    package var orphanRetry: Duration = .seconds(60)
-    /// Longest a partial batch (fewer than 90 due) waits for more of the app's accounts to come due: it is sent once
-    /// 90 are due or once its oldest account has been due this long. First due times are spread over the cycle, so
-    /// without it every call would carry only the few accounts that came due since the last one. Reports are late
-    /// by at most this, never early. Zero sends at once.
-    package var batchWindow: Duration = .zero
-    /// Consecutive failed attempts (any cause) after which an app's reporting health is `failing` rather than
-    /// `degraded`.
-    package var failingAfter = 5
-    /// How long past its due time (beyond `batchWindow`) an account may wait before it counts as overdue.
-    package var overdueAfter: Duration = .seconds(600)
-    /// When an account Atlassian refused on its own (400) is tried again, alone.
-    package var rejectedRetry: Duration = .seconds(3600)
-    /// How often the health gauges (`lethe_pdr_app_failing`, overdue counts) are recomputed.
-    package var healthInterval: Duration = .seconds(15)
-
-    package init() {}
-}
-
-/// Counts PDR calls between "sent" and "recorded", so a partition revocation can wait until every report of the
-/// revoked accounts is in the changelog before the partition is handed over (see `PartitionedIntake`).
-package actor InFlightCalls {
-    private(set) var count = 0
-
-    package init() {}
-
-    func begin() { count += 1 }
-
-    func end() { count -= 1 }
-}
-
-/// Live per-app facts the registry does not hold (last call, 429s, orphaned), shared by the reporters and read by
-/// the status endpoint.
-package actor AppStatusBoard {
-    package struct Entry: Sendable, Equatable {
-        package var lastCallAt: Date?
-        package var lastOutcome: String?
-        package var rateLimited = 0
-        package var orphaned = false
-        package var badRequests = 0
-        /// The last `Cycle-Period` Atlassian answered outside `Schedule.cycleBounds`, as answered (nil: none was).
-        package var clampedCyclePeriod: Duration?
-        /// Attempts that failed since the last accepted call, the last one's reason, and when the run began.
-        package var consecutiveFailures = 0
-        package var problem: String?
-        package var problemSince: Date?
-        /// Every connection tried answered 401 (`unauthorized`) or 403 (`forbidden`) in a row; cleared by a success.
-        package var allConnectionsRefused: String?
-        package var orphanedSince: Date?
-    }
-
-    private var entries: [String: Entry] = [:]
-
-    package init() {}
-
-    package func entry(_ appId: String) -> Entry { entries[appId] ?? Entry() }
-
-    func call(_ appId: String, at date: Date, outcome: String) {
-        entries[appId, default: Entry()].lastCallAt = date
-        entries[appId, default: Entry()].lastOutcome = outcome
-        if outcome == "rate-limited" { entries[appId, default: Entry()].rateLimited += 1 }
-        if outcome == "bad-request" { entries[appId, default: Entry()].badRequests += 1 }
-        if outcome == "ok" {
-            entries[appId, default: Entry()].consecutiveFailures = 0
-            entries[appId, default: Entry()].problem = nil
-            entries[appId, default: Entry()].problemSince = nil
-            entries[appId, default: Entry()].allConnectionsRefused = nil
-        } else {
-            problem(appId, at: date, reason: outcome)
-        }
-    }
-
-    /// A failed attempt that made no call (`token-unavailable`: the gateway could not be asked) or a failed call.
-    func problem(_ appId: String, at date: Date, reason: String) {
-        var entry = entries[appId] ?? Entry()
-        entry.consecutiveFailures += 1
-        entry.problem = reason
-        entry.problemSince = entry.problemSince ?? date
-        entries[appId] = entry
-    }
-
-    /// 401 or 403 from as many connections as the reporter tries before backing off.
-    func allConnectionsRefused(_ appId: String, reason: String) {
-        entries[appId, default: Entry()].allConnectionsRefused = reason
-    }
-
-    func orphaned(_ appId: String, _ value: Bool, at date: Date) {
-        var entry = entries[appId] ?? Entry()
-        entry.orphaned = value
-        entry.orphanedSince = value ? entry.orphanedSince ?? date : nil
-        entries[appId] = entry
-    }
-
-    /// Records an answered cycle that was clamped (or nil: the last answer was within bounds). Returns whether it
-    /// differs from the one recorded before, so each app's clamped value is logged once, not on every call.
-    func cyclePeriodClamped(_ appId: String, answered: Duration?) -> Bool {
-        defer { entries[appId, default: Entry()].clampedCyclePeriod = answered }
-        return entries[appId]?.clampedCyclePeriod != answered
-    }
-}
-
 /// Reports one app's due accounts: ≤ 90 per request, one request at a time, paced by `requestInterval`.
 ///
 /// Failures stay inside the app: a 429 sleeps this reporter only, so other apps' reporters continue. Every failure
@@ -223,28 +106,7 @@ package actor AppReporter {
         var attempt = 0
         while true {
             try Task.checkCancellation()
-            let token: ReportingToken
-            do {
-                token = try await tokens.token(appId: appId, excluding: excluded)
-            } catch ReportingTokenError.noUsableGrant {
-                // With connections excluded, the last ones were refused (401/403): that is the reason to show.
-                if !excluded.isEmpty, let refusal = await board.entry(appId).lastOutcome,
-                   ["unauthorized", "forbidden"].contains(refusal) {
-                    await board.allConnectionsRefused(appId, reason: refusal)
-                }
-                if await !board.entry(appId).orphaned {
-                    logger.error("app orphaned: no connection with a usable grant; its accounts stay due")
-                }
-                await board.orphaned(appId, true, at: now())
-                throw Orphaned()
-            } catch is CancellationError {
-                throw CancellationError()
-            } catch {
-                logger.warning("no reporting token; backing off", metadata: ["error": "\(error)"])
-                await board.problem(appId, at: now(), reason: "token-unavailable")
-                try await Task.sleep(for: nextBackoff())
-                continue
-            }
+            guard let token = try await reportingToken(excluding: excluded) else { continue }
             await board.orphaned(appId, false, at: now())
 
             try await pace()
@@ -276,36 +138,8 @@ package actor AppReporter {
             } catch let error as AtlassianError {
                 await inFlight.end()
                 if Task.isCancelled { throw CancellationError() }
-                switch error {
-                case .unauthorized, .forbidden:
-                    // 401: this user's grant is probably gone; 403: it lacks report:personal-data (a consent from
-                    // before the gateway asked for it). Either way another connection's token may work (§3.3).
-                    let outcome = error == .unauthorized ? "unauthorized" : "forbidden"
-                    await board.call(appId, at: now(), outcome: outcome)
-                    excluded.insert(token.connectionId)
-                    if excluded.count >= settings.maxTokenAttempts {
-                        await board.allConnectionsRefused(appId, reason: outcome)
-                        logger.warning("401 or 403 from every connection tried; backing off", metadata: [
-                            "pdr.connections_tried": "\(excluded.count)", "pdr.last_outcome": "\(outcome)",
-                        ])
-                        excluded = []
-                        try await Task.sleep(for: nextBackoff())
-                    }
-                case .rateLimited(let retryAfter):
-                    await board.call(appId, at: now(), outcome: "rate-limited")
-                    try await Task.sleep(for: retryAfter ?? settings.defaultRetryAfter)
-                case .badRequest(let errorType, _):
-                    await board.call(appId, at: now(), outcome: "bad-request")
-                    // Only the errorType: the message may quote the request, and accountIds are personal data.
-                    logger.error("PDR refused a batch", metadata: [
-                        "atlassian.error_type": "\(errorType ?? "none")", "pdr.batch_size": "\(batch.count)",
-                    ])
-                    try await isolate(batch)
+                if try await settleFailedCall(error, batch: batch, connectionId: token.connectionId, excluded: &excluded) {
                     return
-                default:
-                    await board.call(appId, at: now(), outcome: "failed")
-                    logger.info("PDR call failed; backing off", metadata: ["error": "\(error)"])
-                    try await Task.sleep(for: nextBackoff())
                 }
                 continue
             } catch {
@@ -323,6 +157,71 @@ package actor AppReporter {
             await inFlight.end()
             return
         }
+    }
+
+    /// A reporting token from one of the app's connections other than `excluded`; nil after backing off because the
+    /// gateway could not give one (the caller asks again). Throws ``Orphaned`` when no connection has a usable grant.
+    private func reportingToken(excluding excluded: Set<String>) async throws -> ReportingToken? {
+        do {
+            return try await tokens.token(appId: appId, excluding: excluded)
+        } catch ReportingTokenError.noUsableGrant {
+            // With connections excluded, the last ones were refused (401/403): that is the reason to show.
+            if !excluded.isEmpty, let refusal = await board.entry(appId).lastOutcome,
+               ["unauthorized", "forbidden"].contains(refusal) {
+                await board.allConnectionsRefused(appId, reason: refusal)
+            }
+            if await !board.entry(appId).orphaned {
+                logger.error("app orphaned: no connection with a usable grant; its accounts stay due")
+            }
+            await board.orphaned(appId, true, at: now())
+            throw Orphaned()
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            logger.warning("no reporting token; backing off", metadata: ["error": "\(error)"])
+            await board.problem(appId, at: now(), reason: "token-unavailable")
+            try await Task.sleep(for: nextBackoff())
+            return nil
+        }
+    }
+
+    /// Records a PDR call that failed with `error` and waits as it requires. Returns true when that settled the batch
+    /// (a 400: each account was then settled alone), false when the batch is to be sent again.
+    private func settleFailedCall(
+        _ error: AtlassianError, batch: [RegisteredAccount], connectionId: String, excluded: inout Set<String>
+    ) async throws -> Bool {
+        switch error {
+        case .unauthorized, .forbidden:
+            // 401: this user's grant is probably gone; 403: it lacks report:personal-data (a consent from
+            // before the gateway asked for it). Either way another connection's token may work (§3.3).
+            let outcome = error == .unauthorized ? "unauthorized" : "forbidden"
+            await board.call(appId, at: now(), outcome: outcome)
+            excluded.insert(connectionId)
+            if excluded.count >= settings.maxTokenAttempts {
+                await board.allConnectionsRefused(appId, reason: outcome)
+                logger.warning("401 or 403 from every connection tried; backing off", metadata: [
+                    "pdr.connections_tried": "\(excluded.count)", "pdr.last_outcome": "\(outcome)",
+                ])
+                excluded = []
+                try await Task.sleep(for: nextBackoff())
+            }
+        case .rateLimited(let retryAfter):
+            await board.call(appId, at: now(), outcome: "rate-limited")
+            try await Task.sleep(for: retryAfter ?? settings.defaultRetryAfter)
+        case .badRequest(let errorType, _):
+            await board.call(appId, at: now(), outcome: "bad-request")
+            // Only the errorType: the message may quote the request, and accountIds are personal data.
+            logger.error("PDR refused a batch", metadata: [
+                "atlassian.error_type": "\(errorType ?? "none")", "pdr.batch_size": "\(batch.count)",
+            ])
+            try await isolate(batch)
+            return true
+        default:
+            await board.call(appId, at: now(), outcome: "failed")
+            logger.info("PDR call failed; backing off", metadata: ["error": "\(error)"])
+            try await Task.sleep(for: nextBackoff())
+        }
+        return false
     }
 
     /// The accounts of `batch` the registry still holds: between two attempts of a batch (429, backoff) its partition
@@ -355,50 +254,13 @@ package actor AppReporter {
     /// Records a successful call: the sink first (durable events), then the registry (which ends the batch). If
     /// either fails, only that step is retried — the call itself is not repeated.
     private func complete(_ batch: [RegisteredAccount], _ result: PDRResult, reportedAt: Date) async throws {
-        var cycle = schedule.cycle(override: try await registry.cyclePeriod(appId: appId))
-        var adopting = false
-        if let answered = result.cyclePeriod {
-            let newCycle = schedule.cycle(override: answered)
-            let clamped = newCycle != answered
-            if await board.cyclePeriodClamped(appId, answered: clamped ? answered : nil), clamped {
-                logger.warning("Atlassian answered a Cycle-Period outside the accepted bounds; following the nearest bound", metadata: [
-                    "pdr.cycle_answered_seconds": "\(answered.components.seconds)",
-                    "pdr.cycle_seconds": "\(newCycle.components.seconds)",
-                    "pdr.cycle_bounds_seconds": "\(schedule.cycleBounds.lowerBound.components.seconds)...\(schedule.cycleBounds.upperBound.components.seconds)",
-                ])
-            }
-            if clamped {
-                Counter(label: "lethe_pdr_cycle_period_clamped_total", dimensions: [("app_id", appId)]).increment()
-            }
-            if newCycle != cycle {
-                logger.notice("Atlassian set a new cycle period for the app",
-                              metadata: ["pdr.cycle_seconds": "\(newCycle.components.seconds)"])
-                cycle = newCycle
-                adopting = true
-            }
-        }
+        let (cycle, changed) = try await self.cycle(answered: result.cyclePeriod)
+        var adopting = changed
         let reported = batch.map {
             AccountReported(appId: appId, accountId: $0.accountId, reportedAt: reportedAt,
                             nextDueAt: schedule.nextDue(reportedAt: reportedAt, cycle: cycle))
         }
-        var statuses: [AccountStatusReported] = []
-        if case .needsAction(let actions) = result.outcome {
-            let byId = Dictionary(batch.map { ($0.accountId, $0) }, uniquingKeysWith: { first, _ in first })
-            for action in actions {
-                guard let account = byId[action.accountId] else { continue }
-                let status: AccountStatus
-                switch action.status {
-                case .closed: status = .closed
-                case .updated: status = .updated
-                case .other(let raw):
-                    logger.warning("unknown PDR status ignored", metadata: ["atlassian.status": "\(raw.prefix(32))"])
-                    continue
-                }
-                statuses.append(AccountStatusReported(
-                    appId: appId, accountId: action.accountId, tenantIds: account.held.tenantIds, status: status,
-                    reportedAt: reportedAt))
-            }
-        }
+        let statuses = self.statuses(of: result, batch: batch, reportedAt: reportedAt)
         let closed = try statuses.filter { $0.status == .closed }.map {
             try AccountKey(appId: $0.appId, accountId: $0.accountId)
         }
@@ -420,6 +282,52 @@ package actor AppReporter {
                 try await Task.sleep(for: nextBackoff())
             }
         }
+    }
+
+    /// The app's cycle after a call that answered `answered` (Atlassian's `Cycle-Period`, if any), kept within
+    /// `Schedule.cycleBounds`, and whether it changes the app's cycle (then ``adopt(_:)`` must record it).
+    private func cycle(answered: Duration?) async throws -> (cycle: Duration, changed: Bool) {
+        let cycle = schedule.cycle(override: try await registry.cyclePeriod(appId: appId))
+        guard let answered else { return (cycle, false) }
+        let newCycle = schedule.cycle(override: answered)
+        let clamped = newCycle != answered
+        if await board.cyclePeriodClamped(appId, answered: clamped ? answered : nil), clamped {
+            logger.warning("Atlassian answered a Cycle-Period outside the accepted bounds; following the nearest bound", metadata: [
+                "pdr.cycle_answered_seconds": "\(answered.components.seconds)",
+                "pdr.cycle_seconds": "\(newCycle.components.seconds)",
+                "pdr.cycle_bounds_seconds": "\(schedule.cycleBounds.lowerBound.components.seconds)...\(schedule.cycleBounds.upperBound.components.seconds)",
+            ])
+        }
+        if clamped {
+            Counter(label: "lethe_pdr_cycle_period_clamped_total", dimensions: [("app_id", appId)]).increment()
+        }
+        guard newCycle != cycle else { return (cycle, false) }
+        logger.notice("Atlassian set a new cycle period for the app",
+                      metadata: ["pdr.cycle_seconds": "\(newCycle.components.seconds)"])
+        return (newCycle, true)
+    }
+
+    /// The statuses Atlassian reported for accounts of `batch` (`closed`, `updated`); unknown ones are logged and
+    /// left out.
+    private func statuses(of result: PDRResult, batch: [RegisteredAccount], reportedAt: Date) -> [AccountStatusReported] {
+        guard case .needsAction(let actions) = result.outcome else { return [] }
+        var statuses: [AccountStatusReported] = []
+        let byId = Dictionary(batch.map { ($0.accountId, $0) }, uniquingKeysWith: { first, _ in first })
+        for action in actions {
+            guard let account = byId[action.accountId] else { continue }
+            let status: AccountStatus
+            switch action.status {
+            case .closed: status = .closed
+            case .updated: status = .updated
+            case .other(let raw):
+                logger.warning("unknown PDR status ignored", metadata: ["atlassian.status": "\(raw.prefix(32))"])
+                continue
+            }
+            statuses.append(AccountStatusReported(
+                appId: appId, accountId: action.accountId, tenantIds: account.held.tenantIds, status: status,
+                reportedAt: reportedAt))
+        }
+        return statuses
     }
 
     /// Switches the app to `cycle`, durably: first the changelog gets a record per reported account with its next due

@@ -227,34 +227,12 @@ final class PartitionedIntake: Service, Sendable {
     /// marker therefore sees everything the previous owner recorded, on any Kafka-protocol broker, whatever its
     /// watermarks say. Markers from other restores (other instances, earlier assignments) are skipped.
     private func restoreChangelog(_ partitions: [Int32]) async throws -> RestoredChangelog {
-        let restoreId = UUID().uuidString.lowercased()
-        var pending: [Int32: String] = [:]
-        var markers: [OutgoingMessage] = []
-        for partition in partitions {
-            let id = "\(restoreId):\(partition)"
-            pending[partition] = id
-            markers.append(OutgoingMessage(
-                topic: topics.pdrReports, key: Array(Self.markerKey.utf8), value: nil,
-                headers: [KafkaHeader(name: Self.markerHeader, string: id)], partition: partition))
-        }
-        try await producer.send(markers)
-
-        let reader = try KafkaConsumer(
-            config: KafkaConsumerConfig(
-                bootstrapServers: bootstrapServers,
-                subscription: .partitions(partitions.map {
-                    (TopicPartition(topic: topics.pdrReports, partition: $0), offset: KafkaConsumer.beginning)
-                }),
-                clientId: "pdr-reporter-restore", maxBufferedMessages: 20_000,
-                // A restore reads whole partitions as fast as it can: fetch up to 16 MiB per partition per request
-                // (librdkafka's default is 1 MiB), so a partition of 100k records is a few round trips, not dozens.
-                extraSettings: ["max.partition.fetch.bytes": "16777216", "fetch.max.bytes": "67108864"]),
-            logger: logger)
+        let markers = try await writeMarkers(partitions)
+        let reader = try restoreReader(partitions)
         let registry = self.registry
         let logger = self.logger
         let timeout = restoreTimeout
         let progressInterval = restoreProgressInterval
-        let markersToSee = pending
         logger.info("restoring the changelog of assigned partitions", metadata: ["kafka.partitions": "\(partitions)"])
         return try await withThrowingTaskGroup(of: RestoredChangelog?.self) { group in
             group.addTask {
@@ -266,66 +244,9 @@ final class PartitionedIntake: Service, Sendable {
                 throw RestoreTimedOut(partitions: partitions)
             }
             group.addTask {
-                var pending = markersToSee
-                var batches: [Int32: [AccountReported]] = [:]
-                var applied = 0
-                var implied: [Int32: [String: Duration]] = [:]
-                var lastProgress = ContinuousClock.now
-                func result() -> RestoredChangelog {
-                    var cycles: [String: Duration] = [:]
-                    for perApp in implied.values {
-                        for (appId, cycle) in perApp { cycles[appId] = max(cycles[appId] ?? .zero, cycle) }
-                    }
-                    return RestoredChangelog(applied: applied, impliedCycles: cycles)
-                }
-                func flush(_ partition: Int32) async throws {
-                    guard let batch = batches.removeValue(forKey: partition) else { return }
-                    try await registry.restoreReported(batch, partition: partition)
-                    applied += batch.count
-                    if ContinuousClock.now - lastProgress >= progressInterval {
-                        lastProgress = .now
-                        logger.info("restoring the changelog", metadata: [
-                            "kafka.partitions": "\(partitions)", "pdr.changelog_records": "\(applied)",
-                            "pdr.partitions_restored": "\(partitions.count - pending.count)",
-                        ])
-                    }
-                }
-                for try await event in reader.events {
-                    guard case .message(let message) = event else { continue }
-                    if let marker = message.headers.first(where: { $0.name == Self.markerHeader })?.stringValue {
-                        if pending[message.partition] == marker {
-                            try await flush(message.partition)
-                            pending[message.partition] = nil
-                            if pending.isEmpty { return result() }
-                        }
-                        continue
-                    }
-                    // A tombstone follows the record of an account answered `closed`: the account is closed here too
-                    // (in order, so the records before it are flushed first), so the accounts records read after the
-                    // restore cannot register it again while its erasure is still running (issue 15).
-                    guard message.value != nil else {
-                        if let key = try? AccountKey(bytes: message.key ?? []) {
-                            try await flush(message.partition)
-                            try await registry.close([key])
-                        }
-                        continue
-                    }
-                    do {
-                        let report = try message.decodeEvent(AccountReported.self)
-                        batches[message.partition, default: []].append(report)
-                        let milliseconds = (report.nextDueAt.timeIntervalSince(report.reportedAt) * 1000).rounded()
-                        if milliseconds > 0, milliseconds < 1e13 {
-                            implied[message.partition, default: [:]][report.appId] = .milliseconds(Int64(milliseconds))
-                        }
-                    } catch {
-                        logger.warning("unreadable changelog record skipped", metadata: [
-                            "kafka.partition": "\(message.partition)", "kafka.offset": "\(message.offset)",
-                            "error": "\(error)",
-                        ])
-                    }
-                    if batches[message.partition]?.count ?? 0 >= Self.maxBatch { try await flush(message.partition) }
-                }
-                throw RestoreReaderEnded()
+                try await Self.readChangelog(
+                    reader, until: markers, into: registry, partitions: partitions,
+                    progressInterval: progressInterval, logger: logger)
             }
             defer { group.cancelAll() }
             while let result = try await group.next() {
@@ -333,5 +254,109 @@ final class PartitionedIntake: Service, Sendable {
             }
             throw RestoreReaderEnded()
         }
+    }
+
+    /// Produces this restore's marker to each of `partitions` and waits for the broker to acknowledge them. Returns
+    /// each partition's marker.
+    private func writeMarkers(_ partitions: [Int32]) async throws -> [Int32: String] {
+        let restoreId = UUID().uuidString.lowercased()
+        var pending: [Int32: String] = [:]
+        var markers: [OutgoingMessage] = []
+        for partition in partitions {
+            let id = "\(restoreId):\(partition)"
+            pending[partition] = id
+            markers.append(OutgoingMessage(
+                topic: topics.pdrReports, key: Array(Self.markerKey.utf8), value: nil,
+                headers: [KafkaHeader(name: Self.markerHeader, string: id)], partition: partition))
+        }
+        try await producer.send(markers)
+        return pending
+    }
+
+    /// A reader of changelog `partitions` from their beginning, outside any group.
+    private func restoreReader(_ partitions: [Int32]) throws -> KafkaConsumer {
+        try KafkaConsumer(
+            config: KafkaConsumerConfig(
+                bootstrapServers: bootstrapServers,
+                subscription: .partitions(partitions.map {
+                    (TopicPartition(topic: topics.pdrReports, partition: $0), offset: KafkaConsumer.beginning)
+                }),
+                clientId: "pdr-reporter-restore", maxBufferedMessages: 20_000,
+                // A restore reads whole partitions as fast as it can: fetch up to 16 MiB per partition per request
+                // (librdkafka's default is 1 MiB), so a partition of 100k records is a few round trips, not dozens.
+                extraSettings: ["max.partition.fetch.bytes": "16777216", "fetch.max.bytes": "67108864"]),
+            logger: logger)
+    }
+
+    /// Reads `reader`'s events until the marker of every partition in `markers` was seen, applying the records in
+    /// batches per partition (see ``restoreChangelog(_:)``).
+    private static func readChangelog(
+        _ reader: KafkaConsumer, until markers: [Int32: String], into registry: any PartitionedAccountRegistry,
+        partitions: [Int32], progressInterval: Duration, logger: Logger
+    ) async throws -> RestoredChangelog {
+        var pending = markers
+        var batches: [Int32: [AccountReported]] = [:]
+        var applied = 0
+        var implied: [Int32: [String: Duration]] = [:]
+        var lastProgress = ContinuousClock.now
+        func flush(_ partition: Int32) async throws {
+            guard let batch = batches.removeValue(forKey: partition) else { return }
+            try await registry.restoreReported(batch, partition: partition)
+            applied += batch.count
+            if ContinuousClock.now - lastProgress >= progressInterval {
+                lastProgress = .now
+                logger.info("restoring the changelog", metadata: [
+                    "kafka.partitions": "\(partitions)", "pdr.changelog_records": "\(applied)",
+                    "pdr.partitions_restored": "\(partitions.count - pending.count)",
+                ])
+            }
+        }
+        for try await event in reader.events {
+            guard case .message(let message) = event else { continue }
+            if let marker = message.headers.first(where: { $0.name == Self.markerHeader })?.stringValue {
+                if pending[message.partition] == marker {
+                    try await flush(message.partition)
+                    pending[message.partition] = nil
+                    if pending.isEmpty {
+                        return RestoredChangelog(applied: applied, impliedCycles: longestCycles(implied))
+                    }
+                }
+                continue
+            }
+            // A tombstone follows the record of an account answered `closed`: the account is closed here too
+            // (in order, so the records before it are flushed first), so the accounts records read after the
+            // restore cannot register it again while its erasure is still running (issue 15).
+            guard message.value != nil else {
+                if let key = try? AccountKey(bytes: message.key ?? []) {
+                    try await flush(message.partition)
+                    try await registry.close([key])
+                }
+                continue
+            }
+            do {
+                let report = try message.decodeEvent(AccountReported.self)
+                batches[message.partition, default: []].append(report)
+                let milliseconds = (report.nextDueAt.timeIntervalSince(report.reportedAt) * 1000).rounded()
+                if milliseconds > 0, milliseconds < 1e13 {
+                    implied[message.partition, default: [:]][report.appId] = .milliseconds(Int64(milliseconds))
+                }
+            } catch {
+                logger.warning("unreadable changelog record skipped", metadata: [
+                    "kafka.partition": "\(message.partition)", "kafka.offset": "\(message.offset)",
+                    "error": "\(error)",
+                ])
+            }
+            if batches[message.partition]?.count ?? 0 >= Self.maxBatch { try await flush(message.partition) }
+        }
+        throw RestoreReaderEnded()
+    }
+
+    /// Per app, the longest of the cycles its partitions' latest records imply.
+    private static func longestCycles(_ implied: [Int32: [String: Duration]]) -> [String: Duration] {
+        var cycles: [String: Duration] = [:]
+        for perApp in implied.values {
+            for (appId, cycle) in perApp { cycles[appId] = max(cycles[appId] ?? .zero, cycle) }
+        }
+        return cycles
     }
 }

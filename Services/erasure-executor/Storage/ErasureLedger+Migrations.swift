@@ -1,0 +1,120 @@
+import GRDB
+import Storage
+
+extension ErasureLedger {
+    static let migrations: [Migration] = [
+        Migration("erasure-executor.v1.schema") { db in
+            try db.execute(sql: """
+                CREATE TABLE tenants (
+                    tenant_id TEXT PRIMARY KEY,
+                    policy TEXT NOT NULL,
+                    deadline_days INTEGER NOT NULL,
+                    app_ids TEXT NOT NULL,
+                    updated_at REAL NOT NULL
+                );
+                CREATE TABLE participants (
+                    name TEXT PRIMARY KEY,
+                    holds TEXT NOT NULL,
+                    declared_at REAL NOT NULL
+                );
+                CREATE TABLE erasures (
+                    row INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    tenant_id TEXT NOT NULL,
+                    app_id TEXT NOT NULL,
+                    account_id TEXT,
+                    subject TEXT NOT NULL,
+                    policy TEXT NOT NULL,
+                    cause TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    overdue INTEGER NOT NULL DEFAULT 0,
+                    deadline REAL NOT NULL,
+                    requests INTEGER NOT NULL DEFAULT 1,
+                    issued_at REAL,
+                    created_at REAL NOT NULL,
+                    updated_at REAL NOT NULL,
+                    completed_at REAL
+                );
+                CREATE UNIQUE INDEX erasures_open_key ON erasures(tenant_id, app_id, account_id)
+                    WHERE account_id IS NOT NULL;
+                CREATE INDEX erasures_by_tenant ON erasures(tenant_id, row);
+                CREATE INDEX erasures_open ON erasures(status) WHERE status != 'completed';
+                CREATE TABLE erasure_participants (
+                    erasure_id TEXT NOT NULL REFERENCES erasures(id),
+                    participant TEXT NOT NULL,
+                    outcome TEXT,
+                    detail TEXT,
+                    failed_attempts INTEGER NOT NULL DEFAULT 0,
+                    sends INTEGER NOT NULL DEFAULT 0,
+                    last_sent_at REAL,
+                    acked_at REAL,
+                    PRIMARY KEY (erasure_id, participant)
+                ) WITHOUT ROWID;
+                CREATE TABLE audit_log (
+                    sequence INTEGER PRIMARY KEY,
+                    erasure_id TEXT NOT NULL UNIQUE,
+                    subject TEXT NOT NULL,
+                    tenant_id TEXT NOT NULL,
+                    policy TEXT NOT NULL,
+                    cause TEXT NOT NULL,
+                    outcomes TEXT NOT NULL,
+                    completed_at_ms INTEGER NOT NULL,
+                    previous_hash TEXT NOT NULL,
+                    entry_hash TEXT NOT NULL,
+                    signature TEXT NOT NULL,
+                    key_id TEXT NOT NULL
+                );
+                CREATE INDEX audit_by_time ON audit_log(completed_at_ms);
+                """)
+        },
+        // Every per-erasure statement must be an index lookup: without these, completing one erasure scanned the whole
+        // outbox (DELETE … WHERE topic = ? AND key = ?: 13 ms at 10k rows) and every sweep scanned all erasures and
+        // their participants, so throughput fell as the backlog grew.
+        Migration("erasure-executor.v2.indexes") { db in
+            // For the sweep (pending, waiting participants, deadlines) and for completion (other open erasures of
+            // the same account); Storage indexes the outbox by key.
+            try db.execute(sql: """
+                CREATE INDEX erasures_open_account ON erasures(app_id, account_id) WHERE account_id IS NOT NULL;
+                CREATE INDEX erasures_pending ON erasures(id) WHERE status = 'pending';
+                CREATE INDEX erasures_open_deadline ON erasures(deadline) WHERE account_id IS NOT NULL AND overdue = 0;
+                CREATE INDEX erasure_participants_waiting ON erasure_participants(last_sent_at)
+                    WHERE outcome IS NULL OR outcome = 'failed';
+                """)
+        },
+        // The overdue gauge counted by scanning every erasure ever recorded; open overdue ones are few.
+        Migration("erasure-executor.v3.overdue-index") { db in
+            try db.execute(sql: """
+                CREATE INDEX erasures_open_overdue ON erasures(id) WHERE overdue = 1 AND account_id IS NOT NULL;
+                """)
+        },
+        // Issue 15: a declaration that cannot be read keeps its participant (flagged), operators retire participants
+        // (history kept; open erasures waiting for one are completed with it `waived`), and a state-topic record sent
+        // to its DLQ is remembered so the re-read at each start does not send it again.
+        Migration("erasure-executor.v4.participants-lifecycle") { db in
+            try db.execute(sql: """
+                ALTER TABLE participants ADD COLUMN rejected TEXT;
+                ALTER TABLE erasures ADD COLUMN command_id TEXT;
+                CREATE UNIQUE INDEX erasures_by_command ON erasures(command_id) WHERE command_id IS NOT NULL;
+                CREATE TABLE participant_retirements (
+                    row INTEGER PRIMARY KEY AUTOINCREMENT,
+                    participant TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    retired_at REAL NOT NULL,
+                    waived INTEGER NOT NULL,
+                    completed INTEGER NOT NULL
+                );
+                CREATE INDEX participant_retirements_by_name ON participant_retirements(participant, retired_at);
+                CREATE TABLE state_dead_letters (
+                    topic TEXT NOT NULL,
+                    partition INTEGER NOT NULL,
+                    "offset" INTEGER NOT NULL,
+                    reason TEXT NOT NULL,
+                    at REAL NOT NULL,
+                    PRIMARY KEY (topic, partition, "offset")
+                ) WITHOUT ROWID;
+                CREATE INDEX erasure_participants_waiting_by_name ON erasure_participants(participant)
+                    WHERE outcome IS NULL OR outcome = 'failed';
+                """)
+        },
+    ]
+}

@@ -1,0 +1,85 @@
+import Foundation
+import GRDB
+
+extension ErasureLedger {
+    // MARK: Retiring a participant
+
+    /// What retiring a participant did.
+    enum RetireEffect: Sendable, Equatable {
+        /// Neither declared nor awaited by any open erasure.
+        case notFound
+        /// Retired: `waived` open erasures no longer wait for it, `completed` of them completed by that.
+        case retired(Retirement)
+    }
+
+    /// A retirement, as the API answers it.
+    struct Retirement: Codable, Sendable, Equatable {
+        var participant: String
+        var reason: String
+        var retiredAt: Date
+        /// The open erasures that waited for it: its outcome in each is now `waived`, with the reason.
+        var waived: [String]
+        /// Those of them that completed because of it.
+        var completed: [String]
+    }
+
+    /// An operator retires participant `name` for `reason`: it is no longer declared (a declaration made before now
+    /// is ignored when the topic is read again; a later one makes it take part again), and in every open erasure
+    /// that waits for it its outcome becomes `waived` with the reason, which completes the erasures that waited for
+    /// it alone — each audited with the waiver in its entry. One transaction; the retirement is recorded too.
+    func retire(_ name: String, reason: String, at now: Date = Date()) async throws -> RetireEffect {
+        try await database.write { [self] db in
+            let declared = try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM participants WHERE name = ?", arguments: [name]) == true
+            let waiting = try String.fetchAll(
+                db, sql: """
+                    SELECT e.id FROM erasure_participants p JOIN erasures e ON e.id = p.erasure_id
+                    WHERE p.participant = ? AND (p.outcome IS NULL OR p.outcome = 'failed')
+                      AND e.account_id IS NOT NULL
+                    ORDER BY e.row
+                    """, arguments: [name])
+            guard declared || !waiting.isEmpty else { return .notFound }
+            let t = now.timeIntervalSince1970
+            // Milliseconds, like acks: the audit keeps times to the millisecond.
+            let at = Double(now.milliseconds) / 1000
+            try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
+            let cache = TransactionCache()
+            var completed: [String] = []
+            for id in waiting {
+                try db.execute(
+                    sql: """
+                        UPDATE erasure_participants SET outcome = 'waived', detail = ?, acked_at = ?
+                        WHERE erasure_id = ? AND participant = ?
+                        """, arguments: [reason, at, id, name])
+                let missing = try Int.fetchOne(
+                    db, sql: """
+                        SELECT count(*) FROM erasure_participants
+                        WHERE erasure_id = ? AND (outcome IS NULL OR outcome = 'failed')
+                        """, arguments: [id]) ?? 0
+                if missing == 0 {
+                    try complete(id, at: now, cache: cache, in: db)
+                    completed.append(id)
+                } else {
+                    // It may have needed attention because of this participant alone.
+                    let stuck = try Int.fetchOne(
+                        db, sql: """
+                            SELECT count(*) FROM erasure_participants
+                            WHERE erasure_id = ? AND outcome = 'failed' AND failed_attempts >= ?
+                            """, arguments: [id, settings.maxFailedAttempts]) ?? 0
+                    let status = stuck > 0 ? ErasureStatus.needsAttention : .dispatched
+                    try db.execute(
+                        sql: "UPDATE erasures SET status = ?, updated_at = ? WHERE id = ?",
+                        arguments: [status.rawValue, t, id])
+                }
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO participant_retirements (participant, reason, retired_at, waived, completed)
+                    VALUES (?, ?, ?, ?, ?)
+                    """, arguments: [name, reason, t, waiting.count, completed.count])
+            return .retired(Retirement(
+                participant: name, reason: reason, retiredAt: Date(timeIntervalSince1970: t), waived: waiting,
+                completed: completed))
+        }
+    }
+}

@@ -1,0 +1,141 @@
+import Contracts
+import Foundation
+import Hummingbird
+import ServiceKit
+
+extension GatewayAPI {
+    // MARK: Operator
+
+    /// Behind `LETHE_ADMIN_TOKEN`: creating and listing tenants, replacing a tenant's secret, rotating the signing key.
+    static func addOperatorRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, adminToken: String) {
+        let admin = BearerSecret(adminToken, realm: "admin token")
+        let tenantCursor = Self.tenantCursor
+
+        router.post("/v1/tenants") { request, context -> Response in
+            try admin.require(request)
+            struct Body: Decodable { var tenantId: String }
+            let body = try await Self.decode(Body.self, request, reason: "body must be JSON {\"tenantId\": \"…\"}")
+            guard Self.isValidTenantId(body.tenantId) else {
+                throw HTTPError(.badRequest, message: "tenantId must be 1 to 63 of a-z, 0-9 and '-', not starting with '-'")
+            }
+            do {
+                let secret = try await gateway.createTenant(body.tenantId)
+                return try created(
+                    TenantCredentials(tenantId: body.tenantId, clientId: body.tenantId, clientSecret: secret),
+                    request, context, status: .created)
+            } catch GatewayDatabase.TenantError.exists {
+                throw HTTPError(.conflict, message: "tenant \(body.tenantId) exists")
+            }
+        }
+
+        router.get("/v1/tenants") { request, _ -> TenantList in
+            try admin.require(request)
+            let query = FormFields(query: request)
+            let limit = try PageCursor.parseLimit(query["limit"], default: 100, maximum: 500)
+            let page = try await gateway.database.tenants(
+                afterRow: try tenantCursor.parse(query["cursor"]), limit: limit)
+            return TenantList(
+                tenants: page.tenants.map { view($0.0, app: $0.1) },
+                nextCursor: page.lastRow.map(tenantCursor.make(after:)))
+        }
+
+        router.post("/v1/tenants/:tenant/credentials") { request, context -> Response in
+            try admin.require(request)
+            let tenantId = try context.parameters.require("tenant")
+            do {
+                let secret = try await gateway.replaceSecret(of: tenantId)
+                return try created(
+                    TenantCredentials(tenantId: tenantId, clientId: tenantId, clientSecret: secret), request, context)
+            } catch GatewayDatabase.TenantError.notFound {
+                throw HTTPError(.notFound)
+            }
+        }
+
+        router.post("/v1/signing-keys/rotate") { request, _ -> RotatedKey in
+            try admin.require(request)
+            return RotatedKey(kid: try await gateway.signer.rotate())
+        }
+    }
+
+    // MARK: Tenant
+
+    /// Behind the tenant's own access token: its settings.
+    static func addTenantRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, issuer: String) {
+        router.get("/v1/tenants/:tenant") { request, context -> TenantView in
+            let tenant = try await authorizedTenant(request, context, gateway: gateway, issuer: issuer)
+            return try await view(tenant, gateway: gateway)
+        }
+
+        router.put("/v1/tenants/:tenant/settings") { request, context -> TenantView in
+            let tenant = try await authorizedTenant(request, context, gateway: gateway, issuer: issuer)
+            struct Body: Decodable {
+                var returnUrls: [String]?
+                var erasurePolicy: ErasurePolicy?
+                var deadlineDays: Int?
+            }
+            let body = try await Self.decode(
+                Body.self, request,
+                reason: "body must be JSON {returnUrls?: [url], erasurePolicy?: delete|scrub|disassociate, deadlineDays?: 1…30}")
+            if let urls = body.returnUrls {
+                guard urls.count <= 20 else { throw HTTPError(.badRequest, message: "at most 20 return URLs") }
+                for url in urls where !Self.isValidURL(url) {
+                    throw HTTPError(.badRequest, message: "return URLs must be absolute http(s) URLs without a fragment")
+                }
+            }
+            if let days = body.deadlineDays, !TenantConfigured.deadlineDaysRange.contains(days) {
+                throw HTTPError(.badRequest, message: "deadlineDays must be between 1 and \(TenantConfigured.deadlineDaysRange.upperBound)")
+            }
+            return try await view(try await gateway.database.updateSettings(
+                of: tenant.tenantId, returnURLs: body.returnUrls, policy: body.erasurePolicy, deadlineDays: body.deadlineDays),
+                gateway: gateway)
+        }
+    }
+
+    /// Behind the tenant's own access token: its Atlassian app, its own or the platform's shared one.
+    static func addAppRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, issuer: String) {
+        router.put("/v1/tenants/:tenant/app") { request, context -> TenantView in
+            let tenant = try await authorizedTenant(request, context, gateway: gateway, issuer: issuer)
+            struct Body: Decodable {
+                var shared: Bool?
+                var clientId: String?
+                var clientSecret: String?
+                var callbackUrl: String?
+                var scopes: [String]?
+            }
+            let body = try await Self.decode(
+                Body.self, request,
+                reason: "body must be JSON {clientId, clientSecret, callbackUrl, scopes?} or {shared: true}")
+            do {
+                if body.shared == true {
+                    return try await view(try await gateway.useSharedApp(tenantId: tenant.tenantId), gateway: gateway)
+                }
+                guard let clientId = body.clientId, Self.isValidClientId(clientId) else {
+                    throw HTTPError(.badRequest, message: "clientId must be 1 to 128 letters, digits, '.', '_' or '-'")
+                }
+                guard let secret = body.clientSecret, !secret.isEmpty, secret.count <= 1024 else {
+                    throw HTTPError(.badRequest, message: "clientSecret is required")
+                }
+                // Atlassian sends the code to the app's registered callback, which must be this gateway's, or no
+                // sign-in could ever complete: say so now rather than at the first user's sign-in.
+                let expected = gateway.publicURL + SignInRoutes.callbackPath
+                let callback = body.callbackUrl ?? expected
+                guard callback == expected else {
+                    throw HTTPError(.badRequest, message: "callbackUrl must be this gateway's callback, \(expected)")
+                }
+                // The tenant's scopes are added to the required ones (Gateway.requiredScopes), never instead of them.
+                let scopes = body.scopes ?? []
+                guard scopes.count <= 50,
+                      scopes.allSatisfy({ !$0.isEmpty && !$0.contains(" ") && $0.count <= 100 })
+                else { throw HTTPError(.badRequest, message: "scopes must be at most 50 non-empty strings without spaces") }
+                return try await view(try await gateway.registerOwnApp(
+                    tenantId: tenant.tenantId, clientId: clientId, clientSecret: secret, callbackURL: callback,
+                    scopes: scopes),
+                    gateway: gateway)
+            } catch GatewayDatabase.TenantError.appTaken {
+                throw HTTPError(.conflict, message: "this Atlassian app is registered by another tenant")
+            } catch GatewayDatabase.TenantError.noSharedApp {
+                throw HTTPError(.conflict, message: "the platform has no shared Atlassian app configured")
+            }
+        }
+    }
+}

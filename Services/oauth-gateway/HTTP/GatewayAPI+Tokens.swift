@@ -1,0 +1,73 @@
+import Contracts
+import Foundation
+import Hummingbird
+import NIOCore
+import ServiceKit
+
+extension GatewayAPI {
+    // MARK: Keys and tokens
+
+    /// The JWKS that verifies the gateway's tokens, and the client-credentials token endpoint (tenant access tokens).
+    static func addTokenRoutes(to router: Router<BasicRequestContext>, gateway: Gateway) {
+        router.get("/.well-known/jwks.json") { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "application/json", .cacheControl: "max-age=300"],
+                body: .init(byteBuffer: ByteBuffer(data: await gateway.signer.jwksDocument())))
+        }
+
+        router.post("/oauth/token") { request, _ -> Response in
+            let form = try await Self.formOrJSON(request)
+            var clientId = form["client_id"]
+            var clientSecret = form["client_secret"]
+            if let basic = Self.basicCredentials(request) { (clientId, clientSecret) = basic }
+            guard form["grant_type"] == "client_credentials" else {
+                return Self.oauthError(.badRequest, "unsupported_grant_type", "grant_type must be client_credentials")
+            }
+            guard let clientId, let clientSecret, !clientId.isEmpty, clientId.count <= 63, !clientSecret.isEmpty,
+                  try await gateway.authenticateClient(clientId, secret: clientSecret)
+            else { return Self.oauthError(.unauthorized, "invalid_client", "unknown client or wrong secret") }
+            let (token, expiresIn) = try await gateway.tenantAccessToken(for: clientId)
+            let body = try JSONSerialization.data(
+                withJSONObject: ["access_token": token, "token_type": "Bearer", "expires_in": expiresIn], options: [.sortedKeys])
+            return Response(
+                status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(data: body)))
+        }
+    }
+
+    // MARK: Internal
+
+    /// Behind `LETHE_INTERNAL_TOKEN`: an Atlassian access token for pdr-reporter, from one of the app's connections.
+    static func addInternalRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, internalToken: String) {
+        let internalSecret = BearerSecret(internalToken, realm: "internal token")
+
+        router.post("/internal/v1/apps/:appId/reporting-token") { request, context -> Response in
+            try internalSecret.require(request)
+            let appId = try context.parameters.require("appId")
+            struct Body: Decodable { var exclude: [String]? }
+            let buffer = try await request.body.collect(upTo: maxBody)
+            let body: Body
+            if buffer.readableBytes == 0 {
+                body = Body(exclude: nil)
+            } else {
+                do {
+                    body = try JSONDecoder().decode(Body.self, from: Data(buffer: buffer))
+                } catch {
+                    throw HTTPError(.badRequest, message: "body must be JSON {\"exclude\": [connectionId…]}")
+                }
+            }
+            let grant: AccessGrant?
+            do {
+                grant = try await gateway.reportingToken(appId: appId, excluding: Set(body.exclude ?? []))
+            } catch {
+                throw HTTPError(.serviceUnavailable, message: "no token available right now; retry later")
+            }
+            guard let grant else { throw HTTPError(.conflict, message: "the app has no connection with a usable grant") }
+            return try created(
+                ReportingTokenResponse(
+                    accessToken: grant.accessToken, connectionId: grant.connectionId,
+                    expiresAt: RFC3339.string(from: grant.expiresAt)),
+                request, context)
+        }
+    }
+}

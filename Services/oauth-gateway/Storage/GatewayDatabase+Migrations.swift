@@ -1,0 +1,127 @@
+import ErasureKit
+import GRDB
+import Storage
+
+extension GatewayDatabase {
+    static let migrations: [Migration] = [
+        Migration("oauth-gateway.v1.schema") { db in
+            try db.execute(sql: """
+                CREATE TABLE data_keys (
+                    id INTEGER PRIMARY KEY,
+                    wrapped BLOB NOT NULL,
+                    created_at REAL NOT NULL
+                );
+                CREATE TABLE signing_keys (
+                    kid TEXT PRIMARY KEY,
+                    private_key BLOB NOT NULL,
+                    created_at REAL NOT NULL,
+                    retired_at REAL
+                );
+                CREATE TABLE tenants (
+                    tenant_id TEXT PRIMARY KEY,
+                    secret_hash BLOB NOT NULL,
+                    return_urls TEXT NOT NULL DEFAULT '[]',
+                    erasure_policy TEXT NOT NULL DEFAULT 'delete',
+                    deadline_days INTEGER NOT NULL DEFAULT 30,
+                    app_id TEXT,
+                    created_at REAL NOT NULL,
+                    updated_at REAL NOT NULL
+                );
+                CREATE TABLE apps (
+                    app_id TEXT PRIMARY KEY,
+                    tenant_id TEXT,
+                    shared INTEGER NOT NULL,
+                    client_secret BLOB,
+                    callback_url TEXT NOT NULL,
+                    scopes TEXT NOT NULL,
+                    owner_connection_id TEXT
+                );
+                CREATE TABLE connections (
+                    connection_id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    app_id TEXT NOT NULL,
+                    account_id TEXT,
+                    user_id TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    test INTEGER NOT NULL,
+                    access_token BLOB,
+                    access_expires_at REAL,
+                    refresh_token BLOB,
+                    created_at REAL NOT NULL,
+                    last_active_at REAL NOT NULL,
+                    lease_owner TEXT,
+                    lease_until REAL,
+                    UNIQUE (tenant_id, app_id, account_id)
+                );
+                CREATE INDEX connections_by_app ON connections(app_id, state, last_active_at);
+                CREATE INDEX connections_by_account ON connections(app_id, account_id);
+                CREATE TABLE signin_states (
+                    state_hash BLOB PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    app_id TEXT NOT NULL,
+                    redirect_uri TEXT NOT NULL,
+                    tenant_state TEXT,
+                    expires_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE signin_codes (
+                    code_hash BLOB PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    connection_id TEXT NOT NULL,
+                    payload BLOB NOT NULL,
+                    expires_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE suppressed_accounts (
+                    account_id TEXT PRIMARY KEY,
+                    erasure_id TEXT NOT NULL,
+                    suppressed_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        },
+        // Sign-in states and codes became sealed values carried by the flow itself (SealedSignInState,
+        // SealedSignInCode): only their single use is recorded, under a random nonce, until they expire.
+        Migration("oauth-gateway.v2.signin-nonces") { db in
+            try db.execute(sql: """
+                DROP TABLE signin_states;
+                DROP TABLE signin_codes;
+                CREATE TABLE signin_nonces (
+                    nonce BLOB PRIMARY KEY,
+                    expires_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX signin_nonces_by_expiry ON signin_nonces(expires_at);
+                """)
+        },
+        // The suppression list keeps digests, not accountIds (see `SuppressionDigest`): a closed account's accountId
+        // leaves the file with its erasure. Entries of older files are converted here; secure_delete zeroes the dropped
+        // table's pages, and the service checkpoints its WAL at start.
+        Migration("oauth-gateway.v3.suppression-digests") { db in
+            let entries = try Row.fetchAll(db, sql: "SELECT account_id, erasure_id, suppressed_at FROM suppressed_accounts")
+            try db.execute(sql: """
+                CREATE TABLE suppressed_accounts_v3 (
+                    account_digest TEXT PRIMARY KEY,
+                    erasure_id TEXT NOT NULL,
+                    suppressed_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                """)
+            for entry in entries {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO suppressed_accounts_v3 VALUES (?, ?, ?)",
+                    arguments: [SuppressionDigest.of(accountId: entry["account_id"]), entry["erasure_id"],
+                                entry["suppressed_at"]])
+            }
+            try db.execute(sql: """
+                DROP TABLE suppressed_accounts;
+                ALTER TABLE suppressed_accounts_v3 RENAME TO suppressed_accounts;
+                """)
+        },
+        // When each connection's current refresh token was issued: Atlassian's rotating tokens die after 90 idle
+        // days (ATLASSIAN.md §1.5), so ConnectionKeepAlive refreshes those that get old. Older rows take their
+        // creation time: at worst refreshed sooner than needed.
+        Migration("oauth-gateway.v4.refresh-issued-at") { db in
+            try db.execute(sql: """
+                ALTER TABLE connections ADD COLUMN refreshed_at REAL;
+                UPDATE connections SET refreshed_at = created_at;
+                CREATE INDEX connections_by_refresh ON connections(state, refreshed_at);
+                """)
+        },
+    ]
+}
