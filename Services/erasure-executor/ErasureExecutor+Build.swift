@@ -31,7 +31,8 @@ func buildErasureExecutor(
         path: context.databasePath, settings: config.ledgerSettings, keys: try AuditKeys(auditKey: config.auditKey))
     try await context.ensureTopics(
         [\.tenants, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks, \.erasureParticipants,
-         \.erasureCompleted])
+         \.erasureCompleted],
+        deadLettered: [\.pdrStatus, \.erasureRequests, \.erasureAcks, \.tenants, \.erasureParticipants])
     var statePartitions: [TopicPartition] = []
     for topic in [topics.tenants, topics.erasureParticipants] {
         let count = try await context.admin.partitionCount(of: topic)

@@ -29,7 +29,8 @@ func buildOAuthGateway(
     let database = try GatewayDatabase(path: context.databasePath, topics: topics)
     try await context.ensureTopics(
         [\.tenants, \.profiles, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks,
-         \.erasureParticipants])
+         \.erasureParticipants],
+        deadLettered: [\.pdrStatus, \.erasureCommands])
 
     let producer = context.producer
     // Sent profiles hold personal data: the relay deletes them as soon as the broker has them.

@@ -35,7 +35,7 @@ func buildPDRReporter(
     let accounts = try SQLiteAccountRegistry(path: context.databasePath, schedule: schedule, logger: logger)
     // Accounts and reports are co-partitioned: one partition count for both (KAFKA_TOPIC_PARTITIONS), and an existing
     // topic whose count differs is refused rather than silently breaking it.
-    try await context.ensureTopics([\.pdrAccounts, \.pdrReports, \.pdrStatus])
+    try await context.ensureTopics([\.pdrAccounts, \.pdrReports, \.pdrStatus], deadLettered: [\.pdrAccounts])
 
     let http = HTTPClient(eventLoopGroupProvider: .singleton)
     let atlassian = AtlassianClient(

@@ -26,7 +26,8 @@ func buildProfileStore(
     let topics = context.topics
     let database = try ProfileDatabase(path: context.databasePath, accountsTopic: topics.pdrAccounts)
     try await context.ensureTopics(
-        [\.profiles, \.pdrAccounts, \.erasureCommands, \.erasureAcks, \.erasureParticipants])
+        [\.profiles, \.pdrAccounts, \.erasureCommands, \.erasureAcks, \.erasureParticipants],
+        deadLettered: [\.profiles, \.erasureCommands])
 
     let checkpointer = WALCheckpointer(database: database.database, logger: logger)
     // A suppression list converted at open (or anything erased before a crash) leaves the WAL at start.

@@ -11,7 +11,8 @@ import ServiceLifecycle
 /// A service's build function is its start sequence, each step a line of its own:
 /// 1. **Configuration** is validated before (the entry point exits with one line naming a bad variable).
 /// 2. **Storage**: the service opens and migrates its own SQLite file at ``databasePath``.
-/// 3. **Topics**: ``ensureTopics(_:)`` creates what the service produces and consumes, each with its DLQ — or, when the
+/// 3. **Topics**: ``ensureTopics(_:deadLettered:)`` creates what the service produces and consumes, and the DLQs of
+///    what it consumes — or, when the
 ///    operator provisions topics (`KAFKA_CREATE_TOPICS=false`), only checks that they exist as declared.
 /// 4. **Consumers** from ``consumer(group:topics:tune:)``, and the service's own workers.
 /// 5. **HTTP**: ``application(database:readiness:routes:)`` — the request log and error shape, health, metrics, and
@@ -49,20 +50,21 @@ package struct ServiceContext: Sendable {
     /// The service's SQLite file, `<LETHE_DATA_DIR>/<name>.sqlite`.
     package var databasePath: String { config.dataDirectory.databaseFile(name).path }
 
-    /// The start step for topics: every topic of `used` as ``Topics`` declares it (cleanup policy, retention) and its
-    /// dead-letter topic, all with `KAFKA_TOPIC_PARTITIONS` partitions (compose's `topics` job creates the same).
+    /// The start step for topics: every topic of `used` as ``Topics`` declares it (cleanup policy, retention) and the
+    /// dead-letter topic of each of `deadLettered` (what the service consumes), all with `KAFKA_TOPIC_PARTITIONS`
+    /// partitions. Only the DLQs a service writes: creating topics is slow on some brokers, and tests create many
+    /// namespaces' worth (compose's `topics` job creates every DLQ once).
     ///
     /// With `KAFKA_CREATE_TOPICS=false` nothing is created: each topic must exist with that partition count, or the
     /// start fails naming the first one that does not — for an operator who provisions topics, or a broker whose
     /// credentials may not create them.
-    package func ensureTopics(_ used: [KeyPath<LetheTopics, String>]) async throws {
+    package func ensureTopics(
+        _ used: [KeyPath<LetheTopics, String>], deadLettered: [KeyPath<LetheTopics, String>]
+    ) async throws {
         let partitions = config.kafka.topicPartitions
-        let specs = used.flatMap { path in
-            [
-                TopicSpec(name: topics[keyPath: path], partitions: partitions, config: Topics.definition(of: path).kafkaConfig),
-                DeadLetterQueue.topicSpec(for: topics[keyPath: path], partitions: partitions),
-            ]
-        }
+        let specs = used.map { path in
+            TopicSpec(name: topics[keyPath: path], partitions: partitions, config: Topics.definition(of: path).kafkaConfig)
+        } + deadLettered.map { DeadLetterQueue.topicSpec(for: topics[keyPath: $0], partitions: partitions) }
         guard config.kafka.createTopics else {
             for spec in specs {
                 try await requireProvisioned(spec)

@@ -33,7 +33,7 @@ struct ServiceContextTests {
         let provisioned = try Self.context(namespace: namespace, partitions: 3, createTopics: false)
         let topics = provisioned.topics
         do {
-            try await provisioned.ensureTopics([\.tenants, \.profiles])
+            try await provisioned.ensureTopics([\.tenants, \.profiles], deadLettered: [\.profiles])
             Issue.record("a missing topic was accepted")
         } catch let error as TopicsNotProvisioned {
             #expect(error.topic == topics.tenants, "\(error)")
@@ -41,7 +41,7 @@ struct ServiceContextTests {
         await #expect(throws: (any Error).self) { _ = try await provisioned.admin.partitionCount(of: topics.tenants) }
 
         let creating = try Self.context(namespace: namespace, partitions: 3, createTopics: true)
-        try await creating.ensureTopics([\.tenants, \.profiles])
+        try await creating.ensureTopics([\.tenants, \.profiles], deadLettered: [\.profiles])
         #expect(try await creating.admin.partitionCount(of: topics.tenants) == 3)
         #expect(try await creating.admin.topicConfig(of: topics.tenants)["cleanup.policy"] == "compact")
         let sevenDays = String(TopicDefinition.sevenDaysMs)
@@ -50,10 +50,10 @@ struct ServiceContextTests {
         let dlq = DeadLetterQueue.topic(for: topics.profiles)
         #expect(try await creating.admin.topicConfig(of: dlq)["retention.ms"] == sevenDays)
 
-        try await provisioned.ensureTopics([\.tenants, \.profiles])
+        try await provisioned.ensureTopics([\.tenants, \.profiles], deadLettered: [\.profiles])
         let otherCount = try Self.context(namespace: namespace, partitions: 4, createTopics: false)
         do {
-            try await otherCount.ensureTopics([\.tenants])
+            try await otherCount.ensureTopics([\.tenants], deadLettered: [])
             Issue.record("a topic with another partition count was accepted")
         } catch let error as TopicsNotProvisioned {
             #expect(error.reason.contains("3 partitions") && error.description.contains("KAFKA_CREATE_TOPICS"))
