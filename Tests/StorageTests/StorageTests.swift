@@ -41,6 +41,37 @@ struct SQLiteDatabaseTests {
         #expect(counter.withValue { $0 } == 1)
     }
 
+    @Test("readNow sees the latest commit and, mixed with many async reads at once, never waits for ever")
+    func readNowBesideAsyncReads() async throws {
+        let directory = try TemporaryDirectory()
+        let database = try SQLiteDatabase(path: directory.file("d.sqlite"), migrations: [itemsMigration])
+        try await database.write { db in try db.execute(sql: "INSERT INTO items VALUES ('a', 1)") }
+        #expect(try database.readNow { try Int.fetchOne($0, sql: "SELECT value FROM items") } == 1)
+        try await database.write { db in try db.execute(sql: "UPDATE items SET value = 2") }
+        #expect(try database.readNow { try Int.fetchOne($0, sql: "SELECT value FROM items") } == 2)
+        // A synchronous read of the pool's readers, made on the cooperative pool's few threads while async reads held
+        // every reader and waited for one of those threads, hung the gateway for good: readNow has its own connection.
+        // A hang stops every task, a timeout task included, so the watchdog is a thread: it fails the run loudly.
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            if done.wait(timeout: .now() + 60) == .timedOut {
+                FileHandle.standardError.write(Data("readNow beside async reads: 3,200 reads hung for 60 s\n".utf8))
+                exit(1)
+            }
+        }.start()
+        await withTaskGroup(of: Void.self) { readers in
+            for _ in 0..<64 {
+                readers.addTask {
+                    for _ in 0..<50 {
+                        _ = try? database.readNow { try Int.fetchOne($0, sql: "SELECT count(*) FROM items") }
+                        _ = try? await database.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM items") }
+                    }
+                }
+            }
+        }
+        done.signal()
+    }
+
     @Test("commits are synchronous=FULL on the writer; secure_delete when asked; discarding by key uses an index")
     func durabilityAndErasureSettings() async throws {
         let directory = try TemporaryDirectory()

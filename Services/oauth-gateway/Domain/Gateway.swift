@@ -128,7 +128,7 @@ final class Gateway: Sendable {
 
     /// Whether `secret` is the tenant's client secret (hashes compared in constant time).
     func authenticateClient(_ clientId: String, secret: String) async throws -> Bool {
-        guard let stored = try await database.secretHash(of: clientId) else { return false }
+        guard let stored = try database.secretHash(of: clientId) else { return false }
         return BearerSecret.equalDigests(stored, OneTimeValue.hash(secret))
     }
 

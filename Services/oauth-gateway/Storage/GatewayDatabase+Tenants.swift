@@ -33,8 +33,9 @@ extension GatewayDatabase {
         }
     }
 
-    func secretHash(of tenantId: String) async throws -> Data? {
-        try await database.read { db in
+    /// Read on the calling thread (``SQLiteDatabase/readNow(_:)``): every token request asks.
+    func secretHash(of tenantId: String) throws -> Data? {
+        try database.readNow { db in
             try Data.fetchOne(try db.cachedStatement(sql: "SELECT secret_hash FROM tenants WHERE tenant_id = ?"),
                 arguments: [tenantId])
         }
