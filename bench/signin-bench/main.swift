@@ -10,7 +10,7 @@ import NIOHTTP1
 /// machine (a warm-up of 200 of each first, not counted):
 /// 1. **Below saturation, open loop**: bare sandbox sequences (authorize → token → /me, what any OAuth client does)
 ///    at `rate`/s for `seconds`, then complete sign-ins through the gateway (start → sandbox authorize → callback →
-///    exchange) at the same rate for as long. Latency runs from each operation's scheduled start. The gateway's CPU
+///    token endpoint, the OpenID flow) at the same rate for as long. Latency runs from each operation's scheduled start. The gateway's CPU
 ///    time over the sign-ins (utime + stime from /proc) divided by their number is its CPU per sign-in; the added
 ///    latency is the sign-ins' p99 minus the sandbox sequences' p99.
 /// 2. **Saturation**: `count` sign-ins with `concurrency` in flight: the most this box completes per second.
@@ -126,6 +126,9 @@ struct Bench: Sendable {
     let appId: String
     let tenantId: String
     let tenantToken: String
+    /// `Authorization: Basic` with the tenant's client id and secret: how its backend authenticates at the token
+    /// endpoint (client_secret_basic).
+    var clientAuthorization = ""
     static let users = (0..<100).map { String(format: "5b10ac8d82e05b22cc7d%04x", $0) }
     static let returnURL = "https://tenant.example/return"
     static let appSecret = "bench-app-secret-0123456789"
@@ -179,8 +182,9 @@ struct Bench: Sendable {
                                          headers: [("content-type", "application/x-www-form-urlencoded")],
                                          body: "grant_type=client_credentials&client_id=\(tenant)&client_secret=\(secret)")
         try setup.expect(token, 200, "tenant token")
-        let bench = Bench(http: http, gateway: gateway, sandbox: sandbox, appId: app, tenantId: tenant,
+        var bench = Bench(http: http, gateway: gateway, sandbox: sandbox, appId: app, tenantId: tenant,
                           tenantToken: setup.json(token)["access_token"] as! String)
+        bench.clientAuthorization = "Basic " + Data("\(tenant):\(secret)".utf8).base64EncodedString()
         let bearer = jsonType + [("authorization", "Bearer \(bench.tenantToken)")]
         try bench.expect(try await bench.call(.PUT, gateway + "/v1/tenants/\(tenant)/app", headers: bearer,
             body: #"{"clientId":"\#(app)","clientSecret":"\#(appSecret)"}"#), 200, "app")
@@ -223,13 +227,20 @@ struct Bench: Sendable {
         return nil
     }
 
-    /// A complete sign-in through the gateway, as a browser and the tenant's backend do it.
+    /// RFC 7636 Appendix B's PKCE pair: the gateway checks S256 on every redemption whatever the verifier is.
+    static let codeVerifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    static let codeChallenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+    /// A complete sign-in through the gateway's OpenID Provider, as a browser and the tenant's backend do it:
+    /// authorization request (PKCE, nonce) → Atlassian's consent → callback → token endpoint (access and ID token).
     func signIn(_ index: Int) async throws {
         let user = Self.users[index % Self.users.count]
+        let redirect = Self.returnURL.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         let start = try await call(
-            .GET, gateway + "/v1/tenants/\(tenantId)/signin/atlassian?redirect_uri="
-                + Self.returnURL.addingPercentEncoding(withAllowedCharacters: .alphanumerics)! + "&state=s\(index)")
-        try expect(start, 302, "start")
+            .GET, gateway + "/oauth/authorize?response_type=code&scope=openid%20profile%20email&client_id=\(tenantId)"
+                + "&redirect_uri=\(redirect)&state=s\(index)&nonce=n\(index)&code_challenge=\(Self.codeChallenge)"
+                + "&code_challenge_method=S256")
+        try expect(start, 302, "authorize request")
         let authorize = try await call(.GET, start.location! + "&sandbox_user=\(user)")
         try expect(authorize, 302, "authorize")
         let callback = try await call(.GET, authorize.location!)
@@ -237,11 +248,11 @@ struct Bench: Sendable {
         guard let code = Self.queryValue("code", in: callback.location!) else {
             throw BenchError(description: "callback: no code in \(callback.location!)")
         }
-        let exchange = try await call(
-            .POST, gateway + "/v1/signin/exchange",
-            headers: [("content-type", "application/json"), ("authorization", "Bearer \(tenantToken)")],
-            body: #"{"code":"\#(code)"}"#)
-        try expect(exchange, 200, "exchange")
+        let token = try await call(
+            .POST, gateway + "/oauth/token",
+            headers: [("content-type", "application/x-www-form-urlencoded"), ("authorization", clientAuthorization)],
+            body: "grant_type=authorization_code&code=\(code)&redirect_uri=\(redirect)&code_verifier=\(Self.codeVerifier)")
+        try expect(token, 200, "token")
     }
 
     /// Open loop: starts operation i at `i / rate` seconds, whatever the earlier ones are doing, for `duration`, and

@@ -11,8 +11,11 @@ def print_report(scenario):
     plain(f"namespace {s.namespace}, PDR cycle {s.cycle} s, logs in {s.run_dir}/logs/")
     plain()
     plain("Sign-ins")
-    plain(f"  {scenario.sign_ins} users signed in through the real HTTP flow "
-          f"(gateway → sandbox /authorize → gateway callback → return URL → code exchange)")
+    plain(f"  {scenario.sign_ins} users signed in with OpenID Connect (authlib as each tenant's client: "
+          f"/oauth/authorize with PKCE and nonce → sandbox /authorize → gateway callback → return URL → /oauth/token "
+          f"→ ID token checked against the JWKS → userinfo)")
+    plain(f"  a tenant's framework needs only the issuer: {s.gateway}/.well-known/openid-configuration, "
+          f"client id = tenant id, client secret = the tenant's")
     reported = report_pdr(scenario)
     completed = report_erasures(scenario)
     report_updated_profile(scenario)

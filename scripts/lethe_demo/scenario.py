@@ -8,8 +8,9 @@ import sqlite3
 import time
 import urllib.parse
 
-from .http_client import bearer, expect, http, jwt_part
+from .http_client import bearer, expect, http
 from .launcher import Failure, say
+from .openid import RelyingParty
 from .tenants import PERSONAS, Tenant, User
 
 RETURN_URL = "http://127.0.0.1:9/return"
@@ -30,6 +31,7 @@ class Scenario:
         self.globex = Tenant(system, "globex", "scrub", None)
         self.tenants = [self.acme, self.globex]
         self.sign_ins = 0
+        self._relying_parties = {}
         self.rows_before = {}
         self.rows_after = {}
         self.calls = []
@@ -128,13 +130,23 @@ class Scenario:
             kind = "its own app" if tenant.own_app else "the shared app"
             say(f"gateway: {tenant.id} uses {kind} {tenant.app_id}, policy {tenant.policy}, return URL {RETURN_URL}")
 
+    def relying_party(self, tenant):
+        """The tenant's OpenID client (discovery and JWKS fetched once per tenant)."""
+        if tenant.id not in self._relying_parties:
+            self._relying_parties[tenant.id] = RelyingParty(
+                self.system.gateway, tenant.client_id, tenant.client_secret, RETURN_URL)
+        return self._relying_parties[tenant.id]
+
     def sign_in(self, user):
+        """The user signs in to the tenant through the gateway's OpenID Provider, the browser's hops followed by hand:
+        the tenant's authorization request → Atlassian's (the sandbox's) consent → the gateway's callback → the
+        tenant's redirect URI with the code; then the tenant's backend redeems it and validates the ID token."""
         s, tenant = self.system, user.tenant
-        state = secrets.token_urlsafe(12)
-        query = urllib.parse.urlencode({"redirect_uri": RETURN_URL, "state": state})
-        step1 = http("GET", f"{s.gateway}/v1/tenants/{tenant.id}/signin/atlassian?{query}")
         where = f"sign-in {user.label}"
-        location = self._redirect(step1, f"{where}, step 1 (gateway sign-in)")
+        party = self.relying_party(tenant)
+        session, url, verifier, nonce = party.start()
+        step1 = http("GET", url)
+        location = self._redirect(step1, f"{where}, step 1 (gateway /oauth/authorize)")
         if not location.startswith(s.sandbox + "/authorize"):
             raise Failure(f"{where}: gateway redirected to {location.split('?')[0]}, expected {s.sandbox}/authorize")
         authorize_query = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
@@ -150,57 +162,34 @@ class Scenario:
         location = self._redirect(step3, f"{where}, step 3 (gateway callback)")
         if not location.startswith(RETURN_URL + "?"):
             raise Failure(f"{where}: callback redirected to {location.split('?')[0]}, expected {RETURN_URL}")
-        back = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
-        if "error" in back:
-            raise Failure(f"{where}: the gateway returned error={back['error']} "
-                          f"{back.get('error_description', [''])[0]}")
-        if back.get("state") != [state]:
-            raise Failure(f"{where}: state not echoed (sent one value, got {back.get('state')!r})")
-        code = (back.get("code") or [None])[0]
-        if not code:
-            raise Failure(f"{where}: no code in the return redirect")
-        answer = expect(http("POST", s.gateway + "/v1/signin/exchange", body={"code": code}, headers=tenant.auth()),
-                        200, f"{where}, step 4 (POST /v1/signin/exchange)")
-        body = answer.json()
-        problems = self._exchange_problems(body, user)
+        claims, token = party.finish(session, location, verifier, nonce)
+        status, info = party.userinfo(token["access_token"])
+        if status != 200:
+            raise Failure(f"{where}: userinfo answered HTTP {status}")
+        problems = self._claim_problems(claims, info, user)
         if problems:
-            raise Failure(f"{where}: exchange answer wrong in {', '.join(problems)}")
-        user.user_id = body["userId"]
-        # A sign-in code is single-use.
-        again = http("POST", s.gateway + "/v1/signin/exchange", body={"code": code}, headers=tenant.auth())
-        if again.status != 400:
-            raise Failure(f"{where}: a second exchange of the same code answered {again.brief()}, expected 400")
+            raise Failure(f"{where}: ID token or userinfo wrong in {', '.join(problems)}")
+        user.user_id = claims["sub"]
+        # An authorization code is single-use, and presenting it again revokes what it issued (RFC 9700 §4.5.3).
+        again = party.redeem_again(session, location, verifier)
+        if again != "invalid_grant":
+            raise Failure(f"{where}: a second redemption of the same code answered {again!r}, expected invalid_grant")
+        status, _ = party.userinfo(token["access_token"])
+        if status != 401:
+            raise Failure(f"{where}: userinfo after the code's replay answered HTTP {status}, expected 401")
         self.sign_ins += 1
         say(f"sign-in {self.sign_ins}: {user.label} (account {user.account_id}) → platform user {user.user_id}; "
-            f"profile matches, idToken has 3 parts, code single-use")
+            f"ID token valid (JWKS, iss, aud, nonce, at_hash), userinfo matches, code single-use")
 
-    def _exchange_problems(self, body, user):
-        """What the code exchange's answer got wrong about the user who signed in: the names of the wrong fields."""
-        tenant = user.tenant
-        profile = body.get("profile") or {}
-        problems = []
-        if body.get("accountId") != user.account_id:
-            problems.append("accountId")
-        if body.get("appId") != tenant.app_id:
-            problems.append("appId")
-        for field in ("name", "email", "nickname", "picture"):
-            if profile.get(field) != getattr(user, field):
-                problems.append(f"profile.{field}")
-        id_token = body.get("idToken") or ""
-        if len(id_token.split(".")) != 3:
-            problems.append("idToken is not a 3-part JWT")
-        else:
-            claims = jwt_part(id_token, 1)
-            header = jwt_part(id_token, 0)
-            if header.get("alg") != "ES256" or not header.get("kid"):
-                problems.append(f"idToken header alg/kid ({header.get('alg')})")
-            audience = claims.get("aud")
-            if tenant.id not in (audience if isinstance(audience, list) else [audience]):
-                problems.append("idToken aud is not the tenant")
-            if claims.get("atlassian_account_id") != user.account_id or claims.get("iss") != self.system.gateway:
-                problems.append("idToken atlassian_account_id/iss")
-        if not body.get("userId"):
-            problems.append("userId")
+    def _claim_problems(self, claims, info, user):
+        """What the ID token and userinfo got wrong about the user who signed in: the names of the wrong claims."""
+        expected = {"atlassian_account_id": user.account_id, "name": user.name, "email": user.email,
+                    "email_verified": True, "nickname": user.nickname, "picture": user.picture}
+        problems = [f"id_token.{claim}" for claim, value in expected.items() if claims.get(claim) != value]
+        problems += [f"userinfo.{claim}" for claim, value in {**expected, "sub": claims.get("sub")}.items()
+                     if info.get(claim) != value]
+        if not claims.get("sub"):
+            problems.append("id_token.sub")
         return problems
 
     @staticmethod

@@ -13,6 +13,9 @@ struct SignInPayload: Codable, Sendable, Equatable {
         var email: String?
         var nickname: String?
         var picture: String?
+        /// Atlassian's `email_verified`; nil when `/me` did not say (ATLASSIAN.md §2: not confirmed), which the
+        /// ID token's `email_verified` reads as false.
+        var emailVerified: Bool?
     }
 
     var userId: String
@@ -35,14 +38,17 @@ extension Gateway {
 
     /// Step 1: checks the return URL and returns Atlassian's authorize URL with a sealed one-time state (nothing is
     /// stored: see ``SealedSignInState``).
-    func startSignIn(tenantId: String, redirectURI: String, tenantState: String) throws -> URL {
+    /// `openID` is set for an OpenID Connect authorization request (the callback then issues an authorization code).
+    func startSignIn(tenantId: String, redirectURI: String, tenantState: String, openID: OpenIDRequest? = nil)
+        throws -> URL
+    {
         guard let (tenant, app) = try database.tenantAndAppNow(tenantId) else { throw SignInError.unknownTenant }
         guard tenant.returnURLs.contains(redirectURI) else { throw SignInError.returnURLNotAllowed }
         guard let app else { throw SignInError.noApp }
         let state = try SealedSignInState(
             tenantId: tenantId, appId: app.appId, returnURLHash: OneTimeValue.hash(redirectURI),
             tenantState: tenantState, expiresAt: Date().addingTimeInterval(Self.stateLifetime),
-            nonce: SignInNonce.make()
+            nonce: SignInNonce.make(), openID: openID
         ).seal(with: box)
         return atlassian.authorizeURL(
             clientId: app.appId, redirectURI: app.callbackURL, scopes: Self.scopes(adding: app.scopes), state: state)
@@ -75,7 +81,7 @@ extension Gateway {
         /// The tenant hears of a sign-in that ended without one; the state is used up all the same.
         func fail(_ parameters: [(String, String?)]) async throws -> String {
             _ = try await database.recordNonce(state.nonce, expiresAt: state.expiresAt)
-            return Self.appendQuery(to: redirectURI, parameters + [("state", state.tenantState)])
+            return Self.appendQuery(to: redirectURI, parameters + responseParameters(state))
         }
         let tokens: TokenResponse
         let profile: AtlassianProfile
@@ -100,15 +106,31 @@ extension Gateway {
         logger.info("signed in", metadata: [
             "tenant": "\(tenantId)", "app": "\(appId)", "connection": "\(stored.connectionId)",
         ])
-        let signInCode = try SealedSignInCode(
-            connectionId: stored.connectionId,
-            payload: SignInPayload(
-                userId: stored.userId, accountId: profile.accountId, appId: appId, test: test,
-                profile: .init(name: profile.name, email: profile.email, nickname: profile.nickname,
-                               picture: profile.picture)),
-            expiresAt: now.addingTimeInterval(Self.codeLifetime), nonce: SignInNonce.make()
-        ).seal(with: box, tenantId: tenantId)
-        return Self.appendQuery(to: redirectURI, [("code", signInCode), ("state", state.tenantState)])
+        let payload = SignInPayload(
+            userId: stored.userId, accountId: profile.accountId, appId: appId, test: test,
+            profile: .init(name: profile.name, email: profile.email, nickname: profile.nickname,
+                           picture: profile.picture, emailVerified: profile.emailVerified))
+        let expiresAt = now.addingTimeInterval(Self.codeLifetime)
+        let code: String
+        if let openID = state.openID {
+            code = try SealedAuthorizationCode(
+                connectionId: stored.connectionId, payload: payload, redirectURIHash: state.returnURLHash,
+                request: openID, authTime: now, expiresAt: expiresAt, nonce: SignInNonce.make()
+            ).seal(with: box, clientId: tenantId)
+        } else {
+            code = try SealedSignInCode(
+                connectionId: stored.connectionId, payload: payload, expiresAt: expiresAt, nonce: SignInNonce.make()
+            ).seal(with: box, tenantId: tenantId)
+        }
+        return Self.appendQuery(to: redirectURI, [("code", code)] + responseParameters(state))
+    }
+
+    /// What every redirect back to the tenant carries besides the code or the error: its `state` (omitted when an
+    /// OpenID client sent none), and for an OpenID request the issuer (RFC 9207), so a client talking to several
+    /// providers knows which one answered.
+    private func responseParameters(_ state: SealedSignInState) -> [(String, String?)] {
+        guard state.openID != nil else { return [("state", state.tenantState)] }
+        return [("state", state.tenantState.isEmpty ? nil : state.tenantState), ("iss", config.issuer)]
     }
 
     /// How the Atlassian side of a callback ended: the user's tokens and profile, or what the tenant is told.

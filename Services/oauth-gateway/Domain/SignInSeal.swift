@@ -18,6 +18,9 @@ struct SealedSignInState: Sendable, Equatable {
     var expiresAt: Date
     /// 16 random bytes: what single use is recorded under.
     var nonce: Data
+    /// Set when the sign-in is an OpenID Connect authorization request (`/oauth/authorize`): what the client asked
+    /// for, bound to the code the callback issues. Nil for the gateway's own sign-in API.
+    var openID: OpenIDRequest? = nil
 
     /// The associated data of every sealed state: a sealed sign-in code (or any other sealed value) does not open as
     /// a state, nor a state as anything else.
@@ -31,6 +34,7 @@ struct SealedSignInState: Sendable, Equatable {
         fields.append(tenantState)
         fields.append(expiresAt)
         fields.append(nonce)
+        if let openID { fields.append(openID) }
         return Base64URL.encode(try box.seal(fields.bytes, context: Self.context))
     }
 
@@ -42,11 +46,17 @@ struct SealedSignInState: Sendable, Equatable {
         var reader = SealedFields.Reader(plain)
         guard let tenantId = reader.string(), let appId = reader.string(), let hash = reader.data(),
               let tenantState = reader.string(), let expiresAt = reader.date(), let nonce = reader.data(),
-              reader.isAtEnd, nonce.count == 16
+              nonce.count == 16
         else { return nil }
+        var openID: OpenIDRequest?
+        if !reader.isAtEnd {
+            guard let request = reader.openIDRequest() else { return nil }
+            openID = request
+        }
+        guard reader.isAtEnd else { return nil }
         return SealedSignInState(
             tenantId: tenantId, appId: appId, returnURLHash: hash, tenantState: tenantState, expiresAt: expiresAt,
-            nonce: nonce)
+            nonce: nonce, openID: openID)
     }
 }
 
@@ -65,13 +75,7 @@ struct SealedSignInCode: Sendable, Equatable {
     func seal(with box: SecretBox, tenantId: String) throws -> String {
         var fields = SealedFields()
         fields.append(connectionId)
-        fields.append(payload.userId)
-        fields.append(payload.accountId)
-        fields.append(payload.appId)
-        fields.append(payload.test ? "1" : "0")
-        for value in [payload.profile.name, payload.profile.email, payload.profile.nickname, payload.profile.picture] {
-            fields.appendOptional(value)
-        }
+        fields.append(payload)
         fields.append(expiresAt)
         fields.append(nonce)
         return Base64URL.encode(try box.seal(fields.bytes, context: Self.context(tenantId: tenantId)))
@@ -83,18 +87,10 @@ struct SealedSignInCode: Sendable, Equatable {
               let plain = try? box.open(sealed, context: context(tenantId: tenantId))
         else { return nil }
         var reader = SealedFields.Reader(plain)
-        guard let connectionId = reader.string(), let userId = reader.string(), let accountId = reader.string(),
-              let appId = reader.string(), let test = reader.string(),
-              let name = reader.optionalString(), let email = reader.optionalString(),
-              let nickname = reader.optionalString(), let picture = reader.optionalString(),
+        guard let connectionId = reader.string(), let payload = reader.payload(),
               let expiresAt = reader.date(), let nonce = reader.data(), reader.isAtEnd, nonce.count == 16
         else { return nil }
-        return SealedSignInCode(
-            connectionId: connectionId,
-            payload: SignInPayload(
-                userId: userId, accountId: accountId, appId: appId, test: test == "1",
-                profile: .init(name: name, email: email, nickname: nickname, picture: picture)),
-            expiresAt: expiresAt, nonce: nonce)
+        return SealedSignInCode(connectionId: connectionId, payload: payload, expiresAt: expiresAt, nonce: nonce)
     }
 }
 

@@ -20,19 +20,45 @@ extension GatewayAPI {
             var clientId = form["client_id"]
             var clientSecret = form["client_secret"]
             if let basic = Self.basicCredentials(request) { (clientId, clientSecret) = basic }
-            guard form["grant_type"] == "client_credentials" else {
-                return Self.oauthError(.badRequest, "unsupported_grant_type", "grant_type must be client_credentials")
+            let grantType = form["grant_type"]
+            guard grantType == "client_credentials" || grantType == "authorization_code" else {
+                return Self.oauthError(
+                    .badRequest, "unsupported_grant_type", "grant_type must be authorization_code or client_credentials")
             }
             guard let clientId, let clientSecret, !clientId.isEmpty, clientId.count <= 63, !clientSecret.isEmpty,
                   try await gateway.authenticateClient(clientId, secret: clientSecret)
             else { return Self.oauthError(.unauthorized, "invalid_client", "unknown client or wrong secret") }
+            if grantType == "authorization_code" {
+                return try await Self.codeGrant(form, clientId: clientId, gateway: gateway)
+            }
             let (token, expiresIn) = try await gateway.tenantAccessToken(for: clientId)
-            let body = try JSONSerialization.data(
-                withJSONObject: ["access_token": token, "token_type": "Bearer", "expires_in": expiresIn], options: [.sortedKeys])
-            return Response(
-                status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                body: .init(byteBuffer: ByteBuffer(data: body)))
+            return try Self.tokenResponse(["access_token": token, "token_type": "Bearer", "expires_in": expiresIn])
         }
+    }
+
+    /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5): the OpenID flow's access and ID tokens.
+    static func codeGrant(_ form: [String: String], clientId: String, gateway: Gateway) async throws -> Response {
+        guard let code = form["code"], !code.isEmpty else {
+            return oauthError(.badRequest, "invalid_request", "code is required")
+        }
+        do {
+            let grant = try await gateway.grant(
+                code: code, clientId: clientId, redirectURI: form["redirect_uri"], codeVerifier: form["code_verifier"])
+            return try tokenResponse([
+                "access_token": grant.accessToken, "token_type": "Bearer", "expires_in": grant.expiresIn,
+                "id_token": grant.idToken, "scope": grant.scope,
+            ])
+        } catch let failure as Gateway.RequestFailure {
+            return oauthError(.badRequest, failure.error, failure.description)
+        }
+    }
+
+    /// A token endpoint's success (RFC 6749 §5.1): JSON, never cached.
+    static func tokenResponse(_ fields: [String: any Sendable]) throws -> Response {
+        let body = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+        return Response(
+            status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(data: body)))
     }
 
     // MARK: Internal

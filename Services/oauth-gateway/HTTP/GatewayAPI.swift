@@ -74,6 +74,7 @@ enum GatewayAPI {
     static func addRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, adminToken: String, internalToken: String,
                           issuer: String) {
         addTokenRoutes(to: router, gateway: gateway)
+        addOpenIDRoutes(to: router, gateway: gateway)
         addOperatorRoutes(to: router, gateway: gateway, adminToken: adminToken)
         addTenantRoutes(to: router, gateway: gateway, issuer: issuer)
         addAppRoutes(to: router, gateway: gateway, issuer: issuer)

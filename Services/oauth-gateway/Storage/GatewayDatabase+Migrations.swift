@@ -123,5 +123,16 @@ extension GatewayDatabase {
                 CREATE INDEX connections_by_refresh ON connections(state, refreshed_at);
                 """)
         },
+        // Access tokens of the OpenID flow revoked because their authorization code was presented again (RFC 9700
+        // §4.5.3), kept until the token would have expired anyway.
+        Migration("oauth-gateway.v5.revoked-access-tokens") { db in
+            try db.execute(sql: """
+                CREATE TABLE revoked_access_tokens (
+                    token_id BLOB PRIMARY KEY,
+                    expires_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX revoked_access_tokens_by_expiry ON revoked_access_tokens(expires_at);
+                """)
+        },
     ]
 }

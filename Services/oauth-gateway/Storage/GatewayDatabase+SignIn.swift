@@ -21,7 +21,7 @@ extension GatewayDatabase {
     /// The tenant's return URLs, the app and its sealed secret, and whether `nonce` was used; nil when the tenant or
     /// the app is gone. A synchronous read: SQLite answers this in microseconds, less than two thread hops cost.
     func callbackContext(tenantId: String, appId: String, nonce: Data) throws -> CallbackContext? {
-        try database.pool.read { db -> CallbackContext? in
+        try database.readNow { db -> CallbackContext? in
             guard let tenant = try Self.tenant(tenantId, in: db),
                   let row = try Row.fetchOne(
                     try db.cachedStatement(sql: "SELECT * FROM apps WHERE app_id = ?"), arguments: [appId])
@@ -36,7 +36,7 @@ extension GatewayDatabase {
 
     /// The tenant and its app, read without leaving the calling thread (the sign-in start's one read).
     func tenantAndAppNow(_ tenantId: String) throws -> (TenantRecord, AppRecord?)? {
-        try database.pool.read { db in
+        try database.readNow { db in
             guard let tenant = try Self.tenant(tenantId, in: db) else { return nil }
             return (tenant, try tenant.appId.flatMap { try Self.app($0, in: db) })
         }
@@ -51,12 +51,7 @@ extension GatewayDatabase {
     /// (an erasure since the sign-in makes the code worthless). False when used before or the connection is gone.
     func redeemCode(nonce: Data, expiresAt: Date, connectionId: String, accountId: String) async throws -> Bool {
         try await database.writeUnsynced { db in
-            guard try Int.fetchOne(
-                try db.cachedStatement(sql: """
-                    SELECT 1 FROM connections WHERE connection_id = ? AND account_id = ? AND state = 'active'
-                    """),
-                arguments: [connectionId, accountId]) != nil
-            else { return false }
+            guard try Self.isActive(connectionId: connectionId, accountId: accountId, in: db) else { return false }
             return try Self.insertNonce(nonce, expiresAt: expiresAt, in: db)
         }
     }
@@ -68,21 +63,24 @@ extension GatewayDatabase {
         return db.changesCount == 1
     }
 
-    /// Deletes the single-use records of expired states and codes (they can no longer be presented anyway), a
-    /// bounded number per transaction so the writer is never held long.
+    /// Deletes the single-use records of expired states and codes and the revocations of expired access tokens (none
+    /// can be presented any more), a bounded number per transaction so the writer is never held long.
     @discardableResult
     func pruneExpired(now: Date = Date()) async throws -> Int {
         var total = 0
-        while true {
-            let count = try await database.write { db in
-                try db.cachedStatement(sql: """
-                    DELETE FROM signin_nonces WHERE nonce IN
-                        (SELECT nonce FROM signin_nonces WHERE expires_at <= ? ORDER BY expires_at LIMIT 2000)
-                    """).execute(arguments: [now.timeIntervalSince1970])
-                return db.changesCount
+        for (table, key) in [("signin_nonces", "nonce"), ("revoked_access_tokens", "token_id")] {
+            while true {
+                let count = try await database.write { db in
+                    try db.cachedStatement(sql: """
+                        DELETE FROM \(table) WHERE \(key) IN
+                            (SELECT \(key) FROM \(table) WHERE expires_at <= ? ORDER BY expires_at LIMIT 2000)
+                        """).execute(arguments: [now.timeIntervalSince1970])
+                    return db.changesCount
+                }
+                total += count
+                if count < 2000 { break }
             }
-            total += count
-            if count < 2000 { return total }
         }
+        return total
     }
 }

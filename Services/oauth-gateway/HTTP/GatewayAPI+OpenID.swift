@@ -1,0 +1,71 @@
+import Contracts
+import Foundation
+import Hummingbird
+import NIOCore
+import ServiceKit
+
+extension GatewayAPI {
+    // MARK: OpenID Provider
+
+    /// Discovery, the authorization endpoint and userinfo (the token endpoint's `authorization_code` grant is with
+    /// the other grant in GatewayAPI+Tokens). docs/oauth-gateway.md "OpenID Connect".
+    static func addOpenIDRoutes(to router: Router<BasicRequestContext>, gateway: Gateway) {
+        let discovery: Data = {
+            let document = gateway.discoveryDocument()
+            return (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes]))
+                ?? Data()
+        }()
+        router.get("/.well-known/openid-configuration") { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "application/json", .cacheControl: "max-age=300"],
+                body: .init(byteBuffer: ByteBuffer(data: discovery)))
+        }
+
+        // OIDC Core §3.1.2.1: the authorization endpoint takes GET and form POST alike.
+        router.get("/oauth/authorize") { request, _ -> Response in
+            try authorize(FormFields(query: request), gateway: gateway)
+        }
+        router.post("/oauth/authorize") { request, _ -> Response in
+            let body = try await request.body.collect(upTo: maxBody)
+            return try authorize(FormFields(decoding: String(buffer: body)), gateway: gateway)
+        }
+
+        router.get("/oauth/userinfo") { request, context -> Response in
+            try userInfo(request, context, gateway: gateway)
+        }
+        router.post("/oauth/userinfo") { request, context -> Response in
+            try userInfo(request, context, gateway: gateway)
+        }
+    }
+
+    private static func authorize(_ query: FormFields, gateway: Gateway) throws -> Response {
+        do {
+            return redirect(try gateway.authorize(query))
+        } catch .badRequest(let reason) {
+            throw HTTPError(.badRequest, message: reason)
+        } catch .redirect(let location) {
+            return redirect(location)
+        }
+    }
+
+    /// RFC 6750 §2.1 bearer in the header; 401 with `WWW-Authenticate` for anything but a usable access token.
+    private static func userInfo(_ request: Request, _ context: BasicRequestContext, gateway: Gateway) throws -> Response {
+        guard let token = BearerSecret.bearerToken(in: request), let info = try gateway.userInfo(accessToken: String(token))
+        else {
+            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""],
+                            message: "a valid access token is required")
+        }
+        let body = try JSONEncoder.sortedKeys.encode(info)
+        return Response(
+            status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(data: body)))
+    }
+}
+
+extension JSONEncoder {
+    fileprivate static var sortedKeys: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+}

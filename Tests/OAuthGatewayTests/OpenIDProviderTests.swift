@@ -1,0 +1,254 @@
+import Contracts
+import Crypto
+import Foundation
+import JWTKit
+import Testing
+import TestSupport
+
+@testable import oauth_gateway
+
+/// The authorization endpoint's refusals and discovery, in-process: none of them reaches Atlassian.
+@Suite("oauth-gateway OpenID Provider: discovery and authorization refusals, in-process")
+struct OpenIDRouteTests {
+    @Test("discovery names the endpoints, ES256, S256 and the iss response parameter")
+    func discovery() async throws {
+        try await GatewayRoutes.run { routes in
+            let answer = try await routes.get("/.well-known/openid-configuration")
+            #expect(answer.status == 200)
+            let document = answer.json
+            #expect(document["issuer"] as? String == "http://gateway.test")
+            #expect(document["authorization_endpoint"] as? String == "http://gateway.test/oauth/authorize")
+            #expect(document["token_endpoint"] as? String == "http://gateway.test/oauth/token")
+            #expect(document["userinfo_endpoint"] as? String == "http://gateway.test/oauth/userinfo")
+            #expect(document["jwks_uri"] as? String == "http://gateway.test/.well-known/jwks.json")
+            #expect(document["response_types_supported"] as? [String] == ["code"])
+            #expect(document["code_challenge_methods_supported"] as? [String] == ["S256"])
+            #expect(document["id_token_signing_alg_values_supported"] as? [String] == ["ES256"])
+            #expect(document["authorization_response_iss_parameter_supported"] as? Bool == true)
+        }
+    }
+
+    @Test("no trusted redirect URI: 400, never a redirect; a bad request with one: sent back with error, state and iss")
+    func authorizationRefusals() async throws {
+        try await GatewayRoutes.run { routes in
+            let acme = try await routes.createTenant("acme")
+            let app = try await routes.send(
+                .PUT, "/v1/tenants/acme/app", bearer: acme.token,
+                json: ["clientId": "acme-app", "clientSecret": "acme-app-secret-1234"])
+            #expect(app.status == 200)
+            let redirect = FormFields.encode("https://tenant.example/return")
+            let good = "response_type=code&scope=openid&client_id=acme&redirect_uri=\(redirect)&state=s%201"
+            let started = try await routes.get("/oauth/authorize?\(good)")
+            #expect(started.status == 302 && started.location?.hasPrefix("http://127.0.0.1:9/authorize?") == true)
+
+            for (query, reason) in [
+                ("response_type=code&scope=openid&redirect_uri=\(redirect)", "client_id is required"),
+                ("response_type=code&scope=openid&client_id=acme", "redirect_uri is required"),
+                ("response_type=code&scope=openid&client_id=nobody&redirect_uri=\(redirect)", "unknown client_id"),
+                ("response_type=code&scope=openid&client_id=acme&redirect_uri=https%3A%2F%2Fevil.example%2F",
+                 "redirect_uri is not one of the client's registered redirect URIs"),
+            ] {
+                let answer = try await routes.get("/oauth/authorize?\(query)")
+                #expect(answer.status == 400 && answer.location == nil, "\(query)")
+                #expect(answer.json["message"] as? String == reason)
+            }
+
+            let client = "client_id=acme&redirect_uri=\(redirect)&state=s%201"
+            for (change, error) in [
+                ("response_type=token&scope=openid", "unsupported_response_type"),
+                ("scope=openid", "unsupported_response_type"),
+                ("response_type=code&scope=profile+email", "invalid_scope"),
+                ("response_type=code", "invalid_scope"),
+                ("\(good)&code_challenge=\(String(repeating: "a", count: 43))", "invalid_request"),
+                ("\(good)&code_challenge=\(String(repeating: "a", count: 43))&code_challenge_method=plain", "invalid_request"),
+                ("\(good)&code_challenge=short&code_challenge_method=S256", "invalid_request"),
+                ("\(good)&prompt=none", "login_required"),
+                ("\(good)&request=eyJ", "request_not_supported"),
+            ] {
+                let answer = try await routes.get("/oauth/authorize?\(client)&\(change)")
+                #expect(answer.status == 302, "\(change)")
+                let back = GatewayHarness.query(of: try #require(answer.location))
+                #expect(answer.location?.hasPrefix("https://tenant.example/return?") == true)
+                #expect(back["error"] == error, "\(change)")
+                #expect(back["state"] == "s 1" && back["iss"] == "http://gateway.test")
+            }
+        }
+    }
+
+    @Test("sealed values: a code opens only for its client, a state keeps its OpenID request, PKCE S256 checks")
+    func sealedValues() throws {
+        let directory = try TemporaryDirectory("openid-seal")
+        let database = try GatewayDatabase(
+            path: directory.file("oauth-gateway.sqlite"), topics: LetheTopics(namespace: uniqueName("seal")))
+        let box = try SecretBox(masterKey: SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }, database: database)
+        let payload = SignInPayload(
+            userId: "u1", accountId: "5b10ac8d82e05b22cc7d4ef5", appId: "acme-app", test: false,
+            profile: .init(name: "Ada", email: "ada@example.com", nickname: nil, picture: nil, emailVerified: true))
+        let request = OpenIDRequest(scopes: ["openid", "email"], nonce: "n-0S6_WzA2Mj", codeChallenge: nil)
+        let code = SealedAuthorizationCode(
+            connectionId: "c1", payload: payload, redirectURIHash: OneTimeValue.hash("https://a.example/"),
+            request: request, authTime: Date(timeIntervalSince1970: 1_700_000_000),
+            expiresAt: Date(timeIntervalSince1970: 1_700_000_060), nonce: SignInNonce.make())
+        let sealed = try code.seal(with: box, clientId: "acme")
+        #expect(SealedAuthorizationCode.open(sealed, clientId: "acme", with: box) == code)
+        #expect(SealedAuthorizationCode.open(sealed, clientId: "globex", with: box) == nil)
+        #expect(SealedSignInCode.open(sealed, tenantId: "acme", with: box) == nil)
+
+        let state = SealedSignInState(
+            tenantId: "acme", appId: "acme-app", returnURLHash: Data([1]), tenantState: "", expiresAt: Date(),
+            nonce: SignInNonce.make(), openID: request)
+        let reopened = SealedSignInState.open(try state.seal(with: box), with: box)
+        #expect(reopened?.openID == request)
+
+        // RFC 7636 Appendix B's example.
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        #expect(PKCE.verify(verifier: verifier, challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"))
+        #expect(!PKCE.verify(verifier: verifier + "x", challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"))
+    }
+}
+
+/// The whole code flow against the sandbox over HTTP, the way a relying party runs it: discovery, authorize with
+/// PKCE and nonce, the token endpoint, the ID token checked against the JWKS alone, userinfo.
+@Suite("oauth-gateway OpenID Provider: the code flow over HTTP against the sandbox, with the dev broker")
+struct OpenIDFlowTests {
+    static let returnURL = "https://tenant.example/return"
+    static let account = "5b10ac8d82e05b22cc7d4ef5"
+
+    /// A PKCE pair (RFC 7636 §4.1, §4.2).
+    static func pkce() -> (verifier: String, challenge: String) {
+        let verifier = Base64URL.encode(SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) })
+        return (verifier, Base64URL.encode(Data(SHA256.hash(data: Data(verifier.utf8)))))
+    }
+
+    /// Browser hops from the authorization request to the client's redirect URI; returns that URI's query.
+    static func authorize(_ harness: GatewayHarness, query: String, accountId: String = account) async throws
+        -> [String: String]
+    {
+        let start = try await harness.get("/oauth/authorize?\(query)")
+        guard start.status == 302, let authorize = start.location else {
+            throw HarnessError(description: "authorize: \(start.status) \(start.body)")
+        }
+        let consent = try await harness.get(authorize + "&sandbox_user=\(accountId)")
+        guard consent.status == 302, let callback = consent.location else {
+            throw HarnessError(description: "sandbox authorize: \(consent.status) \(consent.body)")
+        }
+        let back = try await harness.get(callback)
+        guard back.status == 302, let location = back.location, location.hasPrefix(returnURL) else {
+            throw HarnessError(description: "callback: \(back.status) \(back.body)")
+        }
+        return GatewayHarness.query(of: location)
+    }
+
+    static func setUp(_ harness: GatewayHarness) async throws -> TestTenant {
+        let acme = try await harness.createTenant("acme", returnURL: returnURL)
+        try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
+        try await harness.sandboxUser(account, name: "Ada Lovelace", email: "ada@example.com")
+        return acme
+    }
+
+    static func codeRequest(scope: String = "openid+profile+email", challenge: String?, nonce: String? = "n-0S6_WzA2Mj")
+        -> String
+    {
+        var query = "response_type=code&client_id=acme&redirect_uri=\(FormFields.encode(returnURL))&scope=\(scope)"
+            + "&state=af0ifjsldkj"
+        if let nonce { query += "&nonce=\(nonce)" }
+        if let challenge { query += "&code_challenge=\(challenge)&code_challenge_method=S256" }
+        return query
+    }
+
+    static func basic(_ tenant: TestTenant) -> [(String, String)] {
+        [("authorization", "Basic " + Data("\(tenant.id):\(tenant.secret)".utf8).base64EncodedString())]
+    }
+
+    @Test("code flow with PKCE and nonce: iss in the response, ID token verified from discovery + JWKS, userinfo")
+    func codeFlow() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await Self.setUp(harness)
+            let (verifier, challenge) = Self.pkce()
+            let back = try await Self.authorize(harness, query: Self.codeRequest(challenge: challenge))
+            #expect(back["state"] == "af0ifjsldkj" && back["iss"] == harness.gatewayURL)
+            let code = try #require(back["code"])
+
+            let answer = try await harness.token(
+                form: "grant_type=authorization_code&code=\(code)&redirect_uri=\(FormFields.encode(Self.returnURL))"
+                    + "&code_verifier=\(verifier)",
+                headers: Self.basic(acme))
+            #expect(answer.status == 200, "\(answer.body)")
+            #expect(answer.headers.first(name: "cache-control") == "no-store")
+            let accessToken = try #require(answer.json["access_token"] as? String)
+            #expect(answer.json["token_type"] as? String == "Bearer" && answer.json["scope"] as? String == "openid profile email")
+
+            // A relying party knows only the issuer: discovery, then the JWKS it names.
+            let discovery = try await harness.get("/.well-known/openid-configuration").json
+            #expect(discovery["issuer"] as? String == harness.gatewayURL)
+            let jwks = try await harness.get(try #require(discovery["jwks_uri"] as? String))
+            let keys = JWTKeyCollection()
+            try await keys.add(jwksJSON: jwks.body)
+            let claims = try await keys.verify(try #require(answer.json["id_token"] as? String), as: OpenIDTokenClaims.self)
+            #expect(claims.iss.value == harness.gatewayURL && claims.aud.value == ["acme"])
+            #expect(claims.nonce == "n-0S6_WzA2Mj" && claims.atHash == Gateway.atHash(accessToken))
+            #expect(abs(Double(claims.authTime) - Date().timeIntervalSince1970) < 60)
+            #expect(claims.claims.email == "ada@example.com" && claims.claims.emailVerified == true)
+            #expect(claims.claims.name == "Ada Lovelace" && claims.claims.atlassianAccountId == Self.account)
+
+            let info = try await harness.get("/oauth/userinfo", bearer: accessToken)
+            #expect(info.status == 200)
+            #expect(info.json["sub"] as? String == claims.sub.value && info.json["email"] as? String == "ada@example.com")
+            #expect(info.json["email_verified"] as? Bool == true && info.json["name"] as? String == "Ada Lovelace")
+
+            // The same user through the gateway's own sign-in API is the same `sub`.
+            let exchanged = try await harness.signInAndExchange(acme, accountId: Self.account)
+            #expect(exchanged["userId"] as? String == claims.sub.value)
+        }
+    }
+
+    @Test("refusals: wrong or missing verifier, foreign redirect, another client, a replayed code revokes its token")
+    func tokenRefusals() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await Self.setUp(harness)
+            let globex = try await harness.createTenant("globex", returnURL: Self.returnURL)
+            let redirect = "&redirect_uri=\(FormFields.encode(Self.returnURL))"
+            func error(_ answer: HTTPAnswer) -> String? { answer.json["error"] as? String }
+
+            let (verifier, challenge) = Self.pkce()
+            let code = try #require(try await Self.authorize(harness, query: Self.codeRequest(challenge: challenge))["code"])
+            let grant = "grant_type=authorization_code&code=\(code)"
+            for (form, headers, expected) in [
+                (grant + redirect + "&code_verifier=\(Self.pkce().verifier)", Self.basic(acme), "invalid_grant"),
+                (grant + redirect, Self.basic(acme), "invalid_grant"),
+                (grant + "&redirect_uri=https%3A%2F%2Fother.example%2F&code_verifier=\(verifier)", Self.basic(acme),
+                 "invalid_grant"),
+                (grant + redirect + "&code_verifier=\(verifier)", Self.basic(globex), "invalid_grant"),
+                (grant + redirect + "&code_verifier=\(verifier)",
+                 [("authorization", "Basic " + Data("acme:wrong".utf8).base64EncodedString())], "invalid_client"),
+            ] {
+                let answer = try await harness.token(form: form, headers: headers)
+                #expect(error(answer) == expected, "\(form)")
+            }
+            // None of those used the code up: the right request still works, with client_secret_post.
+            let first = try await harness.token(
+                form: grant + redirect + "&code_verifier=\(verifier)&client_id=acme&client_secret=\(acme.secret)")
+            #expect(first.status == 200, "\(first.body)")
+            let accessToken = try #require(first.json["access_token"] as? String)
+            #expect(try await harness.get("/oauth/userinfo", bearer: accessToken).status == 200)
+
+            let replay = try await harness.token(form: grant + redirect + "&code_verifier=\(verifier)", headers: Self.basic(acme))
+            #expect(error(replay) == "invalid_grant" && replay.json["error_description"] as? String == "authorization code already used")
+            let revoked = try await harness.get("/oauth/userinfo", bearer: accessToken)
+            #expect(revoked.status == 401 && revoked.headers.first(name: "www-authenticate")?.contains("invalid_token") == true)
+
+            // Without PKCE (a confidential client may omit it), a verifier is refused; scope openid alone grants no
+            // profile or email claims.
+            let bare = try #require(try await Self.authorize(
+                harness, query: Self.codeRequest(scope: "openid", challenge: nil, nonce: nil))["code"])
+            let withVerifier = try await harness.token(
+                form: "grant_type=authorization_code&code=\(bare)\(redirect)&code_verifier=\(verifier)", headers: Self.basic(acme))
+            #expect(error(withVerifier) == "invalid_grant")
+            let plain = try await harness.token(form: "grant_type=authorization_code&code=\(bare)\(redirect)", headers: Self.basic(acme))
+            #expect(plain.status == 200)
+            let info = try await harness.get("/oauth/userinfo", bearer: try #require(plain.json["access_token"] as? String))
+            #expect(info.status == 200 && info.json["email"] == nil && info.json["name"] == nil && info.json["sub"] != nil)
+            #expect(try await harness.get("/oauth/userinfo", bearer: "not-a-token").status == 401)
+        }
+    }
+}
