@@ -197,7 +197,15 @@ struct ErasureExecutorProcessTests {
             }
             let erasureId = try #require(await flakyHandler.seen.first, "no command reached the flaky participant")
             try #require(attention, "the erasure never needed attention: \(started.output())")
+            // The steady participant's ack races the flaky one's two failures (its consumer may join its group
+            // later): wait for it rather than assume it came first. The erasure stays in need of attention meanwhile.
+            let steadyAcked = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+                (try? await started.erasure(erasureId))?.participants.first { $0.participant == "steady" }?.outcome
+                    == .erased
+            }
+            #expect(steadyAcked, "the steady participant's erased ack was never recorded")
             let stuck = try #require(try await started.erasure(erasureId))
+            #expect(stuck.status == .needsAttention)
             let flakyState = stuck.participants.first { $0.participant == "flaky" }
             #expect(flakyState?.outcome == .failed && flakyState?.failedAttempts == 2)
             #expect(flakyState?.detail?.contains("participant error") == true)
