@@ -24,6 +24,10 @@ struct OAuthGatewayConfig: Sendable {
     var sharedApp: SharedAppConfig?
     /// `GATEWAY_TENANT_TOKEN_SECONDS`: lifetime of tenant access tokens (default 900).
     var tenantTokenLifetime: TimeInterval
+    /// `GATEWAY_CLIENT_RATE_PER_MINUTE` (default 6000): requests a minute one client (tenant) may make to the
+    /// authorization endpoint (sign-in starts included) and, apart, to the token endpoint, per gateway process;
+    /// bursts up to a tenth of a minute's worth.
+    var clientRatePerMinute: Int
 
     /// `LETHE_SHARED_APP_CLIENT_ID` / `LETHE_SHARED_APP_CLIENT_SECRET` / `LETHE_SHARED_APP_CALLBACK_URL`.
     struct SharedAppConfig: Sendable {
@@ -61,6 +65,7 @@ struct OAuthGatewayConfig: Sendable {
             throw ConfigError(variable: "LETHE_SHARED_APP_CLIENT_SECRET", reason: "must be set with LETHE_SHARED_APP_CLIENT_ID")
         }
         tenantTokenLifetime = TimeInterval(try reader.int("GATEWAY_TENANT_TOKEN_SECONDS", default: 900, range: 60...86_400))
+        clientRatePerMinute = try reader.int("GATEWAY_CLIENT_RATE_PER_MINUTE", default: 6000, range: 1...10_000_000)
         keepAlive = KeepAliveSettings(
             after: TimeInterval(try reader.int("GATEWAY_KEEPALIVE_AFTER_DAYS", default: 30, range: 1...80)) * 86_400,
             batch: try reader.int("GATEWAY_KEEPALIVE_BATCH", default: 20, range: 1...10_000))

@@ -49,13 +49,27 @@ package struct ConfigReader: Sendable {
         optionalString(name) ?? defaultValue
     }
 
-    /// A secret that must be set and at least `minimumLength` characters long. The value is never echoed.
+    /// A secret that must be set, at least `minimumLength` characters long, and not an example's placeholder. The
+    /// value is never echoed.
     package func secret(_ name: String, minimumLength: Int = 16) throws -> String {
         let value = try requiredString(name)
         guard value.count >= minimumLength else {
             throw ConfigError(variable: name, reason: "must be at least \(minimumLength) characters long")
         }
+        guard !Self.isPlaceholder(value) else {
+            throw ConfigError(
+                variable: name,
+                reason: "is a placeholder from an example file; set a random value (openssl rand -base64 32)")
+        }
         return value
+    }
+
+    /// Whether a secret is still the example's: compose/.env.example marks every secret `change-me-…`, so a
+    /// deployment that copied the file without replacing one refuses to start instead of running with a published
+    /// credential.
+    package static func isPlaceholder(_ value: String) -> Bool {
+        let lowered = value.lowercased()
+        return ["change-me", "changeme", "change_me", "replace-me"].contains { lowered.contains($0) }
     }
 
     /// An integer within `range`, or the default when unset.

@@ -19,7 +19,9 @@ struct GatewayRoutes: GatewayRequests {
 
     /// Builds the gateway as `buildOAuthGateway` does (``makeGateway``) in a directory of its own, runs `body` against
     /// its router, and removes everything.
-    static func run<T: Sendable>(_ body: @Sendable (GatewayRoutes) async throws -> T) async throws -> T {
+    static func run<T: Sendable>(
+        environment extra: [String: String] = [:], _ body: @Sendable (GatewayRoutes) async throws -> T
+    ) async throws -> T {
         let directory = try TemporaryDirectory("gateway-routes")
         // Nothing here connects: no consumer or producer is made, and no route under test calls Atlassian.
         let unreachable = "http://127.0.0.1:9"
@@ -29,7 +31,7 @@ struct GatewayRoutes: GatewayRequests {
             "ATLASSIAN_API_URL": unreachable, "LETHE_ADMIN_TOKEN": GatewayHarness.adminToken,
             "LETHE_INTERNAL_TOKEN": GatewayHarness.internalToken,
             "LETHE_MASTER_KEY": Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
-        ]))
+        ].merging(extra) { $1 }))
         let database = try GatewayDatabase(path: directory.file("oauth-gateway.sqlite"), topics: config.standard.topics)
         let gateway = try await makeGateway(
             config: config, database: database, httpClient: .shared, logger: makeTestLogger("gateway-routes"))

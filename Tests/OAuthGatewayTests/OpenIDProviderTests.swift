@@ -75,6 +75,29 @@ struct OpenIDRouteTests {
         }
     }
 
+    @Test("too many requests of one client: 429 with Retry-After at the authorization and token endpoints, others unaffected")
+    func rateLimits() async throws {
+        // One a minute, in bursts of one: nothing refills while the test runs, however slow the machine.
+        try await GatewayRoutes.run(environment: ["GATEWAY_CLIENT_RATE_PER_MINUTE": "1"]) { routes in
+            let acme = try await routes.createTenant("acme")  // its token request is acme's one at the token endpoint
+            let authorize = "/oauth/authorize?response_type=code&scope=openid&client_id=acme"
+                + "&redirect_uri=\(FormFields.encode("https://tenant.example/return"))"
+            #expect(try await routes.get(authorize).status == 302)
+            let limited = try await routes.get(authorize)
+            #expect(limited.status == 429 && limited.json["error"] as? String == "too_many_requests")
+            #expect(Int(limited.headers.first(name: "retry-after") ?? "") ?? 0 >= 1)
+            // The sign-in API's start shares the client's authorization bucket.
+            #expect(try await routes.get("/v1/tenants/acme/signin/atlassian?redirect_uri=x&state=s").status == 429)
+            #expect(try await routes.get(authorize.replacingOccurrences(of: "acme", with: "globex")).status == 400)
+
+            let tooMany = try await routes.token(
+                form: "grant_type=client_credentials&client_id=acme&client_secret=\(acme.secret)")
+            #expect(tooMany.status == 429 && tooMany.json["error"] as? String == "too_many_requests")
+            #expect(tooMany.headers.first(name: "retry-after") != nil)
+            #expect(try await routes.token(form: "grant_type=client_credentials&client_id=globex&client_secret=x").status == 401)
+        }
+    }
+
     @Test("sealed values: a code opens only for its client, a state keeps its OpenID request, PKCE S256 checks")
     func sealedValues() throws {
         let directory = try TemporaryDirectory("openid-seal")
@@ -249,6 +272,56 @@ struct OpenIDFlowTests {
             let info = try await harness.get("/oauth/userinfo", bearer: try #require(plain.json["access_token"] as? String))
             #expect(info.status == 200 && info.json["email"] == nil && info.json["name"] == nil && info.json["sub"] != nil)
             #expect(try await harness.get("/oauth/userinfo", bearer: "not-a-token").status == 401)
+        }
+    }
+
+    @Test("a disabled tenant: no sign-in (new or in flight), no token, its tokens refused; enabled again they work; a replaced secret stops the old one at once")
+    func disabledTenantAndReplacedSecret() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await Self.setUp(harness)
+            let admin = GatewayHarness.adminToken
+            let redirect = "&redirect_uri=\(FormFields.encode(Self.returnURL))"
+            let (verifier, challenge) = Self.pkce()
+            let code = try #require(try await Self.authorize(harness, query: Self.codeRequest(challenge: challenge))["code"])
+            let granted = try await harness.token(
+                form: "grant_type=authorization_code&code=\(code)\(redirect)&code_verifier=\(verifier)", headers: Self.basic(acme))
+            let accessToken = try #require(granted.json["access_token"] as? String)
+            // A sign-in in flight: the user is at Atlassian's consent when the tenant is disabled.
+            let start = try await harness.get("/oauth/authorize?\(Self.codeRequest(challenge: challenge))")
+            let consent = try await harness.get(try #require(start.location) + "&sandbox_user=\(Self.account)")
+            let callbackURL = try #require(consent.location)
+            let exchangesBefore = try await harness.tokenCalls("acme-app").exchanges
+
+            let disabled = try await harness.send(.POST, "/v1/tenants/acme/disable", bearer: admin, json: [:])
+            #expect(disabled.status == 200 && disabled.json["disabled"] as? Bool == true)
+            let callback = try await harness.get(callbackURL)
+            let back = GatewayHarness.query(of: try #require(callback.location))
+            #expect(back["error"] == "access_denied" && back["code"] == nil && back["iss"] == harness.gatewayURL)
+            #expect(try await harness.tokenCalls("acme-app").exchanges == exchangesBefore, "no code exchanged at Atlassian")
+            let refused = try await harness.get("/oauth/authorize?\(Self.codeRequest(challenge: challenge))")
+            #expect(GatewayHarness.query(of: try #require(refused.location))["error"] == "unauthorized_client")
+            let customStart = try await harness.get(
+                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(FormFields.encode(Self.returnURL))&state=s")
+            #expect(customStart.status == 403)
+            let credentials = try await harness.token(
+                form: "grant_type=client_credentials&client_id=acme&client_secret=\(acme.secret)")
+            #expect(credentials.status == 401 && credentials.json["error"] as? String == "invalid_client")
+            #expect(try await harness.get("/oauth/userinfo", bearer: accessToken).status == 401)
+            #expect(try await harness.get("/v1/tenants/acme", bearer: acme.token).status == 401)
+
+            let enabled = try await harness.send(.POST, "/v1/tenants/acme/enable", bearer: admin, json: [:])
+            #expect(enabled.status == 200 && enabled.json["disabled"] as? Bool == false)
+            #expect(try await harness.get("/oauth/userinfo", bearer: accessToken).status == 200)
+            #expect(try await harness.get("/v1/tenants/acme", bearer: acme.token).status == 200)
+            #expect(try await harness.send(.POST, "/v1/tenants/nobody/disable", bearer: admin, json: [:]).status == 404)
+
+            // A replaced secret: the old one is refused at once; tokens issued before live out their short lifetime.
+            let replaced = try await harness.send(.POST, "/v1/tenants/acme/credentials", bearer: admin, json: [:])
+            let secret = try #require(replaced.json["clientSecret"] as? String)
+            let old = try await harness.token(form: "grant_type=client_credentials&client_id=acme&client_secret=\(acme.secret)")
+            #expect(old.status == 401)
+            #expect(try await harness.token(form: "grant_type=client_credentials&client_id=acme&client_secret=\(secret)").status == 200)
+            #expect(try await harness.get("/oauth/userinfo", bearer: accessToken).status == 200)
         }
     }
 }

@@ -327,6 +327,9 @@ struct SignInTests {
         #expect(failure(["LETHE_MASTER_KEY": "c2hvcnQ="]) == "LETHE_MASTER_KEY")
         #expect(failure(["LETHE_INTERNAL_TOKEN": nil]) == "LETHE_INTERNAL_TOKEN")
         #expect(failure(["LETHE_ADMIN_TOKEN": "short"]) == "LETHE_ADMIN_TOKEN")
+        // compose/.env.example's placeholders, copied without replacing them, refuse to start.
+        #expect(failure(["LETHE_ADMIN_TOKEN": "change-me-admin-token-0123456789abcdef"]) == "LETHE_ADMIN_TOKEN")
+        #expect(failure(["LETHE_INTERNAL_TOKEN": "CHANGEME0123456789abcdef"]) == "LETHE_INTERNAL_TOKEN")
         #expect(failure(["LETHE_SHARED_APP_CLIENT_ID": "app"]) == "LETHE_SHARED_APP_CLIENT_SECRET")
         #expect(failure(["GATEWAY_TENANT_TOKEN_SECONDS": "5"]) == "GATEWAY_TENANT_TOKEN_SECONDS")
         let shared = try OAuthGatewayConfig(reader: ConfigReader(environment: base.merging([

@@ -143,6 +143,7 @@ extension Gateway {
         case .failure(let failure): throw refuse(failure.error, failure.description)
         }
         if (state?.count ?? 0) > 512 { throw refuse("invalid_request", "state is longer than 512 characters") }
+        guard !tenant.disabled else { throw refuse("unauthorized_client", "the client is disabled") }
         guard app != nil else { throw refuse("server_error", "the client has no Atlassian app configured") }
         do {
             return try startSignIn(tenantId: clientId, redirectURI: redirectURI, tenantState: state ?? "", openID: request)
@@ -254,7 +255,8 @@ extension Gateway {
     func userInfo(accessToken: String) throws -> UserInfo? {
         guard let token = SealedAccessToken.open(accessToken, with: box), token.expiresAt > Date(),
               try database.accessTokenUsable(
-                tokenId: token.tokenId, connectionId: token.connectionId, accountId: token.payload.accountId)
+                tokenId: token.tokenId, tenantId: token.tenantId, connectionId: token.connectionId,
+                accountId: token.payload.accountId)
         else { return nil }
         return UserInfo(sub: token.payload.userId, claims: ScopedClaims(scopes: token.scopes, payload: token.payload))
     }

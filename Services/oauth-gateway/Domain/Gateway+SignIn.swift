@@ -30,6 +30,7 @@ extension Gateway {
 
     enum SignInError: Error, Equatable {
         case unknownTenant
+        case disabledTenant
         case noApp
         case returnURLNotAllowed
         case badState
@@ -44,6 +45,7 @@ extension Gateway {
     {
         guard let (tenant, app) = try database.tenantAndAppNow(tenantId) else { throw SignInError.unknownTenant }
         guard tenant.returnURLs.contains(redirectURI) else { throw SignInError.returnURLNotAllowed }
+        guard !tenant.disabled else { throw SignInError.disabledTenant }
         guard let app else { throw SignInError.noApp }
         let state = try SealedSignInState(
             tenantId: tenantId, appId: app.appId, returnURLHash: OneTimeValue.hash(redirectURI),
@@ -82,6 +84,10 @@ extension Gateway {
         func fail(_ parameters: [(String, String?)]) async throws -> String {
             _ = try await database.recordNonce(state.nonce, expiresAt: state.expiresAt)
             return Self.appendQuery(to: redirectURI, parameters + responseParameters(state))
+        }
+        // Disabled while the user was at Atlassian: no token exchange for it.
+        if context.tenantDisabled {
+            return try await fail([("error", "access_denied"), ("error_description", "the client is disabled")])
         }
         let tokens: TokenResponse
         let profile: AtlassianProfile

@@ -35,6 +35,8 @@ final class Gateway: Sendable {
     let logger: Logger
     let signIns = Counter(label: "lethe_gateway_signins_total")
     let refusedCallbacks = Counter(label: "lethe_gateway_callbacks_refused_total")
+    /// Per client: authorization requests (and sign-in starts), and token requests, each in buckets of their own.
+    let clientRate: RateLimiter
     /// States whose callback is being handled here: a concurrent replay is refused before any token exchange, since
     /// the state's use is recorded only when the sign-in completes.
     let statesInFlight = InFlightNonces()
@@ -47,6 +49,8 @@ final class Gateway: Sendable {
         self.signer = signer
         self.atlassian = atlassian
         self.logger = logger
+        self.clientRate = RateLimiter(
+            perMinute: config.clientRatePerMinute, burst: max(1, config.clientRatePerMinute / 10))
         let shared = config.sharedApp
         self.vault = TokenVault(
             database: database, box: box, atlassian: atlassian,
@@ -130,6 +134,21 @@ final class Gateway: Sendable {
     func authenticateClient(_ clientId: String, secret: String) async throws -> Bool {
         guard let stored = try database.secretHash(of: clientId) else { return false }
         return BearerSecret.equalDigests(stored, OneTimeValue.hash(secret))
+    }
+
+    /// The claims of a valid tenant access token whose tenant is enabled; nil otherwise. Other services verify these
+    /// tokens against the JWKS alone, so there a disabled tenant's token lives out its lifetime (15 minutes at most).
+    func tenantClaims(_ token: String, issuer: String) async throws -> TenantAccessClaims? {
+        guard let claims = await signer.verifyTenantToken(token, issuer: issuer),
+              try database.isEnabled(claims.tenantId)
+        else { return nil }
+        return claims
+    }
+
+    func setDisabled(_ tenantId: String, _ disabled: Bool) async throws -> TenantRecord {
+        let tenant = try await database.setDisabled(tenantId, disabled)
+        logger.info(disabled ? "tenant disabled" : "tenant enabled", metadata: ["tenant": "\(tenantId)"])
+        return tenant
     }
 
     /// A tenant access token (`sub` = tenant, `aud` = lethe) and its lifetime in seconds.

@@ -39,6 +39,9 @@ extension GatewayAPI {
     }
 
     private static func authorize(_ query: FormFields, gateway: Gateway) throws -> Response {
+        if let retryAfter = overLimit("authorize", client: query["client_id"] ?? "", gateway: gateway) {
+            throw tooManyRequests(retryAfter)
+        }
         do {
             return redirect(try gateway.authorize(query))
         } catch .badRequest(let reason) {

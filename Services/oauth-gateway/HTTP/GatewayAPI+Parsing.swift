@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import Hummingbird
+import Metrics
 import NIOCore
 import ServiceKit
 
@@ -40,10 +41,27 @@ extension GatewayAPI {
         return (decoded(text[..<colon]), decoded(text[text.index(after: colon)...]))
     }
 
+    /// Counts one request of `client` at `endpoint` (`authorize` or `token`); the seconds to wait when it is one too
+    /// many (``Gateway/clientRate``).
+    static func overLimit(_ endpoint: String, client: String, gateway: Gateway) -> Int? {
+        guard let retryAfter = gateway.clientRate.take(endpoint + ":" + client) else { return nil }
+        Counter(label: "lethe_gateway_rate_limited_total", dimensions: [("endpoint", endpoint)]).increment()
+        return retryAfter
+    }
+
+    /// 429 with `Retry-After`, in the house error shape.
+    static func tooManyRequests(_ retryAfter: Int) -> HTTPError {
+        HTTPError(.tooManyRequests, headers: [.retryAfter: String(retryAfter)],
+                  message: "too many requests for this client; retry in \(retryAfter) s")
+    }
+
     /// An RFC 6749 §5.2 error body.
-    static func oauthError(_ status: HTTPResponse.Status, _ error: String, _ description: String) -> Response {
+    static func oauthError(
+        _ status: HTTPResponse.Status, _ error: String, _ description: String, retryAfter: Int? = nil
+    ) -> Response {
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
         if status == .unauthorized { headers[.wwwAuthenticate] = "Basic" }
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         let body = #"{"error":"\#(error)","error_description":"\#(description)"}"#
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }

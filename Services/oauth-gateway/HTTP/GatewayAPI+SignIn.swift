@@ -10,6 +10,9 @@ extension GatewayAPI {
     static func addSignInRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, issuer: String) {
         router.get("/v1/tenants/:tenant/signin/atlassian") { request, context -> Response in
             let tenantId = try context.parameters.require("tenant")
+            if let retryAfter = overLimit("authorize", client: tenantId, gateway: gateway) {
+                throw tooManyRequests(retryAfter)
+            }
             let query = FormFields(query: request)
             guard let redirectURI = query["redirect_uri"], !redirectURI.isEmpty else {
                 throw HTTPError(.badRequest, message: "redirect_uri is required")
@@ -23,6 +26,8 @@ extension GatewayAPI {
                 return Self.redirect(url)
             } catch Gateway.SignInError.unknownTenant {
                 throw HTTPError(.notFound, message: "unknown tenant")
+            } catch Gateway.SignInError.disabledTenant {
+                throw HTTPError(.forbidden, message: "the tenant is disabled")
             } catch Gateway.SignInError.returnURLNotAllowed {
                 throw HTTPError(.badRequest, message: "redirect_uri is not one of the tenant's return URLs")
             } catch Gateway.SignInError.noApp {
@@ -40,7 +45,7 @@ extension GatewayAPI {
 
         router.post("/v1/signin/exchange") { request, context -> Response in
             guard let token = BearerSecret.bearerToken(in: request),
-                  let claims = await gateway.signer.verifyTenantToken(String(token), issuer: issuer)
+                  let claims = try await gateway.tenantClaims(String(token), issuer: issuer)
             else {
                 throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""],
                                 message: "a valid tenant access token is required")

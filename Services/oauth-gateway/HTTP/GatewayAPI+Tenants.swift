@@ -51,6 +51,20 @@ extension GatewayAPI {
             }
         }
 
+        // Disabling refuses the tenant's sign-ins (new and in flight), its credentials at the token endpoint, its
+        // access tokens here and its OpenID access tokens at userinfo, at once; enabling undoes it.
+        for (action, disabled) in [("disable", true), ("enable", false)] {
+            router.post(RouterPath(stringLiteral: "/v1/tenants/:tenant/\(action)")) { request, context -> TenantView in
+                try admin.require(request)
+                let tenantId = try context.parameters.require("tenant")
+                do {
+                    return try await view(try await gateway.setDisabled(tenantId, disabled), gateway: gateway)
+                } catch GatewayDatabase.TenantError.notFound {
+                    throw HTTPError(.notFound)
+                }
+            }
+        }
+
         router.post("/v1/signing-keys/rotate") { request, _ -> RotatedKey in
             try admin.require(request)
             return RotatedKey(kid: try await gateway.signer.rotate())

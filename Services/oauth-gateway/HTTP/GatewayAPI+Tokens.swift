@@ -20,6 +20,10 @@ extension GatewayAPI {
             var clientId = form["client_id"]
             var clientSecret = form["client_secret"]
             if let basic = Self.basicCredentials(request) { (clientId, clientSecret) = basic }
+            if let retryAfter = overLimit("token", client: clientId ?? "", gateway: gateway) {
+                return Self.oauthError(
+                    .tooManyRequests, "too_many_requests", "retry in \(retryAfter) s", retryAfter: retryAfter)
+            }
             let grantType = form["grant_type"]
             guard grantType == "client_credentials" || grantType == "authorization_code" else {
                 return Self.oauthError(

@@ -17,9 +17,10 @@ struct TenantView: ResponseCodable, Equatable {
     var returnUrls: [String]
     var erasurePolicy: ErasurePolicy
     var deadlineDays: Int
+    var disabled: Bool
     var app: App?
 
-    enum CodingKeys: String, CodingKey { case tenantId, returnUrls, erasurePolicy, deadlineDays, app }
+    enum CodingKeys: String, CodingKey { case tenantId, returnUrls, erasurePolicy, deadlineDays, disabled, app }
 
     /// Written by hand so that a tenant without an app shows `"app": null`, as documented, not a missing key.
     func encode(to encoder: any Encoder) throws {
@@ -28,6 +29,7 @@ struct TenantView: ResponseCodable, Equatable {
         try container.encode(returnUrls, forKey: .returnUrls)
         try container.encode(erasurePolicy, forKey: .erasurePolicy)
         try container.encode(deadlineDays, forKey: .deadlineDays)
+        try container.encode(disabled, forKey: .disabled)
         try container.encode(app, forKey: .app)
     }
 }
@@ -91,7 +93,7 @@ enum GatewayAPI {
     static func view(_ tenant: TenantRecord, app record: AppRecord?) -> TenantView {
         TenantView(
             tenantId: tenant.tenantId, returnUrls: tenant.returnURLs, erasurePolicy: tenant.erasurePolicy,
-            deadlineDays: tenant.deadlineDays,
+            deadlineDays: tenant.deadlineDays, disabled: tenant.disabled,
             app: record.map {
                 .init(appId: $0.appId, shared: $0.shared, callbackUrl: $0.callbackURL, scopes: $0.scopes)
             })
@@ -103,7 +105,7 @@ enum GatewayAPI {
     ) async throws -> TenantRecord {
         let tenantId = try context.parameters.require("tenant")
         guard let token = BearerSecret.bearerToken(in: request),
-              let claims = await gateway.signer.verifyTenantToken(String(token), issuer: issuer)
+              let claims = try await gateway.tenantClaims(String(token), issuer: issuer)
         else {
             throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""],
                             message: "a valid tenant access token is required")

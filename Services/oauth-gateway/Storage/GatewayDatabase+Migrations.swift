@@ -134,5 +134,9 @@ extension GatewayDatabase {
                 CREATE INDEX revoked_access_tokens_by_expiry ON revoked_access_tokens(expires_at);
                 """)
         },
+        // An operator can disable a tenant (and enable it again): sign-ins refused, its credentials and tokens too.
+        Migration("oauth-gateway.v6.tenant-disabled") { db in
+            try db.execute(sql: "ALTER TABLE tenants ADD COLUMN disabled_at REAL")
+        },
     ]
 }

@@ -40,14 +40,15 @@ extension GatewayDatabase {
         }
     }
 
-    /// Whether an access token may still be honoured: not revoked, and its connection still holds the account. A
-    /// synchronous read (microseconds), made on every userinfo request.
-    func accessTokenUsable(tokenId: Data, connectionId: String, accountId: String) throws -> Bool {
+    /// Whether an access token may still be honoured: not revoked, its tenant not disabled, and its connection still
+    /// holds the account. A synchronous read (microseconds), made on every userinfo request.
+    func accessTokenUsable(tokenId: Data, tenantId: String, connectionId: String, accountId: String) throws -> Bool {
         try database.readNow { db in
             let revoked = try Int.fetchOne(
                 try db.cachedStatement(sql: "SELECT 1 FROM revoked_access_tokens WHERE token_id = ?"),
                 arguments: [tokenId]) != nil
-            return try !revoked && Self.isActive(connectionId: connectionId, accountId: accountId, in: db)
+            return try !revoked && Self.isEnabled(tenantId, in: db)
+                && Self.isActive(connectionId: connectionId, accountId: accountId, in: db)
         }
     }
 

@@ -16,6 +16,7 @@ extension GatewayDatabase {
         var app: AppRecord
         var sealedSecret: Data?
         var nonceUsed: Bool
+        var tenantDisabled: Bool
     }
 
     /// The tenant's return URLs, the app and its sealed secret, and whether `nonce` was used; nil when the tenant or
@@ -30,7 +31,7 @@ extension GatewayDatabase {
                 try db.cachedStatement(sql: "SELECT 1 FROM signin_nonces WHERE nonce = ?"), arguments: [nonce]) != nil
             return CallbackContext(
                 returnURLs: tenant.returnURLs, app: Self.appRecord(row), sealedSecret: row["client_secret"],
-                nonceUsed: used)
+                nonceUsed: used, tenantDisabled: tenant.disabled)
         }
     }
 

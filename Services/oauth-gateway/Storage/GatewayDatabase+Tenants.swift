@@ -33,11 +33,34 @@ extension GatewayDatabase {
         }
     }
 
-    /// Read on the calling thread (``SQLiteDatabase/readNow(_:)``): every token request asks.
+    /// The secret's hash of an enabled tenant (nil for an unknown or disabled one). Read on the calling thread
+    /// (``SQLiteDatabase/readNow(_:)``): every token request asks.
     func secretHash(of tenantId: String) throws -> Data? {
         try database.readNow { db in
-            try Data.fetchOne(try db.cachedStatement(sql: "SELECT secret_hash FROM tenants WHERE tenant_id = ?"),
+            try Data.fetchOne(
+                try db.cachedStatement(sql: "SELECT secret_hash FROM tenants WHERE tenant_id = ? AND disabled_at IS NULL"),
                 arguments: [tenantId])
+        }
+    }
+
+    /// Whether the tenant exists and is not disabled; read on the calling thread, asked on every tenant request.
+    func isEnabled(_ tenantId: String) throws -> Bool {
+        try database.readNow { db in try Self.isEnabled(tenantId, in: db) }
+    }
+
+    static func isEnabled(_ tenantId: String, in db: GRDB.Database) throws -> Bool {
+        try Int.fetchOne(
+            try db.cachedStatement(sql: "SELECT 1 FROM tenants WHERE tenant_id = ? AND disabled_at IS NULL"),
+            arguments: [tenantId]) != nil
+    }
+
+    /// Disables or enables a tenant; returns it as it is now.
+    func setDisabled(_ tenantId: String, _ disabled: Bool, now: Date = Date()) async throws -> TenantRecord {
+        try await database.write { db in
+            try db.cachedStatement(sql: "UPDATE tenants SET disabled_at = ?, updated_at = ? WHERE tenant_id = ?")
+                .execute(arguments: [disabled ? now.timeIntervalSince1970 : nil, now.timeIntervalSince1970, tenantId])
+            guard db.changesCount == 1, let tenant = try Self.tenant(tenantId, in: db) else { throw TenantError.notFound }
+            return tenant
         }
     }
 
@@ -160,7 +183,8 @@ extension GatewayDatabase {
             tenantId: row["tenant_id"],
             returnURLs: try returnURLs(row["return_urls"]),
             erasurePolicy: ErasurePolicy(rawValue: row["erasure_policy"]) ?? .delete,
-            deadlineDays: row["deadline_days"], appId: row["app_id"])
+            deadlineDays: row["deadline_days"], appId: row["app_id"],
+            disabled: (row["disabled_at"] as Double?) != nil)
     }
 
     static func app(_ appId: String, in db: GRDB.Database) throws -> AppRecord? {

@@ -10,6 +10,8 @@ struct TenantRecord: Sendable, Equatable {
     var erasurePolicy: ErasurePolicy
     var deadlineDays: Int
     var appId: String?
+    /// Disabled by the operator: no sign-in, no token, no API call until enabled again.
+    var disabled = false
 }
 
 /// An Atlassian OAuth app a tenant signs its users in with: its own, or the platform's shared one.
