@@ -38,16 +38,13 @@ struct SealedAuthorizationCode: Sendable, Equatable {
         fields.append(authTime)
         fields.append(expiresAt)
         fields.append(nonce)
-        return Base64URL.encode(try box.seal(fields.bytes, context: Self.context(clientId: clientId)))
+        return try SealedValue.seal(fields, context: Self.context(clientId: clientId), with: box)
     }
 
     /// The code, if `text` is one this gateway sealed for `clientId` (it may have expired; the caller checks).
     static func open(_ text: String, clientId: String, with box: SecretBox) -> SealedAuthorizationCode? {
-        guard text.utf8.count <= 8192, let sealed = Base64URL.decode(text),
-              let plain = try? box.open(sealed, context: context(clientId: clientId))
-        else { return nil }
-        var reader = SealedFields.Reader(plain)
-        guard let connectionId = reader.string(), let payload = reader.payload(), let hash = reader.data(),
+        guard var reader = SealedValue.open(text, context: context(clientId: clientId), maxLength: 8192, with: box),
+              let connectionId = reader.string(), let payload = reader.payload(), let hash = reader.data(),
               let request = reader.openIDRequest(), let authTime = reader.date(), let expiresAt = reader.date(),
               let nonce = reader.data(), reader.isAtEnd, nonce.count == 16
         else { return nil }
@@ -79,15 +76,12 @@ struct SealedAccessToken: Sendable, Equatable {
         fields.append(scopes.joined(separator: " "))
         fields.append(expiresAt)
         fields.append(tokenId)
-        return Base64URL.encode(try box.seal(fields.bytes, context: Self.context))
+        return try SealedValue.seal(fields, context: Self.context, with: box)
     }
 
     static func open(_ text: String, with box: SecretBox) -> SealedAccessToken? {
-        guard text.utf8.count <= 8192, let sealed = Base64URL.decode(text),
-              let plain = try? box.open(sealed, context: context)
-        else { return nil }
-        var reader = SealedFields.Reader(plain)
-        guard let tenantId = reader.string(), let connectionId = reader.string(), let payload = reader.payload(),
+        guard var reader = SealedValue.open(text, context: context, maxLength: 8192, with: box),
+              let tenantId = reader.string(), let connectionId = reader.string(), let payload = reader.payload(),
               let scopes = reader.string(), let expiresAt = reader.date(), let tokenId = reader.data(),
               reader.isAtEnd, tokenId.count == 16
         else { return nil }

@@ -35,16 +35,13 @@ struct SealedSignInState: Sendable, Equatable {
         fields.append(expiresAt)
         fields.append(nonce)
         if let openID { fields.append(openID) }
-        return Base64URL.encode(try box.seal(fields.bytes, context: Self.context))
+        return try SealedValue.seal(fields, context: Self.context, with: box)
     }
 
     /// The state, if `text` is one this gateway sealed (it may have expired; the caller checks).
     static func open(_ text: String, with box: SecretBox) -> SealedSignInState? {
-        guard text.utf8.count <= 4096, let sealed = Base64URL.decode(text),
-              let plain = try? box.open(sealed, context: context)
-        else { return nil }
-        var reader = SealedFields.Reader(plain)
-        guard let tenantId = reader.string(), let appId = reader.string(), let hash = reader.data(),
+        guard var reader = SealedValue.open(text, context: context, maxLength: 4096, with: box),
+              let tenantId = reader.string(), let appId = reader.string(), let hash = reader.data(),
               let tenantState = reader.string(), let expiresAt = reader.date(), let nonce = reader.data(),
               nonce.count == 16
         else { return nil }
@@ -78,19 +75,33 @@ struct SealedSignInCode: Sendable, Equatable {
         fields.append(payload)
         fields.append(expiresAt)
         fields.append(nonce)
-        return Base64URL.encode(try box.seal(fields.bytes, context: Self.context(tenantId: tenantId)))
+        return try SealedValue.seal(fields, context: Self.context(tenantId: tenantId), with: box)
     }
 
     /// The code, if `text` is one this gateway sealed for `tenantId` (it may have expired; the caller checks).
     static func open(_ text: String, tenantId: String, with box: SecretBox) -> SealedSignInCode? {
-        guard text.utf8.count <= 8192, let sealed = Base64URL.decode(text),
-              let plain = try? box.open(sealed, context: context(tenantId: tenantId))
-        else { return nil }
-        var reader = SealedFields.Reader(plain)
-        guard let connectionId = reader.string(), let payload = reader.payload(),
+        guard var reader = SealedValue.open(text, context: context(tenantId: tenantId), maxLength: 8192, with: box),
+              let connectionId = reader.string(), let payload = reader.payload(),
               let expiresAt = reader.date(), let nonce = reader.data(), reader.isAtEnd, nonce.count == 16
         else { return nil }
         return SealedSignInCode(connectionId: connectionId, payload: payload, expiresAt: expiresAt, nonce: nonce)
+    }
+}
+
+/// How every sealed value travels: the AES-GCM of ``SecretBox`` under a context naming its purpose (so no sealed value
+/// opens as another kind), in base64url (safe in a query parameter as it is).
+enum SealedValue {
+    static func seal(_ fields: SealedFields, context: String, with box: SecretBox) throws -> String {
+        Base64URL.encode(try box.seal(fields.bytes, context: context))
+    }
+
+    /// The fields of `text` when this gateway sealed it under `context`; nil for anything else or anything longer
+    /// than `maxLength`.
+    static func open(_ text: String, context: String, maxLength: Int, with box: SecretBox) -> SealedFields.Reader? {
+        guard text.utf8.count <= maxLength, let sealed = Base64URL.decode(text),
+              let plain = try? box.open(sealed, context: context)
+        else { return nil }
+        return SealedFields.Reader(plain)
     }
 }
 
