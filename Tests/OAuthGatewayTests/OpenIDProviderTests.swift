@@ -107,7 +107,7 @@ struct OpenIDRouteTests {
         let payload = SignInPayload(
             userId: "u1", accountId: "5b10ac8d82e05b22cc7d4ef5", appId: "acme-app", test: false,
             profile: .init(name: "Ada", email: "ada@example.com", nickname: nil, picture: nil, emailVerified: true))
-        let request = OpenIDRequest(scopes: ["openid", "email"], nonce: "n-0S6_WzA2Mj", codeChallenge: nil)
+        let request = OpenIDRequest(clientId: "acme", scopes: ["openid", "email"], nonce: "n-0S6_WzA2Mj", codeChallenge: nil)
         let code = SealedAuthorizationCode(
             connectionId: "c1", payload: payload, redirectURIHash: OneTimeValue.hash("https://a.example/"),
             request: request, authTime: Date(timeIntervalSince1970: 1_700_000_000),
@@ -322,6 +322,60 @@ struct OpenIDFlowTests {
             #expect(old.status == 401)
             #expect(try await harness.token(form: "grant_type=client_credentials&client_id=acme&client_secret=\(secret)").status == 200)
             #expect(try await harness.get("/oauth/userinfo", bearer: accessToken).status == 200)
+        }
+    }
+
+    @Test("a public client: no secret, PKCE required at authorize and token, its own redirect URIs, aud is its id; deleted, it is unknown")
+    func publicClient() async throws {
+        try await GatewayHarness.run { harness, _ in
+            let acme = try await Self.setUp(harness)
+            let appURL = "https://app.acme.example/callback"
+            let created = try await harness.send(
+                .POST, "/v1/tenants/acme/public-clients", bearer: acme.token, json: ["redirectUris": [appURL]])
+            #expect(created.status == 201, "\(created.body)")
+            let clientId = try #require(created.json["clientId"] as? String)
+            #expect(clientId.hasPrefix("acme.pub-"))
+            #expect(try await harness.send(
+                .POST, "/v1/tenants/acme/public-clients", bearer: acme.token, json: ["redirectUris": ["not a url"]]).status == 400)
+
+            let base = "response_type=code&client_id=\(clientId)&scope=openid+email&state=st"
+            // Without PKCE: refused at the client's redirect URI; the tenant's return URL is not this client's.
+            let noPKCE = try await harness.get("/oauth/authorize?\(base)&redirect_uri=\(FormFields.encode(appURL))")
+            #expect(GatewayHarness.query(of: try #require(noPKCE.location))["error"] == "invalid_request")
+            let (verifier, challenge) = Self.pkce()
+            let pkce = "&code_challenge=\(challenge)&code_challenge_method=S256"
+            let tenantReturn = try await harness.get(
+                "/oauth/authorize?\(base)\(pkce)&redirect_uri=\(FormFields.encode(Self.returnURL))")
+            #expect(tenantReturn.status == 400)
+
+            // The browser's hops end at the app's own redirect URI.
+            let start = try await harness.get("/oauth/authorize?\(base)\(pkce)&redirect_uri=\(FormFields.encode(appURL))")
+            let consent = try await harness.get(try #require(start.location) + "&sandbox_user=\(Self.account)")
+            let back = try await harness.get(try #require(consent.location))
+            let location = try #require(back.location)
+            #expect(location.hasPrefix(appURL + "?"), "\(location)")
+            let code = try #require(GatewayHarness.query(of: location)["code"])
+            let grant = "grant_type=authorization_code&code=\(code)&redirect_uri=\(FormFields.encode(appURL))&client_id=\(clientId)"
+            #expect(try await harness.token(form: grant).json["error"] as? String == "invalid_grant")
+            #expect(try await harness.token(form: grant + "&code_verifier=\(verifier)&client_secret=x").status == 401)
+            let tokens = try await harness.token(form: grant + "&code_verifier=\(verifier)")
+            #expect(tokens.status == 200, "\(tokens.body)")
+            let jwks = JWTKeyCollection()
+            try await jwks.add(jwksJSON: try await harness.get("/.well-known/jwks.json").body)
+            let claims = try await jwks.verify(try #require(tokens.json["id_token"] as? String), as: OpenIDTokenClaims.self)
+            #expect(claims.aud.value == [clientId] && claims.claims.email == "ada@example.com")
+            let info = try await harness.get("/oauth/userinfo", bearer: try #require(tokens.json["access_token"] as? String))
+            #expect(info.status == 200 && info.json["sub"] as? String == claims.sub.value)
+            let credentials = try await harness.token(form: "grant_type=client_credentials&client_id=\(clientId)")
+            #expect(credentials.json["error"] as? String == "unauthorized_client")
+
+            let list = try await harness.get("/v1/tenants/acme/public-clients", bearer: acme.token)
+            #expect((list.json["clients"] as? [[String: Any]])?.compactMap { $0["clientId"] as? String } == [clientId])
+            #expect(try await harness.perform(
+                .DELETE, "/v1/tenants/acme/public-clients/\(clientId)", headers: [("authorization", "Bearer \(acme.token)")],
+                body: nil).status == 204)
+            let gone = try await harness.get("/oauth/authorize?\(base)\(pkce)&redirect_uri=\(FormFields.encode(appURL))")
+            #expect(gone.status == 400 && gone.location == nil)
         }
     }
 }

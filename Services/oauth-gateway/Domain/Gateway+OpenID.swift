@@ -125,10 +125,10 @@ extension Gateway {
         guard let redirectURI = query["redirect_uri"], !redirectURI.isEmpty else {
             throw .badRequest("redirect_uri is required")
         }
-        let found: (TenantRecord, AppRecord?)?
-        do { found = try database.tenantAndAppNow(clientId) } catch { throw .badRequest("try again") }
-        guard let (tenant, app) = found else { throw .badRequest("unknown client_id") }
-        guard tenant.returnURLs.contains(redirectURI) else {
+        let found: OpenIDClient?
+        do { found = try database.openIDClientNow(clientId) } catch { throw .badRequest("try again") }
+        guard let client = found else { throw .badRequest("unknown client_id") }
+        guard client.redirectURIs.contains(redirectURI) else {
             throw .badRequest("redirect_uri is not one of the client's registered redirect URIs")
         }
         let state = query["state"]
@@ -138,15 +138,21 @@ extension Gateway {
             ]))
         }
         let request: OpenIDRequest
-        switch Self.openIDRequest(query) {
+        switch Self.openIDRequest(query, clientId: clientId) {
         case .success(let parsed): request = parsed
         case .failure(let failure): throw refuse(failure.error, failure.description)
         }
         if (state?.count ?? 0) > 512 { throw refuse("invalid_request", "state is longer than 512 characters") }
-        guard !tenant.disabled else { throw refuse("unauthorized_client", "the client is disabled") }
-        guard app != nil else { throw refuse("server_error", "the client has no Atlassian app configured") }
+        // RFC 9700 §2.1.1: a client that cannot keep a secret proves with PKCE that it is the one that asked.
+        if client.isPublic, request.codeChallenge == nil {
+            throw refuse("invalid_request", "code_challenge (S256) is required for a public client")
+        }
+        guard !client.tenant.disabled else { throw refuse("unauthorized_client", "the client is disabled") }
+        guard let app = client.app else { throw refuse("server_error", "the client has no Atlassian app configured") }
         do {
-            return try startSignIn(tenantId: clientId, redirectURI: redirectURI, tenantState: state ?? "", openID: request)
+            return try atlassianAuthorizeURL(
+                tenantId: client.tenant.tenantId, app: app, redirectURI: redirectURI, tenantState: state ?? "",
+                openID: request)
         } catch {
             throw refuse("server_error", "the sign-in could not start")
         }
@@ -158,7 +164,7 @@ extension Gateway {
     }
 
     /// The OpenID parameters of an authorization request, or the RFC 6749 / OIDC error it earns.
-    static func openIDRequest(_ query: FormFields) -> Result<OpenIDRequest, RequestFailure> {
+    static func openIDRequest(_ query: FormFields, clientId: String) -> Result<OpenIDRequest, RequestFailure> {
         func failure(_ error: String, _ description: String) -> Result<OpenIDRequest, RequestFailure> {
             .failure(RequestFailure(error: error, description: description))
         }
@@ -190,7 +196,7 @@ extension Gateway {
             return failure("invalid_request", "code_challenge_method without code_challenge")
         }
         return .success(OpenIDRequest(
-            scopes: openIDScopes.filter(asked.contains), nonce: nonce, codeChallenge: challenge))
+            clientId: clientId, scopes: openIDScopes.filter(asked.contains), nonce: nonce, codeChallenge: challenge))
     }
 
     /// What the token endpoint issues for an authorization code.
@@ -204,7 +210,10 @@ extension Gateway {
     /// The token endpoint's `authorization_code` grant for an authenticated client (RFC 6749 §4.1.3, RFC 7636 §4.6).
     /// Throws a ``RequestFailure`` with `invalid_grant` for a code that is not this client's, expired, used, erased,
     /// or whose redirect URI or PKCE verifier does not match.
-    func grant(code: String, clientId: String, redirectURI: String?, codeVerifier: String?) async throws -> CodeGrant {
+    func grant(code: String, client: OpenIDClient, redirectURI: String?, codeVerifier: String?) async throws
+        -> CodeGrant
+    {
+        let clientId = client.clientId
         func invalidGrant(_ description: String) -> RequestFailure {
             RequestFailure(error: "invalid_grant", description: description)
         }
@@ -214,6 +223,7 @@ extension Gateway {
         guard let redirectURI, OneTimeValue.hash(redirectURI) == found.redirectURIHash else {
             throw invalidGrant("redirect_uri differs from the authorization request's")
         }
+        if client.isPublic, found.request.codeChallenge == nil { throw invalidGrant("a public client's code needs PKCE") }
         if let challenge = found.request.codeChallenge {
             guard let codeVerifier, PKCE.verify(verifier: codeVerifier, challenge: challenge) else {
                 throw invalidGrant("code_verifier does not match the code_challenge")
@@ -228,7 +238,7 @@ extension Gateway {
         case .redeemed: break
         case .replayed:
             logger.warning("authorization code presented again; the access token it issued is revoked",
-                           metadata: ["tenant": "\(clientId)"])
+                           metadata: ["tenant": "\(client.tenant.tenantId)"])
             throw invalidGrant("authorization code already used")
         case .expired: throw invalidGrant("authorization code expired")
         case .connectionGone: throw invalidGrant("the sign-in was erased")
@@ -236,7 +246,7 @@ extension Gateway {
         let now = Self.wholeSeconds()
         let scopes = found.request.scopes
         let accessToken = try SealedAccessToken(
-            tenantId: clientId, connectionId: found.connectionId, payload: found.payload, scopes: scopes,
+            tenantId: client.tenant.tenantId, connectionId: found.connectionId, payload: found.payload, scopes: scopes,
             expiresAt: now.addingTimeInterval(Self.accessTokenLifetime), tokenId: found.nonce
         ).seal(with: box)
         let claims = OpenIDTokenClaims(
@@ -285,7 +295,7 @@ extension Gateway {
                 "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "name", "nickname", "picture",
                 "email", "email_verified", "atlassian_account_id",
             ],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
             "authorization_response_iss_parameter_supported": true,
             "claims_parameter_supported": false,

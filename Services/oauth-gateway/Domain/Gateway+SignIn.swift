@@ -39,14 +39,21 @@ extension Gateway {
 
     /// Step 1: checks the return URL and returns Atlassian's authorize URL with a sealed one-time state (nothing is
     /// stored: see ``SealedSignInState``).
-    /// `openID` is set for an OpenID Connect authorization request (the callback then issues an authorization code).
-    func startSignIn(tenantId: String, redirectURI: String, tenantState: String, openID: OpenIDRequest? = nil)
-        throws -> URL
-    {
+    func startSignIn(tenantId: String, redirectURI: String, tenantState: String) throws -> URL {
         guard let (tenant, app) = try database.tenantAndAppNow(tenantId) else { throw SignInError.unknownTenant }
         guard tenant.returnURLs.contains(redirectURI) else { throw SignInError.returnURLNotAllowed }
         guard !tenant.disabled else { throw SignInError.disabledTenant }
         guard let app else { throw SignInError.noApp }
+        return try atlassianAuthorizeURL(
+            tenantId: tenantId, app: app, redirectURI: redirectURI, tenantState: tenantState, openID: nil)
+    }
+
+    /// Atlassian's authorize URL for the app with the sealed state of a sign-in that returns to `redirectURI`
+    /// (checked by the caller); `openID` is set for an OpenID Connect authorization request (the callback then issues
+    /// an authorization code for that client).
+    func atlassianAuthorizeURL(
+        tenantId: String, app: AppRecord, redirectURI: String, tenantState: String, openID: OpenIDRequest?
+    ) throws -> URL {
         let state = try SealedSignInState(
             tenantId: tenantId, appId: app.appId, returnURLHash: OneTimeValue.hash(redirectURI),
             tenantState: tenantState, expiresAt: Date().addingTimeInterval(Self.stateLifetime),
@@ -71,7 +78,7 @@ extension Gateway {
         }
         defer { statesInFlight.release(state.nonce) }
         guard let context = try database.callbackContext(
-                tenantId: state.tenantId, appId: state.appId, nonce: state.nonce),
+                tenantId: state.tenantId, appId: state.appId, nonce: state.nonce, clientId: state.openID?.clientId),
               !context.nonceUsed,
               let redirectURI = context.returnURLs.first(where: { OneTimeValue.hash($0) == state.returnURLHash })
         else {
@@ -122,7 +129,7 @@ extension Gateway {
             code = try SealedAuthorizationCode(
                 connectionId: stored.connectionId, payload: payload, redirectURIHash: state.returnURLHash,
                 request: openID, authTime: now, expiresAt: expiresAt, nonce: SignInNonce.make()
-            ).seal(with: box, clientId: tenantId)
+            ).seal(with: box, clientId: openID.clientId)
         } else {
             code = try SealedSignInCode(
                 connectionId: stored.connectionId, payload: payload, expiresAt: expiresAt, nonce: SignInNonce.make()

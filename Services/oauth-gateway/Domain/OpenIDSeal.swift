@@ -5,6 +5,8 @@ import ServiceKit
 /// What an OpenID Connect authorization request asked for (OIDC Core §3.1.2.1, RFC 7636), carried sealed through
 /// Atlassian's sign-in and then in the authorization code, so that nothing about a pending request is stored.
 struct OpenIDRequest: Sendable, Equatable {
+    /// The client that asked: the tenant id, or one of its public clients' ids.
+    var clientId: String
     /// The OpenID scopes granted: `openid` and those of `profile`, `email` the client asked for (others are ignored).
     var scopes: [String]
     /// The client's `nonce`, echoed in the ID token (OIDC Core §3.1.2.1).
@@ -103,6 +105,7 @@ extension SealedFields {
     }
 
     mutating func append(_ request: OpenIDRequest) {
+        append(request.clientId)
         append(request.scopes.joined(separator: " "))
         appendOptional(request.nonce)
         appendOptional(request.codeChallenge)
@@ -122,8 +125,12 @@ extension SealedFields.Reader {
     }
 
     mutating func openIDRequest() -> OpenIDRequest? {
-        guard let scopes = string(), let nonce = optionalString(), let challenge = optionalString() else { return nil }
-        return OpenIDRequest(scopes: scopes.split(separator: " ").map(String.init), nonce: nonce, codeChallenge: challenge)
+        guard let clientId = string(), let scopes = string(), let nonce = optionalString(),
+              let challenge = optionalString()
+        else { return nil }
+        return OpenIDRequest(
+            clientId: clientId, scopes: scopes.split(separator: " ").map(String.init), nonce: nonce,
+            codeChallenge: challenge)
     }
 }
 

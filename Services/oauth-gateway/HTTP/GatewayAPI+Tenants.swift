@@ -105,6 +105,40 @@ extension GatewayAPI {
         }
     }
 
+    /// Behind the tenant's own access token: its public OpenID clients (browser and mobile apps: no secret, PKCE).
+    static func addPublicClientRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, issuer: String) {
+        router.post("/v1/tenants/:tenant/public-clients") { request, context -> Response in
+            let tenant = try await authorizedTenant(request, context, gateway: gateway, issuer: issuer)
+            struct Body: Decodable { var redirectUris: [String] }
+            let body = try await Self.decode(Body.self, request, reason: "body must be JSON {redirectUris: [url]}")
+            guard (1...20).contains(body.redirectUris.count) else {
+                throw HTTPError(.badRequest, message: "1 to 20 redirect URIs")
+            }
+            for url in body.redirectUris where !Self.isValidURL(url) {
+                throw HTTPError(.badRequest, message: "redirect URIs must be absolute http(s) URLs without a fragment")
+            }
+            guard let client = try await gateway.database.createPublicClient(
+                of: tenant.tenantId, redirectURIs: body.redirectUris)
+            else {
+                throw HTTPError(.conflict, message: "at most \(GatewayDatabase.maxPublicClients) public clients")
+            }
+            return try created(PublicClientView(client), request, context, status: .created)
+        }
+
+        router.get("/v1/tenants/:tenant/public-clients") { request, context -> PublicClientList in
+            let tenant = try await authorizedTenant(request, context, gateway: gateway, issuer: issuer)
+            return PublicClientList(clients: try await gateway.database.publicClients(of: tenant.tenantId).map(PublicClientView.init))
+        }
+
+        router.delete("/v1/tenants/:tenant/public-clients/:client") { request, context -> Response in
+            let tenant = try await authorizedTenant(request, context, gateway: gateway, issuer: issuer)
+            guard try await gateway.database.deletePublicClient(
+                try context.parameters.require("client"), of: tenant.tenantId)
+            else { throw HTTPError(.notFound) }
+            return Response(status: .noContent)
+        }
+    }
+
     /// Behind the tenant's own access token: its Atlassian app, its own or the platform's shared one.
     static func addAppRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, issuer: String) {
         router.put("/v1/tenants/:tenant/app") { request, context -> TenantView in

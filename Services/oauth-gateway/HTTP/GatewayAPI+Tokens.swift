@@ -29,11 +29,25 @@ extension GatewayAPI {
                 return Self.oauthError(
                     .badRequest, "unsupported_grant_type", "grant_type must be authorization_code or client_credentials")
             }
-            guard let clientId, let clientSecret, !clientId.isEmpty, clientId.count <= 63, !clientSecret.isEmpty,
-                  try await gateway.authenticateClient(clientId, secret: clientSecret)
+            guard let clientId, !clientId.isEmpty, clientId.count <= 128,
+                  let client = try gateway.database.openIDClientNow(clientId)
             else { return Self.oauthError(.unauthorized, "invalid_client", "unknown client or wrong secret") }
+            if client.isPublic {
+                // A public client has no secret (token_endpoint_auth_method none): PKCE proves it instead.
+                guard clientSecret == nil, !client.tenant.disabled else {
+                    return Self.oauthError(.unauthorized, "invalid_client", "unknown client or wrong secret")
+                }
+                guard grantType == "authorization_code" else {
+                    return Self.oauthError(
+                        .badRequest, "unauthorized_client", "a public client may only redeem authorization codes")
+                }
+            } else {
+                guard let clientSecret, !clientSecret.isEmpty,
+                      try await gateway.authenticateClient(clientId, secret: clientSecret)
+                else { return Self.oauthError(.unauthorized, "invalid_client", "unknown client or wrong secret") }
+            }
             if grantType == "authorization_code" {
-                return try await Self.codeGrant(form, clientId: clientId, gateway: gateway)
+                return try await Self.codeGrant(form, client: client, gateway: gateway)
             }
             let (token, expiresIn) = try await gateway.tenantAccessToken(for: clientId)
             return try Self.tokenResponse(["access_token": token, "token_type": "Bearer", "expires_in": expiresIn])
@@ -41,13 +55,13 @@ extension GatewayAPI {
     }
 
     /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5): the OpenID flow's access and ID tokens.
-    static func codeGrant(_ form: [String: String], clientId: String, gateway: Gateway) async throws -> Response {
+    static func codeGrant(_ form: [String: String], client: OpenIDClient, gateway: Gateway) async throws -> Response {
         guard let code = form["code"], !code.isEmpty else {
             return oauthError(.badRequest, "invalid_request", "code is required")
         }
         do {
             let grant = try await gateway.grant(
-                code: code, clientId: clientId, redirectURI: form["redirect_uri"], codeVerifier: form["code_verifier"])
+                code: code, client: client, redirectURI: form["redirect_uri"], codeVerifier: form["code_verifier"])
             return try tokenResponse([
                 "access_token": grant.accessToken, "token_type": "Bearer", "expires_in": grant.expiresIn,
                 "id_token": grant.idToken, "scope": grant.scope,

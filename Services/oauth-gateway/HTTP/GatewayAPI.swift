@@ -46,6 +46,21 @@ struct TenantList: ResponseCodable {
     var nextCursor: String?
 }
 
+/// A public OpenID client as the tenant API shows it.
+struct PublicClientView: ResponseCodable {
+    var clientId: String
+    var redirectUris: [String]
+
+    init(_ record: PublicClientRecord) {
+        clientId = record.clientId
+        redirectUris = record.redirectURIs
+    }
+}
+
+struct PublicClientList: ResponseCodable {
+    var clients: [PublicClientView]
+}
+
 struct RotatedKey: ResponseCodable {
     var kid: String
 }
@@ -80,6 +95,7 @@ enum GatewayAPI {
         addOperatorRoutes(to: router, gateway: gateway, adminToken: adminToken)
         addTenantRoutes(to: router, gateway: gateway, issuer: issuer)
         addAppRoutes(to: router, gateway: gateway, issuer: issuer)
+        addPublicClientRoutes(to: router, gateway: gateway, issuer: issuer)
         addSignInRoutes(to: router, gateway: gateway, issuer: issuer)
         addInternalRoutes(to: router, gateway: gateway, internalToken: internalToken)
     }

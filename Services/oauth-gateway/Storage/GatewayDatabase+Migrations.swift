@@ -138,5 +138,17 @@ extension GatewayDatabase {
         Migration("oauth-gateway.v6.tenant-disabled") { db in
             try db.execute(sql: "ALTER TABLE tenants ADD COLUMN disabled_at REAL")
         },
+        // A tenant's public OpenID clients (browser and mobile apps: no secret, PKCE required).
+        Migration("oauth-gateway.v7.public-clients") { db in
+            try db.execute(sql: """
+                CREATE TABLE public_clients (
+                    client_id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    redirect_uris TEXT NOT NULL,
+                    created_at REAL NOT NULL
+                );
+                CREATE INDEX public_clients_by_tenant ON public_clients(tenant_id);
+                """)
+        },
     ]
 }

@@ -19,14 +19,23 @@ extension GatewayDatabase {
         var tenantDisabled: Bool
     }
 
-    /// The tenant's return URLs, the app and its sealed secret, and whether `nonce` was used; nil when the tenant or
-    /// the app is gone. A synchronous read: SQLite answers this in microseconds, less than two thread hops cost.
-    func callbackContext(tenantId: String, appId: String, nonce: Data) throws -> CallbackContext? {
+    /// The tenant's return URLs (or, for a sign-in of one of its public OpenID clients, that client's redirect URIs),
+    /// the app and its sealed secret, and whether `nonce` was used; nil when the tenant, the app or the client is
+    /// gone. A synchronous read: SQLite answers this in microseconds, less than two thread hops cost.
+    func callbackContext(tenantId: String, appId: String, nonce: Data, clientId: String? = nil) throws
+        -> CallbackContext?
+    {
         try database.readNow { db -> CallbackContext? in
-            guard let tenant = try Self.tenant(tenantId, in: db),
+            guard var tenant = try Self.tenant(tenantId, in: db),
                   let row = try Row.fetchOne(
                     try db.cachedStatement(sql: "SELECT * FROM apps WHERE app_id = ?"), arguments: [appId])
             else { return nil }
+            if let clientId, clientId != tenantId {
+                guard let client = try Self.openIDClient(clientId, in: db), client.tenant.tenantId == tenantId else {
+                    return nil
+                }
+                tenant.returnURLs = client.redirectURIs
+            }
             let used = try Int.fetchOne(
                 try db.cachedStatement(sql: "SELECT 1 FROM signin_nonces WHERE nonce = ?"), arguments: [nonce]) != nil
             return CallbackContext(
