@@ -116,6 +116,8 @@ extension Gateway {
         case badRequest(String)
         /// Sent back to the client's (registered) redirect URI as `error` and `error_description`.
         case redirect(location: String)
+        /// The database could not be read: a 503, to try again.
+        case unavailable
     }
 
     /// The authorization endpoint: checks the request and returns Atlassian's authorize URL, whose sealed state
@@ -126,7 +128,7 @@ extension Gateway {
             throw .badRequest("redirect_uri is required")
         }
         let found: OpenIDClient?
-        do { found = try database.openIDClientNow(clientId) } catch { throw .badRequest("try again") }
+        do { found = try database.openIDClientNow(clientId) } catch { throw .unavailable }
         guard let client = found else { throw .badRequest("unknown client_id") }
         guard client.redirectURIs.contains(redirectURI) else {
             throw .badRequest("redirect_uri is not one of the client's registered redirect URIs")

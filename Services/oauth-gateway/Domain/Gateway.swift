@@ -130,9 +130,10 @@ final class Gateway: Sendable {
         return secret
     }
 
-    /// Whether `secret` is the tenant's client secret (hashes compared in constant time).
-    func authenticateClient(_ clientId: String, secret: String) async throws -> Bool {
-        guard let stored = try database.secretHash(of: clientId) else { return false }
+    /// Whether `secret` is the client secret of `client`, a confidential client of an enabled tenant (hashes
+    /// compared in constant time).
+    func authenticate(_ client: OpenIDClient, secret: String) -> Bool {
+        guard !client.isPublic, !client.tenant.disabled, let stored = client.secretHash else { return false }
         return BearerSecret.equalDigests(stored, OneTimeValue.hash(secret))
     }
 

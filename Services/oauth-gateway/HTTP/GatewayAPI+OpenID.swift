@@ -48,6 +48,8 @@ extension GatewayAPI {
             throw HTTPError(.badRequest, message: reason)
         } catch .redirect(let location) {
             return redirect(location)
+        } catch .unavailable {
+            throw HTTPError(.serviceUnavailable, message: "the sign-in cannot start right now; try again")
         }
     }
 

@@ -42,9 +42,9 @@ extension GatewayAPI {
                         .badRequest, "unauthorized_client", "a public client may only redeem authorization codes")
                 }
             } else {
-                guard let clientSecret, !clientSecret.isEmpty,
-                      try await gateway.authenticateClient(clientId, secret: clientSecret)
-                else { return Self.oauthError(.unauthorized, "invalid_client", "unknown client or wrong secret") }
+                guard let clientSecret, !clientSecret.isEmpty, gateway.authenticate(client, secret: clientSecret) else {
+                    return Self.oauthError(.unauthorized, "invalid_client", "unknown client or wrong secret")
+                }
             }
             if grantType == "authorization_code" {
                 return try await Self.codeGrant(form, client: client, gateway: gateway)

@@ -9,6 +9,8 @@ struct OpenIDClient: Sendable, Equatable {
     var app: AppRecord?
     var redirectURIs: [String]
     var isPublic: Bool
+    /// The tenant's client secret hash, for the confidential client; nil for a public one.
+    var secretHash: Data?
 }
 
 struct PublicClientRecord: Sendable, Equatable {
@@ -30,7 +32,10 @@ extension GatewayDatabase {
         if let tenant = try tenant(clientId, in: db) {
             return OpenIDClient(
                 clientId: clientId, tenant: tenant, app: try tenant.appId.flatMap { try app($0, in: db) },
-                redirectURIs: tenant.returnURLs, isPublic: false)
+                redirectURIs: tenant.returnURLs, isPublic: false,
+                secretHash: try Data.fetchOne(
+                    try db.cachedStatement(sql: "SELECT secret_hash FROM tenants WHERE tenant_id = ?"),
+                    arguments: [clientId]))
         }
         guard let row = try Row.fetchOne(
                 try db.cachedStatement(sql: "SELECT tenant_id, redirect_uris FROM public_clients WHERE client_id = ?"),

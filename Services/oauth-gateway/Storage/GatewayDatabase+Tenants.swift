@@ -33,16 +33,6 @@ extension GatewayDatabase {
         }
     }
 
-    /// The secret's hash of an enabled tenant (nil for an unknown or disabled one). Read on the calling thread
-    /// (``SQLiteDatabase/readNow(_:)``): every token request asks.
-    func secretHash(of tenantId: String) throws -> Data? {
-        try database.readNow { db in
-            try Data.fetchOne(
-                try db.cachedStatement(sql: "SELECT secret_hash FROM tenants WHERE tenant_id = ? AND disabled_at IS NULL"),
-                arguments: [tenantId])
-        }
-    }
-
     /// Whether the tenant exists and is not disabled; read on the calling thread, asked on every tenant request.
     func isEnabled(_ tenantId: String) throws -> Bool {
         try database.readNow { db in try Self.isEnabled(tenantId, in: db) }
