@@ -30,12 +30,8 @@ extension GatewayAPI {
             return try authorize(FormFields(decoding: String(buffer: body)), gateway: gateway)
         }
 
-        router.get("/oauth/userinfo") { request, context -> Response in
-            try userInfo(request, context, gateway: gateway)
-        }
-        router.post("/oauth/userinfo") { request, context -> Response in
-            try userInfo(request, context, gateway: gateway)
-        }
+        router.get("/oauth/userinfo") { request, _ -> Response in try userInfo(request, gateway: gateway) }
+        router.post("/oauth/userinfo") { request, _ -> Response in try userInfo(request, gateway: gateway) }
     }
 
     private static func authorize(_ query: FormFields, gateway: Gateway) throws -> Response {
@@ -54,7 +50,7 @@ extension GatewayAPI {
     }
 
     /// RFC 6750 §2.1 bearer in the header; 401 with `WWW-Authenticate` for anything but a usable access token.
-    private static func userInfo(_ request: Request, _ context: BasicRequestContext, gateway: Gateway) throws -> Response {
+    private static func userInfo(_ request: Request, gateway: Gateway) throws -> Response {
         guard let token = BearerSecret.bearerToken(in: request), let info = try gateway.userInfo(accessToken: String(token))
         else {
             throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""],
