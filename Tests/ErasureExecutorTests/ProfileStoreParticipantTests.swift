@@ -71,8 +71,13 @@ struct ProfileStoreParticipantTests {
             let lateHandler = TestParticipantHandler(held: held)
             fast = try testParticipant("fast", handler: fastHandler, kafka: kafka, namespace: namespace, topics: topics)
             let profilesTopic = "\(namespace).\(Topics.profiles)"
+            // Nothing is produced before profile-store is ready: a send to its topics before it created them lets the
+            // broker auto-create one with its default partition count, and profile-store then refuses to start.
+            let ready = await eventually(timeout: .seconds(60), every: .milliseconds(200)) { storePort.answers200() }
+            try #require(
+                ready, "profile-store never became ready: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
             let declaredAndStored = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
-                // profile-store creates its topics at start; publish once they exist, until it holds the profile.
+                // Publish until it holds the profile.
                 if profiles() == 0 {
                     try? await send(
                         ProfileFetched(
@@ -83,9 +88,11 @@ struct ProfileStoreParticipantTests {
                 let participants = try? await parts.ledger.participants()
                 return participants == ["fast", "late", "profile-store"] && profiles() == 1
             }
+            let declaredNow = (try? await parts.ledger.participants()) ?? []
+            let storeLog = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             try #require(
                 declaredAndStored,
-                "profile-store did not declare itself or store the profile: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+                "participants \(declaredNow), profiles \(profiles() ?? -1); not declared or not stored: \(storeLog)")
 
             let status = AccountStatusReported(
                 appId: "app-1", accountId: accountId, tenantIds: ["tenant-a"], status: .closed, reportedAt: Date())

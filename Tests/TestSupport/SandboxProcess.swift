@@ -121,6 +121,9 @@ package final class SandboxProcess: @unchecked Sendable {
             throw StartError(description: "could not reserve a loopback port")
         }
 
+        /// Whether the server on this port answers `GET path` with 200 (a readiness probe for spawned services).
+        package func answers200(_ path: String = "/health/ready") -> Bool { httpStatus(port: port, path: path) == 200 }
+
         /// Lets the port go (after the server stopped for good).
         package func release() { close(descriptor) }
 
