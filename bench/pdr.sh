@@ -82,9 +82,11 @@ wait_ready() {
 run="pdrbench-$(date +%s%N)"
 sandbox_port=$(free_port)
 gateway_port=$(free_port)
+gateway_internal_port=$(free_port)
 reporter_port=$(free_port)
 sandbox="http://127.0.0.1:$sandbox_port"
 gateway="http://127.0.0.1:$gateway_port"
+gateway_internal="http://127.0.0.1:$gateway_internal_port"
 admin="bench-admin-$(openssl rand -hex 12)"
 internal="bench-internal-$(openssl rand -hex 12)"
 mkdir -p "$data/gateway" "$data/reporter"
@@ -95,14 +97,14 @@ HTTP_PORT="$sandbox_port" SANDBOX_RATE_LIMIT=0 SANDBOX_CYCLE_PERIOD_SECONDS="$CY
   "$BIN/atlassian-sandbox" >"$data/sandbox.log" 2>&1 &
 pids+=($!)
 KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/gateway" HTTP_PORT="$gateway_port" LETHE_GATEWAY_URL="$gateway" \
-  LETHE_TOPIC_NAMESPACE="$run" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" ATLASSIAN_AUTH_URL="$sandbox" \
+  HTTP_INTERNAL_PORT="$gateway_internal_port" LETHE_TOPIC_NAMESPACE="$run" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" ATLASSIAN_AUTH_URL="$sandbox" \
   ATLASSIAN_API_URL="$sandbox" LETHE_ADMIN_TOKEN="$admin" LETHE_INTERNAL_TOKEN="$internal" \
   LETHE_MASTER_KEY="$(openssl rand -base64 32)" LOG_LEVEL=warning "$BIN/oauth-gateway" >"$data/gateway.log" 2>&1 &
 pids+=($!)
 wait_ready "$sandbox" "$data/sandbox.log"
 wait_ready "$gateway" "$data/gateway.log"
 
-"$BIN/pdr-bench" setup "$gateway" "$sandbox" "$admin" "$internal" "$APPS" >"$data/apps" || die "setup failed"
+"$BIN/pdr-bench" setup "$gateway" "$gateway_internal" "$sandbox" "$admin" "$internal" "$APPS" >"$data/apps" || die "setup failed"
 app_tenants=$(awk '{printf "%s%s:%s", (NR>1?",":""), $1, $2}' "$data/apps")
 app_counts=$(awk -v n="$COUNT" -v a="$APPS" '{i=NR-1; c=int(n/a)+(i<n%a?1:0); printf "%s%s:%d", (NR>1?",":""), $1, c}' "$data/apps")
 echo "bench: $APPS apps signed in through the gateway; fault rule: report-accounts 10 % 429 (Retry-After 1 s)" >&2
@@ -115,7 +117,7 @@ reporter_pid=""
 start_reporter() {
   KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="${2:-$data/reporter}" HTTP_PORT="$reporter_port" \
     LETHE_TOPIC_NAMESPACE="${3:-$run}" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" PDR_CYCLE_SECONDS="${4:-$CYCLE}" \
-    PDR_ALLOW_SHORT_CYCLE=1 PDR_REQUEST_INTERVAL_MS="$INTERVAL_MS" LETHE_GATEWAY_URL="$gateway" LETHE_INTERNAL_TOKEN="$internal" \
+    PDR_ALLOW_SHORT_CYCLE=1 PDR_REQUEST_INTERVAL_MS="$INTERVAL_MS" LETHE_GATEWAY_INTERNAL_URL="$gateway_internal" LETHE_INTERNAL_TOKEN="$internal" \
     LETHE_ADMIN_TOKEN="$admin" ATLASSIAN_AUTH_URL="$sandbox" ATLASSIAN_API_URL="$sandbox" LOG_LEVEL=info \
     "$BIN/pdr-reporter" >"$1" 2>&1 &
   reporter_pid=$!
@@ -255,7 +257,7 @@ if [ "$CONTINUOUS_COUNT" -gt 0 ]; then
   curl -sf -o /dev/null -XDELETE "$sandbox/_sandbox/faults" || die "cannot clear the sandbox's faults"
   curl -sf -o /dev/null -XPOST -H 'content-type: application/json' "$sandbox/_sandbox/settings" \
     -d "{\"cyclePeriodSeconds\": $CONTINUOUS_CYCLE}" || die "cannot set the sandbox's Cycle-Period"
-  "$BIN/pdr-bench" setup "$gateway" "$sandbox" "$admin" "$internal" 1 >"$data/continuous-app" \
+  "$BIN/pdr-bench" setup "$gateway" "$gateway_internal" "$sandbox" "$admin" "$internal" 1 >"$data/continuous-app" \
     || die "continuous-arrival setup failed"
   curl -sf -o /dev/null -XDELETE "$sandbox/_sandbox/faults" || die "cannot clear the sandbox's faults"
   read -r cont_app cont_tenant <"$data/continuous-app"

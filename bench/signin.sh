@@ -41,6 +41,7 @@ wait_ready() {
 
 sandbox_port=$(free_port)
 gateway_port=$(free_port)
+gateway_internal_port=$(free_port)
 sandbox="http://127.0.0.1:$sandbox_port"
 gateway="http://127.0.0.1:$gateway_port"
 admin="bench-admin-$(openssl rand -hex 12)"
@@ -48,9 +49,9 @@ admin="bench-admin-$(openssl rand -hex 12)"
 HTTP_PORT="$sandbox_port" LOG_LEVEL=warning "$BIN/atlassian-sandbox" >"$data/sandbox.log" 2>&1 &
 pids+=($!)
 KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data" HTTP_PORT="$gateway_port" LETHE_GATEWAY_URL="$gateway" \
-  LETHE_TOPIC_NAMESPACE="bench-$(date +%s%N)" ATLASSIAN_AUTH_URL="$sandbox" ATLASSIAN_API_URL="$sandbox" \
+  HTTP_INTERNAL_PORT="$gateway_internal_port" LETHE_TOPIC_NAMESPACE="bench-$(date +%s%N)" ATLASSIAN_AUTH_URL="$sandbox" ATLASSIAN_API_URL="$sandbox" \
   LETHE_ADMIN_TOKEN="$admin" LETHE_INTERNAL_TOKEN="bench-internal-$(openssl rand -hex 12)" \
-  LETHE_MASTER_KEY="$(openssl rand -base64 32)" GATEWAY_CLIENT_RATE_PER_MINUTE=10000000 LOG_LEVEL=warning \
+  LETHE_MASTER_KEY="$(openssl rand -base64 32)" GATEWAY_CLIENT_RATE_PER_MINUTE=10000000 GATEWAY_IP_RATE_PER_MINUTE=10000000 LOG_LEVEL=warning \
   "$BIN/oauth-gateway" >"$data/gateway.log" 2>&1 &
 pids+=($!)
 wait_ready "$sandbox" "$data/sandbox.log"

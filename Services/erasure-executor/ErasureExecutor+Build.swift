@@ -58,7 +58,7 @@ func buildErasureExecutor(
         ledger: ledger, relay: relay, interval: .milliseconds(config.sweepMilliseconds), metrics: metrics,
         gate: gate, logger: logger)
 
-    let app = context.application(
+    let http = context.httpServers(
         database: { try await ledger.database.check() },
         // Red until the tenants and participants topics were read to their end since this start, with why.
         readiness: [ReadinessCheck(name: "state") { try gate.check() }]
@@ -70,6 +70,6 @@ func buildErasureExecutor(
             onCompleted: { checkpointer.request() })
     }
     let group = context.serviceGroup(
-        [relay, checkpointer, state, intake, sweeper], application: app, handleSignals: handleSignals)
+        [relay, checkpointer, state, intake, sweeper], http: http, handleSignals: handleSignals)
     return ErasureExecutorParts(group: group, ledger: ledger, relay: relay, gate: gate)
 }

@@ -20,7 +20,7 @@ struct OAuthGatewayParts {
 
 /// Wires oauth-gateway in the start sequence of every service (``ServiceContext``): its SQLite file, its topics, the
 /// data and signing keys, the shared app; then the outbox relay, the erasure participant, the status consumer, a
-/// pruner for expired sign-in states and codes, the connection keep-alive and the HTTP server.
+/// pruner for expired sign-in states and codes, the data key rotation, the connection keep-alive and the HTTP server.
 func buildOAuthGateway(
     config: OAuthGatewayConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
 ) async throws -> OAuthGatewayParts {
@@ -61,19 +61,23 @@ func buildOAuthGateway(
         throw error
     }
 
-    let app = context.application(database: { try await database.database.check() }) { router in
-        GatewayAPI.addRoutes(
-            to: router, gateway: gateway, adminToken: config.adminToken, internalToken: config.internalToken,
-            issuer: config.issuer)
+    // The reporting-token API is on the internal listener only (the gateway always has one): never through the
+    // public URL, whatever a proxy in front of the public port forwards.
+    let http = context.httpServers(
+        database: { try await database.database.check() },
+        internalRoutes: { GatewayAPI.addInternalRoutes(to: $0, gateway: gateway, internalToken: config.internalToken) }
+    ) { router in
+        GatewayAPI.addRoutes(to: router, gateway: gateway, adminToken: config.adminToken, issuer: config.issuer)
     }
     let group = context.serviceGroup(
         [
             HTTPClientService(client: httpClient), relay, checkpointer, participant,
             StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger),
             ExpiryPruner(database: database, logger: logger),
+            DataKeyRotation(database: database, box: gateway.box, logger: logger),
             ConnectionKeepAlive(database: database, vault: gateway.vault, settings: config.keepAlive, logger: logger),
         ],
-        application: app, handleSignals: handleSignals)
+        http: http, handleSignals: handleSignals)
     return OAuthGatewayParts(group: group, gateway: gateway, database: database)
 }
 
@@ -82,7 +86,7 @@ func buildOAuthGateway(
 func makeGateway(
     config: OAuthGatewayConfig, database: GatewayDatabase, httpClient: HTTPClient, logger: Logger
 ) async throws -> Gateway {
-    let box = try SecretBox(masterKey: config.masterKey, database: database)
+    let box = try SecretBox(masterKey: config.masterKey, previousMasterKey: config.previousMasterKey, database: database)
     // A retired key stays published well past the longest-lived token it can have signed.
     let signer = TokenSigner(
         database: database, box: box, retention: max(config.tenantTokenLifetime, Gateway.idTokenLifetime) * 2 + 3600)

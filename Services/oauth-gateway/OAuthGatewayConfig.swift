@@ -20,6 +20,9 @@ struct OAuthGatewayConfig: Sendable {
     var internalToken: String
     /// `LETHE_MASTER_KEY`: 32 bytes, base64. Wraps the data keys; never stored.
     var masterKey: Data
+    /// `LETHE_MASTER_KEY_PREVIOUS`: the master key being replaced, for the start that wraps the data keys again
+    /// under `LETHE_MASTER_KEY` (then remove it). Unset normally.
+    var previousMasterKey: Data?
     /// The platform's shared test app, when configured.
     var sharedApp: SharedAppConfig?
     /// `GATEWAY_TENANT_TOKEN_SECONDS`: lifetime of tenant access tokens (default 900).
@@ -28,6 +31,12 @@ struct OAuthGatewayConfig: Sendable {
     /// authorization endpoint (sign-in starts included) and, apart, to the token endpoint, per gateway process;
     /// bursts up to a tenth of a minute's worth.
     var clientRatePerMinute: Int
+    /// `GATEWAY_IP_RATE_PER_MINUTE` (default 600): the same, per client IP address, across clients: authorization
+    /// requests, sign-in starts and callbacks together, token requests apart; bursts up to a tenth.
+    var ipRatePerMinute: Int
+    /// `GATEWAY_TRUSTED_PROXIES` (comma-separated CIDR blocks, default none): peers whose `X-Forwarded-For` names the
+    /// client (a load balancer in front of the gateway). Without it, the socket's peer is the client.
+    var trustedProxies: [CIDRBlock]
 
     /// `LETHE_SHARED_APP_CLIENT_ID` / `LETHE_SHARED_APP_CLIENT_SECRET` / `LETHE_SHARED_APP_CALLBACK_URL`.
     struct SharedAppConfig: Sendable {
@@ -37,7 +46,8 @@ struct OAuthGatewayConfig: Sendable {
     }
 
     init(reader: ConfigReader) throws {
-        standard = try StandardServiceConfig(reader: reader, defaultPort: 8080)
+        // The internal listener (HTTP_INTERNAL_PORT, default 9080) serves the reporting-token API and /metrics.
+        standard = try StandardServiceConfig(reader: reader, defaultPort: 8080, defaultInternalPort: 9080)
         var url = try reader.url("LETHE_GATEWAY_URL", default: "http://127.0.0.1:8080").absoluteString
         while url.hasSuffix("/") { url.removeLast() }
         publicURL = url
@@ -47,12 +57,16 @@ struct OAuthGatewayConfig: Sendable {
             apiURL: try reader.url("ATLASSIAN_API_URL", default: "https://api.atlassian.com"))
         adminToken = try reader.secret("LETHE_ADMIN_TOKEN")
         internalToken = try reader.secret("LETHE_INTERNAL_TOKEN")
-        let rawKey = try reader.requiredString("LETHE_MASTER_KEY")
-        guard let key = Data(base64Encoded: rawKey), key.count == 32 else {
-            throw ConfigError(
-                variable: "LETHE_MASTER_KEY", reason: "must be 32 random bytes in base64 (openssl rand -base64 32)")
+        func decodedKey(_ name: String, _ raw: String) throws -> Data {
+            guard let key = Data(base64Encoded: raw), key.count == 32 else {
+                throw ConfigError(variable: name, reason: "must be 32 random bytes in base64 (openssl rand -base64 32)")
+            }
+            return key
         }
-        masterKey = key
+        masterKey = try decodedKey("LETHE_MASTER_KEY", try reader.requiredString("LETHE_MASTER_KEY"))
+        previousMasterKey = try reader.optionalString("LETHE_MASTER_KEY_PREVIOUS").map {
+            try decodedKey("LETHE_MASTER_KEY_PREVIOUS", $0)
+        }
         switch (reader.optionalString("LETHE_SHARED_APP_CLIENT_ID"), reader.optionalString("LETHE_SHARED_APP_CLIENT_SECRET")) {
         case (nil, nil):
             sharedApp = nil
@@ -66,6 +80,14 @@ struct OAuthGatewayConfig: Sendable {
         }
         tenantTokenLifetime = TimeInterval(try reader.int("GATEWAY_TENANT_TOKEN_SECONDS", default: 900, range: 60...86_400))
         clientRatePerMinute = try reader.int("GATEWAY_CLIENT_RATE_PER_MINUTE", default: 6000, range: 1...10_000_000)
+        ipRatePerMinute = try reader.int("GATEWAY_IP_RATE_PER_MINUTE", default: 600, range: 1...10_000_000)
+        trustedProxies = try (reader.optionalString("GATEWAY_TRUSTED_PROXIES") ?? "").split(separator: ",").map {
+            guard let block = CIDRBlock(String($0)) else {
+                throw ConfigError(
+                    variable: "GATEWAY_TRUSTED_PROXIES", reason: "must be comma-separated CIDR blocks (10.0.0.0/8, ::1)")
+            }
+            return block
+        }
         keepAlive = KeepAliveSettings(
             after: TimeInterval(try reader.int("GATEWAY_KEEPALIVE_AFTER_DAYS", default: 30, range: 1...80)) * 86_400,
             batch: try reader.int("GATEWAY_KEEPALIVE_BATCH", default: 20, range: 1...10_000))

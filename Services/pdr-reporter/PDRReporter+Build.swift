@@ -42,7 +42,7 @@ func buildPDRReporter(
         config: .init(authURL: config.atlassianAuthURL, apiURL: config.atlassianAPIURL), httpClient: http,
         logger: logger)
     let tokens: any ReportingTokenProvider = overrideTokens
-        ?? HTTPReportingTokenProvider(gatewayURL: config.gatewayURL, internalToken: config.internalToken, httpClient: http)
+        ?? HTTPReportingTokenProvider(gatewayURL: config.gatewayInternalURL, internalToken: config.internalToken, httpClient: http)
     let loop = ReportingLoop(
         registry: accounts, api: atlassian, tokens: tokens,
         sink: KafkaReportSink(producer: context.producer, topics: topics), schedule: schedule,
@@ -58,11 +58,11 @@ func buildPDRReporter(
         bootstrapServers: config.standard.kafka.bootstrapServers, restoreTimeout: config.restoreTimeout,
         restoreProgressInterval: config.restoreProgressInterval, logger: logger)
 
-    let app = context.application(database: { try await accounts.check() }) { router in
+    let servers = context.httpServers(database: { try await accounts.check() }) { router in
         router.addAppsStatusRoute(AppsStatusEndpoint(adminToken: config.adminToken) { try await loop.status() })
     }
     let group = context.serviceGroup(
-        [HTTPClientService(client: http), accounts.checkpointer, loop, intake], application: app,
+        [HTTPClientService(client: http), accounts.checkpointer, loop, intake], http: servers,
         handleSignals: handleSignals)
     return PDRReporterParts(group: group, registry: accounts, loop: loop)
 }

@@ -20,8 +20,9 @@ struct PDRReporterConfig: Sendable {
     /// `ATLASSIAN_AUTH_URL` / `ATLASSIAN_API_URL` (default the real hosts; the sandbox in every other environment).
     var atlassianAuthURL: URL
     var atlassianAPIURL: URL
-    /// `LETHE_GATEWAY_URL` (default http://127.0.0.1:8080): where the reporting-token API is.
-    var gatewayURL: URL
+    /// `LETHE_GATEWAY_INTERNAL_URL` (default http://127.0.0.1:9080): the gateway's internal listener, where the
+    /// reporting-token API is (never its public URL).
+    var gatewayInternalURL: URL
     /// `PDR_BATCH_WINDOW_MS` (default 1 % of the cycle): longest a partial batch waits for more accounts to come due
     /// (`ReportingSettings.batchWindow`): reports are late by at most this, never early.
     var batchWindow: Duration
@@ -56,7 +57,7 @@ struct PDRReporterConfig: Sendable {
             "PDR_BATCH_WINDOW_MS", default: Int(cycle.components.seconds) * 10, range: 0...86_400_000))
         atlassianAuthURL = try reader.url("ATLASSIAN_AUTH_URL", default: "https://auth.atlassian.com")
         atlassianAPIURL = try reader.url("ATLASSIAN_API_URL", default: "https://api.atlassian.com")
-        gatewayURL = try reader.url("LETHE_GATEWAY_URL", default: "http://127.0.0.1:8080")
+        gatewayInternalURL = try reader.url("LETHE_GATEWAY_INTERNAL_URL", default: "http://127.0.0.1:9080")
         internalToken = try reader.secret("LETHE_INTERNAL_TOKEN")
         adminToken = try reader.optionalString("LETHE_ADMIN_TOKEN").map { _ in try reader.secret("LETHE_ADMIN_TOKEN") }
     }

@@ -56,12 +56,12 @@ func buildProfileStore(
         handler: ProfileErasureHandler(database: database, checkpointer: checkpointer), producer: context.producer,
         bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
 
-    let app = context.application(database: { try await database.database.check() }) { router in
+    let http = context.httpServers(database: { try await database.database.check() }) { router in
         ProfileAPI.addRoutes(
             to: router, database: database,
             verifier: TenantTokenVerifier(config: config.tenantAuth, httpClient: .shared, logger: logger))
     }
     let group = context.serviceGroup(
-        [relay, checkpointer, participant, ingestor], application: app, handleSignals: handleSignals)
+        [relay, checkpointer, participant, ingestor], http: http, handleSignals: handleSignals)
     return ProfileStoreParts(group: group, database: database, ingestor: ingestor, relay: relay)
 }

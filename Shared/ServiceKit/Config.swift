@@ -113,21 +113,32 @@ package struct ConfigReader: Sendable {
     }
 }
 
-/// Where a service's HTTP server listens: `HTTP_HOST` (default 127.0.0.1 — a service is only reachable from
-/// elsewhere when the operator says so, as compose does with 0.0.0.0) and `HTTP_PORT` (the service's default port).
+/// Where a service's HTTP servers listen: `HTTP_HOST` (default 127.0.0.1 — a service is only reachable from
+/// elsewhere when the operator says so, as compose does with 0.0.0.0), `HTTP_PORT` (the service's default port) and
+/// `HTTP_INTERNAL_PORT`: the internal listener, which serves `/metrics` and the service's internal routes so that they
+/// are never reachable through the public port (unset: one listener serves everything; the gateway always has one).
 package struct HTTPServerConfig: Sendable, Equatable {
     package var host: String
     package var port: Int
+    package var internalPort: Int?
 
-    package init(host: String, port: Int) {
+    package init(host: String, port: Int, internalPort: Int? = nil) {
         self.host = host
         self.port = port
+        self.internalPort = internalPort
     }
 
-    package init(reader: ConfigReader, defaultPort: Int) throws {
+    package init(reader: ConfigReader, defaultPort: Int, defaultInternalPort: Int? = nil) throws {
         self.host = reader.string("HTTP_HOST", default: "127.0.0.1")
         // Port 0 asks the system for a free port, which tests use.
         self.port = try reader.int("HTTP_PORT", default: defaultPort, range: 0...65535)
+        if reader.optionalString("HTTP_INTERNAL_PORT") != nil || defaultInternalPort != nil {
+            let internalPort = try reader.int("HTTP_INTERNAL_PORT", default: defaultInternalPort ?? 0, range: 0...65535)
+            if internalPort == port, port != 0 {
+                throw ConfigError(variable: "HTTP_INTERNAL_PORT", reason: "must differ from HTTP_PORT")
+            }
+            self.internalPort = internalPort
+        }
     }
 }
 
@@ -190,8 +201,8 @@ package struct StandardServiceConfig: Sendable, Equatable {
     package var dataDirectory: DataDirectory
     package var namespace: TopicNamespace
 
-    package init(reader: ConfigReader, defaultPort: Int) throws {
-        self.http = try HTTPServerConfig(reader: reader, defaultPort: defaultPort)
+    package init(reader: ConfigReader, defaultPort: Int, defaultInternalPort: Int? = nil) throws {
+        self.http = try HTTPServerConfig(reader: reader, defaultPort: defaultPort, defaultInternalPort: defaultInternalPort)
         self.kafka = try KafkaSettings(reader: reader)
         self.dataDirectory = try DataDirectory(reader: reader)
         self.namespace = try TopicNamespace(reader: reader)

@@ -28,11 +28,11 @@ package struct ReadinessReport: ResponseEncodable, Sendable, Equatable {
 
 extension Router {
     /// Adds the routes every service serves: `GET /health/live` (the process answers), `GET /health/ready` (every
-    /// readiness check passes within `timeout`, else 503 with the failing ones) and `GET /metrics` (Prometheus text of
-    /// `registry`).
+    /// readiness check passes within `timeout`, else 503 with the failing ones) and, when `registry` is given,
+    /// `GET /metrics` (Prometheus text of `registry`; nil on a public listener when an internal one serves it).
     package func addOperationalRoutes(
         readiness: [ReadinessCheck],
-        registry: PrometheusCollectorRegistry,
+        registry: PrometheusCollectorRegistry?,
         timeout: Duration = .seconds(5)
     ) {
         get("/health/live") { _, _ -> HTTPResponse.Status in .ok }
@@ -40,6 +40,7 @@ extension Router {
             let report = await runReadinessChecks(readiness, timeout: timeout)
             return EditedResponse(status: report.ready ? .ok : .serviceUnavailable, response: report)
         }
+        guard let registry else { return }
         get("/metrics") { _, _ -> Response in
             var buffer: [UInt8] = []
             buffer.reserveCapacity(16 * 1024)

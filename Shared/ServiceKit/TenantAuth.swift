@@ -46,11 +46,17 @@ package struct TenantAuthConfig: Sendable, Equatable {
     /// The least time between two JWKS fetches caused by unknown key ids, so forged `kid`s cannot make a service
     /// hammer the gateway.
     package var minimumRefetchInterval: Duration
+    /// How long fetched keys are trusted before the next token makes the verifier fetch them again: a key the gateway
+    /// revoked stops verifying here within this (the gateway's JWKS says `max-age=300` too).
+    package var maximumKeyAge: Duration
 
-    package init(jwksURL: URL, issuer: String, minimumRefetchInterval: Duration = .seconds(10)) {
+    package init(
+        jwksURL: URL, issuer: String, minimumRefetchInterval: Duration = .seconds(10), maximumKeyAge: Duration = .seconds(300)
+    ) {
         self.jwksURL = jwksURL
         self.issuer = issuer
         self.minimumRefetchInterval = minimumRefetchInterval
+        self.maximumKeyAge = maximumKeyAge
     }
 
     package init(reader: ConfigReader) throws {
@@ -60,13 +66,15 @@ package struct TenantAuthConfig: Sendable, Equatable {
         self.jwksURL = try reader.url("LETHE_JWKS_URL", default: gatewayText + "/.well-known/jwks.json")
         self.issuer = reader.string("LETHE_TOKEN_ISSUER", default: gatewayText)
         self.minimumRefetchInterval = .seconds(10)
+        self.maximumKeyAge = .seconds(300)
     }
 }
 
 /// Verifies tenant bearer tokens against the gateway's JWKS.
 ///
-/// Keys are fetched on first use and again when a token names an unknown `kid` (a rotation), at most once per
-/// `minimumRefetchInterval`. Only ES256 keys are trusted: a token whose header names another algorithm, or none, fails.
+/// Keys are fetched on first use, again when a token names an unknown `kid` (a rotation), at most once per
+/// `minimumRefetchInterval`, and again once they are `maximumKeyAge` old (a revocation); when that refetch fails, the
+/// keys held are used until one succeeds, so a gateway restart does not lock tenants out. Only ES256 keys are trusted: a token whose header names another algorithm, or none, fails.
 package final class TenantTokenVerifier: Sendable {
     private let config: TenantAuthConfig
     private let httpClient: HTTPClient
@@ -134,9 +142,20 @@ package final class TenantTokenVerifier: Sendable {
     private func currentKeys(refreshing: Bool) async throws(TenantAuthError) -> KeySet {
         let now = ContinuousClock.now
         let cached = keys.withLock { $0 }
-        if let keySet = cached.set {
-            let recent = cached.fetchedAt.map { now - $0 < config.minimumRefetchInterval } ?? false
-            if !refreshing || recent { return keySet }
+        if let keySet = cached.set, let fetchedAt = cached.fetchedAt {
+            let age = now - fetchedAt
+            if age < config.minimumRefetchInterval || (!refreshing && age < config.maximumKeyAge) { return keySet }
+            if !refreshing {
+                // Old keys: fetch again, but keep verifying with them while the gateway cannot answer (and try again
+                // only after the refetch interval, so a gateway that is down is not asked on every request).
+                guard let fresh = try? await fetchKeys() else {
+                    let retryAt = now - config.maximumKeyAge + config.minimumRefetchInterval
+                    keys.withLock { $0 = (keySet, retryAt) }
+                    return keySet
+                }
+                keys.withLock { $0 = (fresh, now) }
+                return fresh
+            }
         }
         let keySet = try await fetchKeys()
         keys.withLock { $0 = (keySet, now) }

@@ -15,9 +15,9 @@ import ServiceLifecycle
 ///    what it consumes — or, when the
 ///    operator provisions topics (`KAFKA_CREATE_TOPICS=false`), only checks that they exist as declared.
 /// 4. **Consumers** from ``consumer(group:topics:tune:)``, and the service's own workers.
-/// 5. **HTTP**: ``application(database:readiness:routes:)`` — the request log and error shape, health, metrics, and
-///    the service's routes.
-/// 6. **Run**: ``serviceGroup(_:application:handleSignals:)`` runs the producer, the workers and HTTP, and stops them
+/// 5. **HTTP**: ``httpServers(database:readiness:internalRoutes:routes:)`` — the request log and error shape, health,
+///    metrics, the service's routes, and its internal listener when it has one.
+/// 6. **Run**: ``serviceGroup(_:http:handleSignals:)`` runs the producer, the workers and HTTP, and stops them
 ///    in reverse order; readiness turns green once every check passes.
 ///
 /// Creating a context connects to nothing: the producer and the admin client reach the broker when first used.
@@ -101,42 +101,67 @@ package struct ServiceContext: Sendable {
         return try KafkaConsumer(config: consumerConfig, logger: logger)
     }
 
-    /// The HTTP server: the access log, request id and error shape (``RequestLogMiddleware``) on every route; health
+    /// The HTTP servers: the access log, request id and error shape (``RequestLogMiddleware``) on every route; health
     /// with the checks every service has — `sqlite` (`database`) and `kafka` (the broker answers and the producer has
-    /// not failed for good, after which the process is ending) — then `readiness`; metrics; and the service's
-    /// `routes`.
-    package func application(
+    /// not failed for good, after which the process is ending) — then `readiness`, on every listener; the service's
+    /// `routes` on the public listener. `/metrics` and `internalRoutes` go on the internal listener when
+    /// `HTTP_INTERNAL_PORT` sets one, and never on the public port then; without it one listener serves everything.
+    package func httpServers(
         database: @escaping @Sendable () async throws -> Void, readiness: [ReadinessCheck] = [],
-        routes: (Router<BasicRequestContext>) -> Void
-    ) -> Application<RouterResponder<BasicRequestContext>> {
-        let router = Router()
-        router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
+        internalRoutes: (Router<LetheRequestContext>) -> Void = { _ in },
+        routes: (Router<LetheRequestContext>) -> Void
+    ) -> HTTPServers {
         let admin = admin
         let producer = producer
-        router.addOperationalRoutes(
-            readiness: [
-                ReadinessCheck(name: "sqlite", check: database),
-                ReadinessCheck(name: "kafka") {
-                    try await admin.ping()
-                    try producer.checkNotFatal()
-                },
-            ] + readiness,
-            registry: metrics)
-        routes(router)
-        return Application(
-            router: router, configuration: config.http.applicationConfiguration(serverName: name), logger: logger)
+        let checks = [
+            ReadinessCheck(name: "sqlite", check: database),
+            ReadinessCheck(name: "kafka") {
+                try await admin.ping()
+                try producer.checkNotFatal()
+            },
+        ] + readiness
+        func router(metrics: Bool) -> Router<LetheRequestContext> {
+            let router = Router(context: LetheRequestContext.self)
+            router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
+            router.addOperationalRoutes(readiness: checks, registry: metrics ? self.metrics : nil)
+            return router
+        }
+        func server(_ router: Router<LetheRequestContext>, port: Int) -> HTTPServers.Server {
+            var address = config.http
+            address.port = port
+            return Application(router: router, configuration: address.applicationConfiguration(serverName: name), logger: logger)
+        }
+        let http = config.http
+        let main = router(metrics: http.internalPort == nil)
+        routes(main)
+        guard let internalPort = http.internalPort else {
+            internalRoutes(main)
+            return HTTPServers(main: server(main, port: http.port), internal: nil)
+        }
+        let internalRouter = router(metrics: true)
+        internalRoutes(internalRouter)
+        return HTTPServers(main: server(main, port: http.port), internal: server(internalRouter, port: internalPort))
     }
 
-    /// Runs the producer first, then `services` in order, then `application`; ServiceGroup stops them in reverse
+    /// Runs the producer first, then `services` in order, then the HTTP servers; ServiceGroup stops them in reverse
     /// order, so HTTP drains first and the producer, which everything sends through, flushes last. `handleSignals`:
     /// SIGTERM and SIGINT shut down gracefully (tests run several services in one process and pass false).
     package func serviceGroup(
-        _ services: [any Service], application: any Service, handleSignals: Bool
+        _ services: [any Service], http: HTTPServers, handleSignals: Bool
     ) -> ServiceGroup {
         ServiceGroup(configuration: .init(
-            services: ([producer] + services + [application]).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            services: ([producer] + services + http.services).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
     }
+}
+
+/// A service's listeners: the public one, and the internal one (metrics, internal routes) when configured.
+package struct HTTPServers {
+    package typealias Server = Application<RouterResponder<LetheRequestContext>>
+    package var main: Server
+    package var `internal`: Server?
+
+    package var services: [any Service] { [main] + (`internal`.map { [$0] } ?? []) }
 }
 
 /// A topic the operator was to provision (`KAFKA_CREATE_TOPICS=false`) is missing or differs.

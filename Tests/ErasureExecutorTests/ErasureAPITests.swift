@@ -25,7 +25,7 @@ struct ErasureAPITests {
         let key = JWKSServer.SigningKey(kid: "k1")
         server.publish([key])
         try await server.run { verifier in
-            let router = Router()
+            let router = Router(context: LetheRequestContext.self)
             ErasureAPI.addRoutes(
                 to: router, ledger: ledger, verifier: verifier, adminToken: Self.adminToken, notifier: NoopNotifier())
             try await Application(router: router).test(.router) { client in try await body(client, ledger, key) }

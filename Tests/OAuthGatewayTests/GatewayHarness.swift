@@ -43,6 +43,9 @@ struct GatewayHarness: GatewayRequests {
     /// Held for the harness's lifetime, so no parallel test picks it while a gateway restarts (see `ReservedPort`).
     let reservedPort: SandboxProcess.ReservedPort
     var port: Int { reservedPort.port }
+    /// The internal listener's (reporting-token API, metrics), reserved likewise.
+    let reservedInternalPort: SandboxProcess.ReservedPort
+    var internalURL: String { "http://127.0.0.1:\(reservedInternalPort.port)" }
     let logs: RecordedLogs
     let http: HTTPClient
 
@@ -54,7 +57,8 @@ struct GatewayHarness: GatewayRequests {
     func environment(extra: [String: String] = [:]) -> [String: String] {
         [
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.path,
-            "HTTP_PORT": String(port), "LETHE_GATEWAY_URL": gatewayURL, "LETHE_TOPIC_NAMESPACE": namespace,
+            "HTTP_PORT": String(port), "HTTP_INTERNAL_PORT": String(reservedInternalPort.port),
+            "LETHE_GATEWAY_URL": gatewayURL, "LETHE_TOPIC_NAMESPACE": namespace,
             "KAFKA_TOPIC_PARTITIONS": "3", "ATLASSIAN_AUTH_URL": sandboxURL, "ATLASSIAN_API_URL": sandboxURL,
             "LETHE_ADMIN_TOKEN": Self.adminToken, "LETHE_INTERNAL_TOKEN": Self.internalToken,
             "LETHE_MASTER_KEY": masterKey, "LETHE_SHARED_APP_CLIENT_ID": Self.sharedAppId,
@@ -76,9 +80,13 @@ struct GatewayHarness: GatewayRequests {
         let harness = GatewayHarness(
             sandbox: sandbox, kafka: try KafkaFixture("oauth-gateway"), namespace: uniqueName("gw"),
             dataDirectory: try TemporaryDirectory("gateway-tests"), masterKey: Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
-            reservedPort: try SandboxProcess.ReservedPort(), logs: RecordedLogs(),
+            reservedPort: try SandboxProcess.ReservedPort(), reservedInternalPort: try SandboxProcess.ReservedPort(),
+            logs: RecordedLogs(),
             http: HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration))
-        defer { harness.reservedPort.release() }
+        defer {
+            harness.reservedPort.release()
+            harness.reservedInternalPort.release()
+        }
         do {
             let result = try await body(harness)
             try? await harness.http.shutdown()
@@ -244,7 +252,7 @@ struct GatewayHarness: GatewayRequests {
     }
 
     func reportingToken(_ appId: String, exclude: [String] = []) async throws -> HTTPAnswer {
-        try await send(.POST, "/internal/v1/apps/\(appId)/reporting-token", bearer: Self.internalToken,
+        try await send(.POST, internalURL + "/internal/v1/apps/\(appId)/reporting-token", bearer: Self.internalToken,
                        json: ["exclude": exclude])
     }
 

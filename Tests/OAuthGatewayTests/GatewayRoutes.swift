@@ -18,9 +18,10 @@ struct GatewayRoutes: GatewayRequests {
     let database: GatewayDatabase
 
     /// Builds the gateway as `buildOAuthGateway` does (``makeGateway``) in a directory of its own, runs `body` against
-    /// its router, and removes everything.
+    /// its router, and removes everything. `live`: over a real socket on a free port (requests then have a peer
+    /// address, which per-IP limits need), not in-process.
     static func run<T: Sendable>(
-        environment extra: [String: String] = [:], _ body: @Sendable (GatewayRoutes) async throws -> T
+        environment extra: [String: String] = [:], live: Bool = false, _ body: @Sendable (GatewayRoutes) async throws -> T
     ) async throws -> T {
         let directory = try TemporaryDirectory("gateway-routes")
         // Nothing here connects: no consumer or producer is made, and no route under test calls Atlassian.
@@ -35,12 +36,10 @@ struct GatewayRoutes: GatewayRequests {
         let database = try GatewayDatabase(path: directory.file("oauth-gateway.sqlite"), topics: config.standard.topics)
         let gateway = try await makeGateway(
             config: config, database: database, httpClient: .shared, logger: makeTestLogger("gateway-routes"))
-        let router = Router()
+        let router = Router(context: LetheRequestContext.self)
         router.add(middleware: RequestLogMiddleware())
-        GatewayAPI.addRoutes(
-            to: router, gateway: gateway, adminToken: config.adminToken, internalToken: config.internalToken,
-            issuer: config.issuer)
-        return try await Application(router: router).test(.router) { client in
+        GatewayAPI.addRoutes(to: router, gateway: gateway, adminToken: config.adminToken, issuer: config.issuer)
+        return try await Application(router: router).test(live ? .live : .router) { client in
             try await body(GatewayRoutes(client: client, database: database))
         }
     }

@@ -98,6 +98,50 @@ struct OpenIDRouteTests {
         }
     }
 
+    @Test("""
+        too many requests from one address: 429 across clients at the authorization endpoint, the sign-in start and the \
+        callback, apart at the token endpoint; X-Forwarded-For counts only from a trusted proxy
+        """)
+    func ipRateLimits() async throws {
+        // Over a real socket, so requests have a peer (127.0.0.1). Two a minute per address in bursts of one (a tenth,
+        // at least one): nothing refills while the test runs. Clients have room to spare.
+        let environment = ["GATEWAY_IP_RATE_PER_MINUTE": "2", "GATEWAY_CLIENT_RATE_PER_MINUTE": "1000"]
+        try await GatewayRoutes.run(environment: environment, live: true) { routes in
+            // Its token request is this address's one at the token endpoint. The other client need not exist: the
+            // limits come before any check of the request.
+            _ = try await routes.createTenant("acme")
+            func authorize(_ client: String) -> String {
+                "/oauth/authorize?response_type=code&scope=openid&client_id=\(client)"
+                    + "&redirect_uri=\(FormFields.encode("https://tenant.example/return"))"
+            }
+            #expect(try await routes.get(authorize("acme")).status == 302)
+            let limited = try await routes.get(authorize("globex"))  // another client, the same address
+            #expect(limited.status == 429 && Int(limited.headers.first(name: "retry-after") ?? "") ?? 0 >= 1)
+            #expect(try await routes.get("/v1/tenants/globex/signin/atlassian?redirect_uri=x&state=s").status == 429)
+            #expect(try await routes.get(SignInRoutes.callbackPath + "?code=c&state=s").status == 429)
+            let token = try await routes.token(form: "grant_type=client_credentials&client_id=globex&client_secret=x")
+            #expect(token.status == 429 && token.json["error"] as? String == "too_many_requests")
+            // A client cannot escape its address by naming another in X-Forwarded-For: no proxy is trusted here.
+            let spoofed = try await routes.perform(
+                .GET, authorize("globex"), headers: [("x-forwarded-for", "203.0.113.7")], body: nil)
+            #expect(spoofed.status == 429)
+        }
+        // With the loopback trusted as a proxy, the forwarded address is the client: each has a budget of its own.
+        let proxied = environment.merging(["GATEWAY_TRUSTED_PROXIES": "127.0.0.0/8, ::1"]) { $1 }
+        try await GatewayRoutes.run(environment: proxied, live: true) { routes in
+            _ = try await routes.createTenant("acme")
+            let authorize = "/oauth/authorize?response_type=code&scope=openid&client_id=acme"
+                + "&redirect_uri=\(FormFields.encode("https://tenant.example/return"))"
+            for address in ["203.0.113.7", "203.0.113.8"] {
+                let first = try await routes.perform(.GET, authorize, headers: [("x-forwarded-for", address)], body: nil)
+                #expect(first.status == 302, "\(address)")
+                let second = try await routes.perform(
+                    .GET, authorize, headers: [("x-forwarded-for", "198.51.100.1, \(address)")], body: nil)
+                #expect(second.status == 429, "\(address): the rightmost untrusted entry is the client")
+            }
+        }
+    }
+
     @Test("sealed values: a code opens only for its client, a state keeps its OpenID request, PKCE S256 checks")
     func sealedValues() throws {
         let directory = try TemporaryDirectory("openid-seal")

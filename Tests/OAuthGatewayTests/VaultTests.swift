@@ -122,7 +122,10 @@ struct VaultTests {
         }
     }
 
-    @Test("reporting token: owner first, another connection after a 401 exclusion, 409 when none is left; internal token required")
+    @Test("""
+        reporting token: owner first, another connection after a 401 exclusion, 409 when none is left; internal \
+        token required; only on the internal listener, with the metrics
+        """)
     func reportingTokenExclusion() async throws {
         try await GatewayHarness.run { harness, _ in
             _ = try await Self.signedIn(harness, users: [
@@ -137,11 +140,20 @@ struct VaultTests {
             #expect(try await harness.reportingToken("acme-app").json["connectionId"] as? String == owner)
             #expect(try await harness.reportingToken("acme-app", exclude: [owner, other]).status == 409)
             #expect(try await harness.reportingToken("unknown-app").status == 409)
+            let route = "/internal/v1/apps/acme-app/reporting-token"
             let unauthorized = try await harness.send(
-                .POST, "/internal/v1/apps/acme-app/reporting-token", bearer: GatewayHarness.adminToken, json: [:])
+                .POST, harness.internalURL + route, bearer: GatewayHarness.adminToken, json: [:])
             #expect(unauthorized.status == 401)
+            // Never on the public port, with the right token or not; nor are the metrics.
+            let onPublicPort = try await harness.send(
+                .POST, route, bearer: GatewayHarness.internalToken, json: [:])
+            #expect(onPublicPort.status == 404)
+            #expect(try await harness.get("/metrics").status == 404)
+            let metrics = try await harness.get(harness.internalURL + "/metrics")
+            #expect(metrics.status == 200 && metrics.headers.first(name: "content-type")?.hasPrefix("text/plain") == true)
+            #expect(try await harness.get(harness.internalURL + "/health/ready").status == 200)
             let malformed = try await harness.request(
-                .POST, "/internal/v1/apps/acme-app/reporting-token",
+                .POST, harness.internalURL + route,
                 headers: [("authorization", "Bearer \(GatewayHarness.internalToken)")], body: "{nope")
             #expect(malformed.status == 400)
             // The token reports to the sandbox's PDR endpoint as that app.

@@ -472,7 +472,7 @@ struct PartitionedReportingTests {
                 let log = directory.url.appendingPathComponent("pdr-reporter.log")
                 var environment = ProcessInfo.processInfo.environment
                 environment.merge(world.environment(cycle: cycle, dataDirectory: directory.url, port: port)) { $1 }
-                environment["LETHE_GATEWAY_URL"] = "http://127.0.0.1:\(gatewayPort)"
+                environment["LETHE_GATEWAY_INTERNAL_URL"] = "http://127.0.0.1:\(gatewayPort)"
                 environment["LOG_LEVEL"] = "info"
                 let process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: log.path)
                 defer { process.killAndReap() }

@@ -25,7 +25,7 @@ struct ProfileAPITests {
         let key = JWKSServer.SigningKey(kid: "k1")
         server.publish([key])
         try await server.run { verifier in
-            let router = Router()
+            let router = Router(context: LetheRequestContext.self)
             ProfileAPI.addRoutes(to: router, database: database, verifier: verifier)
             try await Application(router: router).test(.router) { client in try await body(client, key) }
         }

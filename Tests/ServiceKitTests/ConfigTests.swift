@@ -40,6 +40,11 @@ struct ConfigTests {
                                                 "HTTP_HOST": ""])
         let http = try HTTPServerConfig(reader: reader, defaultPort: 8083)
         #expect(http == HTTPServerConfig(host: "127.0.0.1", port: 8083))
+        #expect(try HTTPServerConfig(reader: reader, defaultPort: 8080, defaultInternalPort: 9080).internalPort == 9080)
+        let internalPort = ConfigReader(environment: ["HTTP_PORT": "8080", "HTTP_INTERNAL_PORT": "8080"])
+        #expect(throws: ConfigError(variable: "HTTP_INTERNAL_PORT", reason: "must differ from HTTP_PORT")) {
+            try HTTPServerConfig(reader: internalPort, defaultPort: 1)
+        }
         let kafka = try KafkaSettings(reader: reader)
         #expect(kafka.topicPartitions == 12 && kafka.createTopics)
         #expect(try !KafkaSettings(reader: ConfigReader(environment: [

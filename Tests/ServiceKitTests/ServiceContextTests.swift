@@ -12,13 +12,15 @@ import TestSupport
 @Suite("The start sequence every service shares (ServiceContext)")
 struct ServiceContextTests {
     /// A context as a service's build function makes it, in a namespace of its own on the dev broker.
-    static func context(namespace: String, partitions: Int, createTopics: Bool) throws -> ServiceContext {
+    static func context(
+        namespace: String, partitions: Int, createTopics: Bool, extra: [String: String] = [:]
+    ) throws -> ServiceContext {
         let config = try StandardServiceConfig(
             reader: ConfigReader(environment: [
                 "KAFKA_BOOTSTRAP_SERVERS": try DevBroker.bootstrapServers(), "LETHE_TOPIC_NAMESPACE": namespace,
                 "KAFKA_TOPIC_PARTITIONS": String(partitions), "KAFKA_CREATE_TOPICS": String(createTopics),
                 "LETHE_DATA_DIR": FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path,
-            ]),
+            ].merging(extra) { $1 }),
             defaultPort: 0)
         return try ServiceContext(
             name: "context-test", config: config, logger: makeTestLogger("context"), metrics: PrometheusCollectorRegistry())
@@ -64,12 +66,14 @@ struct ServiceContextTests {
     func application() async throws {
         let context = try Self.context(namespace: uniqueName("ctx"), partitions: 1, createTopics: true)
         struct DatabaseDown: Error {}
-        let app = context.application(
+        let servers = context.httpServers(
             database: { throw DatabaseDown() }, readiness: [ReadinessCheck(name: "state") {}]
         ) { router in
             router.get("/v1/thing") { _, _ in "thing" }
         }
-        try await app.test(.router) { client in
+        #expect(servers.internal == nil && servers.services.count == 1)
+        try await servers.main.test(.router) { client in
+            try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .ok) }
             try await client.execute(uri: "/health/ready", method: .get) { response in
                 #expect(response.status == .serviceUnavailable)
                 struct Report: Decodable { var checks: [ReadinessReport.Entry] }
@@ -84,6 +88,35 @@ struct ServiceContextTests {
                 let body = try JSONDecoder().decode(ErrorBody.self, from: Data(buffer: response.body))
                 #expect(body.error == "not_found" && body.requestId == response.headers[.requestId])
             }
+        }
+    }
+
+    @Test("""
+        with HTTP_INTERNAL_PORT, /metrics and the internal routes are served on the internal listener only; health on \
+        both; the service's routes on the public one only
+        """)
+    func internalListener() async throws {
+        let context = try Self.context(
+            namespace: uniqueName("ctx"), partitions: 1, createTopics: true, extra: ["HTTP_INTERNAL_PORT": "0"])
+        let servers = context.httpServers(
+            database: {}, internalRoutes: { $0.post("/internal/v1/thing") { _, _ in "internal" } }
+        ) { router in
+            router.get("/v1/thing") { _, _ in "thing" }
+        }
+        let internalServer = try #require(servers.internal)
+        #expect(servers.services.count == 2)
+        try await servers.main.test(.router) { client in
+            for (uri, method) in [("/metrics", HTTPRequest.Method.get), ("/internal/v1/thing", .post)] {
+                try await client.execute(uri: uri, method: method) { #expect($0.status == .notFound, "\(uri)") }
+            }
+            try await client.execute(uri: "/v1/thing", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/health/live", method: .get) { #expect($0.status == .ok) }
+        }
+        try await internalServer.test(.router) { client in
+            try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/internal/v1/thing", method: .post) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/v1/thing", method: .get) { #expect($0.status == .notFound) }
+            try await client.execute(uri: "/health/live", method: .get) { #expect($0.status == .ok) }
         }
     }
 }

@@ -75,6 +75,32 @@ struct TenantAuthTests {
         }
     }
 
+    @Test("""
+        a key the gateway stopped publishing (revoked) stops verifying once the held keys are older than the maximum \
+        key age; while the JWKS cannot be fetched, the keys held keep verifying
+        """)
+    func revokedKeyStopsVerifying() async throws {
+        let server = JWKSServer()
+        let revoked = JWKSServer.SigningKey(kid: "k1")
+        let kept = JWKSServer.SigningKey(kid: "k2")
+        server.publish([revoked, kept])
+        let revokedToken = try await revoked.sign(claims())
+        let keptToken = try await kept.sign(claims(tenant: "tenant-b"))
+        try await server.run(maximumKeyAge: .milliseconds(300)) { verifier in
+            _ = try await verifier.verify(revokedToken)
+            server.publish([kept])
+            try await Task.sleep(for: .milliseconds(400))
+            await #expect(throws: TenantAuthError.self) { try await verifier.verify(revokedToken) }
+            #expect(try await verifier.verify(keptToken).tenantId == "tenant-b")
+
+            server.unavailable.store(true, ordering: .relaxed)
+            try await Task.sleep(for: .milliseconds(400))
+            let fetches = server.fetches.load(ordering: .relaxed)
+            #expect(try await verifier.verify(keptToken).tenantId == "tenant-b", "old keys while the JWKS is down")
+            #expect(server.fetches.load(ordering: .relaxed) == fetches + 1, "the refetch was tried")
+        }
+    }
+
     @Test("over HTTP: no token is 401, another tenant's token is 404, the tenant's own token passes")
     func routesAreTenantScoped() async throws {
         let server = JWKSServer()

@@ -12,6 +12,8 @@ import Synchronization
 package final class JWKSServer: Sendable {
     package let keys = Mutex<[String]>([])
     package let fetches = Atomic<Int>(0)
+    /// While true, the JWKS answers 503 (a gateway that is down).
+    package let unavailable = Atomic<Bool>(false)
     package let issuer: String
 
     package init(issuer: String = "http://gateway.test") { self.issuer = issuer }
@@ -41,10 +43,13 @@ package final class JWKSServer: Sendable {
     package func publish(_ signingKeys: [SigningKey]) { keys.withLock { $0 = signingKeys.map(\.jwkJSON) } }
 
     /// Runs the server and a verifier pointed at it for the duration of `body`.
-    package func run<T: Sendable>(_ body: @Sendable (TenantTokenVerifier) async throws -> T) async throws -> T {
+    package func run<T: Sendable>(
+        maximumKeyAge: Duration = .seconds(300), _ body: @Sendable (TenantTokenVerifier) async throws -> T
+    ) async throws -> T {
         let router = Router()
         router.get("/.well-known/jwks.json") { [self] _, _ -> Response in
             fetches.add(1, ordering: .relaxed)
+            if unavailable.load(ordering: .relaxed) { return Response(status: .serviceUnavailable) }
             let json = #"{"keys":[\#(keys.withLock { $0 }.joined(separator: ","))]}"#
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(string: json)))
@@ -61,7 +66,7 @@ package final class JWKSServer: Sendable {
             let verifier = TenantTokenVerifier(
                 config: TenantAuthConfig(
                     jwksURL: URL(string: "http://127.0.0.1:\(port)/.well-known/jwks.json")!,
-                    issuer: issuer, minimumRefetchInterval: .zero),
+                    issuer: issuer, minimumRefetchInterval: .zero, maximumKeyAge: maximumKeyAge),
                 httpClient: .shared, logger: makeTestLogger("auth"))
             return try await body(verifier)
         }

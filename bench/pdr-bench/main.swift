@@ -1,6 +1,6 @@
 // The Swift half of `make bench-pdr` (bench/pdr.sh runs it around the sandbox, the gateway and pdr-reporter).
 //
-// usage: pdr-bench setup <gatewayURL> <sandboxURL> <adminToken> <internalToken> <apps>
+// usage: pdr-bench setup <gatewayURL> <gatewayInternalURL> <sandboxURL> <adminToken> <internalToken> <apps>
 //            registers <apps> OAuth apps in the sandbox and at the gateway (one tenant per app, admin API), signs one
 //            sandbox user in per app through the real gateway flow (start → sandbox authorize → callback → exchange),
 //            checks the gateway now hands out a reporting token for each app, then installs the benchmark's fault
@@ -85,8 +85,8 @@ func withHTTP<T>(_ body: (HTTPClient) async throws -> T) async -> T {
 
 /// One app: sandbox app, gateway tenant using it, one user signed in through the gateway (so the gateway holds a
 /// connection — a grant — the reporting-token API can hand out).
-func setUpApp(http: HTTPClient, gateway: String, sandbox: String, admin: String, internalToken: String, index: Int,
-              run: String) async throws -> (app: String, tenant: String) {
+func setUpApp(http: HTTPClient, gateway: String, gatewayInternal: String, sandbox: String, admin: String,
+              internalToken: String, index: Int, run: String) async throws -> (app: String, tenant: String) {
     let tenant = "pdr-bench-\(run)-t\(index)"
     let app = "pdr-bench-\(run)-app\(index)"
     let secret = "pdr-bench-app-secret-\(index)-0123456789"
@@ -128,7 +128,7 @@ func setUpApp(http: HTTPClient, gateway: String, sandbox: String, admin: String,
                200, "sign-in exchange")
 
     // What the reporter will ask: the app now has a usable grant.
-    try expect(try await call(http, .POST, gateway + "/internal/v1/apps/\(app)/reporting-token",
+    try expect(try await call(http, .POST, gatewayInternal + "/internal/v1/apps/\(app)/reporting-token",
                               headers: jsonType + [("authorization", "Bearer \(internalToken)")], body: #"{"exclude":[]}"#),
                200, "reporting token")
     return (app, tenant)
@@ -137,15 +137,17 @@ func setUpApp(http: HTTPClient, gateway: String, sandbox: String, admin: String,
 // MARK: main
 
 switch arguments.count > 1 ? arguments[1] : "" {
-case "setup" where arguments.count == 7:
-    let (gateway, sandbox, admin, internalToken) = (arguments[2], arguments[3], arguments[4], arguments[5])
-    guard let apps = Int(arguments[6]), apps > 0 else { fail("bad app count") }
+case "setup" where arguments.count == 8:
+    let (gateway, gatewayInternal, sandbox) = (arguments[2], arguments[3], arguments[4])
+    let (admin, internalToken) = (arguments[5], arguments[6])
+    guard let apps = Int(arguments[7]), apps > 0 else { fail("bad app count") }
     let run = String(format: "%08x", UInt32.random(in: 0...UInt32.max))
     let lines = await withHTTP { http in
         var lines: [String] = []
         for index in 0..<apps {
-            let (app, tenant) = try await setUpApp(http: http, gateway: gateway, sandbox: sandbox, admin: admin,
-                                                   internalToken: internalToken, index: index, run: run)
+            let (app, tenant) = try await setUpApp(
+                http: http, gateway: gateway, gatewayInternal: gatewayInternal, sandbox: sandbox, admin: admin,
+                internalToken: internalToken, index: index, run: run)
             lines.append("\(app) \(tenant)")
         }
         // After the sign-ins, so only PDR calls see faults: 10 % of report-accounts answer 429, Retry-After 1 s.

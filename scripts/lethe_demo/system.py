@@ -16,13 +16,15 @@ from .launcher import REPO, Failure, Supervisor, env_int, peak_rss_kib, say
 
 SERVICES = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gateway", "pdr-reporter"]
 PARTICIPANT = "python-example"
+# GATEWAY_INTERNAL is the gateway's internal listener (reporting-token API, metrics): a port, not a service.
+GATEWAY_INTERNAL = "oauth-gateway-internal"
 DEFAULT_PORTS = {"oauth-gateway": 8080, "profile-store": 8081, "pdr-reporter": 8082, "erasure-executor": 8083,
-                 "atlassian-sandbox": 8090}
+                 "atlassian-sandbox": 8090, GATEWAY_INTERNAL: 9080}
 PORT_OFFSETS = {"oauth-gateway": 0, "profile-store": 1, "pdr-reporter": 2, "erasure-executor": 3,
-                "atlassian-sandbox": 10}
+                "atlassian-sandbox": 10, GATEWAY_INTERNAL: 1000}
 PORT_ENV = {"oauth-gateway": "LETHE_DEMO_GATEWAY_PORT", "profile-store": "LETHE_DEMO_PROFILE_STORE_PORT",
             "pdr-reporter": "LETHE_DEMO_REPORTER_PORT", "erasure-executor": "LETHE_DEMO_EXECUTOR_PORT",
-            "atlassian-sandbox": "LETHE_DEMO_SANDBOX_PORT"}
+            "atlassian-sandbox": "LETHE_DEMO_SANDBOX_PORT", GATEWAY_INTERNAL: "LETHE_DEMO_GATEWAY_INTERNAL_PORT"}
 
 
 class System:
@@ -59,6 +61,10 @@ class System:
     @property
     def gateway(self):
         return self.url("oauth-gateway")
+
+    @property
+    def gateway_internal(self):
+        return self.url(GATEWAY_INTERNAL)
 
     @property
     def sandbox(self):
@@ -104,7 +110,7 @@ class System:
             return
         base = env_int("LETHE_DEMO_PORT_BASE", 0, 1, 65525) if os.environ.get("LETHE_DEMO_PORT_BASE") else None
         for service, default in DEFAULT_PORTS.items():
-            port = base + PORT_OFFSETS[service] if base else default
+            port = min(base + PORT_OFFSETS[service], 65535) if base else default
             self.ports[service] = env_int(PORT_ENV[service], port)
         if len(set(self.ports.values())) != len(self.ports):
             raise Failure(f"ports must differ: {self.ports}")
@@ -175,13 +181,13 @@ class System:
         if service == "oauth-gateway":
             env.update(ATLASSIAN_AUTH_URL=self.sandbox, ATLASSIAN_API_URL=self.sandbox,
                        LETHE_ADMIN_TOKEN=self.admin_token, LETHE_INTERNAL_TOKEN=self.internal_token,
-                       LETHE_MASTER_KEY=self.master_key,
+                       LETHE_MASTER_KEY=self.master_key, HTTP_INTERNAL_PORT=str(self.ports[GATEWAY_INTERNAL]),
                        LETHE_SHARED_APP_CLIENT_ID=self.shared_app["clientId"],
                        LETHE_SHARED_APP_CLIENT_SECRET=self.shared_app["clientSecret"])
         elif service == "pdr-reporter":
             env.update(ATLASSIAN_AUTH_URL=self.sandbox, ATLASSIAN_API_URL=self.sandbox,
                        LETHE_ADMIN_TOKEN=self.admin_token, LETHE_INTERNAL_TOKEN=self.internal_token,
-                       PDR_CYCLE_SECONDS=str(self.cycle), PDR_ALLOW_SHORT_CYCLE="1")
+                       LETHE_GATEWAY_INTERNAL_URL=self.gateway_internal, PDR_CYCLE_SECONDS=str(self.cycle), PDR_ALLOW_SHORT_CYCLE="1")
         elif service == "erasure-executor":
             env.update(LETHE_ADMIN_TOKEN=self.admin_token, LETHE_AUDIT_KEY=self.audit_key,
                        ERASURE_RESEND_SECONDS="10")

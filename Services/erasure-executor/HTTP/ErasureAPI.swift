@@ -49,7 +49,7 @@ enum ErasureAPI {
     static let cursor = PageCursor(kind: "e")
 
     static func addRoutes(
-        to router: Router<BasicRequestContext>, ledger: ErasureLedger, verifier: TenantTokenVerifier,
+        to router: Router<LetheRequestContext>, ledger: ErasureLedger, verifier: TenantTokenVerifier,
         adminToken: String, notifier: ErasureNotifier, gate: RestoreGate? = nil, metrics: ErasureMetrics? = nil,
         logger: Logger = Logger(label: "erasure-executor"), onCompleted: @escaping @Sendable () -> Void = {}
     ) {

@@ -37,6 +37,9 @@ final class Gateway: Sendable {
     let refusedCallbacks = Counter(label: "lethe_gateway_callbacks_refused_total")
     /// Per client: authorization requests (and sign-in starts), and token requests, each in buckets of their own.
     let clientRate: RateLimiter
+    /// Per client IP address (``clientAddresses``), across clients, likewise.
+    let ipRate: RateLimiter
+    let clientAddresses: ClientAddressResolver
     /// States whose callback is being handled here: a concurrent replay is refused before any token exchange, since
     /// the state's use is recorded only when the sign-in completes.
     let statesInFlight = InFlightNonces()
@@ -51,6 +54,8 @@ final class Gateway: Sendable {
         self.logger = logger
         self.clientRate = RateLimiter(
             perMinute: config.clientRatePerMinute, burst: max(1, config.clientRatePerMinute / 10))
+        self.ipRate = RateLimiter(perMinute: config.ipRatePerMinute, burst: max(1, config.ipRatePerMinute / 10))
+        self.clientAddresses = ClientAddressResolver(trustedProxies: config.trustedProxies)
         let shared = config.sharedApp
         self.vault = TokenVault(
             database: database, box: box, atlassian: atlassian,

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 
 /// Envelope encryption for everything secret the gateway stores: app client secrets, Atlassian access and refresh
 /// tokens, signing keys, and the short-lived sign-in payload.
@@ -9,13 +10,27 @@ import Foundation
 /// where it lives (the associated data names its table, row and column), so a ciphertext copied into another row
 /// does not open. Sealed layout: version byte `1`, data key id (4 bytes, big-endian), then GCM's nonce ‖ ciphertext ‖
 /// tag.
+///
+/// Data keys rotate (``rotate()``): the newest key seals from then on, ``DataKeyRotation`` re-seals what is stored
+/// under older ones and then deletes them. The ring is reloaded from the database when a value names a key this
+/// process does not know (another replica rotated) and on every rotation round.
 final class SecretBox: Sendable {
-    private let keys: [UInt32: SymmetricKey]
-    private let activeKeyId: UInt32
+    private struct Ring {
+        var keys: [UInt32: SymmetricKey]
+        var active: UInt32
+        /// When an unknown key id last made this process read the keys again: at most once a second, so values with
+        /// made-up key ids (a forged state in a URL) cannot turn into a database read each.
+        var lastMissReload: ContinuousClock.Instant?
+    }
+
+    private let master: SymmetricKey
+    private let database: GatewayDatabase
+    private let ring: Mutex<Ring>
 
     struct WrongMasterKey: Error, CustomStringConvertible {
         var description: String {
-            "LETHE_MASTER_KEY does not open this database's data keys (was it changed?)"
+            "LETHE_MASTER_KEY does not open this database's data keys (was it changed? set the old one as "
+                + "LETHE_MASTER_KEY_PREVIOUS for one start)"
         }
     }
 
@@ -23,31 +38,44 @@ final class SecretBox: Sendable {
         var description: String { "a sealed value could not be opened" }
     }
 
-    /// Loads the data keys (creating the first one on a new database) and unwraps them with `masterKey`.
-    init(masterKey: Data, database: GatewayDatabase) throws {
+    /// Loads the data keys (creating the first one on a new database) and unwraps them with `masterKey`. A key that
+    /// only `previousMasterKey` opens is wrapped again under `masterKey` and stored so: that is how the master key is
+    /// changed (start once with both set).
+    init(masterKey: Data, previousMasterKey: Data? = nil, database: GatewayDatabase) throws {
         let master = SymmetricKey(data: masterKey)
-        let wrapped = try database.wrappedDataKeys {
-            let key = SymmetricKey(size: .bits256)
-            return try AES.GCM.seal(
-                key.withUnsafeBytes { Data($0) }, using: master, authenticating: Self.dataKeyContext(1)
-            ).combined!
-        }
+        self.master = master
+        self.database = database
+        let wrapped = try database.wrappedDataKeys { try Self.wrap(SymmetricKey(size: .bits256), id: 1, under: master) }
         var keys: [UInt32: SymmetricKey] = [:]
+        var rewrapped: [(UInt32, Data)] = []
         for (id, blob) in wrapped {
-            guard let box = try? AES.GCM.SealedBox(combined: blob),
-                  let raw = try? AES.GCM.open(box, using: master, authenticating: Self.dataKeyContext(id))
-            else { throw WrongMasterKey() }
-            keys[id] = SymmetricKey(data: raw)
+            if let key = Self.unwrap(blob, id: id, with: master) {
+                keys[id] = key
+            } else if let previous = previousMasterKey.map(SymmetricKey.init(data:)),
+                      let key = Self.unwrap(blob, id: id, with: previous)
+            {
+                keys[id] = key
+                rewrapped.append((id, try Self.wrap(key, id: id, under: master)))
+            } else {
+                throw WrongMasterKey()
+            }
         }
-        self.keys = keys
-        self.activeKeyId = wrapped.map(\.0).max()!
+        if !rewrapped.isEmpty { try database.replaceWrappedDataKeys(rewrapped) }
+        ring = Mutex(Ring(keys: keys, active: wrapped.map(\.0).max()!))
     }
+
+    /// The id of the key new values are sealed with.
+    var activeKeyId: UInt32 { ring.withLock { $0.active } }
+
+    /// The ids of the keys held.
+    var keyIds: [UInt32] { ring.withLock { $0.keys.keys.sorted() } }
 
     /// Seals `plaintext`, bound to `context` (e.g. `connection:<id>:refresh_token`).
     func seal(_ plaintext: Data, context: String) throws -> Data {
-        let box = try AES.GCM.seal(plaintext, using: keys[activeKeyId]!, authenticating: Data(context.utf8))
+        let (id, key) = ring.withLock { ($0.active, $0.keys[$0.active]!) }
+        let box = try AES.GCM.seal(plaintext, using: key, authenticating: Data(context.utf8))
         var out = Data([1])
-        withUnsafeBytes(of: activeKeyId.bigEndian) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: id.bigEndian) { out.append(contentsOf: $0) }
         out.append(box.combined!)
         return out
     }
@@ -56,10 +84,22 @@ final class SecretBox: Sendable {
 
     /// Opens a value sealed with the same `context`.
     func open(_ sealed: Data, context: String) throws -> Data {
-        let bytes = [UInt8](sealed)
-        guard bytes.count > 5, bytes[0] == 1 else { throw Unreadable() }
-        let keyId = bytes[1..<5].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        guard let key = keys[keyId], let box = try? AES.GCM.SealedBox(combined: Data(bytes[5...])),
+        guard let keyId = Self.keyId(of: sealed) else { throw Unreadable() }
+        var key = ring.withLock { $0.keys[keyId] }
+        if key == nil {
+            // Sealed under a key another replica made since this one loaded its ring.
+            let now = ContinuousClock.now
+            let due = ring.withLock { ring in
+                guard ring.lastMissReload.map({ now - $0 >= .seconds(1) }) ?? true else { return false }
+                ring.lastMissReload = now
+                return true
+            }
+            if due {
+                try? reload()
+                key = ring.withLock { $0.keys[keyId] }
+            }
+        }
+        guard let key, let box = try? AES.GCM.SealedBox(combined: Data(sealed.dropFirst(5))),
               let plaintext = try? AES.GCM.open(box, using: key, authenticating: Data(context.utf8))
         else { throw Unreadable() }
         return plaintext
@@ -68,6 +108,47 @@ final class SecretBox: Sendable {
     func openString(_ sealed: Data, context: String) throws -> String {
         guard let text = String(data: try open(sealed, context: context), encoding: .utf8) else { throw Unreadable() }
         return text
+    }
+
+    /// The data key id a sealed value names, or nil when it is not a sealed value.
+    static func keyId(of sealed: Data) -> UInt32? {
+        guard sealed.count > 5, sealed.first == 1 else { return nil }
+        return sealed.dropFirst().prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+    }
+
+    /// Makes a new data key the one that seals from now on. Returns its id.
+    @discardableResult
+    func rotate(now: Date = Date()) throws -> UInt32 {
+        let master = self.master
+        let id = try database.addDataKey(now: now) { id in try Self.wrap(SymmetricKey(size: .bits256), id: id, under: master) }
+        try reload()
+        return id
+    }
+
+    /// Reads the data keys again: a key another replica added (or rotated to), one deleted once nothing needed it.
+    func reload() throws {
+        let wrapped = try database.wrappedDataKeysNow()
+        var keys: [UInt32: SymmetricKey] = [:]
+        for (id, blob) in wrapped {
+            guard let key = Self.unwrap(blob, id: id, with: master) else { throw WrongMasterKey() }
+            keys[id] = key
+        }
+        guard let active = keys.keys.max() else { return }
+        ring.withLock {
+            $0.keys = keys
+            $0.active = active
+        }
+    }
+
+    private static func wrap(_ key: SymmetricKey, id: UInt32, under master: SymmetricKey) throws -> Data {
+        try AES.GCM.seal(key.withUnsafeBytes { Data($0) }, using: master, authenticating: dataKeyContext(id)).combined!
+    }
+
+    private static func unwrap(_ blob: Data, id: UInt32, with master: SymmetricKey) -> SymmetricKey? {
+        guard let box = try? AES.GCM.SealedBox(combined: blob),
+              let raw = try? AES.GCM.open(box, using: master, authenticating: dataKeyContext(id))
+        else { return nil }
+        return SymmetricKey(data: raw)
     }
 
     private static func dataKeyContext(_ id: UInt32) -> Data { Data("lethe-data-key:\(id)".utf8) }

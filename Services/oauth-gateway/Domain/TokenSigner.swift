@@ -78,6 +78,18 @@ actor TokenSigner {
         return kid
     }
 
+    /// Revokes a published key (a compromised one) at once: it leaves the JWKS, and no token it signed verifies here any
+    /// more (the verified-token memory is cleared). When it is the active key, a new one becomes active first. Returns
+    /// the active kid afterwards, or nil when no published key has `kid`.
+    func revoke(kid: String) async throws -> String? {
+        let published = try await database.signingKeys(publishedSince: Date().addingTimeInterval(-retention))
+        guard let key = published.first(where: { $0.kid == kid }) else { return nil }
+        if key.retiredAt == nil { try await rotate() }
+        try await database.revokeSigningKey(kid: kid)
+        try await load()
+        return active?.kid
+    }
+
     /// `GET /.well-known/jwks.json`'s body.
     func jwksDocument() -> Data { jwks }
 

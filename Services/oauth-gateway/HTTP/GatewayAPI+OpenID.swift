@@ -9,7 +9,7 @@ extension GatewayAPI {
 
     /// Discovery, the authorization endpoint and userinfo (the token endpoint's `authorization_code` grant is with
     /// the other grant in GatewayAPI+Tokens). docs/oauth-gateway.md "OpenID Connect".
-    static func addOpenIDRoutes(to router: Router<BasicRequestContext>, gateway: Gateway) {
+    static func addOpenIDRoutes(to router: Router<LetheRequestContext>, gateway: Gateway) {
         let discovery: Data = {
             let document = gateway.discoveryDocument()
             return (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes]))
@@ -22,20 +22,25 @@ extension GatewayAPI {
         }
 
         // OIDC Core §3.1.2.1: the authorization endpoint takes GET and form POST alike.
-        router.get("/oauth/authorize") { request, _ -> Response in
-            try authorize(FormFields(query: request), gateway: gateway)
+        router.get("/oauth/authorize") { request, context -> Response in
+            try authorize(FormFields(query: request), request: request, context: context, gateway: gateway)
         }
-        router.post("/oauth/authorize") { request, _ -> Response in
+        router.post("/oauth/authorize") { request, context -> Response in
             let body = try await request.body.collect(upTo: maxBody)
-            return try authorize(FormFields(decoding: String(buffer: body)), gateway: gateway)
+            return try authorize(
+                FormFields(decoding: String(buffer: body)), request: request, context: context, gateway: gateway)
         }
 
         router.get("/oauth/userinfo") { request, _ -> Response in try userInfo(request, gateway: gateway) }
         router.post("/oauth/userinfo") { request, _ -> Response in try userInfo(request, gateway: gateway) }
     }
 
-    private static func authorize(_ query: FormFields, gateway: Gateway) throws -> Response {
-        if let retryAfter = overLimit("authorize", client: query["client_id"] ?? "", gateway: gateway) {
+    private static func authorize(
+        _ query: FormFields, request: Request, context: LetheRequestContext, gateway: Gateway
+    ) throws -> Response {
+        if let retryAfter = overLimit(
+            "authorize", client: query["client_id"] ?? "", request: request, context: context, gateway: gateway)
+        {
             throw tooManyRequests(retryAfter)
         }
         do {

@@ -41,18 +41,29 @@ extension GatewayAPI {
         return (decoded(text[..<colon]), decoded(text[text.index(after: colon)...]))
     }
 
-    /// Counts one request of `client` at `endpoint` (`authorize` or `token`); the seconds to wait when it is one too
-    /// many (``Gateway/clientRate``).
-    static func overLimit(_ endpoint: String, client: String, gateway: Gateway) -> Int? {
-        guard let retryAfter = gateway.clientRate.take(endpoint + ":" + client) else { return nil }
-        Counter(label: "lethe_gateway_rate_limited_total", dimensions: [("endpoint", endpoint)]).increment()
+    /// Counts one request at `endpoint` (`authorize` or `token`) from the request's client IP address
+    /// (``Gateway/ipRate``) and, when given, of `client` (``Gateway/clientRate``); the seconds to wait when it is one
+    /// too many for either.
+    static func overLimit(
+        _ endpoint: String, client: String?, request: Request, context: LetheRequestContext, gateway: Gateway
+    ) -> Int? {
+        if let address = gateway.clientAddresses.clientAddress(of: request, context: context),
+           let retryAfter = gateway.ipRate.take(endpoint + ":" + address)
+        {
+            Counter(label: "lethe_gateway_rate_limited_total", dimensions: [("endpoint", endpoint), ("by", "ip")])
+                .increment()
+            return retryAfter
+        }
+        guard let client, let retryAfter = gateway.clientRate.take(endpoint + ":" + client) else { return nil }
+        Counter(label: "lethe_gateway_rate_limited_total", dimensions: [("endpoint", endpoint), ("by", "client")])
+            .increment()
         return retryAfter
     }
 
     /// 429 with `Retry-After`, in the house error shape.
     static func tooManyRequests(_ retryAfter: Int) -> HTTPError {
         HTTPError(.tooManyRequests, headers: [.retryAfter: String(retryAfter)],
-                  message: "too many requests for this client; retry in \(retryAfter) s")
+                  message: "too many requests; retry in \(retryAfter) s")
     }
 
     /// An RFC 6749 §5.2 error body.

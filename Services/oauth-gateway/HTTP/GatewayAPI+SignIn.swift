@@ -7,10 +7,12 @@ extension GatewayAPI {
     // MARK: Sign-in
 
     /// The sign-in flow: the tenant's redirect to Atlassian, Atlassian's callback, and the tenant's code exchange.
-    static func addSignInRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, issuer: String) {
+    static func addSignInRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, issuer: String) {
         router.get("/v1/tenants/:tenant/signin/atlassian") { request, context -> Response in
             let tenantId = try context.parameters.require("tenant")
-            if let retryAfter = overLimit("authorize", client: tenantId, gateway: gateway) {
+            if let retryAfter = overLimit(
+                "authorize", client: tenantId, request: request, context: context, gateway: gateway)
+            {
                 throw tooManyRequests(retryAfter)
             }
             let query = FormFields(query: request)
@@ -35,7 +37,11 @@ extension GatewayAPI {
             }
         }
 
-        router.get(RouterPath(stringLiteral: SignInRoutes.callbackPath)) { request, _ -> Response in
+        router.get(RouterPath(stringLiteral: SignInRoutes.callbackPath)) { request, context -> Response in
+            // Per address only: the browser coming back from Atlassian has no client of ours to name.
+            if let retryAfter = overLimit("authorize", client: nil, request: request, context: context, gateway: gateway) {
+                throw tooManyRequests(retryAfter)
+            }
             do {
                 return Self.redirect(try await gateway.completeSignIn(query: FormFields(query: request).firstValues))
             } catch Gateway.SignInError.badState {

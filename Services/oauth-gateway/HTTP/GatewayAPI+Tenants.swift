@@ -7,7 +7,7 @@ extension GatewayAPI {
     // MARK: Operator
 
     /// Behind `LETHE_ADMIN_TOKEN`: creating and listing tenants, replacing a tenant's secret, rotating the signing key.
-    static func addOperatorRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, adminToken: String) {
+    static func addOperatorRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, adminToken: String) {
         let admin = BearerSecret(adminToken, realm: "admin token")
         let tenantCursor = Self.tenantCursor
 
@@ -69,12 +69,47 @@ extension GatewayAPI {
             try admin.require(request)
             return RotatedKey(kid: try await gateway.signer.rotate())
         }
+
+        router.post("/v1/data-keys/rotate") { request, _ -> DataKeysView in
+            try admin.require(request)
+            try gateway.box.rotate()
+            return try await dataKeysView(gateway)
+        }
+
+        router.get("/v1/data-keys") { request, _ -> DataKeysView in
+            try admin.require(request)
+            return try await dataKeysView(gateway)
+        }
+
+        router.post("/v1/signing-keys/:kid/revoke") { request, context -> RevokedKey in
+            try admin.require(request)
+            let kid = try context.parameters.require("kid")
+            guard let active = try await gateway.signer.revoke(kid: kid) else {
+                throw HTTPError(.notFound, message: "no published signing key has this kid")
+            }
+            gateway.logger.warning("signing key revoked", metadata: ["kid": "\(kid)", "active_kid": "\(active)"])
+            return RevokedKey(revoked: kid, activeKid: active)
+        }
+    }
+
+    /// The data keys held and how many stored values still wait to be sealed under the active one.
+    static func dataKeysView(_ gateway: Gateway) async throws -> DataKeysView {
+        try gateway.box.reload()
+        let active = gateway.box.activeKeyId
+        var pending = 0
+        for column in GatewayDatabase.sealedColumns {
+            pending += try await gateway.database.countSealed(notUnder: active, in: column)
+        }
+        let keys = try await gateway.database.dataKeyAges().map {
+            DataKeysView.Key(id: Int($0.id), createdAt: RFC3339.string(from: $0.createdAt), active: $0.id == active)
+        }
+        return DataKeysView(keys: keys, activeKeyId: Int(active), pendingReseal: pending)
     }
 
     // MARK: Tenant
 
     /// Behind the tenant's own access token: its settings.
-    static func addTenantRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, issuer: String) {
+    static func addTenantRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, issuer: String) {
         router.get("/v1/tenants/:tenant") { request, context -> TenantView in
             let tenant = try await authorizedTenant(request, context, gateway: gateway, issuer: issuer)
             return try await view(tenant, gateway: gateway)
@@ -106,7 +141,7 @@ extension GatewayAPI {
     }
 
     /// Behind the tenant's own access token: its public OpenID clients (browser and mobile apps: no secret, PKCE).
-    static func addPublicClientRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, issuer: String) {
+    static func addPublicClientRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, issuer: String) {
         router.post("/v1/tenants/:tenant/public-clients") { request, context -> Response in
             let tenant = try await authorizedTenant(request, context, gateway: gateway, issuer: issuer)
             struct Body: Decodable { var redirectUris: [String] }
@@ -140,7 +175,7 @@ extension GatewayAPI {
     }
 
     /// Behind the tenant's own access token: its Atlassian app, its own or the platform's shared one.
-    static func addAppRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, issuer: String) {
+    static func addAppRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, issuer: String) {
         router.put("/v1/tenants/:tenant/app") { request, context -> TenantView in
             let tenant = try await authorizedTenant(request, context, gateway: gateway, issuer: issuer)
             struct Body: Decodable {

@@ -8,19 +8,21 @@ extension GatewayAPI {
     // MARK: Keys and tokens
 
     /// The JWKS that verifies the gateway's tokens, and the client-credentials token endpoint (tenant access tokens).
-    static func addTokenRoutes(to router: Router<BasicRequestContext>, gateway: Gateway) {
+    static func addTokenRoutes(to router: Router<LetheRequestContext>, gateway: Gateway) {
         router.get("/.well-known/jwks.json") { _, _ -> Response in
             Response(
                 status: .ok, headers: [.contentType: "application/json", .cacheControl: "max-age=300"],
                 body: .init(byteBuffer: ByteBuffer(data: await gateway.signer.jwksDocument())))
         }
 
-        router.post("/oauth/token") { request, _ -> Response in
+        router.post("/oauth/token") { request, context -> Response in
             let form = try await Self.formOrJSON(request)
             var clientId = form["client_id"]
             var clientSecret = form["client_secret"]
             if let basic = Self.basicCredentials(request) { (clientId, clientSecret) = basic }
-            if let retryAfter = overLimit("token", client: clientId ?? "", gateway: gateway) {
+            if let retryAfter = overLimit(
+                "token", client: clientId ?? "", request: request, context: context, gateway: gateway)
+            {
                 return Self.oauthError(
                     .tooManyRequests, "too_many_requests", "retry in \(retryAfter) s", retryAfter: retryAfter)
             }
@@ -82,7 +84,7 @@ extension GatewayAPI {
     // MARK: Internal
 
     /// Behind `LETHE_INTERNAL_TOKEN`: an Atlassian access token for pdr-reporter, from one of the app's connections.
-    static func addInternalRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, internalToken: String) {
+    static func addInternalRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, internalToken: String) {
         let internalSecret = BearerSecret(internalToken, realm: "internal token")
 
         router.post("/internal/v1/apps/:appId/reporting-token") { request, context -> Response in

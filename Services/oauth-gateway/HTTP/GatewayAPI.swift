@@ -65,6 +65,25 @@ struct RotatedKey: ResponseCodable {
     var kid: String
 }
 
+struct DataKeysView: ResponseCodable {
+    struct Key: Codable {
+        var id: Int
+        var createdAt: String
+        var active: Bool
+    }
+
+    var keys: [Key]
+    var activeKeyId: Int
+    /// Stored values still sealed under an older key; older keys are deleted an hour after this reaches 0.
+    var pendingReseal: Int
+}
+
+struct RevokedKey: ResponseCodable {
+    var revoked: String
+    /// The key that signs from now on.
+    var activeKid: String
+}
+
 struct ExchangeResponse: ResponseCodable {
     var userId: String
     var accountId: String
@@ -81,15 +100,14 @@ struct ReportingTokenResponse: ResponseCodable {
 }
 
 /// The gateway's HTTP API (docs/oauth-gateway.md): operator routes behind `LETHE_ADMIN_TOKEN`, tenant routes behind the
-/// tenant's own access token, the token endpoint and JWKS, the sign-in flow, and the internal reporting-token route
-/// behind `LETHE_INTERNAL_TOKEN`. Every bad input is a 400 with the reason.
+/// tenant's own access token, the OpenID Provider, the token endpoint and JWKS, the sign-in flow; and, on the internal
+/// listener only, the reporting-token route behind `LETHE_INTERNAL_TOKEN`. Every bad input is a 400 with the reason.
 enum GatewayAPI {
     static let maxBody = 64 * 1024
     /// Cursors of `GET /v1/tenants` (kind `t`: another list's cursor is refused).
     static let tenantCursor = PageCursor(kind: "t")
 
-    static func addRoutes(to router: Router<BasicRequestContext>, gateway: Gateway, adminToken: String, internalToken: String,
-                          issuer: String) {
+    static func addRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, adminToken: String, issuer: String) {
         addTokenRoutes(to: router, gateway: gateway)
         addOpenIDRoutes(to: router, gateway: gateway)
         addOperatorRoutes(to: router, gateway: gateway, adminToken: adminToken)
@@ -97,7 +115,6 @@ enum GatewayAPI {
         addAppRoutes(to: router, gateway: gateway, issuer: issuer)
         addPublicClientRoutes(to: router, gateway: gateway, issuer: issuer)
         addSignInRoutes(to: router, gateway: gateway, issuer: issuer)
-        addInternalRoutes(to: router, gateway: gateway, internalToken: internalToken)
     }
 
     // MARK: Shared by the routes
@@ -117,7 +134,7 @@ enum GatewayAPI {
 
     /// The path's tenant, after checking the bearer is that tenant's access token (another tenant's: 404).
     static func authorizedTenant(
-        _ request: Request, _ context: BasicRequestContext, gateway: Gateway, issuer: String
+        _ request: Request, _ context: LetheRequestContext, gateway: Gateway, issuer: String
     ) async throws -> TenantRecord {
         let tenantId = try context.parameters.require("tenant")
         guard let token = BearerSecret.bearerToken(in: request),
@@ -132,7 +149,7 @@ enum GatewayAPI {
         return tenant
     }
 
-    static func created(_ value: some ResponseEncodable, _ request: Request, _ context: BasicRequestContext,
+    static func created(_ value: some ResponseEncodable, _ request: Request, _ context: LetheRequestContext,
                         status: HTTPResponse.Status = .ok) throws -> Response {
         var response = try context.responseEncoder.encode(value, from: request, context: context)
         response.status = status

@@ -41,7 +41,7 @@ package protocol ReportingTokenProvider: Sendable {
 ///
 /// Contract (owned by oauth-gateway, issue-level, not public):
 /// ```
-/// POST {LETHE_GATEWAY_URL}/internal/v1/apps/{appId}/reporting-token
+/// POST {LETHE_GATEWAY_INTERNAL_URL}/internal/v1/apps/{appId}/reporting-token
 /// Authorization: Bearer {LETHE_INTERNAL_TOKEN}
 /// Content-Type: application/json
 /// {"exclude": ["<connectionId>", …]}              connections that just answered 401; may be empty

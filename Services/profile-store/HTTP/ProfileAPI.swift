@@ -46,7 +46,7 @@ enum ProfileAPI {
     static let maximumLimit = 500
     static let cursor = PageCursor(kind: "r")
 
-    static func addRoutes(to router: Router<BasicRequestContext>, database: ProfileDatabase,
+    static func addRoutes(to router: Router<LetheRequestContext>, database: ProfileDatabase,
                           verifier: TenantTokenVerifier) {
         let tenants = router.group("/v1/tenants/:tenant/profiles")
         tenants.get(":accountId") { request, context -> ProfileResponse in
