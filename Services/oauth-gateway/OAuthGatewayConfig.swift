@@ -37,6 +37,9 @@ struct OAuthGatewayConfig: Sendable {
     /// `GATEWAY_TRUSTED_PROXIES` (comma-separated CIDR blocks, default none): peers whose `X-Forwarded-For` names the
     /// client (a load balancer in front of the gateway). Without it, the socket's peer is the client.
     var trustedProxies: [CIDRBlock]
+    /// `GATEWAY_ALLOWED_SCOPES` (space- or comma-separated, default none): Atlassian scopes every tenant may request
+    /// beyond the required ones; the operator allows more per tenant (`PUT /v1/tenants/{t}/allowed-scopes`).
+    var allowedScopes: [String]
 
     /// `LETHE_SHARED_APP_CLIENT_ID` / `LETHE_SHARED_APP_CLIENT_SECRET` / `LETHE_SHARED_APP_CALLBACK_URL`.
     struct SharedAppConfig: Sendable {
@@ -80,6 +83,8 @@ struct OAuthGatewayConfig: Sendable {
         }
         tenantTokenLifetime = TimeInterval(try reader.int("GATEWAY_TENANT_TOKEN_SECONDS", default: 900, range: 60...86_400))
         clientRatePerMinute = try reader.int("GATEWAY_CLIENT_RATE_PER_MINUTE", default: 6000, range: 1...10_000_000)
+        allowedScopes = (reader.optionalString("GATEWAY_ALLOWED_SCOPES") ?? "")
+            .split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
         ipRatePerMinute = try reader.int("GATEWAY_IP_RATE_PER_MINUTE", default: 600, range: 1...10_000_000)
         trustedProxies = try (reader.optionalString("GATEWAY_TRUSTED_PROXIES") ?? "").split(separator: ",").map {
             guard let block = CIDRBlock(String($0)) else {

@@ -143,19 +143,35 @@ struct SignInTests {
         }
     }
 
-    @Test("every app's sign-in asks for read:me, offline_access and report:personal-data, whatever the tenant named")
+    @Test("""
+        every app's sign-in asks for read:me, offline_access and report:personal-data, whatever the tenant named; \
+        other scopes only those the operator allows the tenant, at registration and at every sign-in
+        """)
     func requiredScopes() async throws {
         try await GatewayHarness.run { harness, _ in
             let acme = try await harness.createTenant("acme")
             try await harness.sandboxApp("acme-app", secret: "acme-app-secret-1234")
-            // The scopes older set-up docs told tenants to name: the gateway adds report:personal-data to them.
-            let registered = try await harness.send(
-                .PUT, "/v1/tenants/acme/app", bearer: acme.token,
-                json: ["clientId": "acme-app", "clientSecret": "acme-app-secret-1234", "callbackUrl": harness.callbackURL,
-                       "scopes": ["read:me", "offline_access", "read:jira-work"]])
+            // The scopes older set-up docs told tenants to name: the gateway adds report:personal-data to them. A scope
+            // beyond the required ones only once the operator allows it to the tenant.
+            let app = [
+                "clientId": "acme-app", "clientSecret": "acme-app-secret-1234", "callbackUrl": harness.callbackURL,
+                "scopes": ["read:me", "offline_access", "read:jira-work"],
+            ] as [String: Any]
+            let notAllowed = try await harness.send(.PUT, "/v1/tenants/acme/app", bearer: acme.token, json: app)
+            #expect(notAllowed.status == 400 && notAllowed.body.contains("read:jira-work"), "\(notAllowed.body)")
+            let allowed = try await harness.send(
+                .PUT, "/v1/tenants/acme/allowed-scopes", bearer: GatewayHarness.adminToken,
+                json: ["scopes": ["read:jira-work", "read:jira-work"]])
+            #expect(allowed.status == 200 && allowed.json["allowedScopes"] as? [String] == ["read:jira-work"])
+            #expect(try await harness.send(
+                .PUT, "/v1/tenants/acme/allowed-scopes", bearer: acme.token, json: ["scopes": []]).status == 401)
+            #expect(try await harness.send(
+                .PUT, "/v1/tenants/nobody/allowed-scopes", bearer: GatewayHarness.adminToken, json: ["scopes": []])
+                .status == 404)
+            let registered = try await harness.send(.PUT, "/v1/tenants/acme/app", bearer: acme.token, json: app)
             #expect(registered.status == 200)
-            let app = try #require(registered.json["app"] as? [String: Any])
-            #expect(app["scopes"] as? [String] == ["read:me", "offline_access", "report:personal-data", "read:jira-work"])
+            let view = try #require(registered.json["app"] as? [String: Any])
+            #expect(view["scopes"] as? [String] == ["read:me", "offline_access", "report:personal-data", "read:jira-work"])
             let badScopes = try await harness.send(
                 .PUT, "/v1/tenants/acme/app", bearer: acme.token,
                 json: ["clientId": "acme-app", "clientSecret": "acme-app-secret-1234", "scopes": ["read me"]])
@@ -167,6 +183,15 @@ struct SignInTests {
             let scope = try #require(GatewayHarness.query(of: authorize)["scope"])
             #expect(scope.split(separator: " ").map(String.init)
                 == ["read:me", "offline_access", "report:personal-data", "read:jira-work"])
+
+            // Withdrawn by the operator: the next sign-in no longer asks for it, though the app still names it.
+            _ = try await harness.send(
+                .PUT, "/v1/tenants/acme/allowed-scopes", bearer: GatewayHarness.adminToken, json: ["scopes": []])
+            let restart = try await harness.get("/v1/tenants/acme/signin/atlassian?redirect_uri="
+                + FormFields.encode("https://tenant.example/return") + "&state=s")
+            let restartLocation = try #require(restart.location)
+            let narrowed = try #require(GatewayHarness.query(of: restartLocation)["scope"])
+            #expect(narrowed == "read:me offline_access report:personal-data")
         }
     }
 

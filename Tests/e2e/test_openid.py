@@ -1,6 +1,7 @@
 """The gateway as an OpenID Provider, driven by a second client library independent of the demo's (authlib signs
 every demo user in): pyoidc (`oic`), which fetches discovery and the JWKS itself and verifies the ID token's
-signature, issuer and audience when it parses the token response."""
+signature, issuer and audience when it parses the token response; and authlib (the demo's) refusing a token that
+carries another session's nonce."""
 import base64
 import hashlib
 import urllib.parse
@@ -83,3 +84,21 @@ def test_pyoidc_wrong_verifier_is_invalid_grant(scenario, system):
         "grant_type": "authorization_code", "code": code, "redirect_uri": RETURN_URL, "code_verifier": wrong,
         "client_id": tenant.client_id, "client_secret": tenant.client_secret})
     assert answer.status == 400 and answer.json().get("error") == "invalid_grant", answer.brief()
+
+
+def test_authlib_refuses_an_id_token_with_another_sessions_nonce(scenario, system):
+    """The nonce binds the ID token to the browser session that asked for it (OIDC Core §3.1.2.1): the gateway echoes
+    each request's own nonce, so a token injected into another session fails that session's check."""
+    tenant = scenario.acme
+    user = signed_in_user(tenant)
+    party = scenario.relying_party(tenant)
+    session, url, verifier, nonce = party.start()
+    _other_session, _url, _verifier, other_nonce = party.start()
+    assert other_nonce != nonce
+    back = browser(url, user.account_id, system.sandbox)
+    try:
+        party.finish(session, back, verifier, other_nonce)
+    except Exception as error:  # authlib's InvalidClaimError (from authlib.jose or joserfc, by authlib's version)
+        assert type(error).__name__ == "InvalidClaimError" and "nonce" in str(error), repr(error)
+    else:
+        raise AssertionError("an ID token carrying another session's nonce was accepted")

@@ -153,7 +153,7 @@ extension Gateway {
         guard let app = client.app else { throw refuse("server_error", "the client has no Atlassian app configured") }
         do {
             return try atlassianAuthorizeURL(
-                tenantId: client.tenant.tenantId, app: app, redirectURI: redirectURI, tenantState: state ?? "",
+                tenant: client.tenant, app: app, redirectURI: redirectURI, tenantState: state ?? "",
                 openID: request)
         } catch {
             throw refuse("server_error", "the sign-in could not start")

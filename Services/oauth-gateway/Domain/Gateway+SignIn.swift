@@ -45,22 +45,23 @@ extension Gateway {
         guard !tenant.disabled else { throw SignInError.disabledTenant }
         guard let app else { throw SignInError.noApp }
         return try atlassianAuthorizeURL(
-            tenantId: tenantId, app: app, redirectURI: redirectURI, tenantState: tenantState, openID: nil)
+            tenant: tenant, app: app, redirectURI: redirectURI, tenantState: tenantState, openID: nil)
     }
 
     /// Atlassian's authorize URL for the app with the sealed state of a sign-in that returns to `redirectURI`
     /// (checked by the caller); `openID` is set for an OpenID Connect authorization request (the callback then issues
     /// an authorization code for that client).
     func atlassianAuthorizeURL(
-        tenantId: String, app: AppRecord, redirectURI: String, tenantState: String, openID: OpenIDRequest?
+        tenant: TenantRecord, app: AppRecord, redirectURI: String, tenantState: String, openID: OpenIDRequest?
     ) throws -> URL {
         let state = try SealedSignInState(
-            tenantId: tenantId, appId: app.appId, returnURLHash: OneTimeValue.hash(redirectURI),
+            tenantId: tenant.tenantId, appId: app.appId, returnURLHash: OneTimeValue.hash(redirectURI),
             tenantState: tenantState, expiresAt: Date().addingTimeInterval(Self.stateLifetime),
             nonce: SignInNonce.make(), openID: openID
         ).seal(with: box)
         return atlassian.authorizeURL(
-            clientId: app.appId, redirectURI: app.callbackURL, scopes: Self.scopes(adding: app.scopes), state: state)
+            clientId: app.appId, redirectURI: app.callbackURL,
+            scopes: Self.scopes(adding: app.scopes, allowed: allowedScopes(of: tenant)), state: state)
     }
 
     /// Step 2, Atlassian's redirect back: checks the state, exchanges the code with that app's credentials, fetches

@@ -18,12 +18,19 @@ final class Gateway: Sendable {
     /// storing the profile obliges the platform to make.
     static let requiredScopes = ["read:me", "offline_access", "report:personal-data"]
 
-    /// The scopes an app's sign-in requests: the required ones, then the tenant's others in its order. Applied when a
-    /// sign-in starts too, so an app registered before a scope became required asks for it from the next sign-in on.
-    static func scopes(adding extra: [String]) -> [String] {
+    /// The scopes an app's sign-in requests: the required ones, then the tenant's others in its order — only those
+    /// `allowed` when given. Applied when a sign-in starts too, so an app registered before a scope became required
+    /// asks for it from the next sign-in on, and one the operator no longer allows is not asked for.
+    static func scopes(adding extra: [String], allowed: Set<String>? = nil) -> [String] {
         var scopes = requiredScopes
-        for scope in extra where !scopes.contains(scope) { scopes.append(scope) }
+        for scope in extra where !scopes.contains(scope) && allowed?.contains(scope) != false { scopes.append(scope) }
         return scopes
+    }
+
+    /// The scopes `tenant` may add to the required ones: the platform's (`GATEWAY_ALLOWED_SCOPES`) and its own
+    /// allow-list (set by the operator).
+    func allowedScopes(of tenant: TenantRecord) -> Set<String> {
+        Set(config.allowedScopes).union(tenant.allowedScopes)
     }
 
     let database: GatewayDatabase

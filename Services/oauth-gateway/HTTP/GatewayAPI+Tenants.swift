@@ -51,6 +51,20 @@ extension GatewayAPI {
             }
         }
 
+        // Which Atlassian scopes the tenant may add to the required ones, beyond the platform's GATEWAY_ALLOWED_SCOPES.
+        router.put("/v1/tenants/:tenant/allowed-scopes") { request, context -> TenantView in
+            try admin.require(request)
+            let tenantId = try context.parameters.require("tenant")
+            struct Body: Decodable { var scopes: [String] }
+            let body = try await Self.decode(Body.self, request, reason: "body must be JSON {scopes: [scope…]}")
+            guard let scopes = validScopes(body.scopes) else { throw HTTPError(.badRequest, message: scopesRule) }
+            do {
+                return try await view(try await gateway.database.setAllowedScopes(of: tenantId, scopes), gateway: gateway)
+            } catch GatewayDatabase.TenantError.notFound {
+                throw HTTPError(.notFound)
+            }
+        }
+
         // Disabling refuses the tenant's sign-ins (new and in flight), its credentials at the token endpoint, its
         // access tokens here and its OpenID access tokens at userinfo, at once; enabling undoes it.
         for (action, disabled) in [("disable", true), ("enable", false)] {
@@ -90,6 +104,17 @@ extension GatewayAPI {
             gateway.logger.warning("signing key revoked", metadata: ["kid": "\(kid)", "active_kid": "\(active)"])
             return RevokedKey(revoked: kid, activeKid: active)
         }
+    }
+
+    static let scopesRule = "scopes must be at most 50 non-empty strings of at most 100 characters without spaces"
+
+    /// `scopes` without duplicates, in order; nil when they break ``scopesRule``.
+    static func validScopes(_ scopes: [String]) -> [String]? {
+        guard scopes.count <= 50, scopes.allSatisfy({ !$0.isEmpty && !$0.contains(" ") && $0.count <= 100 }) else {
+            return nil
+        }
+        var seen = Set<String>()
+        return scopes.filter { seen.insert($0).inserted }
     }
 
     /// The data keys held and how many stored values still wait to be sealed under the active one.
@@ -205,11 +230,17 @@ extension GatewayAPI {
                 guard callback == expected else {
                     throw HTTPError(.badRequest, message: "callbackUrl must be this gateway's callback, \(expected)")
                 }
-                // The tenant's scopes are added to the required ones (Gateway.requiredScopes), never instead of them.
-                let scopes = body.scopes ?? []
-                guard scopes.count <= 50,
-                      scopes.allSatisfy({ !$0.isEmpty && !$0.contains(" ") && $0.count <= 100 })
-                else { throw HTTPError(.badRequest, message: "scopes must be at most 50 non-empty strings without spaces") }
+                // The tenant's scopes are added to the required ones (Gateway.requiredScopes), never instead of them,
+                // and only those the operator allows (RFC 9700 §2.3: a client asks for no more than it needs).
+                guard let scopes = validScopes(body.scopes ?? []) else {
+                    throw HTTPError(.badRequest, message: scopesRule)
+                }
+                let allowed = gateway.allowedScopes(of: tenant).union(Gateway.requiredScopes)
+                let refused = scopes.filter { !allowed.contains($0) }
+                guard refused.isEmpty else {
+                    throw HTTPError(.badRequest, message: "scopes not allowed for this tenant: "
+                        + refused.joined(separator: " ") + " (ask the platform's operator to allow them)")
+                }
                 return try await view(try await gateway.registerOwnApp(
                     tenantId: tenant.tenantId, clientId: clientId, clientSecret: secret, callbackURL: callback,
                     scopes: scopes),

@@ -18,9 +18,13 @@ struct TenantView: ResponseCodable, Equatable {
     var erasurePolicy: ErasurePolicy
     var deadlineDays: Int
     var disabled: Bool
+    /// Atlassian scopes the operator allows this tenant beyond the required ones (the platform's apply as well).
+    var allowedScopes: [String]
     var app: App?
 
-    enum CodingKeys: String, CodingKey { case tenantId, returnUrls, erasurePolicy, deadlineDays, disabled, app }
+    enum CodingKeys: String, CodingKey {
+        case tenantId, returnUrls, erasurePolicy, deadlineDays, disabled, allowedScopes, app
+    }
 
     /// Written by hand so that a tenant without an app shows `"app": null`, as documented, not a missing key.
     func encode(to encoder: any Encoder) throws {
@@ -30,6 +34,7 @@ struct TenantView: ResponseCodable, Equatable {
         try container.encode(erasurePolicy, forKey: .erasurePolicy)
         try container.encode(deadlineDays, forKey: .deadlineDays)
         try container.encode(disabled, forKey: .disabled)
+        try container.encode(allowedScopes, forKey: .allowedScopes)
         try container.encode(app, forKey: .app)
     }
 }
@@ -126,7 +131,7 @@ enum GatewayAPI {
     static func view(_ tenant: TenantRecord, app record: AppRecord?) -> TenantView {
         TenantView(
             tenantId: tenant.tenantId, returnUrls: tenant.returnURLs, erasurePolicy: tenant.erasurePolicy,
-            deadlineDays: tenant.deadlineDays, disabled: tenant.disabled,
+            deadlineDays: tenant.deadlineDays, disabled: tenant.disabled, allowedScopes: tenant.allowedScopes,
             app: record.map {
                 .init(appId: $0.appId, shared: $0.shared, callbackUrl: $0.callbackURL, scopes: $0.scopes)
             })

@@ -150,5 +150,9 @@ extension GatewayDatabase {
                 CREATE INDEX public_clients_by_tenant ON public_clients(tenant_id);
                 """)
         },
+        // The Atlassian scopes the operator allows a tenant beyond the required ones (space-separated).
+        Migration("oauth-gateway.v8.tenant-allowed-scopes") { db in
+            try db.execute(sql: "ALTER TABLE tenants ADD COLUMN allowed_scopes TEXT NOT NULL DEFAULT ''")
+        },
     ]
 }

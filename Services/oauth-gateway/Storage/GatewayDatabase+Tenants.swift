@@ -95,6 +95,17 @@ extension GatewayDatabase {
         }
     }
 
+    /// Sets the Atlassian scopes the operator allows the tenant beyond the required ones.
+    func setAllowedScopes(of tenantId: String, _ scopes: [String], now: Date = Date()) async throws -> TenantRecord {
+        try await database.write { db in
+            guard var tenant = try Self.tenant(tenantId, in: db) else { throw TenantError.notFound }
+            try db.cachedStatement(sql: "UPDATE tenants SET allowed_scopes = ?, updated_at = ? WHERE tenant_id = ?")
+                .execute(arguments: [scopes.joined(separator: " "), now.timeIntervalSince1970, tenantId])
+            tenant.allowedScopes = scopes
+            return tenant
+        }
+    }
+
     /// Makes `app` the tenant's app: its own (registered here, its secret sealed) or the shared one (which must have
     /// been registered at start by ``registerSharedApp(_:)``).
     func setApp(of tenantId: String, app: AppRecord, sealedSecret: Data?, now: Date = Date()) async throws -> TenantRecord {
@@ -174,7 +185,8 @@ extension GatewayDatabase {
             returnURLs: try returnURLs(row["return_urls"]),
             erasurePolicy: ErasurePolicy(rawValue: row["erasure_policy"]) ?? .delete,
             deadlineDays: row["deadline_days"], appId: row["app_id"],
-            disabled: (row["disabled_at"] as Double?) != nil)
+            disabled: (row["disabled_at"] as Double?) != nil,
+            allowedScopes: (row["allowed_scopes"] as String).split(separator: " ").map(String.init))
     }
 
     static func app(_ appId: String, in db: GRDB.Database) throws -> AppRecord? {

@@ -12,6 +12,8 @@ struct TenantRecord: Sendable, Equatable {
     var appId: String?
     /// Disabled by the operator: no sign-in, no token, no API call until enabled again.
     var disabled = false
+    /// Atlassian scopes the operator lets this tenant request beyond the required ones (with `GATEWAY_ALLOWED_SCOPES`).
+    var allowedScopes: [String] = []
 }
 
 /// An Atlassian OAuth app a tenant signs its users in with: its own, or the platform's shared one.
