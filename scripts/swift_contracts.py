@@ -10,7 +10,8 @@ CONTRACTS = ROOT / "Shared" / "Contracts"
 
 def declarations():
     """Every topic of `Topics.all`, in declaration order, as a dict: name, key (the AsyncAPI key schema, e.g.
-    `AccountKey`), events (event type names without `lethe.`), tombstones, compacted, retention_ms (or None).
+    `AccountKey`), events (event type names without `lethe.`), tombstones, compacted, retention_ms (or None),
+    partitions (a fixed count, or None for the configured one).
 
     Fails loudly when a topic constant is not in `all`, or `all` names a constant that does not exist.
     """
@@ -20,9 +21,9 @@ def declarations():
         raise SystemExit("swift_contracts: no topic constants found in Topics.swift")
     key_schemas = dict(re.findall(r'case (\w+) = "(\w+Key)"', source))
     definitions = []
-    for constant, key, events, tombstones, compacted, retention in re.findall(
+    for constant, key, events, tombstones, compacted, retention, partitions in re.findall(
         r"TopicDefinition\(\s*name: (\w+), key: \.(\w+), events: \[([^\]]*)\], tombstones: (true|false),"
-        r"\s*compacted: (true|false), retentionMs: ([^)]+)\)", source
+        r"\s*compacted: (true|false), retentionMs: ([^),]+)(?:, partitions: (\d+))?\)", source
     ):
         if constant not in constants:
             raise SystemExit(f"swift_contracts: Topics.all names unknown constant {constant}")
@@ -43,6 +44,7 @@ def declarations():
             "name": constants[constant], "key": key_schemas[key],
             "events": [event.strip().removesuffix(".self") for event in events.split(",") if event.strip()],
             "tombstones": tombstones == "true", "compacted": compacted == "true", "retention_ms": retention_ms,
+            "partitions": int(partitions) if partitions else None,
         })
     names = {definition["name"] for definition in definitions}
     missing = sorted(set(constants.values()) - names)

@@ -25,7 +25,9 @@ struct ErasureExecutorParts {
 func buildErasureExecutor(
     config: ErasureExecutorConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
 ) async throws -> ErasureExecutorParts {
-    let context = try ServiceContext(name: "erasure-executor", config: config.standard, logger: logger, metrics: registry)
+    // Not safe at N replicas yet (docs/architecture.md, "Replicas"): one active replica, the others standbys.
+    let context = try ServiceContext(
+        name: "erasure-executor", config: config.standard, logger: logger, metrics: registry, singleActive: true)
     let topics = context.topics
     let ledger = try ErasureLedger(
         path: context.databasePath, settings: config.ledgerSettings, keys: try AuditKeys(auditKey: config.auditKey))

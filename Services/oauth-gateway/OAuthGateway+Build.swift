@@ -24,7 +24,9 @@ struct OAuthGatewayParts {
 func buildOAuthGateway(
     config: OAuthGatewayConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
 ) async throws -> OAuthGatewayParts {
-    let context = try ServiceContext(name: "oauth-gateway", config: config.standard, logger: logger, metrics: registry)
+    // Not safe at N replicas yet (docs/architecture.md, "Replicas"): one active replica, the others standbys.
+    let context = try ServiceContext(
+        name: "oauth-gateway", config: config.standard, logger: logger, metrics: registry, singleActive: true)
     let topics = context.topics
     let database = try GatewayDatabase(path: context.databasePath, topics: topics)
     try await context.ensureTopics(
@@ -71,13 +73,13 @@ func buildOAuthGateway(
     }
     let group = context.serviceGroup(
         [
-            HTTPClientService(client: httpClient), relay, checkpointer, participant,
+            relay, checkpointer, participant,
             StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger),
             ExpiryPruner(database: database, logger: logger),
             DataKeyRotation(database: database, box: gateway.box, logger: logger),
             ConnectionKeepAlive(database: database, vault: gateway.vault, settings: config.keepAlive, logger: logger),
         ],
-        http: http, handleSignals: handleSignals)
+        resources: [HTTPClientService(client: httpClient)], http: http, handleSignals: handleSignals)
     return OAuthGatewayParts(group: group, gateway: gateway, database: database)
 }
 

@@ -22,7 +22,9 @@ func buildProfileStore(
     config: ProfileStoreConfig, logger: Logger, registry: PrometheusCollectorRegistry,
     handleSignals: Bool = true
 ) async throws -> ProfileStoreParts {
-    let context = try ServiceContext(name: "profile-store", config: config.standard, logger: logger, metrics: registry)
+    // Not safe at N replicas yet (docs/architecture.md, "Replicas"): one active replica, the others standbys.
+    let context = try ServiceContext(
+        name: "profile-store", config: config.standard, logger: logger, metrics: registry, singleActive: true)
     let topics = context.topics
     let database = try ProfileDatabase(path: context.databasePath, accountsTopic: topics.pdrAccounts)
     try await context.ensureTopics(

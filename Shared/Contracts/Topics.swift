@@ -29,6 +29,9 @@ package enum Topics {
     package static let erasureParticipants = "lethe.erasure.participants.v1"
     /// `ErasureCompleted`, keyed by erasureId: the public, PII-free proof of each erasure. Compacted.
     package static let erasureCompleted = "lethe.erasure.completed.v1"
+    /// No records: one partition, which the replicas of a service that must run one active replica at a time share
+    /// as a consumer group (`<service>.replicas`); the member Kafka assigns it to is the active one (`ReplicaLease`).
+    package static let replicas = "lethe.replicas.v1"
 
     /// Partitions per topic when configuration says nothing else.
     package static let defaultPartitionCount = 12
@@ -84,6 +87,9 @@ package enum Topics {
         TopicDefinition(
             name: erasureCompleted, key: .erasureId, events: [ErasureCompleted.self], tombstones: false,
             compacted: true, retentionMs: nil),
+        TopicDefinition(
+            name: replicas, key: .service, events: [], tombstones: false,
+            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs, partitions: 1),
     ]
 
     /// The definition of a DLQ for `topic` (a name of ``all``, namespaced or not): never compacted (several dead
@@ -129,10 +135,12 @@ package enum TopicKey: String, Sendable, Hashable {
     case tenantId = "TenantIdKey"
     case erasureId = "ErasureIdKey"
     case participant = "ParticipantKey"
+    /// A service's name (the lease topic, which carries no records).
+    case service = "ServiceKey"
 }
 
 /// One topic, declared: name, key, the events it carries, cleanup policy and retention. The partition count is
-/// configuration (see ``Topics/defaultPartitionCount``), so it is not part of the definition.
+/// configuration (see ``Topics/defaultPartitionCount``) except for a topic that fixes its own (``partitions``).
 package struct TopicDefinition: Sendable, Hashable {
     /// 7 days in milliseconds: retention of topics carrying personal data, and of their DLQs.
     package static let sevenDaysMs: Int64 = 7 * 24 * 60 * 60 * 1000
@@ -151,11 +159,15 @@ package struct TopicDefinition: Sendable, Hashable {
     /// `retention.ms` for a delete-policy topic; `nil` means no time-based deletion (compacted topics keep the
     /// latest value per key for ever).
     package var retentionMs: Int64?
+    /// The partition count whatever `KAFKA_TOPIC_PARTITIONS` says (the lease topic: 1); nil for the configured count.
+    package var partitions: Int?
+    /// Whether the topic has a DLQ: every topic whose records someone consumes (a topic without events has none).
+    package var deadLettered: Bool { !eventTypes.isEmpty || tombstones }
 
     /// Makes a definition; see the properties for what each value means.
     package init(
         name: String, key: TopicKey, events: [any LetheEvent.Type], tombstones: Bool, compacted: Bool,
-        retentionMs: Int64?
+        retentionMs: Int64?, partitions: Int? = nil
     ) {
         self.name = name
         self.key = key
@@ -163,6 +175,7 @@ package struct TopicDefinition: Sendable, Hashable {
         self.tombstones = tombstones
         self.compacted = compacted
         self.retentionMs = retentionMs
+        self.partitions = partitions
     }
 
     /// The Kafka topic configuration entries this definition implies (`cleanup.policy`, `retention.ms`).
@@ -190,6 +203,7 @@ package struct LetheTopics: Sendable, Equatable {
     package var erasureAcks: String
     package var erasureParticipants: String
     package var erasureCompleted: String
+    package var replicas: String
 
     /// The architecture's names, each prefixed with `namespace.` when one is given (`LETHE_TOPIC_NAMESPACE`).
     package init(namespace: String?) {
@@ -204,5 +218,6 @@ package struct LetheTopics: Sendable, Equatable {
         erasureAcks = name(Topics.erasureAcks)
         erasureParticipants = name(Topics.erasureParticipants)
         erasureCompleted = name(Topics.erasureCompleted)
+        replicas = name(Topics.replicas)
     }
 }

@@ -126,15 +126,25 @@ final class ConsumerPollLoop: @unchecked Sendable {
     }
 }
 
-/// Runs on the poll thread during a group rebalance. It must itself assign or unassign.
+/// Runs on the poll thread during a group rebalance. It must itself assign or unassign: the whole assignment under
+/// the eager protocol (range), only the partitions that change under the cooperative one (cooperative-sticky), where
+/// the events then name just those.
 let rebalanceCallback: @convention(c) (
     OpaquePointer?, rd_kafka_resp_err_t, UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?, UnsafeMutableRawPointer?
 ) -> Void = { rk, err, partitions, _ in
     guard let rk, let context = RdKafkaHandle.context(of: rk, as: ConsumerContext.self) else { return }
     let changed = topicPartitions(of: partitions)
+    let cooperative = rd_kafka_rebalance_protocol(rk).map { String(cString: $0) } == "COOPERATIVE"
     switch err {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-        let assignErr = rd_kafka_assign(rk, partitions)
+        let assignErr: rd_kafka_resp_err_t
+        if cooperative {
+            let error = rd_kafka_incremental_assign(rk, partitions)
+            assignErr = error.map { rd_kafka_error_code($0) } ?? RD_KAFKA_RESP_ERR_NO_ERROR
+            if let error { rd_kafka_error_destroy(error) }
+        } else {
+            assignErr = rd_kafka_assign(rk, partitions)
+        }
         if assignErr != RD_KAFKA_RESP_ERR_NO_ERROR {
             context.logger.error("assigning partitions failed", metadata: ["kafka.error": "\(KafkaError(assignErr).name)"])
         }
@@ -146,7 +156,11 @@ let rebalanceCallback: @convention(c) (
         if !context.flow.waitUntilHandled(sequence, timeout: context.revocationTimeout) {
             context.logger.debug("revocation proceeded without the application's acknowledgement")
         }
-        _ = rd_kafka_assign(rk, nil)
+        if cooperative {
+            if let error = rd_kafka_incremental_unassign(rk, partitions) { rd_kafka_error_destroy(error) }
+        } else {
+            _ = rd_kafka_assign(rk, nil)
+        }
         context.logger.debug("partitions revoked", metadata: ["kafka.partitions": "\(changed)"])
     }
 }

@@ -25,6 +25,16 @@ package struct KafkaConsumerConfig: Sendable {
 
     package enum OffsetReset: String, Sendable { case earliest, latest }
 
+    /// How a group shares partitions among its members.
+    package enum AssignmentStrategy: String, Sendable {
+        /// Eager range: partition p of topics subscribed together goes to the same member, which is how co-partitioned
+        /// topics are consumed together; every rebalance revokes everything first.
+        case range
+        /// Incremental: a rebalance moves only the partitions that must move, and a member keeps what it holds while
+        /// others join (``ReplicaLease`` relies on it: the active replica keeps the lease when a standby starts).
+        case cooperativeSticky = "cooperative-sticky"
+    }
+
     package var bootstrapServers: String
     package var subscription: Subscription
     package var clientId: String
@@ -38,6 +48,7 @@ package struct KafkaConsumerConfig: Sendable {
     /// How long a revocation waits for the application to finish with the revoked partitions (see
     /// `ConsumerEvent.partitionsRevoked`). After it, the partitions are released anyway.
     package var revocationTimeout: Duration
+    package var assignmentStrategy: AssignmentStrategy
     package var extraSettings: [String: String]
 
     package init(
@@ -48,6 +59,7 @@ package struct KafkaConsumerConfig: Sendable {
         sessionTimeout: Duration = .seconds(10),
         maxBufferedMessages: Int = 10_000,
         revocationTimeout: Duration = .seconds(30),
+        assignmentStrategy: AssignmentStrategy = .range,
         extraSettings: [String: String] = [:]
     ) {
         self.bootstrapServers = bootstrapServers
@@ -57,6 +69,7 @@ package struct KafkaConsumerConfig: Sendable {
         self.sessionTimeout = sessionTimeout
         self.maxBufferedMessages = maxBufferedMessages
         self.revocationTimeout = revocationTimeout
+        self.assignmentStrategy = assignmentStrategy
         self.extraSettings = extraSettings
     }
 
@@ -72,9 +85,7 @@ package struct KafkaConsumerConfig: Sendable {
         settings["enable.partition.eof"] = "false"
         if case .group(let id, _) = subscription {
             settings["group.id"] = id
-            // Eager range assignment: partition p of topics subscribed together goes to the same member, which is
-            // how co-partitioned topics are consumed together.
-            settings["partition.assignment.strategy"] = "range"
+            settings["partition.assignment.strategy"] = assignmentStrategy.rawValue
         } else {
             // librdkafka needs a group id for some internals even when no group is joined; nothing is committed.
             settings["group.id"] = "lethe-unjoined-\(UUID().uuidString)"

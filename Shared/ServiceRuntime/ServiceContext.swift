@@ -31,9 +31,14 @@ package struct ServiceContext: Sendable {
     package let admin: KafkaAdmin
     /// The service's one producer (the outbox relay, dead-letter queues and acknowledgements all send through it).
     package let producer: KafkaProducer
+    /// For a service that runs one active replica at a time (``ReplicaLease``); nil for one safe at N replicas.
+    package let lease: ReplicaLease?
 
+    /// `singleActive`: the service is not safe at N replicas yet, so only the replica holding its lease runs its
+    /// workers and serves its API; the others wait as standbys.
     package init(
-        name: String, config: StandardServiceConfig, logger: Logger, metrics: PrometheusCollectorRegistry
+        name: String, config: StandardServiceConfig, logger: Logger, metrics: PrometheusCollectorRegistry,
+        singleActive: Bool = false
     ) throws {
         self.name = name
         self.config = config
@@ -42,6 +47,7 @@ package struct ServiceContext: Sendable {
         admin = try KafkaAdmin(bootstrapServers: config.kafka.bootstrapServers, logger: logger)
         producer = try KafkaProducer(
             config: KafkaProducerConfig(bootstrapServers: config.kafka.bootstrapServers, clientId: name), logger: logger)
+        lease = singleActive ? try ReplicaLease(service: name, config: config, logger: logger) : nil
     }
 
     /// The topics, inside the configured namespace.
@@ -62,8 +68,10 @@ package struct ServiceContext: Sendable {
         _ used: [KeyPath<LetheTopics, String>], deadLettered: [KeyPath<LetheTopics, String>]
     ) async throws {
         let partitions = config.kafka.topicPartitions
-        let specs = used.map { path in
-            TopicSpec(name: topics[keyPath: path], partitions: partitions, config: Topics.definition(of: path).kafkaConfig)
+        let specs = (used + (lease == nil ? [] : [\.replicas])).map { path in
+            let definition = Topics.definition(of: path)
+            return TopicSpec(
+                name: topics[keyPath: path], partitions: definition.partitions ?? partitions, config: definition.kafkaConfig)
         } + deadLettered.map { DeadLetterQueue.topicSpec(for: topics[keyPath: $0], partitions: partitions) }
         guard config.kafka.createTopics else {
             for spec in specs {
@@ -82,8 +90,7 @@ package struct ServiceContext: Sendable {
             throw TopicsNotProvisioned(topic: spec.name, reason: "cannot be described (\(error))")
         }
         guard count == spec.partitions else {
-            throw TopicsNotProvisioned(
-                topic: spec.name, reason: "has \(count) partitions, KAFKA_TOPIC_PARTITIONS says \(spec.partitions)")
+            throw TopicsNotProvisioned(topic: spec.name, reason: "has \(count) partitions, expected \(spec.partitions)")
         }
     }
 
@@ -120,10 +127,13 @@ package struct ServiceContext: Sendable {
                 try producer.checkNotFatal()
             },
         ] + readiness
+        let lease = self.lease
         func router(metrics: Bool) -> Router<LetheRequestContext> {
             let router = Router(context: LetheRequestContext.self)
             router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
-            router.addOperationalRoutes(readiness: checks, registry: metrics ? self.metrics : nil)
+            if let lease { router.add(middleware: ActiveReplicaMiddleware(lease: lease)) }
+            router.addOperationalRoutes(
+                readiness: checks + (lease.map { [$0.readinessCheck] } ?? []), registry: metrics ? self.metrics : nil)
             return router
         }
         func server(_ router: Router<LetheRequestContext>, port: Int) -> HTTPServers.Server {
@@ -146,11 +156,18 @@ package struct ServiceContext: Sendable {
     /// Runs the producer first, then `services` in order, then the HTTP servers; ServiceGroup stops them in reverse
     /// order, so HTTP drains first and the producer, which everything sends through, flushes last. `handleSignals`:
     /// SIGTERM and SIGINT shut down gracefully (tests run several services in one process and pass false).
+    ///
+    /// With a lease, it runs right after the producer and `resources`, and each of `services` starts only once this
+    /// replica is the active one (``ActiveOnly``); stopping, the lease is let go after every worker ended, so the next
+    /// active replica never overlaps this one. `resources` (an HTTP client's lifetime, say) run on every replica.
     package func serviceGroup(
-        _ services: [any Service], http: HTTPServers, handleSignals: Bool
+        _ services: [any Service], resources: [any Service] = [], http: HTTPServers, handleSignals: Bool
     ) -> ServiceGroup {
-        ServiceGroup(configuration: .init(
-            services: ([producer] + services + http.services).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+        let workers: [any Service] = lease.map { lease in [lease] + services.map { ActiveOnly($0, lease: lease) } }
+            ?? services
+        return ServiceGroup(configuration: .init(
+            services: ([producer] + resources + workers + http.services)
+                .map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
     }
 }

@@ -8,6 +8,7 @@ struct TopicsTests {
             "lethe.tenants.v1", "lethe.profiles.v1", "lethe.pdr.accounts.v1", "lethe.pdr.reports.v1",
             "lethe.pdr.status.v1", "lethe.erasure.requests.v1", "lethe.erasure.commands.v1",
             "lethe.erasure.acks.v1", "lethe.erasure.participants.v1", "lethe.erasure.completed.v1",
+            "lethe.replicas.v1",
         ])
         #expect(Set(Topics.all.map(\.name)).count == Topics.all.count)
     }
@@ -58,7 +59,7 @@ struct TopicsTests {
     func declarationsCoverEveryTopicAndEvent() {
         let paths: [KeyPath<LetheTopics, String>] = [
             \.tenants, \.profiles, \.pdrAccounts, \.pdrReports, \.pdrStatus, \.erasureRequests, \.erasureCommands,
-            \.erasureAcks, \.erasureParticipants, \.erasureCompleted,
+            \.erasureAcks, \.erasureParticipants, \.erasureCompleted, \.replicas,
         ]
         #expect(paths.map { Topics.definition(of: $0).name } == Topics.all.map(\.name))
         let namespaced = LetheTopics(namespace: "run-1")
@@ -69,5 +70,9 @@ struct TopicsTests {
         #expect(Topics.carries("t-1234", EraseSubject.self) && Topics.carries(Topics.dlq(for: Topics.profiles), EraseSubject.self))
         #expect(Topics.definition(of: \.erasureAcks).key == .erasureId && Topics.definition(of: \.pdrAccounts).tombstones)
         #expect(Topics.dlqDefinition(for: namespaced.erasureAcks).key == .erasureId)
+        // The lease topic: one partition whatever the configuration, no records, so no DLQ.
+        #expect(Topics.definition(of: \.replicas).partitions == 1 && !Topics.definition(of: \.replicas).deadLettered)
+        #expect(Topics.all.filter { $0.partitions != nil }.map(\.name) == [Topics.replicas])
+        #expect(Topics.all.filter { !$0.deadLettered }.map(\.name) == [Topics.replicas])
     }
 }

@@ -47,9 +47,11 @@ struct ExecutorProcess {
         var description: String
     }
 
-    /// Starts the built executable with `settings` on top of the test defaults and waits until `/health/ready`.
+    /// Starts the built executable with `settings` on top of the test defaults and waits until `waitFor` answers 200
+    /// (`/health/live` for a replica expected to be a standby, which is never ready).
     static func start(
-        kafka: KafkaFixture, namespace: String, directory: TemporaryDirectory, settings: [String: String]
+        kafka: KafkaFixture, namespace: String, directory: TemporaryDirectory, settings: [String: String],
+        waitFor: String = "/health/ready"
     ) async throws -> ExecutorProcess {
         let binary = RepositoryPaths.executable("erasure-executor")
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "missing \(binary.path)")
@@ -66,7 +68,7 @@ struct ExecutorProcess {
         let process = try reservation.spawn(binary.path, environment: environment, stdoutPath: log.path)
         let executor = ExecutorProcess(process: process, reservation: reservation, log: log)
         let ready = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
-            (try? await executor.get("/health/ready", token: nil).status) == 200
+            (try? await executor.get(waitFor, token: nil).status) == 200
         }
         if !ready {
             await executor.stop()

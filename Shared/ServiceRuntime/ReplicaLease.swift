@@ -1,0 +1,170 @@
+import Contracts
+import Foundation
+import Hummingbird
+import Logging
+import Messaging
+import Metrics
+import ServiceKit
+import ServiceLifecycle
+import Synchronization
+
+/// One active replica at a time, for a service that is not safe at N replicas yet (docs/architecture.md, "Replicas"):
+/// Kafka chooses it, nothing else is shared.
+///
+/// Every replica joins the consumer group `<service>.replicas` on the single-partition lease topic
+/// (`lethe.replicas.v1`, which carries no records). The member Kafka assigns the partition to is the **active**
+/// replica: its workers (``ActiveOnly``) start. The others are **standbys**: health live, readiness red with the
+/// reason, every other route 503 (``ActiveReplicaMiddleware``). The cooperative-sticky assignor keeps the partition
+/// with its holder when a standby joins; when the active replica stops it leaves the group and a standby takes over at
+/// once, and when it dies a standby takes over once its session times out (6 s, plus the group's rebalance).
+///
+/// An active replica that loses the partition while it runs — its session expired while it was frozen, or the broker
+/// reassigned it — ends its process with ``LeaseLost`` rather than run on beside the new active replica; the
+/// orchestrator restarts it, as a standby.
+package final class ReplicaLease: Service, Sendable {
+    package enum State: String, Sendable {
+        /// Joining the group; nothing assigned yet.
+        case joining
+        case standby
+        case active
+    }
+
+    /// The active replica lost the lease while running: the process must end.
+    package struct LeaseLost: Error, CustomStringConvertible {
+        package var description: String {
+            "this replica lost the active lease to another replica while running; it stops, and restarts as a standby"
+        }
+    }
+
+    private let consumer: KafkaConsumer
+    private let service: String
+    private let logger: Logger
+    private let state = Mutex(State.joining)
+    private let stateGauge: Gauge
+
+    /// A lease among the replicas of `service` (the group is `<namespace>.<service>.replicas`).
+    package init(service: String, config: StandardServiceConfig, logger: Logger) throws {
+        self.service = service
+        self.logger = logger
+        consumer = try KafkaConsumer(
+            config: KafkaConsumerConfig(
+                bootstrapServers: config.kafka.bootstrapServers,
+                subscription: .group(id: config.group("\(service).replicas"), topics: [config.topics.replicas]),
+                clientId: service, sessionTimeout: .seconds(6), maxBufferedMessages: 1,
+                revocationTimeout: .seconds(5), assignmentStrategy: .cooperativeSticky),
+            logger: logger)
+        stateGauge = Gauge(label: "lethe_replica_active")
+        stateGauge.record(0)
+    }
+
+    package var current: State { state.withLock { $0 } }
+
+    /// Returns once this replica is the active one; throws `CancellationError` when the service shuts down first.
+    package func waitUntilActive() async throws {
+        try await cancelWhenGracefulShutdown {
+            while self.current != .active {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    /// For `/health/ready`: throws, saying why, unless this replica is the active one.
+    package var readinessCheck: ReadinessCheck {
+        ReadinessCheck(name: "replica") { [self] in
+            switch current {
+            case .active: return
+            case .joining: throw NotActive(reason: "joining \(service)'s replica group to learn which replica is active")
+            case .standby: throw NotActive(reason: "standby: another replica of \(service) is active")
+            }
+        }
+    }
+
+    struct NotActive: Error, CustomStringConvertible {
+        var reason: String
+        var description: String { reason }
+    }
+
+    package func run() async throws {
+        let events = consumer.events
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.consumer.run() }
+            group.addTask {
+                for try await event in events {
+                    try self.handle(event)
+                }
+            }
+            do {
+                try await group.next()
+                try await group.waitForAll()
+            } catch {
+                group.cancelAll()
+                throw error
+            }
+        }
+    }
+
+    private func handle(_ event: ConsumerEvent) throws {
+        switch event {
+        case .message:
+            return  // the lease topic has no records; nothing to do with one if someone wrote it
+        case .partitionsAssigned(let partitions):
+            let previous = state.withLock { state in
+                defer { state = partitions.isEmpty && state != .active ? .standby : .active }
+                return state
+            }
+            if partitions.isEmpty {
+                if previous == .joining {
+                    logger.notice("standby: another replica is active", metadata: ["replica.service": "\(service)"])
+                }
+                return
+            }
+            stateGauge.record(1)
+            logger.notice("this replica is now the active one", metadata: ["replica.service": "\(service)"])
+        case .partitionsRevoked(let partitions):
+            guard !partitions.isEmpty, current == .active, !Task.isShuttingDownGracefully else { return }
+            stateGauge.record(0)
+            logger.critical("lost the active lease while running; stopping", metadata: ["replica.service": "\(service)"])
+            throw LeaseLost()
+        }
+    }
+}
+
+/// Runs `service` only on the active replica: it starts once the lease is this replica's (``ReplicaLease``).
+package struct ActiveOnly: Service {
+    let service: any Service
+    let lease: ReplicaLease
+
+    package init(_ service: any Service, lease: ReplicaLease) {
+        self.service = service
+        self.lease = lease
+    }
+
+    package func run() async throws {
+        do {
+            try await lease.waitUntilActive()
+        } catch is CancellationError {
+            return  // shut down while a standby: nothing was started
+        }
+        try await service.run()
+    }
+}
+
+/// On a standby replica every route but health and metrics answers 503 in the error shape, with `Retry-After`: its
+/// storage is not the active replica's, so it must not serve reads or take writes.
+package struct ActiveReplicaMiddleware<Context: RequestContext>: RouterMiddleware {
+    let lease: ReplicaLease
+
+    package init(lease: ReplicaLease) { self.lease = lease }
+
+    package func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        let path = request.uri.path
+        guard lease.current != .active, !path.hasPrefix("/health/"), path != "/metrics" else {
+            return try await next(request, context)
+        }
+        throw HTTPError(
+            .serviceUnavailable, headers: [.retryAfter: "5"],
+            message: "this replica is a standby; another replica of the service is active")
+    }
+}

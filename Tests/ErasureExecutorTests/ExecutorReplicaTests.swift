@@ -1,0 +1,117 @@
+import Contracts
+import Foundation
+import Messaging
+import Testing
+import TestSupport
+
+@testable import erasure_executor
+
+/// Two replicas of a service that runs one active replica at a time (ReplicaLease), as processes over the dev broker.
+@Suite("erasure-executor at two replicas: one active, the other a standby that takes over")
+struct ExecutorReplicaTests {
+    @Test("""
+        a second replica is a standby — not ready and saying why, its API 503, its workers idle — while the first is \
+        active; kill -9 the active one: the standby takes over within 30 s and handles what arrives
+        """)
+    func standbyTakesOver() async throws {
+        let kafka = try KafkaFixture("executor-replicas")
+        let namespace = uniqueName("ee-replicas")
+        let topics = LetheTopics(namespace: namespace)
+        let (firstDirectory, secondDirectory) = (try TemporaryDirectory(), try TemporaryDirectory())
+        let producer = try kafka.makeProducer()
+        let producing = RunningGroup([producer], logger: kafka.logger)
+        var started: [ExecutorProcess] = []
+        do {
+            let active = try await ExecutorProcess.start(
+                kafka: kafka, namespace: namespace, directory: firstDirectory, settings: [:])
+            started.append(active)
+            let standby = try await ExecutorProcess.start(
+                kafka: kafka, namespace: namespace, directory: secondDirectory, settings: [:], waitFor: "/health/live")
+            started.append(standby)
+
+            let saysStandby = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+                guard let (status, body) = try? await standby.get("/health/ready", token: nil) else { return false }
+                return status == 503 && body.contains("standby: another replica of erasure-executor is active")
+            }
+            #expect(saysStandby, "the second replica never said it is a standby: \(standby.output())")
+            let api = try await standby.get("/v1/participants")
+            #expect(api.status == 503 && api.body.contains("standby") && api.body.contains("requestId"), "\(api)")
+            #expect(try await active.get("/v1/participants").status == 200)
+            #expect(try await active.get("/health/ready", token: nil).status == 200)
+            #expect(try await active.metric("lethe_replica_active") == 1)
+            #expect(try await standby.metric("lethe_replica_active") == 0)
+
+            // A closed account while both run: only the active replica takes it in.
+            func closed(_ accountId: String) async throws {
+                let status = AccountStatusReported(
+                    appId: "app-1", accountId: accountId, tenantIds: ["tenant-a"], status: .closed, reportedAt: Date())
+                try await producer.send(try OutgoingMessage(
+                    event: status, topic: topics.pdrStatus, key: "app-1:\(accountId)", source: "test"))
+            }
+            try await producer.send(try OutgoingMessage(
+                event: tenant("tenant-a", .delete), topic: topics.tenants, key: "tenant-a", source: "test"))
+            try await closed("557058:first")
+            let takenByActive = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+                (try? await active.metric("lethe_erasures_requested_total")) == 1
+            }
+            #expect(takenByActive, "the active replica did not take the closed account in: \(active.output())")
+            #expect((try await standby.metric("lethe_erasures_requested_total") ?? 0) == 0)
+
+            #expect(active.process.killAndReap() == 128 + SIGKILL)
+            let killedAt = ContinuousClock.now
+            let tookOver = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+                (try? await standby.get("/health/ready", token: nil).status) == 200
+            }
+            #expect(tookOver, "the standby did not take over within 30 s: \(standby.output())")
+            print("standby took over \(ContinuousClock.now - killedAt) after the active replica was killed")
+            #expect(try await standby.metric("lethe_replica_active") == 1)
+            try await closed("557058:second")
+            let handled = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+                (try? await standby.metric("lethe_erasures_requested_total")) ?? 0 >= 1
+            }
+            #expect(handled, "the new active replica did not take a closed account in: \(standby.output())")
+        } catch {
+            Issue.record(error)
+        }
+        for process in started { await process.stop() }
+        await producing.stop()
+    }
+
+    @Test("""
+        an active replica frozen past its session (SIGSTOP) loses the lease to the standby; woken up, it stops with an \
+        error instead of running beside the new active one
+        """)
+    func frozenActiveReplicaStops() async throws {
+        let kafka = try KafkaFixture("executor-replicas")
+        let namespace = uniqueName("ee-frozen")
+        let (firstDirectory, secondDirectory) = (try TemporaryDirectory(), try TemporaryDirectory())
+        var started: [ExecutorProcess] = []
+        do {
+            let active = try await ExecutorProcess.start(
+                kafka: kafka, namespace: namespace, directory: firstDirectory, settings: ["LOG_LEVEL": "info"])
+            started.append(active)
+            let standby = try await ExecutorProcess.start(
+                kafka: kafka, namespace: namespace, directory: secondDirectory, settings: [:], waitFor: "/health/live")
+            started.append(standby)
+            let waiting = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+                (try? await standby.get("/health/ready", token: nil))?.body.contains("standby") == true
+            }
+            try #require(waiting, "the second replica never became a standby: \(standby.output())")
+
+            active.process.send(SIGSTOP)
+            let tookOver = await eventually(timeout: .seconds(40), every: .milliseconds(200)) {
+                (try? await standby.get("/health/ready", token: nil).status) == 200
+            }
+            active.process.send(SIGCONT)
+            #expect(tookOver, "the standby did not take over from a frozen replica: \(standby.output())")
+            let stopped = await active.process.exited(within: .seconds(30))
+            #expect(stopped, "the replica that lost the lease kept running")
+            #expect(active.process.terminationStatus.map { $0 != 0 } == true, "it must end with an error")
+            #expect(active.output().contains("lost the active lease"), "\(active.output().suffix(2000))")
+            #expect(try await standby.get("/health/ready", token: nil).status == 200)
+        } catch {
+            Issue.record(error)
+        }
+        for process in started { await process.stop() }
+    }
+}
