@@ -31,8 +31,8 @@ func buildOAuthGateway(
     let database = try GatewayDatabase(path: context.databasePath, topics: topics)
     try await context.ensureTopics(
         [\.tenants, \.profiles, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks,
-         \.erasureParticipants],
-        deadLettered: [\.pdrStatus, \.erasureCommands])
+         \.erasureParticipants, \.erasureCompleted],
+        deadLettered: [\.pdrStatus, \.erasureCommands, \.erasureCompleted])
 
     let producer = context.producer
     // Sent profiles hold personal data: the relay deletes them as soon as the broker has them.
@@ -41,6 +41,8 @@ func buildOAuthGateway(
     // A suppression list converted at open (or anything erased before a crash) leaves the WAL at start.
     checkpointer.request()
     let statusConsumer = try context.consumer(group: "oauth-gateway", topics: [topics.pdrStatus])
+    // Completed erasures become the tenants' account-purged security events.
+    let completionConsumer = try context.consumer(group: "oauth-gateway.ssf", topics: [topics.erasureCompleted])
     let participant = try ErasureParticipant(
         config: ErasureParticipantConfig(
             participant: "oauth-gateway", holds: ["accountId", "accessToken", "refreshToken"],
@@ -77,6 +79,9 @@ func buildOAuthGateway(
             StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger),
             ExpiryPruner(database: database, logger: logger),
             DataKeyRotation(database: database, box: gateway.box, logger: logger),
+            CompletionConsumer(consumer: completionConsumer, database: database, producer: producer, logger: logger),
+            SecurityEventDelivery(
+                gateway: gateway, httpClient: httpClient, settings: config.securityEventDelivery, logger: logger),
             ConnectionKeepAlive(database: database, vault: gateway.vault, settings: config.keepAlive, logger: logger),
         ],
         resources: [HTTPClientService(client: httpClient)], http: http, handleSignals: handleSignals)

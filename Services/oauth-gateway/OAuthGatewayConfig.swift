@@ -31,6 +31,12 @@ struct OAuthGatewayConfig: Sendable {
     /// authorization endpoint (sign-in starts included) and, apart, to the token endpoint, per gateway process;
     /// bursts up to a tenth of a minute's worth.
     var clientRatePerMinute: Int
+    /// `GATEWAY_SSF_RETRY_FOR_SECONDS` (default 3 days) and `GATEWAY_SSF_MAX_BACKOFF_SECONDS` (default 3600): how long
+    /// a Security Event Token is retried before it is given up, and the longest wait between two tries.
+    var securityEventDelivery: SecurityEventDelivery.Settings
+    /// `GATEWAY_SSF_ALLOW_PRIVATE_ENDPOINTS` (default false): accept http and private, loopback or link-local push
+    /// endpoints (the demo and tests, whose receivers run on the same machine).
+    var ssfAllowPrivateEndpoints: Bool
     /// `GATEWAY_IP_RATE_PER_MINUTE` (default 600): the same, per client IP address, across clients: authorization
     /// requests, sign-in starts and callbacks together, token requests apart; bursts up to a tenth.
     var ipRatePerMinute: Int
@@ -85,6 +91,10 @@ struct OAuthGatewayConfig: Sendable {
         clientRatePerMinute = try reader.int("GATEWAY_CLIENT_RATE_PER_MINUTE", default: 6000, range: 1...10_000_000)
         allowedScopes = (reader.optionalString("GATEWAY_ALLOWED_SCOPES") ?? "")
             .split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
+        securityEventDelivery = SecurityEventDelivery.Settings(
+            retryFor: TimeInterval(try reader.int("GATEWAY_SSF_RETRY_FOR_SECONDS", default: 259_200, range: 1...2_592_000)),
+            maxBackoff: TimeInterval(try reader.int("GATEWAY_SSF_MAX_BACKOFF_SECONDS", default: 3600, range: 1...86_400)))
+        ssfAllowPrivateEndpoints = try reader.bool("GATEWAY_SSF_ALLOW_PRIVATE_ENDPOINTS", default: false)
         ipRatePerMinute = try reader.int("GATEWAY_IP_RATE_PER_MINUTE", default: 600, range: 1...10_000_000)
         trustedProxies = try (reader.optionalString("GATEWAY_TRUSTED_PROXIES") ?? "").split(separator: ",").map {
             guard let block = CIDRBlock(String($0)) else {

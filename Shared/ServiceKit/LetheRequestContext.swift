@@ -77,6 +77,11 @@ package struct CIDRBlock: Sendable, Equatable, CustomStringConvertible {
 
     package var description: String { "\(network)/\(prefixLength)" }
 
+    /// Whether `address` (IPv4 or IPv6 text) is in this block; false for anything that is not an address.
+    package func contains(address: String) -> Bool {
+        IPAddressBytes(address).map(contains) ?? false
+    }
+
     func contains(_ address: IPAddressBytes) -> Bool {
         guard address.bytes.count == network.bytes.count else { return false }
         var remaining = prefixLength

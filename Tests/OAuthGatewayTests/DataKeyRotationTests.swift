@@ -13,7 +13,7 @@ struct DataKeyRotationTests {
     static func randomKey() -> Data { SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) } }
 
     /// A gateway file holding one value in every sealed column: an app's client secret, a connection's access and
-    /// refresh tokens, a signing key.
+    /// refresh tokens, a signing key, a Shared Signals stream's push authorization.
     static func populatedDatabase(_ directory: TemporaryDirectory, master: Data) async throws -> GatewayDatabase {
         let database = try GatewayDatabase(
             path: directory.file("oauth-gateway.sqlite"), topics: LetheTopics(namespace: uniqueName("keys")))
@@ -36,6 +36,13 @@ struct DataKeyRotationTests {
                     try box.seal("access-1", context: TokenVault.context("c1", "access_token")),
                     try box.seal("refresh-1", context: TokenVault.context("c1", "refresh_token")),
                 ])
+            try db.execute(
+                sql: """
+                    INSERT INTO ssf_streams (stream_id, tenant_id, delivery_method, endpoint_url, authorization_header,
+                        events_requested, status, created_at, updated_at)
+                    VALUES ('s1', 'acme', 'urn:ietf:rfc:8935', 'https://r.example/', ?, '', 'enabled', 0, 0)
+                    """,
+                arguments: [try box.seal("Bearer r", context: SecurityEvents.authorizationContext(streamId: "s1"))])
         }
         return database
     }
@@ -151,6 +158,8 @@ struct DataKeyRotationTests {
         let notSealed: Set = [
             "data_keys.wrapped", "tenants.secret_hash", "revoked_access_tokens.token_id", "signin_nonces.nonce",
             "lethe_outbox.key", "lethe_outbox.value", "lethe_outbox.headers",
+            // Security events' claims (signed at delivery; an opaque user id, no personal data) and a digest.
+            "ssf_events.claims", "ssf_erasure_subjects.subject_digest",
         ]
         let sealed = Set(GatewayDatabase.sealedColumns.map { "\($0.table).\($0.column)" })
         let blobs = try await database.writer.read { db in

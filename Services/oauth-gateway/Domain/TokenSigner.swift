@@ -98,6 +98,14 @@ actor TokenSigner {
         return try await collection.sign(claims, kid: JWKIdentifier(string: active.kid))
     }
 
+    /// Signs a Security Event Token: `typ` `secevent+jwt` (RFC 8417 §2.3), with the active key.
+    func signSecurityEvent(_ claims: SecurityEventClaims) async throws -> String {
+        guard let active else { throw NoSigningKey() }
+        var header = JWTHeader()
+        header.typ = "secevent+jwt"
+        return try await collection.sign(claims, kid: JWKIdentifier(string: active.kid), header: header)
+    }
+
     struct NoSigningKey: Error {}
 
     /// Verifies a tenant access token against the gateway's own keys (no JWKS round trip), with the same rules as

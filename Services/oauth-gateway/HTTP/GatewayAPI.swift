@@ -120,6 +120,7 @@ enum GatewayAPI {
         addAppRoutes(to: router, gateway: gateway, issuer: issuer)
         addPublicClientRoutes(to: router, gateway: gateway, issuer: issuer)
         addSignInRoutes(to: router, gateway: gateway, issuer: issuer)
+        addSharedSignalsRoutes(to: router, gateway: gateway, issuer: issuer)
     }
 
     // MARK: Shared by the routes

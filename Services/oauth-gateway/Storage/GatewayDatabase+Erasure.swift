@@ -33,8 +33,15 @@ extension GatewayDatabase {
                             now.timeIntervalSince1970,
                         ])
             }
-            let ids = try String.fetchAll(try db.cachedStatement(sql: "SELECT connection_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?"),
+            let rows = try Row.fetchAll(
+                try db.cachedStatement(sql: """
+                    SELECT connection_id, user_id FROM connections WHERE tenant_id = ? AND app_id = ? AND account_id = ?
+                    """),
                 arguments: [command.tenantId, command.appId, command.accountId])
+            let ids: [String] = rows.map { $0["connection_id"] }
+            // The tenant's Shared Signals stream hears of it in the same transaction (account-disabled now,
+            // account-purged at completion), under the user id its ID tokens carry.
+            try Self.noteErasure(command, userIds: Set(rows.map { $0["user_id"] as String }).sorted(), now: now, in: db)
             // Profiles of the account waiting in (or kept by) the outbox carry its name and email: they go too. The
             // outbox is keyed per app and account, not per tenant, so another tenant's pending profile of the same
             // account goes with it; its next sign-in or refresh publishes a fresh one.

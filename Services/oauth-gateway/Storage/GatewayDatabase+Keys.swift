@@ -128,6 +128,9 @@ extension GatewayDatabase {
             TokenVault.context($0, "refresh_token")
         },
         SealedColumn(table: "signing_keys", rowKey: "kid", column: "private_key") { "signing_key:\($0)" },
+        SealedColumn(table: "ssf_streams", rowKey: "stream_id", column: "authorization_header") {
+            SecurityEvents.authorizationContext(streamId: $0)
+        },
     ]
 
     /// Up to `limit` values of `column` sealed under another key than `keyId`: (row key, sealed value).

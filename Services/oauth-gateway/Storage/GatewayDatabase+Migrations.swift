@@ -154,5 +154,47 @@ extension GatewayDatabase {
         Migration("oauth-gateway.v8.tenant-allowed-scopes") { db in
             try db.execute(sql: "ALTER TABLE tenants ADD COLUMN allowed_scopes TEXT NOT NULL DEFAULT ''")
         },
+        // Shared Signals: each tenant's stream, the Security Event Tokens waiting for delivery (claims only: signed
+        // at each delivery), and which of a tenant's users an open erasure concerns, for its account-purged event.
+        Migration("oauth-gateway.v9.shared-signals") { db in
+            try db.execute(sql: """
+                CREATE TABLE ssf_streams (
+                    stream_id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL UNIQUE,
+                    delivery_method TEXT NOT NULL,
+                    endpoint_url TEXT,
+                    authorization_header BLOB,
+                    events_requested TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    reason TEXT,
+                    description TEXT,
+                    last_delivered_at REAL,
+                    last_error TEXT,
+                    created_at REAL NOT NULL,
+                    updated_at REAL NOT NULL
+                );
+                CREATE TABLE ssf_events (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    stream_id TEXT NOT NULL,
+                    jti TEXT NOT NULL UNIQUE,
+                    claims BLOB NOT NULL,
+                    created_at REAL NOT NULL,
+                    next_attempt_at REAL NOT NULL,
+                    attempts INTEGER NOT NULL,
+                    last_error TEXT,
+                    dead_at REAL
+                );
+                CREATE INDEX ssf_events_by_stream ON ssf_events(stream_id, seq);
+                CREATE TABLE ssf_erasure_subjects (
+                    subject_digest BLOB NOT NULL,
+                    user_id TEXT NOT NULL,
+                    tenant_id TEXT NOT NULL,
+                    erasure_id TEXT NOT NULL,
+                    created_at REAL NOT NULL,
+                    PRIMARY KEY (subject_digest, user_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX ssf_erasure_subjects_by_erasure ON ssf_erasure_subjects(erasure_id);
+                """)
+        },
     ]
 }
