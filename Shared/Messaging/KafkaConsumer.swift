@@ -231,16 +231,26 @@ package final class KafkaConsumer: Service, @unchecked Sendable {
         try await seek(partitions.map { ($0, offset: Self.beginning) }, timeout: timeout)
     }
 
-    /// Moves assigned partitions to the given offsets.
+    /// Moves assigned partitions to the given offsets. A seek that times out (the fetcher was busy: it happened on a
+    /// loaded CI machine) is asked again, up to three times in all: seeking to the same offsets again is harmless.
     package func seek(_ positions: [(TopicPartition, offset: Int64)], timeout: Duration = .seconds(10)) async throws(KafkaError) {
         guard !positions.isEmpty else { return }
         let handle = self.handle
         try await BlockingCalls.run { () throws(KafkaError) in
-            let list = RdKafkaPartitionList(positions)
-            if let error = rd_kafka_seek_partitions(handle.pointer, list.pointer, Int32(clamping: timeout.milliseconds)) {
-                throw KafkaError(consuming: error)
+            for attempt in 1...3 {
+                let list = RdKafkaPartitionList(positions)
+                do throws(KafkaError) {
+                    if let error = rd_kafka_seek_partitions(
+                        handle.pointer, list.pointer, Int32(clamping: timeout.milliseconds))
+                    {
+                        throw KafkaError(consuming: error)
+                    }
+                    if let error = list.firstError() { throw error }
+                    return
+                } catch where error.code == RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue && attempt < 3 {
+                    continue
+                }
             }
-            if let error = list.firstError() { throw error }
         }
     }
 
