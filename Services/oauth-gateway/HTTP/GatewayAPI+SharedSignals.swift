@@ -168,13 +168,7 @@ extension GatewayAPI {
 
     /// The tenant of the request's bearer token (a tenant access token).
     private static func streamTenant(_ request: Request, gateway: Gateway, issuer: String) async throws -> String {
-        guard let token = BearerSecret.bearerToken(in: request),
-              let claims = try await gateway.tenantClaims(String(token), issuer: issuer)
-        else {
-            throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""],
-                            message: "a valid tenant access token is required")
-        }
-        return claims.tenantId
+        try await bearerTenant(request, gateway: gateway, issuer: issuer).tenantId
     }
 
     /// The tenant's stream named `streamId`; 400 without one, 404 for another's or none.

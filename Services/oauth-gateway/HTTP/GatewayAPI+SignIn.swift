@@ -50,12 +50,7 @@ extension GatewayAPI {
         }
 
         router.post("/v1/signin/exchange") { request, context -> Response in
-            guard let token = BearerSecret.bearerToken(in: request),
-                  let claims = try await gateway.tenantClaims(String(token), issuer: issuer)
-            else {
-                throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""],
-                                message: "a valid tenant access token is required")
-            }
+            let claims = try await bearerTenant(request, gateway: gateway, issuer: issuer)
             let form = try await Self.formOrJSON(request)
             guard let code = form["code"], !code.isEmpty else { throw HTTPError(.badRequest, message: "code is required") }
             guard let result = try await gateway.exchange(code: code, tenantId: claims.tenantId) else {

@@ -143,16 +143,22 @@ enum GatewayAPI {
         _ request: Request, _ context: LetheRequestContext, gateway: Gateway, issuer: String
     ) async throws -> TenantRecord {
         let tenantId = try context.parameters.require("tenant")
+        let claims = try await bearerTenant(request, gateway: gateway, issuer: issuer)
+        guard claims.tenantId == tenantId, let tenant = try await gateway.database.tenant(tenantId) else {
+            throw HTTPError(.notFound)
+        }
+        return tenant
+    }
+
+    /// The claims of the request's bearer token, a valid tenant access token; else 401 with its challenge.
+    static func bearerTenant(_ request: Request, gateway: Gateway, issuer: String) async throws -> TenantAccessClaims {
         guard let token = BearerSecret.bearerToken(in: request),
               let claims = try await gateway.tenantClaims(String(token), issuer: issuer)
         else {
             throw HTTPError(.unauthorized, headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""],
                             message: "a valid tenant access token is required")
         }
-        guard claims.tenantId == tenantId, let tenant = try await gateway.database.tenant(tenantId) else {
-            throw HTTPError(.notFound)
-        }
-        return tenant
+        return claims
     }
 
     static func created(_ value: some ResponseEncodable, _ request: Request, _ context: LetheRequestContext,
