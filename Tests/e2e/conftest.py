@@ -9,6 +9,7 @@ cannot start, every test fails with the reason. The events the run produced are 
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -21,6 +22,7 @@ from lethe_demo.scenario import Scenario  # noqa: E402
 from lethe_demo.system import System  # noqa: E402
 
 from contract_samples import dump_event_samples  # noqa: E402
+from ssf_receiver import PURGED, Receiver, create_stream  # noqa: E402
 
 
 @dataclass
@@ -28,6 +30,15 @@ class Played:
     scenario: Scenario
     callback_replays: dict  # tenant id → the answer to its first user's callback, sent again after the sign-in
     not_reported_again: list  # (appId, accountId) of the active accounts the second cycle did not report
+    ssf: "SharedSignalsRun"
+
+
+@dataclass
+class SharedSignalsRun:
+    receiver: Receiver
+    streams: dict  # tenant id → the stream configuration its creation answered
+    refused_before_restart: int  # user-event pushes the receiver had refused when the gateway was restarted
+    restarted: bool = False
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +47,7 @@ def played():
     for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: pytest then tears down, which stops every process
         signal.signal(sig, raise_keyboard_interrupt)
     system = System("e2e")
+    receiver = Receiver()
     try:
         system.prepare()
         say(f"run folder {system.run_dir} (logs/ and data/), topic namespace {system.namespace}")
@@ -48,13 +60,50 @@ def played():
                 replays[user.tenant.id] = http("GET", user.callback_url)
 
         scenario.sign_in_everyone(after_each_sign_in=replay_first_callback)
-        scenario.close_accounts_and_wait_for_outcomes()
+        ssf = SharedSignalsRun(receiver.start(), {}, 0)
+        for tenant in scenario.tenants:
+            ssf.streams[tenant.id] = create_stream(system, tenant, receiver)
+        say(f"Shared Signals: a push stream per tenant to {receiver.url('<tenant>')}; user events refused (500) "
+            "until the gateway has been restarted")
+        receiver.refusing.set()
+        scenario.close_accounts_and_wait_for_outcomes(while_waiting=lambda: restart_gateway_once_refused(system, ssf))
         not_reported_again = scenario.wait_second_cycle()
+        wait_for_purges(scenario, receiver)
         scenario.collect_after()
         write_contract_samples(system)
-        yield Played(scenario, replays, not_reported_again)
+        yield Played(scenario, replays, not_reported_again, ssf)
     finally:
+        receiver.stop()
         system.shutdown()
+
+
+def restart_gateway_once_refused(system, ssf):
+    """Once the receiver has refused a user event, the gateway is restarted with it still queued; the receiver then
+    takes events again."""
+    if ssf.restarted:
+        return
+    refused = [push for push in ssf.receiver.received() if push.status != 202]
+    if refused:
+        ssf.refused_before_restart = len(refused)
+        say(f"Shared Signals: the receiver refused {len(refused)} user event push(es); restarting oauth-gateway")
+        system.restart("oauth-gateway")
+        ssf.restarted = True
+        ssf.receiver.refusing.clear()
+
+
+def wait_for_purges(scenario, receiver, timeout=90):
+    """Until every closed user's account-purged was taken by its tenant's receiver (the suite asserts on the rest)."""
+    closed = [user for user in scenario.users if user.closed]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        taken = {(push.tenant_id, push.unverified_claims().get("txn")) for push in receiver.received()
+                 if push.status == 202 and PURGED in push.unverified_events()}
+        if all(sum(1 for tenant_id, _ in taken if tenant_id == tenant.id) >= sum(1 for u in tenant.users if u.closed)
+               for tenant in scenario.tenants):
+            say(f"Shared Signals: account-purged taken for {len(closed)} closed users")
+            return
+        time.sleep(1)
+    say(f"Shared Signals: not every account-purged was taken within {timeout} s")
 
 
 def raise_keyboard_interrupt(_signum, _frame):

@@ -152,11 +152,12 @@ class Supervisor:
             elif time.monotonic() - started > 2:
                 say(f"{child.name} took {time.monotonic() - started:.1f} s to stop")
         child.log.close()
+        if child in self.children:
+            self.children.remove(child)
 
     def stop_all(self):
         """Stops every child in reverse start order (dependents first)."""
-        for child in reversed(self.children):
+        for child in list(reversed(self.children)):
             self.stop(child)
-        self.children = []
 
 

@@ -68,11 +68,13 @@ class Scenario:
         self.wait_profiles()
         self.wait_participant_contacts()
 
-    def close_accounts_and_wait_for_outcomes(self):
+    def close_accounts_and_wait_for_outcomes(self, while_waiting=lambda: None):
+        """Closes and updates accounts at Atlassian, starts pdr-reporter and waits for the erasures and the refresh,
+        calling while_waiting() every time it looks (the end-to-end suite restarts a service from there)."""
         self.change_accounts()
         say(f"starting pdr-reporter with PDR_CYCLE_SECONDS={self.system.cycle}")
         self.system.start_services(["pdr-reporter"])
-        self.wait_outcomes()
+        self.wait_outcomes(while_waiting)
 
     # -- sandbox
     def sandbox(self, method, path, body=None, statuses=(200, 201)):
@@ -263,7 +265,7 @@ class Scenario:
         say(f"sandbox: updated the profile of {user.label} (account {user.account_id}): new name")
 
     # -- the PDR cycle and its consequences
-    def wait_outcomes(self):
+    def wait_outcomes(self, while_waiting=lambda: None):
         s = self.system
         timeout = s.cycle * 1.5 + 90
         say(f"waiting for the PDR cycle ({s.cycle} s; first reports are spread over it), the erasures and the "
@@ -275,6 +277,7 @@ class Scenario:
         updated = [user for user in self.users if user.updated_name]
         while True:
             s.supervisor.check_alive()
+            while_waiting()
             calls = self.sandbox("GET", "/_sandbox/calls")["calls"]
             reported = {(call.get("clientId"), account["accountId"]) for call in calls
                         if call.get("status") in (200, 204) for account in call.get("accounts", [])}

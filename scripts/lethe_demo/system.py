@@ -184,6 +184,8 @@ class System:
                        LETHE_MASTER_KEY=self.master_key, HTTP_INTERNAL_PORT=str(self.ports[GATEWAY_INTERNAL]),
                        LETHE_SHARED_APP_CLIENT_ID=self.shared_app["clientId"],
                        LETHE_SHARED_APP_CLIENT_SECRET=self.shared_app["clientSecret"])
+            if self.mode == "e2e":  # the suite's Shared Signals receiver listens on 127.0.0.1, over http
+                env.update(GATEWAY_SSF_ALLOW_PRIVATE_ENDPOINTS="true")
         elif service == "pdr-reporter":
             env.update(ATLASSIAN_AUTH_URL=self.sandbox, ATLASSIAN_API_URL=self.sandbox,
                        LETHE_ADMIN_TOKEN=self.admin_token, LETHE_INTERNAL_TOKEN=self.internal_token,
@@ -203,6 +205,14 @@ class System:
             time.sleep(1)
             for name in names:
                 self.peak_rss["idle"][name] = peak_rss_kib(self.processes[name].pid)
+
+    def restart(self, name):
+        """Stops the service (SIGTERM, as an orchestrator would) and starts it again on the same port and data."""
+        self.supervisor.stop(self.processes[name])
+        self.processes[name] = self.supervisor.start(
+            name, [os.path.join(self.bin_dir, name)], self.service_env(name))
+        say(f"restarted {name} (pid {self.processes[name].pid})")
+        self.wait_ready([name])
 
     def wait_ready(self, names, timeout=120):
         pending = set(names)
