@@ -70,7 +70,7 @@ bench-pdr: deps
 	bench/record pdr -- scripts/with-dev-broker --fresh bench/pdr.sh
 
 bench-memory: deps
-	$(call release,atlassian-sandbox oauth-gateway profile-store pdr-reporter erasure-executor pdr-bench)
+	$(call release,atlassian-sandbox oauth-gateway profile-store pdr-reporter erasure-executor operator-console pdr-bench)
 	bench/record memory -- scripts/with-dev-broker --fresh bench/memory.sh
 
 # Every bench in one go (a shorter PDR cycle than bench-pdr alone, to stay near 15 minutes on 2 cores); each files its

@@ -11,7 +11,7 @@ let grdb: Target.Dependency = .product(name: "GRDB", package: "GRDB.swift")
 let httpClient: Target.Dependency = .product(name: "AsyncHTTPClient", package: "async-http-client")
 let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
 
-/// The five executables. Each lives in `Services/<name>/` and depends on Shared modules only,
+/// The six executables. Each lives in `Services/<name>/` and depends on Shared modules only,
 /// never on another service.
 let services: [(name: String, dependencies: [Target.Dependency])] = [
     ("oauth-gateway", [
@@ -29,6 +29,10 @@ let services: [(name: String, dependencies: [Target.Dependency])] = [
     ("erasure-executor", [
         "ServiceKit", "ServiceRuntime", "Messaging", "Contracts", "Storage", "ErasureKit", hummingbird, lifecycle, logging, prometheus,
         metrics, grdb, crypto, httpClient,
+    ]),
+    ("operator-console", [
+        "ServiceKit", "ServiceRuntime", "Messaging", "Contracts", hummingbird, lifecycle, logging, prometheus, crypto,
+        httpClient, .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "HTTPTypes", package: "swift-http-types"),
     ]),
     ("atlassian-sandbox", [
         "ServiceKit", "Contracts", hummingbird, prometheus, logging, nioCore,
@@ -203,6 +207,13 @@ let package = Package(
                 lifecycle, logging, prometheus, grdb, httpClient, .product(name: "JWTKit", package: "jwt-kit"),
                 hummingbird, .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
+        .testTarget(
+            name: "OperatorConsoleTests",
+            dependencies: [
+                "operator-console", "Contracts", "Messaging", "ServiceKit", "TestSupport", hummingbird, httpClient, logging,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
         .testTarget(

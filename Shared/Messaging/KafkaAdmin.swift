@@ -167,6 +167,33 @@ package final class KafkaAdmin: Sendable {
         }
     }
 
+    /// How many records `topic` holds (high minus low watermark, summed over its partitions), or nil when the topic
+    /// does not exist: what a dead-letter topic's depth is, since nothing in Lethe consumes one.
+    package func recordCount(of topic: String, timeout: Duration = .seconds(10)) async throws(KafkaError) -> Int? {
+        let partitions: Int
+        do {
+            partitions = try await partitionCount(of: topic, timeout: timeout)
+        } catch let error
+            where [RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART.rawValue, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC.rawValue]
+            .contains(error.code)
+        {
+            return nil
+        }
+        let handle = self.handle
+        return try await BlockingCalls.run { () throws(KafkaError) in
+            var total: Int64 = 0
+            for partition in 0..<Int32(partitions) {
+                var low: Int64 = 0
+                var high: Int64 = 0
+                let err = rd_kafka_query_watermark_offsets(
+                    handle.pointer, topic, partition, &low, &high, Int32(clamping: timeout.milliseconds))
+                if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "watermarks of \(topic)") }
+                total += max(0, high - low)
+            }
+            return Int(total)
+        }
+    }
+
     /// The topic-level configuration the broker reports for `topic` (DescribeConfigs).
     package func topicConfig(of topic: String, timeout: Duration = .seconds(10)) async throws(KafkaError) -> [String: String] {
         let handle = self.handle

@@ -109,19 +109,19 @@ package struct ServiceContext: Sendable {
     }
 
     /// The HTTP servers: the access log, request id and error shape (``RequestLogMiddleware``) on every route; health
-    /// with the checks every service has — `sqlite` (`database`) and `kafka` (the broker answers and the producer has
-    /// not failed for good, after which the process is ending) — then `readiness`, on every listener; the service's
+    /// with the checks every service has — `sqlite` (`database`; nil for a service without a SQLite file) and `kafka`
+    /// (the broker answers and the producer has not failed for good, after which the process is ending) — then
+    /// `readiness`, on every listener; the service's
     /// `routes` on the public listener. `/metrics` and `internalRoutes` go on the internal listener when
     /// `HTTP_INTERNAL_PORT` sets one, and never on the public port then; without it one listener serves everything.
     package func httpServers(
-        database: @escaping @Sendable () async throws -> Void, readiness: [ReadinessCheck] = [],
+        database: (@Sendable () async throws -> Void)?, readiness: [ReadinessCheck] = [],
         internalRoutes: (Router<LetheRequestContext>) -> Void = { _ in },
         routes: (Router<LetheRequestContext>) -> Void
     ) -> HTTPServers {
         let admin = admin
         let producer = producer
-        let checks = [
-            ReadinessCheck(name: "sqlite", check: database),
+        let checks = (database.map { [ReadinessCheck(name: "sqlite", check: $0)] } ?? []) + [
             ReadinessCheck(name: "kafka") {
                 try await admin.ping()
                 try producer.checkNotFatal()

@@ -128,6 +128,37 @@ struct ErasureAPITests {
         }
     }
 
+    @Test("the operator lists every tenant's erasures by status, counts them, and sees each participant's last ack")
+    func operatorViews() async throws {
+        try await withAPI { client, ledger, key in
+            try await ledger.configureTenant(tenant("tenant-b", .delete, apps: ["app-1"]))
+            let a = try #require(try await ledger.intake([closed("tenant-a", "acc-1")]))[0]
+            let b = try #require(try await ledger.intake([closed("tenant-b", "acc-2")]))[0]
+            _ = try await ledger.applyAck(ack(a, "p1", .failed))  // maxFailedAttempts 1: needs attention
+            let (status, body) = try await call(client, .get, "/v1/erasures", token: Self.adminToken)
+            #expect(status == .ok)
+            #expect(try decode(ErasurePage.self, body).erasures.map(\.id) == [a, b])
+            let (_, attention) = try await call(client, .get, "/v1/erasures?status=needs-attention", token: Self.adminToken)
+            #expect(try decode(ErasurePage.self, attention).erasures.map(\.id) == [a])
+            #expect(try await call(client, .get, "/v1/erasures?status=lost", token: Self.adminToken).0 == .badRequest)
+            #expect(try await call(client, .get, "/v1/erasures", token: try await key.token(tenant: "tenant-a")).0
+                == .unauthorized)
+
+            let (_, countsBody) = try await call(client, .get, "/v1/erasures/counts", token: Self.adminToken)
+            let counts = try decode(ErasureCounts.self, countsBody)
+            #expect(counts.needsAttention == 1 && counts.dispatched == 1 && counts.open == 2 && counts.completed == 0)
+            #expect(try await call(client, .get, "/v1/erasures/counts", token: nil).0 == .unauthorized)
+
+            _ = try await ledger.applyAck(ack(b, "p1", .erased))
+            let (_, participantsBody) = try await call(client, .get, "/v1/participants", token: Self.adminToken)
+            let declared = try #require(try decode(ParticipantsOverview.self, participantsBody).declared.first)
+            // Still awaited in `a` (it failed); `b` completed with its ack.
+            #expect(declared.participant == "p1" && declared.awaited == 1 && declared.lastAckAt != nil)
+            let (_, afterBody) = try await call(client, .get, "/v1/erasures/counts", token: Self.adminToken)
+            #expect(try decode(ErasureCounts.self, afterBody).completed == 1)
+        }
+    }
+
     @Test("audit verify passes, export is JSON lines, and a tampered row is reported as the first broken link")
     func auditOverHTTP() async throws {
         try await withAPI { client, ledger, _ in

@@ -23,6 +23,8 @@ from lethe_demo.system import System  # noqa: E402
 
 from contract_samples import dump_event_samples  # noqa: E402
 from ssf_receiver import PURGED, Receiver, create_stream  # noqa: E402
+from billing_participant import BillingParticipant  # noqa: E402
+from console_run import ConsoleRun  # noqa: E402
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Played:
     callback_replays: dict  # tenant id → the answer to its first user's callback, sent again after the sign-in
     not_reported_again: list  # (appId, accountId) of the active accounts the second cycle did not report
     ssf: "SharedSignalsRun"
+    console: ConsoleRun
+    billing: BillingParticipant
 
 
 @dataclass
@@ -48,6 +52,7 @@ def played():
         signal.signal(sig, raise_keyboard_interrupt)
     system = System("e2e")
     receiver = Receiver()
+    billing = None
     try:
         system.prepare()
         say(f"run folder {system.run_dir} (logs/ and data/), topic namespace {system.namespace}")
@@ -60,20 +65,26 @@ def played():
                 replays[user.tenant.id] = http("GET", user.callback_url)
 
         scenario.sign_in_everyone(after_each_sign_in=replay_first_callback)
+        billing = BillingParticipant(system, failing_tenant=scenario.acme.id).start()
+        say("e2e-billing declared itself a participant; it will fail acme's erasure once")
+        console = ConsoleRun(system, scenario.acme.id)
         ssf = SharedSignalsRun(receiver.start(), {}, 0)
         for tenant in scenario.tenants:
             ssf.streams[tenant.id] = create_stream(system, tenant, receiver)
         say(f"Shared Signals: a push stream per tenant to {receiver.url('<tenant>')}; user events refused (500) "
             "until the gateway has been restarted")
         receiver.refusing.set()
-        scenario.close_accounts_and_wait_for_outcomes(while_waiting=lambda: restart_gateway_once_refused(system, ssf))
+        scenario.close_accounts_and_wait_for_outcomes(
+            while_waiting=lambda: (restart_gateway_once_refused(system, ssf), console.step()))
         not_reported_again = scenario.wait_second_cycle()
         wait_for_purges(scenario, receiver)
         scenario.collect_after()
         write_contract_samples(system)
-        yield Played(scenario, replays, not_reported_again, ssf)
+        yield Played(scenario, replays, not_reported_again, ssf, console, billing)
     finally:
         receiver.stop()
+        if billing:
+            billing.stop()
         system.shutdown()
 
 

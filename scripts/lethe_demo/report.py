@@ -25,6 +25,9 @@ def print_report(scenario):
     plain()
     plain(f"Audit chain: ok={audit.get('ok')}, {audit.get('entries')} entries, key {audit.get('keyId')}")
     plain()
+    plain(f"All of this on one page: the operator console, {s.url('operator-console')}/ (operator token "
+          f"LETHE_ADMIN_TOKEN), while the system runs — `make run` keeps it up (docs/operator-console.md)")
+    plain()
     return (f"{scenario.sign_ins} sign-ins, {reported} accounts reported in {len(scenario.calls)} calls, "
             f"{completed} erasures completed, audit {'verified' if audit.get('ok') is True else 'NOT verified'}")
 

@@ -14,16 +14,18 @@ from datetime import datetime
 from .http_client import http
 from .launcher import REPO, Failure, Supervisor, env_int, peak_rss_kib, say
 
-SERVICES = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gateway", "pdr-reporter"]
+SERVICES = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gateway", "operator-console",
+            "pdr-reporter"]
 PARTICIPANT = "python-example"
 # GATEWAY_INTERNAL is the gateway's internal listener (reporting-token API, metrics): a port, not a service.
 GATEWAY_INTERNAL = "oauth-gateway-internal"
 DEFAULT_PORTS = {"oauth-gateway": 8080, "profile-store": 8081, "pdr-reporter": 8082, "erasure-executor": 8083,
-                 "atlassian-sandbox": 8090, GATEWAY_INTERNAL: 9080}
+                 "operator-console": 8084, "atlassian-sandbox": 8090, GATEWAY_INTERNAL: 9080}
 PORT_OFFSETS = {"oauth-gateway": 0, "profile-store": 1, "pdr-reporter": 2, "erasure-executor": 3,
-                "atlassian-sandbox": 10, GATEWAY_INTERNAL: 1000}
+                "operator-console": 4, "atlassian-sandbox": 10, GATEWAY_INTERNAL: 1000}
 PORT_ENV = {"oauth-gateway": "LETHE_DEMO_GATEWAY_PORT", "profile-store": "LETHE_DEMO_PROFILE_STORE_PORT",
             "pdr-reporter": "LETHE_DEMO_REPORTER_PORT", "erasure-executor": "LETHE_DEMO_EXECUTOR_PORT",
+            "operator-console": "LETHE_DEMO_CONSOLE_PORT",
             "atlassian-sandbox": "LETHE_DEMO_SANDBOX_PORT", GATEWAY_INTERNAL: "LETHE_DEMO_GATEWAY_INTERNAL_PORT"}
 
 
@@ -193,6 +195,11 @@ class System:
         elif service == "erasure-executor":
             env.update(LETHE_ADMIN_TOKEN=self.admin_token, LETHE_AUDIT_KEY=self.audit_key,
                        ERASURE_RESEND_SECONDS="10")
+            if self.mode == "e2e":  # one `failed` puts an erasure in needs-attention: the console's Retry is tested
+                env.update(ERASURE_MAX_FAILED_ATTEMPTS="1")
+        elif service == "operator-console":
+            env.update(LETHE_ADMIN_TOKEN=self.admin_token, LETHE_EXECUTOR_URL=self.url("erasure-executor"),
+                       LETHE_REPORTER_URLS=self.url("pdr-reporter"))
         return env
 
     def start_services(self, names):
@@ -263,7 +270,7 @@ class System:
 
     def start_all(self, with_reporter):
         self.start_broker()
-        first = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gateway"]
+        first = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gateway", "operator-console"]
         self.start_services(first)
         self.start_participant()
         if with_reporter:

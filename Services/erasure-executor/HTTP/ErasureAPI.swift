@@ -24,6 +24,25 @@ struct ErasurePage: ResponseCodable, Sendable {
     var nextCursor: String?
 }
 
+/// `GET /v1/erasures/counts`: erasures by status, and the open ones past their deadline.
+struct ErasureCounts: ResponseCodable, Sendable, Equatable {
+    var pending: Int
+    var dispatched: Int
+    var needsAttention: Int
+    var completed: Int
+    var open: Int
+    var overdue: Int
+
+    init(_ counts: LedgerCounts) {
+        pending = counts.byStatus[.pending] ?? 0
+        dispatched = counts.byStatus[.dispatched] ?? 0
+        needsAttention = counts.byStatus[.needsAttention] ?? 0
+        completed = counts.byStatus[.completed] ?? 0
+        open = counts.open
+        overdue = counts.overdue
+    }
+}
+
 extension ErasureRecord: ResponseEncodable {}
 extension AuditVerification: ResponseEncodable {}
 extension ErasureLedger.Retirement: ResponseEncodable {}
@@ -38,7 +57,8 @@ struct RetireBody: Decodable, Sendable {
 ///
 /// Tenant routes need the tenant's JWT (`TenantTokenVerifier.authorize`: another tenant's token gets 404, as if
 /// the erasure did not exist). Operator routes need `LETHE_ADMIN_TOKEN` as a bearer token, compared in constant time.
-/// `GET /v1/erasures/{id}` and its retry accept either: the admin, or the erasure's own tenant.
+/// `GET /v1/erasures/{id}` and its retry accept either: the admin, or the erasure's own tenant. The operator lists every
+/// tenant's erasures with `GET /v1/erasures` and counts them with `GET /v1/erasures/counts`.
 ///
 /// Routes that open, dispatch or complete erasures answer 503 until the tenants and participants topics were read to
 /// their end since the start (`gate`): before that, the executor does not know every participant an erasure waits for.
@@ -95,9 +115,8 @@ enum ErasureAPI {
             return record
         }
 
-        router.get("/v1/tenants/:tenant/erasures") { request, context -> ErasurePage in
-            let tenant = try context.parameters.require("tenant")
-            _ = try await verifier.authorize(request, tenant: tenant)
+        /// A page of erasures, of one tenant or (nil) of all, after the query's cursor, of its status if it names one.
+        @Sendable func page(_ request: Request, tenant: String?) async throws -> ErasurePage {
             let query = FormFields(query: request)
             let limit = try PageCursor.parseLimit(query["limit"], default: defaultLimit, maximum: maximumLimit)
             let afterRow = try cursor.parse(query["cursor"])
@@ -112,6 +131,22 @@ enum ErasureAPI {
             }
             let page = try await ledger.erasures(tenantId: tenant, status: status, afterRow: afterRow, limit: limit)
             return ErasurePage(erasures: page.records, nextCursor: page.lastRow.map(cursor.make(after:)))
+        }
+
+        router.get("/v1/tenants/:tenant/erasures") { request, context -> ErasurePage in
+            let tenant = try context.parameters.require("tenant")
+            _ = try await verifier.authorize(request, tenant: tenant)
+            return try await page(request, tenant: tenant)
+        }
+
+        router.get("/v1/erasures") { request, _ -> ErasurePage in
+            try admin.require(request)
+            return try await page(request, tenant: nil)
+        }
+
+        router.get("/v1/erasures/counts") { request, _ -> ErasureCounts in
+            try admin.require(request)
+            return ErasureCounts(try await ledger.counts())
         }
 
         router.post("/v1/tenants/:tenant/erasures") { request, context -> Response in

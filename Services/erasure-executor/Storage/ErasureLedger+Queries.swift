@@ -14,12 +14,16 @@ extension ErasureLedger {
     }
 
     /// A page of a tenant's erasures, oldest first, after row `afterRow`, optionally of one status.
-    func erasures(tenantId: String, status: ErasureStatus?, afterRow: Int64, limit: Int) async throws
+    func erasures(tenantId: String?, status: ErasureStatus?, afterRow: Int64, limit: Int) async throws
         -> (records: [ErasureRecord], lastRow: Int64?)
     {
         try await database.read { db in
-            var sql = "SELECT * FROM erasures WHERE tenant_id = ? AND row > ?"
-            var arguments: StatementArguments = [tenantId, afterRow]
+            var sql = "SELECT * FROM erasures WHERE row > ?"
+            var arguments: StatementArguments = [afterRow]
+            if let tenantId {
+                sql += " AND tenant_id = ?"
+                arguments += [tenantId]
+            }
             if let status {
                 sql += " AND status = ?"
                 arguments += [status.rawValue]

@@ -218,12 +218,21 @@ extension ErasureLedger {
     func participantsOverview() async throws -> ParticipantsOverview {
         try await database.read { db in
             let declared = try Row.fetchAll(
-                db, sql: "SELECT name, holds, declared_at, rejected FROM participants ORDER BY name"
+                db, sql: """
+                    SELECT name, holds, declared_at, rejected,
+                        (SELECT max(acked_at) FROM erasure_participants WHERE participant = name) AS last_ack,
+                        (SELECT count(*) FROM erasure_participants p JOIN erasures e ON e.id = p.erasure_id
+                            WHERE p.participant = name AND (p.outcome IS NULL OR p.outcome = 'failed')
+                                AND e.status != 'completed') AS awaited
+                    FROM participants ORDER BY name
+                    """
             ).map { row in
                 let holds: String = row["holds"]
                 return ParticipantsOverview.Declared(
                     participant: row["name"], holds: holds.split(separator: ",").map(String.init),
-                    declaredAt: Date(timeIntervalSince1970: row["declared_at"]), rejectedDeclaration: row["rejected"])
+                    declaredAt: Date(timeIntervalSince1970: row["declared_at"]), rejectedDeclaration: row["rejected"],
+                    lastAckAt: (row["last_ack"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                    awaited: row["awaited"])
             }
             let retired = try Row.fetchAll(
                 db, sql: """

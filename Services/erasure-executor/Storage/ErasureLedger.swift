@@ -112,6 +112,10 @@ struct ParticipantsOverview: Codable, Sendable, Equatable {
         var declaredAt: Date
         /// Why its latest declaration was rejected (dead-lettered), if it was: erasures wait for it all the same.
         var rejectedDeclaration: String?
+        /// When its latest acknowledgement of a still-recorded erasure arrived; nil before its first.
+        var lastAckAt: Date?
+        /// Open erasures still waiting for its acknowledgement.
+        var awaited: Int
     }
 
     struct Retirement: Codable, Sendable, Equatable {

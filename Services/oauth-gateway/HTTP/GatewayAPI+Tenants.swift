@@ -6,7 +6,8 @@ import ServiceKit
 extension GatewayAPI {
     // MARK: Operator
 
-    /// Behind `LETHE_ADMIN_TOKEN`: creating and listing tenants, replacing a tenant's secret, rotating the signing key.
+    /// Behind `LETHE_ADMIN_TOKEN`: creating and listing tenants, replacing a tenant's secret, rotating the signing key,
+    /// every tenant's Shared Signals stream and how its delivery stands.
     static func addOperatorRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, adminToken: String) {
         let admin = BearerSecret(adminToken, realm: "admin token")
         let tenantCursor = Self.tenantCursor
@@ -93,6 +94,16 @@ extension GatewayAPI {
         router.get("/v1/data-keys") { request, _ -> DataKeysView in
             try admin.require(request)
             return try await dataKeysView(gateway)
+        }
+
+        router.get("/v1/ssf/streams") { request, _ -> StreamOverviewList in
+            try admin.require(request)
+            var overviews: [StreamOverview] = []
+            for stream in try await gateway.database.streams() {
+                let state = try await gateway.database.streamDeliveryState(stream.streamId)
+                overviews.append(StreamOverview(stream, state: state))
+            }
+            return StreamOverviewList(streams: overviews)
         }
 
         router.post("/v1/signing-keys/:kid/revoke") { request, context -> RevokedKey in

@@ -68,6 +68,13 @@ extension GatewayDatabase {
         try await database.read { db in try Self.stream(ofTenant: tenantId, in: db) }
     }
 
+    /// Every tenant's stream, by tenant (the operator's view).
+    func streams() async throws -> [StreamRecord] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ssf_streams ORDER BY tenant_id").map(Self.streamRecord)
+        }
+    }
+
     /// Replaces what a receiver may change: delivery, events requested, description.
     func updateStream(_ stream: StreamRecord, now: Date = Date()) async throws {
         try await database.write { db in

@@ -1,0 +1,13 @@
+import Logging
+import ServiceKit
+
+/// operator-console: one page for the operator, gathered from every service's API and the broker.
+@main
+struct OperatorConsoleEntrypoint {
+    static func main() async throws {
+        let (logger, registry) = ServiceBootstrap.bootstrap(label: "operator-console")
+        let config = ServiceBootstrap.exitOnConfigError { try OperatorConsoleConfig(reader: ConfigReader()) }
+        let parts = try await buildOperatorConsole(config: config, logger: logger, registry: registry)
+        try await parts.group.run()
+    }
+}
