@@ -159,6 +159,37 @@ struct ErasureAPITests {
         }
     }
 
+    @Test("the operator waives one participant of one erasure: it completes, audited with the reason; p1 stays declared")
+    func waiveOneParticipant() async throws {
+        try await withAPI { client, ledger, key in
+            let id = try #require(try await ledger.intake([closed("tenant-a", "acc-7")]))[0]
+            _ = try await ledger.applyAck(ack(id, "p1", .failed))
+            let waiver = #"{"participant":"p1","reason":"billing database restored from a backup without this user"}"#
+            #expect(try await call(client, .post, "/v1/erasures/\(id)/waive", token: try await key.token(tenant: "tenant-a"),
+                                   body: waiver).0 == .unauthorized)
+            #expect(try await call(client, .post, "/v1/erasures/\(id)/waive", token: Self.adminToken,
+                                   body: #"{"participant":"p1"}"#).0 == .badRequest)
+            #expect(try await call(client, .post, "/v1/erasures/\(id)/waive", token: Self.adminToken,
+                                   body: #"{"participant":"p1","reason":"ask jo@example.com"}"#).0 == .badRequest)
+            #expect(try await call(client, .post, "/v1/erasures/\(id)/waive", token: Self.adminToken,
+                                   body: #"{"participant":"crm","reason":"gone"}"#).0 == .conflict)
+            #expect(try await call(client, .post, "/v1/erasures/nope/waive", token: Self.adminToken, body: waiver).0
+                == .notFound)
+
+            let (status, body) = try await call(client, .post, "/v1/erasures/\(id)/waive", token: Self.adminToken, body: waiver)
+            #expect(status == .ok)
+            let record = try decode(ErasureRecord.self, body)
+            #expect(record.status == .completed && record.participants.first?.outcome == .waived)
+            let entry = try #require(try await ledger.auditEntries().last)
+            #expect(entry.outcomes.map(\.outcome) == [.waived])
+            #expect(entry.outcomes.first?.reason == "billing database restored from a backup without this user")
+            #expect(try await ledger.verifyAudit().ok)
+            #expect(try await ledger.participantsOverview().declared.map(\.participant) == ["p1"])
+            #expect(try await call(client, .post, "/v1/erasures/\(id)/waive", token: Self.adminToken, body: waiver).0
+                == .conflict)
+        }
+    }
+
     @Test("audit verify passes, export is JSON lines, and a tampered row is reported as the first broken link")
     func auditOverHTTP() async throws {
         try await withAPI { client, ledger, _ in

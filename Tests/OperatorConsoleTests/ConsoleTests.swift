@@ -82,6 +82,14 @@ struct ConsoleTests {
         #expect(html.contains("Unavailable: gateway: no answer"))
         #expect(html.contains(#"data-metric="ssf-pending" class="bad""#))
         #expect(!html.contains(#"src="http"#) && !html.contains(#"href="http"#))  // no CDN: everything from the console
+
+        // The erasure's page: Retry, and a waiver for each participant still awaited (not for one that acknowledged).
+        var twoParticipants = erasure
+        twoParticipants.participants.append(
+            .init(participant: "crm", outcome: "erased", detail: nil, failedAttempts: 0, sends: 1, ackedAt: "2026-12-03T10:00:01Z"))
+        let page = ConsolePage.erasure(.loaded(twoParticipants), id: "e-1", csrf: "token-1", flash: nil)
+        #expect(page.contains(#"action="/erasures/e-1/waive""#) && page.contains(#"name="participant" value="billing""#))
+        #expect(!page.contains(#"name="participant" value="crm""#) && page.contains(#"data-action="retry""#))
     }
 
     @Test("signing in: a wrong token is 401 without a cookie, the right one a session; pages need it, forms need CSRF")

@@ -62,7 +62,7 @@ struct AuditEntry: Codable, Sendable, Equatable {
         var participant: String
         var outcome: CompletedOutcome
         var atMs: Int64
-        /// Only for `waived`: the operator's reason for retiring the participant. Absent (not null) otherwise, so an
+        /// Only for `waived`: the operator's reason for waiving the participant (in this erasure, or by retiring it). Absent (not null) otherwise, so an
         /// entry without waivers hashes exactly as it did before waivers existed.
         var reason: String?
 

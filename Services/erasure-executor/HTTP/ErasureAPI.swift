@@ -53,12 +53,19 @@ struct RetireBody: Decodable, Sendable {
     var reason: String?
 }
 
+/// `POST /v1/erasures/{id}/waive` body.
+struct WaiveBody: Decodable, Sendable {
+    var participant: String?
+    var reason: String?
+}
+
 /// The executor's HTTP API (port 8083).
 ///
 /// Tenant routes need the tenant's JWT (`TenantTokenVerifier.authorize`: another tenant's token gets 404, as if
 /// the erasure did not exist). Operator routes need `LETHE_ADMIN_TOKEN` as a bearer token, compared in constant time.
 /// `GET /v1/erasures/{id}` and its retry accept either: the admin, or the erasure's own tenant. The operator lists every
-/// tenant's erasures with `GET /v1/erasures` and counts them with `GET /v1/erasures/counts`.
+/// tenant's erasures with `GET /v1/erasures`, counts them with `GET /v1/erasures/counts`, and waives one participant
+/// of one erasure with `POST /v1/erasures/{id}/waive` (retiring a participant waives it in every erasure).
 ///
 /// Routes that open, dispatch or complete erasures answer 503 until the tenants and participants topics were read to
 /// their end since the start (`gate`): before that, the executor does not know every participant an erasure waits for.
@@ -110,6 +117,32 @@ enum ErasureAPI {
             case .notFound: throw HTTPError(.notFound)
             case .alreadyCompleted: throw HTTPError(.conflict, message: "the erasure is already completed")
             case .retried: notifier.notify()
+            }
+            guard let record = try await ledger.erasure(id) else { throw HTTPError(.notFound) }
+            return record
+        }
+
+        router.post("/v1/erasures/:id/waive") { request, context -> ErasureRecord in
+            try admin.require(request)
+            let id = try context.parameters.require("id")
+            let waiver = try parseWaiver(Data(buffer: try await request.body.collect(upTo: 16 * 1024)))
+            try requireRestored()
+            switch try await ledger.waive(waiver.participant, inErasure: id, reason: waiver.reason) {
+            case .notFound: throw HTTPError(.notFound)
+            case .alreadyCompleted: throw HTTPError(.conflict, message: "the erasure is already completed")
+            case .notAwaited:
+                throw HTTPError(.conflict, message: "\(waiver.participant) is not awaited by this erasure")
+            case .waived(let completed):
+                metrics?.waived.increment()
+                logger.notice("participant waived in one erasure by an operator", metadata: [
+                    "erasure": "\(id)", "participant": "\(waiver.participant)", "reason": "\(waiver.reason)",
+                    "completed": "\(completed)",
+                ])
+                if completed {
+                    metrics?.completed.increment()
+                    notifier.notify()
+                    onCompleted()
+                }
             }
             guard let record = try await ledger.erasure(id) else { throw HTTPError(.notFound) }
             return record
@@ -251,9 +284,28 @@ enum ErasureAPI {
         } catch {
             throw HTTPError(.badRequest, message: "body must be JSON {\"reason\": \"why the participant is retired\"}")
         }
-        let reason = (decoded.reason ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        return try validReason(decoded.reason, why: "why the participant is retired")
+    }
+
+    /// The waiver's participant and reason.
+    static func parseWaiver(_ body: Data) throws -> (participant: String, reason: String) {
+        let rule = "body must be JSON {\"participant\": \"…\", \"reason\": \"why it is waived in this erasure\"}"
+        let decoded: WaiveBody
+        do {
+            decoded = try JSONDecoder().decode(WaiveBody.self, from: body)
+        } catch {
+            throw HTTPError(.badRequest, message: rule)
+        }
+        guard let participant = decoded.participant, !participant.isEmpty else { throw HTTPError(.badRequest, message: rule) }
+        return (participant, try validReason(decoded.reason, why: "why the participant is waived in this erasure"))
+    }
+
+    /// A retirement's or waiver's reason: it is published (audit, `ErasureCompleted`), so it is required, short, and
+    /// must not look like personal data.
+    static func validReason(_ raw: String?, why: String) throws -> String {
+        let reason = (raw ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         guard !reason.isEmpty else {
-            throw HTTPError(.badRequest, message: "reason is required: why the participant is retired (no personal data)")
+            throw HTTPError(.badRequest, message: "reason is required: \(why) (no personal data)")
         }
         guard reason.count <= maximumReasonLength else {
             throw HTTPError(.badRequest, message: "reason must be at most \(maximumReasonLength) characters")

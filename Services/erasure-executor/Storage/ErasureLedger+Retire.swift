@@ -40,37 +40,11 @@ extension ErasureLedger {
                     """, arguments: [name])
             guard declared || !waiting.isEmpty else { return .notFound }
             let t = now.timeIntervalSince1970
-            // Milliseconds, like acks: the audit keeps times to the millisecond.
-            let at = Double(now.milliseconds) / 1000
             try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
             let cache = TransactionCache()
             var completed: [String] = []
-            for id in waiting {
-                try db.execute(
-                    sql: """
-                        UPDATE erasure_participants SET outcome = 'waived', detail = ?, acked_at = ?
-                        WHERE erasure_id = ? AND participant = ?
-                        """, arguments: [reason, at, id, name])
-                let missing = try Int.fetchOne(
-                    db, sql: """
-                        SELECT count(*) FROM erasure_participants
-                        WHERE erasure_id = ? AND (outcome IS NULL OR outcome = 'failed')
-                        """, arguments: [id]) ?? 0
-                if missing == 0 {
-                    try complete(id, at: now, cache: cache, in: db)
-                    completed.append(id)
-                } else {
-                    // It may have needed attention because of this participant alone.
-                    let stuck = try Int.fetchOne(
-                        db, sql: """
-                            SELECT count(*) FROM erasure_participants
-                            WHERE erasure_id = ? AND outcome = 'failed' AND failed_attempts >= ?
-                            """, arguments: [id, settings.maxFailedAttempts]) ?? 0
-                    let status = stuck > 0 ? ErasureStatus.needsAttention : .dispatched
-                    try db.execute(
-                        sql: "UPDATE erasures SET status = ?, updated_at = ? WHERE id = ?",
-                        arguments: [status.rawValue, t, id])
-                }
+            for id in waiting where try waive(name, in: id, reason: reason, at: now, cache: cache, db: db) {
+                completed.append(id)
             }
             try db.execute(
                 sql: """
@@ -81,5 +55,70 @@ extension ErasureLedger {
                 participant: name, reason: reason, retiredAt: Date(timeIntervalSince1970: t), waived: waiting,
                 completed: completed))
         }
+    }
+
+    // MARK: Waiving one participant of one erasure
+
+    /// What waiving a participant in one erasure did.
+    enum WaiveEffect: Sendable, Equatable {
+        case notFound
+        case alreadyCompleted
+        /// The participant is not awaited by this erasure (it acknowledged, was waived, or never took part).
+        case notAwaited
+        /// Waived; `completed` when that was the last acknowledgement the erasure waited for.
+        case waived(completed: Bool)
+    }
+
+    /// An operator waives participant `name` in erasure `id` for `reason`: its outcome becomes `waived` with the
+    /// reason (in the erasure's audit entry when it completes), and the erasure completes if it waited for nothing
+    /// else. The participant stays declared: other erasures, and new ones, still wait for it.
+    func waive(_ name: String, inErasure id: String, reason: String, at now: Date = Date()) async throws -> WaiveEffect {
+        try await database.write { [self] db in
+            guard let open = try Row.fetchOne(
+                db, sql: "SELECT account_id IS NOT NULL AS open FROM erasures WHERE id = ?", arguments: [id])
+            else { return .notFound }
+            guard open["open"] as Bool else { return .alreadyCompleted }
+            let awaited = try Bool.fetchOne(
+                db, sql: """
+                    SELECT 1 FROM erasure_participants
+                    WHERE erasure_id = ? AND participant = ? AND (outcome IS NULL OR outcome = 'failed')
+                    """, arguments: [id, name]) == true
+            guard awaited else { return .notAwaited }
+            return .waived(completed: try waive(name, in: id, reason: reason, at: now, cache: TransactionCache(), db: db))
+        }
+    }
+
+    /// Sets `name`'s outcome in open erasure `id` to `waived` with `reason`, then completes the erasure if nothing else
+    /// is awaited, or sets its status from what still is; whether it completed. Inside the caller's transaction.
+    private func waive(
+        _ name: String, in id: String, reason: String, at now: Date, cache: TransactionCache, db: GRDB.Database
+    ) throws -> Bool {
+        // Milliseconds, like acks: the audit keeps times to the millisecond.
+        let at = Double(now.milliseconds) / 1000
+        try db.execute(
+            sql: """
+                UPDATE erasure_participants SET outcome = 'waived', detail = ?, acked_at = ?
+                WHERE erasure_id = ? AND participant = ?
+                """, arguments: [reason, at, id, name])
+        let missing = try Int.fetchOne(
+            db, sql: """
+                SELECT count(*) FROM erasure_participants
+                WHERE erasure_id = ? AND (outcome IS NULL OR outcome = 'failed')
+                """, arguments: [id]) ?? 0
+        if missing == 0 {
+            try complete(id, at: now, cache: cache, in: db)
+            return true
+        }
+        // It may have needed attention because of this participant alone.
+        let stuck = try Int.fetchOne(
+            db, sql: """
+                SELECT count(*) FROM erasure_participants
+                WHERE erasure_id = ? AND outcome = 'failed' AND failed_attempts >= ?
+                """, arguments: [id, settings.maxFailedAttempts]) ?? 0
+        let status = stuck > 0 ? ErasureStatus.needsAttention : .dispatched
+        try db.execute(
+            sql: "UPDATE erasures SET status = ?, updated_at = ? WHERE id = ?",
+            arguments: [status.rawValue, now.timeIntervalSince1970, id])
+        return false
     }
 }

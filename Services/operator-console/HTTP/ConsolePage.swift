@@ -36,12 +36,18 @@ enum ConsolePage {
             body += fact("Subject (HMAC)", "<code>\(h(String(e.subject.prefix(16))))…</code>")
             body += fact("Opened", time(e.createdAt)) + fact("Deadline", time(e.deadline))
             body += fact("Completed", e.completedAt.map(time) ?? "—", metric: "completed-at")
+            let open = e.status != "completed"
             body += "</dl><table><thead><tr><th>Participant</th><th>Outcome</th><th>Sends</th><th>Failed</th>"
-            body += "<th>Acknowledged</th><th>Detail</th></tr></thead><tbody>"
+            body += "<th>Acknowledged</th><th>Detail</th>\(open ? "<th>Waive (here only)</th>" : "")</tr></thead><tbody>"
             for p in e.participants {
                 body += "<tr data-participant=\"\(h(p.participant))\"><td>\(h(p.participant))</td>"
                 body += "<td>\(p.outcome.map(badge) ?? badge("waiting"))</td><td>\(p.sends)</td>"
-                body += "<td>\(p.failedAttempts)</td><td>\(p.ackedAt.map(time) ?? "—")</td><td>\(h(p.detail ?? ""))</td></tr>"
+                body += "<td>\(p.failedAttempts)</td><td>\(p.ackedAt.map(time) ?? "—")</td><td>\(h(p.detail ?? ""))</td>"
+                if open {
+                    let awaited = p.outcome == nil || p.outcome == "failed"
+                    body += "<td>\(awaited ? waiveForm(e.id, participant: p.participant, csrf: csrf) : "")</td>"
+                }
+                body += "</tr>"
             }
             body += "</tbody></table>"
             if e.status != "completed" { body += retryButton(e.id, csrf: csrf) }
@@ -264,6 +270,18 @@ enum ConsolePage {
         <input type="hidden" name="csrf" value="\(h(csrf))">\
         <button type="submit" data-action="retry" title="Send the command again to every participant that has not \
         acknowledged, and start counting failures afresh">Retry</button></form>
+        """
+    }
+
+    /// The waiver of one participant in one erasure: it stops waiting for it, with a reason kept in the audit.
+    private static func waiveForm(_ id: String, participant: String, csrf: String) -> String {
+        """
+        <form method="post" action="/erasures/\(h(ServiceAPIs.pathSegment(id)))/waive" class="inline" \
+        data-confirm="Waive \(h(participant)) in this erasure? It completes without its acknowledgement.">\
+        <input type="hidden" name="csrf" value="\(h(csrf))"><input type="hidden" name="participant" \
+        value="\(h(participant))"><input name="reason" required maxlength="500" \
+        placeholder="reason (kept in the audit)" aria-label="reason"><button type="submit" class="danger" \
+        data-action="waive">Waive</button></form>
         """
     }
 

@@ -100,6 +100,20 @@ enum ConsoleRoutes {
                 path, flash: .init(ok: true, message: "Sent again to every participant still to acknowledge."), console)
         }
 
+        router.post("/erasures/:id/waive") { request, context -> Response in
+            let form = try await signedInForm(request, console)
+            let id = try context.parameters.require("id")
+            let participant = form["participant"] ?? ""
+            let path = "/erasures/\(ServiceAPIs.pathSegment(id))"
+            if let problem = await console.apis.waive(erasure: id, participant: participant, reason: form["reason"] ?? "") {
+                return redirect(path, flash: .init(ok: false, message: "Waiving \(participant) refused: \(problem)"), console)
+            }
+            console.logger.notice(
+                "operator waived a participant of an erasure from the console",
+                metadata: ["erasure": "\(id)", "participant": "\(participant)"])
+            return redirect(path, flash: .init(ok: true, message: "\(participant) waived in this erasure."), console)
+        }
+
         router.post("/participants/:participant/retire") { request, context -> Response in
             let form = try await signedInForm(request, console)
             let participant = try context.parameters.require("participant")

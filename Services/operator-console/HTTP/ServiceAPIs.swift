@@ -113,6 +113,12 @@ struct ServiceAPIs: Sendable {
         await post(executor, "/v1/erasures/\(Self.pathSegment(id))/retry", body: nil)
     }
 
+    /// `POST /v1/erasures/{id}/waive` on the executor; the reason it was refused, or nil.
+    func waive(erasure id: String, participant: String, reason: String) async -> String? {
+        let body = (try? JSONEncoder().encode(["participant": participant, "reason": reason])) ?? Data()
+        return await post(executor, "/v1/erasures/\(Self.pathSegment(id))/waive", body: body)
+    }
+
     /// `POST /v1/participants/{name}/retire` on the executor; the reason it was refused, or nil.
     func retire(participant: String, reason: String) async -> String? {
         let body = (try? JSONEncoder().encode(["reason": reason])) ?? Data()
