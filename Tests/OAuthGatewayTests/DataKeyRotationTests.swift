@@ -1,3 +1,4 @@
+import AtlassianClient
 import Contracts
 import Crypto
 import Foundation
@@ -29,12 +30,13 @@ struct DataKeyRotationTests {
             try db.execute(
                 sql: """
                     INSERT INTO connections (connection_id, tenant_id, app_id, account_id, user_id, state, test,
-                        access_token, refresh_token, created_at, last_active_at)
-                    VALUES ('c1', 'acme', 'acme-app', 'a1', 'u1', 'active', 0, ?, ?, 0, 0)
+                        access_token, refresh_token, profile_digests, created_at, last_active_at)
+                    VALUES ('c1', 'acme', 'acme-app', 'a1', 'u1', 'active', 0, ?, ?, ?, 0, 0)
                     """,
                 arguments: [
                     try box.seal("access-1", context: TokenVault.context("c1", "access_token")),
                     try box.seal("refresh-1", context: TokenVault.context("c1", "refresh_token")),
+                    try ProfileDigests(AtlassianProfile(accountId: "a1", name: "A")).sealed(with: box, connectionId: "c1"),
                 ])
             try db.execute(
                 sql: """

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import AtlassianClient
 import Contracts
 import Foundation
 import GRDB
@@ -279,5 +280,61 @@ struct SharedSignalsTests {
                 }
             }
         }
+    }
+
+    @Test("""
+        Atlassian's updated: the tenant hears profile-changed naming the fields that changed (never their values); a \
+        refresh that changed nothing the gateway publishes sends nothing
+        """)
+    func profileChanged() async throws {
+        try await GatewayHarness.setUp { harness in try await harness.withGateway(environment: Self.environment) { parts in
+            let ada = VaultTests.ada
+            let acme = try await harness.createTenant("acme", policy: "scrub")
+            try await harness.ownApp(acme, clientId: "acme-app", secret: "acme-app-secret-1234")
+            try await harness.sandboxUser(ada, name: "Ada Lovelace", email: "ada@example.com")
+            let userId = try #require(try await harness.signInAndExchange(acme, accountId: ada)["userId"] as? String)
+            let created = try await harness.send(
+                .POST, "/ssf/streams", bearer: acme.token,
+                json: ["events_requested": [SecurityEvents.EventType.profileChanged.rawValue]])  // poll
+            let streamId = try #require(created.json["stream_id"] as? String, "\(created.body)")
+            let updated = AccountStatusReported(
+                appId: "acme-app", accountId: ada, tenantIds: ["acme"], status: .updated, reportedAt: Date())
+
+            // Nothing the gateway publishes changed (Atlassian's `updated` may be about another field).
+            try await parts.gateway.refreshProfiles(updated)
+            let path = "/ssf/poll/\(streamId)"
+            let none = try await harness.send(.POST, path, bearer: acme.token, json: ["returnImmediately": true])
+            #expect((none.json["sets"] as? [String: String])?.isEmpty == true, "\(none.body)")
+
+            _ = try await harness.send(
+                .POST, harness.sandboxURL + "/_sandbox/users/\(ada)/update", bearer: nil,
+                json: ["name": "Ada King", "email": "ada.king@example.com"])
+            try await parts.gateway.refreshProfiles(updated)
+            let polled = try await harness.send(.POST, path, bearer: acme.token, json: ["returnImmediately": true])
+            let sets = try #require(polled.json["sets"] as? [String: String], "\(polled.body)")
+            #expect(sets.count == 1)
+            let verifier = try await SETVerifier(jwks: try await harness.get("/.well-known/jwks.json").body)
+            let claims = try await verifier.verify(try #require(sets.values.first))
+            let event = try #require(claims.events[SecurityEvents.EventType.profileChanged.rawValue])
+            #expect(event.changedFields == ["name", "email"] && claims.subId == .user(userId, issuer: harness.gatewayURL))
+            let payload = String(decoding: Base64URL.decode(String(sets.values.first!.split(separator: ".")[1])) ?? Data(),
+                                 as: UTF8.self)
+            #expect(!payload.contains("King") && !payload.contains("@example.com") && !payload.contains(ada))
+
+            // The digests are sealed at rest: the column holds no digest in clear (nor, of course, the name).
+            let stored = try await parts.database.database.read { db in
+                try Data.fetchOne(db, sql: "SELECT profile_digests FROM connections")
+            }
+            let digestOfName = ProfileDigests(AtlassianProfile(accountId: ada, name: "Ada King")).digests["name"]!
+            #expect(stored != nil && !String(decoding: stored!, as: UTF8.self).contains(digestOfName))
+            // They are of personal fields: scrub, which keeps the connection's row, drops them with the tokens.
+            #expect(try await parts.database.erase(EraseSubject(
+                erasureId: "erasure-digests", tenantId: "acme", appId: "acme-app", accountId: ada, policy: .scrub,
+                cause: .tenantRequest, issuedAt: Date(), deadline: Date().addingTimeInterval(86_400))) == .scrubbed)
+            let afterScrub = try await parts.database.database.read { db in
+                try Bool.fetchOne(db, sql: "SELECT profile_digests IS NULL FROM connections")
+            }
+            #expect(afterScrub == true)
+        } }
     }
 }

@@ -279,7 +279,7 @@ struct VaultTests {
                     ProfileFetched(tenantId: "acme", appId: "acme-app", accountId: accountId, userId: connection.userId,
                                    name: "Refreshed \(accountId)", email: "new@example.com", nickname: "n",
                                    picture: "https://avatars.example/x.png", fetchedAt: Date()),
-                    connectionId: connection.connectionId)
+                    connectionId: connection.connectionId, digests: Data([1]), changed: nil)
                 #expect(published == (accountId == kim), "\(accountId)")
             }
             // Only Kim's refresh reached the profiles topic.

@@ -27,6 +27,7 @@ class ConsoleRun:
         self.flash_after_retry = None
         self.participant_outcomes = {}  # participant → outcome on the erasure page at the end
         self.retried_by_api = False
+        self.export = None  # (status, Content-Disposition, lines, (audit entries the API counted before, after))
         self.error = None
         self.shots = []
 
@@ -53,6 +54,7 @@ class ConsoleRun:
     def drive(self):
         from browser import chromium  # imported here: a missing Chromium is this part's failure, not the run's
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.wait import WebDriverWait
 
         os.makedirs(self.screenshots, exist_ok=True)
         driver = chromium()
@@ -62,14 +64,24 @@ class ConsoleRun:
             assert driver.current_url.startswith(console + "/login"), f"not sent to sign in: {driver.current_url}"
             driver.find_element(By.ID, "token").send_keys(self.system.admin_token)
             driver.find_element(By.CSS_SELECTOR, "[data-action=sign-in]").click()
+            WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "summary"))
             before = self.api_figures()
             shown = {name: self.shown(driver, name) for name in FIGURES}
             after = self.api_figures()
             self.figures = {name: (before[name], shown[name], after[name]) for name in FIGURES}
             self.shoot(driver, "console-overview.png")
+            # The audit export, downloaded with the browser's session as its link would.
+            cookie = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
+            export = http("GET", console + "/audit/export", headers={"Cookie": cookie})
+            entries_after = self.admin_get("/v1/audit/verify")["entries"]
+            self.export = (export.status, export.header("content-disposition") or "",
+                           [line for line in export.body.decode().splitlines() if line],
+                           (int(before["audit-entries"]), entries_after))
 
             row = driver.find_element(By.CSS_SELECTOR, f"tr[data-erasure='{self.erasure_id}']")
             row.find_element(By.CSS_SELECTOR, "button[data-action=retry]").click()
+            # The click returns once the form is sent, not always once the answer's page is loaded.
+            WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "erasure"))
             flash = driver.find_elements(By.CSS_SELECTOR, "[data-metric=flash]")
             self.flash_after_retry = flash[0].text if flash else None
             deadline = time.monotonic() + 90

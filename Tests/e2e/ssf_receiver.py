@@ -20,6 +20,7 @@ from lethe_demo.http_client import expect, http
 PURGED = "https://schemas.openid.net/secevent/risc/event-type/account-purged"
 DISABLED = "https://schemas.openid.net/secevent/risc/event-type/account-disabled"
 VERIFICATION = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+PROFILE_CHANGED = "urn:lethe:secevent:event-type:profile-changed"
 USER_EVENTS = (DISABLED, PURGED)
 
 
@@ -104,11 +105,12 @@ def authorization_for(tenant_id):
 
 
 def create_stream(system, tenant, receiver):
-    """The tenant's push stream to the receiver (both user events requested), then a verification event."""
+    """The tenant's push stream to the receiver (every user event requested), then a verification event."""
     answer = expect(http("POST", system.gateway + "/ssf/streams", headers=tenant.auth(), body={
         "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": receiver.url(tenant.id),
                      "authorization_header": authorization_for(tenant.id)},
-        "events_requested": [DISABLED, PURGED, VERIFICATION], "description": f"{tenant.id}'s backend"}),
+        "events_requested": [DISABLED, PURGED, PROFILE_CHANGED, VERIFICATION],
+        "description": f"{tenant.id}'s backend"}),
         201, f"{tenant.id}: POST /ssf/streams").json()
     expect(http("POST", system.gateway + "/ssf/verify", headers=tenant.auth(),
                 body={"stream_id": answer["stream_id"], "state": f"hello-{tenant.id}"}),

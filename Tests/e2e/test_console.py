@@ -1,6 +1,7 @@
 """The operator console (operator-console), as the run's browser part saw it (console_run.py): the sign-in gate, the
 figures of the overview against the services' APIs, and the Retry of the erasure e2e-billing failed, which then
 completed. Its screenshots are in <run folder>/screenshots/."""
+import json
 import os
 
 import pytest
@@ -33,6 +34,14 @@ def test_the_erasure_billing_failed_needed_attention_then_completed_after_retry(
     assert console.flash_after_retry and "Sent again" in console.flash_after_retry
     assert console.status_after_retry == "completed"
     assert console.participant_outcomes.get(BILLING) == "erased", console.participant_outcomes
+
+
+def test_the_audit_export_downloads_every_entry_as_json_lines(console):
+    status, disposition, lines, (before, after) = console.export
+    assert status == 200 and disposition.startswith("attachment;"), (status, disposition)
+    parsed = [json.loads(line) for line in lines]
+    # An erasure may complete while it downloads: as many entries as the audit had before, or after.
+    assert before <= len(parsed) <= after and all("entryHash" in entry for entry in parsed), (len(parsed), before, after)
 
 
 def test_screenshots_were_saved(console):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lethe_demo.tenants import TENANT_IDS
-from ssf_receiver import DISABLED, PURGED, USER_EVENTS, VERIFICATION, Verifier, authorization_for
+from ssf_receiver import DISABLED, PROFILE_CHANGED, PURGED, USER_EVENTS, VERIFICATION, Verifier, authorization_for
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,18 @@ def test_each_closed_user_is_disabled_then_purged_once_under_their_sub(scenario,
             assert payload.get("policy") == tenant.policy and payload.get("cause") == "atlassian-closed", payload
         assert disabled["event_timestamp"] <= purged["event_timestamp"]
     assert len(user_events) == 2 * sum(1 for user in tenant.users if user.closed)
+
+
+@pytest.mark.parametrize("tenant_id", TENANT_IDS)
+def test_the_user_atlassian_updated_gets_profile_changed_naming_the_field_only(scenario, ssf, verifier, tenant_id):
+    tenant = scenario.tenant(tenant_id)
+    changed = {}
+    for _, claims in verified(ssf, verifier, tenant_id):
+        uri, payload = event_of(claims)
+        if uri == PROFILE_CHANGED:
+            changed.setdefault(claims["sub_id"]["sub"], set()).add(tuple(payload.get("changed_fields") or ["?"]))
+    expected = {user.user_id: {("name",)} for user in tenant.users if user.updated_name}
+    assert changed == expected, f"{tenant_id}: {changed}"
 
 
 def test_user_events_were_refused_then_delivered_after_the_gateway_restart(ssf, verifier):

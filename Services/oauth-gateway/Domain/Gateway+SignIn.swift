@@ -207,7 +207,8 @@ extension Gateway {
                     access: try box.seal(tokens.accessToken, context: TokenVault.context(connectionId, "access_token")),
                     refresh: try tokens.refreshToken.map {
                         try box.seal($0, context: TokenVault.context(connectionId, "refresh_token"))
-                    }
+                    },
+                    profile: try ProfileDigests(profile).sealed(with: box, connectionId: connectionId)
                 )
             },
             accessExpiresAt: now.addingTimeInterval(TimeInterval(tokens.expiresIn)), now: now)

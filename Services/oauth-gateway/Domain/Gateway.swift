@@ -212,12 +212,17 @@ final class Gateway: Sendable {
                 continue
             }
             guard profile.accountId == status.accountId else { continue }
+            // Which fields changed, for the tenant's `profile-changed` event: against the digests kept at sign-in.
+            let digests = ProfileDigests(profile)
+            let previous = ProfileDigests.open(connection.profileDigestsSealed, with: box, connectionId: connection.connectionId)
             let published = try await database.profileRefreshed(
                 ProfileFetched(
                     tenantId: connection.tenantId, appId: connection.appId, accountId: profile.accountId,
                     userId: connection.userId, name: profile.name, email: profile.email, nickname: profile.nickname, picture: profile.picture,
                     fetchedAt: Date()),
-                connectionId: connection.connectionId)
+                connectionId: connection.connectionId,
+                digests: try digests.sealed(with: box, connectionId: connection.connectionId),
+                changed: ProfileChange.between(previous, digests))
             guard published else {
                 logger.info("profile refresh dropped: the connection was erased meanwhile", metadata: [
                     "tenant": "\(connection.tenantId)", "connection": "\(connection.connectionId)",

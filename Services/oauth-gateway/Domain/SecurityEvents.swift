@@ -17,13 +17,17 @@ enum SecurityEvents {
         /// The erasure completed: the tenant must erase what it stored of the user (its name and email from the ID
         /// token) under its policy.
         case accountPurged = "https://schemas.openid.net/secevent/risc/event-type/account-purged"
+        /// Atlassian answered `updated` for the user and the refreshed profile differs in `changed_fields` (names,
+        /// never values): the tenant refreshes what it copied from the ID token (sign the user in again, or read
+        /// userinfo). Lethe's own URI: CAEP's `token-claims-change` would carry the new values, personal data.
+        case profileChanged = "urn:lethe:secevent:event-type:profile-changed"
         /// Answers a verification request (always delivered, whatever the stream asked for).
         case verification = "https://schemas.openid.net/secevent/ssf/event-type/verification"
         /// The stream's status changed (always delivered).
         case streamUpdated = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated"
 
         /// What a receiver may request; the others are delivered to every stream.
-        static let requestable: [EventType] = [.accountDisabled, .accountPurged]
+        static let requestable: [EventType] = [.accountDisabled, .accountPurged, .profileChanged]
     }
 
     /// `urn:ietf:rfc:8935` (the gateway POSTs each SET to the receiver) and `urn:ietf:rfc:8936` (the receiver polls).
@@ -76,10 +80,14 @@ struct SecurityEventPayload: Codable, Equatable, Sendable {
     var cause: String?
     /// The event's time, seconds since the epoch (SSF's `event_timestamp`).
     var eventTimestamp: Int?
+    /// Profile changed: which of the profile's fields changed (`name`, `email`, `nickname`, `picture`); absent when
+    /// the gateway had nothing to compare with (a sign-in from before it kept digests).
+    var changedFields: [String]?
 
     enum CodingKeys: String, CodingKey {
         case state, status, reason, policy, cause
         case eventTimestamp = "event_timestamp"
+        case changedFields = "changed_fields"
     }
 }
 

@@ -30,7 +30,7 @@ extension GatewayDatabase {
     func completeSignIn(
         tenantId: String, appId: String, accountId: String, test: Bool, profile: ProfileFetched, stateNonce: Data,
         stateExpiresAt: Date,
-        seal: @escaping @Sendable (_ connectionId: String) throws -> (access: Data, refresh: Data?),
+        seal: @escaping @Sendable (_ connectionId: String) throws -> (access: Data, refresh: Data?, profile: Data),
         accessExpiresAt: Date, now: Date = Date()
     ) async throws -> SignInResult {
         let topics = self.topics
@@ -47,14 +47,15 @@ extension GatewayDatabase {
             let t = now.timeIntervalSince1970
             try db.cachedStatement(sql: """
                     INSERT INTO connections (connection_id, tenant_id, app_id, account_id, user_id, state, test,
-                        access_token, access_expires_at, refresh_token, created_at, last_active_at, refreshed_at)
-                    VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?)
+                        access_token, access_expires_at, refresh_token, created_at, last_active_at, refreshed_at,
+                        profile_digests)
+                    VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (connection_id) DO UPDATE SET state = 'active', access_token = excluded.access_token,
                         access_expires_at = excluded.access_expires_at, refresh_token = excluded.refresh_token,
                         last_active_at = excluded.last_active_at, refreshed_at = excluded.refreshed_at,
-                        lease_owner = NULL, lease_until = NULL
+                        profile_digests = excluded.profile_digests, lease_owner = NULL, lease_until = NULL
                     """).execute(arguments: [connectionId, tenantId, appId, accountId, userId, test, sealed.access,
-                            accessExpiresAt.timeIntervalSince1970, sealed.refresh, t, t, t])
+                            accessExpiresAt.timeIntervalSince1970, sealed.refresh, t, t, t, sealed.profile])
             // The app's first connection owns PDR reporting for it until an erasure removes it.
             try db.cachedStatement(sql: "UPDATE apps SET owner_connection_id = ? WHERE app_id = ? AND owner_connection_id IS NULL")
                 .execute(arguments: [connectionId, appId])
@@ -173,14 +174,20 @@ extension GatewayDatabase {
     /// any cause) wins: the profile is dropped, never published, so it cannot bring erased data back (issue 15).
     /// Returns whether it was published.
     @discardableResult
-    func profileRefreshed(_ profile: ProfileFetched, connectionId: String, now: Date = Date()) async throws -> Bool {
+    func profileRefreshed(
+        _ profile: ProfileFetched, connectionId: String, digests: Data, changed: ProfileChange?, now: Date = Date()
+    ) async throws -> Bool {
         let topics = self.topics
         return try await database.write { db in
             try db.cachedStatement(sql: """
-                UPDATE connections SET last_active_at = ? WHERE connection_id = ? AND state = 'active' AND account_id = ?
-                """).execute(arguments: [now.timeIntervalSince1970, connectionId, profile.accountId])
+                UPDATE connections SET last_active_at = ?, profile_digests = ?
+                WHERE connection_id = ? AND state = 'active' AND account_id = ?
+                """).execute(arguments: [now.timeIntervalSince1970, digests, connectionId, profile.accountId])
             guard db.changesCount == 1 else { return false }
             try Self.enqueueProfile(profile, topics: topics, in: db)
+            if let changed, let userId = profile.userId {
+                try Self.noteProfileChange(changed, tenantId: profile.tenantId, userId: userId, now: now, in: db)
+            }
             return true
         }
     }
@@ -204,7 +211,8 @@ extension GatewayDatabase {
             accountId: row["account_id"], userId: row["user_id"],
             state: ConnectionRecord.State(rawValue: row["state"]) ?? .erased, test: row["test"],
             accessTokenSealed: row["access_token"], accessExpiresAt: date("access_expires_at"),
-            refreshTokenSealed: row["refresh_token"], lastActiveAt: date("last_active_at") ?? .distantPast,
+            refreshTokenSealed: row["refresh_token"], profileDigestsSealed: row["profile_digests"],
+            lastActiveAt: date("last_active_at") ?? .distantPast,
             leaseOwner: row["lease_owner"], leaseUntil: date("lease_until"))
     }
 }

@@ -65,9 +65,10 @@ extension GatewayDatabase {
     {
         try db.cachedStatement(sql: "UPDATE apps SET owner_connection_id = NULL WHERE owner_connection_id = ?")
             .execute(arguments: [id])
+        // The profile's digests are of personal fields: they go under every policy, with the tokens.
         let dropTokens = """
             state = 'erased', access_token = NULL, access_expires_at = NULL, refresh_token = NULL,
-            lease_owner = NULL, lease_until = NULL
+            profile_digests = NULL, lease_owner = NULL, lease_until = NULL
             """
         switch command.policy {
         case .delete:

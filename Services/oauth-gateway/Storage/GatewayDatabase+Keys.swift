@@ -127,6 +127,9 @@ extension GatewayDatabase {
         SealedColumn(table: "connections", rowKey: "connection_id", column: "refresh_token") {
             TokenVault.context($0, "refresh_token")
         },
+        SealedColumn(table: "connections", rowKey: "connection_id", column: "profile_digests") {
+            ProfileDigests.context($0)
+        },
         SealedColumn(table: "signing_keys", rowKey: "kid", column: "private_key") { "signing_key:\($0)" },
         SealedColumn(table: "ssf_streams", rowKey: "stream_id", column: "authorization_header") {
             SecurityEvents.authorizationContext(streamId: $0)

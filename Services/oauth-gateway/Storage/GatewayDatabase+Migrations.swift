@@ -196,5 +196,9 @@ extension GatewayDatabase {
                 CREATE INDEX ssf_erasure_subjects_by_erasure ON ssf_erasure_subjects(erasure_id);
                 """)
         },
+        // What the gateway keeps to tell which fields an `updated` changed: sealed digests (ProfileDigests).
+        Migration("oauth-gateway.v10.profile-digests") { db in
+            try db.execute(sql: "ALTER TABLE connections ADD COLUMN profile_digests BLOB")
+        },
     ]
 }

@@ -277,6 +277,23 @@ extension GatewayDatabase {
         }
     }
 
+    // MARK: Profile changes → events
+
+    /// Inside a profile refresh's transaction: queues `profile-changed` for the user when the tenant's stream asks
+    /// for it.
+    static func noteProfileChange(
+        _ change: ProfileChange, tenantId: String, userId: String, now: Date, in db: GRDB.Database
+    ) throws {
+        guard let stream = try stream(ofTenant: tenantId, in: db), stream.status != .disabled,
+              stream.eventsRequested.contains(SecurityEvents.EventType.profileChanged.rawValue)
+        else { return }
+        let claims = SecurityEventClaims.make(
+            .profileChanged,
+            payload: SecurityEventPayload(eventTimestamp: Int(now.timeIntervalSince1970), changedFields: change.fields),
+            subject: .user(userId, issuer: ""), audience: tenantId, issuer: "", txn: nil)
+        try enqueue(claims, streamId: stream.streamId, now: now, in: db)
+    }
+
     // MARK: Rows
 
     private static func enqueue(

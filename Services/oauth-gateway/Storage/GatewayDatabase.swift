@@ -49,6 +49,8 @@ struct ConnectionRecord: Sendable, Equatable {
     var accessTokenSealed: Data?
     var accessExpiresAt: Date?
     var refreshTokenSealed: Data?
+    /// ``ProfileDigests`` of the profile last published, sealed; nil for a sign-in from before they were kept.
+    var profileDigestsSealed: Data?
     var lastActiveAt: Date
     var leaseOwner: String?
     var leaseUntil: Date?
