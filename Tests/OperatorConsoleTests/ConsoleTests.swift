@@ -41,7 +41,7 @@ struct ConsoleTests {
         func app(_ id: String, held: Int, reported: Int, state: String, overdue: Int = 0) -> AppReporting {
             AppReporting(
                 appId: id, accountsHeld: held, dueNow: 1, reportedInCurrentCycle: reported, rejected: 0,
-                cyclePeriodSeconds: 604_800, lastCallAt: nil,
+                cyclePeriodSeconds: 604_800, lastCallAt: nil, nextDueAt: "2026-12-0\(held % 9 + 1)T00:00:00Z",
                 health: .init(state: state, reason: state == "ok" ? nil : "rate-limited", since: nil, overdueAccounts: overdue))
         }
         let merged = AppReporting.merged([
@@ -53,6 +53,7 @@ struct ConsoleTests {
         #expect(merged[1].accountsHeld == 16 && merged[1].reportedInCurrentCycle == 9 && merged[1].dueNow == 3)
         #expect(merged[1].health.state == "failing" && merged[1].health.reason == "rate-limited")
         #expect(merged[1].health.overdueAccounts == 3)
+        #expect(merged[1].nextDueAt == "2026-12-02T00:00:00Z", "the earliest of the replicas'")
     }
 
     @Test("the overview escapes what services say, shows each figure, and says which part is unavailable and why")

@@ -75,6 +75,9 @@ struct ReportingTests {
                 // Reported in this cycle or due right now (then reported in the last cycle): together, every account.
                 #expect(status.accountsHeld == 200 && status.reportedInCurrentCycle + status.dueNow == 200)
                 #expect(!status.orphaned && status.rateLimitedCount == 0 && status.lastOutcome == "ok")
+                // The next call: within a cycle of now (accounts are due again one cycle after their report).
+                let next = try #require(status.nextDueAt)
+                #expect(next.timeIntervalSinceNow < 4, "\(next)")  // the cycle is 3 s
             }
         }
     }

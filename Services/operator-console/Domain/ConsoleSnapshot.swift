@@ -72,6 +72,7 @@ struct AppReporting: Decodable, Sendable, Equatable {
     var rejected: Int
     var cyclePeriodSeconds: Int
     var lastCallAt: String?
+    var nextDueAt: String?
     var health: Health
 }
 
@@ -170,6 +171,7 @@ extension AppReporting {
             merged.reportedInCurrentCycle += app.reportedInCurrentCycle
             merged.rejected += app.rejected
             merged.lastCallAt = [merged.lastCallAt, app.lastCallAt].compactMap { $0 }.max()
+            merged.nextDueAt = [merged.nextDueAt, app.nextDueAt].compactMap { $0 }.min()
             let overdue = merged.health.overdueAccounts + app.health.overdueAccounts
             if Health.severity(app.health.state) > Health.severity(merged.health.state) { merged.health = app.health }
             merged.health.overdueAccounts = overdue

@@ -158,7 +158,8 @@ enum ConsolePage {
         if apps.isEmpty { return html + "<p class=\"empty\">No account is held yet.</p></section>" }
         let tenantsByApp = Dictionary(grouping: s.tenants.value ?? [], by: { $0.app?.appId ?? "" })
         html += "<table><thead><tr><th>App</th><th>Tenants</th><th>Held</th><th>Reported this cycle</th>"
-        html += "<th>Due now</th><th>Overdue</th><th>Rejected</th><th>Health</th><th>Last call</th></tr></thead><tbody>"
+        html += "<th>Due now</th><th>Overdue</th><th>Rejected</th><th>Health</th><th>Last call</th><th>Next due</th>"
+        html += "</tr></thead><tbody>"
         for app in apps {
             let share = app.accountsHeld == 0 ? 0 : Double(app.reportedInCurrentCycle) / Double(app.accountsHeld)
             let tenants = (tenantsByApp[app.appId] ?? []).map(\.tenantId).joined(separator: ", ")
@@ -169,7 +170,7 @@ enum ConsolePage {
             html += "<td>\(app.health.overdueAccounts)</td><td>\(app.rejected)</td><td>\(badge(app.health.state))"
             if let reason = app.health.reason { html += " \(h(reason))" }
             if let since = app.health.since { html += " since \(time(since))" }
-            html += "</td><td>\(app.lastCallAt.map(time) ?? "—")</td></tr>"
+            html += "</td><td>\(app.lastCallAt.map(time) ?? "—")</td><td>\(app.nextDueAt.map(time) ?? "—")</td></tr>"
         }
         return html + "</tbody></table></section>"
     }

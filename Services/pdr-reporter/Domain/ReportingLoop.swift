@@ -53,6 +53,9 @@ package struct AppReportingStatus: Codable, Sendable, Equatable {
     /// The first 20 of them by accountId, so an operator can find what is wrong with them.
     package var rejectedAccountIds: [String]
     package var lastCallAt: Date?
+    /// When the app's next account is due (its next call, give or take the batch window; a rejected account's retry
+    /// counts); in the past when accounts are waiting; absent when none is held.
+    package var nextDueAt: Date?
     /// `ok`, `rate-limited`, `unauthorized`, `forbidden`, `bad-request` or `failed`.
     package var lastOutcome: String?
     package var health: AppHealth
@@ -190,7 +193,8 @@ package final class ReportingLoop: Service, Sendable {
                 reportedInCurrentCycle: counts.reportedInCurrentCycle, rejected: counts.rejected,
                 rejectedAccountIds: counts.rejected == 0 ? []
                     : try await registry.rejectedAccountIds(appId: appId, limit: 20),
-                lastCallAt: live.lastCallAt, lastOutcome: live.lastOutcome,
+                lastCallAt: live.lastCallAt, nextDueAt: try await registry.nextDueAt(appId: appId),
+                lastOutcome: live.lastOutcome,
                 health: AppHealth.assess(live, overdue: overdue, oldestOverdue: oldest, rejected: counts.rejected,
                                          failingAfter: settings.failingAfter),
                 rateLimitedCount: live.rateLimited,
