@@ -16,6 +16,7 @@ import TestSupport
 struct GatewayRoutes: GatewayRequests {
     let client: any TestClientProtocol
     let database: GatewayDatabase
+    let gateway: Gateway
 
     /// Builds the gateway as `buildOAuthGateway` does (``makeGateway``) in a directory of its own, runs `body` against
     /// its router, and removes everything. `live`: over a real socket on a free port (requests then have a peer
@@ -40,7 +41,7 @@ struct GatewayRoutes: GatewayRequests {
         router.add(middleware: RequestLogMiddleware())
         GatewayAPI.addRoutes(to: router, gateway: gateway, adminToken: config.adminToken, issuer: config.issuer)
         return try await Application(router: router).test(live ? .live : .router) { client in
-            try await body(GatewayRoutes(client: client, database: database))
+            try await body(GatewayRoutes(client: client, database: database, gateway: gateway))
         }
     }
 

@@ -174,6 +174,45 @@ struct SharedSignalsTests {
         }
     }
 
+    @Test("""
+        a poll stream's events not polled in time are given up like a push stream's (dead, shown to its tenant and the \
+        operator), and given-up events are deleted after a while; a push stream's queue is left to its retries
+        """)
+    func pollEventsExpire() async throws {
+        try await GatewayRoutes.run(environment: Self.environment) { routes in
+            let acme = try await routes.createTenant("acme")
+            let other = try await routes.createTenant("other")
+            let poll = try #require(try await routes.send(.POST, "/ssf/streams", bearer: acme.token, json: [:])
+                .json["stream_id"] as? String)
+            let push = try #require(try await routes.send(
+                .POST, "/ssf/streams", bearer: other.token,
+                json: ["delivery": ["method": "urn:ietf:rfc:8935", "endpoint_url": "http://127.0.0.1:9/events"]]
+            ).json["stream_id"] as? String)
+            for (tenant, stream) in [(acme, poll), (other, push)] {
+                _ = try await routes.send(.POST, "/ssf/verify", bearer: tenant.token, json: ["stream_id": stream, "state": "s"])
+            }
+            let delivery = SecurityEventDelivery(
+                gateway: routes.gateway, httpClient: .shared, settings: .init(), logger: makeTestLogger("ssf-expiry"))
+            func state(_ tenant: TestTenant, _ stream: String) async throws -> (Int?, Int?) {
+                let status = try await routes.get("/ssf/status?stream_id=\(stream)", bearer: tenant.token)
+                let delivery = status.json["delivery"] as? [String: Any]
+                return (delivery?["pending"] as? Int, delivery?["dead"] as? Int)
+            }
+            try await delivery.expire(now: Date().addingTimeInterval(3600))
+            #expect(try await state(acme, poll) == (1, 0), "within the retry window")
+            try await delivery.expire(now: Date().addingTimeInterval(4 * 86_400))
+            #expect(try await state(acme, poll) == (0, 1))
+            #expect(try await state(other, push) == (1, 0), "a push stream's event is given up by its own retries")
+            let streams = try await routes.get("/v1/ssf/streams", bearer: GatewayHarness.adminToken)
+            let rows = try #require(streams.json["streams"] as? [[String: Any]], "\(streams.body)")
+            #expect(rows.first { $0["tenantId"] as? String == "acme" }?["dead"] as? Int == 1)
+            #expect(rows.first { $0["tenantId"] as? String == "other" }?["endpointOrigin"] as? String == "http://127.0.0.1:9")
+            #expect(try await routes.get("/v1/ssf/streams", bearer: acme.token).status == 401)
+            try await delivery.expire(now: Date().addingTimeInterval(40 * 86_400))
+            #expect(try await state(acme, poll) == (0, 0), "given up 36 days before: deleted")
+        }
+    }
+
     @Test("push endpoints: https only and never a private, loopback or link-local address, unless the operator allows it")
     func pushEndpointRules() {
         for (endpoint, refused) in [

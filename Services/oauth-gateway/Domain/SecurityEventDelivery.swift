@@ -16,6 +16,11 @@ struct SecurityEventDelivery: Service {
         var retryFor: TimeInterval = 3 * 86_400
         var maxBackoff: TimeInterval = 3600
         var idleInterval: Duration = .milliseconds(250)
+        /// How long a given-up event stays (counted in its stream's `dead`, for the operator) before it is deleted.
+        var keepDeadFor: TimeInterval = 30 * 86_400
+        /// How often events are expired: poll streams' events unacknowledged `retryFor` after they were queued, and
+        /// dead events past `keepDeadFor`.
+        var expiryInterval: TimeInterval = 60
     }
 
     let gateway: Gateway
@@ -25,9 +30,14 @@ struct SecurityEventDelivery: Service {
     private var database: GatewayDatabase { gateway.database }
 
     func run() async throws {
+        var lastExpiry = Date.distantPast
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             var delivered = 0
             do {
+                if Date().timeIntervalSince(lastExpiry) >= settings.expiryInterval {
+                    lastExpiry = Date()
+                    try await expire(now: lastExpiry)
+                }
                 delivered = try await round()
             } catch {
                 logger.warning("a security event delivery round failed", metadata: ["error": "\(type(of: error))"])
@@ -38,6 +48,21 @@ struct SecurityEventDelivery: Service {
             } catch {
                 return
             }
+        }
+    }
+
+    /// A poll stream's receiver that stops polling is treated as a push receiver that stops answering: its events are
+    /// given up `retryFor` after they were queued (counted, shown in its status). Events given up more than
+    /// `keepDeadFor` ago are deleted. Neither queue grows for ever.
+    func expire(now: Date = Date()) async throws {
+        let expiry = try await database.expireSecurityEvents(
+            pollQueuedBefore: now.addingTimeInterval(-settings.retryFor),
+            deadBefore: now.addingTimeInterval(-settings.keepDeadFor), now: now)
+        if expiry.givenUp > 0 {
+            Counter(label: "lethe_ssf_events_dead_total").increment(by: expiry.givenUp)
+            logger.warning("security events of poll streams given up: not polled in time", metadata: [
+                "ssf.events": "\(expiry.givenUp)",
+            ])
         }
     }
 

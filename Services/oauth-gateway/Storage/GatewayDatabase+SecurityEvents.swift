@@ -191,6 +191,30 @@ extension GatewayDatabase {
         }
     }
 
+    // MARK: Expiry
+
+    /// Gives up the poll streams' events queued before `pollQueuedBefore` (dead, as a push event past its retries)
+    /// and deletes the events given up before `deadBefore`; how many of each.
+    func expireSecurityEvents(
+        pollQueuedBefore: Date, deadBefore: Date, now: Date = Date()
+    ) async throws -> (givenUp: Int, deleted: Int) {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE ssf_events SET dead_at = ?, last_error = 'not polled in time'
+                    WHERE dead_at IS NULL AND created_at < ?
+                      AND stream_id IN (SELECT stream_id FROM ssf_streams WHERE delivery_method = ?)
+                    """,
+                arguments: [now.timeIntervalSince1970, pollQueuedBefore.timeIntervalSince1970,
+                            SecurityEvents.DeliveryMethod.poll.rawValue])
+            let givenUp = db.changesCount
+            try db.execute(
+                sql: "DELETE FROM ssf_events WHERE dead_at IS NOT NULL AND dead_at < ?",
+                arguments: [deadBefore.timeIntervalSince1970])
+            return (givenUp, db.changesCount)
+        }
+    }
+
     // MARK: Poll delivery (RFC 8936)
 
     /// Removes the events the receiver acknowledged (`ack`) or refused (`errors`), then returns up to `max` of the
