@@ -272,16 +272,28 @@ if [ "$CONTINUOUS_COUNT" -gt 0 ]; then
   window_start=$(now)
   sleep "$CONTINUOUS_CYCLE"
   window_end=$(now)
+  # A group reported just before the window comes again one cycle later, late by up to the batch window (1 % of the
+  # cycle) and a call's time: wait that much more, so it is seen (once) in the measured cycle.
+  slack=$(( CONTINUOUS_CYCLE / 100 + 5 ))
+  sleep "$slack"
   stop_reporter "$data/reporter-continuous.log"
   curl -sf "$sandbox/_sandbox/calls?clientId=$cont_app" >"$data/continuous-calls.json" || die "cannot read the call log"
-  python3 - "$data/continuous-calls.json" "$window_start" "$window_end" "$CONTINUOUS_COUNT" "$arrived" <<'PY' \
+  python3 - "$data/continuous-calls.json" "$window_start" "$window_end" "$CONTINUOUS_COUNT" "$arrived" "$slack" <<'PY' \
     || die "continuous-arrival analysis failed"
 import datetime, json, math, sys
 calls, start, end, count, arrived = json.load(open(sys.argv[1]))["calls"], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+slack = float(sys.argv[6])
 def at(call): return datetime.datetime.fromisoformat(call["time"].replace("Z", "+00:00")).timestamp()
-ok = [c for c in calls if c["status"] in (200, 204)]
-window = [c for c in ok if start <= at(c) < end]
-accounts = {a["accountId"] for c in window for a in c["accounts"]}
+ok = sorted((c for c in calls if c["status"] in (200, 204)), key=at)
+# The measured cycle: each account's first report at or after its start (so an account is counted once however its
+# group's calls fall around the edges), which must come within a cycle plus the slack.
+first_after = {}
+for index, c in enumerate(ok):
+    if at(c) >= start:
+        for a in c["accounts"]: first_after.setdefault(a["accountId"], index)
+measured = sorted(index for index in set(first_after.values()) if at(ok[index]) < end + slack)
+window = [ok[index] for index in measured]
+accounts = {account for account, index in first_after.items() if index in set(measured)}
 first = {}
 for c in ok:
     for a in c["accounts"]: first.setdefault(a["accountId"], at(c))
