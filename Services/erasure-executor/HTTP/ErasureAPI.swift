@@ -24,22 +24,13 @@ struct ErasurePage: ResponseCodable, Sendable {
     var nextCursor: String?
 }
 
-/// `GET /v1/erasures/counts`: erasures by status, and the open ones past their deadline.
-struct ErasureCounts: ResponseCodable, Sendable, Equatable {
-    var pending: Int
-    var dispatched: Int
-    var needsAttention: Int
-    var completed: Int
-    var open: Int
-    var overdue: Int
-
+extension ErasureCounts: ResponseCodable {
+    /// `GET /v1/erasures/counts` from the ledger's counts.
     init(_ counts: LedgerCounts) {
-        pending = counts.byStatus[.pending] ?? 0
-        dispatched = counts.byStatus[.dispatched] ?? 0
-        needsAttention = counts.byStatus[.needsAttention] ?? 0
-        completed = counts.byStatus[.completed] ?? 0
-        open = counts.open
-        overdue = counts.overdue
+        self.init(
+            pending: counts.byStatus[.pending] ?? 0, dispatched: counts.byStatus[.dispatched] ?? 0,
+            needsAttention: counts.byStatus[.needsAttention] ?? 0, completed: counts.byStatus[.completed] ?? 0,
+            open: counts.open, overdue: counts.overdue)
     }
 }
 

@@ -51,41 +51,20 @@ struct TenantList: ResponseCodable {
     var nextCursor: String?
 }
 
-/// A tenant's Shared Signals stream as the operator sees it: where and how it delivers (the push endpoint's origin
-/// only: a receiver's URL may carry a secret in its path or query), and how delivery stands.
-struct StreamOverview: ResponseCodable, Equatable {
-    var tenantId: String
-    var streamId: String
-    var method: String
-    var endpointOrigin: String?
-    var status: String
-    var reason: String?
-    var pending: Int
-    var dead: Int
-    var oldestPendingAt: String?
-    var lastError: String?
-    var lastDeliveredAt: String?
-
+extension StreamOverview: ResponseCodable {
     init(_ stream: StreamRecord, state: StreamDeliveryState) {
-        tenantId = stream.tenantId
-        streamId = stream.streamId
-        method = stream.method.rawValue
-        endpointOrigin = stream.endpointURL.flatMap(URLComponents.init(string:)).flatMap { url in
-            url.scheme.flatMap { scheme in url.host.map { "\(scheme)://\($0)" + (url.port.map { ":\($0)" } ?? "") } }
-        }
-        status = stream.status.rawValue
-        reason = stream.reason
-        pending = state.pending
-        dead = state.dead
-        oldestPendingAt = state.oldestPendingAt.map(RFC3339.string(from:))
-        lastError = state.lastError
-        lastDeliveredAt = state.lastDeliveredAt.map(RFC3339.string(from:))
+        self.init(
+            tenantId: stream.tenantId, streamId: stream.streamId, method: stream.method.rawValue,
+            endpointOrigin: stream.endpointURL.flatMap(URLComponents.init(string:)).flatMap { url in
+                url.scheme.flatMap { scheme in url.host.map { "\(scheme)://\($0)" + (url.port.map { ":\($0)" } ?? "") } }
+            },
+            status: stream.status.rawValue, reason: stream.reason, pending: state.pending, dead: state.dead,
+            oldestPendingAt: state.oldestPendingAt.map(RFC3339.string(from:)), lastError: state.lastError,
+            lastDeliveredAt: state.lastDeliveredAt.map(RFC3339.string(from:)))
     }
 }
 
-struct StreamOverviewList: ResponseCodable {
-    var streams: [StreamOverview]
-}
+extension StreamOverviewList: ResponseCodable {}
 
 /// A public OpenID client as the tenant API shows it.
 struct PublicClientView: ResponseCodable {

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 
 /// What one page of the console shows, gathered when it is asked for. Each part comes from one service (or the
@@ -5,7 +6,7 @@ import Foundation
 struct ConsoleSnapshot: Sendable {
     var takenAt: Date
     var tenants: Part<[TenantSummary]>
-    var streams: Part<[StreamSummary]>
+    var streams: Part<[StreamOverview]>
     var apps: Part<[AppReporting]>
     /// Reporters asked, and those that did not answer (with why).
     var reporters: [ReporterAnswer]
@@ -43,20 +44,6 @@ struct TenantSummary: Decodable, Sendable, Equatable {
     var app: App?
 }
 
-struct StreamSummary: Decodable, Sendable, Equatable {
-    var tenantId: String
-    var streamId: String
-    var method: String
-    var endpointOrigin: String?
-    var status: String
-    var reason: String?
-    var pending: Int
-    var dead: Int
-    var oldestPendingAt: String?
-    var lastError: String?
-    var lastDeliveredAt: String?
-}
-
 struct AppReporting: Decodable, Sendable, Equatable {
     struct Health: Decodable, Sendable, Equatable {
         var state: String
@@ -74,15 +61,6 @@ struct AppReporting: Decodable, Sendable, Equatable {
     var lastCallAt: String?
     var nextDueAt: String?
     var health: Health
-}
-
-struct ErasureCounts: Decodable, Sendable, Equatable {
-    var pending: Int
-    var dispatched: Int
-    var needsAttention: Int
-    var completed: Int
-    var open: Int
-    var overdue: Int
 }
 
 struct ErasureSummary: Decodable, Sendable, Equatable {

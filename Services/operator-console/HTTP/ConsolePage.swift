@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 
 /// The console's HTML, rendered on the server from a ``ConsoleSnapshot``: no framework, no CDN, every value escaped.

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Contracts
 import Foundation
 import Logging
 import NIOCore
@@ -39,9 +40,8 @@ struct ServiceAPIs: Sendable {
         }
     }
 
-    func streams() async -> ConsoleSnapshot.Part<[StreamSummary]> {
-        struct List: Decodable { var streams: [StreamSummary] }
-        return await part { try await get(List.self, gateway, "/v1/ssf/streams").streams }
+    func streams() async -> ConsoleSnapshot.Part<[StreamOverview]> {
+        await part { try await get(StreamOverviewList.self, gateway, "/v1/ssf/streams").streams }
     }
 
     func counts() async -> ConsoleSnapshot.Part<ErasureCounts> {
