@@ -18,7 +18,8 @@ struct OperatorConsoleParts {
 func buildOperatorConsole(
     config: OperatorConsoleConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
 ) async throws -> OperatorConsoleParts {
-    let context = try ServiceContext(name: "operator-console", config: config.standard, logger: logger, metrics: registry)
+    let context = try ServiceContext(
+        name: "operator-console", config: config.standard, logger: logger, metrics: registry)
     let client = HTTPClient(eventLoopGroupProvider: .singleton)
     let console = Console(
         apis: ServiceAPIs(

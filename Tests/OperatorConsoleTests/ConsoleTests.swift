@@ -42,7 +42,8 @@ struct ConsoleTests {
             AppReporting(
                 appId: id, accountsHeld: held, dueNow: 1, reportedInCurrentCycle: reported, rejected: 0,
                 cyclePeriodSeconds: 604_800, lastCallAt: nil, nextDueAt: "2026-12-0\(held % 9 + 1)T00:00:00Z",
-                health: .init(state: state, reason: state == "ok" ? nil : "rate-limited", since: nil, overdueAccounts: overdue))
+                health: .init(
+                    state: state, reason: state == "ok" ? nil : "rate-limited", since: nil, overdueAccounts: overdue))
         }
         let merged = AppReporting.merged([
             [app("b", held: 10, reported: 4, state: "ok"), app("a", held: 1, reported: 1, state: "ok")],
@@ -62,12 +63,16 @@ struct ConsoleTests {
             id: "e-1", tenantId: "<script>alert(1)</script>", appId: "app", subject: "abc", policy: "delete",
             cause: "atlassian-closed", status: "needs-attention", overdue: true, deadline: "2026-12-10T00:00:00Z",
             createdAt: "2026-12-03T10:00:00Z", completedAt: nil,
-            participants: [.init(participant: "billing", outcome: "failed", detail: "db down", failedAttempts: 1,
-                                 sends: 1, ackedAt: nil)])
+            participants: [
+                .init(
+                    participant: "billing", outcome: "failed", detail: "db down", failedAttempts: 1,
+                    sends: 1, ackedAt: nil)
+            ])
         let snapshot = ConsoleSnapshot(
             takenAt: Date(), tenants: .loaded([]), streams: .unavailable("gateway: no answer"), apps: .loaded([]),
             reporters: [ReporterAnswer(address: "http://r1", apps: 0, problem: nil)],
-            counts: .loaded(ErasureCounts(pending: 0, dispatched: 0, needsAttention: 1, completed: 7, open: 1, overdue: 1)),
+            counts: .loaded(
+                ErasureCounts(pending: 0, dispatched: 0, needsAttention: 1, completed: 7, open: 1, overdue: 1)),
             openErasures: .loaded([erasure]), participants: .loaded(ParticipantsSummary(declared: [], retirements: [])),
             audit: .loaded(AuditSummary(ok: true, entries: 7, firstBrokenSequence: nil, reason: nil, keyId: "k")),
             deadLetters: .loaded([DeadLetterDepth(topic: "lethe.profiles.v1.dlq", records: 3)]))
@@ -87,9 +92,12 @@ struct ConsoleTests {
         // The erasure's page: Retry, and a waiver for each participant still awaited (not for one that acknowledged).
         var twoParticipants = erasure
         twoParticipants.participants.append(
-            .init(participant: "crm", outcome: "erased", detail: nil, failedAttempts: 0, sends: 1, ackedAt: "2026-12-03T10:00:01Z"))
+            .init(
+                participant: "crm", outcome: "erased", detail: nil, failedAttempts: 0, sends: 1,
+                ackedAt: "2026-12-03T10:00:01Z"))
         let page = ConsolePage.erasure(.loaded(twoParticipants), id: "e-1", csrf: "token-1", flash: nil)
-        #expect(page.contains(#"action="/erasures/e-1/waive""#) && page.contains(#"name="participant" value="billing""#))
+        #expect(
+            page.contains(#"action="/erasures/e-1/waive""#) && page.contains(#"name="participant" value="billing""#))
         #expect(!page.contains(#"name="participant" value="crm""#) && page.contains(#"data-action="retry""#))
     }
 
@@ -121,7 +129,8 @@ struct ConsoleTests {
                 uri: "/login", method: .post, headers: form,
                 body: ByteBuffer(string: "token=" + FormFields.encode(Self.adminToken)))
             let setCookie = try #require(right.headers[.setCookie])
-            #expect(right.status == .seeOther && setCookie.contains("HttpOnly") && setCookie.contains("SameSite=Strict"))
+            #expect(
+                right.status == .seeOther && setCookie.contains("HttpOnly") && setCookie.contains("SameSite=Strict"))
             #expect(setCookie.contains("; Secure"))
             let cookie = String(setCookie.split(separator: ";")[0])
 

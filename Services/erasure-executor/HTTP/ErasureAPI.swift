@@ -287,7 +287,9 @@ enum ErasureAPI {
         } catch {
             throw HTTPError(.badRequest, message: rule)
         }
-        guard let participant = decoded.participant, !participant.isEmpty else { throw HTTPError(.badRequest, message: rule) }
+        guard let participant = decoded.participant, !participant.isEmpty else {
+            throw HTTPError(.badRequest, message: rule)
+        }
         return (participant, try validReason(decoded.reason, why: "why the participant is waived in this erasure"))
     }
 

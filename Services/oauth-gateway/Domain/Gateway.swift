@@ -214,11 +214,13 @@ final class Gateway: Sendable {
             guard profile.accountId == status.accountId else { continue }
             // Which fields changed, for the tenant's `profile-changed` event: against the digests kept at sign-in.
             let digests = ProfileDigests(profile)
-            let previous = ProfileDigests.open(connection.profileDigestsSealed, with: box, connectionId: connection.connectionId)
+            let previous = ProfileDigests.open(
+                connection.profileDigestsSealed, with: box, connectionId: connection.connectionId)
             let published = try await database.profileRefreshed(
                 ProfileFetched(
                     tenantId: connection.tenantId, appId: connection.appId, accountId: profile.accountId,
-                    userId: connection.userId, name: profile.name, email: profile.email, nickname: profile.nickname, picture: profile.picture,
+                    userId: connection.userId, name: profile.name, email: profile.email, nickname: profile.nickname,
+                    picture: profile.picture,
                     fetchedAt: Date()),
                 connectionId: connection.connectionId,
                 digests: try digests.sealed(with: box, connectionId: connection.connectionId),

@@ -12,7 +12,9 @@ struct ProfileDigests: Codable, Equatable, Sendable {
     var digests: [String: String]
 
     init(_ profile: AtlassianProfile) {
-        let values = ["name": profile.name, "email": profile.email, "nickname": profile.nickname, "picture": profile.picture]
+        let values = [
+            "name": profile.name, "email": profile.email, "nickname": profile.nickname, "picture": profile.picture,
+        ]
         digests = values.mapValues { value in
             // A prefix keeps an absent value apart from any present one, the empty string included.
             let text = value.map { "v:" + $0 } ?? "absent"

@@ -10,16 +10,7 @@ extension GatewayAPI {
     /// Discovery, the authorization endpoint and userinfo (the token endpoint's `authorization_code` grant is with
     /// the other grant in GatewayAPI+Tokens). docs/oauth-gateway.md "OpenID Connect".
     static func addOpenIDRoutes(to router: Router<LetheRequestContext>, gateway: Gateway) {
-        let discovery: Data = {
-            let document = gateway.discoveryDocument()
-            return (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes]))
-                ?? Data()
-        }()
-        router.get("/.well-known/openid-configuration") { _, _ -> Response in
-            Response(
-                status: .ok, headers: [.contentType: "application/json", .cacheControl: "max-age=300"],
-                body: .init(byteBuffer: ByteBuffer(data: discovery)))
-        }
+        addDiscovery("/.well-known/openid-configuration", gateway.discoveryDocument(), to: router)
 
         // OIDC Core §3.1.2.1: the authorization endpoint takes GET and form POST alike.
         router.get("/oauth/authorize") { request, context -> Response in

@@ -9,16 +9,7 @@ extension GatewayAPI {
     /// Discovery, and the stream a tenant manages with its own access token: configuration, status, verification,
     /// and poll delivery (RFC 8936). Errors are the house shape; the poll endpoint answers RFC 8936's.
     static func addSharedSignalsRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, issuer: String) {
-        let discovery: Data = {
-            (try? JSONSerialization.data(
-                withJSONObject: gateway.sharedSignalsConfiguration(), options: [.sortedKeys, .withoutEscapingSlashes]))
-                ?? Data()
-        }()
-        router.get("/.well-known/ssf-configuration") { _, _ -> Response in
-            Response(
-                status: .ok, headers: [.contentType: "application/json", .cacheControl: "max-age=300"],
-                body: .init(byteBuffer: ByteBuffer(data: discovery)))
-        }
+        addDiscovery("/.well-known/ssf-configuration", gateway.sharedSignalsConfiguration(), to: router)
 
         router.post("/ssf/streams") { request, _ -> Response in
             let tenantId = try await streamTenant(request, gateway: gateway, issuer: issuer)
@@ -201,6 +192,8 @@ extension GatewayAPI {
                 lastDeliveredAt: state.lastDeliveredAt.map(RFC3339.string(from:))))
     }
 
+    /// SSF's own documents (snake_case members, URLs in values): keys sorted and slashes unescaped, as the discovery
+    /// documents are, rather than through the house encoder.
     private static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

@@ -56,7 +56,9 @@ extension StreamOverview: ResponseCodable {
         self.init(
             tenantId: stream.tenantId, streamId: stream.streamId, method: stream.method.rawValue,
             endpointOrigin: stream.endpointURL.flatMap(URLComponents.init(string:)).flatMap { url in
-                url.scheme.flatMap { scheme in url.host.map { "\(scheme)://\($0)" + (url.port.map { ":\($0)" } ?? "") } }
+                url.scheme.flatMap { scheme in
+                    url.host.map { "\(scheme)://\($0)" + (url.port.map { ":\($0)" } ?? "") }
+                }
             },
             status: stream.status.rawValue, reason: stream.reason, pending: state.pending, dead: state.dead,
             oldestPendingAt: state.oldestPendingAt.map(RFC3339.string(from:)), lastError: state.lastError,
@@ -174,6 +176,20 @@ enum GatewayAPI {
                             message: "a valid tenant access token is required")
         }
         return claims
+    }
+
+    /// A discovery document (OpenID Connect, Shared Signals): built once at start, served as it is with a cache
+    /// lifetime of five minutes.
+    static func addDiscovery(
+        _ path: RouterPath, _ document: [String: any Sendable], to router: Router<LetheRequestContext>
+    ) {
+        let options: JSONSerialization.WritingOptions = [.sortedKeys, .withoutEscapingSlashes]
+        let body = (try? JSONSerialization.data(withJSONObject: document, options: options)) ?? Data()
+        router.get(path) { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "application/json", .cacheControl: "max-age=300"],
+                body: .init(byteBuffer: ByteBuffer(data: body)))
+        }
     }
 
     static func created(_ value: some ResponseEncodable, _ request: Request, _ context: LetheRequestContext,

@@ -14,8 +14,9 @@ struct ConsoleSession: Sendable {
     let lifetime: TimeInterval
 
     init(adminToken: String, lifetime: TimeInterval) {
-        key = SymmetricKey(data: HMAC<SHA256>.authenticationCode(
-            for: Data("lethe operator console session v1".utf8), using: SymmetricKey(data: Data(adminToken.utf8))))
+        key = SymmetricKey(
+            data: HMAC<SHA256>.authenticationCode(
+                for: Data("lethe operator console session v1".utf8), using: SymmetricKey(data: Data(adminToken.utf8))))
         self.lifetime = lifetime
     }
 

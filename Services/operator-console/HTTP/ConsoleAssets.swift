@@ -6,16 +6,19 @@ enum ConsoleAssets {
           --bad: #b3261e; --accent: #2251a6; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
         * { box-sizing: border-box; }
         body { margin: 0; color: var(--ink); background: var(--bg); }
-        header { display: flex; gap: 1.5rem; align-items: center; padding: .6rem 1.5rem; background: #1d2430; color: #fff; }
+        header { display: flex; gap: 1.5rem; align-items: center; padding: .6rem 1.5rem; background: #1d2430;
+          color: #fff; }
         header .brand a { color: #fff; font-weight: 700; font-size: 1.15rem; text-decoration: none; }
         header .brand span { color: #b8c2d0; }
         header .taken { margin-left: auto; color: #b8c2d0; }
         header label { margin-left: 1rem; }
         main { max-width: 1400px; margin: 0 auto; padding: 1rem 1.5rem 3rem; }
-        section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: .8rem 1rem; margin: 1rem 0; }
+        section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: .8rem 1rem;
+          margin: 1rem 0; }
         h2 { font-size: 1.05rem; margin: .2rem 0 .6rem; }
         h3 { font-size: .95rem; }
-        .tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: .6rem; background: none;
+        .tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: .6rem;
+          background: none;
           border: 0; padding: 0; }
         .tile { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: .55rem .8rem; }
         .tile span { display: block; color: var(--muted); font-size: .8rem; }
@@ -44,7 +47,8 @@ enum ConsoleAssets {
         .bad { color: var(--bad); }
         .note, .empty { color: var(--muted); }
         form.inline { display: inline-flex; gap: .3rem; margin: 0; }
-        button { font: inherit; padding: .2rem .7rem; border-radius: 6px; border: 1px solid var(--accent); background: var(--accent);
+        button { font: inherit; padding: .2rem .7rem; border-radius: 6px; border: 1px solid var(--accent);
+          background: var(--accent);
           color: #fff; cursor: pointer; }
         button.quiet { background: transparent; border-color: #b8c2d0; color: #fff; }
         button.danger { background: #fff; color: var(--bad); border-color: var(--bad); }
@@ -53,7 +57,8 @@ enum ConsoleAssets {
         dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
         dl.facts dt { color: var(--muted); }
         dl.facts dd { margin: 0; }
-        .sign-in { max-width: 26rem; margin: 12vh auto; background: #fff; border: 1px solid var(--line); border-radius: 8px;
+        .sign-in { max-width: 26rem; margin: 12vh auto; background: #fff; border: 1px solid var(--line);
+          border-radius: 8px;
           padding: 1.5rem; }
         .sign-in h1 { font-size: 1.2rem; }
         .sign-in input { display: block; width: 100%; margin: .4rem 0 1rem; padding: .45rem; font: inherit; }
@@ -66,7 +71,8 @@ enum ConsoleAssets {
           const box = document.getElementById("auto-refresh");
           if (box) {
             box.checked = localStorage.getItem("lethe-console-refresh") !== "off";
-            box.addEventListener("change", () => localStorage.setItem("lethe-console-refresh", box.checked ? "on" : "off"));
+            box.addEventListener("change",
+              () => localStorage.setItem("lethe-console-refresh", box.checked ? "on" : "off"));
             setInterval(() => {
               const typing = document.activeElement && document.activeElement.tagName === "INPUT"
                 && document.activeElement.type !== "checkbox";

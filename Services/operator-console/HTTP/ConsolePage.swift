@@ -21,7 +21,8 @@ enum ConsolePage {
         return document(title: "Lethe console", body: body + "</main>", refresh: true)
     }
 
-    static func erasure(_ part: ConsoleSnapshot.Part<ErasureSummary>, id: String, csrf: String, flash: Flash?) -> String {
+    static func erasure(_ part: ConsoleSnapshot.Part<ErasureSummary>, id: String, csrf: String, flash: Flash?) -> String
+    {
         var body = header(Date(), csrf: csrf) + "<main>"
         if let flash { body += flash.html }
         body += "<p><a href=\"/#erasures\">← every open erasure</a></p>"
@@ -39,11 +40,13 @@ enum ConsolePage {
             body += fact("Completed", e.completedAt.map(time) ?? "—", metric: "completed-at")
             let open = e.status != "completed"
             body += "</dl><table><thead><tr><th>Participant</th><th>Outcome</th><th>Sends</th><th>Failed</th>"
-            body += "<th>Acknowledged</th><th>Detail</th>\(open ? "<th>Waive (here only)</th>" : "")</tr></thead><tbody>"
+            body +=
+                "<th>Acknowledged</th><th>Detail</th>\(open ? "<th>Waive (here only)</th>" : "")</tr></thead><tbody>"
             for p in e.participants {
                 body += "<tr data-participant=\"\(h(p.participant))\"><td>\(h(p.participant))</td>"
                 body += "<td>\(p.outcome.map(badge) ?? badge("waiting"))</td><td>\(p.sends)</td>"
-                body += "<td>\(p.failedAttempts)</td><td>\(p.ackedAt.map(time) ?? "—")</td><td>\(h(p.detail ?? ""))</td>"
+                body +=
+                    "<td>\(p.failedAttempts)</td><td>\(p.ackedAt.map(time) ?? "—")</td><td>\(h(p.detail ?? ""))</td>"
                 if open {
                     let awaited = p.outcome == nil || p.outcome == "failed"
                     body += "<td>\(awaited ? waiveForm(e.id, participant: p.participant, csrf: csrf) : "")</td>"
@@ -59,12 +62,14 @@ enum ConsolePage {
 
     static func signIn(problem: String?) -> String {
         let problemHTML = problem.map { "<p class=\"flash error\" role=\"alert\">\(h($0))</p>" } ?? ""
-        return document(title: "Sign in — Lethe console", body: """
-            <main class="sign-in"><h1>Lethe operator console</h1>\(problemHTML)
-            <form method="post" action="/login"><label for="token">Operator token (<code>LETHE_ADMIN_TOKEN</code>)</label>
-            <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-            <button type="submit" data-action="sign-in">Sign in</button></form></main>
-            """, refresh: false)
+        return document(
+            title: "Sign in — Lethe console",
+            body: """
+                <main class="sign-in"><h1>Lethe operator console</h1>\(problemHTML)
+                <form method="post" action="/login"><label for="token">Operator token (<code>LETHE_ADMIN_TOKEN</code>)</label>
+                <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+                <button type="submit" data-action="sign-in">Sign in</button></form></main>
+                """, refresh: false)
     }
 
     /// A message shown once after an action (carried in the redirect's query: `ok` or `error`, and the text).
@@ -100,24 +105,29 @@ enum ConsolePage {
         let held = apps?.reduce(0) { $0 + $1.accountsHeld }
         let reported = apps?.reduce(0) { $0 + $1.reportedInCurrentCycle }
         tiles += tile("Accounts held", held.map { "\($0)" }, metric: "accounts-held")
-        tiles += tile("Reported this cycle", reported.map { "\($0)" }, metric: "reported-this-cycle",
-                      note: held.map { "of \($0)" })
+        tiles += tile(
+            "Reported this cycle", reported.map { "\($0)" }, metric: "reported-this-cycle",
+            note: held.map { "of \($0)" })
         let counts = s.counts.value
         tiles += tile("Open erasures", counts.map { "\($0.open)" }, metric: "erasures-open")
-        tiles += tile("Overdue", counts.map { "\($0.overdue)" }, metric: "erasures-overdue", alarm: (counts?.overdue ?? 0) > 0)
-        tiles += tile("Need attention", counts.map { "\($0.needsAttention)" }, metric: "erasures-needs-attention",
-                      alarm: (counts?.needsAttention ?? 0) > 0)
+        tiles += tile(
+            "Overdue", counts.map { "\($0.overdue)" }, metric: "erasures-overdue", alarm: (counts?.overdue ?? 0) > 0)
+        tiles += tile(
+            "Need attention", counts.map { "\($0.needsAttention)" }, metric: "erasures-needs-attention",
+            alarm: (counts?.needsAttention ?? 0) > 0)
         tiles += tile("Completed", counts.map { "\($0.completed)" }, metric: "erasures-completed")
         tiles += tile("Participants", s.participants.value.map { "\($0.declared.count)" }, metric: "participants")
         let dead = s.deadLetters.value?.reduce(0) { $0 + ($1.records ?? 0) }
         tiles += tile("Dead letters", dead.map { "\($0)" }, metric: "dead-letters", alarm: (dead ?? 0) > 0)
         let audit = s.audit.value
-        tiles += tile("Audit", audit.map { $0.ok ? "verified" : "BROKEN" }, metric: "audit",
-                      note: audit.map { "\($0.entries) entries" }, alarm: audit.map { !$0.ok } ?? false)
+        tiles += tile(
+            "Audit", audit.map { $0.ok ? "verified" : "BROKEN" }, metric: "audit",
+            note: audit.map { "\($0.entries) entries" }, alarm: audit.map { !$0.ok } ?? false)
         let streams = s.streams.value
-        tiles += tile("Security events waiting", streams.map { "\($0.reduce(0) { $0 + $1.pending })" },
-                      metric: "ssf-pending", note: streams.map { "\($0.reduce(0) { $0 + $1.dead }) given up" },
-                      alarm: (streams?.reduce(0) { $0 + $1.dead } ?? 0) > 0)
+        tiles += tile(
+            "Security events waiting", streams.map { "\($0.reduce(0) { $0 + $1.pending })" },
+            metric: "ssf-pending", note: streams.map { "\($0.reduce(0) { $0 + $1.dead }) given up" },
+            alarm: (streams?.reduce(0) { $0 + $1.dead } ?? 0) > 0)
         return "<section id=\"summary\" class=\"tiles\" aria-label=\"Summary\">\(tiles)</section>"
     }
 
@@ -131,7 +141,8 @@ enum ConsolePage {
         html += "<th>Opened</th><th>Deadline</th><th>Participants</th><th></th></tr></thead><tbody>"
         for e in open {
             let attention = e.status == "needs-attention" || e.overdue
-            html += "<tr data-erasure=\"\(h(e.id))\" data-status=\"\(h(e.status))\"\(attention ? " class=\"attention\"" : "")>"
+            html +=
+                "<tr data-erasure=\"\(h(e.id))\" data-status=\"\(h(e.status))\"\(attention ? " class=\"attention\"" : "")>"
             html += "<td><a href=\"/erasures/\(h(e.id))\"><code>\(h(String(e.id.prefix(8))))</code></a></td>"
             html += "<td>\(h(e.tenantId))</td><td><code>\(h(e.appId))</code></td><td>\(h(e.cause))</td>"
             html += "<td>\(badge(e.status))\(e.overdue ? " " + badge("overdue") : "")</td>"
@@ -153,7 +164,8 @@ enum ConsolePage {
             r.problem.map { "<span class=\"bad\">\(h(r.address)): \(h($0))</span>" }
                 ?? "\(h(r.address)) (\(r.apps ?? 0) apps)"
         }
-        html += "<p class=\"note\">Asked \(s.reporters.count) reporter\(s.reporters.count == 1 ? "" : "s"): "
+        html +=
+            "<p class=\"note\">Asked \(s.reporters.count) reporter\(s.reporters.count == 1 ? "" : "s"): "
             + asked.joined(separator: ", ") + "</p>"
         guard case .loaded(let apps) = s.apps else { return html + unavailable(s.apps) + "</section>" }
         if apps.isEmpty { return html + "<p class=\"empty\">No account is held yet.</p></section>" }
@@ -185,8 +197,11 @@ enum ConsolePage {
         html += "<th>State</th><th>Shared Signals</th></tr></thead><tbody>"
         for t in tenants {
             let app = t.app.map { "<code>\(h($0.appId))</code> " + ($0.shared ? "(shared)" : "(own)") } ?? "none yet"
-            let stream = streams[t.tenantId].map { "\(h($0.method == "urn:ietf:rfc:8936" ? "poll" : "push")) · \(badge($0.status))" }
-            html += "<tr data-tenant=\"\(h(t.tenantId))\"><td>\(h(t.tenantId))</td><td>\(app)</td><td>\(h(t.erasurePolicy))</td>"
+            let stream = streams[t.tenantId].map {
+                "\(h($0.method == "urn:ietf:rfc:8936" ? "poll" : "push")) · \(badge($0.status))"
+            }
+            html +=
+                "<tr data-tenant=\"\(h(t.tenantId))\"><td>\(h(t.tenantId))</td><td>\(app)</td><td>\(h(t.erasurePolicy))</td>"
             html += "<td>\(t.deadlineDays) days</td><td>\(t.disabled ? badge("disabled") : badge("enabled"))</td>"
             html += "<td>\(stream ?? "no stream")</td></tr>"
         }
@@ -199,14 +214,17 @@ enum ConsolePage {
             return html + unavailable(s.participants) + "</section>"
         }
         html += "<table><thead><tr><th>Participant</th><th>Holds</th><th>Declared</th><th>Last acknowledgement</th>"
-        html += "<th>Erasures waiting for it</th><th>Declaration</th><th>Retire (waives it everywhere)</th></tr></thead><tbody>"
+        html +=
+            "<th>Erasures waiting for it</th><th>Declaration</th><th>Retire (waives it everywhere)</th></tr></thead><tbody>"
         for p in overview.declared {
             html += "<tr data-participant=\"\(h(p.participant))\"><td>\(h(p.participant))</td>"
             html += "<td>\(h(p.holds.joined(separator: ", ")))</td><td>\(time(p.declaredAt))</td>"
             html += "<td>\(p.lastAckAt.map(time) ?? "never")</td><td data-metric=\"awaited\">\(p.awaited)</td>"
             html += "<td>\(p.rejectedDeclaration.map { badge("rejected") + " " + h($0) } ?? badge("ok"))</td><td>"
-            html += "<form method=\"post\" action=\"/participants/\(h(ServiceAPIs.pathSegment(p.participant)))/retire\" "
-            html += "class=\"inline\" data-confirm=\"Retire \(h(p.participant))? Every open erasure stops waiting for it.\">"
+            html +=
+                "<form method=\"post\" action=\"/participants/\(h(ServiceAPIs.pathSegment(p.participant)))/retire\" "
+            html +=
+                "class=\"inline\" data-confirm=\"Retire \(h(p.participant))? Every open erasure stops waiting for it.\">"
             html += "<input type=\"hidden\" name=\"csrf\" value=\"\(h(csrf))\"><input name=\"reason\" required "
             html += "maxlength=\"500\" placeholder=\"reason (kept in the audit)\" aria-label=\"reason\">"
             html += "<button type=\"submit\" class=\"danger\" data-action=\"retire\">Retire</button></form></td></tr>"
@@ -240,7 +258,8 @@ enum ConsolePage {
         var html = "<section id=\"audit\"><h2>Audit</h2>"
         guard case .loaded(let audit) = s.audit else { return html + unavailable(s.audit) + "</section>" }
         html += "<p>\(audit.ok ? badge("verified") : badge("broken")) <span data-metric=\"audit-entries\">"
-        html += "\(audit.entries)</span> entries, hash chain and signatures checked now (key <code>\(h(audit.keyId))</code>)."
+        html +=
+            "\(audit.entries)</span> entries, hash chain and signatures checked now (key <code>\(h(audit.keyId))</code>)."
         if let broken = audit.firstBrokenSequence {
             html += " First broken entry: #\(broken)\(audit.reason.map { " — " + h($0) } ?? "")."
         }
@@ -256,7 +275,8 @@ enum ConsolePage {
         for st in streams {
             let method = st.method == "urn:ietf:rfc:8936" ? "poll" : "push to \(h(st.endpointOrigin ?? "?"))"
             html += "<tr data-stream=\"\(h(st.tenantId))\"\(st.dead > 0 ? " class=\"attention\"" : "")>"
-            html += "<td>\(h(st.tenantId))</td><td>\(method)</td><td>\(badge(st.status))\(st.reason.map { " " + h($0) } ?? "")</td>"
+            html +=
+                "<td>\(h(st.tenantId))</td><td>\(method)</td><td>\(badge(st.status))\(st.reason.map { " " + h($0) } ?? "")</td>"
             html += "<td data-metric=\"pending\">\(st.pending)</td><td data-metric=\"dead\">\(st.dead)</td>"
             html += "<td>\(st.oldestPendingAt.map(time) ?? "—")</td><td>\(st.lastDeliveredAt.map(time) ?? "—")</td>"
             html += "<td>\(h(st.lastError ?? ""))</td></tr>"
@@ -287,10 +307,13 @@ enum ConsolePage {
         """
     }
 
-    private static func tile(_ label: String, _ value: String?, metric: String, note: String? = nil, alarm: Bool = false)
+    private static func tile(
+        _ label: String, _ value: String?, metric: String, note: String? = nil, alarm: Bool = false
+    )
         -> String
     {
-        let shown = value.map { "<strong data-metric=\"\(metric)\">\(h($0))</strong>" }
+        let shown =
+            value.map { "<strong data-metric=\"\(metric)\">\(h($0))</strong>" }
             ?? "<strong data-metric=\"\(metric)\" class=\"bad\" title=\"its service did not answer\">?</strong>"
         return "<div class=\"tile\(alarm ? " alarm" : "")\"><span>\(h(label))</span>\(shown)"
             + (note.map { "<small>\(h($0))</small>" } ?? "") + "</div>"

@@ -51,7 +51,8 @@ enum ConsoleRoutes {
         router.post("/login") { request, context -> Response in
             let client = context.remoteAddress?.ipAddress ?? "local"
             if let wait = console.signInLimiter.take(client) {
-                var response = page(ConsolePage.signIn(problem: "Too many attempts; try again in \(wait) s."), status: .tooManyRequests)
+                var response = page(
+                    ConsolePage.signIn(problem: "Too many attempts; try again in \(wait) s."), status: .tooManyRequests)
                 response.headers[.retryAfter] = "\(wait)"
                 return response
             }
@@ -62,7 +63,8 @@ enum ConsoleRoutes {
             }
             console.logger.notice("operator signed in to the console")
             var response = redirect("/")
-            response.headers[.setCookie] = cookie(console.session.issue(), maxAge: Int(console.session.lifetime), console)
+            response.headers[.setCookie] = cookie(
+                console.session.issue(), maxAge: Int(console.session.lifetime), console)
             return response
         }
 
@@ -76,16 +78,18 @@ enum ConsoleRoutes {
         router.get("/") { request, _ -> Response in
             guard let session = signedIn(request, console) else { return redirect("/login") }
             let snapshot = await console.snapshot()
-            return page(ConsolePage.overview(
-                snapshot, csrf: console.session.csrfToken(for: session), flash: flash(request, console)))
+            return page(
+                ConsolePage.overview(
+                    snapshot, csrf: console.session.csrfToken(for: session), flash: flash(request, console)))
         }
 
         router.get("/erasures/:id") { request, context -> Response in
             guard let session = signedIn(request, console) else { return redirect("/login") }
             let id = try context.parameters.require("id")
             let erasure = await console.apis.erasure(id)
-            return page(ConsolePage.erasure(
-                erasure, id: id, csrf: console.session.csrfToken(for: session), flash: flash(request, console)))
+            return page(
+                ConsolePage.erasure(
+                    erasure, id: id, csrf: console.session.csrfToken(for: session), flash: flash(request, console)))
         }
 
         router.post("/erasures/:id/retry") { request, context -> Response in
@@ -105,8 +109,11 @@ enum ConsoleRoutes {
             let id = try context.parameters.require("id")
             let participant = form["participant"] ?? ""
             let path = "/erasures/\(ServiceAPIs.pathSegment(id))"
-            if let problem = await console.apis.waive(erasure: id, participant: participant, reason: form["reason"] ?? "") {
-                return redirect(path, flash: .init(ok: false, message: "Waiving \(participant) refused: \(problem)"), console)
+            if let problem = await console.apis.waive(
+                erasure: id, participant: participant, reason: form["reason"] ?? "")
+            {
+                return redirect(
+                    path, flash: .init(ok: false, message: "Waiving \(participant) refused: \(problem)"), console)
             }
             console.logger.notice(
                 "operator waived a participant of an erasure from the console",
@@ -119,7 +126,8 @@ enum ConsoleRoutes {
             let participant = try context.parameters.require("participant")
             let reason = form["reason"] ?? ""
             if let problem = await console.apis.retire(participant: participant, reason: reason) {
-                return redirect("/", flash: .init(ok: false, message: "Retiring \(participant) refused: \(problem)"), console)
+                return redirect(
+                    "/", flash: .init(ok: false, message: "Retiring \(participant) refused: \(problem)"), console)
             }
             console.logger.notice(
                 "operator retired a participant from the console", metadata: ["participant": "\(participant)"])
@@ -201,9 +209,11 @@ enum ConsoleRoutes {
     /// 303 to `path` with a signed message to show there.
     static func redirect(_ path: String, flash: ConsolePage.Flash, _ console: Console) -> Response {
         let message = String(flash.message.prefix(300))
-        return redirect(path + "?" + FormFields.queryString([
-            (flash.ok ? "ok" : "error", message), ("sig", console.session.flashSignature(message)),
-        ]))
+        return redirect(
+            path + "?"
+                + FormFields.queryString([
+                    (flash.ok ? "ok" : "error", message), ("sig", console.session.flashSignature(message)),
+                ]))
     }
 
     static let pageHeaders: HTTPFields = [

@@ -101,7 +101,9 @@ struct ServiceAPIs: Sendable {
             }
         }
         if lists.isEmpty {
-            return (.unavailable("no reporter answered: " + answers.compactMap(\.problem).joined(separator: "; ")), answers)
+            return (
+                .unavailable("no reporter answered: " + answers.compactMap(\.problem).joined(separator: "; ")), answers
+            )
         }
         return (.loaded(AppReporting.merged(lists)), answers)
     }
@@ -128,7 +130,9 @@ struct ServiceAPIs: Sendable {
     /// The audit export (JSON lines), streamed from the executor.
     func auditExport() async throws -> HTTPClientResponse {
         let response = try await client.execute(request(executor, "/v1/audit/export"), timeout: .seconds(60))
-        guard response.status == .ok else { throw Failure(description: "the executor answered \(response.status.code)") }
+        guard response.status == .ok else {
+            throw Failure(description: "the executor answered \(response.status.code)")
+        }
         return response
     }
 

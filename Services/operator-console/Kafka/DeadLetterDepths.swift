@@ -20,7 +20,8 @@ struct DeadLetterDepths: Sendable {
         var depths: [DeadLetterDepth] = []
         for topic in topics {
             do {
-                depths.append(DeadLetterDepth(topic: topic, records: try await admin.recordCount(of: topic, timeout: timeout)))
+                depths.append(
+                    DeadLetterDepth(topic: topic, records: try await admin.recordCount(of: topic, timeout: timeout)))
             } catch {
                 return .unavailable("the broker did not answer for \(topic): \(error.name)")
             }
