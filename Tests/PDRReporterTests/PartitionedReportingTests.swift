@@ -481,9 +481,12 @@ struct PartitionedReportingTests {
                 func remoteHeld() async -> Int {
                     var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/apps")
                     request.headers.add(name: "Authorization", value: "Bearer \(Self.adminToken)")
+                    // Times are RFC 3339 in the API (`nextDueAt` is there as soon as an account is held).
+                    let decoder = JSONDecoder()
+                    decoder.dateDecodingStrategy = .iso8601
                     guard let response = try? await world.sandbox.http.execute(request, timeout: .seconds(5)),
                           let body = try? await response.body.collect(upTo: 1 << 20),
-                          let decoded = try? JSONDecoder().decode(
+                          let decoded = try? decoder.decode(
                             [String: [AppReportingStatus]].self, from: Data(body.readableBytesView))
                     else { return -1 }
                     return decoded["apps"]?.first { $0.appId == Self.app }?.accountsHeld ?? 0
