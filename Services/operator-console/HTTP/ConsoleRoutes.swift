@@ -63,15 +63,14 @@ enum ConsoleRoutes {
             }
             console.logger.notice("operator signed in to the console")
             var response = redirect("/")
-            response.headers[.setCookie] = cookie(
-                console.session.issue(), maxAge: Int(console.session.lifetime), console)
+            response.setCookie(cookie(console.session.issue(), maxAge: Int(console.session.lifetime), console))
             return response
         }
 
         router.post("/logout") { request, _ -> Response in
             _ = try await signedInForm(request, console)
             var response = redirect("/login")
-            response.headers[.setCookie] = cookie("", maxAge: 0, console)
+            response.setCookie(cookie("", maxAge: 0, console))
             return response
         }
 
@@ -173,19 +172,12 @@ enum ConsoleRoutes {
         return fields
     }
 
-    static func sessionCookie(_ request: Request) -> String? {
-        for header in request.headers[values: .cookie] {
-            for pair in header.split(separator: ";") {
-                let parts = pair.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-                if parts.count == 2, parts[0] == ConsoleSession.cookieName { return String(parts[1]) }
-            }
-        }
-        return nil
-    }
+    static func sessionCookie(_ request: Request) -> String? { request.cookies[ConsoleSession.cookieName]?.value }
 
-    static func cookie(_ value: String, maxAge: Int, _ console: Console) -> String {
-        "\(ConsoleSession.cookieName)=\(value); Path=/; Max-Age=\(maxAge); HttpOnly; SameSite=Strict"
-            + (console.secureCookie ? "; Secure" : "")
+    static func cookie(_ value: String, maxAge: Int, _ console: Console) -> Cookie {
+        Cookie(
+            name: ConsoleSession.cookieName, value: value, maxAge: maxAge, path: "/", secure: console.secureCookie,
+            httpOnly: true, sameSite: .strict)
     }
 
     // MARK: Responses
