@@ -1,3 +1,4 @@
+import Contracts
 import Crypto
 import Foundation
 
@@ -12,17 +13,7 @@ import Foundation
 /// every language (docs/contracts.md), so a participant written elsewhere keeps a list in the same form. The prefix
 /// separates it from any other hash of an accountId, and names the scheme should it ever change.
 package enum SuppressionDigest {
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
     package static func of(accountId: String) -> String {
-        let hash = SHA256.hash(data: Data(("lethe.suppression.v1:" + accountId).utf8))
-        // Computed for every ingested profile (the suppression check), so written without per-byte strings.
-        var text = Array("sha256:".utf8)
-        text.reserveCapacity(7 + 64)
-        for byte in hash {
-            text.append(hexDigits[Int(byte >> 4)])
-            text.append(hexDigits[Int(byte & 0x0f)])
-        }
-        return String(decoding: text, as: UTF8.self)
+        "sha256:" + SHA256.hash(data: Data(("lethe.suppression.v1:" + accountId).utf8)).hex
     }
 }

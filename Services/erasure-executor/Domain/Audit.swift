@@ -154,9 +154,7 @@ enum CanonicalJSON {
             case 0x0C: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
             case 0x0D: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
             case 0x00..<0x20:
-                out.append(contentsOf: Array("\\u00".utf8))
-                out.append(hexDigits[Int(byte >> 4)])
-                out.append(hexDigits[Int(byte & 0x0f)])
+                out.append(contentsOf: Array("\\u00".utf8) + Array(CollectionOfOne(byte).hex.utf8))
             default: out.append(byte)
             }
         }
@@ -231,22 +229,6 @@ struct AuditVerification: Codable, Sendable, Equatable {
             publicKey: keys.publicKeyBase64)
     }
 }
-
-extension Sequence<UInt8> {
-    /// Lower-case hex. By table rather than `String(format:)`, which cost more than the HMAC it printed (every
-    /// erasure's subject is one).
-    var hex: String {
-        var digits: [UInt8] = []
-        digits.reserveCapacity(underestimatedCount * 2)
-        for byte in self {
-            digits.append(hexDigits[Int(byte >> 4)])
-            digits.append(hexDigits[Int(byte & 0x0f)])
-        }
-        return String(decoding: digits, as: UTF8.self)
-    }
-}
-
-private let hexDigits = Array("0123456789abcdef".utf8)
 
 extension Date {
     /// Milliseconds since the epoch, the precision of events and the audit.

@@ -1,4 +1,5 @@
 import AtlassianClient
+import Contracts
 import Crypto
 import Foundation
 
@@ -18,7 +19,7 @@ struct ProfileDigests: Codable, Equatable, Sendable {
         digests = values.mapValues { value in
             // A prefix keeps an absent value apart from any present one, the empty string included.
             let text = value.map { "v:" + $0 } ?? "absent"
-            return SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+            return SHA256.hash(data: Data(text.utf8)).hex
         }
     }
 

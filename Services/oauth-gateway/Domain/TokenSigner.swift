@@ -1,3 +1,4 @@
+import Contracts
 import Crypto
 import Foundation
 import JWTKit
@@ -134,7 +135,7 @@ actor TokenSigner {
 
     private static func newKid() -> String {
         let bytes = SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) }
-        return bytes.prefix(9).map { String(format: "%02x", $0) }.joined()
+        return bytes.prefix(9).hex
     }
 }
 
