@@ -47,7 +47,8 @@ func buildOAuthGateway(
         config: ErasureParticipantConfig(
             participant: "oauth-gateway", holds: ["accountId", "accessToken", "refreshToken"],
             groupId: config.standard.group("lethe.erasure.oauth-gateway"), commandsTopic: topics.erasureCommands,
-            acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6)),
+            acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6),
+            fetchMaxWait: config.standard.kafka.fetchMaxWait),
         handler: GatewayErasureHandler(database: database, checkpointer: checkpointer), producer: producer,
         bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
 

@@ -54,7 +54,7 @@ func buildProfileStore(
             participant: "profile-store", holds: ["name", "email", "nickname", "picture"],
             groupId: config.standard.group("lethe.erasure.profile-store"), commandsTopic: topics.erasureCommands,
             acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants,
-            sessionTimeout: .seconds(6)),
+            sessionTimeout: .seconds(6), fetchMaxWait: config.standard.kafka.fetchMaxWait),
         handler: ProfileErasureHandler(database: database, checkpointer: checkpointer), producer: context.producer,
         bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
 

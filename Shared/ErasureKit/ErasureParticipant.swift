@@ -83,11 +83,14 @@ package struct ErasureParticipantConfig: Sendable {
     package var participantsTopic: String
     /// How long the group waits for a silent member.
     package var sessionTimeout: Duration
+    /// How long a fetch of commands may wait at the broker (``KafkaConsumerConfig/fetchMaxWait``).
+    package var fetchMaxWait: Duration
 
     package init(
         participant: String, holds: [String], groupId: String? = nil, source: String? = nil,
         commandsTopic: String = Topics.erasureCommands, acksTopic: String = Topics.erasureAcks,
-        participantsTopic: String = Topics.erasureParticipants, sessionTimeout: Duration = .seconds(10)
+        participantsTopic: String = Topics.erasureParticipants, sessionTimeout: Duration = .seconds(10),
+        fetchMaxWait: Duration = .milliseconds(500)
     ) {
         self.participant = participant
         self.holds = holds
@@ -97,6 +100,7 @@ package struct ErasureParticipantConfig: Sendable {
         self.acksTopic = acksTopic
         self.participantsTopic = participantsTopic
         self.sessionTimeout = sessionTimeout
+        self.fetchMaxWait = fetchMaxWait
     }
 }
 
@@ -128,7 +132,8 @@ package final class ErasureParticipant: Service, Sendable {
             config: KafkaConsumerConfig(
                 bootstrapServers: bootstrapServers,
                 subscription: .group(id: config.groupId, topics: [config.commandsTopic]),
-                clientId: "\(config.participant)-erasure", sessionTimeout: config.sessionTimeout),
+                clientId: "\(config.participant)-erasure", sessionTimeout: config.sessionTimeout,
+                fetchMaxWait: config.fetchMaxWait),
             logger: logger)
         // Batches of up to 500 commands: one handler transaction, one send of their acks, one commit.
         self.pipeline = ConsumerPipeline(

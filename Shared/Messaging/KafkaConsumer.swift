@@ -49,6 +49,12 @@ package struct KafkaConsumerConfig: Sendable {
     /// `ConsumerEvent.partitionsRevoked`). After it, the partitions are released anyway.
     package var revocationTimeout: Duration
     package var assignmentStrategy: AssignmentStrategy
+    /// The longest a fetch waits at the broker for records (`fetch.wait.max.ms`; librdkafka's default, 500 ms).
+    /// Apache Kafka answers a waiting fetch as soon as a record arrives, so there it only bounds idle polling. The
+    /// Tansu dev broker does not: a record on a quiet topic reached a consumer after ~200 ms at 500 ms, ~2 ms at 50 ms
+    /// (measured with librdkafka), and every hop of an erasure (status → command → ack → completion) pays it — but
+    /// shorter waits cost that broker CPU (bench/RESULTS.md, erasure). Services take it from `KAFKA_FETCH_WAIT_MS`.
+    package var fetchMaxWait: Duration
     package var extraSettings: [String: String]
 
     package init(
@@ -60,6 +66,7 @@ package struct KafkaConsumerConfig: Sendable {
         maxBufferedMessages: Int = 10_000,
         revocationTimeout: Duration = .seconds(30),
         assignmentStrategy: AssignmentStrategy = .range,
+        fetchMaxWait: Duration = .milliseconds(500),
         extraSettings: [String: String] = [:]
     ) {
         self.bootstrapServers = bootstrapServers
@@ -70,6 +77,7 @@ package struct KafkaConsumerConfig: Sendable {
         self.maxBufferedMessages = maxBufferedMessages
         self.revocationTimeout = revocationTimeout
         self.assignmentStrategy = assignmentStrategy
+        self.fetchMaxWait = fetchMaxWait
         self.extraSettings = extraSettings
     }
 
@@ -83,6 +91,7 @@ package struct KafkaConsumerConfig: Sendable {
         settings["session.timeout.ms"] = String(sessionTimeout.milliseconds)
         settings["heartbeat.interval.ms"] = String(max(sessionTimeout.milliseconds / 4, 100))
         settings["enable.partition.eof"] = "false"
+        settings["fetch.wait.max.ms"] = String(fetchMaxWait.milliseconds)
         if case .group(let id, _) = subscription {
             settings["group.id"] = id
             settings["partition.assignment.strategy"] = assignmentStrategy.rawValue

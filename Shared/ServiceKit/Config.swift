@@ -145,16 +145,24 @@ package struct HTTPServerConfig: Sendable, Equatable {
 /// Settings every service that talks to Kafka shares: `KAFKA_BOOTSTRAP_SERVERS` (required, `host:port[,host:port]`),
 /// `KAFKA_TOPIC_PARTITIONS` (default 12: the partition count of every topic; co-partitioned topics depend on it) and
 /// `KAFKA_CREATE_TOPICS` (default true: a service creates the topics it uses at start; false: the operator
-/// provisions them, and a service only checks that they exist with that partition count).
+/// provisions them, and a service only checks that they exist with that partition count) and `KAFKA_FETCH_WAIT_MS`
+/// (default 500, librdkafka's: how long a consumer's fetch may wait at the broker; on Apache Kafka it only bounds idle
+/// polling, on a broker that holds fetches for their whole wait — the Tansu dev broker — it is added to every hop,
+/// and a lower value trades that broker's CPU for latency; see `KafkaConsumerConfig.fetchMaxWait`).
 package struct KafkaSettings: Sendable, Equatable {
     package var bootstrapServers: String
     package var topicPartitions: Int
     package var createTopics: Bool
+    package var fetchMaxWait: Duration
 
-    package init(bootstrapServers: String, topicPartitions: Int = 12, createTopics: Bool = true) {
+    package init(
+        bootstrapServers: String, topicPartitions: Int = 12, createTopics: Bool = true,
+        fetchMaxWait: Duration = .milliseconds(500)
+    ) {
         self.bootstrapServers = bootstrapServers
         self.topicPartitions = topicPartitions
         self.createTopics = createTopics
+        self.fetchMaxWait = fetchMaxWait
     }
 
     package init(reader: ConfigReader) throws {
@@ -169,6 +177,7 @@ package struct KafkaSettings: Sendable, Equatable {
         self.bootstrapServers = servers
         self.topicPartitions = try reader.int("KAFKA_TOPIC_PARTITIONS", default: 12, range: 1...1000)
         self.createTopics = try reader.bool("KAFKA_CREATE_TOPICS", default: true)
+        self.fetchMaxWait = .milliseconds(try reader.int("KAFKA_FETCH_WAIT_MS", default: 500, range: 1...10_000))
     }
 }
 

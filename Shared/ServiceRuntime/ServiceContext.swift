@@ -103,7 +103,7 @@ package struct ServiceContext: Sendable {
     ) throws -> KafkaConsumer {
         var consumerConfig = KafkaConsumerConfig(
             bootstrapServers: config.kafka.bootstrapServers, subscription: .group(id: config.group(group), topics: topics),
-            clientId: name, sessionTimeout: .seconds(6))
+            clientId: name, sessionTimeout: .seconds(6), fetchMaxWait: config.kafka.fetchMaxWait)
         tune(&consumerConfig)
         return try KafkaConsumer(config: consumerConfig, logger: logger)
     }

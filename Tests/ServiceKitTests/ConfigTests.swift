@@ -46,10 +46,16 @@ struct ConfigTests {
             try HTTPServerConfig(reader: internalPort, defaultPort: 1)
         }
         let kafka = try KafkaSettings(reader: reader)
-        #expect(kafka.topicPartitions == 12 && kafka.createTopics)
-        #expect(try !KafkaSettings(reader: ConfigReader(environment: [
-            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "KAFKA_CREATE_TOPICS": "false",
-        ])).createTopics)
+        #expect(kafka.topicPartitions == 12 && kafka.createTopics && kafka.fetchMaxWait == .milliseconds(500))
+        let tuned = try KafkaSettings(reader: ConfigReader(environment: [
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "KAFKA_CREATE_TOPICS": "false", "KAFKA_FETCH_WAIT_MS": "100",
+        ]))
+        #expect(!tuned.createTopics && tuned.fetchMaxWait == .milliseconds(100))
+        #expect(throws: ConfigError.self) {
+            try KafkaSettings(reader: ConfigReader(environment: [
+                "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "KAFKA_FETCH_WAIT_MS": "0",
+            ]))
+        }
         #expect(try reader.int("PORTS", default: 3, range: 1...5) == 3)
         #expect(throws: ConfigError.self) {
             try ConfigReader(environment: ["PORTS": "9"]).int("PORTS", default: 3, range: 1...5)
