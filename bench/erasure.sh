@@ -7,7 +7,8 @@
 # Latency per erasure = from just before the driver hands the status to its producer to when the driver reads the
 # erasure's ErasureCompleted (<ns>.lethe.erasure.completed.v1), both on the driver's monotonic clock.
 # Needs KAFKA_BOOTSTRAP_SERVERS (make bench-erasure starts the dev broker) and release builds of erasure-executor,
-# profile-store and erasure-bench. Stops only what it started. Last line:
+# profile-store and erasure-bench. PROFILE=1 records the executor's CPU profile over the run (perf) and prints where it
+# went (bench/perf-report); perf's load is then in the figures. Stops only what it started. Last line:
 #   erasure: <n> completed, p50 <ms> ms, p99 <ms> ms at <rate>/s, <c> ms CPU per erasure (executor)
 #   (latency: closed published → ErasureCompleted read; CPU: the executor's, per erasure, over the run)
 set -euo pipefail
@@ -86,8 +87,18 @@ KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/executor" HTTP_PORT="$executo
 executor_pid=$!
 wait_ready erasure-executor "$executor_pid" "$executor_port" 60
 
+perf_pid=""
+if [ -n "${PROFILE:-}" ]; then # the executor's CPU profile over the whole run; perf's own load is in every figure then
+  perf record -q -F 499 -g -p "$executor_pid" -o "$data/perf.data" 2>"$data/perf.log" &
+  perf_pid=$!
+  sleep 0.5
+fi
 "$BENCH" run "$B" "$run" "$COUNT" "$RATE" "$TIMEOUT" "$executor_pid" "$store_pid" >"$data/result.txt" \
   || fail "the run did not complete (see above)"
+if [ -n "$perf_pid" ]; then
+  kill -INT "$perf_pid" && wait "$perf_pid" || true
+  bench/perf-report "$data/perf.data" "where the executor's CPU went over the run (PROFILE=1: perf ran, figures below include its load)" erasure_executor
+fi
 metrics="$(curl -fsS "http://127.0.0.1:$executor_port/metrics" 2>/dev/null || true)"
 metric() { awk -v name="$1" '$1 == name { print $2; exit }' <<<"$metrics"; }
 echo "executor: requested $(metric lethe_erasures_requested_total), completed $(metric lethe_erasures_completed_total), re-sent commands $(metric lethe_erasure_commands_resent_total), dead-lettered $(metric lethe_erasure_intake_dead_lettered_total); sweep ${SWEEP_MS} ms, first re-send after ${RESEND_SECONDS} s"

@@ -12,7 +12,8 @@
 # not wait for it, but a relay that falls behind shows here), and the service's CPU time per profile, which moves
 # less than wall-clock rates when other work shares the machine.
 # Needs KAFKA_BOOTSTRAP_SERVERS (make bench-ingest starts the dev broker) and release builds of profile-store and
-# ingest-bench. Last line:
+# ingest-bench. PROFILE=1 records profile-store's CPU profile from its start to the last commit (perf) and prints where
+# it went (bench/perf-report); perf's load is then in the figures. Last line:
 #   ingest: <r> profiles/s committed, ratio <q> to bare SQLite (<b>/s), ratio <k> to kcat consume
 set -euo pipefail
 cd "$(dirname -- "$0")/.."
@@ -51,8 +52,17 @@ launched=$(now)
 KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data" HTTP_PORT="$port" LETHE_TOPIC_NAMESPACE="$run" \
   KAFKA_TOPIC_PARTITIONS="$PARTITIONS" LOG_LEVEL="${SERVICE_LOG_LEVEL:-warning}" "$SERVICE" 2>"${SERVICE_LOG:-$data/service.log}" &
 service_pid=$!
+perf_pid=""
+if [ -n "${PROFILE:-}" ]; then
+  perf record -q -F 499 -g -p "$service_pid" -o "$data/perf.data" 2>"$data/perf.log" &
+  perf_pid=$!
+fi
 read -r _ first _ first_count _ last _ drained _ rss _ cpu_last _ cpu_drained _ announced < <(
   "$BENCH" wait "$data/profile-store.sqlite" "$COUNT" "$service_pid" 300)
+if [ -n "$perf_pid" ]; then
+  kill -INT "$perf_pid" && wait "$perf_pid" || true
+  bench/perf-report "$data/perf.data" "where profile-store's CPU went (PROFILE=1: perf ran, figures below include its load)" profile_store
+fi
 metrics="$(curl -fsS "http://127.0.0.1:$port/metrics")" || { echo "bench: cannot read profile-store's metrics" >&2; exit 1; }
 metric() { awk -v name="$1" '$1 == name { print $2; exit }' <<<"$metrics"; }
 applied="$(metric lethe_profiles_applied_total)"

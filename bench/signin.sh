@@ -7,8 +7,9 @@
 # Hummingbird hello-world reference. CPU per operation of each process comes from /proc. Stops only what it started.
 # Needs KAFKA_BOOTSTRAP_SERVERS (make bench-signin starts the dev broker). One tenant plays every user, so its per-client
 # rate limit is lifted (GATEWAY_CLIENT_RATE_PER_MINUTE).
-# PROFILE=1 also records the gateway's CPU profile over the open-loop sign-ins (perf, from Debian's linux-perf) and
-# prints its top functions before the last line: where the CPU of a sign-in goes.
+# When perf (Debian's linux-perf) is installed it also records the gateway's CPU profile over one more open-loop phase
+# after the measured ones (so perf's load changes no figure) and prints where a sign-in's CPU goes before the last line
+# (bench/perf-report); PROFILE=0 skips it.
 # Last line: signin: <c> ms gateway CPU per sign-in, added p99 <a> ms at <r>/s open loop, max <m>/s
 set -euo pipefail
 cd "$(dirname -- "$0")/.."
@@ -58,23 +59,20 @@ wait_ready "$sandbox" "$data/sandbox.log"
 wait_ready "$gateway" "$data/gateway.log"
 
 perf_data=""
-if [ -n "${PROFILE:-}" ]; then
-  command -v perf >/dev/null || { echo "bench: PROFILE=1 needs perf (apt-get install linux-perf)" >&2; exit 1; }
-  perf_data="$data/perf.data"
+if [ "${PROFILE:-1}" != 0 ]; then
+  if perf record -q -o /dev/null -- true >/dev/null 2>&1; then
+    perf_data="$data/perf.data"
+  else
+    echo "bench: no CPU profile: perf cannot record here (install linux-perf; as root, or lower kernel.perf_event_paranoid)" >&2
+  fi
 fi
 BENCH_PIDS="sandbox=${pids[0]},gateway=${pids[1]}" BENCH_PERF_DATA="$perf_data" \
   "$BIN/signin-bench" "$gateway" "$sandbox" "$admin" "$COUNT" "$CONCURRENCY" "$RATE" "$SECONDS_OPEN" >"$data/result.txt" \
   || { cat "$data/result.txt"; echo "bench: signin-bench failed" >&2; exit 1; }
 if [ -n "$perf_data" ]; then
-  echo "gateway CPU profile over the open-loop sign-ins (perf; perf itself adds load): by library"
-  perf report -i "$perf_data" --stdio --no-children --sort dso --percent-limit 1 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -n 12
-  echo "by thread:"
-  perf report -i "$perf_data" --stdio --no-children --sort comm --percent-limit 1 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -n 12
-  echo "by function (self time, top 25):"
-  perf report -i "$perf_data" --stdio --no-children --sort symbol --percent-limit 0.5 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -n 25
+  bench/perf-report "$perf_data" \
+    "where the gateway's CPU goes: $((SECONDS_OPEN < 15 ? SECONDS_OPEN : 15)) s more of sign-ins at $RATE/s, after the measured phases" \
+    oauth_gateway
 fi
 # The bench's lines, its last line last.
 cat "$data/result.txt"

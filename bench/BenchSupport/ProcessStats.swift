@@ -25,4 +25,22 @@ package enum ProcessStats {
         else { return 0 }
         return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
     }
+
+    /// Busy and total jiffies of the whole machine so far (/proc/stat's first line; idle and iowait are not busy).
+    package static func machineJiffies() -> (busy: Double, total: Double) {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let line = text.split(separator: "\n").first
+        else { return (0, 0) }
+        let values = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard values.count >= 5 else { return (0, 0) }
+        let total = values.reduce(0, +)
+        return (total - values[3] - values[4], total)
+    }
+
+    /// The share of the machine's CPU time that was busy since `start` (a ``machineJiffies()`` reading), in percent.
+    package static func machineBusyPercent(since start: (busy: Double, total: Double)) -> Int {
+        let now = machineJiffies()
+        guard now.total > start.total else { return 0 }
+        return Int(((now.busy - start.busy) / (now.total - start.total) * 100).rounded())
+    }
 }

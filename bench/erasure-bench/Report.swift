@@ -4,7 +4,7 @@ import Foundation
 /// Prints what the run measured; the last line is the one `make bench-erasure` records.
 func report(
     _ state: Tracker.State, count: Int, rate: Double, warmupRounds: Int, cpuStart: (Double, Double, Double),
-    executorPid: Int32, profileStorePid: Int32
+    machineStart: (busy: Double, total: Double), executorPid: Int32, profileStorePid: Int32
 ) {
     var latencies: [Double] = []
     latencies.reserveCapacity(count)
@@ -24,9 +24,12 @@ func report(
     // Per erasure: what each process spent on one (the bench process holds the two other participants).
     let perErasure = (executor: cpu.executor * 1000 / Double(count), profileStore: cpu.profileStore * 1000 / Double(count),
                       bench: cpu.bench * 1000 / Double(count))
+    // The machine's busy share says whether the latency is the code's or a queue behind saturated cores (the broker
+    // and this driver share them).
     print(String(format: "CPU during the run: erasure-executor %.1f s, profile-store %.1f s, erasure-bench %.1f s; "
-                 + "per erasure %.2f ms, %.2f ms, %.2f ms", cpu.executor, cpu.profileStore, cpu.bench,
-                 perErasure.executor, perErasure.profileStore, perErasure.bench))
+                 + "per erasure %.2f ms, %.2f ms, %.2f ms; machine busy %d%%", cpu.executor, cpu.profileStore,
+                 cpu.bench, perErasure.executor, perErasure.profileStore, perErasure.bench,
+                 ProcessStats.machineBusyPercent(since: machineStart)))
     print(String(format: "peak RSS: erasure-executor %.0f MiB, profile-store %.0f MiB, erasure-bench %.0f MiB",
                  Double(ProcessStats.peakRSSKiB(pid: executorPid)) / 1024,
                  Double(ProcessStats.peakRSSKiB(pid: profileStorePid)) / 1024,

@@ -164,6 +164,7 @@ func run(
         let cpuStart = (
             ProcessStats.cpuSeconds(pid: executorPid), ProcessStats.cpuSeconds(pid: profileStorePid),
             ProcessStats.cpuSeconds(pid: getpid()))
+        let machineStart = ProcessStats.machineJiffies()
         let sendStart = clock.now
         try await publish(messages, rate: rate, startingAt: sendStart, with: statusProducer, tracker: tracker)
         let sendEnd = clock.now
@@ -173,7 +174,7 @@ func run(
         dog.cancel()
         report(
             tracker.state.withLock { $0 }, count: count, rate: rate, warmupRounds: warmupRounds, cpuStart: cpuStart,
-            executorPid: executorPid, profileStorePid: profileStorePid)
+            machineStart: machineStart, executorPid: executorPid, profileStorePid: profileStorePid)
         await group.triggerGracefulShutdown()
         tasks.cancelAll()
     }

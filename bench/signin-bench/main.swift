@@ -13,8 +13,10 @@ import NIOHTTP1
 ///    token endpoint, the OpenID flow) at the same rate for as long. Latency runs from each operation's scheduled start. The gateway's CPU
 ///    time over the sign-ins (utime + stime from /proc) divided by their number is its CPU per sign-in; the added
 ///    latency is the sign-ins' p99 minus the sandbox sequences' p99.
-/// 2. **Saturation**: `count` sign-ins with `concurrency` in flight: the most this box completes per second.
+/// 2. **Saturation**: `count` sign-ins with `concurrency` in flight: the most this box completes per second, and the
+///    CPU per sign-in of each process then (less than below saturation: fewer wake-ups per sign-in).
 /// 3. A reference: `count` GETs of the sandbox's /health/live (a Hummingbird hello world).
+/// 4. With `BENCH_PERF_DATA` set: one more open-loop phase of sign-ins, with perf recording the gateway (not measured).
 /// Before the last line, the CPU per operation of every process (sandbox, gateway, this driver). Last line:
 /// `signin: <c> ms gateway CPU per sign-in, added p99 <a> ms at <r>/s open loop, max <m>/s`
 @main
@@ -45,23 +47,32 @@ struct SignInBench {
             let aloneCPU = CPUProbe(processes)
             let alone = try await bench.openLoop(rate: rate, duration: duration, bench.sandboxAlone)
             let aloneUsage = aloneCPU.perOperation(alone.count)
-            // BENCH_PERF_DATA=<file>: the gateway's CPU profile over exactly these sign-ins (bench/signin.sh PROFILE=1).
-            let profiler = try Profiler.start(pid: processes.first { $0.name == "gateway" }!.pid, seconds: seconds)
             let fullCPU = CPUProbe(processes)
             let full = try await bench.openLoop(rate: rate, duration: duration, offset: 1_000_000, bench.signIn)
             let fullUsage = fullCPU.perOperation(full.count)
-            try await profiler?.finish()
             let gatewayMs = fullCPU.milliseconds(of: "gateway") / Double(full.count)
             let (aloneP50, aloneP99) = (Bench.quantile(alone, 0.5), Bench.quantile(alone, 0.99))
             let (fullP50, fullP99) = (Bench.quantile(full, 0.5), Bench.quantile(full, 0.99))
 
+            // The same sign-ins back to back: what one costs when a wake-up serves many (at 200/s nearly every
+            // request wakes a sleeping thread, and the kernel's scheduling shows up in each process's CPU).
+            let saturatedCPU = CPUProbe(processes)
             let saturated = try await bench.measure(count, concurrency: concurrency, offset: 2_000_000, bench.signIn)
+            let saturatedUsage = saturatedCPU.perOperation(count)
             // A reference in the same setup: the cheapest request a Hummingbird service answers (the sandbox's
             // /health/live, a hello world), to set what one served and one made HTTP request cost on this machine.
             _ = try await bench.measure(200, concurrency: concurrency, bench.helloWorld)
             let helloCPU = CPUProbe(processes)
             let hello = try await bench.measure(count, concurrency: concurrency, bench.helloWorld)
             let helloUsage = helloCPU.perOperation(count)
+            // BENCH_PERF_DATA=<file>: the gateway's CPU profile over one more open-loop phase of sign-ins at the same
+            // rate, after every measured phase, so perf's own load changes none of the figures above.
+            if let profiler = try Profiler.start(
+                pid: processes.first { $0.name == "gateway" }!.pid, seconds: Profiler.seconds(seconds)) {
+                _ = try await bench.openLoop(
+                    rate: rate, duration: .seconds(Profiler.seconds(seconds)), offset: 3_000_000, bench.signIn)
+                try await profiler.finish()
+            }
             try await http.shutdown()
             print(String(format: "reference: hello world %.0f/s, p99 %.1f ms; ", hello.rate, hello.p99)
                 + "cpu ms per request: \(helloUsage.text); machine busy \(helloUsage.busyPercent)%")
@@ -74,6 +85,7 @@ struct SignInBench {
             print("cpu ms per sign-in: \(fullUsage.text); machine busy \(fullUsage.busyPercent)%")
             print(String(format: "saturation: %.0f sign-ins/s with %d in flight, p99 %.1f ms", saturated.rate,
                          concurrency, saturated.p99))
+            print("cpu ms per sign-in at saturation: \(saturatedUsage.text); machine busy \(saturatedUsage.busyPercent)%")
             print(String(
                 format: "signin: %.2f ms gateway CPU per sign-in, added p99 %.1f ms at %.0f/s open loop, max %.0f/s",
                 gatewayMs, fullP99 - aloneP99, rate, saturated.rate))
@@ -91,6 +103,9 @@ struct SignInBench {
 /// before it execs perf.
 struct Profiler {
     let process: Process
+
+    /// The profiled phase: long enough for a few thousand samples, shorter than the measured ones.
+    static func seconds(_ measured: Int) -> Int { min(measured, 15) }
 
     static func start(pid: String, seconds: Int) throws -> Profiler? {
         guard let output = ProcessInfo.processInfo.environment["BENCH_PERF_DATA"], !output.isEmpty else { return nil }
@@ -341,7 +356,7 @@ struct CPUProbe {
     init(_ processes: [(name: String, pid: String)]) {
         self.processes = processes
         start = processes.map { ProcessStats.cpuSeconds(pid: Int32($0.pid) ?? 0) }
-        machineStart = Self.machine()
+        machineStart = ProcessStats.machineJiffies()
         connectsStart = Self.tcpConnects()
     }
 
@@ -356,17 +371,6 @@ struct CPUProbe {
         return Double(values[index]) ?? 0
     }
 
-    /// Busy and total jiffies of the whole machine (/proc/stat's first line).
-    static func machine() -> (busy: Double, total: Double) {
-        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-              let line = text.split(separator: "\n").first
-        else { return (0, 0) }
-        let values = line.split(separator: " ").dropFirst().compactMap { Double($0) }
-        guard values.count >= 5 else { return (0, 0) }
-        let total = values.reduce(0, +)
-        return (total - values[3] - values[4], total)
-    }
-
     /// CPU milliseconds the process named `name` spent since the probe started.
     func milliseconds(of name: String) -> Double {
         guard let index = processes.firstIndex(where: { $0.name == name }) else { return 0 }
@@ -378,9 +382,7 @@ struct CPUProbe {
             let seconds = ProcessStats.cpuSeconds(pid: Int32(process.pid) ?? 0) - before
             return String(format: "%@ %.3f", process.name, seconds * 1000 / Double(count))
         }
-        let now = Self.machine()
-        let busy = now.total > machineStart.total
-            ? Int(((now.busy - machineStart.busy) / (now.total - machineStart.total) * 100).rounded()) : 0
+        let busy = ProcessStats.machineBusyPercent(since: machineStart)
         let connects = (Self.tcpConnects() - connectsStart) / Double(count)
         return (parts.joined(separator: ", ") + String(format: "; tcp connects %.2f", connects), busy)
     }
