@@ -93,7 +93,7 @@ if [ -n "${PROFILE:-}" ]; then # the executor's CPU profile over the whole run; 
   perf_pid=$!
   sleep 0.5
 fi
-"$BENCH" run "$B" "$run" "$COUNT" "$RATE" "$TIMEOUT" "$executor_pid" "$store_pid" >"$data/result.txt" \
+BENCH_LATENCY_DIR="$data" "$BENCH" run "$B" "$run" "$COUNT" "$RATE" "$TIMEOUT" "$executor_pid" "$store_pid" >"$data/result.txt" \
   || fail "the run did not complete (see above)"
 if [ -n "$perf_pid" ]; then
   kill -INT "$perf_pid" && wait "$perf_pid" || true
@@ -101,5 +101,7 @@ if [ -n "$perf_pid" ]; then
 fi
 metrics="$(curl -fsS "http://127.0.0.1:$executor_port/metrics" 2>/dev/null || true)"
 metric() { awk -v name="$1" '$1 == name { print $2; exit }' <<<"$metrics"; }
-echo "executor: requested $(metric lethe_erasures_requested_total), completed $(metric lethe_erasures_completed_total), re-sent commands $(metric lethe_erasure_commands_resent_total), dead-lettered $(metric lethe_erasure_intake_dead_lettered_total); sweep ${SWEEP_MS} ms, first re-send after ${RESEND_SECONDS} s"
+echo "executor: requested $(metric lethe_erasures_requested_total), completed $(metric lethe_erasures_completed_total), re-sent commands $(metric lethe_erasure_commands_resent_total), dead-lettered $(awk '$1 ~ /^lethe_dead_letters_total/ { n += $2 } END { print n + 0 }' <<<"$metrics"); sweep ${SWEEP_MS} ms, first re-send after ${RESEND_SECONDS} s"
+bench/cdf-svg --title "closed published → ErasureCompleted read, $COUNT at $RATE/s" --out bench/erasure-latency.svg \
+  "erasures=$data/erasure.txt"
 cat "$data/result.txt"

@@ -66,7 +66,7 @@ if [ "${PROFILE:-1}" != 0 ]; then
     echo "bench: no CPU profile: perf cannot record here (install linux-perf; as root, or lower kernel.perf_event_paranoid)" >&2
   fi
 fi
-BENCH_PIDS="sandbox=${pids[0]},gateway=${pids[1]}" BENCH_PERF_DATA="$perf_data" \
+BENCH_PIDS="sandbox=${pids[0]},gateway=${pids[1]}" BENCH_PERF_DATA="$perf_data" BENCH_LATENCY_DIR="$data" \
   "$BIN/signin-bench" "$gateway" "$sandbox" "$admin" "$COUNT" "$CONCURRENCY" "$RATE" "$SECONDS_OPEN" >"$data/result.txt" \
   || { cat "$data/result.txt"; echo "bench: signin-bench failed" >&2; exit 1; }
 if [ -n "$perf_data" ]; then
@@ -74,5 +74,8 @@ if [ -n "$perf_data" ]; then
     "where the gateway's CPU goes: $((SECONDS_OPEN < 15 ? SECONDS_OPEN : 15)) s more of sign-ins at $RATE/s, after the measured phases" \
     oauth_gateway
 fi
+# The open-loop latencies as a picture next to bench/RESULTS.md (bench/record links it).
+bench/cdf-svg --title "Open loop at $RATE/s: sandbox sequences alone and complete sign-ins through the gateway" \
+  --out bench/signin-latency.svg "sandbox alone=$data/signin-alone.txt" "sign-ins=$data/signin-full.txt"
 # The bench's lines, its last line last.
 cat "$data/result.txt"

@@ -44,3 +44,13 @@ package enum ProcessStats {
         return Int(((now.busy - start.busy) / (now.total - start.total) * 100).rounded())
     }
 }
+
+/// Where a bench leaves its raw latencies for `bench/cdf-svg`: `$BENCH_LATENCY_DIR/<name>.txt`, one value in ms per
+/// line; nothing when the variable is unset.
+package enum LatencyFile {
+    package static func write(_ name: String, _ latencies: [Double]) throws {
+        guard let directory = ProcessInfo.processInfo.environment["BENCH_LATENCY_DIR"], !directory.isEmpty else { return }
+        let text = latencies.map { String(format: "%.3f", $0) }.joined(separator: "\n") + "\n"
+        try text.write(toFile: "\(directory)/\(name).txt", atomically: true, encoding: .utf8)
+    }
+}

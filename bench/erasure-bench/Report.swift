@@ -11,6 +11,7 @@ func report(
     for index in 0..<count {
         latencies.append(milliseconds(state.completed[index]! - state.published[index]!))
     }
+    try? LatencyFile.write("erasure", latencies)
     printStages(state, count: count, latencies: latencies)
     print("commands received by the bench participants: \(state.commandsReceived) (\(2 * (count + warmupRounds)) without re-sends); duplicate completions \(state.duplicates), unknown \(state.unknown)")
     let firstPublished = state.published.compactMap { $0 }.min()!

@@ -51,6 +51,8 @@ struct SignInBench {
             let full = try await bench.openLoop(rate: rate, duration: duration, offset: 1_000_000, bench.signIn)
             let fullUsage = fullCPU.perOperation(full.count)
             let gatewayMs = fullCPU.milliseconds(of: "gateway") / Double(full.count)
+            try LatencyFile.write("signin-alone", alone)
+            try LatencyFile.write("signin-full", full)
             let (aloneP50, aloneP99) = (Bench.quantile(alone, 0.5), Bench.quantile(alone, 0.99))
             let (fullP50, fullP99) = (Bench.quantile(full, 0.5), Bench.quantile(full, 0.99))
 
