@@ -67,7 +67,12 @@ package final class SQLiteDatabase: Sendable {
         for migration in StorageSchema.migrations + migrations {
             migrator.registerMigration(migration.name, migrate: migration.apply)
         }
-        try migrator.migrate(pool)
+        // Replicas sharing a volume start together, and GRDB checks which migrations are applied before it takes the
+        // write lock: two processes migrating a new file at once both ran the first migration, and the second died on
+        // "table already exists". One process migrates a file at a time (a lock file beside it); the next finds the
+        // work done.
+        let pool = self.pool
+        try MigrationLock.holding(path + ".migrating") { try migrator.migrate(pool) }
         var readerConfiguration = Configuration()
         readerConfiguration.readonly = true
         readerConfiguration.busyMode = .timeout(10)
@@ -157,4 +162,25 @@ enum StorageSchema {
             try db.execute(sql: "CREATE INDEX lethe_outbox_by_key ON lethe_outbox(topic, key)")
         },
     ]
+}
+
+/// An exclusive `flock` on a file beside the database, held while `body` runs: processes opening the same SQLite file
+/// migrate it one after the other. Released when the descriptor closes, so a process killed mid-migration leaves no
+/// stale lock (and its transaction rolls back).
+enum MigrationLock {
+    static func holding<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        let descriptor = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw MigrationLockError(path: path, errno: errno) }
+        defer { close(descriptor) }
+        while flock(descriptor, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw MigrationLockError(path: path, errno: errno) }
+        }
+        return try body()
+    }
+}
+
+struct MigrationLockError: Error, CustomStringConvertible {
+    var path: String
+    var errno: Int32
+    var description: String { "cannot lock \(path) for the migration (errno \(errno))" }
 }

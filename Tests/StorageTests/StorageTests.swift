@@ -41,6 +41,35 @@ struct SQLiteDatabaseTests {
         #expect(counter.withValue { $0 } == 1)
     }
 
+    @Test("""
+        replicas opening one new file at once (compose's replicas share a volume and start together): three processes \
+        open it together, each migration runs once, none fails on a table another created
+        """)
+    func concurrentProcessesMigrateOnce() async throws {
+        let directory = try TemporaryDirectory()
+        // The exit tests' processes inherit the environment: it tells them where the file is.
+        setenv("LETHE_TEST_SHARED_DATABASE", directory.file("shared.sqlite"), 1)
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<3 {
+                group.addTask {
+                    await #expect(processExitsWith: .success) {
+                        let path = ProcessInfo.processInfo.environment["LETHE_TEST_SHARED_DATABASE"]!
+                        // Slow enough that, unserialised, every process reads "not applied" before the first commits
+                        // (GRDB reads the applied migrations before it takes the write lock).
+                        let slow = Migration("test.v2.slow") { db in
+                            Thread.sleep(forTimeInterval: 0.5)
+                            try db.execute(sql: "CREATE TABLE slow (id INTEGER PRIMARY KEY)")
+                        }
+                        _ = try SQLiteDatabase(path: path, migrations: [itemsMigration, slow])
+                    }
+                }
+            }
+        }
+        let database = try SQLiteDatabase(path: directory.file("shared.sqlite"), migrations: [itemsMigration])
+        let applied = try await database.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
+        #expect(applied.filter { $0 == "test.v2.slow" }.count == 1)
+    }
+
     @Test("readNow sees the latest commit and, mixed with many async reads at once, never waits for ever")
     func readNowBesideAsyncReads() async throws {
         let directory = try TemporaryDirectory()
