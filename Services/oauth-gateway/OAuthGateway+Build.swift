@@ -66,6 +66,12 @@ func buildOAuthGateway(
         throw error
     }
 
+    // A standby read the keys when it started; the active replica it takes over from may have rotated them since.
+    context.lease?.beforeActive {
+        try gateway.box.reload()
+        try await gateway.signer.load()
+    }
+
     // The reporting-token API is on the internal listener only (the gateway always has one): never through the
     // public URL, whatever a proxy in front of the public port forwards.
     let http = context.httpServers(

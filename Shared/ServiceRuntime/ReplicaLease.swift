@@ -37,6 +37,7 @@ package final class ReplicaLease: Service, Sendable {
     }
 
     private let consumer: KafkaConsumer
+    private let activationSteps = Mutex([@Sendable () async throws -> Void]())
     private let service: String
     private let logger: Logger
     private let state = Mutex(State.joining)
@@ -58,6 +59,13 @@ package final class ReplicaLease: Service, Sendable {
     }
 
     package var current: State { state.withLock { $0 } }
+
+    /// `step` runs each time this replica is about to become the active one, before any worker starts or any route
+    /// answers: what a standby read at start (keys, caches) may have changed under the replica it takes over from.
+    /// A step that throws ends the process (the orchestrator restarts it, as a standby).
+    package func beforeActive(_ step: @escaping @Sendable () async throws -> Void) {
+        activationSteps.withLock { $0.append(step) }
+    }
 
     /// Returns once this replica is the active one; throws `CancellationError` when the service shuts down first.
     package func waitUntilActive() async throws {
@@ -90,7 +98,7 @@ package final class ReplicaLease: Service, Sendable {
             group.addTask { try await self.consumer.run() }
             group.addTask {
                 for try await event in events {
-                    try self.handle(event)
+                    try await self.handle(event)
                 }
             }
             do {
@@ -103,21 +111,24 @@ package final class ReplicaLease: Service, Sendable {
         }
     }
 
-    private func handle(_ event: ConsumerEvent) throws {
+    private func handle(_ event: ConsumerEvent) async throws {
         switch event {
         case .message:
             return  // the lease topic has no records; nothing to do with one if someone wrote it
         case .partitionsAssigned(let partitions):
-            let previous = state.withLock { state in
-                defer { state = partitions.isEmpty && state != .active ? .standby : .active }
-                return state
-            }
             if partitions.isEmpty {
+                let previous = state.withLock { state in
+                    defer { if state != .active { state = .standby } }
+                    return state
+                }
                 if previous == .joining {
                     logger.notice("standby: another replica is active", metadata: ["replica.service": "\(service)"])
                 }
                 return
             }
+            guard current != .active else { return }
+            for step in activationSteps.withLock({ $0 }) { try await step() }
+            state.withLock { $0 = .active }
             stateGauge.record(1)
             logger.notice("this replica is now the active one", metadata: ["replica.service": "\(service)"])
         case .partitionsRevoked(let partitions):

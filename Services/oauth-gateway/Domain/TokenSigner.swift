@@ -44,12 +44,14 @@ actor TokenSigner {
         self.retention = retention
     }
 
-    /// Loads the stored keys, creating the first one on a new database.
+    /// Loads the stored keys, creating the first one on a new database. Again on a replica that becomes the active
+    /// one: the replica it takes over from may have rotated keys since this one started.
     func load() async throws {
         var stored = try await database.signingKeys(publishedSince: Date().addingTimeInterval(-retention))
         if !stored.contains(where: { $0.retiredAt == nil }) {
-            try await rotate()
-            return
+            let (kid, sealed) = try makeKey()
+            try await database.addFirstSigningKey(kid: kid, sealedPrivateKey: sealed)
+            stored = try await database.signingKeys(publishedSince: Date().addingTimeInterval(-retention))
         }
         stored.sort { $0.createdAt > $1.createdAt }
         let collection = JWTKeyCollection()
@@ -71,12 +73,16 @@ actor TokenSigner {
     /// Makes a new signing key the active one. Returns its kid.
     @discardableResult
     func rotate() async throws -> String {
-        let key = ES256PrivateKey()
-        let kid = Self.newKid()
-        let sealed = try box.seal(key.pemRepresentation, context: "signing_key:\(kid)")
+        let (kid, sealed) = try makeKey()
         try await database.rotateSigningKey(kid: kid, sealedPrivateKey: sealed)
         try await load()
         return kid
+    }
+
+    /// A new private key, sealed for storage, and its kid.
+    private func makeKey() throws -> (kid: String, sealed: Data) {
+        let kid = Self.newKid()
+        return (kid, try box.seal(ES256PrivateKey().pemRepresentation, context: "signing_key:\(kid)"))
     }
 
     /// Revokes a published key (a compromised one) at once: it leaves the JWKS, and no token it signed verifies here any

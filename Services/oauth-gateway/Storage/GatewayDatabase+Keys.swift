@@ -35,6 +35,17 @@ extension GatewayDatabase {
         }
     }
 
+    /// Stores `kid` as the first signing key unless an active one exists already (in the same transaction): replicas
+    /// starting together on a new file each make a key, and one of them is kept, for all of them.
+    func addFirstSigningKey(kid: String, sealedPrivateKey: Data, now: Date = Date()) async throws {
+        try await database.write { db in
+            let active = try Int.fetchOne(db, sql: "SELECT count(*) FROM signing_keys WHERE retired_at IS NULL") ?? 0
+            guard active == 0 else { return }
+            try db.cachedStatement(sql: "INSERT INTO signing_keys (kid, private_key, created_at) VALUES (?, ?, ?)")
+                .execute(arguments: [kid, sealedPrivateKey, now.timeIntervalSince1970])
+        }
+    }
+
     /// Takes a key out of the published set at once: it is marked retired at the epoch, long before any
     /// `publishedSince`, so it is neither in the JWKS nor used to verify. Rotation only retires keys not yet retired,
     /// so nothing brings it back.

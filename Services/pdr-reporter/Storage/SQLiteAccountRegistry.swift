@@ -29,8 +29,11 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
     private let database: SQLiteDatabase
     private let schedule: Schedule
 
-    /// Empties the WAL after accounts were released or closed, so a closed account's accountId
-    /// leaves the `-wal` file too (in the database file, `secure_delete` zeroes it). Run it as a service.
+    /// Empties the WAL after accounts were released, closed or dropped with their partition, and once at start, so a
+    /// closed account's accountId leaves the `-wal` file too (in the database file, `secure_delete` zeroes it). Run it
+    /// as a service. At start: a replica killed before its checkpoint leaves the frames it wrote in the WAL, and the
+    /// replica that restarts on the file may never release those accounts itself (their partitions went elsewhere);
+    /// found by the replica run (Tests/replicas).
     package let checkpointer: WALCheckpointer
 
     /// Opens (and migrates) the registry at `path`.
@@ -38,6 +41,7 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
         self.database = try SQLiteDatabase(path: path, migrations: Self.migrations, secureDelete: true)
         self.schedule = schedule
         self.checkpointer = WALCheckpointer(database: database, logger: logger)
+        checkpointer.request()
     }
 
     /// Readiness: the file can be read.
@@ -346,6 +350,7 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
             try db.execute(sql: "DELETE FROM pdr_accounts WHERE partition = ?", arguments: [partition])
             try db.execute(sql: "DELETE FROM pdr_changelog WHERE partition = ?", arguments: [partition])
         }
+        checkpointer.request()
     }
 
     package func dropAll() async throws {
@@ -353,5 +358,6 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
             try db.execute(sql: "DELETE FROM pdr_accounts")
             try db.execute(sql: "DELETE FROM pdr_changelog")
         }
+        checkpointer.request()
     }
 }
