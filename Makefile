@@ -12,10 +12,11 @@ else
 SWIFT_TEST_RUN := swift test --skip-build $(SWIFT_TEST_FLAGS)
 endif
 
-.PHONY: help deps build test bench bench-messaging bench-ingest bench-signin bench-erasure bench-pdr bench-memory demo run broker-start broker-stop clean
+.PHONY: help deps build test test-replicas bench bench-messaging bench-ingest bench-signin bench-erasure bench-pdr bench-memory demo run broker-start broker-stop clean
 
 help:
 	@echo "make test             install deps, start the dev broker, build, run every test, stop the broker"
+	@echo "make test-replicas    only the replica run: two of every service, three reporters, one replica of each killed"
 	@echo "make bench-messaging  Messaging vs kcat on the same dev broker (see bench/messaging.sh)"
 	@echo "make bench-ingest     profile-store ingest of 100k profiles vs kcat consume (see bench/ingest.sh)"
 	@echo "make bench-signin     sign-ins through oauth-gateway vs bare sandbox sequences (see bench/signin.sh)"
@@ -39,12 +40,16 @@ test: build
 	rm -rf "$(CONTRACT_SAMPLES_DIR)"
 	LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" scripts/with-dev-broker bash -c \
 		'$(SWIFT_TEST_RUN) && python3 -m pytest -q examples/python-participant \
-		 && python3 -m pytest -q Tests/e2e' 
+		 && python3 -m pytest -q Tests/e2e && python3 -m pytest -q Tests/replicas' 
 	@# A filtered run may have skipped the samples test: write them anyway (no broker needed).
 	@[ -e "$(CONTRACT_SAMPLES_DIR)/EraseSubject.full.json" ] || LETHE_CONTRACT_SAMPLES_DIR="$(CONTRACT_SAMPLES_DIR)" \
 		swift test --skip-build --filter ContractsTests.ContractSamplesTests
 	scripts/validate-contracts "$(CONTRACT_SAMPLES_DIR)"
 	scripts/validate-compose
+
+# Only the replica run (Tests/replicas): two of every service and three reporters, one replica of each killed.
+test-replicas: build
+	scripts/with-dev-broker python3 -m pytest -q Tests/replicas
 
 # Release builds of the named products (SwiftPM builds one product per call, or everything).
 release = $(foreach product,$(1),swift build -c release --product $(product) &&) true

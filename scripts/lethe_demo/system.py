@@ -5,12 +5,14 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from datetime import datetime
 
+from .front import Front
 from .http_client import http
 from .launcher import REPO, Failure, Supervisor, env_int, peak_rss_kib, say
 
@@ -31,13 +33,23 @@ PORT_ENV = {"oauth-gateway": "LETHE_DEMO_GATEWAY_PORT", "profile-store": "LETHE_
 
 class System:
     """mode "demo" or "run": ports from the environment, run folder demo/; "e2e" (the end-to-end suite): free ports,
-    run folder demo-e2e/, so a suite run and a demo can run side by side."""
+    run folder demo-e2e/, so a suite run and a demo can run side by side; "replicas" (Tests/replicas): as e2e, in
+    demo-replicas/, with `replicas` naming how many of a service to run (service → count).
 
-    def __init__(self, mode):
+    A service run as several replicas gets one process per replica (`<service>-<n>`, each on its own ports) and a
+    `Front` in front of them whose URL is the service's URL for everyone else, as a load balancer's would be. The
+    replicas of a service that runs one active replica at a time (the lease) share its data directory, as compose's
+    replicas share a named volume; pdr-reporter's replicas, which split the partitions, each get their own."""
+
+    def __init__(self, mode, replicas=None):
         self.mode = mode
         run_root = os.environ.get("LETHE_RUN_DIR", "").strip() or os.path.join(REPO, ".run")
         self.run_root = os.path.abspath(run_root)
-        self.run_dir = os.path.join(self.run_root, "demo-e2e" if mode == "e2e" else "demo")
+        self.run_dir = os.path.join(self.run_root, {"e2e": "demo-e2e", "replicas": "demo-replicas"}.get(mode, "demo"))
+        self.replicas = {service: count for service, count in (replicas or {}).items() if count > 1}
+        self.instance_ports = {}  # instance name → (public port, internal port or None)
+        self.instance_of = {}  # instance name → (service, replica number or None)
+        self.fronts = {}
         self.bin_dir = os.path.abspath(os.environ.get("LETHE_DEMO_BIN_DIR", "").strip()
                                        or os.path.join(REPO, ".build", "debug"))
         self.cycle = env_int("LETHE_DEMO_CYCLE_SECONDS", 30, 5, 3600)
@@ -76,6 +88,16 @@ class System:
     def callback_url(self):
         return self.gateway + "/v1/signin/atlassian/callback"
 
+    def instances(self, service):
+        """The processes of a service: [(name, replica number)], one with number None when it is not replicated."""
+        count = self.replicas.get(service, 1)
+        if count == 1:
+            return [(service, None)]
+        return [(f"{service}-{number}", number) for number in range(1, count + 1)]
+
+    def instance_url(self, name):
+        return f"http://127.0.0.1:{self.instance_ports[name][0]}"
+
     def data_dir(self, service):
         path = os.path.join(self.run_dir, "data", service)
         os.makedirs(path, exist_ok=True)
@@ -100,13 +122,18 @@ class System:
         self.choose_ports()
 
     def choose_ports(self):
-        if self.mode == "e2e":
+        if self.mode in ("e2e", "replicas"):
             sockets = []
             for service in DEFAULT_PORTS:
                 sock = socket.socket()
                 sock.bind(("127.0.0.1", 0))
                 sockets.append(sock)
                 self.ports[service] = sock.getsockname()[1]
+            for service, count in self.replicas.items():
+                for name, _ in self.instances(service):
+                    ports = [self.free_port(), self.free_port() if service == "oauth-gateway" else None]
+                    self.instance_ports[name] = tuple(ports)
+                self.add_front(service)
             for sock in sockets:
                 sock.close()
             return
@@ -126,6 +153,23 @@ class System:
                               f"Set LETHE_DEMO_PORT_BASE (or {PORT_ENV[service]}) to use other ports")
             finally:
                 sock.close()
+
+    @staticmethod
+    def free_port():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    def add_front(self, service):
+        names = [name for name, _ in self.instances(service)]
+        front = Front(service, lambda: [self.instance_url(name) for name in names])
+        self.fronts[service] = front
+        self.ports[service] = front.port
+        if service == "oauth-gateway":  # pdr-reporter reaches the internal listener (reporting tokens) the same way
+            internal = Front(GATEWAY_INTERNAL, lambda: [f"http://127.0.0.1:{self.instance_ports[name][1]}"
+                                                        for name in names])
+            self.fronts[GATEWAY_INTERNAL] = internal
+            self.ports[GATEWAY_INTERNAL] = internal.port
 
     def start_broker(self):
         given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
@@ -174,7 +218,18 @@ class System:
             env.update(KAFKA_BOOTSTRAP_SERVERS=self.broker, LETHE_TOPIC_NAMESPACE=self.namespace)
         return env
 
-    def service_env(self, service):
+    def service_env(self, service, number=None):
+        env = self.service_env_shared(service)
+        if number is not None:  # one replica of several: its own ports; pdr-reporter its own data (it owns partitions)
+            name = f"{service}-{number}"
+            env["HTTP_PORT"] = str(self.instance_ports[name][0])
+            if self.instance_ports[name][1]:
+                env["HTTP_INTERNAL_PORT"] = str(self.instance_ports[name][1])
+            if service == "pdr-reporter":
+                env["LETHE_DATA_DIR"] = self.data_dir(name)
+        return env
+
+    def service_env_shared(self, service):
         env = self.base_env(service)
         if service == "atlassian-sandbox":
             env.update(SANDBOX_CYCLE_PERIOD_SECONDS=str(self.cycle))
@@ -198,20 +253,58 @@ class System:
             if self.mode == "e2e":  # one `failed` puts an erasure in needs-attention: the console's Retry is tested
                 env.update(ERASURE_MAX_FAILED_ATTEMPTS="1")
         elif service == "operator-console":
+            reporters = [self.instance_url(name) if number else self.url(name)
+                         for name, number in self.instances("pdr-reporter")]
             env.update(LETHE_ADMIN_TOKEN=self.admin_token, LETHE_EXECUTOR_URL=self.url("erasure-executor"),
-                       LETHE_REPORTER_URLS=self.url("pdr-reporter"))
+                       LETHE_REPORTER_URLS=",".join(reporters))
         return env
 
     def start_services(self, names):
-        for name in names:
-            self.processes[name] = self.supervisor.start(
-                name, [os.path.join(self.bin_dir, name)], self.service_env(name))
-            say(f"started {name} (pid {self.processes[name].pid}) on {self.url(name)}")
+        for service in names:
+            for name, number in self.instances(service):
+                self.start_instance(name, service, number)
         self.wait_ready(names)
+        for service in names:  # every replica alive and answering (a standby is live, not ready)
+            for name, number in self.instances(service):
+                if number is not None:
+                    self.wait_live(name)
         if os.environ.get("LETHE_DEMO_MEMORY_REPORT"):
             time.sleep(1)
             for name in names:
                 self.peak_rss["idle"][name] = peak_rss_kib(self.processes[name].pid)
+
+    def start_instance(self, name, service, number):
+        self.processes[name] = self.supervisor.start(
+            name, [os.path.join(self.bin_dir, service)], self.service_env(service, number))
+        self.instance_of[name] = (service, number)
+        where = self.instance_url(name) if number is not None else self.url(service)
+        say(f"started {name} (pid {self.processes[name].pid}) on {where}")
+
+    def kill_and_restart(self, name, down_seconds=1.0):
+        """SIGKILL, as a crash or an OOM kill, then a new process with the same ports and data after `down_seconds`,
+        as an orchestrator's restart policy would. Returns when the new process answers /health/live."""
+        child = self.processes[name]
+        child.signal(signal.SIGKILL)
+        child.process.wait(10)
+        self.supervisor.stop(child)  # reaped: only forgets it
+        say(f"killed {name} (pid {child.pid}) with SIGKILL")
+        time.sleep(down_seconds)
+        service, number = self.instance_of[name]
+        self.start_instance(name, service, number)
+        self.wait_live(name)
+
+    def wait_live(self, name, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.supervisor.check_alive()
+            try:
+                if http("GET", self.instance_url(name) + "/health/live", timeout=6).status == 200:
+                    return
+            except Failure:
+                pass
+            if time.monotonic() > deadline:
+                raise Failure(f"{name} not live after {timeout} s:\n{self.processes[name].tail()}")
+            time.sleep(0.3)
 
     def restart(self, name):
         """Stops the service (SIGTERM, as an orchestrator would) and starts it again on the same port and data."""
@@ -287,6 +380,9 @@ class System:
         if self.supervisor.children:
             say("stopping " + ", ".join(child.name for child in reversed(self.supervisor.children)))
         self.supervisor.stop_all()
+        for front in self.fronts.values():
+            front.close()
+        self.fronts = {}
         self.stop_broker()
         if self.lock_file:
             self.lock_file.close()
