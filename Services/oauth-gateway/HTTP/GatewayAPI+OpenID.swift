@@ -17,9 +17,8 @@ extension GatewayAPI {
             try authorize(FormFields(query: request), request: request, context: context, gateway: gateway)
         }
         router.post("/oauth/authorize") { request, context -> Response in
-            let body = try await request.body.collect(upTo: maxBody)
-            return try authorize(
-                FormFields(decoding: String(buffer: body)), request: request, context: context, gateway: gateway)
+            try authorize(
+                try await FormFields(body: request, upTo: maxBody), request: request, context: context, gateway: gateway)
         }
 
         router.get("/oauth/userinfo") { request, _ -> Response in try userInfo(request, gateway: gateway) }

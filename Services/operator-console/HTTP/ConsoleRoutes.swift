@@ -183,8 +183,7 @@ enum ConsoleRoutes {
     // MARK: Responses
 
     static func form(_ request: Request) async throws -> FormFields {
-        let body = try await request.body.collect(upTo: 16 * 1024)
-        return FormFields(decoding: String(buffer: body))
+        try await FormFields(body: request, upTo: 16 * 1024)
     }
 
     /// The message a redirect carried, if the console signed it.
