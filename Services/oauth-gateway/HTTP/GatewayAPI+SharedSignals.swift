@@ -10,7 +10,15 @@ extension GatewayAPI {
     /// and poll delivery (RFC 8936). Errors are the house shape; the poll endpoint answers RFC 8936's.
     static func addSharedSignalsRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, issuer: String) {
         addDiscovery("/.well-known/ssf-configuration", gateway.sharedSignalsConfiguration(), to: router)
+        addStreamRoutes(to: router, gateway: gateway, issuer: issuer)
+        addStreamStatusRoutes(to: router, gateway: gateway, issuer: issuer)
+        router.post(RouterPath(stringLiteral: SecurityEvents.pollPath + "/:stream")) { request, context -> Response in
+            try await poll(request, stream: context.parameters.get("stream"), gateway: gateway, issuer: issuer)
+        }
+    }
 
+    /// A tenant's stream: create, read, change (PATCH) or replace (PUT), delete (SSF 1.0 §8.1.1).
+    static func addStreamRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, issuer: String) {
         router.post("/ssf/streams") { request, _ -> Response in
             let tenantId = try await streamTenant(request, gateway: gateway, issuer: issuer)
             let body = try await decode(Gateway.StreamRequest.self, request, reason: streamBodyRule)
@@ -59,7 +67,10 @@ extension GatewayAPI {
             gateway.logger.info("security event stream deleted", metadata: ["tenant": "\(tenantId)"])
             return Response(status: .noContent)
         }
+    }
 
+    /// A stream's status (read, or set by the receiver) and its verification event (SSF 1.0 §8.1.2, §8.1.4).
+    static func addStreamStatusRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, issuer: String) {
         router.get("/ssf/status") { request, _ -> Response in
             let tenantId = try await streamTenant(request, gateway: gateway, issuer: issuer)
             let stream = try await ownStream(FormFields(query: request)["stream_id"], tenantId: tenantId, gateway: gateway)
@@ -111,44 +122,46 @@ extension GatewayAPI {
             try await gateway.database.enqueueSecurityEvent(event, streamId: stream.streamId)
             return Response(status: .noContent)
         }
+    }
 
-        // RFC 8936: the receiver acknowledges what it processed (`ack`) or could not (`setErrs`) and gets the next
-        // events (`maxEvents`, at most 100 here; 0: acknowledge only); unless `returnImmediately`, it waits up to 10 s
-        // for some.
-        router.post(RouterPath(stringLiteral: SecurityEvents.pollPath + "/:stream")) { request, context -> Response in
-            let tenantId = try await streamTenant(request, gateway: gateway, issuer: issuer)
-            let stream = try await ownStream(context.parameters.get("stream"), tenantId: tenantId, gateway: gateway)
-            guard stream.method == .poll else {
-                throw HTTPError(.badRequest, message: "this stream is delivered by push, not poll")
-            }
-            struct Body: Decodable {
-                var ack: [String]?
-                var setErrs: [String: [String: String]]?
-                var maxEvents: Int?
-                var returnImmediately: Bool?
-            }
-            let body = try await decode(
-                Body.self, request, reason: "body must be JSON {ack?, setErrs?, maxEvents?, returnImmediately?}")
-            let max = min(max(body.maxEvents ?? 100, 0), 100)
-            let deadline = ContinuousClock.now + .seconds(10)
-            var acknowledged = body.ack ?? []
-            var refused = Array((body.setErrs ?? [:]).keys)
-            while true {
-                let (events, more) = try await gateway.database.poll(
-                    streamId: stream.streamId, acknowledged: acknowledged, refused: refused,
-                    max: stream.status == .enabled ? max : 0)
-                (acknowledged, refused) = ([], [])
-                if !events.isEmpty || body.returnImmediately == true || max == 0 || ContinuousClock.now >= deadline {
-                    var sets: [String: String] = [:]
-                    for event in events { sets[event.jti] = try await gateway.signedSecurityEvent(event) }
-                    struct Answer: Encodable {
-                        var sets: [String: String]
-                        var moreAvailable: Bool
-                    }
-                    return try json(Answer(sets: sets, moreAvailable: more))
+    /// Poll delivery (RFC 8936): the receiver acknowledges what it processed (`ack`) or could not (`setErrs`) and gets
+    /// the next events (`maxEvents`, at most 100 here; 0: acknowledge only); unless `returnImmediately`, it waits up to
+    /// 10 s for some.
+    static func poll(_ request: Request, stream streamId: String?, gateway: Gateway, issuer: String) async throws
+        -> Response
+    {
+        let tenantId = try await streamTenant(request, gateway: gateway, issuer: issuer)
+        let stream = try await ownStream(streamId, tenantId: tenantId, gateway: gateway)
+        guard stream.method == .poll else {
+            throw HTTPError(.badRequest, message: "this stream is delivered by push, not poll")
+        }
+        struct Body: Decodable {
+            var ack: [String]?
+            var setErrs: [String: [String: String]]?
+            var maxEvents: Int?
+            var returnImmediately: Bool?
+        }
+        let body = try await decode(
+            Body.self, request, reason: "body must be JSON {ack?, setErrs?, maxEvents?, returnImmediately?}")
+        let max = min(max(body.maxEvents ?? 100, 0), 100)
+        let deadline = ContinuousClock.now + .seconds(10)
+        var acknowledged = body.ack ?? []
+        var refused = Array((body.setErrs ?? [:]).keys)
+        while true {
+            let (events, more) = try await gateway.database.poll(
+                streamId: stream.streamId, acknowledged: acknowledged, refused: refused,
+                max: stream.status == .enabled ? max : 0)
+            (acknowledged, refused) = ([], [])
+            if !events.isEmpty || body.returnImmediately == true || max == 0 || ContinuousClock.now >= deadline {
+                var sets: [String: String] = [:]
+                for event in events { sets[event.jti] = try await gateway.signedSecurityEvent(event) }
+                struct Answer: Encodable {
+                    var sets: [String: String]
+                    var moreAvailable: Bool
                 }
-                try await Task.sleep(for: .milliseconds(250))
+                return try json(Answer(sets: sets, moreAvailable: more))
             }
+            try await Task.sleep(for: .milliseconds(250))
         }
     }
 

@@ -80,6 +80,12 @@ extension GatewayAPI {
             }
         }
 
+        addOperatorKeyRoutes(to: router, gateway: gateway, admin: admin)
+        addOperatorStreamRoutes(to: router, gateway: gateway, admin: admin)
+    }
+
+    /// The signing keys (rotate, revoke) and the data keys (list, rotate).
+    static func addOperatorKeyRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, admin: BearerSecret) {
         router.post("/v1/signing-keys/rotate") { request, _ -> RotatedKey in
             try admin.require(request)
             return RotatedKey(kid: try await gateway.signer.rotate())
@@ -96,16 +102,6 @@ extension GatewayAPI {
             return try await dataKeysView(gateway)
         }
 
-        router.get("/v1/ssf/streams") { request, _ -> StreamOverviewList in
-            try admin.require(request)
-            var overviews: [StreamOverview] = []
-            for stream in try await gateway.database.streams() {
-                let state = try await gateway.database.streamDeliveryState(stream.streamId)
-                overviews.append(StreamOverview(stream, state: state))
-            }
-            return StreamOverviewList(streams: overviews)
-        }
-
         router.post("/v1/signing-keys/:kid/revoke") { request, context -> RevokedKey in
             try admin.require(request)
             let kid = try context.parameters.require("kid")
@@ -114,6 +110,19 @@ extension GatewayAPI {
             }
             gateway.logger.warning("signing key revoked", metadata: ["kid": "\(kid)", "active_kid": "\(active)"])
             return RevokedKey(revoked: kid, activeKid: active)
+        }
+    }
+
+    /// Every tenant's Shared Signals stream and how its delivery stands (the operator console reads it).
+    static func addOperatorStreamRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, admin: BearerSecret) {
+        router.get("/v1/ssf/streams") { request, _ -> StreamOverviewList in
+            try admin.require(request)
+            var overviews: [StreamOverview] = []
+            for stream in try await gateway.database.streams() {
+                let state = try await gateway.database.streamDeliveryState(stream.streamId)
+                overviews.append(StreamOverview(stream, state: state))
+            }
+            return StreamOverviewList(streams: overviews)
         }
     }
 

@@ -91,6 +91,29 @@ enum ConsoleRoutes {
                     erasure, id: id, csrf: console.session.csrfToken(for: session), flash: flash(request, console)))
         }
 
+        addActionRoutes(to: router, console: console)
+        router.get("/audit/export") { request, _ -> Response in
+            guard signedIn(request, console) != nil else { return redirect("/login") }
+            let upstream: HTTPClientResponse
+            do {
+                upstream = try await console.apis.auditExport()
+            } catch {
+                throw HTTPError(.badGateway, message: "the audit export is unavailable: \(error)")
+            }
+            let stamp = Int(Date().timeIntervalSince1970)
+            return Response(
+                status: .ok,
+                headers: [
+                    .contentType: "application/x-ndjson", .cacheControl: "no-store",
+                    .contentDisposition: "attachment; filename=\"lethe-audit-\(stamp).jsonl\"",
+                ],
+                body: ResponseBody(asyncSequence: upstream.body))
+        }
+    }
+
+    /// The operator's actions, each a form posted with the session's CSRF token: retry an erasure, waive one
+    /// participant of one erasure, retire a participant.
+    static func addActionRoutes(to router: Router<LetheRequestContext>, console: Console) {
         router.post("/erasures/:id/retry") { request, context -> Response in
             _ = try await signedInForm(request, console)
             let id = try context.parameters.require("id")
@@ -131,24 +154,6 @@ enum ConsoleRoutes {
             console.logger.notice(
                 "operator retired a participant from the console", metadata: ["participant": "\(participant)"])
             return redirect("/", flash: .init(ok: true, message: "\(participant) retired."), console)
-        }
-
-        router.get("/audit/export") { request, _ -> Response in
-            guard signedIn(request, console) != nil else { return redirect("/login") }
-            let upstream: HTTPClientResponse
-            do {
-                upstream = try await console.apis.auditExport()
-            } catch {
-                throw HTTPError(.badGateway, message: "the audit export is unavailable: \(error)")
-            }
-            let stamp = Int(Date().timeIntervalSince1970)
-            return Response(
-                status: .ok,
-                headers: [
-                    .contentType: "application/x-ndjson", .cacheControl: "no-store",
-                    .contentDisposition: "attachment; filename=\"lethe-audit-\(stamp).jsonl\"",
-                ],
-                body: ResponseBody(asyncSequence: upstream.body))
         }
     }
 
