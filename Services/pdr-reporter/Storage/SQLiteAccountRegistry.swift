@@ -41,7 +41,9 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
         self.database = try SQLiteDatabase(path: path, migrations: Self.migrations, secureDelete: true)
         self.schedule = schedule
         self.checkpointer = WALCheckpointer(database: database, logger: logger)
-        checkpointer.request()
+        // At once rather than through the checkpointer: its first request would make the next one (a closed account
+        // during the first restore) wait out its interval.
+        try database.pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
     }
 
     /// Readiness: the file can be read.
@@ -346,18 +348,26 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
     }
 
     package func dropPartition(_ partition: Int32) async throws {
-        try await database.write { db in
+        let dropped = try await database.write { db in
             try db.execute(sql: "DELETE FROM pdr_accounts WHERE partition = ?", arguments: [partition])
+            var count = db.changesCount
             try db.execute(sql: "DELETE FROM pdr_changelog WHERE partition = ?", arguments: [partition])
+            count += db.changesCount
+            return count
         }
-        checkpointer.request()
+        // Only when rows went: the checkpointer runs at most once a second, and a needless one (an assignment drops
+        // what is usually already empty) would delay the one a closed account asks for during the restore.
+        if dropped > 0 { checkpointer.request() }
     }
 
     package func dropAll() async throws {
-        try await database.write { db in
+        let dropped = try await database.write { db in
             try db.execute(sql: "DELETE FROM pdr_accounts")
+            var count = db.changesCount
             try db.execute(sql: "DELETE FROM pdr_changelog")
+            count += db.changesCount
+            return count
         }
-        checkpointer.request()
+        if dropped > 0 { checkpointer.request() }
     }
 }
