@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 
 import pytest
 
@@ -108,7 +109,7 @@ class Run:
 @pytest.fixture(scope="module")
 def run():
     log_as("replicas")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # as Ctrl-C: the finally below stops every process
     seed = int(os.environ.get("LETHE_REPLICAS_SEED") or random.randrange(1 << 30))
     say(f"seed {seed} (LETHE_REPLICAS_SEED={seed} replays these choices)")
     system = System("replicas", replicas=REPLICAS)
@@ -229,5 +230,8 @@ def test_nothing_of_a_closed_account_on_any_replicas_disk(run):
 
 
 def time_of(stamp):
-    from datetime import datetime
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def raise_keyboard_interrupt(_signum, _frame):
+    raise KeyboardInterrupt

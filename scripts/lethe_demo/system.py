@@ -129,7 +129,7 @@ class System:
                 sock.bind(("127.0.0.1", 0))
                 sockets.append(sock)
                 self.ports[service] = sock.getsockname()[1]
-            for service, count in self.replicas.items():
+            for service in self.replicas:
                 for name, _ in self.instances(service):
                     ports = [self.free_port(), self.free_port() if service == "oauth-gateway" else None]
                     self.instance_ports[name] = tuple(ports)
@@ -270,8 +270,9 @@ class System:
                     self.wait_live(name)
         if os.environ.get("LETHE_DEMO_MEMORY_REPORT"):
             time.sleep(1)
-            for name in names:
-                self.peak_rss["idle"][name] = peak_rss_kib(self.processes[name].pid)
+            for service in names:
+                for name, _ in self.instances(service):
+                    self.peak_rss["idle"][name] = peak_rss_kib(self.processes[name].pid)
 
     def start_instance(self, name, service, number):
         self.processes[name] = self.supervisor.start(
