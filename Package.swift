@@ -93,7 +93,7 @@ let package = Package(
 
         .target(
             name: "ServiceRuntime",
-            dependencies: ["ServiceKit", "Messaging", "Contracts", hummingbird, prometheus, lifecycle, logging],
+            dependencies: ["ServiceKit", "Messaging", "Contracts", "ErasureKit", hummingbird, prometheus, lifecycle, logging],
             path: "Shared/ServiceRuntime"
         ),
         .target(

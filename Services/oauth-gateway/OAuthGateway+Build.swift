@@ -43,21 +43,12 @@ func buildOAuthGateway(
     let statusConsumer = try context.consumer(group: "oauth-gateway", topics: [topics.pdrStatus])
     // Completed erasures become the tenants' account-purged security events.
     let completionConsumer = try context.consumer(group: "oauth-gateway.ssf", topics: [topics.erasureCompleted])
-    let participant = try ErasureParticipant(
-        config: ErasureParticipantConfig(
-            participant: "oauth-gateway", holds: ["accountId", "accessToken", "refreshToken"],
-            groupId: config.standard.group("lethe.erasure.oauth-gateway"), commandsTopic: topics.erasureCommands,
-            acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6),
-            fetchMaxWait: config.standard.kafka.fetchMaxWait),
-        handler: GatewayErasureHandler(database: database, checkpointer: checkpointer), producer: producer,
-        bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
+    let participant = try context.erasureParticipant(
+        "oauth-gateway", holds: ["accountId", "accessToken", "refreshToken"],
+        handler: GatewayErasureHandler(database: database, checkpointer: checkpointer))
 
     // Created after everything that can throw, so a failed start never leaves a client that was not shut down.
-    // Its own client rather than HTTPClient.shared: the shared one keeps at most 8 connections per host, and every
-    // sign-in in flight makes two sequential calls to Atlassian, so concurrent sign-ins queued for a connection.
-    var httpConfiguration = HTTPClient.Configuration.singletonConfiguration
-    httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
-    let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+    let httpClient = atlassianHTTPClient()
     let gateway: Gateway
     do {
         gateway = try await makeGateway(config: config, database: database, httpClient: httpClient, logger: logger)
@@ -93,6 +84,15 @@ func buildOAuthGateway(
         ],
         resources: [HTTPClientService(client: httpClient)], http: http, handleSignals: handleSignals)
     return OAuthGatewayParts(group: group, gateway: gateway, database: database)
+}
+
+/// The client of Atlassian's (and the Shared Signals receivers') endpoints. Its own rather than HTTPClient.shared: the
+/// shared one keeps at most 8 connections per host, and every sign-in in flight makes two sequential calls to
+/// Atlassian, so concurrent sign-ins queued for a connection.
+func atlassianHTTPClient() -> HTTPClient {
+    var configuration = HTTPClient.Configuration.singletonConfiguration
+    configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
 }
 
 /// The gateway's logic over its SQLite file, without Kafka: the data and signing keys loaded (created on a new file),

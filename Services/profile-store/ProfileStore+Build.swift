@@ -49,14 +49,9 @@ func buildProfileStore(
     let ingestor = ProfileIngestor(
         consumer: consumer, database: database, relay: relay, producer: context.producer, logger: logger,
         maxBatch: config.ingestBatch)
-    let participant = try ErasureParticipant(
-        config: ErasureParticipantConfig(
-            participant: "profile-store", holds: ["name", "email", "nickname", "picture"],
-            groupId: config.standard.group("lethe.erasure.profile-store"), commandsTopic: topics.erasureCommands,
-            acksTopic: topics.erasureAcks, participantsTopic: topics.erasureParticipants,
-            sessionTimeout: .seconds(6), fetchMaxWait: config.standard.kafka.fetchMaxWait),
-        handler: ProfileErasureHandler(database: database, checkpointer: checkpointer), producer: context.producer,
-        bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
+    let participant = try context.erasureParticipant(
+        "profile-store", holds: ["name", "email", "nickname", "picture"],
+        handler: ProfileErasureHandler(database: database, checkpointer: checkpointer))
 
     let http = context.httpServers(database: { try await database.database.check() }) { router in
         ProfileAPI.addRoutes(

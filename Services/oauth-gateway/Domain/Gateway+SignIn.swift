@@ -124,19 +124,25 @@ extension Gateway {
             userId: stored.userId, accountId: profile.accountId, appId: appId, test: test,
             profile: .init(name: profile.name, email: profile.email, nickname: profile.nickname,
                            picture: profile.picture, emailVerified: profile.emailVerified))
+        let code = try signInCode(payload, connectionId: stored.connectionId, state: state, now: now)
+        return Self.appendQuery(to: redirectURI, [("code", code)] + responseParameters(state))
+    }
+
+    /// What the tenant redeems (sealed, nothing stored): an OpenID authorization code for the client of an OpenID
+    /// request, else a sign-in code for the tenant.
+    private func signInCode(
+        _ payload: SignInPayload, connectionId: String, state: SealedSignInState, now: Date
+    ) throws -> String {
         let expiresAt = now.addingTimeInterval(Self.codeLifetime)
-        let code: String
         if let openID = state.openID {
-            code = try SealedAuthorizationCode(
-                connectionId: stored.connectionId, payload: payload, redirectURIHash: state.returnURLHash,
+            return try SealedAuthorizationCode(
+                connectionId: connectionId, payload: payload, redirectURIHash: state.returnURLHash,
                 request: openID, authTime: now, expiresAt: expiresAt, nonce: SignInNonce.make()
             ).seal(with: box, clientId: openID.clientId)
-        } else {
-            code = try SealedSignInCode(
-                connectionId: stored.connectionId, payload: payload, expiresAt: expiresAt, nonce: SignInNonce.make()
-            ).seal(with: box, tenantId: tenantId)
         }
-        return Self.appendQuery(to: redirectURI, [("code", code)] + responseParameters(state))
+        return try SealedSignInCode(
+            connectionId: connectionId, payload: payload, expiresAt: expiresAt, nonce: SignInNonce.make()
+        ).seal(with: box, tenantId: state.tenantId)
     }
 
     /// What every redirect back to the tenant carries besides the code or the error: its `state` (omitted when an

@@ -40,6 +40,13 @@ extension GatewayAPI {
                 nextCursor: page.lastRow.map(tenantCursor.make(after:)))
         }
 
+        addTenantChangeRoutes(to: router, gateway: gateway, admin: admin)
+        addOperatorKeyRoutes(to: router, gateway: gateway, admin: admin)
+        addOperatorStreamRoutes(to: router, gateway: gateway, admin: admin)
+    }
+
+    /// A tenant's secret replaced, its allowed scopes set, the tenant disabled or enabled again.
+    static func addTenantChangeRoutes(to router: Router<LetheRequestContext>, gateway: Gateway, admin: BearerSecret) {
         router.post("/v1/tenants/:tenant/credentials") { request, context -> Response in
             try admin.require(request)
             let tenantId = try context.parameters.require("tenant")
@@ -79,9 +86,6 @@ extension GatewayAPI {
                 }
             }
         }
-
-        addOperatorKeyRoutes(to: router, gateway: gateway, admin: admin)
-        addOperatorStreamRoutes(to: router, gateway: gateway, admin: admin)
     }
 
     /// The signing keys (rotate, revoke) and the data keys (list, rotate).

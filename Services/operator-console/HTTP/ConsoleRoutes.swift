@@ -43,36 +43,7 @@ enum ConsoleRoutes {
         router.get("/console.css") { _, _ in asset(ConsoleAssets.css, type: "text/css; charset=utf-8") }
         router.get("/console.js") { _, _ in asset(ConsoleAssets.javascript, type: "text/javascript; charset=utf-8") }
 
-        router.get("/login") { request, _ -> Response in
-            if console.session.isValid(sessionCookie(request)) { return redirect("/") }
-            return page(ConsolePage.signIn(problem: nil))
-        }
-
-        router.post("/login") { request, context -> Response in
-            let client = context.remoteAddress?.ipAddress ?? "local"
-            if let wait = console.signInLimiter.take(client) {
-                var response = page(
-                    ConsolePage.signIn(problem: "Too many attempts; try again in \(wait) s."), status: .tooManyRequests)
-                response.headers[.retryAfter] = "\(wait)"
-                return response
-            }
-            let form = try await form(request)
-            guard let token = form["token"], console.admin.matches(token) else {
-                console.logger.warning("console sign-in refused: wrong operator token")
-                return page(ConsolePage.signIn(problem: "That is not the operator token."), status: .unauthorized)
-            }
-            console.logger.notice("operator signed in to the console")
-            var response = redirect("/")
-            response.setCookie(cookie(console.session.issue(), maxAge: Int(console.session.lifetime), console))
-            return response
-        }
-
-        router.post("/logout") { request, _ -> Response in
-            _ = try await signedInForm(request, console)
-            var response = redirect("/login")
-            response.setCookie(cookie("", maxAge: 0, console))
-            return response
-        }
+        addSessionRoutes(to: router, console: console)
 
         router.get("/") { request, _ -> Response in
             guard let session = signedIn(request, console) else { return redirect("/login") }
@@ -108,6 +79,40 @@ enum ConsoleRoutes {
                     .contentDisposition: "attachment; filename=\"lethe-audit-\(stamp).jsonl\"",
                 ],
                 body: ResponseBody(asyncSequence: upstream.body))
+        }
+    }
+
+    /// Signing in with the operator token (limited per address) and out.
+    static func addSessionRoutes(to router: Router<LetheRequestContext>, console: Console) {
+        router.get("/login") { request, _ -> Response in
+            if console.session.isValid(sessionCookie(request)) { return redirect("/") }
+            return page(ConsolePage.signIn(problem: nil))
+        }
+
+        router.post("/login") { request, context -> Response in
+            let client = context.remoteAddress?.ipAddress ?? "local"
+            if let wait = console.signInLimiter.take(client) {
+                var response = page(
+                    ConsolePage.signIn(problem: "Too many attempts; try again in \(wait) s."), status: .tooManyRequests)
+                response.headers[.retryAfter] = "\(wait)"
+                return response
+            }
+            let form = try await form(request)
+            guard let token = form["token"], console.admin.matches(token) else {
+                console.logger.warning("console sign-in refused: wrong operator token")
+                return page(ConsolePage.signIn(problem: "That is not the operator token."), status: .unauthorized)
+            }
+            console.logger.notice("operator signed in to the console")
+            var response = redirect("/")
+            response.setCookie(cookie(console.session.issue(), maxAge: Int(console.session.lifetime), console))
+            return response
+        }
+
+        router.post("/logout") { request, _ -> Response in
+            _ = try await signedInForm(request, console)
+            var response = redirect("/login")
+            response.setCookie(cookie("", maxAge: 0, console))
+            return response
         }
     }
 
