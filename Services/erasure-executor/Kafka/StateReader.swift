@@ -24,11 +24,6 @@ import ServiceLifecycle
 /// `lethe_erasure_participants_rejected`) until the participant declares again properly or an operator retires it.
 /// `deadlineDays` above 30 is capped at 30.
 final class StateReader: Service, Sendable {
-    /// The header of a restore marker; its value is unique per start and partition.
-    static let markerHeader = "lethe_restore_marker"
-    /// The key of a restore marker (a tombstone, so compaction removes it).
-    static let markerKey = "lethe-restore-marker"
-
     private let consumer: KafkaConsumer
     private let producer: KafkaProducer
     private let deadLetters: DeadLetterQueue
@@ -100,12 +95,10 @@ final class StateReader: Service, Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.consumer.run() }
             group.addTask { await self.alertWhileNotRestored() }
-            let restoreId = UUID().uuidString.lowercased()
-            var restore = Restore(pending: Dictionary(uniqueKeysWithValues: partitions.map {
-                ($0, "\(restoreId):\($0.topic):\($0.partition)")
-            }))
+            let markers = RestoreMarker.make(for: partitions)
+            var restore = Restore(pending: markers.ids)
             gate.report(pendingPartitions: restore.pending.count)
-            try await writeMarkers(restore.pending)
+            try await writeMarkers(markers.records)
             let prepare: @Sendable (KafkaMessage) -> Prepared = { [self] message in
                 Prepared(message: message, kind: self.prepare(message))
             }
@@ -118,12 +111,7 @@ final class StateReader: Service, Sendable {
 
     /// Writes this start's marker to every state partition, retrying (with the reason in the readiness check) until
     /// the broker acknowledged them all. A fatal producer error ends the service (and the process).
-    private func writeMarkers(_ markers: [TopicPartition: String]) async throws {
-        let messages = markers.map { partition, id in
-            OutgoingMessage(
-                topic: partition.topic, key: Array(Self.markerKey.utf8), value: nil,
-                headers: [KafkaHeader(name: Self.markerHeader, string: id)], partition: partition.partition)
-        }
+    private func writeMarkers(_ messages: [OutgoingMessage]) async throws {
         try await retryUntilDone("writing the restore markers", logger: logger, onRetry: {
             self.gate.report(problem: "cannot write the restore markers to the state topics: \($0)")
         }) {
@@ -142,13 +130,13 @@ final class StateReader: Service, Sendable {
     }
 
     private func prepare(_ message: KafkaMessage) -> Prepared.Kind {
-        if let marker = message.headers.first(where: { $0.name == Self.markerHeader })?.stringValue {
+        if let marker = RestoreMarker.id(of: message) {
             return .marker(marker)
         }
         let key = message.keyString.flatMap { $0.isEmpty ? nil : $0 }
         if message.value == nil {
             // A marker without its header would be odd, but it is never a tenant or participant leaving.
-            guard let key, key != Self.markerKey else { return .reject("tombstone without a usable key", keep: nil, key: nil) }
+            guard let key, key != RestoreMarker.key else { return .reject("tombstone without a usable key", keep: nil, key: nil) }
             switch message.topic {
             case topics.tenants: return .apply(.removeTenant(key), key: key, live: false)
             case topics.erasureParticipants: return .apply(.removeParticipant(key), key: key, live: false)

@@ -40,11 +40,6 @@ final class PartitionedIntake: Service, Sendable {
     private let restoreProgressInterval: Duration
     private let logger: Logger
 
-    /// The header that marks a restore marker record on the changelog topic; its value is unique per restore.
-    static let markerHeader = "lethe_restore_marker"
-    /// The key of marker records. Not an `appId:accountId`, and the value is null: on a real (compacting) broker the
-    /// markers collapse into one tombstone and then disappear, so they never grow the changelog.
-    static let markerKey = "lethe-restore-marker"
 
     struct RestoreTimedOut: Error, CustomStringConvertible {
         var partitions: [Int32]
@@ -259,18 +254,9 @@ final class PartitionedIntake: Service, Sendable {
     /// Produces this restore's marker to each of `partitions` and waits for the broker to acknowledge them. Returns
     /// each partition's marker.
     private func writeMarkers(_ partitions: [Int32]) async throws -> [Int32: String] {
-        let restoreId = UUID().uuidString.lowercased()
-        var pending: [Int32: String] = [:]
-        var markers: [OutgoingMessage] = []
-        for partition in partitions {
-            let id = "\(restoreId):\(partition)"
-            pending[partition] = id
-            markers.append(OutgoingMessage(
-                topic: topics.pdrReports, key: Array(Self.markerKey.utf8), value: nil,
-                headers: [KafkaHeader(name: Self.markerHeader, string: id)], partition: partition))
-        }
-        try await producer.send(markers)
-        return pending
+        let markers = RestoreMarker.make(for: partitions.map { TopicPartition(topic: topics.pdrReports, partition: $0) })
+        try await producer.send(markers.records)
+        return Dictionary(uniqueKeysWithValues: markers.ids.map { ($0.key.partition, $0.value) })
     }
 
     /// A reader of changelog `partitions` from their beginning, outside any group.
@@ -313,7 +299,7 @@ final class PartitionedIntake: Service, Sendable {
         }
         for try await event in reader.events {
             guard case .message(let message) = event else { continue }
-            if let marker = message.headers.first(where: { $0.name == Self.markerHeader })?.stringValue {
+            if let marker = RestoreMarker.id(of: message) {
                 if pending[message.partition] == marker {
                     try await flush(message.partition)
                     pending[message.partition] = nil
