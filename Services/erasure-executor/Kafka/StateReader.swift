@@ -9,12 +9,10 @@ import ServiceLifecycle
 /// delete) of the ledger's copy, applied in batches, so reading the full history again is harmless and the last value
 /// per key wins.
 ///
-/// **Read to the end before anything is dispatched.** At start it writes a marker to every partition of both topics
-/// (a tombstone keyed `lethe-restore-marker`, header `lethe_restore_marker`, which readers skip) and reads until it
-/// has seen its own marker in each: the broker appended the marker after every record it had acknowledged, so
-/// everything declared before the start has been read — on any Kafka-protocol broker, whatever its watermarks say
-/// (Tansu's are not exact) and whether or not the last offset is a transaction marker. Only then does the gate open.
-/// Failing to write or read keeps it shut, retried, with the reason in `/health/ready`.
+/// **Read to the end before anything is dispatched.** At start it writes a ``RestoreMarker`` to every partition of
+/// both topics and reads until it has seen its own marker in each, so everything declared before the start has been
+/// read. Only then does the gate open. Failing to write or read keeps it shut, retried, with the reason in
+/// `/health/ready`.
 ///
 /// **Nothing is dropped silently.** A record that cannot be used (not decodable, no CloudEvents headers, a key that is
 /// not its tenant or participant, `deadlineDays` ≤ 0) goes to `<topic>.dlq` with the reason, once (remembered in the

@@ -215,12 +215,10 @@ final class PartitionedIntake: Service, Sendable {
     /// `AppReporter.adopt`), rounded to the millisecond the dates carry; over several partitions the longest wins,
     /// because following too long a cycle for a moment is late while too short a one would be early.
     ///
-    /// Why a marker and not the high watermark: on Tansu, ListOffsets/watermarks are not exact, so "position reached
-    /// high" cannot tell that the reader has caught up. Instead a marker record is produced to each partition first and
-    /// awaited (`acks=all`): the broker appends it after every record it had acknowledged until then — in particular
-    /// after every `AccountReported` the previous owner got acknowledged before its sink returned. Reading until the
-    /// marker therefore sees everything the previous owner recorded, on any Kafka-protocol broker, whatever its
-    /// watermarks say. Markers from other restores (other instances, earlier assignments) are skipped.
+    /// Read to the end by ``RestoreMarker`` (not the high watermark, which Tansu does not report exactly): the marker
+    /// comes after every `AccountReported` the previous owner got acknowledged before its sink returned, so the
+    /// restore sees everything it recorded. Markers from other restores (other instances, earlier assignments) are
+    /// skipped.
     private func restoreChangelog(_ partitions: [Int32]) async throws -> RestoredChangelog {
         let markers = try await writeMarkers(partitions)
         let reader = try restoreReader(partitions)
