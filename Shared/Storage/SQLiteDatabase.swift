@@ -118,8 +118,15 @@ package final class SQLiteDatabase: Sendable {
     /// Copies the WAL into the database file and truncates the WAL, so page images of deleted rows do not linger in
     /// the `-wal` file. Best effort: a reader holding an old snapshot keeps part of the WAL until it finishes.
     package func checkpoint() async throws {
-        try await pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+        try await pool.writeWithoutTransaction(Self.truncateWAL)
     }
+
+    /// ``checkpoint()`` on the calling thread, for a service opening its file.
+    package func checkpointNow() throws {
+        try pool.writeWithoutTransaction(Self.truncateWAL)
+    }
+
+    private static func truncateWAL(_ db: GRDB.Database) throws { _ = try db.checkpoint(.truncate) }
 
     /// Readiness: the file can be read. Throws the SQLite error otherwise.
     package func check() async throws {

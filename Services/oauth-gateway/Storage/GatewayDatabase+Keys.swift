@@ -30,8 +30,7 @@ extension GatewayDatabase {
         try await database.write { db in
             try db.cachedStatement(sql: "UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
                 .execute(arguments: [now.timeIntervalSince1970])
-            try db.cachedStatement(sql: "INSERT INTO signing_keys (kid, private_key, created_at) VALUES (?, ?, ?)")
-                .execute(arguments: [kid, sealedPrivateKey, now.timeIntervalSince1970])
+            try Self.insertSigningKey(kid: kid, sealedPrivateKey: sealedPrivateKey, now: now, in: db)
         }
     }
 
@@ -41,9 +40,13 @@ extension GatewayDatabase {
         try await database.write { db in
             let active = try Int.fetchOne(db, sql: "SELECT count(*) FROM signing_keys WHERE retired_at IS NULL") ?? 0
             guard active == 0 else { return }
-            try db.cachedStatement(sql: "INSERT INTO signing_keys (kid, private_key, created_at) VALUES (?, ?, ?)")
-                .execute(arguments: [kid, sealedPrivateKey, now.timeIntervalSince1970])
+            try Self.insertSigningKey(kid: kid, sealedPrivateKey: sealedPrivateKey, now: now, in: db)
         }
+    }
+
+    private static func insertSigningKey(kid: String, sealedPrivateKey: Data, now: Date, in db: GRDB.Database) throws {
+        try db.cachedStatement(sql: "INSERT INTO signing_keys (kid, private_key, created_at) VALUES (?, ?, ?)")
+            .execute(arguments: [kid, sealedPrivateKey, now.timeIntervalSince1970])
     }
 
     /// Takes a key out of the published set at once: it is marked retired at the epoch, long before any

@@ -43,7 +43,7 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
         self.checkpointer = WALCheckpointer(database: database, logger: logger)
         // At once rather than through the checkpointer: its first request would make the next one (a closed account
         // during the first restore) wait out its interval.
-        try database.pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+        try database.checkpointNow()
     }
 
     /// Readiness: the file can be read.
@@ -348,23 +348,21 @@ package final class SQLiteAccountRegistry: PartitionedAccountRegistry {
     }
 
     package func dropPartition(_ partition: Int32) async throws {
-        let dropped = try await database.write { db in
-            try db.execute(sql: "DELETE FROM pdr_accounts WHERE partition = ?", arguments: [partition])
-            var count = db.changesCount
-            try db.execute(sql: "DELETE FROM pdr_changelog WHERE partition = ?", arguments: [partition])
-            count += db.changesCount
-            return count
-        }
-        // Only when rows went: the checkpointer runs at most once a second, and a needless one (an assignment drops
-        // what is usually already empty) would delay the one a closed account asks for during the restore.
-        if dropped > 0 { checkpointer.request() }
+        try await drop(where: "partition = ?", arguments: [partition])
     }
 
     package func dropAll() async throws {
+        try await drop(where: "1", arguments: [])
+    }
+
+    /// Deletes the accounts and changelog rows matching `condition`, then asks for a checkpoint — only when rows went:
+    /// the checkpointer runs at most once a second, and a needless one (an assignment drops what is usually already
+    /// empty) would delay the one a closed account asks for during the restore.
+    private func drop(where condition: String, arguments: StatementArguments) async throws {
         let dropped = try await database.write { db in
-            try db.execute(sql: "DELETE FROM pdr_accounts")
+            try db.execute(sql: "DELETE FROM pdr_accounts WHERE \(condition)", arguments: arguments)
             var count = db.changesCount
-            try db.execute(sql: "DELETE FROM pdr_changelog")
+            try db.execute(sql: "DELETE FROM pdr_changelog WHERE \(condition)", arguments: arguments)
             count += db.changesCount
             return count
         }
