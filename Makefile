@@ -12,7 +12,7 @@ else
 SWIFT_TEST_RUN := swift test --skip-build $(SWIFT_TEST_FLAGS)
 endif
 
-.PHONY: help deps build test test-replicas bench bench-messaging bench-ingest bench-signin bench-erasure bench-pdr bench-memory demo run broker-start broker-stop clean
+.PHONY: help deps build test test-replicas bench bench-messaging bench-ingest bench-signin bench-erasure bench-pdr bench-memory bench-scale demo run broker-start broker-stop clean
 
 help:
 	@echo "make test             install deps, start the dev broker, build, run every test, stop the broker"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-signin     sign-ins through oauth-gateway vs bare sandbox sequences (see bench/signin.sh)"
 	@echo "make bench-erasure    10,000 closed statuses at 2,000/s through the executor and 3 participants (bench/erasure.sh)"
 	@echo "make bench-pdr        one PDR cycle of 100,000 accounts over 3 apps against the sandbox (bench/pdr.sh)"
+	@echo "make bench-scale      erasure and reporting throughput with 1/2/3 replicas, restore of 100k (bench/scale.sh)"
 	@echo "make demo             the whole system as local processes, a scripted scenario and a report (scripts/lethe-demo)"
 	@echo "make run              the whole system, left running until Ctrl-C, with its URLs and credentials printed"
 	@echo "make broker-start     start the dev broker and leave it running (prints its address)"
@@ -78,11 +79,15 @@ bench-memory: deps
 	$(call release,atlassian-sandbox oauth-gateway profile-store pdr-reporter erasure-executor operator-console pdr-bench)
 	bench/record memory -- scripts/with-dev-broker --fresh bench/memory.sh
 
-# Every bench in one go (a shorter PDR cycle than bench-pdr alone, to stay near 15 minutes on 2 cores); each files its
+bench-scale: deps
+	$(call release,atlassian-sandbox oauth-gateway pdr-reporter pdr-bench erasure-executor profile-store erasure-bench)
+	bench/record scale -- scripts/with-dev-broker --fresh bench/scale.sh
+
+# Every bench in one go (a shorter PDR cycle than bench-pdr alone, to stay near 30 minutes on 2 cores); each files its
 # last line in bench/results.json and bench/RESULTS.md. Stops at the first bench that fails.
 bench: deps
 	swift build -c release
-	$(MAKE) --no-print-directory bench-messaging bench-ingest bench-signin bench-erasure bench-memory
+	$(MAKE) --no-print-directory bench-messaging bench-ingest bench-signin bench-erasure bench-memory bench-scale
 	PDR_CYCLE_SECONDS=180 CONTINUOUS_CYCLE_SECONDS=40 $(MAKE) --no-print-directory bench-pdr
 	bench/record --report
 

@@ -35,17 +35,10 @@ data="$(mktemp -d -t lethe-erasure-bench.XXXXXX)"
 mkdir -p "$data/executor" "$data/profile-store"
 executor_pid=""
 store_pid=""
-stop() { # pid: TERM, then KILL after 10 s
-  local pid="$1"
-  [ -n "$pid" ] || return 0
-  kill "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+source bench/lib.sh
 cleanup() {
-  stop "$executor_pid"
-  stop "$store_pid"
+  stop_pid "$executor_pid"
+  stop_pid "$store_pid"
   if [ -n "${KEEP_DATA:-}" ]; then echo "bench-erasure: data and logs kept in $data" >&2; else rm -rf "$data"; fi
 }
 trap cleanup EXIT
@@ -56,7 +49,6 @@ fail() {
   done
   exit 1
 }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_ready() { # name pid port seconds
   local name="$1" pid="$2" port="$3" deadline=$((SECONDS + $4))
   until curl -fsS -o /dev/null "http://127.0.0.1:$port/health/ready" 2>/dev/null; do
@@ -65,7 +57,6 @@ wait_ready() { # name pid port seconds
     sleep 0.2
   done
 }
-secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(36))'; }
 
 echo "bench-erasure: namespace $run, $COUNT statuses at $RATE/s, $PARTITIONS partitions, data in $data" >&2
 "$BENCH" prepare "$B" "$run" "$COUNT" "$PARTITIONS" || fail "could not publish tenants and profiles"

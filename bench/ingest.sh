@@ -38,7 +38,7 @@ cleanup() {
   rm -rf "$data"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
+source bench/lib.sh
 
 "$BENCH" produce "$B" "$topic" "$COUNT" "$PARTITIONS" >&2
 

@@ -17,7 +17,7 @@ trap 'rm -f "$payloads"' EXIT
 python3 -c "import sys; line='x'*$((SIZE - 1)) + '\n'; sys.stdout.write(line * $COUNT)" > "$payloads"
 KCAT_SETTINGS=(-X acks=all -X enable.idempotence=true -X linger.ms=5)
 
-now() { date +%s.%N; }
+source bench/lib.sh
 rates=()
 for round in $(seq 1 "$ROUNDS"); do
   run="bench-$(date +%s%N)"

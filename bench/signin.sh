@@ -23,7 +23,7 @@ for binary in atlassian-sandbox oauth-gateway signin-bench; do
   [ -x "$BIN/$binary" ] || { echo "bench: $BIN/$binary is missing; run: swift build -c release --product $binary" >&2; exit 1; }
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 data="$(mktemp -d)"
 pids=()
 cleanup() {

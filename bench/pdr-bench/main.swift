@@ -10,6 +10,10 @@
 //            creates the accounts topic (the reporter's partition count and topic config) and produces <count>
 //            AccountHeld (distinct 24-hex accountIds, round-robin over the apps, key appId:accountId, CloudEvents
 //            headers); prints "produced <count> <seconds>"
+//        pdr-bench produce-reported <bootstrap> <topic> <count> <partitions> <appId:tenantId,...> <due-in-seconds>
+//            the changelog of those accounts, as a reporter leaves it: creates the reports topic and produces one
+//            AccountReported per account `produce` made (reported now, next due <due-in-seconds> from now); prints
+//            "produced <count> <seconds>" (bench/scale.sh restores a partition of them)
 //        pdr-bench analyze <sandboxURL> <cycleSeconds> <appId:count,...> [<due-file>]
 //            reads the sandbox's PDR call log and prints the benchmark's lines (see `analyze`). The due file (lines
 //            "<appId> <accountId> <first due, epoch ms>", from the reporter's registry) adds how late each account's
@@ -134,6 +138,53 @@ func setUpApp(http: HTTPClient, gateway: String, gatewayInternal: String, sandbo
     return (app, tenant)
 }
 
+// MARK: produce
+
+/// `appId:tenantId,...` as given on the command line.
+func parseApps(_ argument: String) -> [(app: String, tenant: String)] {
+    let apps: [(app: String, tenant: String)] = argument.split(separator: ",").map {
+        let parts = $0.split(separator: ":", maxSplits: 1)
+        return (String(parts[0]), String(parts.count > 1 ? parts[1] : ""))
+    }
+    guard !apps.isEmpty, apps.allSatisfy({ !$0.tenant.isEmpty }) else { fail("apps must be appId:tenantId,...") }
+    return apps
+}
+
+/// The accountId of bench account `index`: 24 lowercase hex characters, Atlassian-style; distinct per index.
+func benchAccountId(_ index: Int, apps: Int) -> String {
+    String(format: "5be2%04x%016llx", index % apps, UInt64(index) &* 0x9e37_79b9_7f4a_7c15)
+}
+
+/// Creates `topic` as the architecture declares `architectureName` (with `partitions`), produces `count` records made
+/// by `message`, in sends of 10,000, and prints "produced <count> <seconds>".
+@MainActor
+func produceAll(bootstrap: String, topic: String, architectureName: String, partitions: Int, count: Int,
+                message: (Int) throws -> OutgoingMessage) async {
+    do {
+        try await KafkaAdmin(bootstrapServers: bootstrap, logger: logger).ensureTopics([
+            TopicSpec(name: topic, partitions: partitions,
+                      config: Topics.definition(named: architectureName)!.kafkaConfig),
+        ])
+        var messages: [OutgoingMessage] = []
+        messages.reserveCapacity(count)
+        for index in 0..<count { messages.append(try message(index)) }
+        let producer = try KafkaProducer(config: KafkaProducerConfig(bootstrapServers: bootstrap), logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: producer)], logger: logger))
+        let start = Date()
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            for chunk in stride(from: 0, to: count, by: 10_000) {
+                try await producer.send(Array(messages[chunk..<min(count, chunk + 10_000)]))
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        print("produced \(count) \(Date().timeIntervalSince(start))")
+    } catch {
+        fail("produce to \(topic): \(error)")
+    }
+}
+
 // MARK: main
 
 switch arguments.count > 1 ? arguments[1] : "" {
@@ -161,43 +212,32 @@ case "setup" where arguments.count == 8:
 case "produce" where arguments.count == 7:
     let (bootstrap, topic) = (arguments[2], arguments[3])
     guard let count = Int(arguments[4]), let partitions = Int(arguments[5]) else { fail("bad numbers") }
-    let apps: [(app: String, tenant: String)] = arguments[6].split(separator: ",").map {
-        let parts = $0.split(separator: ":", maxSplits: 1)
-        return (String(parts[0]), String(parts.count > 1 ? parts[1] : ""))
+    let apps = parseApps(arguments[6])
+    // updatedAt: when the data was retrieved, spread over the last day (whole milliseconds, as RFC 3339 carries).
+    let base = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 - 86_400).rounded())
+    await produceAll(bootstrap: bootstrap, topic: topic, architectureName: Topics.pdrAccounts, partitions: partitions,
+                     count: count) { index in
+        let (app, tenant) = apps[index % apps.count]
+        let accountId = benchAccountId(index, apps: apps.count)
+        let event = AccountHeld(appId: app, accountId: accountId,
+                                updatedAt: base.addingTimeInterval(Double(index % 86_400)), tenantIds: [tenant])
+        return try OutgoingMessage(event: event, topic: topic, key: "\(app):\(accountId)", source: "lethe/pdr-bench")
     }
-    guard !apps.isEmpty, apps.allSatisfy({ !$0.tenant.isEmpty }) else { fail("apps must be appId:tenantId,...") }
-    do {
-        try await KafkaAdmin(bootstrapServers: bootstrap, logger: logger).ensureTopics([
-            TopicSpec(name: topic, partitions: partitions,
-                      config: Topics.definition(named: Topics.pdrAccounts)!.kafkaConfig),
-        ])
-        // updatedAt: when the data was retrieved, spread over the last day (whole milliseconds, as RFC 3339 carries).
-        let base = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 - 86_400).rounded())
-        var messages: [OutgoingMessage] = []
-        messages.reserveCapacity(count)
-        for index in 0..<count {
-            let (app, tenant) = apps[index % apps.count]
-            // 24 lowercase hex characters, Atlassian-style; distinct per index.
-            let accountId = String(format: "5be2%04x%016llx", index % apps.count, UInt64(index) &* 0x9e37_79b9_7f4a_7c15)
-            let event = AccountHeld(appId: app, accountId: accountId,
-                                    updatedAt: base.addingTimeInterval(Double(index % 86_400)), tenantIds: [tenant])
-            messages.append(try OutgoingMessage(event: event, topic: topic, key: "\(app):\(accountId)",
-                                                source: "lethe/pdr-bench"))
-        }
-        let producer = try KafkaProducer(config: KafkaProducerConfig(bootstrapServers: bootstrap), logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: producer)], logger: logger))
-        let start = Date()
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            for chunk in stride(from: 0, to: count, by: 10_000) {
-                try await producer.send(Array(messages[chunk..<min(count, chunk + 10_000)]))
-            }
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-        }
-        print("produced \(count) \(Date().timeIntervalSince(start))")
-    } catch {
-        fail("produce: \(error)")
+
+case "produce-reported" where arguments.count == 8:
+    let (bootstrap, topic) = (arguments[2], arguments[3])
+    guard let count = Int(arguments[4]), let partitions = Int(arguments[5]), let dueIn = Double(arguments[7]) else {
+        fail("bad numbers")
+    }
+    let apps = parseApps(arguments[6])
+    let reportedAt = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded())
+    await produceAll(bootstrap: bootstrap, topic: topic, architectureName: Topics.pdrReports, partitions: partitions,
+                     count: count) { index in
+        let app = apps[index % apps.count].app
+        let accountId = benchAccountId(index, apps: apps.count)
+        let event = AccountReported(appId: app, accountId: accountId, reportedAt: reportedAt,
+                                    nextDueAt: reportedAt.addingTimeInterval(dueIn))
+        return try OutgoingMessage(event: event, topic: topic, key: "\(app):\(accountId)", source: "lethe/pdr-bench")
     }
 
 case "produce-paced" where arguments.count == 7:
@@ -243,5 +283,5 @@ case "analyze" where arguments.count == 5 || arguments.count == 6:
                   dueFile: arguments.count == 6 ? arguments[5] : nil)
 
 default:
-    fail("usage: pdr-bench setup <gateway> <sandbox> <admin> <internal> <apps> | produce <bootstrap> <topic> <count> <partitions> <app:tenant,...> | analyze <sandbox> <cycle-seconds> <app:count,...> [<due-file>]")
+    fail("usage: pdr-bench setup <gateway> <gateway-internal> <sandbox> <admin> <internal> <apps> | produce <bootstrap> <topic> <count> <partitions> <app:tenant,...> | produce-reported <bootstrap> <topic> <count> <partitions> <app:tenant,...> <due-in-seconds> | analyze <sandbox> <cycle-seconds> <app:count,...> [<due-file>]")
 }
