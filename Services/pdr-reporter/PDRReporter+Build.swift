@@ -55,7 +55,8 @@ func buildPDRReporter(
     }
     let intake = PartitionedIntake(
         consumer: consumer, registry: accounts, loop: loop, producer: context.producer, topics: topics,
-        bootstrapServers: config.standard.kafka.bootstrapServers, restoreTimeout: config.restoreTimeout,
+        bootstrapServers: config.standard.kafka.bootstrapServers,
+        partitionCount: config.standard.kafka.topicPartitions, restoreTimeout: config.restoreTimeout,
         restoreProgressInterval: config.restoreProgressInterval, logger: logger)
 
     let servers = context.httpServers(database: { try await accounts.check() }) { router in

@@ -152,6 +152,19 @@ extension PartitionedReportingTests {
                 }
                 let splitSeen = "remote \(await remoteHeld()), local \(try await local.held())"
                 #expect(split, "partitions not split between the two instances: \(splitSeen)")
+                // Each paces every app by its share of the partitions, and the shares add up to one: together they
+                // send an app's requests at the deployment's rate, not twice it.
+                func remoteShare() -> Double? {
+                    let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+                    return text.components(separatedBy: "pdr.pacing_share=").last.flatMap {
+                        Double($0.prefix { $0.isNumber || $0 == "." })
+                    }
+                }
+                let shared = try await eventually(timeout: .seconds(10), every: .milliseconds(100)) {
+                    let remote = remoteShare() ?? 0
+                    return abs(remote + local.parts.loop.pacing.value - 1) < 1e-9 && remote < 1
+                }
+                #expect(shared, "pacing shares: remote \(remoteShare() ?? -1), local \(local.parts.loop.pacing.value)")
 
                 // Let both report part of the cycle, then kill the process mid-cycle.
                 _ = try await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
@@ -170,6 +183,7 @@ extension PartitionedReportingTests {
                 }
                 let survivorHolds = try await local.held()
                 #expect(takenOver, "the survivor holds \(survivorHolds) of \(ids.count)")
+                #expect(local.parts.loop.pacing.value == 1, "the survivor owns every partition, so it paces at the full rate")
                 let done = try await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
                     let now = try await world.successes()
                     return ids.allSatisfy { (now[$0]?.count ?? 0) >= 1 }

@@ -200,4 +200,25 @@ struct ReportingTests {
             #expect(try await world.status("app-c")?.dueNow == 0)
         }
     }
+
+    @Test("a replica owning a quarter of the partitions paces each app at four times the request interval")
+    func pacingFollowsThePartitionShare() async throws {
+        var settings = ReporterWorld.fastSettings()
+        settings.requestInterval = .milliseconds(150)
+        try await ReporterWorld.run(apps: ["app-s"], cycle: .seconds(2), settings: settings) { world in
+            world.loop.pacing.set(owned: 1, of: 4)
+            try await world.hold(apps: ["app-s"], count: 450)
+        } _: { world in
+            let enough = try await eventually(timeout: .seconds(20), every: .milliseconds(100)) {
+                try await world.sandbox.calls(clientId: "app-s").count >= 4
+            }
+            #expect(enough, "fewer than 4 calls within 20 s")
+            let dates = try await world.sandbox.calls(clientId: "app-s").map(\.date)
+            // 150 ms ÷ ¼ = 600 ms between two requests (the sandbox logs arrivals, to the millisecond).
+            for (earlier, later) in zip(dates, dates.dropFirst()) {
+                #expect(later.timeIntervalSince(earlier) >= 0.6 - Self.clockSlack - 0.01,
+                        "two requests \(later.timeIntervalSince(earlier)) s apart")
+            }
+        }
+    }
 }

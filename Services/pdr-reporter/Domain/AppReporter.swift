@@ -4,7 +4,8 @@ import Foundation
 import Logging
 import Metrics
 
-/// Reports one app's due accounts: ≤ 90 per request, one request at a time, paced by `requestInterval`.
+/// Reports one app's due accounts: ≤ 90 per request, one request at a time, paced by `requestInterval` over this
+/// replica's ``PacingShare``.
 ///
 /// Failures stay inside the app: a 429 sleeps this reporter only, so other apps' reporters continue. Every failure
 /// leaves the batch's accounts due; only a successful call (after the sink and the registry recorded it) moves them
@@ -19,6 +20,7 @@ package actor AppReporter {
     private let settings: ReportingSettings
     private let board: AppStatusBoard
     private let inFlight: InFlightCalls
+    private let pacing: PacingShare
     private let now: @Sendable () -> Date
     private let logger: Logger
     private var lastRequestAt: ContinuousClock.Instant?
@@ -30,7 +32,7 @@ package actor AppReporter {
     package init(appId: String, registry: any AccountRegistry, api: any AtlassianAPI,
                  tokens: any ReportingTokenProvider, sink: any ReportSink, schedule: Schedule,
                  settings: ReportingSettings, board: AppStatusBoard, inFlight: InFlightCalls = InFlightCalls(),
-                 now: @escaping @Sendable () -> Date, logger: Logger) {
+                 pacing: PacingShare = PacingShare(), now: @escaping @Sendable () -> Date, logger: Logger) {
         self.appId = appId
         self.registry = registry
         self.api = api
@@ -40,6 +42,7 @@ package actor AppReporter {
         self.settings = settings
         self.board = board
         self.inFlight = inFlight
+        self.pacing = pacing
         self.now = now
         var logger = logger
         logger[metadataKey: "pdr.app_id"] = "\(appId)"
@@ -347,11 +350,11 @@ package actor AppReporter {
         try await registry.setCyclePeriod(appId: appId, cycle: cycle)
     }
 
-    /// Keeps at least `requestInterval` between two requests of this app.
+    /// Keeps at least `requestInterval` ÷ this replica's share of the partitions between two requests of this app.
     private func pace() async throws {
         let clock = ContinuousClock()
         if let last = lastRequestAt {
-            let earliest = last.advanced(by: settings.requestInterval)
+            let earliest = last.advanced(by: pacing.interval(for: settings.requestInterval))
             if earliest > clock.now { try await Task.sleep(until: earliest, clock: clock) }
         }
         lastRequestAt = clock.now

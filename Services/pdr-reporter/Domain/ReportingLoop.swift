@@ -82,6 +82,8 @@ package final class ReportingLoop: Service, Sendable {
     package let board = AppStatusBoard()
     /// PDR calls sent but not yet recorded, across all apps; a partition revocation waits for them.
     package let inFlight = InFlightCalls()
+    /// This replica's share of every app's request rate; the partitioned intake sets it on each assignment.
+    package let pacing = PacingShare()
     /// The reason each app's `lethe_pdr_app_failing` gauge was last set to 1 for, so it goes back to 0 on recovery.
     private let failingGauges = Mutex<[String: String]>([:])
 
@@ -123,7 +125,7 @@ package final class ReportingLoop: Service, Sendable {
 
     private func makeReporter(_ appId: String) -> AppReporter {
         AppReporter(appId: appId, registry: registry, api: api, tokens: tokens, sink: sink, schedule: schedule,
-                    settings: settings, board: board, inFlight: inFlight, now: now, logger: logger)
+                    settings: settings, board: board, inFlight: inFlight, pacing: pacing, now: now, logger: logger)
     }
 
     /// Registers what is held (the `AccountHeld` consumer calls this, with the record's partition): a new account's

@@ -1,7 +1,9 @@
 /// How an app's reporter paces and retries. Defaults are for production; tests shorten them.
 package struct ReportingSettings: Sendable {
-    /// Minimum time between two PDR requests of one app (the configurable per-app request rate). Batches fill up
-    /// with the accounts that became due meanwhile, so a slower rate means fuller batches, not skipped accounts.
+    /// Minimum time between two PDR requests of one app (the configurable per-app request rate), for the whole
+    /// deployment: a replica owning a share of the partitions paces each app at this ÷ its share (``PacingShare``).
+    /// Batches fill up with the accounts that became due meanwhile, so a slower rate means fuller batches, not skipped
+    /// accounts.
     package var requestInterval: Duration = .seconds(1)
     /// Longest sleep while nothing is due, so accounts held meanwhile are picked up without a wake-up signal.
     package var idlePoll: Duration = .seconds(5)

@@ -4,6 +4,7 @@ import Logging
 import Messaging
 import Metrics
 import ServiceLifecycle
+import Synchronization
 
 /// Keeps the registry equal to this instance's share of `lethe.pdr.accounts.v1`, restored with its changelog.
 ///
@@ -38,6 +39,12 @@ final class PartitionedIntake: Service, Sendable {
     private let bootstrapServers: String
     private let restoreTimeout: Duration
     private let restoreProgressInterval: Duration
+    /// The accounts topic's partition count (`KAFKA_TOPIC_PARTITIONS`, which topic creation enforces), for this
+    /// replica's ``PacingShare``.
+    private let partitionCount: Int
+    /// The partitions of the accounts topic this replica owns now (assignments and revocations are handled one at a
+    /// time, in order).
+    private let owned = Mutex<Set<Int32>>([])
     private let logger: Logger
 
 
@@ -55,8 +62,8 @@ final class PartitionedIntake: Service, Sendable {
     }
 
     init(consumer: KafkaConsumer, registry: any PartitionedAccountRegistry, loop: ReportingLoop,
-         producer: KafkaProducer, topics: LetheTopics, bootstrapServers: String, restoreTimeout: Duration,
-         restoreProgressInterval: Duration = .seconds(5), logger: Logger) {
+         producer: KafkaProducer, topics: LetheTopics, bootstrapServers: String, partitionCount: Int,
+         restoreTimeout: Duration, restoreProgressInterval: Duration = .seconds(5), logger: Logger) {
         self.consumer = consumer
         self.registry = registry
         self.loop = loop
@@ -66,6 +73,7 @@ final class PartitionedIntake: Service, Sendable {
         self.bootstrapServers = bootstrapServers
         self.restoreTimeout = restoreTimeout
         self.restoreProgressInterval = restoreProgressInterval
+        self.partitionCount = partitionCount
         self.logger = logger
     }
 
@@ -152,10 +160,13 @@ final class PartitionedIntake: Service, Sendable {
         }
         Timer(label: "lethe_pdr_restore_seconds").record(duration: ContinuousClock.now - started)
         Counter(label: "lethe_pdr_changelog_records_restored_total").increment(by: restored)
-        Gauge(label: "lethe_pdr_partitions_assigned").record(numbers.count)
+        let ownedCount = owned.withLock { $0.formUnion(numbers); return $0.count }
+        loop.pacing.set(owned: ownedCount, of: partitionCount)
+        Gauge(label: "lethe_pdr_partitions_assigned").record(ownedCount)
         logger.info("partitions assigned; changelog restored", metadata: [
             "kafka.partitions": "\(numbers)", "pdr.changelog_records": "\(restored)",
             "pdr.restore_time": "\(ContinuousClock.now - started)",
+            "pdr.pacing_share": "\(loop.pacing.value)",
         ])
     }
 
@@ -169,7 +180,7 @@ final class PartitionedIntake: Service, Sendable {
         if await !loop.drainInFlight(timeout: .seconds(20)) {
             logger.warning("revoked with a PDR call still unrecorded; its batch may be re-sent by the next owner")
         }
-        Gauge(label: "lethe_pdr_partitions_assigned").record(0)
+        Gauge(label: "lethe_pdr_partitions_assigned").record(owned.withLock { $0.subtract(numbers); return $0.count })
         logger.info("partitions revoked; their accounts dropped", metadata: ["kafka.partitions": "\(numbers)"])
     }
 
