@@ -122,33 +122,6 @@ struct ErasureExecutorProcessTests {
 
     init() throws { kafka = try KafkaFixture("erasure-executor-process") }
 
-    /// Creates the topics the test and its participants use before anything subscribes, with the executor's
-    /// partition count (it refuses existing topics with another).
-    func makeTopics(_ topics: LetheTopics) async throws {
-        func spec(_ name: String, like architectureName: String) -> TopicSpec {
-            TopicSpec(name: name, partitions: 3, config: Topics.definition(named: architectureName)!.kafkaConfig)
-        }
-        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
-            spec(topics.tenants, like: Topics.tenants), spec(topics.pdrStatus, like: Topics.pdrStatus),
-            spec(topics.erasureCommands, like: Topics.erasureCommands),
-            spec(topics.erasureAcks, like: Topics.erasureAcks),
-            spec(topics.erasureParticipants, like: Topics.erasureParticipants),
-        ])
-    }
-
-    func participant(
-        _ name: String, handler: any ErasureHandler, namespace: String, topics: LetheTopics
-    ) throws -> RunningGroup {
-        let producer = try kafka.makeProducer()
-        let participant = try ErasureParticipant(
-            config: ErasureParticipantConfig(
-                participant: name, holds: ["email"], groupId: "\(namespace).erasure.\(name)",
-                commandsTopic: topics.erasureCommands, acksTopic: topics.erasureAcks,
-                participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6)),
-            handler: handler, producer: producer, bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
-        return RunningGroup([producer, participant], logger: kafka.logger)
-    }
-
     func closedStatus(_ accountId: String, tenant: String) -> AccountStatusReported {
         AccountStatusReported(
             appId: "app-1", accountId: accountId, tenantIds: [tenant], status: .closed, reportedAt: Date())
@@ -159,87 +132,25 @@ struct ErasureExecutorProcessTests {
         POST /v1/erasures/{id}/retry over HTTP re-sends and the erasure completes, audited
         """)
     func failedUntilAttentionThenRetryOverHTTP() async throws {
-        let directory = try TemporaryDirectory()
-        let namespace = uniqueName("ee-retry")
-        let topics = LetheTopics(namespace: namespace)
-        try await makeTopics(topics)
-        let producer = try kafka.makeProducer()
-        let producing = RunningGroup([producer], logger: kafka.logger)
+        let world = try await ExecutorProcessWorld(kafka: kafka, namespace: "ee-retry")
         let accountId = "557058:retry-\(UUID().uuidString.prefix(6))"
         let steadyHandler = TestParticipantHandler(held: ["tenant-r/\(accountId)": .init(name: "n", email: "e")])
         let flakyHandler = FlakyParticipantHandler(failing: true)
-        var running: [RunningGroup] = []
-        var executor: ExecutorProcess?
         do {
-            func send(_ event: some LetheEvent, topic: String, key: String) async throws {
-                try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
-            }
-            try await send(tenant("tenant-r", .delete), topic: topics.tenants, key: "tenant-r")
-            // Declared before the executor starts, so its start-up restore knows both and the erasure waits for both.
-            for name in ["flaky", "steady"] {
-                try await send(declared(name), topic: topics.erasureParticipants, key: name)
-            }
-            running.append(try participant("steady", handler: steadyHandler, namespace: namespace, topics: topics))
-            running.append(try participant("flaky", handler: flakyHandler, namespace: namespace, topics: topics))
-            let started = try await ExecutorProcess.start(
-                kafka: kafka, namespace: namespace, directory: directory,
-                settings: ["ERASURE_RESEND_SECONDS": "1", "ERASURE_MAX_FAILED_ATTEMPTS": "2"])
-            executor = started
-
-            try await send(
-                closedStatus(accountId, tenant: "tenant-r"), topic: topics.pdrStatus, key: "app-1:\(accountId)")
-
-            // The flaky participant is handed the command, fails, is re-sent to once (backoff 1 s), fails again:
-            // that is the limit, so the erasure needs attention.
-            let attention = await eventually(timeout: .seconds(90), every: .milliseconds(200)) {
-                guard let id = await flakyHandler.seen.first, let record = try? await started.erasure(id) else {
-                    return false
-                }
-                return record.status == .needsAttention
-            }
-            let erasureId = try #require(await flakyHandler.seen.first, "no command reached the flaky participant")
-            try #require(attention, "the erasure never needed attention: \(started.output())")
-            // The steady participant's ack races the flaky one's two failures (its consumer may join its group
-            // later): wait for it rather than assume it came first. The erasure stays in need of attention meanwhile.
-            let steadyAcked = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
-                (try? await started.erasure(erasureId))?.participants.first { $0.participant == "steady" }?.outcome
-                    == .erased
-            }
-            #expect(steadyAcked, "the steady participant's erased ack was never recorded")
-            let stuck = try #require(try await started.erasure(erasureId))
-            #expect(stuck.status == .needsAttention)
-            let flakyState = stuck.participants.first { $0.participant == "flaky" }
-            #expect(flakyState?.outcome == .failed && flakyState?.failedAttempts == 2)
-            #expect(flakyState?.detail?.contains("participant error") == true)
-            #expect(stuck.participants.first { $0.participant == "steady" }?.outcome == .erased)
-            #expect(stuck.accountId == accountId, "an open erasure keeps its accountId")
+            let started = try await startWithAFlakyParticipant(world, steady: steadyHandler, flaky: flakyHandler)
+            try await world.send(
+                closedStatus(accountId, tenant: "tenant-r"), topic: world.topics.pdrStatus, key: "app-1:\(accountId)")
+            let (erasureId, sendsBefore) = try await expectItNeedsAttention(
+                started, flaky: flakyHandler, accountId: accountId)
 
             // Fixed; the operator asks for a retry over HTTP.
             await flakyHandler.setFailing(false)
-            let sendsBefore = flakyState?.sends ?? 0
-            let (retryStatus, retryBody) = try await started.call(
-                .POST, "/v1/erasures/\(erasureId)/retry", token: ExecutorProcess.adminToken)
-            #expect(retryStatus == 200, "\(retryBody)")
-            let completed = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
-                (try? await started.erasure(erasureId))?.status == .completed
-            }
-            #expect(completed, "the retried erasure did not complete: \(started.output())")
-            let done = try #require(try await started.erasure(erasureId))
-            #expect(done.participants.map(\.outcome) == [.erased, .erased])
-            #expect((done.participants.first { $0.participant == "flaky" }?.sends ?? 0) > sendsBefore)
-            #expect(done.accountId == nil, "a completed erasure forgets the accountId")
-            #expect(await steadyHandler.applied.count == 1, "the steady participant applied the erasure once")
-            let (verifyStatus, verifyBody) = try await started.get("/v1/audit/verify")
-            #expect(verifyStatus == 200 && verifyBody.contains(#""ok":true"#), "\(verifyBody)")
-            // A second retry of a completed erasure is refused.
-            #expect(try await started.call(
-                .POST, "/v1/erasures/\(erasureId)/retry", token: ExecutorProcess.adminToken).status == 409)
+            try await retryAndExpectTheCompletion(
+                started, erasureId: erasureId, sendsBefore: sendsBefore, steady: steadyHandler)
         } catch {
             Issue.record(error)
         }
-        await executor?.stop()
-        for group in running { await group.stop() }
-        await producing.stop()
+        await world.stop()
     }
 
     @Test("""
@@ -247,81 +158,156 @@ struct ErasureExecutorProcessTests {
         the participant comes back it completes, stays marked as late, and the gauges and ack latency follow
         """)
     func overdueWhileAParticipantIsDownThenCompletes() async throws {
-        let directory = try TemporaryDirectory()
-        let namespace = uniqueName("ee-overdue")
-        let topics = LetheTopics(namespace: namespace)
-        try await makeTopics(topics)
-        let producer = try kafka.makeProducer()
-        let producing = RunningGroup([producer], logger: kafka.logger)
+        let world = try await ExecutorProcessWorld(kafka: kafka, namespace: "ee-overdue")
         let accountId = "557058:late-\(UUID().uuidString.prefix(6))"
         let held: [String: TestParticipantHandler.Held] = ["tenant-o/\(accountId)": .init(name: "n", email: "e")]
         let presentHandler = TestParticipantHandler(held: held)
         let absentHandler = TestParticipantHandler(held: held)
-        var running: [RunningGroup] = []
-        var executor: ExecutorProcess?
         do {
-            func send(_ event: some LetheEvent, topic: String, key: String) async throws {
-                try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
-            }
-            // One deadline day, and one day lasts one second here (ERASURE_DAY_SECONDS).
-            try await send(tenant("tenant-o", .scrub, days: 1), topic: topics.tenants, key: "tenant-o")
-            for name in ["absent", "present"] {
-                try await send(declared(name), topic: topics.erasureParticipants, key: name)
-            }
-            running.append(try participant("present", handler: presentHandler, namespace: namespace, topics: topics))
-            // Re-sends every 3600 s: the erasure waits for "absent" without the test depending on re-send timing.
-            let started = try await ExecutorProcess.start(
-                kafka: kafka, namespace: namespace, directory: directory,
-                settings: ["ERASURE_DAY_SECONDS": "1", "ERASURE_RESEND_SECONDS": "3600"])
-            executor = started
+            let started = try await startWithAParticipantDown(world, present: presentHandler)
+            try await world.send(
+                closedStatus(accountId, tenant: "tenant-o"), topic: world.topics.pdrStatus, key: "app-1:\(accountId)")
+            let erasureId = try await expectItOverdue(started, present: presentHandler)
 
-            try await send(
-                closedStatus(accountId, tenant: "tenant-o"), topic: topics.pdrStatus, key: "app-1:\(accountId)")
-
-            let overdue = await eventually(timeout: .seconds(90), every: .milliseconds(200)) {
-                guard let id = await presentHandler.applied.first?.erasureId,
-                      let record = try? await started.erasure(id)
-                else { return false }
-                let gauge = try? await started.metric("lethe_erasures_overdue")
-                // The present participant's ack may land after the one-second deadline on a busy machine.
-                let presentAcked = record.participants.first { $0.participant == "present" }?.outcome == .scrubbed
-                return record.overdue && gauge == 1 && presentAcked
-            }
-            let erasureId = try #require(
-                await presentHandler.applied.first?.erasureId, "no command reached the running participant")
-            try #require(overdue, "the erasure never became overdue: \(started.output())")
-            let late = try #require(try await started.erasure(erasureId))
-            #expect(late.status == .dispatched && late.deadline < Date())
-            #expect(late.participants.first { $0.participant == "present" }?.outcome == .scrubbed)
-            #expect(late.participants.first { $0.participant == "absent" }?.outcome == nil)
-            #expect(try await started.metric("lethe_erasures_open") == 1)
-            #expect(try await started.metric(#"lethe_erasures{status="dispatched"}"#) == 1)
-
-            running.append(try participant("absent", handler: absentHandler, namespace: namespace, topics: topics))
+            try world.startParticipant("absent", handler: absentHandler, holds: ["email"])
             // Nothing is re-sent for an hour: the returning participant's group starts at the beginning of the
             // commands topic and finds the command there.
-            let completed = await eventually(timeout: .seconds(90), every: .milliseconds(200)) {
-                (try? await started.erasure(erasureId))?.status == .completed
-            }
-            #expect(completed, "the erasure did not complete after the participant came back: \(started.output())")
-            let done = try #require(try await started.erasure(erasureId))
-            #expect(done.overdue, "a completed erasure still shows it was late")
-            #expect(done.participants.map(\.outcome) == [.scrubbed, .scrubbed])
-            let gauges = await eventually(timeout: .seconds(10), every: .milliseconds(200)) {
-                let overdue = try? await started.metric("lethe_erasures_overdue")
-                let open = try? await started.metric("lethe_erasures_open")
-                let completed = try? await started.metric(#"lethe_erasures{status="completed"}"#)
-                return overdue == 0 && open == 0 && completed == 1
-            }
-            #expect(gauges, "the gauges did not follow the completion")
-            let ackLatencies = try await started.metric("lethe_erasure_ack_latency_seconds_count")
-            #expect((ackLatencies ?? 0) >= 2, "ack latency is not measured")
-            #expect(try await started.metric("lethe_erasures_completed_total") == 1)
+            try await expectTheLateCompletion(started, erasureId: erasureId)
         } catch {
             Issue.record(error)
         }
-        await executor?.stop()
-        for group in running { await group.stop() }
-        await producing.stop()
+        await world.stop()
+    }
+}
+
+/// The phases of ``ErasureExecutorProcessTests/failedUntilAttentionThenRetryOverHTTP()``.
+extension ErasureExecutorProcessTests {
+    /// A tenant, two participants declared before the executor starts (so its start-up restore knows both and the
+    /// erasure waits for both), both running, then the executor: two failed acks are its limit.
+    private func startWithAFlakyParticipant(
+        _ world: ExecutorProcessWorld, steady: TestParticipantHandler, flaky: FlakyParticipantHandler
+    ) async throws -> ExecutorProcess {
+        try await world.send(tenant("tenant-r", .delete), topic: world.topics.tenants, key: "tenant-r")
+        for name in ["flaky", "steady"] {
+            try await world.send(declared(name), topic: world.topics.erasureParticipants, key: name)
+        }
+        try world.startParticipant("steady", handler: steady, holds: ["email"])
+        try world.startParticipant("flaky", handler: flaky, holds: ["email"])
+        return try await world.startExecutor(
+            settings: ["ERASURE_RESEND_SECONDS": "1", "ERASURE_MAX_FAILED_ATTEMPTS": "2"])
+    }
+
+    /// The flaky participant is handed the command, fails, is re-sent to once (backoff 1 s), fails again: that is the
+    /// limit, so the erasure needs attention. Returns its id and how often it was sent to the flaky participant.
+    private func expectItNeedsAttention(
+        _ started: ExecutorProcess, flaky: FlakyParticipantHandler, accountId: String
+    ) async throws -> (erasureId: String, flakySends: Int) {
+        let attention = await eventually(timeout: .seconds(90), every: .milliseconds(200)) {
+            guard let id = await flaky.seen.first, let record = try? await started.erasure(id) else {
+                return false
+            }
+            return record.status == .needsAttention
+        }
+        let erasureId = try #require(await flaky.seen.first, "no command reached the flaky participant")
+        try #require(attention, "the erasure never needed attention: \(started.output())")
+        // The steady participant's ack races the flaky one's two failures (its consumer may join its group
+        // later): wait for it rather than assume it came first. The erasure stays in need of attention meanwhile.
+        let steadyAcked = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+            (try? await started.erasure(erasureId))?.participants.first { $0.participant == "steady" }?.outcome
+                == .erased
+        }
+        #expect(steadyAcked, "the steady participant's erased ack was never recorded")
+        let stuck = try #require(try await started.erasure(erasureId))
+        #expect(stuck.status == .needsAttention)
+        let flakyState = stuck.participants.first { $0.participant == "flaky" }
+        #expect(flakyState?.outcome == .failed && flakyState?.failedAttempts == 2)
+        #expect(flakyState?.detail?.contains("participant error") == true)
+        #expect(stuck.participants.first { $0.participant == "steady" }?.outcome == .erased)
+        #expect(stuck.accountId == accountId, "an open erasure keeps its accountId")
+        return (erasureId, flakyState?.sends ?? 0)
+    }
+
+    /// `POST /v1/erasures/{id}/retry` re-sends to the fixed participant and the erasure completes, audited; a second
+    /// retry of the completed erasure is refused.
+    private func retryAndExpectTheCompletion(
+        _ started: ExecutorProcess, erasureId: String, sendsBefore: Int, steady: TestParticipantHandler
+    ) async throws {
+        let (retryStatus, retryBody) = try await started.call(
+            .POST, "/v1/erasures/\(erasureId)/retry", token: ExecutorProcess.adminToken)
+        #expect(retryStatus == 200, "\(retryBody)")
+        let completed = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+            (try? await started.erasure(erasureId))?.status == .completed
+        }
+        #expect(completed, "the retried erasure did not complete: \(started.output())")
+        let done = try #require(try await started.erasure(erasureId))
+        #expect(done.participants.map(\.outcome) == [.erased, .erased])
+        #expect((done.participants.first { $0.participant == "flaky" }?.sends ?? 0) > sendsBefore)
+        #expect(done.accountId == nil, "a completed erasure forgets the accountId")
+        #expect(await steady.applied.count == 1, "the steady participant applied the erasure once")
+        let (verifyStatus, verifyBody) = try await started.get("/v1/audit/verify")
+        #expect(verifyStatus == 200 && verifyBody.contains(#""ok":true"#), "\(verifyBody)")
+        // A second retry of a completed erasure is refused.
+        #expect(try await started.call(
+            .POST, "/v1/erasures/\(erasureId)/retry", token: ExecutorProcess.adminToken).status == 409)
+    }
+}
+
+/// The phases of ``ErasureExecutorProcessTests/overdueWhileAParticipantIsDownThenCompletes()``.
+extension ErasureExecutorProcessTests {
+    /// One deadline day, and one day lasts one second here (ERASURE_DAY_SECONDS); "absent" is declared but not
+    /// running. Re-sends every 3600 s: the erasure waits for "absent" without the test depending on re-send timing.
+    private func startWithAParticipantDown(
+        _ world: ExecutorProcessWorld, present: TestParticipantHandler
+    ) async throws -> ExecutorProcess {
+        try await world.send(tenant("tenant-o", .scrub, days: 1), topic: world.topics.tenants, key: "tenant-o")
+        for name in ["absent", "present"] {
+            try await world.send(declared(name), topic: world.topics.erasureParticipants, key: name)
+        }
+        try world.startParticipant("present", handler: present, holds: ["email"])
+        return try await world.startExecutor(settings: ["ERASURE_DAY_SECONDS": "1", "ERASURE_RESEND_SECONDS": "3600"])
+    }
+
+    /// The erasure passes its deadline while "absent" is down: overdue in the API and the gauges. Returns its id.
+    private func expectItOverdue(_ started: ExecutorProcess, present: TestParticipantHandler) async throws -> String {
+        let overdue = await eventually(timeout: .seconds(90), every: .milliseconds(200)) {
+            guard let id = await present.applied.first?.erasureId,
+                  let record = try? await started.erasure(id)
+            else { return false }
+            let gauge = try? await started.metric("lethe_erasures_overdue")
+            // The present participant's ack may land after the one-second deadline on a busy machine.
+            let presentAcked = record.participants.first { $0.participant == "present" }?.outcome == .scrubbed
+            return record.overdue && gauge == 1 && presentAcked
+        }
+        let erasureId = try #require(
+            await present.applied.first?.erasureId, "no command reached the running participant")
+        try #require(overdue, "the erasure never became overdue: \(started.output())")
+        let late = try #require(try await started.erasure(erasureId))
+        #expect(late.status == .dispatched && late.deadline < Date())
+        #expect(late.participants.first { $0.participant == "present" }?.outcome == .scrubbed)
+        #expect(late.participants.first { $0.participant == "absent" }?.outcome == nil)
+        #expect(try await started.metric("lethe_erasures_open") == 1)
+        #expect(try await started.metric(#"lethe_erasures{status="dispatched"}"#) == 1)
+        return erasureId
+    }
+
+    /// With "absent" back, the erasure completes and stays marked as late; the gauges and the ack latency follow.
+    private func expectTheLateCompletion(_ started: ExecutorProcess, erasureId: String) async throws {
+        let completed = await eventually(timeout: .seconds(90), every: .milliseconds(200)) {
+            (try? await started.erasure(erasureId))?.status == .completed
+        }
+        #expect(completed, "the erasure did not complete after the participant came back: \(started.output())")
+        let done = try #require(try await started.erasure(erasureId))
+        #expect(done.overdue, "a completed erasure still shows it was late")
+        #expect(done.participants.map(\.outcome) == [.scrubbed, .scrubbed])
+        let gauges = await eventually(timeout: .seconds(10), every: .milliseconds(200)) {
+            let overdue = try? await started.metric("lethe_erasures_overdue")
+            let open = try? await started.metric("lethe_erasures_open")
+            let completed = try? await started.metric(#"lethe_erasures{status="completed"}"#)
+            return overdue == 0 && open == 0 && completed == 1
+        }
+        #expect(gauges, "the gauges did not follow the completion")
+        let ackLatencies = try await started.metric("lethe_erasure_ack_latency_seconds_count")
+        #expect((ackLatencies ?? 0) >= 2, "ack latency is not measured")
+        #expect(try await started.metric("lethe_erasures_completed_total") == 1)
     }
 }

@@ -90,111 +90,26 @@ struct ErasureExecutorServiceTests {
         let executor = RunningGroup(parts.group)
         let producer = try kafka.makeProducer()
         let producing = RunningGroup([producer], logger: kafka.logger)
-        let accountId = "557058:ada-\(UUID().uuidString.prefix(6))"
-        let name = "Ada Lovelace"
-        let email = "ada.lovelace@example.com"
+        let ada = PlantedPersonalData(
+            accountId: "557058:ada-\(UUID().uuidString.prefix(6))", name: "Ada Lovelace",
+            email: "ada.lovelace@example.com")
         let heldData: [String: TestParticipantHandler.Held] = [
-            "tenant-a/\(accountId)": .init(name: name, email: email),
-            "tenant-b/\(accountId)": .init(name: name, email: email),
+            "tenant-a/\(ada.accountId)": .init(name: ada.name, email: ada.email),
+            "tenant-b/\(ada.accountId)": .init(name: ada.name, email: ada.email),
         ]
         let fastHandler = TestParticipantHandler(held: heldData)
         let lateHandler = TestParticipantHandler(held: heldData)
         var late: RunningGroup?
         let fast = try participant("fast", handler: fastHandler, namespace: namespace, topics: topics)
         do {
-            func send(_ event: some LetheEvent, topic: String, key: String) async throws {
-                try await producer.send(try OutgoingMessage(event: event, topic: topic, key: key, source: "test"))
-            }
-            try await send(tenant("tenant-a", .delete), topic: topics.tenants, key: "tenant-a")
-            try await send(tenant("tenant-b", .scrub), topic: topics.tenants, key: "tenant-b")
-            // "late" declared itself earlier and is down now.
-            try await send(declared("late"), topic: topics.erasureParticipants, key: "late")
-            let ready = await eventually(timeout: .seconds(60)) {
-                let participants = try? await parts.ledger.participants()
-                let apps = try? await parts.ledger.apps(ofTenant: "tenant-b")
-                return participants == ["fast", "late"] && apps != nil
-            }
-            try #require(ready, "participants and tenants were not restored")
-
-            let key = "app-1:\(accountId)"
-            let status = AccountStatusReported(
-                appId: "app-1", accountId: accountId, tenantIds: ["tenant-a", "tenant-b"], status: .closed,
-                reportedAt: Date())
-            try await producer.send(OutgoingMessage(topic: topics.pdrStatus, key: key, value: Array("{x".utf8)))
-            // A well-formed closed status without the CloudEvents headers: not an event of the contract, so it opens
-            // no erasure (tenant-a must end with one) and goes to the DLQ with its reason.
-            let headerless = AccountStatusReported(
-                appId: "app-1", accountId: "headerless-account", tenantIds: ["tenant-a"], status: .closed,
-                reportedAt: Date())
-            try await producer.send(OutgoingMessage(
-                topic: topics.pdrStatus, key: "app-1:headerless-account", value: Array(try EventCodec.encode(headerless))))
-            try await send(status, topic: topics.pdrStatus, key: key)
-            try await send(status, topic: topics.pdrStatus, key: key)
-
-            // Re-sends to "late" become visible while "fast" has acked.
-            let resent = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
-                let page = try? await parts.ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 10)
-                guard let record = page?.records.first else { return false }
-                let lateState = record.participants.first { $0.participant == "late" }
-                let fastState = record.participants.first { $0.participant == "fast" }
-                return fastState?.outcome == .erased && (lateState?.sends ?? 0) >= 3
-            }
-            #expect(resent, "no re-sends to the missing participant")
-            let a = try await parts.ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 10).records
-            let b = try await parts.ledger.erasures(tenantId: "tenant-b", status: nil, afterRow: 0, limit: 10).records
-            #expect(a.count == 1 && b.count == 1, "duplicate closed events must make one erasure per tenant")
-            #expect(a.first?.policy == .delete && b.first?.policy == .scrub)
-            #expect(a.first?.status == .dispatched, "it must not complete while a participant is missing")
-            #expect(a.first?.requests == 2)
+            try await configureTwoTenantsAndALateParticipant(ledger: parts.ledger, producer: producer, topics: topics)
+            try await publishClosedStatuses(producer: producer, topics: topics, accountId: ada.accountId)
+            try await expectOneErasurePerTenantWaitingForLate(ledger: parts.ledger)
 
             late = try participant("late", handler: lateHandler, namespace: namespace, topics: topics)
-            let completed = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
-                (try? await parts.ledger.counts().byStatus[.completed]) == 2
-            }
-            #expect(completed, "the erasures did not complete after the late participant came back")
-            let lateHeld = await lateHandler.held
-            let fastHeld = await fastHandler.held
-            #expect(lateHeld.isEmpty && fastHeld.isEmpty)
-
-            let verification = try await parts.ledger.verifyAudit()
-            #expect(verification.ok && verification.entries == 2)
-            let records = try await parts.ledger.erasures(tenantId: "tenant-b", status: .completed, afterRow: 0, limit: 5)
-            #expect(records.records.first?.accountId == nil)
-            #expect(records.records.first?.participants.map(\.outcome) == [.scrubbed, .scrubbed])
-            let deleted = try await parts.ledger.erasures(tenantId: "tenant-a", status: .completed, afterRow: 0, limit: 5)
-            #expect(deleted.records.first?.participants.map(\.outcome) == [.erased, .erased])
-
-            // The executor's file: no name or email anywhere in the bytes, no raw accountId in any table.
-            let stored = try await parts.ledger.allStoredText()
-            #expect(!stored.contains(accountId), "a raw accountId outlived its erasures")
-            for suffix in ["", "-wal", "-shm"] {
-                let bytes = (try? Data(contentsOf: URL(fileURLWithPath: parts.ledger.database.path + suffix))) ?? Data()
-                #expect(bytes.range(of: Data(name.utf8)) == nil && bytes.range(of: Data(email.utf8)) == nil)
-            }
-            // Nor in the files' bytes: secure_delete zeroes it in the database file, and the checkpoint the
-            // completions asked for empties the WAL of the page images from before them.
-            let accountIdGone = await eventually(timeout: .seconds(10)) {
-                !sqliteFilesContain(parts.ledger.database.path, accountId)
-            }
-            #expect(accountIdGone, "the raw accountId stayed in the executor's database or WAL file")
-
-            // The topics: ids only; the completion carries the HMAC subject, not the accountId.
-            let commands = try await readUntil(kafka, topic: topics.erasureCommands) { $0.count >= 4 }
-            let acks = try await readUntil(kafka, topic: topics.erasureAcks) { $0.count >= 4 }
-            let completions = try await readUntil(kafka, topic: topics.erasureCompleted) { $0.count >= 2 }
-            for message in commands + acks + completions {
-                let text = String(decoding: message.value ?? [], as: UTF8.self)
-                #expect(!text.contains(name) && !text.contains(email))
-            }
-            #expect(Set(try commands.map { try $0.decodeEvent(EraseSubject.self).erasureId }).count == 2)
-            let receipts = try completions.map { try $0.decodeEvent(ErasureCompleted.self) }
-            #expect(Set(receipts.map(\.tenantId)) == ["tenant-a", "tenant-b"])
-            #expect(receipts.allSatisfy { $0.subject == AuditKeysFixture.subject("app-1:\(accountId)") })
-            #expect(completions.allSatisfy { !String(decoding: $0.value ?? [], as: UTF8.self).contains(accountId) })
-            let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topics.pdrStatus)) { $0.count >= 2 }
-            #expect(dead.first?.header(DeadLetterQueue.errorHeader) != nil)
-            #expect(dead.contains { $0.header(DeadLetterQueue.errorHeader)?.stringValue?.contains("ce_specversion") == true },
-                    "the headerless closed status is not on the DLQ with its reason")
+            try await expectBothCompletedAndAudited(ledger: parts.ledger, fast: fastHandler, late: lateHandler)
+            try await expectNoPersonalDataInTheFile(ledger: parts.ledger, ada: ada)
+            try await expectIdsOnlyOnTheTopics(topics: topics, ada: ada)
         } catch {
             Issue.record(error)
         }
@@ -202,6 +117,117 @@ struct ErasureExecutorServiceTests {
         await fast.stop()
         await producing.stop()
         await executor.stop()
+    }
+}
+
+/// The phases of ``ErasureExecutorServiceTests/closedToCompletedWithALateParticipant()``, in order.
+extension ErasureExecutorServiceTests {
+    /// tenant-a deletes, tenant-b scrubs, and "late" is declared; waits until the executor restored both
+    /// participants and the tenants.
+    private func configureTwoTenantsAndALateParticipant(
+        ledger: ErasureLedger, producer: KafkaProducer, topics: LetheTopics
+    ) async throws {
+        try await producer.send(tenant("tenant-a", .delete), topic: topics.tenants, key: "tenant-a")
+        try await producer.send(tenant("tenant-b", .scrub), topic: topics.tenants, key: "tenant-b")
+        // "late" declared itself earlier and is down now.
+        try await producer.send(declared("late"), topic: topics.erasureParticipants, key: "late")
+        let ready = await eventually(timeout: .seconds(60)) {
+            let participants = try? await ledger.participants()
+            let apps = try? await ledger.apps(ofTenant: "tenant-b")
+            return participants == ["fast", "late"] && apps != nil
+        }
+        try #require(ready, "participants and tenants were not restored")
+    }
+
+    /// A record that is not JSON, a closed status without headers, and the closed status twice.
+    private func publishClosedStatuses(producer: KafkaProducer, topics: LetheTopics, accountId: String) async throws {
+        let key = "app-1:\(accountId)"
+        let status = AccountStatusReported(
+            appId: "app-1", accountId: accountId, tenantIds: ["tenant-a", "tenant-b"], status: .closed,
+            reportedAt: Date())
+        try await producer.send(OutgoingMessage(topic: topics.pdrStatus, key: key, value: Array("{x".utf8)))
+        // A well-formed closed status without the CloudEvents headers: not an event of the contract, so it opens
+        // no erasure (tenant-a must end with one) and goes to the DLQ with its reason.
+        let headerless = AccountStatusReported(
+            appId: "app-1", accountId: "headerless-account", tenantIds: ["tenant-a"], status: .closed,
+            reportedAt: Date())
+        try await producer.send(OutgoingMessage(
+            topic: topics.pdrStatus, key: "app-1:headerless-account", value: Array(try EventCodec.encode(headerless))))
+        try await producer.send(status, topic: topics.pdrStatus, key: key)
+        try await producer.send(status, topic: topics.pdrStatus, key: key)
+    }
+
+    /// Re-sends to "late" become visible while "fast" has acked; one erasure per tenant, with its policy, still open.
+    private func expectOneErasurePerTenantWaitingForLate(ledger: ErasureLedger) async throws {
+        let resent = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+            let page = try? await ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 10)
+            guard let record = page?.records.first else { return false }
+            let lateState = record.participants.first { $0.participant == "late" }
+            let fastState = record.participants.first { $0.participant == "fast" }
+            return fastState?.outcome == .erased && (lateState?.sends ?? 0) >= 3
+        }
+        #expect(resent, "no re-sends to the missing participant")
+        let a = try await ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 10).records
+        let b = try await ledger.erasures(tenantId: "tenant-b", status: nil, afterRow: 0, limit: 10).records
+        #expect(a.count == 1 && b.count == 1, "duplicate closed events must make one erasure per tenant")
+        #expect(a.first?.policy == .delete && b.first?.policy == .scrub)
+        #expect(a.first?.status == .dispatched, "it must not complete while a participant is missing")
+        #expect(a.first?.requests == 2)
+    }
+
+    /// With "late" back both erasures complete; both participants hold nothing; the audit verifies.
+    private func expectBothCompletedAndAudited(
+        ledger: ErasureLedger, fast: TestParticipantHandler, late: TestParticipantHandler
+    ) async throws {
+        let completed = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+            (try? await ledger.counts().byStatus[.completed]) == 2
+        }
+        #expect(completed, "the erasures did not complete after the late participant came back")
+        let lateHeld = await late.held
+        let fastHeld = await fast.held
+        #expect(lateHeld.isEmpty && fastHeld.isEmpty)
+
+        let verification = try await ledger.verifyAudit()
+        #expect(verification.ok && verification.entries == 2)
+        let records = try await ledger.erasures(tenantId: "tenant-b", status: .completed, afterRow: 0, limit: 5)
+        #expect(records.records.first?.accountId == nil)
+        #expect(records.records.first?.participants.map(\.outcome) == [.scrubbed, .scrubbed])
+        let deleted = try await ledger.erasures(tenantId: "tenant-a", status: .completed, afterRow: 0, limit: 5)
+        #expect(deleted.records.first?.participants.map(\.outcome) == [.erased, .erased])
+    }
+
+    /// The executor's file: no name or email anywhere in the bytes, no raw accountId in any table.
+    private func expectNoPersonalDataInTheFile(ledger: ErasureLedger, ada: PlantedPersonalData) async throws {
+        let stored = try await ledger.allStoredText()
+        #expect(!stored.contains(ada.accountId), "a raw accountId outlived its erasures")
+        expectNoNameOrEmail(ada, inFilesOf: ledger)
+        // Nor in the files' bytes: secure_delete zeroes it in the database file, and the checkpoint the
+        // completions asked for empties the WAL of the page images from before them.
+        let accountIdGone = await eventually(timeout: .seconds(10)) {
+            !sqliteFilesContain(ledger.database.path, ada.accountId)
+        }
+        #expect(accountIdGone, "the raw accountId stayed in the executor's database or WAL file")
+    }
+
+    /// The topics: ids only; the completion carries the HMAC subject, not the accountId; both bad records are on the
+    /// DLQ, the headerless one with its reason.
+    private func expectIdsOnlyOnTheTopics(topics: LetheTopics, ada: PlantedPersonalData) async throws {
+        let commands = try await readUntil(kafka, topic: topics.erasureCommands) { $0.count >= 4 }
+        let acks = try await readUntil(kafka, topic: topics.erasureAcks) { $0.count >= 4 }
+        let completions = try await readUntil(kafka, topic: topics.erasureCompleted) { $0.count >= 2 }
+        for message in commands + acks + completions {
+            let text = String(decoding: message.value ?? [], as: UTF8.self)
+            #expect(!text.contains(ada.name) && !text.contains(ada.email))
+        }
+        #expect(Set(try commands.map { try $0.decodeEvent(EraseSubject.self).erasureId }).count == 2)
+        let receipts = try completions.map { try $0.decodeEvent(ErasureCompleted.self) }
+        #expect(Set(receipts.map(\.tenantId)) == ["tenant-a", "tenant-b"])
+        #expect(receipts.allSatisfy { $0.subject == AuditKeysFixture.subject("app-1:\(ada.accountId)") })
+        #expect(completions.allSatisfy { !String(decoding: $0.value ?? [], as: UTF8.self).contains(ada.accountId) })
+        let dead = try await readUntil(kafka, topic: DeadLetterQueue.topic(for: topics.pdrStatus)) { $0.count >= 2 }
+        #expect(dead.first?.header(DeadLetterQueue.errorHeader) != nil)
+        #expect(dead.contains { $0.header(DeadLetterQueue.errorHeader)?.stringValue?.contains("ce_specversion") == true },
+                "the headerless closed status is not on the DLQ with its reason")
     }
 }
 
@@ -265,12 +291,13 @@ enum AuditKeysFixture {
 
 /// An in-process ErasureKit participant with its own producer, in its own consumer group, running until stopped.
 func testParticipant(
-    _ name: String, handler: any ErasureHandler, kafka: KafkaFixture, namespace: String, topics: LetheTopics
+    _ name: String, handler: any ErasureHandler, kafka: KafkaFixture, namespace: String, topics: LetheTopics,
+    holds: [String] = ["name", "email"]
 ) throws -> RunningGroup {
     let producer = try kafka.makeProducer()
     let participant = try ErasureParticipant(
         config: ErasureParticipantConfig(
-            participant: name, holds: ["name", "email"], groupId: "\(namespace).erasure.\(name)",
+            participant: name, holds: holds, groupId: "\(namespace).erasure.\(name)",
             commandsTopic: topics.erasureCommands, acksTopic: topics.erasureAcks,
             participantsTopic: topics.erasureParticipants, sessionTimeout: .seconds(6)),
         handler: handler, producer: producer, bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)

@@ -29,27 +29,15 @@ struct ExecutorReplicaTests {
                 kafka: kafka, namespace: namespace, directory: secondDirectory, settings: [:], waitFor: "/health/live")
             started.append(standby)
 
-            let saysStandby = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
-                guard let (status, body) = try? await standby.get("/health/ready", token: nil) else { return false }
-                return status == 503 && body.contains("standby: another replica of erasure-executor is active")
-            }
-            #expect(saysStandby, "the second replica never said it is a standby: \(standby.output())")
-            let api = try await standby.get("/v1/participants")
-            #expect(api.status == 503 && api.body.contains("standby") && api.body.contains("requestId"), "\(api)")
-            #expect(try await active.get("/v1/participants").status == 200)
-            #expect(try await active.get("/health/ready", token: nil).status == 200)
-            #expect(try await active.metric("lethe_replica_active") == 1)
-            #expect(try await standby.metric("lethe_replica_active") == 0)
+            try await expectOneActiveAndOneStandby(active: active, standby: standby)
 
             // A closed account while both run: only the active replica takes it in.
             func closed(_ accountId: String) async throws {
                 let status = AccountStatusReported(
                     appId: "app-1", accountId: accountId, tenantIds: ["tenant-a"], status: .closed, reportedAt: Date())
-                try await producer.send(try OutgoingMessage(
-                    event: status, topic: topics.pdrStatus, key: "app-1:\(accountId)", source: "test"))
+                try await producer.send(status, topic: topics.pdrStatus, key: "app-1:\(accountId)")
             }
-            try await producer.send(try OutgoingMessage(
-                event: tenant("tenant-a", .delete), topic: topics.tenants, key: "tenant-a", source: "test"))
+            try await producer.send(tenant("tenant-a", .delete), topic: topics.tenants, key: "tenant-a")
             try await closed("557058:first")
             let takenByActive = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
                 (try? await active.metric("lethe_erasures_requested_total")) == 1
@@ -75,6 +63,21 @@ struct ExecutorReplicaTests {
         }
         for process in started { await process.stop() }
         await producing.stop()
+    }
+
+    /// The standby says so, in its readiness and its API (503), and its workers are idle; the active one is ready.
+    private func expectOneActiveAndOneStandby(active: ExecutorProcess, standby: ExecutorProcess) async throws {
+        let saysStandby = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
+            guard let (status, body) = try? await standby.get("/health/ready", token: nil) else { return false }
+            return status == 503 && body.contains("standby: another replica of erasure-executor is active")
+        }
+        #expect(saysStandby, "the second replica never said it is a standby: \(standby.output())")
+        let api = try await standby.get("/v1/participants")
+        #expect(api.status == 503 && api.body.contains("standby") && api.body.contains("requestId"), "\(api)")
+        #expect(try await active.get("/v1/participants").status == 200)
+        #expect(try await active.get("/health/ready", token: nil).status == 200)
+        #expect(try await active.metric("lethe_replica_active") == 1)
+        #expect(try await standby.metric("lethe_replica_active") == 0)
     }
 
     @Test("""

@@ -50,12 +50,7 @@ struct CrashRecoveryTests {
         #expect(midStream)
         #expect(killed == 128 + SIGKILL)
         let beforeRestart = lines()
-        // What the crashed process had committed, per partition: everything below it must not come back.
-        var committed: [String: Int64] = [:]
-        for line in beforeRestart where line.hasPrefix("C ") {
-            let parts = line.split(separator: " ")
-            committed[String(parts[1])] = max(committed[String(parts[1])] ?? 0, Int64(parts[2])!)
-        }
+        let committed = Self.committedOffsets(in: beforeRestart)
         let processedBefore = beforeRestart.count(where: { $0.hasPrefix("M ") })
         #expect(processedBefore < total, "the first process finished before it was killed; the test proves nothing")
 
@@ -67,6 +62,26 @@ struct CrashRecoveryTests {
         #expect(finished, "not every record was processed after the restart")
 
         let records = lines().filter { $0.hasPrefix("M ") }.map { $0.split(separator: " ") }
+        Self.expectDuplicatesOnlyFromTheUncommittedTail(records, committed: committed, commitEvery: commitEvery)
+        #expect(Set(records.map { $0[3] }).count == total)
+    }
+
+    /// What the crashed process had committed, per partition (its `C <partition> <next-offset>` lines): everything
+    /// below it must not come back.
+    private static func committedOffsets(in lines: [Substring]) -> [String: Int64] {
+        var committed: [String: Int64] = [:]
+        for line in lines where line.hasPrefix("C ") {
+            let parts = line.split(separator: " ")
+            committed[String(parts[1])] = max(committed[String(parts[1])] ?? 0, Int64(parts[2])!)
+        }
+        return committed
+    }
+
+    /// `records`: the `M <partition> <offset> <value>` lines of both processes, split. Each record processed twice must
+    /// come from the uncommitted tail of its partition, and the tail is bounded by one batch between commits.
+    private static func expectDuplicatesOnlyFromTheUncommittedTail(
+        _ records: [[Substring]], committed: [String: Int64], commitEvery: Int
+    ) {
         var seen: [String: Int] = [:]
         for record in records { seen["\(record[1]):\(record[2])", default: 0] += 1 }
         let duplicates = seen.filter { $0.value > 1 }
@@ -77,6 +92,5 @@ struct CrashRecoveryTests {
         }
         // The tail is bounded by what one batch between commits can hold.
         #expect(duplicates.count <= commitEvery, "\(duplicates.count) duplicates")
-        #expect(Set(records.map { $0[3] }).count == total)
     }
 }

@@ -86,22 +86,30 @@ struct GatewayRouteTests {
             let list = try await routes.get("/v1/tenants", bearer: GatewayHarness.adminToken)
             #expect(list.status == 200 && !list.body.contains("secret"))
 
-            // Wrong client credentials and grant types get RFC 6749 errors.
-            let wrong = try await routes.token(form: "grant_type=client_credentials&client_id=acme&client_secret=wrong")
-            #expect(wrong.status == 401 && wrong.json["error"] as? String == "invalid_client")
-            let grant = try await routes.token(form: "grant_type=password&client_id=acme&client_secret=\(acme.secret)")
-            #expect(grant.status == 400 && grant.json["error"] as? String == "unsupported_grant_type")
-            let basic = Data("acme:\(acme.secret)".utf8).base64EncodedString()
-            let viaBasic = try await routes.token(
-                form: "grant_type=client_credentials", headers: [("authorization", "Basic \(basic)")])
-            #expect(viaBasic.status == 200)
-
-            // New credentials: the old secret stops working at once.
-            let rotated = try await routes.send(.POST, "/v1/tenants/acme/credentials", bearer: GatewayHarness.adminToken, json: [:])
-            let newSecret = try #require(rotated.json["clientSecret"] as? String)
-            await #expect(throws: (any Error).self) { _ = try await routes.tenantToken("acme", secret: acme.secret) }
-            _ = try await routes.tenantToken("acme", secret: newSecret)
+            try await Self.expectTokenErrorsAndCredentialRotation(routes, tenant: acme)
         }
+    }
+
+    /// Wrong client credentials and grant types get RFC 6749 errors; HTTP Basic works; after new credentials, the old
+    /// secret stops working at once.
+    private static func expectTokenErrorsAndCredentialRotation(
+        _ routes: GatewayRoutes, tenant acme: TestTenant
+    ) async throws {
+        // Wrong client credentials and grant types get RFC 6749 errors.
+        let wrong = try await routes.token(form: "grant_type=client_credentials&client_id=acme&client_secret=wrong")
+        #expect(wrong.status == 401 && wrong.json["error"] as? String == "invalid_client")
+        let grant = try await routes.token(form: "grant_type=password&client_id=acme&client_secret=\(acme.secret)")
+        #expect(grant.status == 400 && grant.json["error"] as? String == "unsupported_grant_type")
+        let basic = Data("acme:\(acme.secret)".utf8).base64EncodedString()
+        let viaBasic = try await routes.token(
+            form: "grant_type=client_credentials", headers: [("authorization", "Basic \(basic)")])
+        #expect(viaBasic.status == 200)
+
+        // New credentials: the old secret stops working at once.
+        let rotated = try await routes.send(.POST, "/v1/tenants/acme/credentials", bearer: GatewayHarness.adminToken, json: [:])
+        let newSecret = try #require(rotated.json["clientSecret"] as? String)
+        await #expect(throws: (any Error).self) { _ = try await routes.tenantToken("acme", secret: acme.secret) }
+        _ = try await routes.tenantToken("acme", secret: newSecret)
     }
 
     @Test("errors answer {error, message, requestId}: a body that is not JSON gets 400 with a reason, a wrong bearer 401")

@@ -77,40 +77,11 @@ struct SignInTests {
             let returnURL = FormFields.encode("https://tenant.example/return")
 
             // Start: an unlisted return URL, a missing state, an unknown tenant — no redirect anywhere.
-            let unlisted = try await harness.get(
-                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(FormFields.encode("https://evil.example/return"))&state=s")
-            #expect(unlisted.status == 400 && unlisted.location == nil && unlisted.body.contains("return URLs"))
-            let prefix = try await harness.get(
-                "/v1/tenants/acme/signin/atlassian?redirect_uri=\(FormFields.encode("https://tenant.example/return/x"))&state=s")
-            #expect(prefix.status == 400)
-            #expect(try await harness.get("/v1/tenants/acme/signin/atlassian?redirect_uri=\(returnURL)").status == 400)
-            #expect(try await harness.get("/v1/tenants/nobody/signin/atlassian?redirect_uri=\(returnURL)&state=s").status == 404)
+            try await Self.expectTheStartRefused(harness, returnURL: returnURL)
 
             // Callback: forged, missing and expired states.
             let callback = try await harness.callbackURL(tenant: "acme", accountId: "5b10ac8d82e05b22cc7d4ef5")
-            let code = try #require(GatewayHarness.query(of: callback)["code"])
-            let forged = try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=forged")
-            #expect(forged.status == 400 && forged.location == nil)
-            #expect(try await harness.get(SignInRoutes.callbackPath + "?code=\(code)").status == 400)
-            // A state sealed by this gateway but expired; the real state altered by one character; a sealed value of
-            // another purpose (a sign-in code's box for the same tenant) presented as a state.
-            let realState = try #require(GatewayHarness.query(of: callback)["state"])
-            let expiredState = try SealedSignInState(
-                tenantId: "acme", appId: "acme-app", returnURLHash: OneTimeValue.hash("https://tenant.example/return"),
-                tenantState: "s", expiresAt: Date().addingTimeInterval(-1), nonce: SignInNonce.make()
-            ).seal(with: parts.gateway.box)
-            #expect(try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=\(expiredState)").status == 400)
-            var tampered = Array(realState)
-            tampered[tampered.count / 2] = tampered[tampered.count / 2] == "A" ? "B" : "A"
-            let tamperedAnswer = try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=\(String(tampered))")
-            #expect(tamperedAnswer.status == 400)
-            let otherPurpose = try SealedSignInCode(
-                connectionId: "c", payload: SignInPayload(userId: "u", accountId: "a", appId: "acme-app", test: false,
-                                                          profile: .init()),
-                expiresAt: Date().addingTimeInterval(60), nonce: SignInNonce.make()
-            ).seal(with: parts.gateway.box, tenantId: "acme")
-            let otherAnswer = try await harness.get(SignInRoutes.callbackPath + "?code=\(code)&state=\(otherPurpose)")
-            #expect(otherAnswer.status == 400)
+            try await Self.expectBadStatesRefused(harness, parts: parts, callback: callback)
             #expect(try await harness.tokenCalls("acme-app").exchanges == 0)
 
             // The real callback works once; replaying it is refused before any exchange.
@@ -123,14 +94,7 @@ struct SignInTests {
 
             // The sign-in code: another tenant cannot use it (and does not burn it); it works once for its tenant.
             let signInCode = try #require(back["code"])
-            let foreign = try await harness.send(.POST, "/v1/signin/exchange", bearer: other.token, json: ["code": signInCode])
-            #expect(foreign.status == 400)
-            #expect(try await harness.send(.POST, "/v1/signin/exchange", bearer: nil, json: ["code": signInCode]).status == 401)
-            let exchanged = try await harness.send(.POST, "/v1/signin/exchange", bearer: acme.token, json: ["code": signInCode])
-            #expect(exchanged.status == 200)
-            let reused = try await harness.send(.POST, "/v1/signin/exchange", bearer: acme.token, json: ["code": signInCode])
-            #expect(reused.status == 400 && reused.body.contains("invalid or expired code"))
-            #expect(try await harness.send(.POST, "/v1/signin/exchange", bearer: acme.token, json: [:]).status == 400)
+            try await Self.expectTheCodeWorksOnceForItsTenant(harness, code: signInCode, tenant: acme, other: other)
 
             // The user declines: the tenant hears access_denied with its state; nothing is exchanged.
             _ = try await harness.send(.POST, harness.sandboxURL + "/_sandbox/consent", bearer: nil, json: ["decision": "deny"])

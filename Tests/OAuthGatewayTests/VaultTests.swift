@@ -307,32 +307,11 @@ struct VaultTests {
             }
             // Ada signs in once more, but the tenant has not exchanged the code when the erasure arrives.
             let unexchanged = try #require(try await harness.signIn(tenant: "acme", accountId: Self.ada)["code"])
-            let commands = [
+            try await Self.eraseAndExpectTheAcks(harness, commands: [
                 command(Self.ada, .delete, cause: .atlassianClosed), command(Self.grace, .scrub),
                 command(lin, .disassociate), command("5b10ac8d82e05b22cc7d4ef8", .delete),
-            ]
-            let producer = try harness.kafka.makeProducer()
-            try await withRunningServices([producer], logger: harness.kafka.logger) {
-                try await producer.send(commands.map {
-                    try OutgoingMessage(event: $0, topic: harness.topics.erasureCommands, key: "acme-app:\($0.accountId)", source: "test")
-                })
-            }
-            let acks = try await readUntil(harness.kafka, topic: harness.topics.erasureAcks) { $0.count >= 4 }
-                .map { try $0.decodeEvent(ErasureAcknowledged.self) }
-            let outcomes = Dictionary(acks.map { ($0.erasureId, $0.outcome) }) { first, _ in first }
-            #expect(outcomes[commands[0].erasureId] == .erased && outcomes[commands[1].erasureId] == .scrubbed)
-            #expect(outcomes[commands[2].erasureId] == .disassociated && outcomes[commands[3].erasureId] == .nothingHeld)
-            #expect(acks.allSatisfy { $0.participant == "oauth-gateway" })
-
-            let rows = try await parts.database.database.read { db in
-                try Row.fetchAll(db, sql: "SELECT account_id, access_token, refresh_token FROM connections").map {
-                    (accountId: $0["account_id"] as String?,
-                     tokens: ($0["access_token"] as Data?) != nil || ($0["refresh_token"] as Data?) != nil)
-                }
-            }
-            #expect(rows.count == 2)  // ada's connection is gone
-            #expect(rows.allSatisfy { !$0.tokens })
-            #expect(Set(rows.map(\.accountId)) == [Self.grace, nil])
+            ])
+            try await Self.expectTheConnectionsErased(parts)
             #expect(try await harness.reportingToken("acme-app").status == 409)
             // The code issued before the erasure no longer yields Ada's profile.
             let late = try await harness.send(
@@ -358,6 +337,39 @@ struct VaultTests {
             _ = try await harness.signInAndExchange(acme, accountId: Self.grace)
             #expect(try await harness.reportingToken("acme-app").status == 200)
         }
+    }
+}
+
+/// The phases of ``VaultTests/erasureParticipant()``.
+extension VaultTests {
+    /// The commands go out on the topic; the gateway acks each with the outcome its policy and the account call for
+    /// (delete, scrub, disassociate, and nothing held).
+    private static func eraseAndExpectTheAcks(_ harness: GatewayHarness, commands: [EraseSubject]) async throws {
+        let producer = try harness.kafka.makeProducer()
+        try await withRunningServices([producer], logger: harness.kafka.logger) {
+            try await producer.send(commands.map {
+                try OutgoingMessage(event: $0, topic: harness.topics.erasureCommands, key: "acme-app:\($0.accountId)", source: "test")
+            })
+        }
+        let acks = try await readUntil(harness.kafka, topic: harness.topics.erasureAcks) { $0.count >= 4 }
+            .map { try $0.decodeEvent(ErasureAcknowledged.self) }
+        let outcomes = Dictionary(acks.map { ($0.erasureId, $0.outcome) }) { first, _ in first }
+        #expect(outcomes[commands[0].erasureId] == .erased && outcomes[commands[1].erasureId] == .scrubbed)
+        #expect(outcomes[commands[2].erasureId] == .disassociated && outcomes[commands[3].erasureId] == .nothingHeld)
+        #expect(acks.allSatisfy { $0.participant == "oauth-gateway" })
+    }
+
+    /// Ada's connection (deleted) is gone; Grace's (scrubbed) and Lin's (disassociated, no accountId) stay, tokenless.
+    private static func expectTheConnectionsErased(_ parts: OAuthGatewayParts) async throws {
+        let rows = try await parts.database.database.read { db in
+            try Row.fetchAll(db, sql: "SELECT account_id, access_token, refresh_token FROM connections").map {
+                (accountId: $0["account_id"] as String?,
+                 tokens: ($0["access_token"] as Data?) != nil || ($0["refresh_token"] as Data?) != nil)
+            }
+        }
+        #expect(rows.count == 2)  // ada's connection is gone
+        #expect(rows.allSatisfy { !$0.tokens })
+        #expect(Set(rows.map(\.accountId)) == [Self.grace, nil])
     }
 }
 

@@ -160,24 +160,7 @@ struct ProfileStoreServiceTests {
         let topics = LetheTopics(namespace: namespace)
         let accounts = 10_000
         let total = accounts * 2
-        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
-            TopicSpec(
-                name: topics.profiles, partitions: 3,
-                config: Topics.definition(named: Topics.profiles)!.kafkaConfig),
-        ])
-        let producer = try kafka.makeProducer()
-        try await withRunningServices([producer], logger: kafka.logger) {
-            // Tenant t1 fetched each account first, t2 a second later: updatedAt must be t1's time.
-            var messages: [OutgoingMessage] = []
-            for index in 0..<accounts {
-                for (tenant, offset) in [("t1", 0.0), ("t2", 1.0)] {
-                    let event = fetched(tenant, "acc-\(index)", at: Double(index) + offset)
-                    messages.append(try OutgoingMessage(
-                        event: event, topic: topics.profiles, key: "app-1:acc-\(index)", source: "test"))
-                }
-            }
-            try await producer.send(messages)
-        }
+        try await fetchEveryAccountTwice(topics: topics, accounts: accounts)
 
         // Reserved for both launches: a random port in the ephemeral range can be in use.
         let reservation = try SandboxProcess.ReservedPort()
@@ -191,32 +174,21 @@ struct ProfileStoreServiceTests {
                 stdoutPath: log.path)
         }
         let databasePath = directory.url.appendingPathComponent("profile-store.sqlite").path
-        // Read-only, without migrating: the service owns the schema, and the test must not take its write lock.
-        let reader = LockedValue<DatabasePool?>(nil)
-        func count() -> Int {
-            reader.withValue { pool in
-                if pool == nil, FileManager.default.fileExists(atPath: databasePath) {
-                    var configuration = Configuration()
-                    configuration.readonly = true
-                    pool = try? DatabasePool(path: databasePath, configuration: configuration)
-                }
-                return (try? pool?.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM profiles") }) ?? 0
-            }
-        }
+        let profiles = ReadOnlyProfileCount(path: databasePath)
 
         let first = try launch()
-        let midStream = await eventually(timeout: .seconds(90), every: .milliseconds(5)) { count() >= 2000 }
+        let midStream = await eventually(timeout: .seconds(90), every: .milliseconds(5)) { profiles.count() >= 2000 }
         let killed = first.killAndReap()
         let serviceLog = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         #expect(midStream, "the service never started ingesting: \(serviceLog)")
         #expect(killed == 128 + SIGKILL)
-        let atKill = count()
+        let atKill = profiles.count()
         #expect(atKill < total, "the first process finished before it was killed; the test proves nothing")
 
         let second = try launch()
         defer { second.killAndReap() }
-        let complete = await eventually(timeout: .seconds(120), every: .milliseconds(200)) { count() == total }
-        #expect(complete, "profiles after restart: \(count()) of \(total)")
+        let complete = await eventually(timeout: .seconds(120), every: .milliseconds(200)) { profiles.count() == total }
+        #expect(complete, "profiles after restart: \(profiles.count()) of \(total)")
         let ready = await eventually(timeout: .seconds(30)) {
             guard let url = URL(string: "http://127.0.0.1:\(port)/health/ready"),
                   let (_, response) = try? await URLSession.shared.data(from: url)
@@ -224,7 +196,34 @@ struct ProfileStoreServiceTests {
             return (response as? HTTPURLResponse)?.statusCode == 200
         }
         #expect(ready, "/health/ready did not answer 200")
+        try await expectTheOutboxDrainedAndEveryAccountAnnounced(databasePath: databasePath, accounts: accounts)
+        try await expectEveryAccountHeldOnTheTopic(topics: topics, accounts: accounts)
+    }
 
+    /// Tenant t1 fetched each account first, t2 a second later: updatedAt must be t1's time. All on the profiles
+    /// topic before profile-store starts.
+    private func fetchEveryAccountTwice(topics: LetheTopics, accounts: Int) async throws {
+        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
+            TopicSpec(
+                name: topics.profiles, partitions: 3,
+                config: Topics.definition(named: Topics.profiles)!.kafkaConfig),
+        ])
+        let producer = try kafka.makeProducer()
+        try await withRunningServices([producer], logger: kafka.logger) {
+            var messages: [OutgoingMessage] = []
+            for index in 0..<accounts {
+                for (tenant, offset) in [("t1", 0.0), ("t2", 1.0)] {
+                    let event = fetched(tenant, "acc-\(index)", at: Double(index) + offset)
+                    messages.append(try OutgoingMessage(
+                        event: event, topic: topics.profiles, key: "app-1:acc-\(index)", source: "test"))
+                }
+            }
+            try await producer.send(messages)
+        }
+    }
+
+    /// The outbox is drained, and every account is announced with both tenants.
+    private func expectTheOutboxDrainedAndEveryAccountAnnounced(databasePath: String, accounts: Int) async throws {
         let database = try SQLiteDatabase(path: databasePath, migrations: ProfileDatabase.migrations)
         let drained = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
             (try? await database.read { db in try Outbox.pendingCount(in: db) }) == 0
@@ -235,8 +234,10 @@ struct ProfileStoreServiceTests {
                 db, sql: "SELECT count(*) FROM announced_accounts WHERE tenant_ids = 't1' || char(10) || 't2'")
         }
         #expect(announced == accounts)
+    }
 
-        // Every account's last AccountHeld on the topic: both tenants, t1's (older) retrieval time.
+    /// Every account's last AccountHeld on the topic: both tenants, t1's (older) retrieval time.
+    private func expectEveryAccountHeldOnTheTopic(topics: LetheTopics, accounts: Int) async throws {
         let records = try await readUntil(kafka, topic: topics.pdrAccounts, timeout: .seconds(120)) { messages in
             guard messages.count >= accounts else { return false }
             let last = (try? lastPerKey(messages)) ?? [:]
@@ -249,5 +250,25 @@ struct ProfileStoreServiceTests {
             return held?.tenantIds != ["t1", "t2"] || held?.updatedAt != t0.addingTimeInterval(index)
         }
         #expect(wrong.isEmpty, "\(wrong.count) accounts with a wrong or missing AccountHeld")
+    }
+}
+
+/// profile-store's profiles, counted read-only and without migrating: the service owns the schema, and the test must
+/// not take its write lock. Opened at the first count after the file exists; a count that fails is 0.
+private struct ReadOnlyProfileCount {
+    let path: String
+    private let reader = LockedValue<DatabasePool?>(nil)
+
+    init(path: String) { self.path = path }
+
+    func count() -> Int {
+        reader.withValue { pool in
+            if pool == nil, FileManager.default.fileExists(atPath: path) {
+                var configuration = Configuration()
+                configuration.readonly = true
+                pool = try? DatabasePool(path: path, configuration: configuration)
+            }
+            return (try? pool?.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM profiles") }) ?? 0
+        }
     }
 }
