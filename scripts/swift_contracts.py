@@ -11,7 +11,8 @@ CONTRACTS = ROOT / "Shared" / "Contracts"
 def declarations():
     """Every topic of `Topics.all`, in declaration order, as a dict: name, key (the AsyncAPI key schema, e.g.
     `AccountKey`), events (event type names without `lethe.`), tombstones, compacted, retention_ms (or None),
-    partitions (a fixed count, or None for the configured one).
+    partitions (a fixed count, or None for the configured one), dead_lettered (whether it has a `.dlq`: a topic with
+    records, unless declared `hasDLQ: false`).
 
     Fails loudly when a topic constant is not in `all`, or `all` names a constant that does not exist.
     """
@@ -21,9 +22,10 @@ def declarations():
         raise SystemExit("swift_contracts: no topic constants found in Topics.swift")
     key_schemas = dict(re.findall(r'case (\w+) = "(\w+Key)"', source))
     definitions = []
-    for constant, key, events, tombstones, compacted, retention, partitions in re.findall(
-        r"TopicDefinition\(\s*name: (\w+), key: \.(\w+), events: \[([^\]]*)\], tombstones: (true|false),"
-        r"\s*compacted: (true|false), retentionMs: ([^),]+)(?:, partitions: (\d+))?\)", source
+    for constant, key, events, tombstones, compacted, retention, partitions, has_dlq in re.findall(
+        r"TopicDefinition\(\s*name: (\w+), key: \.(\w+), events: \[([^\]]*)\],\s*tombstones: (true|false),"
+        r"\s*compacted: (true|false), retentionMs: ([^),]+)(?:, partitions: (\d+))?(?:, hasDLQ: (true|false))?\)",
+        source
     ):
         if constant not in constants:
             raise SystemExit(f"swift_contracts: Topics.all names unknown constant {constant}")
@@ -40,11 +42,12 @@ def declarations():
             retention_ms = int(retention)
         else:
             raise SystemExit(f"swift_contracts: cannot read retentionMs {retention!r} in Topics.swift")
+        event_names = [event.strip().removesuffix(".self") for event in events.split(",") if event.strip()]
         definitions.append({
-            "name": constants[constant], "key": key_schemas[key],
-            "events": [event.strip().removesuffix(".self") for event in events.split(",") if event.strip()],
+            "name": constants[constant], "key": key_schemas[key], "events": event_names,
             "tombstones": tombstones == "true", "compacted": compacted == "true", "retention_ms": retention_ms,
             "partitions": int(partitions) if partitions else None,
+            "dead_lettered": has_dlq != "false" and bool(event_names or tombstones == "true"),
         })
     names = {definition["name"] for definition in definitions}
     missing = sorted(set(constants.values()) - names)

@@ -33,13 +33,13 @@ func buildErasureExecutor(
         path: context.databasePath, settings: config.ledgerSettings, keys: try AuditKeys(auditKey: config.auditKey))
     try await context.ensureTopics(
         [\.tenants, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks, \.erasureParticipants,
-         \.erasureCompleted],
+         \.erasureCompleted, \.erasureState],
         deadLettered: [\.pdrStatus, \.erasureRequests, \.erasureAcks, \.tenants, \.erasureParticipants])
-    var statePartitions: [TopicPartition] = []
-    for topic in [topics.tenants, topics.erasureParticipants] {
+    func partitions(of topic: String) async throws -> [TopicPartition] {
         let count = try await context.admin.partitionCount(of: topic)
-        statePartitions += (0..<count).map { TopicPartition(topic: topic, partition: Int32($0)) }
+        return (0..<count).map { TopicPartition(topic: topic, partition: Int32($0)) }
     }
+    let statePartitions = try await partitions(of: topics.tenants) + partitions(of: topics.erasureParticipants)
 
     let producer = context.producer
     let relay = OutboxRelay(database: ledger.database, producer: producer, logger: logger)
@@ -48,7 +48,8 @@ func buildErasureExecutor(
     metrics.restored.record(0)
     let gate = RestoreGate()
     let state = try StateReader(
-        bootstrapServers: config.standard.kafka.bootstrapServers, partitions: statePartitions, ledger: ledger,
+        bootstrapServers: config.standard.kafka.bootstrapServers, partitions: statePartitions,
+        changelogPartitions: try await partitions(of: topics.erasureState), ledger: ledger,
         topics: topics, producer: producer, gate: gate, relay: relay, metrics: metrics,
         alertEvery: .seconds(max(1, config.restoreAlertSeconds)), logger: logger)
     let consumer = try context.consumer(

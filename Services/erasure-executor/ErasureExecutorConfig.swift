@@ -49,6 +49,6 @@ struct ErasureExecutorConfig: Sendable {
         LedgerSettings(
             resendAfter: TimeInterval(resendSeconds), maxFailedAttempts: maxFailedAttempts,
             daySeconds: TimeInterval(daySeconds), commandsTopic: standard.topics.erasureCommands,
-            completedTopic: standard.topics.erasureCompleted)
+            completedTopic: standard.topics.erasureCompleted, stateTopic: standard.topics.erasureState)
     }
 }

@@ -29,6 +29,9 @@ package enum Topics {
     package static let erasureParticipants = "lethe.erasure.participants.v1"
     /// `ErasureCompleted`, keyed by erasureId: the public, PII-free proof of each erasure. Compacted.
     package static let erasureCompleted = "lethe.erasure.completed.v1"
+    /// `ErasureState` (keyed by erasureId) and `ParticipantRetired` (keyed `retired:<participant>:<ms>`):
+    /// erasure-executor's changelog, read back at every start. Compacted.
+    package static let erasureState = "lethe.erasure.state.v1"
     /// No records: one partition, which the replicas of a service that must run one active replica at a time share
     /// as a consumer group (`<service>.replicas`); the member Kafka assigns it to is the active one (`ReplicaLease`).
     package static let replicas = "lethe.replicas.v1"
@@ -88,6 +91,9 @@ package enum Topics {
             name: erasureCompleted, key: .erasureId, events: [ErasureCompleted.self], tombstones: false,
             compacted: true, retentionMs: nil),
         TopicDefinition(
+            name: erasureState, key: .erasureState, events: [ErasureState.self, ParticipantRetired.self],
+            tombstones: false, compacted: true, retentionMs: nil, hasDLQ: false),
+        TopicDefinition(
             name: replicas, key: .service, events: [], tombstones: false,
             compacted: false, retentionMs: TopicDefinition.thirtyDaysMs, partitions: 1),
     ]
@@ -135,6 +141,8 @@ package enum TopicKey: String, Sendable, Hashable {
     case tenantId = "TenantIdKey"
     case erasureId = "ErasureIdKey"
     case participant = "ParticipantKey"
+    /// erasureId, or `retired:<participant>:<ms>` for a retirement (the executor's changelog).
+    case erasureState = "ErasureStateKey"
     /// A service's name (the lease topic, which carries no records).
     case service = "ServiceKey"
 }
@@ -161,13 +169,15 @@ package struct TopicDefinition: Sendable, Hashable {
     package var retentionMs: Int64?
     /// The partition count whatever `KAFKA_TOPIC_PARTITIONS` says (the lease topic: 1); nil for the configured count.
     package var partitions: Int?
-    /// Whether the topic has a DLQ: every topic whose records someone consumes (a topic without events has none).
-    package var deadLettered: Bool { !eventTypes.isEmpty || tombstones }
+    /// Whether the topic has a DLQ: every topic whose records someone consumes (a topic without events has none),
+    /// except a service's private changelog, whose reader logs and counts what it cannot use.
+    package var deadLettered: Bool { hasDLQ && (!eventTypes.isEmpty || tombstones) }
+    private var hasDLQ: Bool
 
     /// Makes a definition; see the properties for what each value means.
     package init(
         name: String, key: TopicKey, events: [any LetheEvent.Type], tombstones: Bool, compacted: Bool,
-        retentionMs: Int64?, partitions: Int? = nil
+        retentionMs: Int64?, partitions: Int? = nil, hasDLQ: Bool = true
     ) {
         self.name = name
         self.key = key
@@ -176,6 +186,7 @@ package struct TopicDefinition: Sendable, Hashable {
         self.compacted = compacted
         self.retentionMs = retentionMs
         self.partitions = partitions
+        self.hasDLQ = hasDLQ
     }
 
     /// The Kafka topic configuration entries this definition implies (`cleanup.policy`, `retention.ms`).
@@ -203,6 +214,7 @@ package struct LetheTopics: Sendable, Equatable {
     package var erasureAcks: String
     package var erasureParticipants: String
     package var erasureCompleted: String
+    package var erasureState: String
     package var replicas: String
 
     /// The architecture's names, each prefixed with `namespace.` when one is given (`LETHE_TOPIC_NAMESPACE`).
@@ -218,6 +230,7 @@ package struct LetheTopics: Sendable, Equatable {
         erasureAcks = name(Topics.erasureAcks)
         erasureParticipants = name(Topics.erasureParticipants)
         erasureCompleted = name(Topics.erasureCompleted)
+        erasureState = name(Topics.erasureState)
         replicas = name(Topics.replicas)
     }
 }

@@ -33,6 +33,11 @@ struct ContractSamplesTests {
     /// Every event type, twice. Adding an event type to `Contracts` means adding it here (the script fails when an
     /// event type has no sample).
     static func allSamples() throws -> [Sample] {
+        try stateAndPDRSamples() + erasureSamples()
+    }
+
+    /// Tenants, profiles and the PDR events.
+    private static func stateAndPDRSamples() throws -> [Sample] {
         [
             try sample(Fixtures.tenantConfigured, variant: "full"),
             try sample(
@@ -58,6 +63,12 @@ struct ContractSamplesTests {
                     appId: "app-own", accountId: "acc-2", tenantIds: [], status: .updated, reportedAt: later),
                 variant: "minimal"),
 
+        ]
+    }
+
+    /// The erasure events and the executor's changelog.
+    private static func erasureSamples() throws -> [Sample] {
+        [
             try sample(Fixtures.erasureRequested, variant: "full"),
             try sample(Fixtures.erasureRequestedMinimal, variant: "minimal"),
 
@@ -86,6 +97,38 @@ struct ContractSamplesTests {
                     completedAt: later,
                     receipt: .init(sequence: 1, entryHash: "ef56", previousHash: "00", signature: "sig2", keyId: "k")),
                 variant: "minimal"),
+
+            // The executor's changelog: a completed erasure with every optional field, an open one with none.
+            try sample(
+                ErasureState(
+                    erasureId: "er-1", commandId: "er-1b", tenantId: "tenant-1", appId: "app-own", accountId: "acc-1",
+                    subject: "ab12", policy: .scrub, cause: .atlassianClosed, status: "completed", overdue: true,
+                    deadline: later, requests: 2, issuedAt: instant, createdAt: instant, updatedAt: later,
+                    completedAt: later, version: 7,
+                    participants: [.init(
+                        participant: "billing", outcome: .waived, detail: "decommissioned", failedAttempts: 1, sends: 3,
+                        lastSentAt: instant, ackedAt: later)],
+                    audit: .init(
+                        receipt: .init(sequence: 3, entryHash: "cd34", previousHash: "ab12", signature: "sig", keyId: "k"),
+                        completedAtMs: 1_700_000_000_000,
+                        outcomes: [.init(participant: "billing", outcome: .waived, atMs: 1_700_000_000_000,
+                                         reason: "decommissioned")])),
+                variant: "full"),
+            try sample(
+                ErasureState(
+                    erasureId: "er-2", commandId: nil, tenantId: "tenant-2", appId: "app-shared", accountId: nil,
+                    subject: "00ff", policy: .delete, cause: .tenantRequest, status: "pending", overdue: false,
+                    deadline: later, requests: 1, issuedAt: nil, createdAt: instant, updatedAt: instant,
+                    completedAt: nil, version: 0, participants: [], audit: nil),
+                variant: "minimal"),
+
+            try sample(
+                ParticipantRetired(participant: "legacy-crm", reason: "decommissioned", retiredAt: later, waived: 4,
+                                   completed: 3),
+                variant: "full"),
+            try sample(
+                ParticipantRetired(participant: "old", reason: "gone", retiredAt: instant, waived: 0, completed: 0),
+                variant: "minimal"),
         ]
     }
 
@@ -109,9 +152,9 @@ struct ContractSamplesTests {
             #expect(object["schemaVersion"] as? String == written, "\(sample.fileName)")
         }
 
-        // Ten event types, each with a full and a minimal sample, no file name twice.
+        // Twelve event types, each with a full and a minimal sample, no file name twice.
         let types = Set(samples.map(\.eventType))
-        #expect(types.count == 10)
+        #expect(types.count == 12)
         #expect(Set(samples.map(\.fileName)).count == samples.count)
         for type in types {
             #expect(samples.filter { $0.eventType == type }.count == 2, "\(type)")

@@ -8,7 +8,7 @@ struct TopicsTests {
             "lethe.tenants.v1", "lethe.profiles.v1", "lethe.pdr.accounts.v1", "lethe.pdr.reports.v1",
             "lethe.pdr.status.v1", "lethe.erasure.requests.v1", "lethe.erasure.commands.v1",
             "lethe.erasure.acks.v1", "lethe.erasure.participants.v1", "lethe.erasure.completed.v1",
-            "lethe.replicas.v1",
+            "lethe.erasure.state.v1", "lethe.replicas.v1",
         ])
         #expect(Set(Topics.all.map(\.name)).count == Topics.all.count)
     }
@@ -17,7 +17,7 @@ struct TopicsTests {
         let compacted = Topics.all.filter(\.compacted).map(\.name)
         #expect(compacted == [
             Topics.tenants, Topics.pdrAccounts, Topics.pdrReports, Topics.erasureParticipants,
-            Topics.erasureCompleted,
+            Topics.erasureCompleted, Topics.erasureState,
         ])
         #expect(Topics.all.filter(\.compacted).allSatisfy { $0.retentionMs == nil })
         #expect(Topics.definition(named: Topics.pdrAccounts)?.kafkaConfig == [
@@ -59,7 +59,7 @@ struct TopicsTests {
     func declarationsCoverEveryTopicAndEvent() {
         let paths: [KeyPath<LetheTopics, String>] = [
             \.tenants, \.profiles, \.pdrAccounts, \.pdrReports, \.pdrStatus, \.erasureRequests, \.erasureCommands,
-            \.erasureAcks, \.erasureParticipants, \.erasureCompleted, \.replicas,
+            \.erasureAcks, \.erasureParticipants, \.erasureCompleted, \.erasureState, \.replicas,
         ]
         #expect(paths.map { Topics.definition(of: $0).name } == Topics.all.map(\.name))
         let namespaced = LetheTopics(namespace: "run-1")
@@ -73,6 +73,8 @@ struct TopicsTests {
         // The lease topic: one partition whatever the configuration, no records, so no DLQ.
         #expect(Topics.definition(of: \.replicas).partitions == 1 && !Topics.definition(of: \.replicas).deadLettered)
         #expect(Topics.all.filter { $0.partitions != nil }.map(\.name) == [Topics.replicas])
-        #expect(Topics.all.filter { !$0.deadLettered }.map(\.name) == [Topics.replicas])
+        // Without a DLQ: the lease topic, and the executor's changelog (its reader logs what it cannot use).
+        #expect(Topics.all.filter { !$0.deadLettered }.map(\.name) == [Topics.erasureState, Topics.replicas])
+        #expect(Topics.carries(Topics.erasureState, ErasureState.self) && Topics.carries(Topics.erasureState, ParticipantRetired.self))
     }
 }

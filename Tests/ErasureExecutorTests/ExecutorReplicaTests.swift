@@ -11,7 +11,8 @@ import TestSupport
 struct ExecutorReplicaTests {
     @Test("""
         a second replica is a standby — not ready and saying why, its API 503, its workers idle — while the first is \
-        active; kill -9 the active one: the standby takes over within 30 s and handles what arrives
+        active; kill -9 the active one: the standby takes over within 30 s on its own volume, continues the open \
+        erasure from the changelog and handles what arrives
         """)
     func standbyTakesOver() async throws {
         let kafka = try KafkaFixture("executor-replicas")
@@ -44,6 +45,11 @@ struct ExecutorReplicaTests {
             }
             #expect(takenByActive, "the active replica did not take the closed account in: \(active.output())")
             #expect((try await standby.metric("lethe_erasures_requested_total") ?? 0) == 0)
+            // Its changelog record is out before the kill, so the standby, on a volume of its own, can continue it.
+            let opened = try await readUntil(kafka, topic: topics.erasureState) { messages in
+                messages.contains { (try? $0.decodeEvent(ErasureState.self))?.accountId == "557058:first" }
+            }
+            let firstId = try #require(opened.compactMap { try? $0.decodeEvent(ErasureState.self) }.first?.erasureId)
 
             #expect(active.process.killAndReap() == 128 + SIGKILL)
             let killedAt = ContinuousClock.now
@@ -53,6 +59,10 @@ struct ExecutorReplicaTests {
             #expect(tookOver, "the standby did not take over within 30 s: \(standby.output())")
             print("standby took over \(ContinuousClock.now - killedAt) after the active replica was killed")
             #expect(try await standby.metric("lethe_replica_active") == 1)
+            // Activated, it read the changelog back into its own (empty) file: the erasure opened by the killed
+            // replica is there, open.
+            let continued = try await standby.erasure(firstId)
+            #expect(continued?.accountId == "557058:first" && continued?.status != .completed, "\(String(describing: continued))")
             try await closed("557058:second")
             let handled = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
                 (try? await standby.metric("lethe_erasures_requested_total")) ?? 0 >= 1

@@ -120,96 +120,113 @@ extension PartitionedReportingTests {
                 // Held while the child lives, so no parallel test picks the port (the child listens beside it).
                 let reservation = try SandboxProcess.ReservedPort()
                 defer { reservation.release() }
-                let port = reservation.port
                 let directory = try TemporaryDirectory("pdr")
                 let log = directory.url.appendingPathComponent("pdr-reporter.log")
                 var environment = ProcessInfo.processInfo.environment
-                environment.merge(world.environment(cycle: cycle, dataDirectory: directory.url, port: port)) { $1 }
+                environment.merge(world.environment(cycle: cycle, dataDirectory: directory.url, port: reservation.port)) { $1 }
                 environment["LETHE_GATEWAY_INTERNAL_URL"] = "http://127.0.0.1:\(gatewayPort)"
                 environment["LOG_LEVEL"] = "info"
                 let process = try ChildProcess.spawn(binary.path, environment: environment, stdoutPath: log.path)
                 defer { process.killAndReap() }
 
                 let local = try await world.startInstance(cycle: cycle)
-                func remoteHeld() async -> Int {
-                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/apps")
-                    request.headers.add(name: "Authorization", value: "Bearer \(Self.adminToken)")
-                    // Times are RFC 3339 in the API (`nextDueAt` is there as soon as an account is held).
-                    let decoder = JSONDecoder()
-                    decoder.dateDecodingStrategy = .iso8601
-                    guard let response = try? await world.sandbox.http.execute(request, timeout: .seconds(5)),
-                          let body = try? await response.body.collect(upTo: 1 << 20),
-                          let decoded = try? decoder.decode(
-                            [String: [AppReportingStatus]].self, from: Data(body.readableBytesView))
-                    else { return -1 }
-                    return decoded["apps"]?.first { $0.appId == Self.app }?.accountsHeld ?? 0
-                }
-                // Both hold a share, and the shares add up to everything: the partitions are split, not duplicated.
-                let split = try await eventually(timeout: .seconds(40), every: .milliseconds(250)) {
-                    let remote = await remoteHeld()
-                    let mine = try await local.held()
-                    return remote > 0 && mine > 0 && remote + mine == ids.count
-                }
-                let splitSeen = "remote \(await remoteHeld()), local \(try await local.held())"
-                #expect(split, "partitions not split between the two instances: \(splitSeen)")
-                // Each paces every app by its share of the partitions, and the shares add up to one: together they
-                // send an app's requests at the deployment's rate, not twice it.
-                func remoteShare() -> Double? {
-                    let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-                    return text.components(separatedBy: "pdr.pacing_share=").last.flatMap {
-                        Double($0.prefix { $0.isNumber || $0 == "." })
-                    }
-                }
-                let shared = try await eventually(timeout: .seconds(10), every: .milliseconds(100)) {
-                    let remote = remoteShare() ?? 0
-                    return abs(remote + local.parts.loop.pacing.value - 1) < 1e-9 && remote < 1
-                }
-                #expect(shared, "pacing shares: remote \(remoteShare() ?? -1), local \(local.parts.loop.pacing.value)")
-
-                // Let both report part of the cycle, then kill the process mid-cycle.
-                _ = try await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
-                    try await world.successes().count >= 60
-                }
-                let killed = process.killAndReap()
-                let killedAt = Date()
-                #expect(killed == 128 + SIGKILL)
-                let beforeKill = try await world.successes()
-                #expect(beforeKill.count < ids.count, "everything was reported before the kill; the test proves nothing")
-
-                // The survivor takes over (after the session timeout), restores the dead one's changelog partitions,
-                // and brings every account around to its second report.
-                let takenOver = try await eventually(timeout: .seconds(40), every: .milliseconds(250)) {
-                    try await local.held() == ids.count
-                }
-                let survivorHolds = try await local.held()
-                #expect(takenOver, "the survivor holds \(survivorHolds) of \(ids.count)")
-                #expect(local.parts.loop.pacing.value == 1, "the survivor owns every partition, so it paces at the full rate")
-                let done = try await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
-                    let now = try await world.successes()
-                    return ids.allSatisfy { (now[$0]?.count ?? 0) >= 1 }
-                        && beforeKill.keys.allSatisfy { (now[$0]?.count ?? 0) >= 2 }
-                }
+                try await Self.expectTheSplit(world, local: local, port: reservation.port, log: log, count: ids.count)
+                let (killedAt, beforeKill) = try await Self.killMidCycle(world, process: process, count: ids.count)
+                try await Self.expectTheTakeOver(world, local: local, ids: ids, beforeKill: beforeKill)
                 try await local.stop()
-                let all = try await world.successes()
-                #expect(done, "not every account was reported (again): \(all.count) of \(ids.count)")
-
-                // No account twice within a cycle — except, at most, the one batch the killed process had sent but
-                // not yet recorded when it died (ISSUE 7: a crash between the call and the record re-sends at most
-                // that batch). Such a batch is one call, made just before the kill.
-                let calls = try await world.sandbox.calls(clientId: Self.app).filter(\.succeeded)
-                var earlyCalls = Set<Int>()
-                for (id, earlier, later) in Self.gaps(all) where later.timeIntervalSince(earlier) < Double(cycle) - Self.tolerance {
-                    let call = calls.first { $0.date == earlier && $0.accounts.contains { $0.accountId == id } }
-                    earlyCalls.insert(call?.sequence ?? -1)
-                }
-                #expect(earlyCalls.count <= 1, "early re-reports from \(earlyCalls.count) calls: \(earlyCalls)")
-                if let sequence = earlyCalls.first, let call = calls.first(where: { $0.sequence == sequence }) {
-                    #expect(call.date <= killedAt && call.date > killedAt.addingTimeInterval(-3),
-                            "an early re-report that is not the killed process's last batch")
-                }
+                try await Self.expectAtMostTheKilledBatchEarly(world, cycle: cycle, killedAt: killedAt)
                 let serviceLog = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
                 #expect(!serviceLog.contains(world.accessToken), "the access token appeared in the log")
             }
+        }
+    }
+
+    /// Both instances hold a share, the shares add up to everything, and each paces the apps by its share of the
+    /// partitions — together at the deployment's rate, not twice it. `port`: the child process's HTTP port.
+    private static func expectTheSplit(_ world: World, local: Instance, port: Int, log: URL, count: Int) async throws {
+        func remoteHeld() async -> Int {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/apps")
+            request.headers.add(name: "Authorization", value: "Bearer \(Self.adminToken)")
+            // Times are RFC 3339 in the API (`nextDueAt` is there as soon as an account is held).
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            guard let response = try? await world.sandbox.http.execute(request, timeout: .seconds(5)),
+                  let body = try? await response.body.collect(upTo: 1 << 20),
+                  let decoded = try? decoder.decode(
+                    [String: [AppReportingStatus]].self, from: Data(body.readableBytesView))
+            else { return -1 }
+            return decoded["apps"]?.first { $0.appId == Self.app }?.accountsHeld ?? 0
+        }
+        let split = try await eventually(timeout: .seconds(40), every: .milliseconds(250)) {
+            let remote = await remoteHeld()
+            let mine = try await local.held()
+            return remote > 0 && mine > 0 && remote + mine == count
+        }
+        let splitSeen = "remote \(await remoteHeld()), local \(try await local.held())"
+        #expect(split, "partitions not split between the two instances: \(splitSeen)")
+        func remoteShare() -> Double? {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            return text.components(separatedBy: "pdr.pacing_share=").last.flatMap {
+                Double($0.prefix { $0.isNumber || $0 == "." })
+            }
+        }
+        let shared = try await eventually(timeout: .seconds(10), every: .milliseconds(100)) {
+            let remote = remoteShare() ?? 0
+            return abs(remote + local.parts.loop.pacing.value - 1) < 1e-9 && remote < 1
+        }
+        #expect(shared, "pacing shares: remote \(remoteShare() ?? -1), local \(local.parts.loop.pacing.value)")
+    }
+
+    /// Lets both report part of the cycle, then kills the child process. Returns when, and what was reported before.
+    private static func killMidCycle(
+        _ world: World, process: ChildProcess, count: Int
+    ) async throws -> (killedAt: Date, beforeKill: [String: [Date]]) {
+        _ = try await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
+            try await world.successes().count >= 60
+        }
+        let killed = process.killAndReap()
+        let killedAt = Date()
+        #expect(killed == 128 + SIGKILL)
+        let beforeKill = try await world.successes()
+        #expect(beforeKill.count < count, "everything was reported before the kill; the test proves nothing")
+        return (killedAt, beforeKill)
+    }
+
+    /// The survivor takes over (after the session timeout), restores the dead one's changelog partitions, paces at
+    /// the full rate, and brings every account around to its second report.
+    private static func expectTheTakeOver(
+        _ world: World, local: Instance, ids: [String], beforeKill: [String: [Date]]
+    ) async throws {
+        let takenOver = try await eventually(timeout: .seconds(40), every: .milliseconds(250)) {
+            try await local.held() == ids.count
+        }
+        let survivorHolds = try await local.held()
+        #expect(takenOver, "the survivor holds \(survivorHolds) of \(ids.count)")
+        #expect(local.parts.loop.pacing.value == 1, "the survivor owns every partition, so it paces at the full rate")
+        let done = try await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
+            let now = try await world.successes()
+            return ids.allSatisfy { (now[$0]?.count ?? 0) >= 1 }
+                && beforeKill.keys.allSatisfy { (now[$0]?.count ?? 0) >= 2 }
+        }
+        let all = try await world.successes()
+        #expect(done, "not every account was reported (again): \(all.count) of \(ids.count)")
+    }
+
+    /// No account twice within a cycle — except, at most, the one batch the killed process had sent but not yet
+    /// recorded when it died (ISSUE 7: a crash between the call and the record re-sends at most that batch). Such a
+    /// batch is one call, made just before the kill.
+    private static func expectAtMostTheKilledBatchEarly(_ world: World, cycle: Int, killedAt: Date) async throws {
+        let all = try await world.successes()
+        let calls = try await world.sandbox.calls(clientId: Self.app).filter(\.succeeded)
+        var earlyCalls = Set<Int>()
+        for (id, earlier, later) in Self.gaps(all) where later.timeIntervalSince(earlier) < Double(cycle) - Self.tolerance {
+            let call = calls.first { $0.date == earlier && $0.accounts.contains { $0.accountId == id } }
+            earlyCalls.insert(call?.sequence ?? -1)
+        }
+        #expect(earlyCalls.count <= 1, "early re-reports from \(earlyCalls.count) calls: \(earlyCalls)")
+        if let sequence = earlyCalls.first, let call = calls.first(where: { $0.sequence == sequence }) {
+            #expect(call.date <= killedAt && call.date > killedAt.addingTimeInterval(-3),
+                    "an early re-report that is not the killed process's last batch")
         }
     }
 }

@@ -1,7 +1,8 @@
 import ServiceLifecycle
 import Synchronization
 
-/// Whether the tenants and participants topics have been read to their end since this start, and if not, why not.
+/// Whether the executor's changelog and the tenants and participants topics have been read to their end since this
+/// start, and if not, why not.
 ///
 /// Intake, the sweeper and the API's write routes wait for it: no erasure is opened, dispatched or re-sent before
 /// the executor knows every participant declared on the topic, however long that takes. There is no timeout that
@@ -29,7 +30,7 @@ final class RestoreGate: Sendable {
         state.withLock { state in
             guard !state.isOpen else { return nil }
             let seconds = Int((ContinuousClock.now - state.startedAt).components.seconds)
-            var reason = "the tenants and participants topics are not yet read to their end (\(seconds) s since start"
+            var reason = "its changelog and the tenants and participants topics are not yet read to their end (\(seconds) s since start"
             if state.pendingPartitions > 0 { reason += ", \(state.pendingPartitions) partitions to go" }
             reason += "); no erasure is dispatched until they are"
             if let problem = state.problem { reason += ": \(problem)" }

@@ -3,11 +3,16 @@ import Foundation
 import Logging
 import Messaging
 import ServiceLifecycle
+import Synchronization
 
 /// Reads the compacted state topics (`lethe.tenants.v1`, `lethe.erasure.participants.v1`) from the beginning on every
 /// start, outside any group, and keeps following them: each record is an idempotent upsert (or, as a tombstone, a
 /// delete) of the ledger's copy, applied in batches, so reading the full history again is harmless and the last value
 /// per key wins.
+///
+/// **Its own changelog first.** Before the state topics it reads `lethe.erasure.state.v1` back into the ledger (see
+/// ErasureLedger+Changelog): an executor that lost its volume continues every erasure from there; on an intact file
+/// this changes nothing.
 ///
 /// **Read to the end before anything is dispatched.** At start it writes a ``RestoreMarker`` to every partition of
 /// both topics and reads until it has seen its own marker in each, so everything declared before the start has been
@@ -31,11 +36,14 @@ final class StateReader: Service, Sendable {
     private let relay: ErasureNotifier
     private let metrics: ErasureMetrics
     private let partitions: [TopicPartition]
+    private let changelogPartitions: [TopicPartition]
+    private let bootstrapServers: String
     private let alertEvery: Duration
     private let logger: Logger
 
     init(
-        bootstrapServers: String, partitions: [TopicPartition], ledger: ErasureLedger, topics: LetheTopics,
+        bootstrapServers: String, partitions: [TopicPartition], changelogPartitions: [TopicPartition],
+        ledger: ErasureLedger, topics: LetheTopics,
         producer: KafkaProducer, gate: RestoreGate, relay: ErasureNotifier, metrics: ErasureMetrics,
         alertEvery: Duration, logger: Logger
     ) throws {
@@ -48,6 +56,8 @@ final class StateReader: Service, Sendable {
         self.producer = producer
         self.deadLetters = DeadLetterQueue(producer: producer)
         self.partitions = partitions
+        self.changelogPartitions = changelogPartitions
+        self.bootstrapServers = bootstrapServers
         self.ledger = ledger
         self.topics = topics
         self.gate = gate
@@ -93,6 +103,7 @@ final class StateReader: Service, Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.consumer.run() }
             group.addTask { await self.alertWhileNotRestored() }
+            try await restoreChangelog()
             let markers = RestoreMarker.make(for: partitions)
             var restore = Restore(pending: markers.ids)
             gate.report(pendingPartitions: restore.pending.count)
@@ -104,6 +115,62 @@ final class StateReader: Service, Sendable {
                 try await self.handle(batch, restore: &restore)
             }
             group.cancelAll()
+        }
+    }
+
+    /// Reads the changelog back into the ledger, from where the last read-back of this file ended (a new file: from the
+    /// beginning) to this start's markers, retrying (with the reason in the readiness check) until it could; records
+    /// where it ended, and logs what it restored, and an error for any record the ledger refused.
+    private func restoreChangelog() async throws {
+        let started = ContinuousClock.now
+        let (ledger, logger) = (self.ledger, self.logger)
+        let tally = Mutex(ErasureLedger.ChangelogRestored())
+        let transient = RetryPolicy.kafka.retrying(RetryPolicy.storage.isTransient)
+        let read = try await retryUntilDone("reading the changelog back", logger: logger, policy: transient, onRetry: {
+            self.gate.report(problem: "cannot read its changelog back: \($0)")
+        }) { [changelogPartitions, bootstrapServers, producer] in
+            tally.withLock { $0 = ErasureLedger.ChangelogRestored() }
+            let positions = try await ledger.changelogPositions()
+            let start = Dictionary(uniqueKeysWithValues: changelogPartitions.compactMap { partition in
+                positions[partition.partition].map { (partition, $0) }
+            })
+            let read = try await RestoreMarker.readToEnd(
+                changelogPartitions, from: start, bootstrapServers: bootstrapServers, producer: producer,
+                clientId: "erasure-executor-changelog", logger: logger
+            ) { messages in
+                var unreadable = 0
+                let records = messages.compactMap { message -> ErasureLedger.ChangelogRecord? in
+                    do {
+                        if message.stringHeaders["ce_type"] == ParticipantRetired.eventType {
+                            return .retired(try message.decodeEvent(ParticipantRetired.self))
+                        }
+                        return .erasure(try message.decodeEvent(ErasureState.self))
+                    } catch {
+                        unreadable += 1
+                        return nil
+                    }
+                }
+                let restored = try await ledger.restore(records)
+                tally.withLock { [unreadable] in
+                    $0.erasures += restored.erasures
+                    $0.retirements += restored.retirements
+                    $0.refused += restored.refused + unreadable
+                }
+            }
+            try await ledger.recordChangelogPositions(
+                Dictionary(uniqueKeysWithValues: read.after.map { ($0.key.partition, $0.value) }))
+            return read
+        }
+        let restored = tally.withLock { $0 }
+        gate.report(problem: nil)
+        logger.info("changelog read back", metadata: [
+            "count": "\(read.handed)", "erasure.restored": "\(restored.erasures)",
+            "erasure.retirements_restored": "\(restored.retirements)", "erasure.restore_time": "\(ContinuousClock.now - started)",
+        ])
+        if restored.refused > 0 {
+            logger.error("changelog records refused: unreadable, or contradicting the ledger (left out)", metadata: [
+                "count": "\(restored.refused)",
+            ])
         }
     }
 

@@ -9,7 +9,7 @@ extension ErasureLedger {
 
     /// Records a participant's ack; completes (and audits) the erasure when it was the last one missing.
     func applyAck(_ ack: ErasureAcknowledged, at now: Date = Date()) async throws -> AckEffect {
-        try await database.write { [self] db in try applyAck(ack, at: now, cache: TransactionCache(), in: db) }
+        try await write { [self] db in try applyAck(ack, at: now, cache: TransactionCache(), in: db) }
     }
 
     func applyAck(

@@ -26,7 +26,7 @@ extension ErasureLedger {
     /// commands, all in one transaction. With `eventId`, a redelivered event is recognised and changes nothing
     /// (returns nil). Returns the erasure ids, one per request.
     func intake(_ requests: [IntakeRequest], eventId: String? = nil, at now: Date = Date()) async throws -> [String]? {
-        try await database.write { [self] db in
+        try await write { [self] db in
             try intake(requests, eventId: eventId, at: now, cache: TransactionCache(), in: db)
         }
     }
@@ -72,7 +72,7 @@ extension ErasureLedger {
     /// acks), so a redelivered batch changes nothing. Completions within the batch are chained in the order of the
     /// acks that completed them.
     func apply(_ work: [IntakeWork], at now: Date = Date()) async throws -> [IntakeEffect] {
-        try await database.write { [self] db in
+        try await write { [self] db in
             let cache = TransactionCache()
             return try work.map { item in
                 switch item {

@@ -116,5 +116,34 @@ extension ErasureLedger {
                     WHERE outcome IS NULL OR outcome = 'failed';
                 """)
         },
+        // Issue 18: the changelog (ErasureLedger+Changelog). Triggers list every erasure a transaction changes, in any
+        // table of its state, so no write path can forget to publish it; `version` orders an erasure's records. The
+        // erasures already in the file are listed once, so they are published too (a batch per transaction).
+        // `changelog_positions`: where the last read-back ended, per partition, so the next starts there.
+        Migration("erasure-executor.v5.changelog") { db in
+            try db.execute(sql: """
+                ALTER TABLE erasures ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+                CREATE TABLE erasure_changes (erasure_id TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
+                CREATE TRIGGER erasures_changed_by_insert AFTER INSERT ON erasures
+                    BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (NEW.id); END;
+                CREATE TRIGGER erasures_changed_by_update AFTER UPDATE ON erasures
+                    BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (NEW.id); END;
+                CREATE TRIGGER erasure_participants_changed_by_insert AFTER INSERT ON erasure_participants
+                    BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (NEW.erasure_id); END;
+                CREATE TRIGGER erasure_participants_changed_by_update AFTER UPDATE ON erasure_participants
+                    BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (NEW.erasure_id); END;
+                CREATE TRIGGER erasure_participants_changed_by_delete AFTER DELETE ON erasure_participants
+                    BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (OLD.erasure_id); END;
+                INSERT INTO erasure_changes SELECT id FROM erasures;
+                CREATE TABLE retirement_changes (retirement INTEGER PRIMARY KEY NOT NULL);
+                CREATE TRIGGER participant_retirements_changed AFTER INSERT ON participant_retirements
+                    BEGIN INSERT OR IGNORE INTO retirement_changes VALUES (NEW.row); END;
+                INSERT INTO retirement_changes SELECT row FROM participant_retirements;
+                CREATE TABLE changelog_positions (
+                    partition INTEGER PRIMARY KEY NOT NULL,
+                    next_offset INTEGER NOT NULL
+                );
+                """)
+        },
     ]
 }

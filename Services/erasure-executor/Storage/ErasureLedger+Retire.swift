@@ -28,7 +28,7 @@ extension ErasureLedger {
     /// that waits for it its outcome becomes `waived` with the reason, which completes the erasures that waited for
     /// it alone — each audited with the waiver in its entry. One transaction; the retirement is recorded too.
     func retire(_ name: String, reason: String, at now: Date = Date()) async throws -> RetireEffect {
-        try await database.write { [self] db in
+        try await write { [self] db in
             let declared = try Bool.fetchOne(
                 db, sql: "SELECT 1 FROM participants WHERE name = ?", arguments: [name]) == true
             let waiting = try String.fetchAll(
@@ -73,7 +73,7 @@ extension ErasureLedger {
     /// reason (in the erasure's audit entry when it completes), and the erasure completes if it waited for nothing
     /// else. The participant stays declared: other erasures, and new ones, still wait for it.
     func waive(_ name: String, inErasure id: String, reason: String, at now: Date = Date()) async throws -> WaiveEffect {
-        try await database.write { [self] db in
+        try await write { [self] db in
             guard let open = try Row.fetchOne(
                 db, sql: "SELECT account_id IS NOT NULL AS open FROM erasures WHERE id = ?", arguments: [id])
             else { return .notFound }

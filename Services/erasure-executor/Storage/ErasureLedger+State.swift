@@ -40,7 +40,7 @@ extension ErasureLedger {
     /// followed by its tombstone, and ``finishRestore(participants:tenants:at:)`` joins the participants that are
     /// still declared at the end.
     func applyState(_ changes: [StateChange], joinOpenErasures: Bool, at now: Date = Date()) async throws -> StateEffect {
-        try await database.write { [self] db in
+        try await write { [self] db in
             var effect = StateEffect()
             for change in changes {
                 try apply(change, joinOpenErasures: joinOpenErasures, to: &effect, at: now, in: db)
@@ -141,7 +141,7 @@ extension ErasureLedger {
     /// the open erasures that do not wait for it yet (it declared while the executor was down, or while they were
     /// open). Returns the commands enqueued.
     func finishRestore(participants: Set<String>, tenants: Set<String>, at now: Date = Date()) async throws -> Int {
-        try await database.write { [self] db in
+        try await write { [self] db in
             for name in try String.fetchAll(db, sql: "SELECT name FROM participants") where !participants.contains(name) {
                 try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
             }

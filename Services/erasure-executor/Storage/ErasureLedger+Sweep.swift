@@ -15,7 +15,7 @@ extension ErasureLedger {
     /// failed, below the limit) after `resendAfter × 2^(sends-1)` (capped at 64×), and flags erasures past their
     /// deadline as overdue. One transaction.
     func sweep(at now: Date = Date()) async throws -> SweepResult {
-        try await database.write { [self] db in
+        try await write { [self] db in
             var result = SweepResult()
             let cache = TransactionCache()
             let t = now.timeIntervalSince1970
@@ -58,7 +58,7 @@ extension ErasureLedger {
     /// Re-runs an open erasure for the participants not yet done: their failure count resets, the erasure is
     /// dispatched again and a command goes out now.
     func retry(_ id: String, at now: Date = Date()) async throws -> RetryEffect {
-        try await database.write { [self] db in
+        try await write { [self] db in
             guard let status = try String.fetchOne(db, sql: "SELECT status FROM erasures WHERE id = ?", arguments: [id])
             else { return .notFound }
             if status == ErasureStatus.completed.rawValue { return .alreadyCompleted }

@@ -1,0 +1,101 @@
+import Contracts
+import Foundation
+import GRDB
+import Messaging
+import Storage
+
+/// The executor's changelog on `lethe.erasure.state.v1`: every change to an erasure — opened, joined, dispatched,
+/// re-sent, acknowledged, waived, overdue, completed — is published as the erasure's whole state (`ErasureState`,
+/// keyed by its id, with its audit entry once completed), through the outbox, in the transaction that made it; a
+/// retirement as `ParticipantRetired`. The topic is compacted, so it holds the latest state of every erasure, and an
+/// executor that lost its volume reads it back at start (``restore(_:)``) and goes on: open erasures keep their
+/// participants, outcomes, re-send schedule and deadline, and the audit chain continues after the last entry.
+///
+/// Nothing has to remember to publish: SQLite triggers list every erasure a transaction touches (`erasure_changes`),
+/// and ``write(_:)`` — the ledger's only way to write — publishes them before it commits.
+extension ErasureLedger {
+    /// Most erasures one transaction publishes; any more stay listed (durably) for the next write, such as the
+    /// sweeper's, so a file upgraded with many erasures publishes them over a few transactions.
+    static let changelogBatch = 2000
+
+    /// One write transaction of the ledger, with the changelog of what it changed.
+    func write<T: Sendable>(_ body: @escaping @Sendable (GRDB.Database) throws -> T) async throws -> T {
+        try await database.write { [self] db in
+            let result = try body(db)
+            try publishChanges(in: db)
+            return result
+        }
+    }
+
+    /// Publishes the state of every erasure listed in `erasure_changes` (and every new retirement). The erasure's
+    /// earlier records leave the outbox, sent or not: only the latest state matters, and an earlier one carries the
+    /// accountId a completion drops from the file.
+    private func publishChanges(in db: GRDB.Database) throws {
+        let ids = try String.fetchAll(
+            db.cachedStatement(sql: "SELECT erasure_id FROM erasure_changes LIMIT ?"), arguments: [Self.changelogBatch])
+        for id in ids {
+            try db.cachedStatement(sql: "UPDATE erasures SET version = version + 1 WHERE id = ?").execute(arguments: [id])
+            if let state = try Self.changelogState(of: id, in: db) {
+                try Outbox.discard(topic: settings.stateTopic, key: id, in: db)
+                try Outbox.enqueue(
+                    try OutgoingMessage(event: state, topic: settings.stateTopic, key: id, source: settings.source),
+                    in: db)
+            }
+            try db.cachedStatement(sql: "DELETE FROM erasure_changes WHERE erasure_id = ?").execute(arguments: [id])
+        }
+        let retirements = try Row.fetchAll(db, sql: """
+            SELECT r.* FROM retirement_changes c JOIN participant_retirements r ON r.row = c.retirement
+            """)
+        for row in retirements {
+            let event = ParticipantRetired(
+                participant: row["participant"], reason: row["reason"],
+                retiredAt: Date(timeIntervalSince1970: row["retired_at"]), waived: row["waived"],
+                completed: row["completed"])
+            try Outbox.enqueue(
+                try OutgoingMessage(event: event, topic: settings.stateTopic, key: event.key, source: settings.source),
+                in: db)
+        }
+        if !retirements.isEmpty { try db.execute(sql: "DELETE FROM retirement_changes") }
+    }
+
+    /// Erasure `id` as its changelog record says it.
+    static func changelogState(of id: String, in db: GRDB.Database) throws -> ErasureState? {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM erasures WHERE id = ?"), arguments: [id])
+        else { return nil }
+        func date(_ column: String) -> Date? { (row[column] as Double?).map(Date.init(timeIntervalSince1970:)) }
+        let participants = try Row.fetchAll(
+            db.cachedStatement(sql: "SELECT * FROM erasure_participants WHERE erasure_id = ? ORDER BY participant"),
+            arguments: [id]
+        ).map { p in
+            ErasureState.Participant(
+                participant: p["participant"], outcome: (p["outcome"] as String?).flatMap(CompletedOutcome.init),
+                detail: p["detail"], failedAttempts: p["failed_attempts"], sends: p["sends"],
+                lastSentAt: (p["last_sent_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                ackedAt: (p["acked_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
+        }
+        return ErasureState(
+            erasureId: id, commandId: row["command_id"], tenantId: row["tenant_id"], appId: row["app_id"],
+            accountId: row["account_id"], subject: row["subject"],
+            policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
+            cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed, status: row["status"],
+            overdue: row["overdue"] as Int != 0, deadline: Date(timeIntervalSince1970: row["deadline"]),
+            requests: row["requests"], issuedAt: date("issued_at"), createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            updatedAt: Date(timeIntervalSince1970: row["updated_at"]), completedAt: date("completed_at"),
+            version: row["version"], participants: participants, audit: try auditState(of: id, in: db))
+    }
+
+    private static func auditState(of id: String, in db: GRDB.Database) throws -> ErasureState.Audit? {
+        guard let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT * FROM audit_log WHERE erasure_id = ?"), arguments: [id])
+        else { return nil }
+        let outcomes = try JSONDecoder().decode([AuditEntry.Outcome].self, from: Data((row["outcomes"] as String).utf8))
+        return ErasureState.Audit(
+            receipt: ErasureReceipt(
+                sequence: row["sequence"], entryHash: row["entry_hash"], previousHash: row["previous_hash"],
+                signature: row["signature"], keyId: row["key_id"]),
+            completedAtMs: row["completed_at_ms"],
+            outcomes: outcomes.map {
+                ErasureState.AuditOutcome(participant: $0.participant, outcome: $0.outcome, atMs: $0.atMs, reason: $0.reason)
+            })
+    }
+}
