@@ -4,15 +4,21 @@ import GRDB
 import Messaging
 import Storage
 
-/// The executor's changelog on `lethe.erasure.state.v1`: every change to an erasure — opened, joined, dispatched,
-/// re-sent, acknowledged, waived, overdue, completed — is published as the erasure's whole state (`ErasureState`,
-/// keyed by its id, with its audit entry once completed), through the outbox, in the transaction that made it; a
-/// retirement as `ParticipantRetired`. The topic is compacted, so it holds the latest state of every erasure, and an
-/// executor that lost its volume reads it back at start (``restore(_:)``) and goes on: open erasures keep their
-/// participants, outcomes, re-send schedule and deadline, and the audit chain continues after the last entry.
+/// The executor's changelog on `lethe.erasure.state.v1`: every change to an erasure that cannot be asked again —
+/// opened, dispatched, upgraded to `atlassian-closed`, a participant added, removed or waived, needing attention or
+/// retried, completed — is published as the erasure's whole state at that moment (`ErasureState`, keyed by its id,
+/// with its audit entry once completed), through the outbox, in the transaction that made it; a retirement as
+/// `ParticipantRetired`. The topic is compacted, so it holds the latest record of every erasure, and an executor that
+/// lost its volume reads it back (``restore(_:)``) and goes on: open erasures keep their participants, waivers and
+/// deadline, and the audit chain continues after the last entry.
 ///
-/// Nothing has to remember to publish: SQLite triggers list every erasure a transaction touches (`erasure_changes`),
-/// and ``write(_:)`` — the ledger's only way to write — publishes them before it commits.
+/// Acknowledgements and re-sends are left out on purpose (they were most of the records, and doubled the executor's
+/// CPU per erasure): what an erasure's record does not hold is asked again — a restored open erasure is re-sent at
+/// once to every participant whose outcome it does not hold, and participants answer again (idempotent by
+/// erasureId). The completion record holds every outcome, as the audit entry does.
+///
+/// Nothing has to remember to publish: SQLite triggers list every erasure a transaction changes in those ways
+/// (`erasure_changes`), and ``write(_:)`` — the ledger's only way to write — publishes them before it commits.
 extension ErasureLedger {
     /// Most erasures one transaction publishes; any more stay listed (durably) for the next write, such as the
     /// sweeper's, so a file upgraded with many erasures publishes them over a few transactions.

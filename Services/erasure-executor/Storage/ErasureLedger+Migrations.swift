@@ -116,9 +116,11 @@ extension ErasureLedger {
                     WHERE outcome IS NULL OR outcome = 'failed';
                 """)
         },
-        // Issue 18: the changelog (ErasureLedger+Changelog). Triggers list every erasure a transaction changes, in any
-        // table of its state, so no write path can forget to publish it; `version` orders an erasure's records. The
-        // erasures already in the file are listed once, so they are published too (a batch per transaction).
+        // Issue 18: the changelog (ErasureLedger+Changelog). Triggers list every erasure a transaction changes in a way
+        // that cannot be asked again (opened, its identity or status, a participant added, removed or waived), so no
+        // write path can forget to publish it; acknowledgements and re-sends are not listed (a restore asks again).
+        // `version` orders an erasure's records. The erasures already in the file are listed once, so they are
+        // published too (a batch per transaction).
         // `changelog_positions`: where the last read-back ended, per partition, so the next starts there.
         Migration("erasure-executor.v5.changelog") { db in
             try db.execute(sql: """
@@ -126,11 +128,17 @@ extension ErasureLedger {
                 CREATE TABLE erasure_changes (erasure_id TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
                 CREATE TRIGGER erasures_changed_by_insert AFTER INSERT ON erasures
                     BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (NEW.id); END;
-                CREATE TRIGGER erasures_changed_by_update AFTER UPDATE ON erasures
+                CREATE TRIGGER erasures_changed_by_update
+                    AFTER UPDATE OF status, command_id, cause, policy, account_id, deadline, tenant_id ON erasures
+                    WHEN NEW.status IS NOT OLD.status OR NEW.command_id IS NOT OLD.command_id
+                        OR NEW.cause IS NOT OLD.cause OR NEW.policy IS NOT OLD.policy
+                        OR NEW.account_id IS NOT OLD.account_id OR NEW.deadline IS NOT OLD.deadline
+                        OR NEW.tenant_id IS NOT OLD.tenant_id
                     BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (NEW.id); END;
                 CREATE TRIGGER erasure_participants_changed_by_insert AFTER INSERT ON erasure_participants
                     BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (NEW.erasure_id); END;
-                CREATE TRIGGER erasure_participants_changed_by_update AFTER UPDATE ON erasure_participants
+                CREATE TRIGGER erasure_participants_changed_by_waiver AFTER UPDATE OF outcome ON erasure_participants
+                    WHEN NEW.outcome = 'waived' AND OLD.outcome IS NOT 'waived'
                     BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (NEW.erasure_id); END;
                 CREATE TRIGGER erasure_participants_changed_by_delete AFTER DELETE ON erasure_participants
                     BEGIN INSERT OR IGNORE INTO erasure_changes VALUES (OLD.erasure_id); END;

@@ -121,13 +121,17 @@ extension ErasureLedger {
         try db.cachedStatement(sql: "DELETE FROM erasure_participants WHERE erasure_id = ?")
             .execute(arguments: [state.erasureId])
         for participant in state.participants {
+            // Acknowledgements after the record are not in it: every participant it holds no outcome for (or a
+            // failure) is due for a re-send at once (the record's time of the last send would wait a re-send period).
+            let awaited = participant.outcome == nil || participant.outcome == .failed
             try db.cachedStatement(sql: """
                 INSERT INTO erasure_participants (erasure_id, participant, outcome, detail, failed_attempts, sends,
                     last_sent_at, acked_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [
                     state.erasureId, participant.participant, participant.outcome?.rawValue, participant.detail,
-                    participant.failedAttempts, participant.sends, seconds(participant.lastSentAt),
+                    participant.failedAttempts, participant.sends,
+                    awaited && state.status == "dispatched" ? 0 : seconds(participant.lastSentAt),
                     seconds(participant.ackedAt),
                 ])
         }
