@@ -33,6 +33,8 @@ struct ExecutorVolumeLossTests {
             #expect(removed >= 1, "no SQLite file of the executor to remove")
             executor = try await world.startExecutor(settings: ["ERASURE_RESEND_SECONDS": "3600", "LOG_LEVEL": "info"])
             let readOnEmptyFile = try #require(Self.recordsReadBack(executor.output()), "\(executor.output())")
+            #expect((try await executor.metric("lethe_erasure_changelog_restored_total") ?? 0) >= 2)
+            #expect(try await executor.metric("lethe_erasure_changelog_refused_total") == 0)
 
             let done = try #require(try await executor.erasure(completedId), "the completed erasure is gone")
             #expect(done.status == .completed && done.accountId == nil)

@@ -2,6 +2,7 @@ import Contracts
 import Foundation
 import Logging
 import Messaging
+import Metrics
 import ServiceLifecycle
 import Synchronization
 
@@ -162,6 +163,8 @@ final class StateReader: Service, Sendable {
             return read
         }
         let restored = tally.withLock { $0 }
+        Counter(label: "lethe_erasure_changelog_restored_total").increment(by: restored.erasures)
+        Counter(label: "lethe_erasure_changelog_refused_total").increment(by: restored.refused)
         gate.report(problem: nil)
         logger.info("changelog read back", metadata: [
             "count": "\(read.handed)", "erasure.restored": "\(restored.erasures)",
