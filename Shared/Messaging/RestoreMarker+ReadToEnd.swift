@@ -19,7 +19,8 @@ extension RestoreMarker {
     /// Reads `partitions` — from the offsets in `start`, else from their beginning — with a reader of its own, outside
     /// any group, until it has met this restore's marker in each (it writes the markers first), and hands the records
     /// before them to `apply`, in the order read, in batches of at most `maxBatch`; other restores' markers are
-    /// skipped. The reader is closed when it returns. For a changelog read back at start (erasure-executor's).
+    /// skipped. The reader is closed when it returns. Used by erasure-executor's changelog read-back and pdr-reporter's
+    /// restore of an assigned partition.
     package static func readToEnd(
         _ partitions: [TopicPartition], from start: [TopicPartition: Int64] = [:], bootstrapServers: String,
         producer: KafkaProducer, clientId: String, logger: Logger, maxBatch: Int = 1000,
@@ -33,8 +34,9 @@ extension RestoreMarker {
                 bootstrapServers: bootstrapServers,
                 // An offset past the end (a topic created anew) falls back to the beginning (auto.offset.reset).
                 subscription: .partitions(partitions.map { ($0, offset: start[$0] ?? KafkaConsumer.beginning) }),
-                clientId: clientId,
-                // Whole partitions as fast as possible: up to 16 MiB per partition per fetch (librdkafka: 1 MiB).
+                clientId: clientId, maxBufferedMessages: 20_000,
+                // Whole partitions as fast as possible: up to 16 MiB per partition per fetch (librdkafka: 1 MiB), so a
+                // partition of 100k records is a few round trips, not dozens.
                 extraSettings: ["max.partition.fetch.bytes": "16777216", "fetch.max.bytes": "67108864"]),
             logger: logger)
         return try await withThrowingTaskGroup(of: ReadToEnd?.self) { group in

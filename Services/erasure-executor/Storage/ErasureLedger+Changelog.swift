@@ -68,26 +68,21 @@ extension ErasureLedger {
     static func changelogState(of id: String, in db: GRDB.Database) throws -> ErasureState? {
         guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM erasures WHERE id = ?"), arguments: [id])
         else { return nil }
-        func date(_ column: String) -> Date? { (row[column] as Double?).map(Date.init(timeIntervalSince1970:)) }
-        let participants = try Row.fetchAll(
-            db.cachedStatement(sql: "SELECT * FROM erasure_participants WHERE erasure_id = ? ORDER BY participant"),
-            arguments: [id]
-        ).map { p in
-            ErasureState.Participant(
-                participant: p["participant"], outcome: (p["outcome"] as String?).flatMap(CompletedOutcome.init),
-                detail: p["detail"], failedAttempts: p["failed_attempts"], sends: p["sends"],
-                lastSentAt: (p["last_sent_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-                ackedAt: (p["acked_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
-        }
+        // What the API shows, plus the two columns it does not.
+        let record = try Self.record(row, in: db)
         return ErasureState(
-            erasureId: id, commandId: row["command_id"], tenantId: row["tenant_id"], appId: row["app_id"],
-            accountId: row["account_id"], subject: row["subject"],
-            policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
-            cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed, status: row["status"],
-            overdue: row["overdue"] as Int != 0, deadline: Date(timeIntervalSince1970: row["deadline"]),
-            requests: row["requests"], issuedAt: date("issued_at"), createdAt: Date(timeIntervalSince1970: row["created_at"]),
-            updatedAt: Date(timeIntervalSince1970: row["updated_at"]), completedAt: date("completed_at"),
-            version: row["version"], participants: participants, audit: try auditState(of: id, in: db))
+            erasureId: id, commandId: record.commandId, tenantId: record.tenantId, appId: record.appId,
+            accountId: record.accountId, subject: record.subject, policy: record.policy, cause: record.cause,
+            status: record.status.rawValue, overdue: record.overdue, deadline: record.deadline,
+            requests: record.requests, issuedAt: (row["issued_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+            createdAt: record.createdAt, updatedAt: record.updatedAt, completedAt: record.completedAt,
+            version: row["version"],
+            participants: record.participants.map {
+                ErasureState.Participant(
+                    participant: $0.participant, outcome: $0.outcome, detail: $0.detail,
+                    failedAttempts: $0.failedAttempts, sends: $0.sends, lastSentAt: $0.lastSentAt, ackedAt: $0.ackedAt)
+            },
+            audit: try auditState(of: id, in: db))
     }
 
     private static func auditState(of id: String, in db: GRDB.Database) throws -> ErasureState.Audit? {

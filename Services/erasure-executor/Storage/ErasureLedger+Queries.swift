@@ -37,7 +37,8 @@ extension ErasureLedger {
         }
     }
 
-    private static func record(_ row: Row, in db: GRDB.Database) throws -> ErasureRecord {
+    /// The erasure of `row` (a row of `erasures`) with its participants, as the API shows it.
+    static func record(_ row: Row, in db: GRDB.Database) throws -> ErasureRecord {
         let id: String = row["id"]
         let participants = try Row.fetchAll(
             db, sql: "SELECT * FROM erasure_participants WHERE erasure_id = ? ORDER BY participant", arguments: [id]

@@ -53,8 +53,6 @@ final class PartitionedIntake: Service, Sendable {
         var description: String { "restore of changelog partitions \(partitions) timed out" }
     }
 
-    struct RestoreReaderEnded: Error {}
-
     /// What a changelog restore applied, and the cycle per app its records imply (see `restoreChangelog`).
     struct RestoredChangelog: Sendable {
         var applied: Int
@@ -231,96 +229,65 @@ final class PartitionedIntake: Service, Sendable {
     /// restore sees everything it recorded. Markers from other restores (other instances, earlier assignments) are
     /// skipped.
     private func restoreChangelog(_ partitions: [Int32]) async throws -> RestoredChangelog {
-        let markers = try await writeMarkers(partitions)
-        let reader = try restoreReader(partitions)
-        let registry = self.registry
-        let logger = self.logger
-        let timeout = restoreTimeout
-        let progressInterval = restoreProgressInterval
+        let (registry, logger, progressInterval) = (self.registry, self.logger, restoreProgressInterval)
+        let (bootstrapServers, producer, timeout) = (self.bootstrapServers, self.producer, restoreTimeout)
+        let changelog = partitions.map { TopicPartition(topic: topics.pdrReports, partition: $0) }
+        let progress = RestoreProgress.Shared()
         logger.info("restoring the changelog of assigned partitions", metadata: ["kafka.partitions": "\(partitions)"])
-        return try await withThrowingTaskGroup(of: RestoredChangelog?.self) { group in
+        try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
-                try await reader.run()
-                return nil
+                _ = try await RestoreMarker.readToEnd(
+                    changelog, bootstrapServers: bootstrapServers, producer: producer, clientId: "pdr-reporter-restore",
+                    logger: logger, maxBatch: Self.maxBatch
+                ) { messages in
+                    try await Self.applyChangelog(messages, to: registry, progress: progress, logger: logger)
+                    progress.state.withLock { state in
+                        guard ContinuousClock.now - state.lastLogged >= progressInterval else { return }
+                        state.lastLogged = .now
+                        logger.info("restoring the changelog", metadata: [
+                            "kafka.partitions": "\(partitions)", "pdr.changelog_records": "\(state.applied)",
+                        ])
+                    }
+                }
+                return true
             }
             group.addTask {
                 try await Task.sleep(for: timeout)
                 throw RestoreTimedOut(partitions: partitions)
             }
-            group.addTask {
-                try await Self.readChangelog(
-                    reader, until: markers, into: registry, partitions: partitions,
-                    progressInterval: progressInterval, logger: logger)
-            }
             defer { group.cancelAll() }
-            while let result = try await group.next() {
-                if let restored = result { return restored }
-            }
-            throw RestoreReaderEnded()
+            _ = try await group.next()
+        }
+        let state = progress.state.withLock { $0 }
+        return RestoredChangelog(applied: state.applied, impliedCycles: Self.longestCycles(state.implied))
+    }
+
+    /// How far a changelog restore got: records applied, the cycle per app each partition's latest records imply.
+    private struct RestoreProgress: Sendable {
+        var applied = 0
+        var implied: [Int32: [String: Duration]] = [:]
+        var lastLogged = ContinuousClock.now
+
+        /// The progress shared by the reading task and the caller.
+        final class Shared: Sendable {
+            let state = Mutex(RestoreProgress())
         }
     }
 
-    /// Produces this restore's marker to each of `partitions` and waits for the broker to acknowledge them. Returns
-    /// each partition's marker.
-    private func writeMarkers(_ partitions: [Int32]) async throws -> [Int32: String] {
-        let markers = RestoreMarker.make(for: partitions.map { TopicPartition(topic: topics.pdrReports, partition: $0) })
-        try await producer.send(markers.records)
-        return Dictionary(uniqueKeysWithValues: markers.ids.map { ($0.key.partition, $0.value) })
-    }
-
-    /// A reader of changelog `partitions` from their beginning, outside any group.
-    private func restoreReader(_ partitions: [Int32]) throws -> KafkaConsumer {
-        try KafkaConsumer(
-            config: KafkaConsumerConfig(
-                bootstrapServers: bootstrapServers,
-                subscription: .partitions(partitions.map {
-                    (TopicPartition(topic: topics.pdrReports, partition: $0), offset: KafkaConsumer.beginning)
-                }),
-                clientId: "pdr-reporter-restore", maxBufferedMessages: 20_000,
-                // A restore reads whole partitions as fast as it can: fetch up to 16 MiB per partition per request
-                // (librdkafka's default is 1 MiB), so a partition of 100k records is a few round trips, not dozens.
-                extraSettings: ["max.partition.fetch.bytes": "16777216", "fetch.max.bytes": "67108864"]),
-            logger: logger)
-    }
-
-    /// Reads `reader`'s events until the marker of every partition in `markers` was seen, applying the records in
-    /// batches per partition (see ``restoreChangelog(_:)``).
-    private static func readChangelog(
-        _ reader: KafkaConsumer, until markers: [Int32: String], into registry: any PartitionedAccountRegistry,
-        partitions: [Int32], progressInterval: Duration, logger: Logger
-    ) async throws -> RestoredChangelog {
-        var pending = markers
+    /// Applies changelog records in the order read, in one registry batch per partition; a tombstone (it follows the
+    /// record of an account answered `closed`) closes the account there, after the records before it, so the accounts
+    /// records read after the restore cannot register it again while its erasure is still running (issue 15).
+    private static func applyChangelog(
+        _ messages: [KafkaMessage], to registry: any PartitionedAccountRegistry, progress: RestoreProgress.Shared,
+        logger: Logger
+    ) async throws {
         var batches: [Int32: [AccountReported]] = [:]
-        var applied = 0
-        var implied: [Int32: [String: Duration]] = [:]
-        var lastProgress = ContinuousClock.now
         func flush(_ partition: Int32) async throws {
             guard let batch = batches.removeValue(forKey: partition) else { return }
             try await registry.restoreReported(batch, partition: partition)
-            applied += batch.count
-            if ContinuousClock.now - lastProgress >= progressInterval {
-                lastProgress = .now
-                logger.info("restoring the changelog", metadata: [
-                    "kafka.partitions": "\(partitions)", "pdr.changelog_records": "\(applied)",
-                    "pdr.partitions_restored": "\(partitions.count - pending.count)",
-                ])
-            }
+            progress.state.withLock { $0.applied += batch.count }
         }
-        for try await event in reader.events {
-            guard case .message(let message) = event else { continue }
-            if let marker = RestoreMarker.id(of: message) {
-                if pending[message.partition] == marker {
-                    try await flush(message.partition)
-                    pending[message.partition] = nil
-                    if pending.isEmpty {
-                        return RestoredChangelog(applied: applied, impliedCycles: longestCycles(implied))
-                    }
-                }
-                continue
-            }
-            // A tombstone follows the record of an account answered `closed`: the account is closed here too
-            // (in order, so the records before it are flushed first), so the accounts records read after the
-            // restore cannot register it again while its erasure is still running (issue 15).
+        for message in messages {
             guard message.value != nil else {
                 if let key = try? AccountKey(bytes: message.key ?? []) {
                     try await flush(message.partition)
@@ -333,7 +300,7 @@ final class PartitionedIntake: Service, Sendable {
                 batches[message.partition, default: []].append(report)
                 let milliseconds = (report.nextDueAt.timeIntervalSince(report.reportedAt) * 1000).rounded()
                 if milliseconds > 0, milliseconds < 1e13 {
-                    implied[message.partition, default: [:]][report.appId] = .milliseconds(Int64(milliseconds))
+                    progress.state.withLock { $0.implied[message.partition, default: [:]][report.appId] = Duration.milliseconds(Int64(milliseconds)) }
                 }
             } catch {
                 logger.warning("unreadable changelog record skipped", metadata: [
@@ -341,9 +308,8 @@ final class PartitionedIntake: Service, Sendable {
                     "error": "\(error)",
                 ])
             }
-            if batches[message.partition]?.count ?? 0 >= Self.maxBatch { try await flush(message.partition) }
         }
-        throw RestoreReaderEnded()
+        for partition in batches.keys.sorted() { try await flush(partition) }
     }
 
     /// Per app, the longest of the cycles its partitions' latest records imply.
