@@ -63,14 +63,7 @@ func buildOAuthGateway(
         try await gateway.signer.load()
     }
 
-    // The reporting-token API is on the internal listener only (the gateway always has one): never through the
-    // public URL, whatever a proxy in front of the public port forwards.
-    let http = context.httpServers(
-        database: { try await database.database.check() },
-        internalRoutes: { GatewayAPI.addInternalRoutes(to: $0, gateway: gateway, internalToken: config.internalToken) }
-    ) { router in
-        GatewayAPI.addRoutes(to: router, gateway: gateway, adminToken: config.adminToken, issuer: config.issuer)
-    }
+    let http = gatewayServers(context, config: config, gateway: gateway, database: database)
     let group = context.serviceGroup(
         [
             relay, checkpointer, participant,
@@ -84,6 +77,19 @@ func buildOAuthGateway(
         ],
         resources: [HTTPClientService(client: httpClient)], http: http, handleSignals: handleSignals)
     return OAuthGatewayParts(group: group, gateway: gateway, database: database)
+}
+
+/// The gateway's listeners. The reporting-token API is on the internal listener only (the gateway always has one):
+/// never through the public URL, whatever a proxy in front of the public port forwards.
+private func gatewayServers(
+    _ context: ServiceContext, config: OAuthGatewayConfig, gateway: Gateway, database: GatewayDatabase
+) -> HTTPServers {
+    context.httpServers(
+        database: { try await database.database.check() },
+        internalRoutes: { GatewayAPI.addInternalRoutes(to: $0, gateway: gateway, internalToken: config.internalToken) }
+    ) { router in
+        GatewayAPI.addRoutes(to: router, gateway: gateway, adminToken: config.adminToken, issuer: config.issuer)
+    }
 }
 
 /// The client of Atlassian's (and the Shared Signals receivers') endpoints. Its own rather than HTTPClient.shared: the

@@ -66,7 +66,7 @@ struct ContractSamplesTests {
         ]
     }
 
-    /// The erasure events and the executor's changelog.
+    /// The erasure events; the executor's changelog.
     private static func erasureSamples() throws -> [Sample] {
         [
             try sample(Fixtures.erasureRequested, variant: "full"),
@@ -98,7 +98,12 @@ struct ContractSamplesTests {
                     receipt: .init(sequence: 1, entryHash: "ef56", previousHash: "00", signature: "sig2", keyId: "k")),
                 variant: "minimal"),
 
-            // The executor's changelog: a completed erasure with every optional field, an open one with none.
+        ] + (try changelogSamples())
+    }
+
+    /// The executor's changelog: a completed erasure with every optional field, an open one with none; retirements.
+    private static func changelogSamples() throws -> [Sample] {
+        [
             try sample(
                 ErasureState(
                     erasureId: "er-1", commandId: "er-1b", tenantId: "tenant-1", appId: "app-own", accountId: "acc-1",
