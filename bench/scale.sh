@@ -21,6 +21,9 @@
 #   an empty data directory. Printed: the changelog restore (the reporter's own pdr.restore_time) and the time from
 #   the assignment until its registry holds every account with its last report (the restore of the partition).
 #
+# - Executor restore: EXECUTOR_RESTORE_COUNT (100,000) erasures of erasure-executor's changelog read back into an
+#   empty file (printed before the last line, which the issue fixes).
+#
 # Each part prints the machine's busy share: on 2 shared cores the broker, the sandbox and every replica compete for
 # the same cores, so more replicas cannot add throughput once the machine is busy — the ratios say how much the code
 # lets replicas add, the busy share says whether the box let them. Needs KAFKA_BOOTSTRAP_SERVERS (make bench-scale
@@ -37,6 +40,7 @@ CYCLE="${PDR_CYCLE_SECONDS:-90}"
 ERASURES="${ERASURES:-10000}"
 ERASURE_RATE="${ERASURE_RATE:-20000}"
 RESTORE_COUNT="${RESTORE_COUNT:-100000}"
+EXECUTOR_RESTORE_COUNT="${EXECUTOR_RESTORE_COUNT:-100000}"
 APPS=3
 B="${KAFKA_BOOTSTRAP_SERVERS:?KAFKA_BOOTSTRAP_SERVERS is not set}"
 BIN="${BIN_DIR:-.build/release}"
@@ -302,6 +306,60 @@ PY
 [ -n "${partition_seconds:-}" ] || fail "the restore did not complete"
 stop_group "$restore_pid"
 note "restore: $RESTORE_COUNT AccountReported of the changelog read and stored in $changelog_seconds s; the registry complete (changelog + $RESTORE_COUNT AccountHeld) $partition_seconds s after the assignment, $since_start s after the process started"
+
+# The executor's changelog read back into an empty file (a lost volume, or a standby on a volume of its own taking
+# over): EXECUTOR_RESTORE_COUNT completed erasures (three participants each, no audit entry) produced straight to
+# <ns>.lethe.erasure.state.v1, then an executor started on an empty directory; printed: its own erasure.restore_time and
+# the time from its start to ready. Its first start (to create the topics) is not timed.
+ns="$run-executor-restore"
+mkdir -p "$data/$ns"
+executor_port=$(free_port)
+start_restoring_executor() { # LOG
+  launch "$1" KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/$ns" HTTP_PORT="$executor_port" \
+    LETHE_TOPIC_NAMESPACE="$ns" LETHE_AUDIT_KEY="$(secret)" LETHE_ADMIN_TOKEN="$(secret)" LOG_LEVEL=info \
+    "$BIN/erasure-executor"
+  wait_active 600 "$executor_port" >/dev/null || fail "the executor did not become ready"
+}
+start_restoring_executor "$data/$ns-first.log"
+stop_group "$launched"
+rm -f "$data/$ns"/erasure-executor.sqlite*
+python3 - "$B" "$ns.lethe.erasure.state.v1" "$EXECUTOR_RESTORE_COUNT" <<'PY' || fail "producing the executor's changelog failed"
+import json, sys, uuid
+from confluent_kafka import Producer
+bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all",
+                     "queue.buffering.max.messages": 200000})
+at = "2026-12-01T10:00:00.000Z"
+for index in range(count):
+    erasure = f"01a2{index:028x}"
+    body = {"schemaVersion": "1.0", "erasureId": erasure, "tenantId": "tenant-1", "appId": "app-1",
+            "subject": f"{index:064x}", "policy": "delete", "cause": "atlassian-closed", "status": "completed",
+            "overdue": False, "deadline": at, "requests": 1, "issuedAt": at, "createdAt": at, "updatedAt": at,
+            "completedAt": at, "version": 2,
+            "participants": [{"participant": name, "outcome": "erased", "failedAttempts": 0, "sends": 1,
+                              "lastSentAt": at, "ackedAt": at} for name in ("profile-store", "oauth-gateway", "billing")]}
+    headers = [("ce_specversion", b"1.0"), ("ce_id", str(uuid.uuid4()).encode()), ("ce_type", b"lethe.ErasureState"),
+               ("ce_source", b"lethe/scale-bench"), ("ce_time", at.encode()), ("content-type", b"application/json")]
+    while True:
+        try:
+            producer.produce(topic, key=erasure.encode(), value=json.dumps(body).encode(), headers=headers)
+            break
+        except BufferError:
+            producer.poll(0.1)
+    if index % 10000 == 0:
+        producer.poll(0)
+if producer.flush(120) != 0:
+    sys.exit("bench-scale: the changelog records were not all acknowledged")
+PY
+executor_started=$(now)
+start_restoring_executor "$data/$ns.log"
+executor_ready=$(python3 -c "import time; print(f'{time.time() - $executor_started:.1f}')")
+stop_group "$launched"
+read_back=$(grep -o 'erasure.restore_time=[0-9.e+-]* [a-z]*' "$data/$ns.log" | tail -n 1 | cut -d= -f2 \
+  | awk '{ printf "%.1f s", $1 / ($2 == "milliseconds" ? 1000 : 1) }')
+restored=$(grep -o 'erasure.restored=[0-9]*' "$data/$ns.log" | tail -n 1 | cut -d= -f2)
+[ "${restored:-0}" = "$EXECUTOR_RESTORE_COUNT" ] || fail "the executor restored ${restored:-no} erasures of $EXECUTOR_RESTORE_COUNT"
+note "executor restore: $EXECUTOR_RESTORE_COUNT erasures of its changelog read back into an empty file in ${read_back}; ready ${executor_ready} s after its start"
 
 join_slash() { local IFS=/; echo "$*"; }
 counts=$(join_slash $REPLICAS)

@@ -41,7 +41,8 @@ extension ErasureLedger {
     static func record(_ row: Row, in db: GRDB.Database) throws -> ErasureRecord {
         let id: String = row["id"]
         let participants = try Row.fetchAll(
-            db, sql: "SELECT * FROM erasure_participants WHERE erasure_id = ? ORDER BY participant", arguments: [id]
+            db.cachedStatement(sql: "SELECT * FROM erasure_participants WHERE erasure_id = ? ORDER BY participant"),
+            arguments: [id]
         ).map { p in
             ParticipantState(
                 participant: p["participant"], outcome: (p["outcome"] as String?).flatMap(CompletedOutcome.init),
