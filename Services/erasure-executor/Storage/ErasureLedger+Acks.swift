@@ -144,10 +144,11 @@ extension ErasureLedger {
         return (0, AuditEntry.genesisHash)
     }
 
-    private static func insert(_ entry: AuditEntry, in db: GRDB.Database) throws {
+    /// Appends `entry` to `audit_log`; `ifAbsent` leaves an entry already there (a changelog restore).
+    static func insert(_ entry: AuditEntry, ifAbsent: Bool = false, in db: GRDB.Database) throws {
         let outcomes = CanonicalJSON.outcomes(entry.outcomes)
         try db.cachedStatement(sql: """
-            INSERT INTO audit_log (sequence, erasure_id, subject, tenant_id, policy, cause, outcomes,
+            INSERT \(ifAbsent ? "OR IGNORE " : "")INTO audit_log (sequence, erasure_id, subject, tenant_id, policy, cause, outcomes,
                 completed_at_ms, previous_hash, entry_hash, signature, key_id)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """).execute(arguments: [

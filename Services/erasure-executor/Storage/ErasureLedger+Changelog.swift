@@ -49,9 +49,10 @@ extension ErasureLedger {
             }
             try db.cachedStatement(sql: "DELETE FROM erasure_changes WHERE erasure_id = ?").execute(arguments: [id])
         }
-        let retirements = try Row.fetchAll(db, sql: """
+        // Every write transaction asks: a cached statement.
+        let retirements = try Row.fetchAll(db.cachedStatement(sql: """
             SELECT r.* FROM retirement_changes c JOIN participant_retirements r ON r.row = c.retirement
-            """)
+            """))
         for row in retirements {
             let event = ParticipantRetired(
                 participant: row["participant"], reason: row["reason"],
@@ -89,13 +90,10 @@ extension ErasureLedger {
         guard let row = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT * FROM audit_log WHERE erasure_id = ?"), arguments: [id])
         else { return nil }
-        let outcomes = try JSONDecoder().decode([AuditEntry.Outcome].self, from: Data((row["outcomes"] as String).utf8))
+        let entry = auditEntry(row)
         return ErasureState.Audit(
-            receipt: ErasureReceipt(
-                sequence: row["sequence"], entryHash: row["entry_hash"], previousHash: row["previous_hash"],
-                signature: row["signature"], keyId: row["key_id"]),
-            completedAtMs: row["completed_at_ms"],
-            outcomes: outcomes.map {
+            receipt: entry.receipt, completedAtMs: entry.completedAtMs,
+            outcomes: entry.outcomes.map {
                 ErasureState.AuditOutcome(participant: $0.participant, outcome: $0.outcome, atMs: $0.atMs, reason: $0.reason)
             })
     }

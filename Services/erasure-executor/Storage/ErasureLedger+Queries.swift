@@ -70,20 +70,24 @@ extension ErasureLedger {
                 db, sql: """
                     SELECT * FROM audit_log WHERE completed_at_ms >= ? AND completed_at_ms < ? ORDER BY sequence
                     """, arguments: [from?.milliseconds ?? Int64.min, to?.milliseconds ?? Int64.max]
-            ).map { row in
-                let outcomes: String = row["outcomes"]
-                var entry = AuditEntry(
-                    sequence: row["sequence"], erasureId: row["erasure_id"], subject: row["subject"],
-                    tenantId: row["tenant_id"], policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
-                    cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed,
-                    outcomes: (try? JSONDecoder().decode([AuditEntry.Outcome].self, from: Data(outcomes.utf8))) ?? [],
-                    completedAtMs: row["completed_at_ms"], previousHash: row["previous_hash"])
-                entry.entryHash = row["entry_hash"]
-                entry.signature = row["signature"]
-                entry.keyId = row["key_id"]
-                return entry
-            }
+            ).map(Self.auditEntry)
         }
+    }
+
+    /// The entry of `row` (a row of `audit_log`); outcomes that do not decode come back empty, so the entry fails
+    /// verification rather than hiding.
+    static func auditEntry(_ row: Row) -> AuditEntry {
+        let outcomes: String = row["outcomes"]
+        var entry = AuditEntry(
+            sequence: row["sequence"], erasureId: row["erasure_id"], subject: row["subject"],
+            tenantId: row["tenant_id"], policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
+            cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed,
+            outcomes: (try? JSONDecoder().decode([AuditEntry.Outcome].self, from: Data(outcomes.utf8))) ?? [],
+            completedAtMs: row["completed_at_ms"], previousHash: row["previous_hash"])
+        entry.entryHash = row["entry_hash"]
+        entry.signature = row["signature"]
+        entry.keyId = row["key_id"]
+        return entry
     }
 
     /// Recomputes the whole chain.

@@ -147,14 +147,6 @@ extension ErasureLedger {
         entry.signature = audit.receipt.signature
         entry.keyId = audit.receipt.keyId
         guard entry.computedHash == entry.entryHash else { throw AuditMismatch() }
-        try db.cachedStatement(sql: """
-            INSERT OR IGNORE INTO audit_log (sequence, erasure_id, subject, tenant_id, policy, cause, outcomes,
-                completed_at_ms, previous_hash, entry_hash, signature, key_id)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [
-                entry.sequence, entry.erasureId, entry.subject, entry.tenantId, entry.policy.rawValue,
-                entry.cause.rawValue, CanonicalJSON.outcomes(entry.outcomes), entry.completedAtMs, entry.previousHash,
-                entry.entryHash, entry.signature, entry.keyId,
-            ])
+        try insert(entry, ifAbsent: true, in: db)
     }
 }
