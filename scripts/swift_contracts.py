@@ -9,26 +9,23 @@ CONTRACTS = ROOT / "Shared" / "Contracts"
 
 
 def declarations():
-    """Every topic of `Topics.all`, in declaration order, as a dict: name, key (the AsyncAPI key schema, e.g.
+    """Every topic of `Topics.all`, in its order, as a dict: name, key (the AsyncAPI key schema, e.g.
     `AccountKey`), events (event type names without `lethe.`), tombstones, compacted, retention_ms (or None),
     partitions (a fixed count, or None for the configured one), dead_lettered (whether it has a `.dlq`: a topic with
     records, unless declared `hasDLQ: false`).
 
-    Fails loudly when a topic constant is not in `all`, or `all` names a constant that does not exist.
+    Fails loudly when a declared topic (`package static let x = TopicDefinition(...)`) is not in `all`, or `all` names
+    one that is not declared: a topic left out of `all` would never be created.
     """
     source = (CONTRACTS / "Topics.swift").read_text()
-    constants = dict(re.findall(r'package static let (\w+) = "(lethe\.[^"]+)"', source))
-    if not constants:
-        raise SystemExit("swift_contracts: no topic constants found in Topics.swift")
     key_schemas = dict(re.findall(r'case (\w+) = "(\w+Key)"', source))
-    definitions = []
-    for constant, key, events, tombstones, compacted, retention, partitions, has_dlq in re.findall(
-        r"TopicDefinition\(\s*name: (\w+), key: \.(\w+), events: \[([^\]]*)\],\s*tombstones: (true|false),"
-        r"\s*compacted: (true|false), retentionMs: ([^),]+)(?:, partitions: (\d+))?(?:, hasDLQ: (true|false))?\)",
+    declared = {}
+    for constant, name, key, events, tombstones, compacted, retention, partitions, has_dlq in re.findall(
+        r'package static let (\w+) = TopicDefinition\(\s*name: "(lethe\.[^"]+)", key: \.(\w+), events: \[([^\]]*)\],'
+        r"\s*tombstones: (true|false),\s*compacted: (true|false), retentionMs: ([^),]+)"
+        r"(?:, partitions: (\d+))?(?:, hasDLQ: (true|false))?\)",
         source
     ):
-        if constant not in constants:
-            raise SystemExit(f"swift_contracts: Topics.all names unknown constant {constant}")
         if key not in key_schemas:
             raise SystemExit(f"swift_contracts: unknown TopicKey .{key} in Topics.swift")
         retention = retention.strip()
@@ -43,17 +40,25 @@ def declarations():
         else:
             raise SystemExit(f"swift_contracts: cannot read retentionMs {retention!r} in Topics.swift")
         event_names = [event.strip().removesuffix(".self") for event in events.split(",") if event.strip()]
-        definitions.append({
-            "name": constants[constant], "key": key_schemas[key], "events": event_names,
+        declared[constant] = {
+            "name": name, "key": key_schemas[key], "events": event_names,
             "tombstones": tombstones == "true", "compacted": compacted == "true", "retention_ms": retention_ms,
             "partitions": int(partitions) if partitions else None,
             "dead_lettered": has_dlq != "false" and bool(event_names or tombstones == "true"),
-        })
-    names = {definition["name"] for definition in definitions}
-    missing = sorted(set(constants.values()) - names)
+        }
+    if not declared:
+        raise SystemExit("swift_contracts: no topic declarations found in Topics.swift")
+    listed = re.search(r"package static let all: \[TopicDefinition\] = \[([^\]]*)\]", source)
+    if not listed:
+        raise SystemExit("swift_contracts: no Topics.all in Topics.swift")
+    order = [constant.strip() for constant in listed.group(1).split(",") if constant.strip()]
+    unknown = [constant for constant in order if constant not in declared]
+    if unknown:
+        raise SystemExit(f"swift_contracts: Topics.all names undeclared topics: {', '.join(unknown)}")
+    missing = sorted(set(declared) - set(order))
     if missing:
-        raise SystemExit(f"swift_contracts: topic constants not in Topics.all: {', '.join(missing)}")
-    return definitions
+        raise SystemExit(f"swift_contracts: declared topics not in Topics.all: {', '.join(missing)}")
+    return [declared[constant] for constant in order]
 
 
 def topics():

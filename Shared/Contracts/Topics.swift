@@ -1,47 +1,89 @@
 import Foundation
 
-/// The Kafka topics Lethe publishes and consumes, exactly as named in `ARCHITECTURE.md`.
+/// The Kafka topics Lethe publishes and consumes, each declared once, here: name, key, the events it carries (and
+/// whether a tombstone is one of them), cleanup policy and retention, a fixed partition count where it has one, and
+/// whether it has a DLQ. Services name a topic by its declaration (`\.profiles`, `topics.profiles` in a namespace,
+/// ``LetheTopics``); nothing else holds a topic name or a retention.
 ///
 /// Names carry a `.v1` suffix: a breaking change to a topic's key or value contract gets a new topic, not a new
-/// meaning for an old one. Partition counts are deliberately absent — they are deployment configuration — but
+/// meaning for an old one. Partition counts are deployment configuration (`KAFKA_TOPIC_PARTITIONS`), but
 /// ``coPartitioned`` lists the topics that must share whatever count is configured.
+///
+/// Adding a topic: one `static let` here and its entry in ``all`` (TopicsTests checks both hold the same topics);
+/// then compose's `topics` job and docs/asyncapi.yaml, which scripts/validate-compose and scripts/validate-contracts
+/// hold against ``all``.
 package enum Topics {
     /// `TenantConfigured`, keyed by tenantId. Compacted: the latest configuration per tenant is the state.
-    package static let tenants = "lethe.tenants.v1"
+    package static let tenants = TopicDefinition(
+        name: "lethe.tenants.v1", key: .tenantId, events: [TenantConfigured.self], tombstones: false,
+        compacted: true, retentionMs: nil)
     /// `ProfileFetched`, keyed by `appId:accountId`. Holds personal data, hence the short (7 day) retention.
-    package static let profiles = "lethe.profiles.v1"
+    package static let profiles = TopicDefinition(
+        name: "lethe.profiles.v1", key: .account, events: [ProfileFetched.self], tombstones: false,
+        compacted: false, retentionMs: TopicDefinition.sevenDaysMs)
     /// `AccountHeld`, keyed by `appId:accountId`; a tombstone (null value) means no tenant holds the account any
     /// more. Compacted, and co-partitioned with ``pdrReports``.
-    package static let pdrAccounts = "lethe.pdr.accounts.v1"
+    package static let pdrAccounts = TopicDefinition(
+        name: "lethe.pdr.accounts.v1", key: .account, events: [AccountHeld.self], tombstones: true,
+        compacted: true, retentionMs: nil)
     /// `AccountReported`, keyed by `appId:accountId`: the reporter's changelog, restored on partition assignment; a
     /// tombstone follows the record of an account Atlassian answered `closed`. Compacted, and co-partitioned with
     /// ``pdrAccounts``.
-    package static let pdrReports = "lethe.pdr.reports.v1"
+    package static let pdrReports = TopicDefinition(
+        name: "lethe.pdr.reports.v1", key: .account, events: [AccountReported.self], tombstones: true,
+        compacted: true, retentionMs: nil)
     /// `AccountStatusReported`, keyed by `appId:accountId`: Atlassian's `closed`/`updated` answers.
-    package static let pdrStatus = "lethe.pdr.status.v1"
+    package static let pdrStatus = TopicDefinition(
+        name: "lethe.pdr.status.v1", key: .account, events: [AccountStatusReported.self], tombstones: false,
+        compacted: false, retentionMs: TopicDefinition.thirtyDaysMs)
     /// `ErasureRequested`, keyed by `appId:accountId`: input to the erasure executor.
-    package static let erasureRequests = "lethe.erasure.requests.v1"
+    package static let erasureRequests = TopicDefinition(
+        name: "lethe.erasure.requests.v1", key: .account, events: [ErasureRequested.self], tombstones: false,
+        compacted: false, retentionMs: TopicDefinition.thirtyDaysMs)
     /// `EraseSubject`, keyed by `appId:accountId`: the command every participant applies. Ids only, no PII.
-    package static let erasureCommands = "lethe.erasure.commands.v1"
+    package static let erasureCommands = TopicDefinition(
+        name: "lethe.erasure.commands.v1", key: .account, events: [EraseSubject.self], tombstones: false,
+        compacted: false, retentionMs: TopicDefinition.thirtyDaysMs)
     /// `ErasureAcknowledged`, keyed by erasureId: one per participant per erasure.
-    package static let erasureAcks = "lethe.erasure.acks.v1"
+    package static let erasureAcks = TopicDefinition(
+        name: "lethe.erasure.acks.v1", key: .erasureId, events: [ErasureAcknowledged.self], tombstones: false,
+        compacted: false, retentionMs: TopicDefinition.thirtyDaysMs)
     /// `ParticipantDeclared`, keyed by participant; a tombstone means the participant left. Compacted.
-    package static let erasureParticipants = "lethe.erasure.participants.v1"
+    package static let erasureParticipants = TopicDefinition(
+        name: "lethe.erasure.participants.v1", key: .participant, events: [ParticipantDeclared.self],
+        tombstones: true, compacted: true, retentionMs: nil)
     /// `ErasureCompleted`, keyed by erasureId: the public, PII-free proof of each erasure. Compacted.
-    package static let erasureCompleted = "lethe.erasure.completed.v1"
+    package static let erasureCompleted = TopicDefinition(
+        name: "lethe.erasure.completed.v1", key: .erasureId, events: [ErasureCompleted.self], tombstones: false,
+        compacted: true, retentionMs: nil)
     /// `ErasureState` (keyed by erasureId) and `ParticipantRetired` (keyed `retired:<participant>:<ms>`):
-    /// erasure-executor's changelog, read back at every start. Compacted.
-    package static let erasureState = "lethe.erasure.state.v1"
+    /// erasure-executor's changelog, read back at every start. Compacted; no DLQ (its reader logs and counts what it
+    /// cannot use).
+    package static let erasureState = TopicDefinition(
+        name: "lethe.erasure.state.v1", key: .erasureState, events: [ErasureState.self, ParticipantRetired.self],
+        tombstones: false, compacted: true, retentionMs: nil, hasDLQ: false)
     /// No records: one partition, which the replicas of a service that must run one active replica at a time share
     /// as a consumer group (`<service>.replicas`); the member Kafka assigns it to is the active one (`ReplicaLease`).
-    package static let replicas = "lethe.replicas.v1"
+    package static let replicas = TopicDefinition(
+        name: "lethe.replicas.v1", key: .service, events: [], tombstones: false,
+        compacted: false, retentionMs: TopicDefinition.thirtyDaysMs, partitions: 1)
+
+    /// Every topic of the system, in the order of the declarations above.
+    ///
+    /// Services create topics from it (`ServiceContext.ensureTopics`), compose's `topics` job must match it
+    /// (scripts/validate-compose), docs/asyncapi.yaml must describe each channel as it says (scripts/validate-contracts:
+    /// messages, keys, policy, retention), and a debug build refuses to send an event to a topic that does not carry it.
+    package static let all: [TopicDefinition] = [
+        tenants, profiles, pdrAccounts, pdrReports, pdrStatus, erasureRequests, erasureCommands, erasureAcks,
+        erasureParticipants, erasureCompleted, erasureState, replicas,
+    ]
 
     /// Partitions per topic when configuration says nothing else.
     package static let defaultPartitionCount = 12
 
     /// Topics that are co-partitioned by key and therefore must be created with the same partition count:
     /// partition p of each must land on the same pdr-reporter instance.
-    package static let coPartitioned: [String] = [pdrAccounts, pdrReports]
+    package static let coPartitioned: [TopicDefinition] = [pdrAccounts, pdrReports]
 
     /// Header a consumer adds to a dead-lettered record, holding why it could not be processed.
     ///
@@ -52,51 +94,6 @@ package enum Topics {
     package static func dlq(for topic: String) -> String {
         "\(topic).dlq"
     }
-
-    /// Every topic of the system, declared once: its key, the events its records carry (and whether a null value, a
-    /// tombstone, is one of them), its cleanup policy and retention. Each has a DLQ, ``dlqDefinition(for:)``.
-    ///
-    /// Services create topics from it (`ServiceContext.ensureTopics`), compose's `topics` job must match it
-    /// (scripts/validate-compose), docs/asyncapi.yaml must describe each channel as it says (scripts/validate-contracts:
-    /// messages, keys, policy, retention), and a debug build refuses to send an event to a topic that does not carry it.
-    package static let all: [TopicDefinition] = [
-        TopicDefinition(
-            name: tenants, key: .tenantId, events: [TenantConfigured.self], tombstones: false,
-            compacted: true, retentionMs: nil),
-        TopicDefinition(
-            name: profiles, key: .account, events: [ProfileFetched.self], tombstones: false,
-            compacted: false, retentionMs: TopicDefinition.sevenDaysMs),
-        TopicDefinition(
-            name: pdrAccounts, key: .account, events: [AccountHeld.self], tombstones: true,
-            compacted: true, retentionMs: nil),
-        TopicDefinition(
-            name: pdrReports, key: .account, events: [AccountReported.self], tombstones: true,
-            compacted: true, retentionMs: nil),
-        TopicDefinition(
-            name: pdrStatus, key: .account, events: [AccountStatusReported.self], tombstones: false,
-            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
-        TopicDefinition(
-            name: erasureRequests, key: .account, events: [ErasureRequested.self], tombstones: false,
-            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
-        TopicDefinition(
-            name: erasureCommands, key: .account, events: [EraseSubject.self], tombstones: false,
-            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
-        TopicDefinition(
-            name: erasureAcks, key: .erasureId, events: [ErasureAcknowledged.self], tombstones: false,
-            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs),
-        TopicDefinition(
-            name: erasureParticipants, key: .participant, events: [ParticipantDeclared.self], tombstones: true,
-            compacted: true, retentionMs: nil),
-        TopicDefinition(
-            name: erasureCompleted, key: .erasureId, events: [ErasureCompleted.self], tombstones: false,
-            compacted: true, retentionMs: nil),
-        TopicDefinition(
-            name: erasureState, key: .erasureState, events: [ErasureState.self, ParticipantRetired.self],
-            tombstones: false, compacted: true, retentionMs: nil, hasDLQ: false),
-        TopicDefinition(
-            name: replicas, key: .service, events: [], tombstones: false,
-            compacted: false, retentionMs: TopicDefinition.thirtyDaysMs, partitions: 1),
-    ]
 
     /// The definition of a DLQ for `topic` (a name of ``all``, namespaced or not): never compacted (several dead
     /// letters may share a key and all matter), kept 30 days — or as long as its source topic when that is shorter,
@@ -126,11 +123,9 @@ package enum Topics {
         all.first { $0.name == name }
     }
 
-    /// The definition of a topic of ``LetheTopics`` (every one is in ``all``; TopicsTests checks it).
-    package static func definition(of topic: KeyPath<LetheTopics, String>) -> TopicDefinition {
-        let name = LetheTopics(namespace: nil)[keyPath: topic]
-        guard let definition = definition(named: name) else { preconditionFailure("\(name) is not in Topics.all") }
-        return definition
+    /// The declaration a key path names (`\.profiles`), as services list the topics they use.
+    package static func definition(of topic: KeyPath<Topics.Type, TopicDefinition>) -> TopicDefinition {
+        Topics.self[keyPath: topic]
     }
 }
 
@@ -201,36 +196,24 @@ package struct TopicDefinition: Sendable, Hashable {
 }
 
 /// Every topic of ``Topics`` inside an optional namespace (`<namespace>.lethe.…`), so that tests and benchmarks
-/// sharing one broker each get their own topics. One struct for every service: a topic has one property name
-/// everywhere, the constant's name in ``Topics``.
+/// sharing one broker each get their own topics: `topics.profiles` is the name of ``Topics/profiles`` in this
+/// namespace. One struct for every service, and no list of its own: a topic's property is its declaration's name.
+@dynamicMemberLookup
 package struct LetheTopics: Sendable, Equatable {
-    package var tenants: String
-    package var profiles: String
-    package var pdrAccounts: String
-    package var pdrReports: String
-    package var pdrStatus: String
-    package var erasureRequests: String
-    package var erasureCommands: String
-    package var erasureAcks: String
-    package var erasureParticipants: String
-    package var erasureCompleted: String
-    package var erasureState: String
-    package var replicas: String
+    /// The prefix (`LETHE_TOPIC_NAMESPACE`), nil for the architecture's names.
+    package var namespace: String?
 
-    /// The architecture's names, each prefixed with `namespace.` when one is given (`LETHE_TOPIC_NAMESPACE`).
     package init(namespace: String?) {
-        func name(_ topic: String) -> String { namespace.map { "\($0).\(topic)" } ?? topic }
-        tenants = name(Topics.tenants)
-        profiles = name(Topics.profiles)
-        pdrAccounts = name(Topics.pdrAccounts)
-        pdrReports = name(Topics.pdrReports)
-        pdrStatus = name(Topics.pdrStatus)
-        erasureRequests = name(Topics.erasureRequests)
-        erasureCommands = name(Topics.erasureCommands)
-        erasureAcks = name(Topics.erasureAcks)
-        erasureParticipants = name(Topics.erasureParticipants)
-        erasureCompleted = name(Topics.erasureCompleted)
-        erasureState = name(Topics.erasureState)
-        replicas = name(Topics.replicas)
+        self.namespace = namespace
+    }
+
+    /// The name of `topic` in this namespace: `<namespace>.<name>`, or the declared name without a namespace.
+    package subscript(dynamicMember topic: KeyPath<Topics.Type, TopicDefinition>) -> String {
+        name(of: Topics.self[keyPath: topic])
+    }
+
+    /// The name of `topic` in this namespace.
+    package func name(of topic: TopicDefinition) -> String {
+        namespace.map { "\($0).\(topic.name)" } ?? topic.name
     }
 }

@@ -88,8 +88,8 @@ package struct ErasureParticipantConfig: Sendable {
 
     package init(
         participant: String, holds: [String], groupId: String? = nil, source: String? = nil,
-        commandsTopic: String = Topics.erasureCommands, acksTopic: String = Topics.erasureAcks,
-        participantsTopic: String = Topics.erasureParticipants, sessionTimeout: Duration = .seconds(10),
+        commandsTopic: String = Topics.erasureCommands.name, acksTopic: String = Topics.erasureAcks.name,
+        participantsTopic: String = Topics.erasureParticipants.name, sessionTimeout: Duration = .seconds(10),
         fetchMaxWait: Duration = .milliseconds(500)
     ) {
         self.participant = participant

@@ -1,4 +1,5 @@
 import CRdKafka
+import Contracts
 import Logging
 
 /// A topic as Lethe wants it to exist.
@@ -14,6 +15,12 @@ package struct TopicSpec: Sendable, Hashable {
         self.partitions = partitions
         self.replicationFactor = replicationFactor
         self.config = config
+    }
+
+    /// `topic` as ``Topics`` declares it (cleanup policy, retention), named in `topics`' namespace, with `partitions`
+    /// partitions unless the declaration fixes its own.
+    package init(_ topic: TopicDefinition, in topics: LetheTopics, partitions: Int) {
+        self.init(name: topics.name(of: topic), partitions: topic.partitions ?? partitions, config: topic.kafkaConfig)
     }
 }
 

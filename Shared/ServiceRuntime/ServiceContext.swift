@@ -65,14 +65,12 @@ package struct ServiceContext: Sendable {
     /// start fails naming the first one that does not — for an operator who provisions topics, or a broker whose
     /// credentials may not create them.
     package func ensureTopics(
-        _ used: [KeyPath<LetheTopics, String>], deadLettered: [KeyPath<LetheTopics, String>]
+        _ used: [KeyPath<Topics.Type, TopicDefinition>], deadLettered: [KeyPath<Topics.Type, TopicDefinition>]
     ) async throws {
         let partitions = config.kafka.topicPartitions
         let specs = (used + (lease == nil ? [] : [\.replicas])).map { path in
-            let definition = Topics.definition(of: path)
-            return TopicSpec(
-                name: topics[keyPath: path], partitions: definition.partitions ?? partitions, config: definition.kafkaConfig)
-        } + deadLettered.map { DeadLetterQueue.topicSpec(for: topics[keyPath: $0], partitions: partitions) }
+            TopicSpec(Topics.definition(of: path), in: topics, partitions: partitions)
+        } + deadLettered.map { DeadLetterQueue.topicSpec(for: topics[dynamicMember: $0], partitions: partitions) }
         guard config.kafka.createTopics else {
             for spec in specs {
                 try await requireProvisioned(spec)

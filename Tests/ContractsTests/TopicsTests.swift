@@ -14,67 +14,70 @@ struct TopicsTests {
     }
 
     @Test func stateTopicsAreCompactedAndKeptForever() {
-        let compacted = Topics.all.filter(\.compacted).map(\.name)
+        let compacted = Topics.all.filter(\.compacted)
         #expect(compacted == [
             Topics.tenants, Topics.pdrAccounts, Topics.pdrReports, Topics.erasureParticipants,
             Topics.erasureCompleted, Topics.erasureState,
         ])
         #expect(Topics.all.filter(\.compacted).allSatisfy { $0.retentionMs == nil })
-        #expect(Topics.definition(named: Topics.pdrAccounts)?.kafkaConfig == [
+        #expect(Topics.pdrAccounts.kafkaConfig == [
             "cleanup.policy": "compact", "retention.ms": "-1",
         ])
     }
 
     @Test func profilesAreKeptSevenDaysAndOtherEventTopicsThirty() {
-        #expect(Topics.definition(named: Topics.profiles)?.retentionMs == 604_800_000)
-        for name in [Topics.pdrStatus, Topics.erasureRequests, Topics.erasureCommands, Topics.erasureAcks] {
-            #expect(Topics.definition(named: name)?.retentionMs == 2_592_000_000)
-            #expect(Topics.definition(named: name)?.compacted == false)
+        #expect(Topics.profiles.retentionMs == 604_800_000)
+        for topic in [Topics.pdrStatus, Topics.erasureRequests, Topics.erasureCommands, Topics.erasureAcks] {
+            #expect(topic.retentionMs == 2_592_000_000)
+            #expect(!topic.compacted)
         }
-        #expect(Topics.definition(named: Topics.profiles)?.kafkaConfig == [
+        #expect(Topics.profiles.kafkaConfig == [
             "cleanup.policy": "delete", "retention.ms": "604800000",
         ])
     }
 
     @Test func dlqIsTheTopicNameWithADlqSuffix() {
-        #expect(Topics.dlq(for: Topics.erasureCommands) == "lethe.erasure.commands.v1.dlq")
-        let definition = Topics.dlqDefinition(for: Topics.pdrAccounts)
+        #expect(Topics.dlq(for: Topics.erasureCommands.name) == "lethe.erasure.commands.v1.dlq")
+        let definition = Topics.dlqDefinition(for: Topics.pdrAccounts.name)
         #expect(definition.name == "lethe.pdr.accounts.v1.dlq")
         #expect(!definition.compacted)
         #expect(definition.retentionMs == 2_592_000_000)
         #expect(Topics.dlqErrorHeader == "lethe_error")
         // A dead letter of personal data lives no longer than its source topic keeps it, namespaced or not.
-        #expect(Topics.dlqDefinition(for: Topics.profiles).retentionMs == TopicDefinition.sevenDaysMs)
-        #expect(Topics.dlqDefinition(for: "test-ns." + Topics.profiles).retentionMs == TopicDefinition.sevenDaysMs)
-        #expect(Topics.dlqDefinition(for: "test-ns." + Topics.erasureCommands).retentionMs == 2_592_000_000)
+        let namespaced = LetheTopics(namespace: "test-ns")
+        #expect(Topics.dlqDefinition(for: Topics.profiles.name).retentionMs == TopicDefinition.sevenDaysMs)
+        #expect(Topics.dlqDefinition(for: namespaced.profiles).retentionMs == TopicDefinition.sevenDaysMs)
+        #expect(Topics.dlqDefinition(for: namespaced.erasureCommands).retentionMs == 2_592_000_000)
     }
 
     @Test func pdrTopicsAreCoPartitionedAndPartitionsDefaultToTwelve() {
-        #expect(Topics.coPartitioned == ["lethe.pdr.accounts.v1", "lethe.pdr.reports.v1"])
+        #expect(Topics.coPartitioned.map(\.name) == ["lethe.pdr.accounts.v1", "lethe.pdr.reports.v1"])
         #expect(Topics.defaultPartitionCount == 12)
         #expect(Topics.definition(named: "unknown.topic") == nil)
     }
 
-    @Test("every LetheTopics property is declared in Topics.all, and a topic carries only its declared events")
+    @Test("every declaration is in Topics.all, a namespace prefixes its name, and a topic carries only its events")
     func declarationsCoverEveryTopicAndEvent() {
-        let paths: [KeyPath<LetheTopics, String>] = [
+        let paths: [KeyPath<Topics.Type, TopicDefinition>] = [
             \.tenants, \.profiles, \.pdrAccounts, \.pdrReports, \.pdrStatus, \.erasureRequests, \.erasureCommands,
             \.erasureAcks, \.erasureParticipants, \.erasureCompleted, \.erasureState, \.replicas,
         ]
-        #expect(paths.map { Topics.definition(of: $0).name } == Topics.all.map(\.name))
+        #expect(paths.map { Topics.definition(of: $0) } == Topics.all)
         let namespaced = LetheTopics(namespace: "run-1")
+        #expect(namespaced.profiles == "run-1.lethe.profiles.v1" && LetheTopics(namespace: nil).profiles == "lethe.profiles.v1")
+        #expect(paths.map { namespaced[dynamicMember: $0] } == Topics.all.map { "run-1." + $0.name })
         #expect(Topics.carries(namespaced.profiles, ProfileFetched.self))
         #expect(!Topics.carries(namespaced.profiles, EraseSubject.self))
-        #expect(Topics.carries(Topics.erasureAcks, ErasureAcknowledged.self))
+        #expect(Topics.carries(Topics.erasureAcks.name, ErasureAcknowledged.self))
         // Topics Lethe does not declare (a test's own), and DLQs, carry whatever they are given.
-        #expect(Topics.carries("t-1234", EraseSubject.self) && Topics.carries(Topics.dlq(for: Topics.profiles), EraseSubject.self))
-        #expect(Topics.definition(of: \.erasureAcks).key == .erasureId && Topics.definition(of: \.pdrAccounts).tombstones)
+        #expect(Topics.carries("t-1234", EraseSubject.self) && Topics.carries(Topics.dlq(for: namespaced.profiles), EraseSubject.self))
+        #expect(Topics.erasureAcks.key == .erasureId && Topics.pdrAccounts.tombstones)
         #expect(Topics.dlqDefinition(for: namespaced.erasureAcks).key == .erasureId)
         // The lease topic: one partition whatever the configuration, no records, so no DLQ.
-        #expect(Topics.definition(of: \.replicas).partitions == 1 && !Topics.definition(of: \.replicas).deadLettered)
-        #expect(Topics.all.filter { $0.partitions != nil }.map(\.name) == [Topics.replicas])
+        #expect(Topics.replicas.partitions == 1 && !Topics.replicas.deadLettered)
+        #expect(Topics.all.filter { $0.partitions != nil } == [Topics.replicas])
         // Without a DLQ: the lease topic, and the executor's changelog (its reader logs what it cannot use).
-        #expect(Topics.all.filter { !$0.deadLettered }.map(\.name) == [Topics.erasureState, Topics.replicas])
-        #expect(Topics.carries(Topics.erasureState, ErasureState.self) && Topics.carries(Topics.erasureState, ParticipantRetired.self))
+        #expect(Topics.all.filter { !$0.deadLettered } == [Topics.erasureState, Topics.replicas])
+        #expect(Topics.carries(Topics.erasureState.name, ErasureState.self) && Topics.carries(Topics.erasureState.name, ParticipantRetired.self))
     }
 }

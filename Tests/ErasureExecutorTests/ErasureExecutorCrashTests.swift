@@ -64,10 +64,8 @@ struct ErasureExecutorCrashTests {
     /// One participant declared, then `accounts` closed statuses, all on the topics before the executor starts.
     private func declareAndCloseAccounts(kafka: KafkaFixture, topics: LetheTopics, accounts: Int) async throws {
         try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
-            TopicSpec(name: topics.pdrStatus, partitions: 3, config: Topics.definition(named: Topics.pdrStatus)!.kafkaConfig),
-            TopicSpec(
-                name: topics.erasureParticipants, partitions: 3,
-                config: Topics.definition(named: Topics.erasureParticipants)!.kafkaConfig),
+            TopicSpec(Topics.pdrStatus, in: topics, partitions: 3),
+            TopicSpec(Topics.erasureParticipants, in: topics, partitions: 3),
         ])
         let producer = try kafka.makeProducer()
         try await withRunningServices([producer], logger: kafka.logger) {

@@ -28,11 +28,12 @@ struct ErasureExecutorOrderingTests {
 
     /// Creates the executor's input topics with its partition count, for records produced before it starts.
     func makeTopics(_ topics: LetheTopics) async throws {
-        let used: [KeyPath<LetheTopics, String>] = [
-            \.tenants, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks, \.erasureParticipants,
+        let used = [
+            Topics.tenants, Topics.pdrStatus, Topics.erasureRequests, Topics.erasureCommands, Topics.erasureAcks,
+            Topics.erasureParticipants,
         ]
         try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics(used.map {
-            TopicSpec(name: topics[keyPath: $0], partitions: 3, config: Topics.definition(of: $0).kafkaConfig)
+            TopicSpec($0, in: topics, partitions: 3)
         })
     }
 

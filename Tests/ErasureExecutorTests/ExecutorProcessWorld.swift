@@ -34,15 +34,9 @@ final class ExecutorProcessWorld {
     /// Creates the topics the test and its participants use before anything subscribes, with the executor's
     /// partition count (it refuses existing topics with another).
     private static func makeTopics(_ topics: LetheTopics, kafka: KafkaFixture) async throws {
-        func spec(_ name: String, like architectureName: String) -> TopicSpec {
-            TopicSpec(name: name, partitions: 3, config: Topics.definition(named: architectureName)!.kafkaConfig)
-        }
         try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
-            spec(topics.tenants, like: Topics.tenants), spec(topics.pdrStatus, like: Topics.pdrStatus),
-            spec(topics.erasureCommands, like: Topics.erasureCommands),
-            spec(topics.erasureAcks, like: Topics.erasureAcks),
-            spec(topics.erasureParticipants, like: Topics.erasureParticipants),
-        ])
+            Topics.tenants, Topics.pdrStatus, Topics.erasureCommands, Topics.erasureAcks, Topics.erasureParticipants,
+        ].map { TopicSpec($0, in: topics, partitions: 3) })
     }
 
     func send(_ event: some LetheEvent, topic: String, key: String) async throws {

@@ -39,7 +39,7 @@ struct ProfileStoreParticipantTests {
         let grace = PlantedPersonalData(
             accountId: "557058:grace-\(UUID().uuidString.prefix(6))", name: "Grace Hopper",
             email: "grace.hopper@example.com")
-        let profilesTopic = "\(namespace).\(Topics.profiles)"
+        let profilesTopic = topics.profiles
         do {
             try await producer.send(tenant("tenant-a", .delete), topic: topics.tenants, key: "tenant-a")
             // "late" declared itself earlier and is down now; "fast" runs in this process.

@@ -204,9 +204,7 @@ struct ProfileStoreServiceTests {
     /// topic before profile-store starts.
     private func fetchEveryAccountTwice(topics: LetheTopics, accounts: Int) async throws {
         try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
-            TopicSpec(
-                name: topics.profiles, partitions: 3,
-                config: Topics.definition(named: Topics.profiles)!.kafkaConfig),
+            TopicSpec(Topics.profiles, in: topics, partitions: 3),
         ])
         let producer = try kafka.makeProducer()
         try await withRunningServices([producer], logger: kafka.logger) {

@@ -9,8 +9,8 @@ import Synchronization
 func prepare(bootstrap: String, namespace: String, count: Int, partitions: Int) async throws {
     let topics = LetheTopics(namespace: namespace)
     try await KafkaAdmin(bootstrapServers: bootstrap, logger: makeLogger()).ensureTopics([
-        spec(topics.tenants, like: Topics.tenants, partitions: partitions),
-        spec(topics.profiles, like: Topics.profiles, partitions: partitions),
+        TopicSpec(Topics.tenants, in: topics, partitions: partitions),
+        TopicSpec(Topics.profiles, in: topics, partitions: partitions),
     ])
     var tenants: [OutgoingMessage] = []
     for (index, policy) in tenantPolicies.enumerated() {

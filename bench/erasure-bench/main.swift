@@ -79,10 +79,6 @@ func withProducer(_ bootstrap: String, _ body: @Sendable (KafkaProducer) async t
     }
 }
 
-func spec(_ name: String, like architectureName: String, partitions: Int) -> TopicSpec {
-    TopicSpec(name: name, partitions: partitions, config: Topics.definition(named: architectureName)!.kafkaConfig)
-}
-
 // MARK: main
 
 switch arguments.count > 1 ? arguments[1] : "" {

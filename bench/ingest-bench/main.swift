@@ -30,7 +30,7 @@ case "produce" where arguments.count == 6:
     let (bootstrap, topic) = (arguments[2], arguments[3])
     guard let count = Int(arguments[4]), let partitions = Int(arguments[5]) else { fail("bad numbers") }
     try await KafkaAdmin(bootstrapServers: bootstrap, logger: logger).ensureTopics([
-        TopicSpec(name: topic, partitions: partitions, config: Topics.definition(named: Topics.profiles)!.kafkaConfig),
+        TopicSpec(name: topic, partitions: partitions, config: Topics.profiles.kafkaConfig),
     ])
     let base = Date()
     var messages: [OutgoingMessage] = []

@@ -155,15 +155,14 @@ func benchAccountId(_ index: Int, apps: Int) -> String {
     String(format: "5be2%04x%016llx", index % apps, UInt64(index) &* 0x9e37_79b9_7f4a_7c15)
 }
 
-/// Creates `topic` as the architecture declares `architectureName` (with `partitions`), produces `count` records made
+/// Creates `topic` as `declared` says (with `partitions`), produces `count` records made
 /// by `message`, in sends of 10,000, and prints "produced <count> <seconds>".
 @MainActor
-func produceAll(bootstrap: String, topic: String, architectureName: String, partitions: Int, count: Int,
+func produceAll(bootstrap: String, topic: String, declared: TopicDefinition, partitions: Int, count: Int,
                 message: (Int) throws -> OutgoingMessage) async {
     do {
         try await KafkaAdmin(bootstrapServers: bootstrap, logger: logger).ensureTopics([
-            TopicSpec(name: topic, partitions: partitions,
-                      config: Topics.definition(named: architectureName)!.kafkaConfig),
+            TopicSpec(name: topic, partitions: partitions, config: declared.kafkaConfig),
         ])
         var messages: [OutgoingMessage] = []
         messages.reserveCapacity(count)
@@ -215,7 +214,7 @@ case "produce" where arguments.count == 7:
     let apps = parseApps(arguments[6])
     // updatedAt: when the data was retrieved, spread over the last day (whole milliseconds, as RFC 3339 carries).
     let base = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 - 86_400).rounded())
-    await produceAll(bootstrap: bootstrap, topic: topic, architectureName: Topics.pdrAccounts, partitions: partitions,
+    await produceAll(bootstrap: bootstrap, topic: topic, declared: Topics.pdrAccounts, partitions: partitions,
                      count: count) { index in
         let (app, tenant) = apps[index % apps.count]
         let accountId = benchAccountId(index, apps: apps.count)
@@ -231,7 +230,7 @@ case "produce-reported" where arguments.count == 8:
     }
     let apps = parseApps(arguments[6])
     let reportedAt = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded())
-    await produceAll(bootstrap: bootstrap, topic: topic, architectureName: Topics.pdrReports, partitions: partitions,
+    await produceAll(bootstrap: bootstrap, topic: topic, declared: Topics.pdrReports, partitions: partitions,
                      count: count) { index in
         let app = apps[index % apps.count].app
         let accountId = benchAccountId(index, apps: apps.count)

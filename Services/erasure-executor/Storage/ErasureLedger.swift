@@ -47,7 +47,7 @@ struct LedgerSettings: Sendable {
     var commandsTopic: String
     var completedTopic: String
     /// The executor's changelog (`ErasureState`, `ParticipantRetired`): see ErasureLedger+Changelog.
-    var stateTopic: String = Topics.erasureState
+    var stateTopic: String = Topics.erasureState.name
     /// Applied when a tenant never published `TenantConfigured`: the strictest policy, the architecture's default
     /// deadline. Erasing too much is recoverable by re-sign-in; keeping data of a closed account is not.
     var defaultPolicy: ErasurePolicy = .delete

@@ -45,7 +45,7 @@ final class ProfileDatabase: Sendable {
     let database: SQLiteDatabase
     let accountsTopic: String
 
-    init(path: String, accountsTopic: String = Topics.pdrAccounts) throws {
+    init(path: String, accountsTopic: String = Topics.pdrAccounts.name) throws {
         // secure_delete: an erased name or email is overwritten in the file, not left in a free page.
         // An ingest batch dirties pages all over the profiles table, its three indexes, the announcements and the
         // outbox: with SQLite's 2 MiB cache the writer spilled dirty pages to the WAL mid-transaction (seen in the
