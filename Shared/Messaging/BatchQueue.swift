@@ -128,22 +128,34 @@ package final class BatchQueue<Element: Sendable>: @unchecked Sendable {
     }
 }
 
+/// A change of a group member's partitions, as a consumer that keeps per-partition state handles it.
+package enum GroupChange: Sendable, Equatable {
+    case assigned([TopicPartition])
+    case revoked([TopicPartition])
+}
+
 extension KafkaConsumer {
     /// Hands this consumer's records to `handle` in batches: whatever arrived while the previous batch was handled, up
     /// to `maxBatch`. One task reads `events` and runs `prepare` on each record (decoding there overlaps the previous
     /// batch's work); the calling task runs `handle`, which must make each batch durable and commit it. A partition
     /// revocation is held until every record read before it was handled, so the next owner starts after them.
     ///
+    /// With `onGroupChange`, assignments and revocations are handed to it on the calling task, in their order among
+    /// the records (a batch ends at each), and the next event is read only once it returned: an assignment's work is
+    /// done before any record behind it, a revocation's before the group hears it acknowledged.
+    ///
     /// The consumer itself must be running (its `run()` in the same task group or service group). Returns when the
     /// records end — at graceful shutdown when `stopOnGracefulShutdown`, else once the consumer has closed — and
-    /// rethrows what `handle` throws.
+    /// rethrows what `handle` or `onGroupChange` throws.
     package func processInBatches<Item: Sendable>(
         maxBatch: Int, stopOnGracefulShutdown: Bool = true,
         prepare: @escaping @Sendable (KafkaMessage) -> Item,
+        onGroupChange: ((GroupChange) async throws -> Void)? = nil,
         _ handle: ([Item]) async throws -> Void
     ) async throws {
-        let queue = BatchQueue<Item>(capacity: maxBatch * 2)
+        let queue = BatchQueue<Queued<Item>>(capacity: maxBatch * 2)
         let events = self.events
+        let handsChanges = onGroupChange != nil
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { queue.finish() }
@@ -153,12 +165,19 @@ extension KafkaConsumer {
                     for try await event in events {
                         switch event {
                         case .message(let message):
-                            await queue.push(prepare(message))
+                            await queue.push(.record(prepare(message)))
                             pushed += 1
-                        case .partitionsRevoked:
+                        case .partitionsRevoked(let partitions):
+                            if handsChanges {
+                                await queue.push(.change(.revoked(partitions)))
+                                pushed += 1
+                            }
                             await queue.waitUntilProcessed(pushed)
-                        case .partitionsAssigned:
-                            break
+                        case .partitionsAssigned(let partitions):
+                            guard handsChanges else { break }
+                            await queue.push(.change(.assigned(partitions)))
+                            pushed += 1
+                            await queue.waitUntilProcessed(pushed)
                         }
                     }
                 }
@@ -171,7 +190,21 @@ extension KafkaConsumer {
                 }
             }
             do {
-                try await queue.drain(max: maxBatch, handle)
+                try await queue.drain(max: maxBatch) { batch in
+                    var records: [Item] = []
+                    records.reserveCapacity(batch.count)
+                    for element in batch {
+                        switch element {
+                        case .record(let item):
+                            records.append(item)
+                        case .change(let change):
+                            if !records.isEmpty { try await handle(records) }
+                            records.removeAll(keepingCapacity: true)
+                            try await onGroupChange?(change)
+                        }
+                    }
+                    if !records.isEmpty { try await handle(records) }
+                }
             } catch {
                 group.cancelAll()
                 throw error
@@ -179,4 +212,10 @@ extension KafkaConsumer {
             try await group.waitForAll()
         }
     }
+}
+
+/// What the reading task queues for the handling one: a prepared record, or a change of the group's assignment.
+private enum Queued<Item: Sendable>: Sendable {
+    case record(Item)
+    case change(GroupChange)
 }

@@ -57,29 +57,37 @@ package struct Refusal: Sendable {
 /// the service shuts down; a permanent one re-runs the batch one record at a time, so only the record that fails
 /// alone is dead-lettered. Dead letters are counted in `lethe_dead_letters_total{topic}` (``DeadLetterQueue``) and
 /// logged with their position and reason, never their content.
+///
+/// A consumer whose state is rebuilt from the topics, not resumed from committed offsets, runs it with
+/// `commits: false`: the executor's state reader (outside any group, from the beginning at every start), and
+/// pdr-reporter's intake, which also hands its group's changes to a handler (``run(waitingFor:onGroupChange:_:)``).
 package struct ConsumerPipeline<Item: Sendable>: Sendable {
     private let consumer: KafkaConsumer
     private let deadLetters: DeadLetterQueue
     private let retry: RetryPolicy
     private let maxBatch: Int
     private let work: String
+    private let commits: Bool
     private let logger: Logger
     private let decode: @Sendable (KafkaMessage) throws -> Item?
 
     /// - Parameters:
     ///   - work: what the handler does, for logs and `lethe_retries_total{operation}` (e.g. "storing profiles").
     ///   - maxBatch: most records per handler call (whatever arrived while the previous batch was handled, up to it).
+    ///   - commits: whether a handled batch's offsets are committed; false for a consumer that starts every partition
+    ///     from its beginning because it rebuilds that partition's state from the topics.
     ///   - decode: the record's meaning, nil for a record the service ignores (committed with its batch), or a throw
     ///     whose description is the dead letter's reason.
     package init(
         consumer: KafkaConsumer, producer: KafkaProducer, logger: Logger, work: String, retry: RetryPolicy,
-        maxBatch: Int, decode: @escaping @Sendable (KafkaMessage) throws -> Item?
+        maxBatch: Int, commits: Bool = true, decode: @escaping @Sendable (KafkaMessage) throws -> Item?
     ) {
         self.consumer = consumer
         self.deadLetters = DeadLetterQueue(producer: producer)
         self.retry = retry
         self.maxBatch = maxBatch
         self.work = work
+        self.commits = commits
         self.logger = logger
         self.decode = decode
     }
@@ -90,22 +98,38 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
     ///
     /// `ready` is awaited before the first record is handled (false: stop, e.g. shutdown came first; a throw ends the
     /// service). `handle` gets a batch's decoded records in order and returns the ones it refuses for good.
+    ///
+    /// `onGroupChange` gets this member's assignments and revocations in their order among the records (see
+    /// ``KafkaConsumer/processInBatches(maxBatch:stopOnGracefulShutdown:prepare:onGroupChange:_:)``), transient
+    /// failures retried as the handler's. With it the pipeline follows the consumer to its close at graceful shutdown
+    /// instead of stopping there, so the revocation that leaving the group brings is handled too.
     package func run(
         waitingFor ready: @Sendable () async throws -> Bool = { true },
+        onGroupChange: (@Sendable (GroupChange) async throws -> Void)? = nil,
         _ handle: @escaping @Sendable ([Delivered<Item>]) async throws -> [Refusal]
     ) async throws {
         // Detached, so it does not see graceful shutdown (a task-local it would inherit): it must stay in the group,
-        // able to commit, until the last batch taken is done. Cancelled below, or with this task.
+        // able to commit, until the last batch taken is done. Cancelled below, or with this task. A pipeline that
+        // handles group changes instead lets the consumer see graceful shutdown and reads its events to their end.
         let consumer = self.consumer
-        let running = Task.detached { try await consumer.run() }
+        let followsClose = onGroupChange != nil
+        let running = followsClose ? Task { try await consumer.run() } : Task.detached { try await consumer.run() }
+        let changed = onGroupChange.map { onGroupChange in
+            { @Sendable (change: GroupChange) async throws in
+                try await retryUntilDone("handling a rebalance", logger: logger, policy: retry) {
+                    try await onGroupChange(change)
+                }
+            }
+        }
         let failure: (any Error)?
         do {
             try await withTaskCancellationHandler {
                 guard try await ready() else { return }
                 let decode = self.decode
                 try await consumer.processInBatches(
-                    maxBatch: maxBatch, stopOnGracefulShutdown: true,
-                    prepare: { message in Decoded(message: message, item: Result { try decode(message) }) }
+                    maxBatch: maxBatch, stopOnGracefulShutdown: !followsClose,
+                    prepare: { message in Decoded(message: message, item: Result { try decode(message) }) },
+                    onGroupChange: changed
                 ) { batch in try await process(batch, handle) }
             } onCancel: {
                 running.cancel()
@@ -140,6 +164,7 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
         if !delivered.isEmpty {
             for refusal in try await apply(delivered, handle) { try await deadLetter(refusal) }
         }
+        guard commits else { return }
         do {
             try await consumer.commit(batch.map(\.message))
         } catch {

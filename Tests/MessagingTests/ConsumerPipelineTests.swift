@@ -109,4 +109,55 @@ struct ConsumerPipelineTests {
             #expect(later.handled.withLock { $0 } == ["e"], "records committed before were handled again")
         }
     }
+
+    /// A pipeline without commits that handles its group's changes, as pdr-reporter's intake runs it: every event it
+    /// saw, in order.
+    struct PartitionOwner: Service {
+        let pipeline: ConsumerPipeline<String>
+        let seen: Seen
+
+        final class Seen: Sendable {
+            let events = Mutex<[String]>([])
+            func withLock<R: Sendable>(_ body: (inout [String]) -> R) -> R { events.withLock { body(&$0) } }
+        }
+
+        func run() async throws {
+            try await pipeline.run(onGroupChange: { change in
+                switch change {
+                case .assigned(let partitions): seen.withLock { $0.append("assigned \(partitions.map(\.partition))") }
+                case .revoked(let partitions): seen.withLock { $0.append("revoked \(partitions.map(\.partition))") }
+                }
+            }) { batch in
+                seen.withLock { $0 += batch.map(\.item) }
+                return []
+            }
+        }
+    }
+
+    @Test("""
+        without commits and with a group-change handler: the assignment comes before the partition's records, leaving \
+        the group at graceful shutdown hands the revocation after the last batch, and the next member starts from the \
+        beginning again
+        """)
+    func groupChangesWithoutCommits() async throws {
+        let topic = try await kafka.makeTopic(partitions: 1)
+        let group = uniqueName("g")
+        let producer = try kafka.makeProducer()
+        try await withRunningServices([producer], logger: kafka.logger) {
+            try await producer.send(["a", "b"].map { OutgoingMessage(topic: topic, key: "k", value: Array($0.utf8)) })
+        }
+        for run in 1...2 {
+            let owner = PartitionOwner(
+                pipeline: ConsumerPipeline(
+                    consumer: try kafka.makeConsumer(group: group, topics: [topic]), producer: try kafka.makeProducer(),
+                    logger: kafka.logger, work: "pipeline test", retry: .kafka, maxBatch: 50, commits: false
+                ) { String(decoding: $0.value ?? [], as: UTF8.self) },
+                seen: PartitionOwner.Seen())
+            try await withRunningServices([owner], logger: kafka.logger) {
+                let read = await eventually(timeout: .seconds(60)) { owner.seen.withLock { $0.count } >= 3 }
+                #expect(read, "run \(run) saw \(owner.seen.withLock { $0 })")
+            }
+            #expect(owner.seen.withLock { $0 } == ["assigned [0]", "a", "b", "revoked [0]"], "run \(run)")
+        }
+    }
 }

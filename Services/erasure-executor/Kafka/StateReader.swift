@@ -28,7 +28,7 @@ import Synchronization
 /// `lethe_erasure_participants_rejected`) until the participant declares again properly or an operator retires it.
 /// `deadlineDays` above 30 is capped at 30.
 final class StateReader: Service, Sendable {
-    private let consumer: KafkaConsumer
+    private let pipeline: ConsumerPipeline<Prepared>
     private let producer: KafkaProducer
     private let deadLetters: DeadLetterQueue
     private let ledger: ErasureLedger
@@ -48,12 +48,21 @@ final class StateReader: Service, Sendable {
         producer: KafkaProducer, gate: RestoreGate, relay: ErasureNotifier, metrics: ErasureMetrics,
         alertEvery: Duration, logger: Logger
     ) throws {
-        self.consumer = try KafkaConsumer(
+        let consumer = try KafkaConsumer(
             config: KafkaConsumerConfig(
                 bootstrapServers: bootstrapServers,
                 subscription: .partitions(partitions.map { ($0, offset: KafkaConsumer.beginning) }),
                 clientId: "erasure-executor-state"),
             logger: logger)
+        // No commits: outside any group, every start reads both topics from their beginning. `prepare` never throws
+        // (a record it cannot use is a `reject`, dead-lettered once by `handle`), and `handle` retries its own writes.
+        let (topics, metrics) = (topics, metrics)
+        self.pipeline = ConsumerPipeline(
+            consumer: consumer, producer: producer, logger: logger, work: "applying state records", retry: .storage,
+            maxBatch: 1000, commits: false
+        ) { message in
+            Prepared(message: message, kind: Self.prepare(message, topics: topics, metrics: metrics, logger: logger))
+        }
         self.producer = producer
         self.deadLetters = DeadLetterQueue(producer: producer)
         self.partitions = partitions
@@ -84,7 +93,12 @@ final class StateReader: Service, Sendable {
         var kind: Kind
     }
 
-    /// The restore in progress: markers still to see and the keys whose last record so far is not a tombstone.
+    /// The restore in progress: markers still to see and the keys whose last record so far is not a tombstone. Only
+    /// the handling task changes it.
+    private final class RestoreProgress: Sendable {
+        let state = Mutex(Restore(pending: [:]))
+    }
+
     private struct Restore {
         var pending: [TopicPartition: String]
         var participants: Set<String> = []
@@ -102,18 +116,18 @@ final class StateReader: Service, Sendable {
 
     func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.consumer.run() }
             group.addTask { await self.alertWhileNotRestored() }
-            try await restoreChangelog()
-            let markers = RestoreMarker.make(for: partitions)
-            var restore = Restore(pending: markers.ids)
-            gate.report(pendingPartitions: restore.pending.count)
-            try await writeMarkers(markers.records)
-            let prepare: @Sendable (KafkaMessage) -> Prepared = { [self] message in
-                Prepared(message: message, kind: self.prepare(message))
-            }
-            try await consumer.processInBatches(maxBatch: 1000, prepare: prepare) { batch in
-                try await self.handle(batch, restore: &restore)
+            let restore = RestoreProgress()
+            try await pipeline.run(waitingFor: {
+                try await self.restoreChangelog()
+                let markers = RestoreMarker.make(for: self.partitions)
+                restore.state.withLock { $0 = Restore(pending: markers.ids) }
+                self.gate.report(pendingPartitions: markers.ids.count)
+                try await self.writeMarkers(markers.records)
+                return true
+            }) { batch in
+                try await self.handle(batch.map(\.item), restore: restore)
+                return []
             }
             group.cancelAll()
         }
@@ -197,7 +211,9 @@ final class StateReader: Service, Sendable {
         }
     }
 
-    private func prepare(_ message: KafkaMessage) -> Prepared.Kind {
+    private static func prepare(
+        _ message: KafkaMessage, topics: LetheTopics, metrics: ErasureMetrics, logger: Logger
+    ) -> Prepared.Kind {
         if let marker = RestoreMarker.id(of: message) {
             return .marker(marker)
         }
@@ -250,7 +266,7 @@ final class StateReader: Service, Sendable {
         }
     }
 
-    private func handle(_ batch: [Prepared], restore: inout Restore) async throws {
+    private func handle(_ batch: [Prepared], restore: RestoreProgress) async throws {
         // Dead letters first (once per record, ever): then the ledger remembers them with the batch.
         let rejected = batch.compactMap { item -> (KafkaMessage, String)? in
             if case .reject(let reason, _, _) = item.kind { return (item.message, reason) }
@@ -289,13 +305,17 @@ final class StateReader: Service, Sendable {
             relay.notify()
         }
         guard !gate.isOpen else { return }
-        restore.records += batch.count
-        for (topic, key, live) in keys { restore.note(topic: topic, topics: topics, key: key, live: live) }
-        for (partition, id) in markers where restore.pending[partition] == id { restore.pending[partition] = nil }
-        gate.report(pendingPartitions: restore.pending.count)
-        guard restore.pending.isEmpty else { return }
+        let topics = self.topics
+        let progress = restore.state.withLock { restore in
+            restore.records += batch.count
+            for (topic, key, live) in keys { restore.note(topic: topic, topics: topics, key: key, live: live) }
+            for (partition, id) in markers where restore.pending[partition] == id { restore.pending[partition] = nil }
+            return restore
+        }
+        gate.report(pendingPartitions: progress.pending.count)
+        guard progress.pending.isEmpty else { return }
         let ledger = self.ledger
-        let (participants, tenants) = (restore.participants, restore.tenants)
+        let (participants, tenants) = (progress.participants, progress.tenants)
         let joinedAtEnd = try await retryUntilDone("finishing the state restore", logger: logger, policy: .storage, onRetry: {
             self.gate.report(problem: "cannot write the ledger: \($0)")
         }) {
@@ -305,7 +325,7 @@ final class StateReader: Service, Sendable {
         metrics.restored.record(1)
         if joinedAtEnd > 0 { relay.notify() }
         logger.info("tenants and participants read to their end; dispatching starts", metadata: [
-            "records": "\(restore.records)", "participants": "\(participants.count)", "tenants": "\(tenants.count)",
+            "records": "\(progress.records)", "participants": "\(participants.count)", "tenants": "\(tenants.count)",
             "commands": "\(joinedAtEnd)",
         ])
     }

@@ -3,13 +3,14 @@ import Foundation
 import Logging
 import Messaging
 import Metrics
+import Storage
 import ServiceLifecycle
 import Synchronization
 
 /// Keeps the registry equal to this instance's share of `lethe.pdr.accounts.v1`, restored with its changelog.
 ///
 /// Instances form one consumer group over the accounts topic only; the changelog (`lethe.pdr.reports.v1`) is read by a
-/// separate restore reader assigned to the *same partition numbers* (ARCHITECTURE.md flow 3, the Kafka Streams way).
+/// separate restore reader assigned to the *same partition numbers* (docs/architecture.md, the Kafka Streams way).
 /// Both topics are keyed `appId:accountId`, partitioned by murmur2 with the same count, so partition p of both holds
 /// the same accounts.
 ///
@@ -34,7 +35,6 @@ final class PartitionedIntake: Service, Sendable {
     private let registry: any PartitionedAccountRegistry
     private let loop: ReportingLoop
     private let producer: KafkaProducer
-    private let deadLetters: DeadLetterQueue
     private let topics: LetheTopics
     private let bootstrapServers: String
     private let restoreTimeout: Duration
@@ -66,7 +66,6 @@ final class PartitionedIntake: Service, Sendable {
         self.registry = registry
         self.loop = loop
         self.producer = producer
-        self.deadLetters = DeadLetterQueue(producer: producer)
         self.topics = topics
         self.bootstrapServers = bootstrapServers
         self.restoreTimeout = restoreTimeout
@@ -75,75 +74,43 @@ final class PartitionedIntake: Service, Sendable {
         self.logger = logger
     }
 
-    /// What the reader task hands to the handling loop, in the consumer's order.
-    private enum Item: Sendable {
-        case message(KafkaMessage)
-        case assigned([TopicPartition])
-        case revoked([TopicPartition])
-    }
-
     /// Most records handled as one batch (one registry transaction).
     static let maxBatch = 5000
 
     func run() async throws {
         // Nothing is assigned yet: rows left by an earlier run of this process belong to no one until restored.
         try await registry.dropAll()
-        // One task reads the group's events into a bounded queue; this task takes whatever is there and applies it —
-        // consecutive records as one batch (one SQLite transaction), so ingest is not one commit per AccountHeld.
-        // After pushing an assignment or a revocation the reader waits until it was handled before asking for the
-        // next event: a revocation is acknowledged only after its rows are dropped, and an assignment's restore
-        // completes before any record behind it is applied (both as when events were handled one at a time).
-        let queue = BatchQueue<Item>(capacity: Self.maxBatch * 2)
-        let events = consumer.events
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.consumer.run() }
-            group.addTask {
-                defer { queue.finish() }
-                var pushed = 0
-                for try await event in events {
-                    switch event {
-                    case .message(let message):
-                        await queue.push(.message(message))
-                        pushed += 1
-                    case .partitionsAssigned(let partitions):
-                        await queue.push(.assigned(partitions))
-                        pushed += 1
-                        await queue.waitUntilProcessed(pushed)
-                    case .partitionsRevoked(let partitions):
-                        await queue.push(.revoked(partitions))
-                        pushed += 1
-                        await queue.waitUntilProcessed(pushed)
-                    }
-                }
+        // The shared pipeline, without commits, with the group's changes: consecutive records are applied as one batch
+        // (one SQLite transaction), an assignment's restore completes before any record behind it is applied, and a
+        // revocation is acknowledged only after its rows are dropped. A record that cannot be understood goes to the
+        // DLQ (the reason only, never the payload) and the intake moves on: one bad producer must not stop PDR for
+        // everyone. SQLite trouble that passes is retried, for as long as it lasts.
+        let pipeline = ConsumerPipeline(
+            consumer: consumer, producer: producer, logger: logger, work: "applying held accounts",
+            retry: .storage, maxBatch: Self.maxBatch, commits: false, decode: Self.decode)
+        let loop = self.loop
+        try await pipeline.run(onGroupChange: { change in
+            switch change {
+            case .assigned(let partitions): try await self.assigned(partitions)
+            case .revoked(let partitions): try await self.revoked(partitions)
             }
-            do {
-                try await queue.drain(max: Self.maxBatch) { try await handle($0) }
-            } catch {
-                group.cancelAll()
-                throw error
-            }
-            try await group.waitForAll()
+        }) { batch in
+            try await loop.apply(batch.map(\.item))
+            return []
         }
     }
 
-    /// Handles items in order: runs of records are applied together, group events in between on their own.
-    private func handle(_ items: [Item]) async throws {
-        var records: [KafkaMessage] = []
-        for item in items {
-            switch item {
-            case .message(let message):
-                records.append(message)
-            case .assigned(let partitions):
-                try await apply(records)
-                records = []
-                try await assigned(partitions)
-            case .revoked(let partitions):
-                try await apply(records)
-                records = []
-                try await revoked(partitions)
-            }
+    /// What a `lethe.pdr.accounts.v1` record means: `AccountHeld` → hold (with the record's partition), a tombstone →
+    /// release at once; a key that is not `appId:accountId`, or not the event's, or an undecodable record, throws the
+    /// dead letter's reason.
+    static func decode(_ message: KafkaMessage) throws -> HeldChange {
+        let key = try AccountKey(bytes: message.key ?? [])
+        guard message.value != nil else { return .release(appId: key.appId, accountId: key.accountId) }
+        let event = try message.decodeEvent(AccountHeld.self)
+        guard event.appId == key.appId, event.accountId == key.accountId else {
+            throw ContractError.invalidKey(reason: "key does not match the event's appId:accountId")
         }
-        try await apply(records)
+        return .hold(HeldAccount(event), partition: message.partition)
     }
 
     private func assigned(_ partitions: [TopicPartition]) async throws {
@@ -180,39 +147,6 @@ final class PartitionedIntake: Service, Sendable {
         }
         Gauge(label: "lethe_pdr_partitions_assigned").record(owned.withLock { $0.subtract(numbers); return $0.count })
         logger.info("partitions revoked; their accounts dropped", metadata: ["kafka.partitions": "\(numbers)"])
-    }
-
-    /// `lethe.pdr.accounts.v1` records, in order, as one registry batch. A record that cannot be understood goes to
-    /// the DLQ (the reason only, never the payload, in the header) and the intake moves on: one bad producer must not
-    /// stop PDR for everyone.
-    private func apply(_ messages: [KafkaMessage]) async throws {
-        guard !messages.isEmpty else { return }
-        var changes: [HeldChange] = []
-        changes.reserveCapacity(messages.count)
-        for message in messages {
-            let key: AccountKey
-            do {
-                key = try AccountKey(bytes: message.key ?? [])
-            } catch {
-                try await deadLetters.route(message, reason: "\(error)")
-                continue
-            }
-            guard message.value != nil else {
-                changes.append(.release(appId: key.appId, accountId: key.accountId))
-                continue
-            }
-            do {
-                let event = try message.decodeEvent(AccountHeld.self)
-                guard event.appId == key.appId, event.accountId == key.accountId else {
-                    try await deadLetters.route(message, reason: "key does not match the event's appId:accountId")
-                    continue
-                }
-                changes.append(.hold(HeldAccount(event), partition: message.partition))
-            } catch let error as ContractError {
-                try await deadLetters.route(message, reason: "\(error)")
-            }
-        }
-        try await loop.apply(changes)
     }
 
     /// Reads changelog partitions `partitions` from their beginning until this restore's own marker, applying every
