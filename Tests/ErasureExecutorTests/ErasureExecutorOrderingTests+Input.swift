@@ -22,19 +22,13 @@ extension ErasureExecutorOrderingTests {
         ack claiming waived, and a status the ledger refuses by a constraint — and the records behind them are applied
         """)
     func badInputIsDeadLetteredAndThePartitionMovesOn() async throws {
-        let directory = try TemporaryDirectory()
-        let namespace = uniqueName("ee15-bad")
-        let topics = LetheTopics(namespace: namespace)
-        try await makeTopics(topics)
-        let producer = try kafka.makeProducer()
-        let producing = RunningGroup([producer], logger: kafka.logger)
-        var executor: RunningGroup?
-        do {
+        try await inWorld("ee15-bad") { world in
+            let (topics, producer) = (world.topics, world.producer)
             let input = BadInput(producer: producer, topics: topics)
-            let parts = try await build(namespace: namespace, directory: directory)
+            let parts = try await world.build()
             try await refuseOneTenantByAConstraint(parts.ledger)
             try await sendTenantsAndParticipants(input)
-            executor = RunningGroup(parts.group)
+            world.start(parts)
             try await sendStatusesAndRequests(input)
 
             let ok = try await expectTheRecordsBehindTheBadOnesApplied(parts.ledger)
@@ -42,11 +36,7 @@ extension ErasureExecutorOrderingTests {
             try await expectEveryTopicsDeadLetterReasons(topics)
             let after = try #require(try await parts.ledger.erasure(ok.id))
             #expect(after.participants.allSatisfy { $0.outcome == nil }, "a dead-lettered ack was applied")
-        } catch {
-            Issue.record(error)
         }
-        await executor?.stop()
-        await producing.stop()
     }
 
     /// A constraint the ledger enforces for good on one tenant's erasures: intake must dead-letter the record, not
@@ -160,25 +150,18 @@ extension ErasureExecutorOrderingTests {
         atlassian-closed, completed once every participant acknowledged it, audited and published with the final cause
         """)
     func closedUpgradesTheOpenRefreshFailedErasure() async throws {
-        let directory = try TemporaryDirectory()
-        let namespace = uniqueName("ee15-upgrade")
-        let topics = LetheTopics(namespace: namespace)
-        try await makeTopics(topics)
-        let producer = try kafka.makeProducer()
-        let producing = RunningGroup([producer], logger: kafka.logger)
         let accountId = "557058:upgrade-\(UUID().uuidString.prefix(6))"
         let held: [String: TestParticipantHandler.Held] = ["t-up/\(accountId)": .init(name: "n", email: "e")]
         let fastHandler = TestParticipantHandler(held: held)
         let slowHandler = TestParticipantHandler(held: held)
         var running: [RunningGroup] = []
-        var executor: RunningGroup?
-        do {
+        try await inWorld("ee15-upgrade") { world in
+            let (topics, producer) = (world.topics, world.producer)
             try await producer.send(tenant("t-up", .disassociate), topic: topics.tenants, key: "t-up")
             try await producer.send(declared("slow"), topic: topics.erasureParticipants, key: "slow")
-            let parts = try await build(namespace: namespace, directory: directory)
-            executor = RunningGroup(parts.group)
-            running.append(try testParticipant(
-                "fast", handler: fastHandler, kafka: kafka, namespace: namespace, topics: topics))
+            let parts = try await world.build()
+            world.start(parts)
+            try world.startParticipant("fast", handler: fastHandler)
             let id = try await openARefreshFailedErasure(
                 ledger: parts.ledger, producer: producer, topics: topics, accountId: accountId)
 
@@ -189,17 +172,11 @@ extension ErasureExecutorOrderingTests {
                 (try? await parts.ledger.erasure(id))?.cause == .atlassianClosed
             }
             #expect(upgraded, "the open erasure was not upgraded to atlassian-closed")
-            running.append(try testParticipant(
-                "slow", handler: slowHandler, kafka: kafka, namespace: namespace, topics: topics))
+            try world.startParticipant("slow", handler: slowHandler)
             try await expectTheUpgradedErasureCompleted(
                 id, ledger: parts.ledger, fast: fastHandler, slow: slowHandler)
             try await expectTheClosedCommandAndReceipt(id, ledger: parts.ledger, topics: topics)
-        } catch {
-            Issue.record(error)
         }
-        for group in running { await group.stop() }
-        await executor?.stop()
-        await producing.stop()
     }
 
     /// The gateway lost the grant: refresh-failed, scrub, for this tenant; "fast" scrubs. Returns the erasure's id.

@@ -19,24 +19,6 @@ struct ErasureExecutorOrderingTests {
 
     init() throws { kafka = try KafkaFixture("erasure-executor-issue15") }
 
-    /// Builds the executor (topics created, file migrated) without running it.
-    func build(namespace: String, directory: TemporaryDirectory, extra: [String: String] = [:]) async throws
-        -> ErasureExecutorParts
-    {
-        try await TestExecutor.build(kafka: kafka, namespace: namespace, directory: directory, extra: extra).parts
-    }
-
-    /// Creates the executor's input topics with its partition count, for records produced before it starts.
-    func makeTopics(_ topics: LetheTopics) async throws {
-        let used = [
-            Topics.tenants, Topics.pdrStatus, Topics.erasureRequests, Topics.erasureCommands, Topics.erasureAcks,
-            Topics.erasureParticipants,
-        ]
-        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics(used.map {
-            TopicSpec($0, in: topics, partitions: 3)
-        })
-    }
-
     func records(of ledger: ErasureLedger, tenant: String) async throws -> [ErasureRecord] {
         try await ledger.erasures(tenantId: tenant, status: nil, afterRow: 0, limit: 50).records
     }
@@ -52,14 +34,8 @@ struct ErasureExecutorOrderingTests {
         participant declared behind 30,000 records is in the erasure, however short ERASURE_STATE_RESTORE_SECONDS is
         """)
     func dispatchWaitsForTheWholeParticipantsTopic() async throws {
-        let directory = try TemporaryDirectory()
-        let namespace = uniqueName("ee15-restore")
-        let topics = LetheTopics(namespace: namespace)
-        try await makeTopics(topics)
-        let producer = try kafka.makeProducer()
-        let producing = RunningGroup([producer], logger: kafka.logger)
-        var executor: RunningGroup?
-        do {
+        try await inWorld("ee15-restore") { world in
+            let (topics, producer) = (world.topics, world.producer)
             // Partition 0 of the participants topic: "early", 30,000 re-declarations of it, then "late" — so "late"
             // is read last, long after the old start-up timeout.
             func declaration(_ name: String) throws -> OutgoingMessage {
@@ -75,12 +51,11 @@ struct ErasureExecutorOrderingTests {
                 event: closedStatus("acc-restore", tenants: ["t-restore"]), topic: topics.pdrStatus,
                 key: "app-1:acc-restore", source: "test"))
 
-            let parts = try await build(
-                namespace: namespace, directory: directory, extra: ["ERASURE_STATE_RESTORE_SECONDS": "1"])
+            let parts = try await world.build(extra: ["ERASURE_STATE_RESTORE_SECONDS": "1"])
             #expect(throws: RestoreGate.NotRestored.self, "ready before the participants were read") {
                 try parts.gate.check()
             }
-            executor = RunningGroup(parts.group)
+            world.start(parts)
             let opened = await eventually(timeout: .seconds(120), every: .milliseconds(100)) {
                 !((try? await records(of: parts.ledger, tenant: "t-restore")) ?? []).isEmpty
             }
@@ -91,11 +66,7 @@ struct ErasureExecutorOrderingTests {
                     "the erasure was dispatched before the participants topic was read to its end")
             #expect(try await parts.ledger.participants() == ["early", "late"])
             try parts.gate.check()
-        } catch {
-            Issue.record(error)
         }
-        await executor?.stop()
-        await producing.stop()
     }
 
     @Test("""
@@ -103,27 +74,21 @@ struct ErasureExecutorOrderingTests {
         meanwhile is not lost and the erasure waits for it
         """)
     func notReadyWhileStateCannotBeAppliedAndNothingLost() async throws {
-        let directory = try TemporaryDirectory()
-        let namespace = uniqueName("ee15-locked")
-        let topics = LetheTopics(namespace: namespace)
-        try await makeTopics(topics)
-        let producer = try kafka.makeProducer()
-        let producing = RunningGroup([producer], logger: kafka.logger)
-        var executor: RunningGroup?
-        do {
+        try await inWorld("ee15-locked") { world in
+            let (topics, producer) = (world.topics, world.producer)
             try await producer.send(try OutgoingMessage(
                 event: declared("locked-out"), topic: topics.erasureParticipants, key: "locked-out", source: "test"))
             try await producer.send(try OutgoingMessage(
                 event: closedStatus("acc-locked", tenants: ["t-locked"]), topic: topics.pdrStatus,
                 key: "app-1:acc-locked", source: "test"))
-            let parts = try await build(namespace: namespace, directory: directory)
+            let parts = try await world.build()
             // Another process holds the write lock of the executor's file: every write is SQLITE_BUSY after the
             // 10 s busy timeout.
             var lockConfiguration = Configuration()
             lockConfiguration.allowsUnsafeTransactions = true
             let lock = try DatabaseQueue(path: parts.ledger.database.path, configuration: lockConfiguration)
             try await lock.writeWithoutTransaction { db in try db.execute(sql: "BEGIN EXCLUSIVE") }
-            executor = RunningGroup(parts.group)
+            world.start(parts)
             let saysWhy = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
                 parts.gate.notReadyReason?.contains("database is locked") == true
             }
@@ -141,11 +106,7 @@ struct ErasureExecutorOrderingTests {
             let record = try #require(try await records(of: parts.ledger, tenant: "t-locked").first)
             #expect(record.participants.map(\.participant) == ["locked-out"],
                     "the declaration read while the ledger was locked was lost")
-        } catch {
-            Issue.record(error)
         }
-        await executor?.stop()
-        await producing.stop()
     }
 
     @Test("""
@@ -153,23 +114,17 @@ struct ErasureExecutorOrderingTests {
         ack as well as for the one that was declared before
         """)
     func lateParticipantReceivesOpenErasures() async throws {
-        let directory = try TemporaryDirectory()
-        let namespace = uniqueName("ee15-late")
-        let topics = LetheTopics(namespace: namespace)
-        try await makeTopics(topics)
-        let producer = try kafka.makeProducer()
-        let producing = RunningGroup([producer], logger: kafka.logger)
         let accountId = "557058:late-\(UUID().uuidString.prefix(6))"
         let held: [String: TestParticipantHandler.Held] = ["t-late/\(accountId)": .init(name: "n", email: "e")]
         let newcomerHandler = TestParticipantHandler(held: held)
         let absentHandler = TestParticipantHandler(held: held)
         var running: [RunningGroup] = []
-        var executor: RunningGroup?
-        do {
+        try await inWorld("ee15-late") { world in
+            let (topics, producer) = (world.topics, world.producer)
             try await producer.send(try OutgoingMessage(
                 event: declared("absent"), topic: topics.erasureParticipants, key: "absent", source: "test"))
-            let parts = try await build(namespace: namespace, directory: directory)
-            executor = RunningGroup(parts.group)
+            let parts = try await world.build()
+            world.start(parts)
             try await producer.send(try OutgoingMessage(
                 event: closedStatus(accountId, tenants: ["t-late"]), topic: topics.pdrStatus,
                 key: "app-1:\(accountId)", source: "test"))
@@ -180,8 +135,7 @@ struct ErasureExecutorOrderingTests {
             let id = try #require(try await records(of: parts.ledger, tenant: "t-late").first?.id)
 
             // A new participant comes up (it declares itself as it starts) while the erasure waits for "absent".
-            running.append(try testParticipant(
-                "newcomer", handler: newcomerHandler, kafka: kafka, namespace: namespace, topics: topics))
+            try world.startParticipant("newcomer", handler: newcomerHandler)
             let joined = await eventually(timeout: .seconds(60), every: .milliseconds(100)) {
                 let record = try? await parts.ledger.erasure(id)
                 return record?.participants.first { $0.participant == "newcomer" }?.outcome == .erased
@@ -192,8 +146,7 @@ struct ErasureExecutorOrderingTests {
             #expect(waiting.status == .dispatched, "it must still wait for the participant declared before")
             #expect(await newcomerHandler.applied.map(\.erasureId).contains(id))
 
-            running.append(try testParticipant(
-                "absent", handler: absentHandler, kafka: kafka, namespace: namespace, topics: topics))
+            try world.startParticipant("absent", handler: absentHandler)
             let completed = await eventually(timeout: .seconds(60), every: .milliseconds(100)) {
                 (try? await parts.ledger.erasure(id))?.status == .completed
             }
@@ -201,11 +154,6 @@ struct ErasureExecutorOrderingTests {
             let entry = try #require(try await parts.ledger.auditEntries().first { $0.erasureId == id })
             #expect(entry.outcomes.map(\.participant) == ["absent", "newcomer"])
             #expect(entry.outcomes.map(\.outcome) == [.erased, .erased])
-        } catch {
-            Issue.record(error)
         }
-        for group in running { await group.stop() }
-        await executor?.stop()
-        await producing.stop()
     }
 }
