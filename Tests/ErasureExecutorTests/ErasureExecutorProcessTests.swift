@@ -132,7 +132,7 @@ struct ErasureExecutorProcessTests {
         POST /v1/erasures/{id}/retry over HTTP re-sends and the erasure completes, audited
         """)
     func failedUntilAttentionThenRetryOverHTTP() async throws {
-        let world = try await ExecutorProcessWorld(kafka: kafka, namespace: "ee-retry")
+        let world = try await ExecutorWorld(kafka: kafka, namespace: "ee-retry")
         let accountId = "557058:retry-\(UUID().uuidString.prefix(6))"
         let steadyHandler = TestParticipantHandler(held: ["tenant-r/\(accountId)": .init(name: "n", email: "e")])
         let flakyHandler = FlakyParticipantHandler(failing: true)
@@ -158,7 +158,7 @@ struct ErasureExecutorProcessTests {
         the participant comes back it completes, stays marked as late, and the gauges and ack latency follow
         """)
     func overdueWhileAParticipantIsDownThenCompletes() async throws {
-        let world = try await ExecutorProcessWorld(kafka: kafka, namespace: "ee-overdue")
+        let world = try await ExecutorWorld(kafka: kafka, namespace: "ee-overdue")
         let accountId = "557058:late-\(UUID().uuidString.prefix(6))"
         let held: [String: TestParticipantHandler.Held] = ["tenant-o/\(accountId)": .init(name: "n", email: "e")]
         let presentHandler = TestParticipantHandler(held: held)
@@ -185,7 +185,7 @@ extension ErasureExecutorProcessTests {
     /// A tenant, two participants declared before the executor starts (so its start-up restore knows both and the
     /// erasure waits for both), both running, then the executor: two failed acks are its limit.
     private func startWithAFlakyParticipant(
-        _ world: ExecutorProcessWorld, steady: TestParticipantHandler, flaky: FlakyParticipantHandler
+        _ world: ExecutorWorld, steady: TestParticipantHandler, flaky: FlakyParticipantHandler
     ) async throws -> ExecutorProcess {
         try await world.send(tenant("tenant-r", .delete), topic: world.topics.tenants, key: "tenant-r")
         for name in ["flaky", "steady"] {
@@ -259,7 +259,7 @@ extension ErasureExecutorProcessTests {
     /// One deadline day, and one day lasts one second here (ERASURE_DAY_SECONDS); "absent" is declared but not
     /// running. Re-sends every 3600 s: the erasure waits for "absent" without the test depending on re-send timing.
     private func startWithAParticipantDown(
-        _ world: ExecutorProcessWorld, present: TestParticipantHandler
+        _ world: ExecutorWorld, present: TestParticipantHandler
     ) async throws -> ExecutorProcess {
         try await world.send(tenant("tenant-o", .scrub, days: 1), topic: world.topics.tenants, key: "tenant-o")
         for name in ["absent", "present"] {

@@ -40,7 +40,7 @@ struct ErasureExecutorRetireProcessTests {
         the retired participants stay retired and the bad declaration is not dead-lettered again
         """)
     func rejectedDeclarationThenRetireOverHTTP() async throws {
-        let world = try await ExecutorProcessWorld(kafka: kafka, namespace: "ee15-retire")
+        let world = try await ExecutorWorld(kafka: kafka, namespace: "ee15-retire")
         let accountId = "557058:retire-\(UUID().uuidString.prefix(6))"
         let held = TestParticipantHandler.Held(name: "Grace Hopper", email: "g@example.com")
         let steadyHandler = TestParticipantHandler(held: ["t-ret/\(accountId)": held])
@@ -66,7 +66,7 @@ extension ErasureExecutorRetireProcessTests {
     /// Declares "retiring" and "steady" and a third participant whose declaration cannot be read, starts "steady",
     /// then the executor.
     private func startWithABrokenDeclaration(
-        _ world: ExecutorProcessWorld, steady: TestParticipantHandler
+        _ world: ExecutorWorld, steady: TestParticipantHandler
     ) async throws -> ExecutorProcess {
         let topics = world.topics
         try await world.send(tenant("t-ret", .delete), topic: topics.tenants, key: "t-ret")
@@ -85,7 +85,7 @@ extension ErasureExecutorRetireProcessTests {
     }
 
     /// Ready only with the state read; the rejected declaration raised the alert and is still a participant.
-    private func expectTheRejectionAlert(_ started: ExecutorProcess, world: ExecutorProcessWorld) async throws {
+    private func expectTheRejectionAlert(_ started: ExecutorProcess, world: ExecutorWorld) async throws {
         let (readyStatus, readyBody) = try await started.get("/health/ready", token: nil)
         #expect(readyStatus == 200 && readyBody.contains(#""name":"state""#), "\(readyBody)")
         let alert = await eventually(timeout: .seconds(20), every: .milliseconds(200)) {
@@ -106,7 +106,7 @@ extension ErasureExecutorRetireProcessTests {
 
     /// The account closes: "steady" erases it, and the erasure waits for the other two. Returns its id.
     private func closeAndAwaitTheSteadyAck(
-        _ started: ExecutorProcess, world: ExecutorProcessWorld, steady: TestParticipantHandler, accountId: String
+        _ started: ExecutorProcess, world: ExecutorWorld, steady: TestParticipantHandler, accountId: String
     ) async throws -> String {
         try await world.send(
             AccountStatusReported(
@@ -160,7 +160,7 @@ extension ErasureExecutorRetireProcessTests {
     /// Completed, audited with the reasons, published with outcome waived; the metrics follow, and the log holds
     /// neither the accountId nor what the participant held.
     private func expectTheWaivedCompletion(
-        _ started: ExecutorProcess, world: ExecutorProcessWorld, erasureId: String, accountId: String,
+        _ started: ExecutorProcess, world: ExecutorWorld, erasureId: String, accountId: String,
         held: TestParticipantHandler.Held
     ) async throws {
         let done = try #require(try await started.erasure(erasureId))
@@ -191,7 +191,7 @@ extension ErasureExecutorRetireProcessTests {
 
     /// A restart re-reads the participants topic: the retired ones' declarations are older than their retirement and
     /// stay ignored; the bad declaration is not sent to the DLQ a second time.
-    private func restartAndExpectTheRetirementsKept(_ world: ExecutorProcessWorld) async throws {
+    private func restartAndExpectTheRetirementsKept(_ world: ExecutorWorld) async throws {
         await world.stopExecutor()
         let restarted = try await world.startExecutor(settings: [:])
         let (_, afterRestart) = try await restarted.get("/v1/participants")

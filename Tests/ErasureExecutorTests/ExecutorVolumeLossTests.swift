@@ -18,7 +18,7 @@ struct ExecutorVolumeLossTests {
         ack) and keeps the completed one and its audit entry
         """)
     func openErasureSurvivesTheLossOfTheVolume() async throws {
-        let world = try await ExecutorProcessWorld(kafka: kafka, namespace: "ee-volume")
+        let world = try await ExecutorWorld(kafka: kafka, namespace: "ee-volume")
         let run = UUID().uuidString.prefix(6)
         let (first, second) = ("557058:vol-a-\(run)", "557058:vol-b-\(run)")
         let present = TestParticipantHandler(held: [:])
@@ -74,7 +74,7 @@ struct ExecutorVolumeLossTests {
     /// "present" running and declared; a closed status for `accounts.0` completes with it alone. Then "late" is
     /// declared but does not run, and a closed status for `accounts.1` opens an erasure that waits for it.
     private func startWithOneCompletedAndOneOpen(
-        _ world: ExecutorProcessWorld, present: TestParticipantHandler, accounts: (String, String)
+        _ world: ExecutorWorld, present: TestParticipantHandler, accounts: (String, String)
     ) async throws -> ExecutorProcess {
         try await world.send(tenant("tenant-v", .delete), topic: world.topics.tenants, key: "tenant-v")
         try await world.send(declared("present"), topic: world.topics.erasureParticipants, key: "present")

@@ -7,36 +7,35 @@ import TestSupport
 
 @testable import erasure_executor
 
-/// What the process tests (``ErasureExecutorProcessTests``, ``ErasureExecutorRetireProcessTests``) set up alike: a
-/// data directory, a namespace whose topics exist before anything subscribes, a producer for the test's records, and
-/// the participants and the executor process the test starts, all stopped by ``stop()`` whatever the test's outcome.
-final class ExecutorProcessWorld {
+/// What the executor's Kafka tests set up alike: a data directory, a namespace whose topics exist (with the
+/// executor's partition count) before anything subscribes, a producer for the test's records; then the executor —
+/// in-process (``build(extra:)`` and ``start(_:)``, so the test reaches its ledger and gate) or as a process
+/// (``startExecutor(settings:)``) — and the participants the test starts, all stopped by ``stop()`` whatever the
+/// test's outcome.
+final class ExecutorWorld {
     let kafka: KafkaFixture
     let directory: TemporaryDirectory
     let namespace: String
     let topics: LetheTopics
-    private let producer: KafkaProducer
+    let producer: KafkaProducer
     private let producing: RunningGroup
-    private var participants: [RunningGroup] = []
-    /// The executor running now, if any.
+    /// In-process executors and participants, in the order they started.
+    private var running: [RunningGroup] = []
+    /// The executor process running now, if any.
     private var executor: ExecutorProcess?
 
     init(kafka: KafkaFixture, namespace prefix: String) async throws {
         self.kafka = kafka
         directory = try TemporaryDirectory()
         namespace = uniqueName(prefix)
-        topics = LetheTopics(namespace: namespace)
-        try await Self.makeTopics(topics, kafka: kafka)
+        let topics = LetheTopics(namespace: namespace)
+        self.topics = topics
+        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
+            Topics.tenants, Topics.pdrStatus, Topics.erasureRequests, Topics.erasureCommands, Topics.erasureAcks,
+            Topics.erasureParticipants,
+        ].map { TopicSpec($0, in: topics, partitions: 3) })
         producer = try kafka.makeProducer()
         producing = RunningGroup([producer], logger: kafka.logger)
-    }
-
-    /// Creates the topics the test and its participants use before anything subscribes, with the executor's
-    /// partition count (it refuses existing topics with another).
-    private static func makeTopics(_ topics: LetheTopics, kafka: KafkaFixture) async throws {
-        try await KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger).ensureTopics([
-            Topics.tenants, Topics.pdrStatus, Topics.erasureCommands, Topics.erasureAcks, Topics.erasureParticipants,
-        ].map { TopicSpec($0, in: topics, partitions: 3) })
     }
 
     func send(_ event: some LetheEvent, topic: String, key: String) async throws {
@@ -52,8 +51,18 @@ final class ExecutorProcessWorld {
     func startParticipant(
         _ name: String, handler: any ErasureHandler, holds: [String] = ["name", "email"]
     ) throws {
-        participants.append(try testParticipant(
+        running.append(try testParticipant(
             name, handler: handler, kafka: kafka, namespace: namespace, topics: topics, holds: holds))
+    }
+
+    /// Builds the executor in-process on the world's directory (topics created, file migrated) without running it.
+    func build(extra: [String: String] = [:]) async throws -> ErasureExecutorParts {
+        try await TestExecutor.build(kafka: kafka, namespace: namespace, directory: directory, extra: extra).parts
+    }
+
+    /// Runs an executor built in-process, stopped with the world.
+    func start(_ parts: ErasureExecutorParts) {
+        running.append(RunningGroup(parts.group))
     }
 
     /// Starts the executor process on the world's directory (see ``ExecutorProcess/start``).
@@ -69,11 +78,24 @@ final class ExecutorProcessWorld {
         executor = nil
     }
 
-    /// The executor, then the participants, then the producer.
+    /// The executor process, then what runs in-process (the last started first), then the producer.
     func stop() async {
         await stopExecutor()
-        for group in participants { await group.stop() }
+        for group in running.reversed() { await group.stop() }
         await producing.stop()
+    }
+}
+
+extension ErasureExecutorOrderingTests {
+    /// Runs `body` in a world of its own; a thrown error is the test's issue, and the world is stopped either way.
+    func inWorld(_ prefix: String, _ body: (ExecutorWorld) async throws -> Void) async throws {
+        let world = try await ExecutorWorld(kafka: kafka, namespace: prefix)
+        do {
+            try await body(world)
+        } catch {
+            Issue.record(error)
+        }
+        await world.stop()
     }
 }
 
