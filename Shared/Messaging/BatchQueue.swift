@@ -191,19 +191,7 @@ extension KafkaConsumer {
             }
             do {
                 try await queue.drain(max: maxBatch) { batch in
-                    var records: [Item] = []
-                    records.reserveCapacity(batch.count)
-                    for element in batch {
-                        switch element {
-                        case .record(let item):
-                            records.append(item)
-                        case .change(let change):
-                            if !records.isEmpty { try await handle(records) }
-                            records.removeAll(keepingCapacity: true)
-                            try await onGroupChange?(change)
-                        }
-                    }
-                    if !records.isEmpty { try await handle(records) }
+                    try await Queued.handOut(batch, records: handle, changes: onGroupChange)
                 }
             } catch {
                 group.cancelAll()
@@ -218,4 +206,24 @@ extension KafkaConsumer {
 private enum Queued<Item: Sendable>: Sendable {
     case record(Item)
     case change(GroupChange)
+
+    /// Hands a taken batch out in order: each run of records to `records` as one batch, each change on its own.
+    static func handOut(
+        _ batch: [Queued], records handle: ([Item]) async throws -> Void,
+        changes onGroupChange: ((GroupChange) async throws -> Void)?
+    ) async throws {
+        var records: [Item] = []
+        records.reserveCapacity(batch.count)
+        for element in batch {
+            switch element {
+            case .record(let item):
+                records.append(item)
+            case .change(let change):
+                if !records.isEmpty { try await handle(records) }
+                records.removeAll(keepingCapacity: true)
+                try await onGroupChange?(change)
+            }
+        }
+        if !records.isEmpty { try await handle(records) }
+    }
 }

@@ -39,63 +39,87 @@ struct SignInBench {
             _ = try await bench.measure(200, concurrency: concurrency, bench.sandboxAlone)
             _ = try await bench.measure(200, concurrency: concurrency, bench.signIn)
             let processes = CPUProbe.processes()
-            guard processes.contains(where: { $0.name == "gateway" }) else {
+            guard let gateway = processes.first(where: { $0.name == "gateway" }) else {
                 throw BenchError(description: "BENCH_PIDS must name the gateway's pid (gateway=<pid>)")
             }
-
-            let duration = Duration.seconds(seconds)
-            let aloneCPU = CPUProbe(processes)
-            let alone = try await bench.openLoop(rate: rate, duration: duration, bench.sandboxAlone)
-            let aloneUsage = aloneCPU.perOperation(alone.count)
-            let fullCPU = CPUProbe(processes)
-            let full = try await bench.openLoop(rate: rate, duration: duration, offset: 1_000_000, bench.signIn)
-            let fullUsage = fullCPU.perOperation(full.count)
-            let gatewayMs = fullCPU.milliseconds(of: "gateway") / Double(full.count)
-            try LatencyFile.write("signin-alone", alone)
-            try LatencyFile.write("signin-full", full)
-            let (aloneP50, aloneP99) = (Bench.quantile(alone, 0.5), Bench.quantile(alone, 0.99))
-            let (fullP50, fullP99) = (Bench.quantile(full, 0.5), Bench.quantile(full, 0.99))
-
-            // The same sign-ins back to back: what one costs when a wake-up serves many (at 200/s nearly every
-            // request wakes a sleeping thread, and the kernel's scheduling shows up in each process's CPU).
-            let saturatedCPU = CPUProbe(processes)
-            let saturated = try await bench.measure(count, concurrency: concurrency, offset: 2_000_000, bench.signIn)
-            let saturatedUsage = saturatedCPU.perOperation(count)
-            // A reference in the same setup: the cheapest request a Hummingbird service answers (the sandbox's
-            // /health/live, a hello world), to set what one served and one made HTTP request cost on this machine.
-            _ = try await bench.measure(200, concurrency: concurrency, bench.helloWorld)
-            let helloCPU = CPUProbe(processes)
-            let hello = try await bench.measure(count, concurrency: concurrency, bench.helloWorld)
-            let helloUsage = helloCPU.perOperation(count)
+            let figures = try await Figures.measure(
+                bench, processes: processes, count: count, concurrency: concurrency, rate: rate, seconds: seconds)
             // BENCH_PERF_DATA=<file>: the gateway's CPU profile over one more open-loop phase of sign-ins at the same
             // rate, after every measured phase, so perf's own load changes none of the figures above.
-            if let profiler = try Profiler.start(
-                pid: processes.first { $0.name == "gateway" }!.pid, seconds: Profiler.seconds(seconds)) {
+            if let profiler = try Profiler.start(pid: gateway.pid, seconds: Profiler.seconds(seconds)) {
                 _ = try await bench.openLoop(
                     rate: rate, duration: .seconds(Profiler.seconds(seconds)), offset: 3_000_000, bench.signIn)
                 try await profiler.finish()
             }
             try await http.shutdown()
-            print(String(format: "reference: hello world %.0f/s, p99 %.1f ms; ", hello.rate, hello.p99)
-                + "cpu ms per request: \(helloUsage.text); machine busy \(helloUsage.busyPercent)%")
-            // Where the two cores went, per operation: what the gateway itself costs, and whether the machine (not
-            // the gateway) was the limit.
-            print(String(format: "open loop at %.0f/s for %d s: sandbox alone p50 %.1f ms, p99 %.1f ms; ", rate, seconds,
-                         aloneP50, aloneP99)
-                + String(format: "sign-ins p50 %.1f ms, p99 %.1f ms", fullP50, fullP99))
-            print("cpu ms per sandbox sequence: \(aloneUsage.text); machine busy \(aloneUsage.busyPercent)%")
-            print("cpu ms per sign-in: \(fullUsage.text); machine busy \(fullUsage.busyPercent)%")
-            print(String(format: "saturation: %.0f sign-ins/s with %d in flight, p99 %.1f ms", saturated.rate,
-                         concurrency, saturated.p99))
-            print("cpu ms per sign-in at saturation: \(saturatedUsage.text); machine busy \(saturatedUsage.busyPercent)%")
-            print(String(
-                format: "signin: %.2f ms gateway CPU per sign-in, added p99 %.1f ms at %.0f/s open loop, max %.0f/s",
-                gatewayMs, fullP99 - aloneP99, rate, saturated.rate))
+            figures.print(rate: rate, seconds: seconds, concurrency: concurrency)
         } catch {
             try? await http.shutdown()
             FileHandle.standardError.write(Data("signin-bench: \(error)\n".utf8))
             exit(1)
         }
+    }
+}
+
+/// What one run measured, phase by phase (see ``SignInBench``), and how it is printed.
+struct Figures {
+    var alone: [Double]
+    var aloneUsage: (text: String, busyPercent: Int)
+    var full: [Double]
+    var fullUsage: (text: String, busyPercent: Int)
+    var gatewayMs: Double
+    var saturated: (rate: Double, p99: Double)
+    var saturatedUsage: (text: String, busyPercent: Int)
+    var hello: (rate: Double, p99: Double)
+    var helloUsage: (text: String, busyPercent: Int)
+
+    /// The open-loop phases (sandbox alone, then sign-ins), saturation, and the hello-world reference.
+    static func measure(
+        _ bench: Bench, processes: [(name: String, pid: String)], count: Int, concurrency: Int, rate: Double, seconds: Int
+    ) async throws -> Figures {
+        let duration = Duration.seconds(seconds)
+        let aloneCPU = CPUProbe(processes)
+        let alone = try await bench.openLoop(rate: rate, duration: duration, bench.sandboxAlone)
+        let aloneUsage = aloneCPU.perOperation(alone.count)
+        let fullCPU = CPUProbe(processes)
+        let full = try await bench.openLoop(rate: rate, duration: duration, offset: 1_000_000, bench.signIn)
+        let fullUsage = fullCPU.perOperation(full.count)
+        try LatencyFile.write("signin-alone", alone)
+        try LatencyFile.write("signin-full", full)
+        // The same sign-ins back to back: what one costs when a wake-up serves many (at 200/s nearly every
+        // request wakes a sleeping thread, and the kernel's scheduling shows up in each process's CPU).
+        let saturatedCPU = CPUProbe(processes)
+        let saturated = try await bench.measure(count, concurrency: concurrency, offset: 2_000_000, bench.signIn)
+        let saturatedUsage = saturatedCPU.perOperation(count)
+        // A reference in the same setup: the cheapest request a Hummingbird service answers (the sandbox's
+        // /health/live, a hello world), to set what one served and one made HTTP request cost on this machine.
+        _ = try await bench.measure(200, concurrency: concurrency, bench.helloWorld)
+        let helloCPU = CPUProbe(processes)
+        let hello = try await bench.measure(count, concurrency: concurrency, bench.helloWorld)
+        return Figures(
+            alone: alone, aloneUsage: aloneUsage, full: full, fullUsage: fullUsage,
+            gatewayMs: fullCPU.milliseconds(of: "gateway") / Double(full.count), saturated: saturated,
+            saturatedUsage: saturatedUsage, hello: hello, helloUsage: helloCPU.perOperation(count))
+    }
+
+    /// Where the two cores went, per operation: what the gateway itself costs, and whether the machine (not the
+    /// gateway) was the limit; the last line is the record's.
+    func print(rate: Double, seconds: Int, concurrency: Int) {
+        let (aloneP50, aloneP99) = (Bench.quantile(alone, 0.5), Bench.quantile(alone, 0.99))
+        let (fullP50, fullP99) = (Bench.quantile(full, 0.5), Bench.quantile(full, 0.99))
+        Swift.print(String(format: "reference: hello world %.0f/s, p99 %.1f ms; ", hello.rate, hello.p99)
+            + "cpu ms per request: \(helloUsage.text); machine busy \(helloUsage.busyPercent)%")
+        Swift.print(String(format: "open loop at %.0f/s for %d s: sandbox alone p50 %.1f ms, p99 %.1f ms; ", rate, seconds,
+                           aloneP50, aloneP99)
+            + String(format: "sign-ins p50 %.1f ms, p99 %.1f ms", fullP50, fullP99))
+        Swift.print("cpu ms per sandbox sequence: \(aloneUsage.text); machine busy \(aloneUsage.busyPercent)%")
+        Swift.print("cpu ms per sign-in: \(fullUsage.text); machine busy \(fullUsage.busyPercent)%")
+        Swift.print(String(format: "saturation: %.0f sign-ins/s with %d in flight, p99 %.1f ms", saturated.rate,
+                           concurrency, saturated.p99))
+        Swift.print("cpu ms per sign-in at saturation: \(saturatedUsage.text); machine busy \(saturatedUsage.busyPercent)%")
+        Swift.print(String(
+            format: "signin: %.2f ms gateway CPU per sign-in, added p99 %.1f ms at %.0f/s open loop, max %.0f/s",
+            gatewayMs, fullP99 - aloneP99, rate, saturated.rate))
     }
 }
 

@@ -211,82 +211,12 @@ final class StateReader: Service, Sendable {
         }
     }
 
-    private static func prepare(
-        _ message: KafkaMessage, topics: LetheTopics, metrics: ErasureMetrics, logger: Logger
-    ) -> Prepared.Kind {
-        if let marker = RestoreMarker.id(of: message) {
-            return .marker(marker)
-        }
-        let key = message.keyString.flatMap { $0.isEmpty ? nil : $0 }
-        if message.value == nil {
-            // A marker without its header would be odd, but it is never a tenant or participant leaving.
-            guard let key, key != RestoreMarker.key else { return .reject("tombstone without a usable key", keep: nil, key: nil) }
-            switch message.topic {
-            case topics.tenants: return .apply(.removeTenant(key), key: key, live: false)
-            case topics.erasureParticipants: return .apply(.removeParticipant(key), key: key, live: false)
-            default: return .reject("record from an unexpected topic", keep: nil, key: nil)
-            }
-        }
-        switch message.topic {
-        case topics.tenants:
-            do {
-                var event = try message.decodeEvent(TenantConfigured.self)
-                guard !event.tenantId.isEmpty, key == event.tenantId else {
-                    return .reject("the record key is not the event's tenantId", keep: nil, key: key)
-                }
-                guard event.deadlineDays >= 1 else {
-                    return .reject("deadlineDays must be at least 1 (it is at most 30)", keep: nil, key: key)
-                }
-                if event.deadlineDays > ErasureLedger.maximumDeadlineDays {
-                    logger.warning("a tenant's deadlineDays above 30 is capped at 30", metadata: [
-                        "tenant": "\(event.tenantId)", "deadlineDays": "\(event.deadlineDays)",
-                    ])
-                    metrics.deadlineCapped.increment()
-                    event.deadlineDays = ErasureLedger.maximumDeadlineDays
-                }
-                return .apply(.tenant(event), key: event.tenantId, live: true)
-            } catch {
-                return .reject("\(error)", keep: nil, key: key)
-            }
-        case topics.erasureParticipants:
-            let at = message.timestampMilliseconds.map { Date(milliseconds: $0) } ?? Date()
-            do {
-                let event = try message.decodeEvent(ParticipantDeclared.self)
-                guard !event.participant.isEmpty, key == event.participant else {
-                    let reason = "the record key is not the event's participant"
-                    return .reject(reason, keep: key.map { .rejectedParticipant(name: $0, reason: reason, at: at) }, key: key)
-                }
-                return .apply(.participant(event), key: event.participant, live: true)
-            } catch {
-                let reason = "\(error)"
-                return .reject(reason, keep: key.map { .rejectedParticipant(name: $0, reason: reason, at: at) }, key: key)
-            }
-        default:
-            return .reject("record from an unexpected topic", keep: nil, key: nil)
-        }
-    }
-
     private func handle(_ batch: [Prepared], restore: RestoreProgress) async throws {
         // Dead letters first (once per record, ever): then the ledger remembers them with the batch.
-        let rejected = batch.compactMap { item -> (KafkaMessage, String)? in
-            if case .reject(let reason, _, _) = item.kind { return (item.message, reason) }
-            return nil
-        }
+        try await deadLetterOnce(batch)
         var changes: [ErasureLedger.StateChange] = []
         var keys: [(topic: String, key: String, live: Bool)] = []
         var markers: [(TopicPartition, String)] = []
-        if !rejected.isEmpty {
-            let ledger = self.ledger
-            let positions = rejected.map { (topic: $0.0.topic, partition: $0.0.partition, offset: $0.0.offset) }
-            let sent = try await retryUntilDone("reading dead-lettered state records", logger: logger, policy: .storage) {
-                try await ledger.deadLettered(positions)
-            }
-            for (message, reason) in rejected {
-                alert(message, reason: reason)
-                guard !sent.contains("\(message.topic):\(message.partition):\(message.offset)") else { continue }
-                try await route(message, reason: reason)
-            }
-        }
         for item in batch {
             let message = item.message
             changes += Self.changes(of: item)
@@ -305,9 +235,37 @@ final class StateReader: Service, Sendable {
             relay.notify()
         }
         guard !gate.isOpen else { return }
+        try await advance(restore, records: batch.count, keys: keys, markers: markers)
+    }
+
+    /// The unusable records of a batch to their DLQ, each alerted but sent only if no earlier read sent it.
+    private func deadLetterOnce(_ batch: [Prepared]) async throws {
+        let rejected = batch.compactMap { item -> (KafkaMessage, String)? in
+            if case .reject(let reason, _, _) = item.kind { return (item.message, reason) }
+            return nil
+        }
+        guard !rejected.isEmpty else { return }
+        let ledger = self.ledger
+        let positions = rejected.map { (topic: $0.0.topic, partition: $0.0.partition, offset: $0.0.offset) }
+        let sent = try await retryUntilDone("reading dead-lettered state records", logger: logger, policy: .storage) {
+            try await ledger.deadLettered(positions)
+        }
+        for (message, reason) in rejected {
+            alert(message, reason: reason)
+            guard !sent.contains("\(message.topic):\(message.partition):\(message.offset)") else { continue }
+            try await route(message, reason: reason)
+        }
+    }
+
+    /// Notes a batch's keys and markers in the restore; once every marker is seen, finishes the restore (the ledger
+    /// drops what the topics no longer hold) and opens the gate.
+    private func advance(
+        _ restore: RestoreProgress, records: Int, keys: [(topic: String, key: String, live: Bool)],
+        markers: [(TopicPartition, String)]
+    ) async throws {
         let topics = self.topics
         let progress = restore.state.withLock { restore in
-            restore.records += batch.count
+            restore.records += records
             for (topic, key, live) in keys { restore.note(topic: topic, topics: topics, key: key, live: live) }
             for (partition, id) in markers where restore.pending[partition] == id { restore.pending[partition] = nil }
             return restore
