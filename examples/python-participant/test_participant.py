@@ -2,147 +2,33 @@
 table, acknowledges with messages that validate against docs/schemas, re-acknowledges a repeated command without
 re-applying it, and dead-letters a malformed one; it fills its table from ProfileFetched (newer wins) and never
 stores an account again once a closed erasure suppressed it, nor a profile fetched before an erasure; its acks land
-on the partitions murmur2 gives their keys; records without CloudEvents headers, with a field of the wrong type or shape
-(a number, a list, an object, null, empty, a lone surrogate, nesting too deep to parse) or a schemaVersion that is not
-"major.minor" go to the DLQ with the reason while it goes on, alive.
+on the partitions murmur2 gives their keys. Bad input is test_participant_bad_input.py's; what both use is in
+harness.py and conftest.py.
 
 Run: KAFKA_BOOTSTRAP_SERVERS=<address> python3 -m pytest examples/python-participant (make test does this); without
-the variable the test starts the dev broker itself through scripts/dev-broker.
+the variable the tests start the dev broker itself through scripts/dev-broker.
 """
-import contextlib
+
 import json
-import os
 import pathlib
 import sqlite3
-import subprocess
-import sys
 import time
-import uuid
 
-import jsonschema
-import pytest
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
 
-HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-SCHEMAS = REPO / "docs" / "schemas"
-
-
-@pytest.fixture(scope="module")
-def bootstrap():
-    """KAFKA_BOOTSTRAP_SERVERS, or the dev broker: a running one is reused; one started here is stopped after."""
-    address = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if address:
-        yield address
-        return
-    broker = str(REPO / "scripts" / "dev-broker")
-    already_running = subprocess.run([broker, "status"], capture_output=True).returncode == 0
-    result = subprocess.run([broker, "start"], capture_output=True, text=True)
-    assert result.returncode == 0, f"scripts/dev-broker start failed: {result.stderr}"
-    yield result.stdout.strip().splitlines()[-1]
-    if not already_running:
-        subprocess.run([broker, "stop"], check=True)
-
-
-def schema(name):
-    return json.loads((SCHEMAS / f"{name}.json").read_text())
-
-
-def validate(body, name):
-    jsonschema.validate(body, schema(name), format_checker=jsonschema.FormatChecker())
-
-
-def read_all(bootstrap, topic, expected, timeout=30.0):
-    """Reads `topic` from the beginning until `expected` records arrived or `timeout` passed."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "session.timeout.ms": 6000})
-    consumer.subscribe([topic])
-    records = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and not message.error():
-                records.append(message)
-    finally:
-        consumer.close()
-    return records
-
-
-def headers_of(message):
-    return {name: (value or b"").decode() for name, value in (message.headers() or [])}
-
-
-def command(erasure_id, tenant, account, policy, cause="atlassian-closed", issued_at="2026-01-01T00:00:00.000Z"):
-    return {"schemaVersion": "1.0", "erasureId": erasure_id, "tenantId": tenant, "appId": "app-1",
-            "accountId": account, "policy": policy, "cause": cause,
-            "issuedAt": issued_at, "deadline": "2026-01-31T00:00:00.000Z"}
-
-
-def ce(event_type):
-    """The CloudEvents headers docs/contracts.md requires of every record (without them it is dead-lettered)."""
-    return [("ce_specversion", b"1.0"), ("ce_id", str(uuid.uuid4()).encode()), ("ce_type", event_type.encode()),
-            ("ce_source", b"/pytest"), ("ce_time", b"2026-01-01T00:00:00.000Z"), ("content-type", b"application/json")]
-
-
-EVENT_OF_TOPIC = {"profiles": "lethe.ProfileFetched", "commands": "lethe.EraseSubject"}
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (the Java client's Utils.murmur2, seed 0x9747b28c) as an unsigned 32-bit number: the
-    partitioner the contract names; a key's partition is (murmur2 & 0x7fffffff) % partitions."""
-    length = len(data)
-    m = 0x5bd1e995
-    h = (0x9747b28c ^ length) & 0xffffffff
-    for i in range(length // 4):
-        k = (int.from_bytes(data[i * 4:i * 4 + 4], "little") * m) & 0xffffffff
-        k = ((k ^ (k >> 24)) * m) & 0xffffffff
-        h = ((h * m) & 0xffffffff) ^ k
-    extra, index = length % 4, length & ~3
-    if extra == 3:
-        h ^= data[index + 2] << 16
-    if extra >= 2:
-        h ^= data[index + 1] << 8
-    if extra >= 1:
-        h = ((h ^ data[index]) * m) & 0xffffffff
-    h = ((h ^ (h >> 13)) * m) & 0xffffffff
-    return h ^ (h >> 15)
-
-
-@contextlib.contextmanager
-def running_participant(bootstrap, tmp_path, name, partitions=None):
-    """The participant as a process on topics of a fresh namespace (created here, with their DLQs, one partition
-    each unless `partitions` says otherwise by short name); yields the topic names and its SQLite path, and checks
-    it stops cleanly on SIGTERM."""
-    namespace = f"pytest-{uuid.uuid4().hex[:8]}"
-    topics = {name: f"{namespace}.lethe.erasure.{name}.v1" for name in ("participants", "commands", "acks")}
-    topics["profiles"] = f"{namespace}.lethe.profiles.v1"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = [*topics.values(), topics["commands"] + ".dlq", topics["profiles"] + ".dlq"]
-    counts = {topics[short]: count for short, count in (partitions or {}).items()}
-    for future in admin.create_topics([NewTopic(t, counts.get(t, 1), 1) for t in names]).values():
-        future.result(30)
-    db_path = tmp_path / "participant.sqlite"
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PARTICIPANT_NAME=name,
-               PARTICIPANT_DB=str(db_path), LETHE_TOPIC_NAMESPACE=namespace, LOG_LEVEL="WARNING")
-    process = subprocess.Popen([sys.executable, str(HERE / "participant.py")], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready = process.stdout.readline()
-        assert "ready" in ready, \
-            f"participant did not start: {ready!r} {process.stderr.read() if process.poll() is not None else ''}"
-        yield topics, db_path
-    finally:
-        # Whatever the test sent it, it is still running: a crash would read the same record again on restart.
-        assert process.poll() is None, f"participant exited early: {process.stderr.read()}"
-        process.terminate()
-        try:
-            assert process.wait(20) == 0, process.stderr.read()
-        finally:
-            if process.poll() is None:
-                process.kill()
+from harness import (
+    validate,
+    read_all,
+    headers_of,
+    command,
+    ce,
+    EVENT_OF_TOPIC,
+    murmur2,
+    running_participant,
+    profile,
+    wait_for,
+    load_participant_module,
+)
 
 
 def test_participant_applies_acknowledges_and_dead_letters(bootstrap, tmp_path):
@@ -201,15 +87,6 @@ def test_participant_applies_acknowledges_and_dead_letters(bootstrap, tmp_path):
         ]
 
 
-def profile(tenant, account, name, fetched_at, user_id=None):
-    body = {"schemaVersion": "1.1" if user_id else "1.0", "tenantId": tenant, "appId": "app-1",
-            "accountId": account, "name": name, "email": f"{account}@example.com", "fetchedAt": fetched_at}
-    if user_id:
-        body["userId"] = user_id
-    validate(body, "ProfileFetched")
-    return body
-
-
 def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tmp_path):
     with running_participant(bootstrap, tmp_path, "py-sync") as (topics, db_path):
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
@@ -257,15 +134,6 @@ def test_participant_syncs_profiles_and_suppresses_closed_accounts(bootstrap, tm
         assert b"acc-b" not in data
 
 
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
-
-
 def test_murmur2_matches_kafkas_vectors():
     """Kafka's own test vectors (the Java client's UtilsTest), as signed 32-bit numbers; then librdkafka's (its
     rdmurmur2.c unit test, the Java results after toPositive), which also cover a tail of one byte (length % 4 == 1)."""
@@ -296,96 +164,6 @@ def test_acks_land_on_the_partition_their_key_gives(bootstrap, tmp_path):
         expected = {key: (murmur2(key.encode()) & 0x7fffffff) % 6 for key in ids}
         assert placed == expected
         assert len(set(placed.values())) > 1, "every ack on one partition: the check proves little"
-
-
-def test_records_without_headers_or_with_wrong_types_go_to_the_dlq_and_the_participant_goes_on(bootstrap, tmp_path):
-    with running_participant(bootstrap, tmp_path, "py-bad") as (topics, db_path):
-        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-
-        def send(short, key, body, headers):
-            producer.produce(topics[short], key=key.encode(), value=json.dumps(body).encode(), headers=headers)
-
-        good = command("er-good", "t1", "acc-good", "delete")
-        send("commands", "app-1:acc-x", command("er-x", "t1", "acc-x", "delete"), [])  # no CloudEvents headers
-        send("commands", "app-1:42", {**command("er-y", "t1", "x", "delete"), "accountId": 42}, ce("lethe.EraseSubject"))
-        send("commands", "app-1:acc-z", {**command("er-z", "t1", "acc-z", "delete"), "issuedAt": "not a time"},
-             ce("lethe.EraseSubject"))
-        send("commands", "app-1:acc-w", {**command("er-w", "t1", "acc-w", "delete"), "cause": ["closed"]},
-             ce("lethe.EraseSubject"))
-        send("profiles", "app-1:acc-p", {**profile("t1", "acc-p", "P", "2026-01-02T00:00:00Z"), "name": {"x": 1}},
-             ce("lethe.ProfileFetched"))
-        send("profiles", "app-1:acc-q", {**profile("t1", "acc-q", "Q", "2026-01-02T00:00:00Z"), "fetchedAt": 5},
-             ce("lethe.ProfileFetched"))
-        send("profiles", "app-1:acc-r", profile("t1", "acc-r", "R", "2026-01-02T00:00:00Z"), ce("lethe.EraseSubject"))
-        send("commands", "app-1:acc-good", good, ce("lethe.EraseSubject"))
-        assert producer.flush(30) == 0
-
-        acks = read_all(bootstrap, topics["acks"], 1)
-        assert [json.loads(m.value())["erasureId"] for m in acks] == ["er-good"]
-        dead_commands = read_all(bootstrap, topics["commands"] + ".dlq", 4)
-        assert [headers_of(m)["lethe_error"] for m in dead_commands] == [
-            "missing CloudEvents header ce_specversion", "field accountId is not a string", "malformed issuedAt",
-            "field cause is not a string"]
-        dead_profiles = read_all(bootstrap, topics["profiles"] + ".dlq", 3)
-        assert [headers_of(m)["lethe_error"] for m in dead_profiles] == [
-            "field name is not a string", "field fetchedAt is not a string",
-            "unexpected ce_type (expected lethe.ProfileFetched)"]
-        assert sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
-
-
-def test_fields_of_the_wrong_type_or_shape_go_to_the_dlq_and_the_participant_stays_alive(bootstrap, tmp_path):
-    """Every field the participant reads is checked for presence and type before it is used: a bad one is parked on the
-    DLQ with a reason naming the field (never its value), not met as an exception deep in the handler."""
-    with running_participant(bootstrap, tmp_path, "py-types") as (topics, db_path):
-        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-
-        def send(short, key, value):
-            body = value if isinstance(value, bytes) else json.dumps(value).encode()
-            producer.produce(topics[short], key=key.encode(), value=body, headers=ce(EVENT_OF_TOPIC[short]))
-
-        def bad_command(suffix, **fields):
-            body = {**command(f"er-{suffix}", "t1", f"acc-{suffix}", "delete"), **fields}
-            send("commands", f"app-1:acc-{suffix}", body)
-
-        bad_command("policy", policy=["delete"])
-        bad_command("number", schemaVersion=1)
-        bad_command("superscript", schemaVersion="\u00b2.0")      # a digit to str.isdigit, not to int()
-        bad_command("v2", schemaVersion="2.ada@example.com")     # a reason must not echo it
-        bad_command("surrogate", accountId="\ud800")             # JSON allows it; UTF-8 and SQLite do not
-        bad_command("null", erasureId=None)
-        bad_command("empty", tenantId="")
-        # An unknown field is not an error (a later minor may add it): this one is acknowledged.
-        good = {**command("er-good", "t1", "acc-good", "delete"), "deadlineDays": "x"}
-        send("commands", "app-1:acc-good", good)
-        too_deep = json.dumps(profile("t1", "acc-deep", "D", "2026-01-02T00:00:00Z"))
-        too_deep = too_deep.replace('"D"', "[" * 100_000 + "]" * 100_000).encode()
-        send("profiles", "app-1:acc-deep", too_deep)
-        send("profiles", "app-1:acc-n", {**profile("t1", "acc-n", "N", "2026-01-02T00:00:00Z"), "name": {}})
-        send("profiles", "app-1:acc-f", {**profile("t1", "acc-f", "F", "2026-01-02T00:00:00Z"), "fetchedAt": 5})
-        send("profiles", "app-1:acc-u", {**profile("t1", "acc-u", "U", "2026-01-02T00:00:00Z"), "userId": 7})
-        send("profiles", "app-1:acc-ok", profile("t1", "acc-ok", "Ok", "2026-01-02T00:00:00Z", "u-ok"))
-        assert producer.flush(30) == 0
-
-        # One partition: an ack of any bad command would come before the good one's.
-        acks = read_all(bootstrap, topics["acks"], 1)
-        assert [json.loads(m.value())["erasureId"] for m in acks] == ["er-good"]
-        dead_commands = read_all(bootstrap, topics["commands"] + ".dlq", 7)
-        assert [headers_of(m)["lethe_error"] for m in dead_commands] == [
-            "field policy is not a string", "schemaVersion is not a string",
-            "schemaVersion is not of the form major.minor", "schemaVersion is not of the form major.minor",
-            "field accountId is not valid Unicode", "missing field erasureId", "field tenantId is empty"]
-        dead_profiles = read_all(bootstrap, topics["profiles"] + ".dlq", 4)
-        assert [headers_of(m)["lethe_error"] for m in dead_profiles] == [
-            "JSON nested too deeply", "field name is not a string", "field fetchedAt is not a string",
-            "field userId is not a string"]
-        for message in dead_commands + dead_profiles:
-            assert headers_of(message)["lethe_source_topic"] in (topics["commands"], topics["profiles"])
-        assert dead_profiles[0].value() == too_deep, "the dead letter keeps the record byte for byte"
-        db = sqlite3.connect(db_path)
-        assert wait_for(lambda: db.execute("SELECT account_id FROM contacts").fetchall() == [("acc-ok",)])
-        # Nothing of a bad command was applied: the only erasure recorded, and the only watermark, are the good one's.
-        assert db.execute("SELECT erasure_id FROM erasures").fetchall() == [("er-good",)]
-        assert db.execute("SELECT COUNT(*) FROM erased").fetchone()[0] == 1
 
 
 def test_no_profile_fetched_before_an_erasure_comes_back(bootstrap, tmp_path):
@@ -423,15 +201,6 @@ def test_no_profile_fetched_before_an_erasure_comes_back(bootstrap, tmp_path):
         # A genuine sign-in after the erasure: stored again.
         send("profiles", "app-1:acc-m", profile("t1", "acc-m", "Mo again", "2026-01-04T00:00:00.000Z", "u-m"))
         assert wait_for(lambda: contact("acc-m") == ("Mo again", "u-m"))
-
-
-def load_participant_module():
-    sys.path.insert(0, str(HERE))
-    try:
-        import participant
-    finally:
-        sys.path.remove(str(HERE))
-    return participant
 
 
 def test_suppression_digest_is_the_documented_one():
