@@ -10,9 +10,8 @@ package struct KafkaConsumerConfig: Sendable {
     package enum Subscription: Sendable, Equatable {
         /// Join consumer group `groupID` and share the topics' partitions with its other members.
         case group(id: String, topics: [String])
-        /// Read exactly these partitions from the given offsets, outside any group (restore readers, tools).
-        /// Use `KafkaConsumer.beginning` or `.end` for the logical offsets.
-        case partitions([(TopicPartition, offset: Int64)])
+        /// Read exactly these partitions from the given positions, outside any group (restore readers, tools).
+        case partitions([(TopicPartition, from: StartOffset)])
 
         package static func == (lhs: Subscription, rhs: Subscription) -> Bool {
             switch (lhs, rhs) {
@@ -120,11 +119,6 @@ package enum ConsumerEvent: Sendable {
 /// Run it as a `Service` (the poll loop starts in `run()`); on graceful shutdown it leaves the group cleanly and ends
 /// the event sequence. Only one task may iterate `events`.
 package final class KafkaConsumer: Service, @unchecked Sendable {
-    /// The logical offset "first available record", for `.partitions` subscriptions and seeks.
-    package static let beginning: Int64 = -2  // RD_KAFKA_OFFSET_BEGINNING
-    /// The logical offset "after the last record".
-    package static let end: Int64 = -1  // RD_KAFKA_OFFSET_END
-
     private let handle: RdKafkaHandle
     private let context: ConsumerContext
     private let config: KafkaConsumerConfig
@@ -187,11 +181,11 @@ package final class KafkaConsumer: Service, @unchecked Sendable {
     private func start() throws(KafkaError) {
         switch config.subscription {
         case .group(_, let topics):
-            let list = RdKafkaPartitionList(topics.map { (TopicPartition(topic: $0, partition: -1), Int64(-1001)) })
+            let list = RdKafkaPartitionList(topics.map { (TopicPartition(topic: $0, partition: -1), RdKafkaPartitionList.noOffset) })
             let err = rd_kafka_subscribe(handle.pointer, list.pointer)
             if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "subscribe failed") }
         case .partitions(let partitions):
-            let list = RdKafkaPartitionList(partitions)
+            let list = RdKafkaPartitionList(partitions.map { ($0.0, offset: $0.from.rawOffset) })
             let err = rd_kafka_assign(handle.pointer, list.pointer)
             if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "assign failed") }
             context.yield([.partitionsAssigned(partitions.map(\.0))])
@@ -237,17 +231,18 @@ package final class KafkaConsumer: Service, @unchecked Sendable {
     /// Rewinds assigned partitions to their first record, e.g. to rebuild state from a compacted topic. Records already
     /// buffered are still delivered; the rewound ones follow.
     package func seekToBeginning(_ partitions: [TopicPartition], timeout: Duration = .seconds(10)) async throws(KafkaError) {
-        try await seek(partitions.map { ($0, offset: Self.beginning) }, timeout: timeout)
+        try await seek(partitions.map { ($0, to: .beginning) }, timeout: timeout)
     }
 
     /// Moves assigned partitions to the given offsets. A seek that times out (the fetcher was busy: it happened on a
     /// loaded CI machine) is asked again, up to three times in all: seeking to the same offsets again is harmless.
-    package func seek(_ positions: [(TopicPartition, offset: Int64)], timeout: Duration = .seconds(10)) async throws(KafkaError) {
+    package func seek(_ positions: [(TopicPartition, to: StartOffset)], timeout: Duration = .seconds(10)) async throws(KafkaError) {
         guard !positions.isEmpty else { return }
         let handle = self.handle
+        let entries = positions.map { ($0.0, offset: $0.to.rawOffset) }
         try await BlockingCalls.run { () throws(KafkaError) in
             for attempt in 1...3 {
-                let list = RdKafkaPartitionList(positions)
+                let list = RdKafkaPartitionList(entries)
                 do throws(KafkaError) {
                     if let error = rd_kafka_seek_partitions(
                         handle.pointer, list.pointer, Int32(clamping: timeout.milliseconds))
@@ -265,7 +260,7 @@ package final class KafkaConsumer: Service, @unchecked Sendable {
 
     /// Stops fetching these partitions (their position is kept) until `resume`.
     package func pause(_ partitions: [TopicPartition]) throws(KafkaError) {
-        let list = RdKafkaPartitionList(partitions.map { ($0, offset: Int64(-1001)) })
+        let list = RdKafkaPartitionList(partitions.map { ($0, offset: RdKafkaPartitionList.noOffset) })
         let err = rd_kafka_pause_partitions(handle.pointer, list.pointer)
         if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "pause failed") }
         if let error = list.firstError() { throw error }
@@ -273,7 +268,7 @@ package final class KafkaConsumer: Service, @unchecked Sendable {
 
     /// Fetches paused partitions again.
     package func resume(_ partitions: [TopicPartition]) throws(KafkaError) {
-        let list = RdKafkaPartitionList(partitions.map { ($0, offset: Int64(-1001)) })
+        let list = RdKafkaPartitionList(partitions.map { ($0, offset: RdKafkaPartitionList.noOffset) })
         let err = rd_kafka_resume_partitions(handle.pointer, list.pointer)
         if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, message: "resume failed") }
         if let error = list.firstError() { throw error }

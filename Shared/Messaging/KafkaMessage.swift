@@ -94,3 +94,22 @@ package struct DeliveryReport: Sendable, Hashable {
     package var partition: Int32
     package var offset: Int64
 }
+
+/// Where a consumer starts reading a partition (a `.partitions` subscription, a seek).
+package enum StartOffset: Sendable, Equatable {
+    /// The first record the broker still has.
+    case beginning
+    /// After the last record: only what is written from now on.
+    case end
+    /// The record at this offset (past the end: the consumer's `auto.offset.reset` applies).
+    case at(Int64)
+
+    /// librdkafka's form: an offset, or its logical `RD_KAFKA_OFFSET_BEGINNING` (-2) or `RD_KAFKA_OFFSET_END` (-1).
+    var rawOffset: Int64 {
+        switch self {
+        case .beginning: -2
+        case .end: -1
+        case .at(let offset): offset
+        }
+    }
+}

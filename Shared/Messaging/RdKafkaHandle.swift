@@ -169,6 +169,9 @@ enum BlockingCalls {
 
 /// A partition list built from Swift values; destroyed with the wrapper, so no path leaks it.
 final class RdKafkaPartitionList {
+    /// No offset (`RD_KAFKA_OFFSET_INVALID`): for a list that names partitions only (subscribe, pause, resume).
+    static let noOffset: Int64 = -1001
+
     let pointer: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>
 
     init(_ entries: [(TopicPartition, offset: Int64)]) {

@@ -33,7 +33,7 @@ extension RestoreMarker {
             config: KafkaConsumerConfig(
                 bootstrapServers: bootstrapServers,
                 // An offset past the end (a topic created anew) falls back to the beginning (auto.offset.reset).
-                subscription: .partitions(partitions.map { ($0, offset: start[$0] ?? KafkaConsumer.beginning) }),
+                subscription: .partitions(partitions.map { ($0, from: start[$0].map { .at($0) } ?? .beginning) }),
                 clientId: clientId, maxBufferedMessages: 20_000,
                 // Whole partitions as fast as possible: up to 16 MiB per partition per fetch (librdkafka: 1 MiB), so a
                 // partition of 100k records is a few round trips, not dozens.

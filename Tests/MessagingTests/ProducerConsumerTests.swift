@@ -86,7 +86,7 @@ struct ProducerConsumerTests {
         let consumer = try KafkaConsumer(
             config: KafkaConsumerConfig(
                 bootstrapServers: kafka.bootstrapServers,
-                subscription: .partitions([(TopicPartition(topic: topic, partition: 0), KafkaConsumer.beginning)])),
+                subscription: .partitions([(TopicPartition(topic: topic, partition: 0), from: .beginning)])),
             logger: kafka.logger)
         try await withRunningServices([producer, consumer], logger: kafka.logger) {
             let batch = (0..<2000).map {

@@ -42,7 +42,7 @@ extension PartitionedReportingTests {
                     bootstrapServers: world.bootstrapServers,
                     subscription: .partitions((0..<Int32(Self.partitions)).flatMap { partition in
                         [world.topics.pdrReports, world.topics.pdrStatus].map {
-                            (TopicPartition(topic: $0, partition: partition), offset: KafkaConsumer.beginning)
+                            (TopicPartition(topic: $0, partition: partition), from: .beginning)
                         }
                     })),
                 logger: world.logger)

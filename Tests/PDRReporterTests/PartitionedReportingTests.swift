@@ -205,7 +205,7 @@ struct PartitionedReportingTests {
             config: KafkaConsumerConfig(
                 bootstrapServers: world.bootstrapServers,
                 subscription: .partitions((0..<Int32(partitions)).map {
-                    (TopicPartition(topic: world.topics.pdrReports, partition: $0), offset: KafkaConsumer.beginning)
+                    (TopicPartition(topic: world.topics.pdrReports, partition: $0), from: .beginning)
                 })),
             logger: world.logger)
         return try await withRunningServices([reader], logger: world.logger) {

@@ -60,7 +60,7 @@ func waitHeld(bootstrap: String, namespace: String, count: Int, timeout: Double,
         config: KafkaConsumerConfig(
             bootstrapServers: bootstrap,
             subscription: .partitions((0..<partitions).map {
-                (TopicPartition(topic: topics.pdrAccounts, partition: Int32($0)), offset: KafkaConsumer.beginning)
+                (TopicPartition(topic: topics.pdrAccounts, partition: Int32($0)), from: .beginning)
             }),
             clientId: "erasure-bench-held"),
         logger: logger)

@@ -237,7 +237,7 @@ func benchServices(
         config: KafkaConsumerConfig(
             bootstrapServers: bootstrap,
             subscription: .partitions((0..<partitions).map {
-                (TopicPartition(topic: topics.erasureCompleted, partition: Int32($0)), offset: KafkaConsumer.beginning)
+                (TopicPartition(topic: topics.erasureCompleted, partition: Int32($0)), from: .beginning)
             }),
             clientId: "erasure-bench-completed"),
         logger: logger)

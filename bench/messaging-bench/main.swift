@@ -62,7 +62,7 @@ case "consume":
     let consumer = try KafkaConsumer(
         config: KafkaConsumerConfig(
             bootstrapServers: bootstrap,
-            subscription: .partitions([(TopicPartition(topic: topic, partition: 0), KafkaConsumer.beginning)])),
+            subscription: .partitions([(TopicPartition(topic: topic, partition: 0), from: .beginning)])),
         logger: logger)
     let start = ContinuousClock.now
     try await withService(consumer) {

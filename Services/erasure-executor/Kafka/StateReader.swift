@@ -51,7 +51,7 @@ final class StateReader: Service, Sendable {
         let consumer = try KafkaConsumer(
             config: KafkaConsumerConfig(
                 bootstrapServers: bootstrapServers,
-                subscription: .partitions(partitions.map { ($0, offset: KafkaConsumer.beginning) }),
+                subscription: .partitions(partitions.map { ($0, from: .beginning) }),
                 clientId: "erasure-executor-state"),
             logger: logger)
         // No commits: outside any group, every start reads both topics from their beginning. `prepare` never throws
