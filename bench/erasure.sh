@@ -49,7 +49,7 @@ fail() {
   done
   exit 1
 }
-wait_ready() { # name pid port seconds
+wait_service() { # name pid port seconds
   local name="$1" pid="$2" port="$3" deadline=$((SECONDS + $4))
   until curl -fsS -o /dev/null "http://127.0.0.1:$port/health/ready" 2>/dev/null; do
     kill -0 "$pid" 2>/dev/null || fail "$name exited before it was ready"
@@ -66,7 +66,7 @@ KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/profile-store" HTTP_PORT="$st
   LETHE_TOPIC_NAMESPACE="$run" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" LOG_LEVEL="${SERVICE_LOG_LEVEL:-warning}" \
   "$PROFILE_STORE" 2>"$data/profile-store.log" &
 store_pid=$!
-wait_ready profile-store "$store_pid" "$store_port" 60
+wait_service profile-store "$store_pid" "$store_port" 60
 "$BENCH" wait-held "$B" "$run" "$COUNT" 180 "$store_pid" || fail "profile-store did not take the profiles"
 
 executor_port="$(free_port)"
@@ -76,7 +76,7 @@ KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/executor" HTTP_PORT="$executo
   ERASURE_RESEND_SECONDS="$RESEND_SECONDS" ERASURE_STATE_RESTORE_SECONDS=30 \
   "$EXECUTOR" 2>"$data/executor.log" &
 executor_pid=$!
-wait_ready erasure-executor "$executor_pid" "$executor_port" 60
+wait_service erasure-executor "$executor_pid" "$executor_port" 60
 
 perf_pid=""
 if [ -n "${PROFILE:-}" ]; then # the executor's CPU profile over the whole run; perf's own load is in every figure then

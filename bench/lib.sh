@@ -28,3 +28,34 @@ machine_busy_percent() {
   read -r busy1 total1 < <(machine_jiffies)
   awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" 'BEGIN { printf "%d", (t > 0 ? 100 * b / t : 0) }'
 }
+
+# require_built DIR NAME...: exits, naming the build command, unless each binary NAME is in DIR.
+require_built() {
+  local dir="$1" binary; shift
+  for binary in "$@"; do
+    [ -x "$dir/$binary" ] || { echo "bench: $dir/$binary is missing; run: swift build -c release --product $binary" >&2; exit 1; }
+  done
+}
+
+# bench_workspace NAME: a fresh directory in $data and an empty $pids; at exit every pid in $pids is stopped (SIGTERM
+# to all, then stop_pid each) and the directory removed — kept, and said so, when KEEP_DATA is set.
+bench_workspace() {
+  data="$(mktemp -d -t "lethe-$1-bench.XXXXXX")"
+  pids=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do stop_pid "$pid"; done
+  if [ -n "${KEEP_DATA:-}" ]; then echo "bench: data and logs kept in $data" >&2; else rm -rf "$data"; fi
+}
+
+# wait_ready URL LOG [SECONDS]: until URL/health/ready answers 200 (30 s by default); else exits with LOG's tail.
+wait_ready() {
+  local deadline=$((SECONDS + ${3:-30}))
+  until curl -sf -o /dev/null "$1/health/ready"; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "bench: $1 did not become ready; log: $2" >&2; tail -n 50 "$2" >&2; exit 1; }
+    sleep 0.2
+  done
+}

@@ -17,9 +17,8 @@ PARTITIONS="${PARTITIONS:-3}"
 TIMEOUT="${TIMEOUT:-600}"
 B="${KAFKA_BOOTSTRAP_SERVERS:?KAFKA_BOOTSTRAP_SERVERS is not set}"
 BIN="${BIN_DIR:-.build/release}"
-for binary in atlassian-sandbox oauth-gateway profile-store pdr-reporter erasure-executor pdr-bench; do
-  [ -x "$BIN/$binary" ] || { echo "bench: $BIN/$binary is missing; run: swift build -c release --product $binary" >&2; exit 1; }
-done
+source bench/lib.sh
+require_built "$BIN" atlassian-sandbox oauth-gateway profile-store pdr-reporter erasure-executor pdr-bench
 
 data="$(mktemp -d -t lethe-memory-bench.XXXXXX)"
 reporter_pid=""

@@ -56,27 +56,10 @@ CONTINUOUS_COUNT="${CONTINUOUS_COUNT:-1000}"
 CONTINUOUS_CYCLE="${CONTINUOUS_CYCLE_SECONDS:-60}"
 B="${KAFKA_BOOTSTRAP_SERVERS:?KAFKA_BOOTSTRAP_SERVERS is not set}"
 BIN="${BIN_DIR:-.build/release}"
-for binary in atlassian-sandbox oauth-gateway pdr-reporter pdr-bench; do
-  [ -x "$BIN/$binary" ] || { echo "bench: $BIN/$binary is missing; run: swift build -c release --product $binary" >&2; exit 1; }
-done
-
 source bench/lib.sh
-data="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ -n "${KEEP_DATA:-}" ]; then echo "bench: data kept in $data" >&2; else rm -rf "$data"; fi
-}
-trap cleanup EXIT
+require_built "$BIN" atlassian-sandbox oauth-gateway pdr-reporter pdr-bench
+bench_workspace pdr
 die() { echo "bench: $*" >&2; exit 1; }
-wait_ready() {
-  for _ in $(seq 1 150); do
-    curl -sf -o /dev/null "$1/health/ready" && return 0
-    sleep 0.2
-  done
-  echo "bench: $1 did not become ready; log: $2" >&2; tail -n 50 "$2" >&2; exit 1
-}
 
 run="pdrbench-$(date +%s%N)"
 sandbox_port=$(free_port)

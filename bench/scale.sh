@@ -44,17 +44,9 @@ EXECUTOR_RESTORE_COUNT="${EXECUTOR_RESTORE_COUNT:-100000}"
 APPS=3
 B="${KAFKA_BOOTSTRAP_SERVERS:?KAFKA_BOOTSTRAP_SERVERS is not set}"
 BIN="${BIN_DIR:-.build/release}"
-for binary in atlassian-sandbox oauth-gateway pdr-reporter pdr-bench erasure-executor profile-store erasure-bench; do
-  [ -x "$BIN/$binary" ] || { echo "bench-scale: $BIN/$binary is missing; run: swift build -c release --product $binary" >&2; exit 1; }
-done
+require_built "$BIN" atlassian-sandbox oauth-gateway pdr-reporter pdr-bench erasure-executor profile-store erasure-bench
 
-data="$(mktemp -d -t lethe-scale-bench.XXXXXX)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do stop_pid "$pid"; done
-  if [ -n "${KEEP_DATA:-}" ]; then echo "bench-scale: data and logs kept in $data" >&2; else rm -rf "$data"; fi
-}
-trap cleanup EXIT
+bench_workspace scale
 fail() {
   echo "bench-scale: FAILED: $*" >&2
   for log in $(ls -t "$data"/*.log 2>/dev/null | head -n 3); do

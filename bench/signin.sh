@@ -19,26 +19,9 @@ SECONDS_OPEN="${SECONDS_OPEN:-30}"
 CONCURRENCY="${CONCURRENCY:-16}"
 B="${KAFKA_BOOTSTRAP_SERVERS:?KAFKA_BOOTSTRAP_SERVERS is not set}"
 BIN="${BIN_DIR:-.build/release}"
-for binary in atlassian-sandbox oauth-gateway signin-bench; do
-  [ -x "$BIN/$binary" ] || { echo "bench: $BIN/$binary is missing; run: swift build -c release --product $binary" >&2; exit 1; }
-done
-
 source bench/lib.sh
-data="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$data"
-}
-trap cleanup EXIT
-wait_ready() {
-  for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "$1/health/ready" && return 0
-    sleep 0.2
-  done
-  echo "bench: $1 did not become ready; log: $2" >&2; cat "$2" >&2; exit 1
-}
+require_built "$BIN" atlassian-sandbox oauth-gateway signin-bench
+bench_workspace signin
 
 sandbox_port=$(free_port)
 gateway_port=$(free_port)
