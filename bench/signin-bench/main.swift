@@ -84,6 +84,8 @@ struct Figures {
         let fullCPU = CPUProbe(processes)
         let full = try await bench.openLoop(rate: rate, duration: duration, offset: 1_000_000, bench.signIn)
         let fullUsage = fullCPU.perOperation(full.count)
+        // Read now: a probe counts until it is read, and the phases below would add to it.
+        let gatewayMs = fullCPU.milliseconds(of: "gateway") / Double(full.count)
         try LatencyFile.write("signin-alone", alone)
         try LatencyFile.write("signin-full", full)
         // The same sign-ins back to back: what one costs when a wake-up serves many (at 200/s nearly every
@@ -98,7 +100,7 @@ struct Figures {
         let hello = try await bench.measure(count, concurrency: concurrency, bench.helloWorld)
         return Figures(
             alone: alone, aloneUsage: aloneUsage, full: full, fullUsage: fullUsage,
-            gatewayMs: fullCPU.milliseconds(of: "gateway") / Double(full.count), saturated: saturated,
+            gatewayMs: gatewayMs, saturated: saturated,
             saturatedUsage: saturatedUsage, hello: hello, helloUsage: helloCPU.perOperation(count))
     }
 
