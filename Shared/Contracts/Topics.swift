@@ -118,11 +118,6 @@ package enum Topics {
         return definition.eventTypes.contains(event.eventType)
     }
 
-    /// The definition of the topic called `name` in ``all``, or `nil` for a name Lethe does not own.
-    package static func definition(named name: String) -> TopicDefinition? {
-        all.first { $0.name == name }
-    }
-
     /// The declaration a key path names (`\.profiles`), as services list the topics they use.
     package static func definition(of topic: KeyPath<Topics.Type, TopicDefinition>) -> TopicDefinition {
         Topics.self[keyPath: topic]

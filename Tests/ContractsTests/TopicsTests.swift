@@ -53,7 +53,7 @@ struct TopicsTests {
     @Test func pdrTopicsAreCoPartitionedAndPartitionsDefaultToTwelve() {
         #expect(Topics.coPartitioned.map(\.name) == ["lethe.pdr.accounts.v1", "lethe.pdr.reports.v1"])
         #expect(Topics.defaultPartitionCount == 12)
-        #expect(Topics.definition(named: "unknown.topic") == nil)
+        #expect(Topics.definition(ofNamespaced: "unknown.topic") == nil)
     }
 
     @Test("every declaration is in Topics.all, a namespace prefixes its name, and a topic carries only its events")

@@ -3,8 +3,8 @@ import Foundation
 import Logging
 import Messaging
 import Metrics
-import Storage
 import ServiceLifecycle
+import Storage
 import Synchronization
 
 /// Keeps the registry equal to this instance's share of `lethe.pdr.accounts.v1`, restored with its changelog.
