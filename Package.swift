@@ -93,7 +93,11 @@ let package = Package(
 
         .target(
             name: "ServiceRuntime",
-            dependencies: ["ServiceKit", "Messaging", "Contracts", "ErasureKit", hummingbird, prometheus, lifecycle, logging],
+            dependencies: [
+                "ServiceKit", "Messaging", "Contracts", "ErasureKit", hummingbird, prometheus, lifecycle, logging, metrics,
+                httpClient, nioCore, .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             path: "Shared/ServiceRuntime"
         ),
         .target(
@@ -231,6 +235,7 @@ let package = Package(
             name: "ServiceKitTests",
             dependencies: [
                 "ServiceKit", "ServiceRuntime", "Contracts", "TestSupport", "Messaging", hummingbird, prometheus, lifecycle,
+                logging, nioCore,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

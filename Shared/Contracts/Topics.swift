@@ -62,11 +62,13 @@ package enum Topics {
     package static let erasureState = TopicDefinition(
         name: "lethe.erasure.state.v1", key: .erasureState, events: [ErasureState.self, ParticipantRetired.self],
         tombstones: false, compacted: true, retentionMs: nil, hasDLQ: false)
-    /// No records: one partition, which the replicas of a service that must run one active replica at a time share
-    /// as a consumer group (`<service>.replicas`); the member Kafka assigns it to is the active one (`ReplicaLease`).
+    /// One partition, which the replicas of a service that must run one active replica at a time share as a consumer
+    /// group (`<service>.replicas`); the member Kafka assigns it to is the active one (`ReplicaLease`). Its records,
+    /// `ReplicaActivated` keyed by service, say where each service's active replica answers, so standbys forward
+    /// requests there. Compacted: the latest per service is what counts. No DLQ (its reader logs what it cannot use).
     package static let replicas = TopicDefinition(
-        name: "lethe.replicas.v1", key: .service, events: [], tombstones: false,
-        compacted: false, retentionMs: TopicDefinition.thirtyDaysMs, partitions: 1)
+        name: "lethe.replicas.v1", key: .service, events: [ReplicaActivated.self], tombstones: false,
+        compacted: true, retentionMs: nil, partitions: 1, hasDLQ: false)
 
     /// Every topic of the system, in the order of the declarations above.
     ///
@@ -133,7 +135,7 @@ package enum TopicKey: String, Sendable, Hashable {
     case participant = "ParticipantKey"
     /// erasureId, or `retired:<participant>:<ms>` for a retirement (the executor's changelog).
     case erasureState = "ErasureStateKey"
-    /// A service's name (the lease topic, which carries no records).
+    /// A service's name (the lease topic).
     case service = "ServiceKey"
 }
 

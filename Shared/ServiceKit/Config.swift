@@ -1,6 +1,10 @@
 import Contracts
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A configuration value that is missing or unusable. Its description is the one line a process prints before it
 /// exits with status 1, and it names the variable so an operator knows what to fix. It never contains the value:
 /// the variable may hold a secret.
@@ -117,19 +121,60 @@ package struct ConfigReader: Sendable {
 /// elsewhere when the operator says so, as compose does with 0.0.0.0), `HTTP_PORT` (the service's default port) and
 /// `HTTP_INTERNAL_PORT`: the internal listener, which serves `/metrics` and the service's internal routes so that they
 /// are never reachable through the public port (unset: one listener serves everything; the gateway always has one).
+/// `HTTP_ADVERTISED_HOST`: the host the other replicas of the service reach this one at (see ``advertisedHost``).
 package struct HTTPServerConfig: Sendable, Equatable {
     package var host: String
     package var port: Int
     package var internalPort: Int?
+    /// `HTTP_ADVERTISED_HOST`, when set.
+    package var advertisedHostSetting: String?
 
-    package init(host: String, port: Int, internalPort: Int? = nil) {
+    package init(host: String, port: Int, internalPort: Int? = nil, advertisedHost: String? = nil) {
         self.host = host
         self.port = port
         self.internalPort = internalPort
+        self.advertisedHostSetting = advertisedHost
+    }
+
+    /// The host another replica of the service reaches this one at (a standby forwards requests to the active replica
+    /// there): `HTTP_ADVERTISED_HOST`; else `HTTP_HOST` when it names one address; else, listening on every address
+    /// (`0.0.0.0`, compose), the address this machine's host name resolves to — a container's own address in Docker
+    /// and Kubernetes, which write it into `/etc/hosts` — or the host name itself when it does not resolve.
+    package var advertisedHost: String {
+        if let advertisedHostSetting { return advertisedHostSetting }
+        guard ["0.0.0.0", "::", "[::]", ""].contains(host) else { return host }
+        let name = ProcessInfo.processInfo.hostName
+        return Self.address(of: name) ?? name
+    }
+
+    /// The first non-loopback IPv4 address `name` resolves to (IPv6 when it has none), as text.
+    private static func address(of name: String) -> String? {
+        var hints = addrinfo()
+        #if canImport(Glibc)
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        #else
+        hints.ai_socktype = SOCK_STREAM
+        #endif
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(name, nil, &hints, &list) == 0, let list else { return nil }
+        defer { freeaddrinfo(list) }
+        var found: [(family: Int32, text: String)] = []
+        var entry: UnsafeMutablePointer<addrinfo>? = list
+        while let current = entry?.pointee {
+            var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(current.ai_addr, current.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 {
+                found.append((current.ai_family, String(cString: buffer)))
+            }
+            entry = current.ai_next
+        }
+        let usable = found.filter { !$0.text.hasPrefix("127.") && $0.text != "::1" }
+        let chosen = usable.first { $0.family == AF_INET } ?? usable.first
+        return chosen.map { $0.family == AF_INET6 ? "[\($0.text)]" : $0.text }
     }
 
     package init(reader: ConfigReader, defaultPort: Int, defaultInternalPort: Int? = nil) throws {
         self.host = reader.string("HTTP_HOST", default: "127.0.0.1")
+        self.advertisedHostSetting = reader.optionalString("HTTP_ADVERTISED_HOST")
         // Port 0 asks the system for a free port, which tests use.
         self.port = try reader.int("HTTP_PORT", default: defaultPort, range: 0...65535)
         if reader.optionalString("HTTP_INTERNAL_PORT") != nil || defaultInternalPort != nil {

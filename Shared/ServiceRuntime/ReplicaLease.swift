@@ -21,6 +21,9 @@ import Synchronization
 /// An active replica that loses the partition while it runs — its session expired while it was frozen, or the broker
 /// reassigned it — ends its process with ``LeaseLost`` rather than run on beside the new active replica; the
 /// orchestrator restarts it, as a standby.
+///
+/// The replica that becomes active announces where it answers (``ReplicaDirectory``), and a standby forwards the
+/// requests it receives there (``ActiveReplicaMiddleware``), so every replica answers whichever one a client reaches.
 package final class ReplicaLease: Service, Sendable {
     package enum State: String, Sendable {
         /// Joining the group; nothing assigned yet.
@@ -37,16 +40,25 @@ package final class ReplicaLease: Service, Sendable {
     }
 
     private let consumer: KafkaConsumer
+    let directory: ReplicaDirectory
+    let forwarder: StandbyForwarder
     private let activationSteps = Mutex([@Sendable () async throws -> Void]())
     private let service: String
     private let logger: Logger
     private let state = Mutex(State.joining)
     private let stateGauge: Gauge
 
-    /// A lease among the replicas of `service` (the group is `<namespace>.<service>.replicas`).
-    package init(service: String, config: StandardServiceConfig, logger: Logger) throws {
+    /// A lease among the replicas of `service` (the group is `<namespace>.<service>.replicas`); `address` is where
+    /// this replica answers, announced through `producer` when it becomes the active one.
+    package init(
+        service: String, config: StandardServiceConfig, producer: KafkaProducer, address: ReplicaAddress, logger: Logger
+    ) throws {
         self.service = service
         self.logger = logger
+        directory = ReplicaDirectory(
+            service: service, topic: config.topics.replicas, bootstrapServers: config.kafka.bootstrapServers,
+            producer: producer, address: address, logger: logger)
+        forwarder = StandbyForwarder(replica: directory.replica, logger: logger)
         consumer = try KafkaConsumer(
             config: KafkaConsumerConfig(
                 bootstrapServers: config.kafka.bootstrapServers,
@@ -94,6 +106,17 @@ package final class ReplicaLease: Service, Sendable {
 
     package func run() async throws {
         let events = consumer.events
+        do {
+            try await runConsumers(events)
+        } catch {
+            await forwarder.shutdown()
+            throw error
+        }
+        // Last: the HTTP servers, which forward through it, stopped before the workers and the lease.
+        await forwarder.shutdown()
+    }
+
+    private func runConsumers(_ events: ConsumerEvents) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.consumer.run() }
             group.addTask {
@@ -101,6 +124,8 @@ package final class ReplicaLease: Service, Sendable {
                     try await self.handle(event)
                 }
             }
+            // Ends, like the lease's consumer, at graceful shutdown.
+            group.addTask { try await self.directory.run() }
             do {
                 try await group.next()
                 try await group.waitForAll()
@@ -130,6 +155,7 @@ package final class ReplicaLease: Service, Sendable {
             for step in activationSteps.withLock({ $0 }) { try await step() }
             state.withLock { $0 = .active }
             stateGauge.record(1)
+            directory.announce()
             logger.notice("this replica is now the active one", metadata: ["replica.service": "\(service)"])
         case .partitionsRevoked(let partitions):
             guard !partitions.isEmpty, current == .active, !Task.isShuttingDownGracefully else { return }
@@ -157,25 +183,5 @@ package struct ActiveOnly: Service {
             return  // shut down while a standby: nothing was started
         }
         try await service.run()
-    }
-}
-
-/// On a standby replica every route but health and metrics answers 503 in the error shape, with `Retry-After`: its
-/// storage is not the active replica's, so it must not serve reads or take writes.
-package struct ActiveReplicaMiddleware<Context: RequestContext>: RouterMiddleware {
-    let lease: ReplicaLease
-
-    package init(lease: ReplicaLease) { self.lease = lease }
-
-    package func handle(
-        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
-    ) async throws -> Response {
-        let path = request.uri.path
-        guard lease.current != .active, !path.hasPrefix("/health/"), path != "/metrics" else {
-            return try await next(request, context)
-        }
-        throw HTTPError(
-            .serviceUnavailable, headers: [.retryAfter: "5"],
-            message: "this replica is a standby; another replica of the service is active")
     }
 }

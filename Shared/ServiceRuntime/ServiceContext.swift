@@ -33,6 +33,8 @@ package struct ServiceContext: Sendable {
     package let producer: KafkaProducer
     /// For a service that runs one active replica at a time (``ReplicaLease``); nil for one safe at N replicas.
     package let lease: ReplicaLease?
+    /// Where this replica's listeners answer, as the other replicas reach it (set as they bind).
+    package let address: ReplicaAddress
 
     /// `singleActive`: the service is not safe at N replicas yet, so only the replica holding its lease runs its
     /// workers and serves its API; the others wait as standbys.
@@ -47,7 +49,10 @@ package struct ServiceContext: Sendable {
         admin = try KafkaAdmin(bootstrapServers: config.kafka.bootstrapServers, logger: logger)
         producer = try KafkaProducer(
             config: KafkaProducerConfig(bootstrapServers: config.kafka.bootstrapServers, clientId: name), logger: logger)
-        lease = singleActive ? try ReplicaLease(service: name, config: config, logger: logger) : nil
+        address = ReplicaAddress(host: config.http.advertisedHost, hasInternalListener: config.http.internalPort != nil)
+        lease = singleActive
+            ? try ReplicaLease(service: name, config: config, producer: producer, address: address, logger: logger)
+            : nil
     }
 
     /// The topics, inside the configured namespace.
@@ -125,30 +130,37 @@ package struct ServiceContext: Sendable {
                 try producer.checkNotFatal()
             },
         ] + readiness
-        let lease = self.lease
-        func router(metrics: Bool) -> Router<LetheRequestContext> {
+        let (lease, replicaAddress) = (self.lease, self.address)
+        func router(internal isInternal: Bool, metrics: Bool) -> Router<LetheRequestContext> {
             let router = Router(context: LetheRequestContext.self)
             router.add(middleware: RequestLogMiddleware())  // before the routes: it applies to those added after it
-            if let lease { router.add(middleware: ActiveReplicaMiddleware(lease: lease)) }
+            if let lease { router.add(middleware: ActiveReplicaMiddleware(lease: lease, internalListener: isInternal)) }
             router.addOperationalRoutes(
                 readiness: checks + (lease.map { [$0.readinessCheck] } ?? []), registry: metrics ? self.metrics : nil)
             return router
         }
-        func server(_ router: Router<LetheRequestContext>, port: Int) -> HTTPServers.Server {
+        func server(_ router: Router<LetheRequestContext>, port: Int, internal isInternal: Bool) -> HTTPServers.Server {
             var address = config.http
             address.port = port
-            return Application(router: router, configuration: address.applicationConfiguration(serverName: name), logger: logger)
+            return Application(
+                router: router, configuration: address.applicationConfiguration(serverName: name),
+                onServerRunning: { channel in
+                    if let bound = channel.localAddress?.port { replicaAddress.bound(port: bound, internal: isInternal) }
+                },
+                logger: logger)
         }
         let http = config.http
-        let main = router(metrics: http.internalPort == nil)
+        let main = router(internal: false, metrics: http.internalPort == nil)
         routes(main)
         guard let internalPort = http.internalPort else {
             internalRoutes(main)
-            return HTTPServers(main: server(main, port: http.port), internal: nil)
+            return HTTPServers(main: server(main, port: http.port, internal: false), internal: nil)
         }
-        let internalRouter = router(metrics: true)
+        let internalRouter = router(internal: true, metrics: true)
         internalRoutes(internalRouter)
-        return HTTPServers(main: server(main, port: http.port), internal: server(internalRouter, port: internalPort))
+        return HTTPServers(
+            main: server(main, port: http.port, internal: false),
+            internal: server(internalRouter, port: internalPort, internal: true))
     }
 
     /// Runs the producer first, then `services` in order, then the HTTP servers; ServiceGroup stops them in reverse

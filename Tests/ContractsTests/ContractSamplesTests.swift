@@ -134,6 +134,17 @@ struct ContractSamplesTests {
             try sample(
                 ParticipantRetired(participant: "old", reason: "gone", retiredAt: instant, waived: 0, completed: 0),
                 variant: "minimal"),
+
+            try sample(
+                ReplicaActivated(
+                    service: "oauth-gateway", replica: "r-7f3a", url: "http://10.0.3.7:8080",
+                    internalUrl: "http://10.0.3.7:9080", activatedAt: later),
+                variant: "full"),
+            try sample(
+                ReplicaActivated(
+                    service: "erasure-executor", replica: "r-1", url: "http://127.0.0.1:8083", internalUrl: nil,
+                    activatedAt: instant),
+                variant: "minimal"),
         ]
     }
 
@@ -157,9 +168,9 @@ struct ContractSamplesTests {
             #expect(object["schemaVersion"] as? String == written, "\(sample.fileName)")
         }
 
-        // Twelve event types, each with a full and a minimal sample, no file name twice.
+        // Thirteen event types, each with a full and a minimal sample, no file name twice.
         let types = Set(samples.map(\.eventType))
-        #expect(types.count == 12)
+        #expect(types.count == 13)
         #expect(Set(samples.map(\.fileName)).count == samples.count)
         for type in types {
             #expect(samples.filter { $0.eventType == type }.count == 2, "\(type)")

@@ -17,7 +17,7 @@ struct TopicsTests {
         let compacted = Topics.all.filter(\.compacted)
         #expect(compacted == [
             Topics.tenants, Topics.pdrAccounts, Topics.pdrReports, Topics.erasureParticipants,
-            Topics.erasureCompleted, Topics.erasureState,
+            Topics.erasureCompleted, Topics.erasureState, Topics.replicas,
         ])
         #expect(Topics.all.filter(\.compacted).allSatisfy { $0.retentionMs == nil })
         #expect(Topics.pdrAccounts.kafkaConfig == [
@@ -73,8 +73,9 @@ struct TopicsTests {
         #expect(Topics.carries("t-1234", EraseSubject.self) && Topics.carries(Topics.dlq(for: namespaced.profiles), EraseSubject.self))
         #expect(Topics.erasureAcks.key == .erasureId && Topics.pdrAccounts.tombstones)
         #expect(Topics.dlqDefinition(for: namespaced.erasureAcks).key == .erasureId)
-        // The lease topic: one partition whatever the configuration, no records, so no DLQ.
-        #expect(Topics.replicas.partitions == 1 && !Topics.replicas.deadLettered)
+        // The lease topic: one partition whatever the configuration; its reader logs what it cannot use (no DLQ).
+        #expect(Topics.replicas.partitions == 1 && !Topics.replicas.deadLettered && Topics.replicas.compacted)
+        #expect(Topics.carries(Topics.replicas.name, ReplicaActivated.self))
         #expect(Topics.all.filter { $0.partitions != nil } == [Topics.replicas])
         // Without a DLQ: the lease topic, and the executor's changelog (its reader logs what it cannot use).
         #expect(Topics.all.filter { !$0.deadLettered } == [Topics.erasureState, Topics.replicas])

@@ -84,10 +84,13 @@ struct ExecutorProcess {
         reservation.release()
     }
 
-    func call(_ method: HTTPMethod, _ path: String, token: String?) async throws -> (status: Int, body: String) {
+    func call(
+        _ method: HTTPMethod, _ path: String, token: String?, headers: [String: String] = [:]
+    ) async throws -> (status: Int, body: String) {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         request.method = method
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
         let body = try await response.body.collect(upTo: 1 << 20)
         return (Int(response.status.code), String(buffer: body))

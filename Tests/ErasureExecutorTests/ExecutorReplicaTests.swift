@@ -10,9 +10,9 @@ import TestSupport
 @Suite("erasure-executor at two replicas: one active, the other a standby that takes over")
 struct ExecutorReplicaTests {
     @Test("""
-        a second replica is a standby — not ready and saying why, its API 503, its workers idle — while the first is \
-        active; kill -9 the active one: the standby takes over within 30 s on its own volume, continues the open \
-        erasure from the changelog and handles what arrives
+        a second replica is a standby — not ready and saying why, its API forwarded to the active replica, its \
+        workers idle — while the first is active; kill -9 the active one: the standby answers 503 until it takes over \
+        within 30 s on its own volume, continues the open erasure from the changelog and handles what arrives
         """)
     func standbyTakesOver() async throws {
         let kafka = try KafkaFixture("executor-replicas")
@@ -53,6 +53,9 @@ struct ExecutorReplicaTests {
 
             #expect(active.process.killAndReap() == 128 + SIGKILL)
             let killedAt = ContinuousClock.now
+            // The active replica it forwards to is gone, and it has not taken over yet (the session times out in 6 s).
+            let meanwhile = try await standby.get("/v1/participants")
+            #expect(meanwhile.status == 503 && meanwhile.body.contains("did not answer"), "\(meanwhile)")
             let tookOver = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
                 (try? await standby.get("/health/ready", token: nil).status) == 200
             }
@@ -75,16 +78,30 @@ struct ExecutorReplicaTests {
         await producing.stop()
     }
 
-    /// The standby says so, in its readiness and its API (503), and its workers are idle; the active one is ready.
+    /// The standby says so in its readiness, forwards its API to the active replica (once: a request another replica
+    /// forwarded is refused), and its workers are idle; the active one is ready.
     private func expectOneActiveAndOneStandby(active: ExecutorProcess, standby: ExecutorProcess) async throws {
         let saysStandby = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
             guard let (status, body) = try? await standby.get("/health/ready", token: nil) else { return false }
             return status == 503 && body.contains("standby: another replica of erasure-executor is active")
         }
         #expect(saysStandby, "the second replica never said it is a standby: \(standby.output())")
-        let api = try await standby.get("/v1/participants")
-        #expect(api.status == 503 && api.body.contains("standby") && api.body.contains("requestId"), "\(api)")
-        #expect(try await active.get("/v1/participants").status == 200)
+        let direct = try await active.get("/v1/participants")
+        #expect(direct.status == 200)
+        // Once it has read the active replica's announcement, the standby answers with the active replica's answer.
+        let forwards = await eventually(timeout: .seconds(10), every: .milliseconds(100)) {
+            (try? await standby.get("/v1/participants"))?.status == 200
+        }
+        #expect(forwards, "the standby did not forward to the active replica: \(standby.output())")
+        let viaStandby = try await standby.get("/v1/participants")
+        func overview(_ body: String) throws -> ParticipantsOverview {
+            try JSONDecoder().decode(ParticipantsOverview.self, from: Data(body.utf8))
+        }
+        #expect(try overview(viaStandby.body) == overview(direct.body), "\(viaStandby.body) against \(direct.body)")
+        #expect(try await standby.metric(#"lethe_replica_forwarded_total{outcome="answered"}"#) ?? 0 >= 2)
+        let twice = try await standby.call(
+            .GET, "/v1/participants", token: ExecutorProcess.adminToken, headers: ["Lethe-Forwarded-By": "r-another"])
+        #expect(twice.status == 503 && twice.body.contains("already forwarded") && twice.body.contains("requestId"), "\(twice)")
         #expect(try await active.get("/health/ready", token: nil).status == 200)
         #expect(try await active.metric("lethe_replica_active") == 1)
         #expect(try await standby.metric("lethe_replica_active") == 0)
