@@ -104,6 +104,7 @@ class Run:
         self.not_reported_again = not_reported_again
         self.readiness = {}  # replica name → /health/ready status at the end
         self.probes = {}  # leased service → status of one request through its front after every kill
+        self.direct = {}  # replica of a leased service → status of one request sent to it, not through the front
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +137,19 @@ def run():
         result = Run(scenario, chaos, not_reported_again)
         # One request through each leased service's front after every kill (the scenario's own requests may all have
         # come before its kill): the front tries the replica that answered last first, and must end at the active
-        # one — which answers a route that does not exist with 404 (or 401 before routing), where a standby answers 503.
+        # one — which answers a route that does not exist with 404 (or 401 before routing); a standby forwards it
+        # there, or answers 503 while no active replica answers.
         for service in LEASED:
             result.probes[service] = http("GET", system.fronts[service].url + "/v1/replica-run-probe").status
         time.sleep(12)  # a lease settles within one session timeout (6 s) and a rebalance
         for service in REPLICAS:
             for name, _ in system.instances(service):
                 result.readiness[name] = readiness(system, name)
+        # The same request to every replica of a leased service, as a load balancer without health checks (or a
+        # service name resolving to any replica) would send it: the standby answers with the active replica's answer.
+        for service in LEASED:
+            for name, _ in system.instances(service):
+                result.direct[name] = http("GET", system.instance_url(name) + "/v1/replica-run-probe").status
         yield result
     finally:
         system.shutdown()
@@ -162,6 +169,10 @@ def test_the_fronts_reach_the_active_replica_after_each_kill(run):
     for service, victim, *_ in run.chaos.kills:
         if service in LEASED and run.readiness[victim] != 200:
             assert fronts[service].retried >= 1, f"{service}: no request passed the killed {victim}"
+
+
+def test_every_replica_answers_the_standby_through_the_active_one(run):
+    assert run.direct and all(status in (401, 404) for status in run.direct.values()), run.direct
 
 
 def test_every_sign_in_was_answered(run):

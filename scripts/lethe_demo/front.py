@@ -1,8 +1,8 @@
 """A front for a service run as several replicas: what a load balancer with health checks does in front of them.
 
 Each request goes to the replicas in turn, starting with the one that answered last: a replica that refuses the
-connection, drops it, or answers 503 (a standby: `ActiveReplicaMiddleware`, or a replica not ready yet) is skipped for
-the next, and the round is tried again for up to `patience` seconds, so a client sees the takeover as a slow answer,
+connection, drops it, or answers 503 (a replica not ready yet, or a standby that cannot reach an active replica — one
+that can forwards the request there: `ActiveReplicaMiddleware`) is skipped for the next, and the round is tried again for up to `patience` seconds, so a client sees the takeover as a slow answer,
 never as an error. Redirects are passed through, not followed. Used by the replica run (Tests/replicas); the demo does
 not need it."""
 import http.client
