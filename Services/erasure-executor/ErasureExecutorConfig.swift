@@ -49,6 +49,7 @@ struct ErasureExecutorConfig: Sendable {
         LedgerSettings(
             resendAfter: TimeInterval(resendSeconds), maxFailedAttempts: maxFailedAttempts,
             daySeconds: TimeInterval(daySeconds), commandsTopic: standard.topics.erasureCommands,
-            completedTopic: standard.topics.erasureCompleted, stateTopic: standard.topics.erasureState)
+            completedTopic: standard.topics.erasureCompleted, stateTopic: standard.topics.erasureState,
+            partitions: standard.kafka.topicPartitions)
     }
 }

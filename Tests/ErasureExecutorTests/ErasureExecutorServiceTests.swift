@@ -220,6 +220,12 @@ extension ErasureExecutorServiceTests {
             #expect(!text.contains(ada.name) && !text.contains(ada.email))
         }
         #expect(Set(try commands.map { try $0.decodeEvent(EraseSubject.self).erasureId }).count == 2)
+        // Each erasure's id is drawn for its subject's partition: its acks land where its command did.
+        var commandPartitions: [String: Int32] = [:]
+        for command in commands { commandPartitions[try command.decodeEvent(EraseSubject.self).erasureId] = command.partition }
+        for ack in acks {
+            #expect(commandPartitions[try ack.decodeEvent(ErasureAcknowledged.self).erasureId] == ack.partition)
+        }
         let receipts = try completions.map { try $0.decodeEvent(ErasureCompleted.self) }
         #expect(Set(receipts.map(\.tenantId)) == ["tenant-a", "tenant-b"])
         #expect(receipts.allSatisfy { $0.subject == AuditKeysFixture.subject("app-1:\(ada.accountId)") })

@@ -2,6 +2,7 @@ import Contracts
 import Crypto
 import Foundation
 import GRDB
+import Messaging
 import Storage
 import Testing
 import TestSupport
@@ -227,6 +228,33 @@ struct ErasureLedgerTests {
         // The first 48 bits are the opening time in milliseconds.
         let millis = UInt64(ids[0].replacingOccurrences(of: "-", with: "").prefix(12), radix: 16)
         #expect(millis == 1_800_000_000_000)
+    }
+
+    @Test("""
+        an erasure's id, and the command id of one upgraded to closed, land on its subject's partition under Kafka's \
+        partitioner, so its acks and changelog records share the partition of its statuses and commands
+        """)
+    func erasureIdsLandOnTheirSubjectsPartition() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory, partitions: 12)
+        try await ledger.configureTenant(tenant("t1", .delete))
+        try await ledger.declareParticipant(declared("p1"))
+        var subjects: [String: String] = [:]  // erasure or command id → appId:accountId
+        for index in 0..<60 {
+            let id = try #require(try await ledger.intake(
+                [closed("t1", "acc-\(index)", cause: .refreshFailed)], eventId: "r:\(index)"))[0]
+            subjects[id] = "app-1:acc-\(index)"
+        }
+        for index in 0..<10 {
+            let id = try #require(try await ledger.intake([closed("t1", "acc-\(index)")], eventId: "s:\(index)"))[0]
+            subjects[try #require(try await ledger.erasure(id)?.commandId)] = "app-1:acc-\(index)"
+        }
+        #expect(subjects.count == 70)
+        for (id, subject) in subjects {
+            #expect(KeyPartitioner.partition(of: id, count: 12) == KeyPartitioner.partition(of: subject, count: 12))
+        }
+        #expect(Set(subjects.values.map { KeyPartitioner.partition(of: $0, count: 12) }).count > 6)
+        #expect(try await ledger.commands().map(\.erasureId).sorted() == subjects.keys.sorted())
     }
 
     @Test("the audit chain verifies, and a tampered, removed or re-signed-elsewhere row is found as the first break")

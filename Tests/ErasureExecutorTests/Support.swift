@@ -43,13 +43,13 @@ let testAuditKey = "audit-key-for-tests-0123456789abcdef"
 /// A ledger on a real SQLite file with the real migrations.
 func makeLedger(
     in directory: TemporaryDirectory, resendAfter: TimeInterval = 60, maxFailedAttempts: Int = 3,
-    daySeconds: TimeInterval = 86_400
+    daySeconds: TimeInterval = 86_400, partitions: Int = 1
 ) throws -> ErasureLedger {
     try ErasureLedger(
         path: directory.url.appendingPathComponent("erasure-executor.sqlite").path,
         settings: LedgerSettings(
             resendAfter: resendAfter, maxFailedAttempts: maxFailedAttempts, daySeconds: daySeconds,
-            commandsTopic: "commands", completedTopic: "completed"),
+            commandsTopic: "commands", completedTopic: "completed", partitions: partitions),
         keys: try AuditKeys(auditKey: testAuditKey))
 }
 

@@ -58,6 +58,26 @@ struct ProducerConsumerTests {
             }
             #expect(partitionsByKey.values.allSatisfy { $0.count == 1 })
             #expect(Set(partitionsByKey.values.flatMap { $0 }).count > 1)
+            // Where KeyPartitioner says: librdkafka's murmur2_random is Kafka's murmur2.
+            for (key, partitions) in partitionsByKey {
+                #expect(partitions == [KeyPartitioner.partition(of: key, count: 6)], "\(key)")
+            }
+        }
+    }
+
+    @Test("KeyPartitioner's murmur2 gives Kafka's own test vectors (the Java client's, then librdkafka's)")
+    func murmur2MatchesKafka() {
+        let signed: [String: Int32] = [
+            "21": -973_932_308, "foobar": -790_332_482, "a-little-bit-long-string": -985_981_536,
+            "a-little-bit-longer-string": -1_486_304_829,
+            "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58_897_971, "abc": 479_470_107,
+        ]
+        for (key, expected) in signed {
+            #expect(Int32(bitPattern: KeyPartitioner.murmur2(key.utf8)) == expected, "\(key)")
+        }
+        let positive: [String: UInt32] = ["kafka": 1_348_980_580, "amqp": 767_747_138, "giberish123456789": 257_239_820]
+        for (key, expected) in positive {
+            #expect(KeyPartitioner.murmur2(key.utf8) & 0x7fff_ffff == expected, "\(key)")
         }
     }
 

@@ -27,6 +27,19 @@ extension ErasureLedger {
         return id
     }
 
+    /// A new erasure id (``makeErasureId(at:)``) that Kafka's partitioner puts on the partition of `subject`
+    /// (`appId:accountId`) among `partitions`: the acks of its command (keyed by the id, murmur2 as the participant
+    /// contract says) and its changelog records land on the partition its statuses, requests and commands are on, so
+    /// whoever owns that partition of the erasure topics has all of the erasure's records. About `partitions` draws.
+    static func makeErasureId(at now: Date, forSubject subject: String, partitions: Int) -> String {
+        guard partitions > 1 else { return makeErasureId(at: now) }
+        let target = KeyPartitioner.partition(of: subject, count: partitions)
+        while true {
+            let id = makeErasureId(at: now)
+            if KeyPartitioner.partition(of: id, count: partitions) == target { return id }
+        }
+    }
+
     /// The participant set of an erasure, fixed at dispatch: the ones declared then. Each counts as sent once now.
     func insertParticipants(_ names: [String], of id: String, at t: Double, in db: GRDB.Database) throws {
         let statement = try db.cachedStatement(sql: """

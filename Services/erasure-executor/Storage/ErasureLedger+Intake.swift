@@ -114,7 +114,7 @@ extension ErasureLedger {
             // Atlassian closed the account while another erasure of it was open (a failed refresh, the tenant's
             // request): the open one becomes the closed account's erasure, rather than a second erasure beside it.
             if request.cause == .atlassianClosed, existing["cause"] != ErasureCause.atlassianClosed.rawValue {
-                try upgradeToClosed(id, status: existing["status"], at: t, in: db)
+                try upgradeToClosed(id, of: request, status: existing["status"], at: t, in: db)
             }
             return id
         }
@@ -127,7 +127,7 @@ extension ErasureLedger {
         if request.cause == .refreshFailed { policy = policy.atLeast(.scrub) }
         let days: Int = tenant?["deadline_days"] ?? settings.defaultDeadlineDays
         let deadline = now.addingTimeInterval(Double(days) * settings.daySeconds)
-        let id = Self.makeErasureId(at: now)
+        let id = Self.makeErasureId(at: now, forSubject: request.subjectKey, partitions: settings.partitions)
         // With participants declared, the erasure is inserted already dispatched: one INSERT in its final state
         // instead of an insert as pending and an update, which touched every index of the table twice.
         let participants = try cache.participants(in: db)
@@ -163,13 +163,16 @@ extension ErasureLedger {
     /// participant applies the command with cause `atlassian-closed` and acknowledges it; acks of the old id no longer
     /// count, outcomes recorded under the old cause are cleared (a waived participant stays waived). The ledger, the
     /// API, the audit entry and `ErasureCompleted` keep the erasure's own id, with the final cause: one erasure.
-    private func upgradeToClosed(_ id: String, status: String, at t: Double, in db: GRDB.Database) throws {
+    private func upgradeToClosed(
+        _ id: String, of request: IntakeRequest, status: String, at t: Double, in db: GRDB.Database
+    ) throws {
         guard status != ErasureStatus.pending.rawValue else {
             try db.cachedStatement(sql: "UPDATE erasures SET cause = ?, updated_at = ? WHERE id = ?")
                 .execute(arguments: [ErasureCause.atlassianClosed.rawValue, t, id])
             return
         }
-        let commandId = Self.makeErasureId(at: Date(timeIntervalSince1970: t))
+        let commandId = Self.makeErasureId(
+            at: Date(timeIntervalSince1970: t), forSubject: request.subjectKey, partitions: settings.partitions)
         try db.cachedStatement(sql: "UPDATE erasures SET cause = ?, command_id = ?, updated_at = ? WHERE id = ?")
             .execute(arguments: [ErasureCause.atlassianClosed.rawValue, commandId, t, id])
         try db.cachedStatement(sql: """

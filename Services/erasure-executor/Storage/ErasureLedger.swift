@@ -37,6 +37,9 @@ struct IntakeRequest: Sendable, Equatable {
     var cause: ErasureCause
     /// An explicit policy from the request; it can only make the tenant's policy stricter.
     var requestedPolicy: ErasurePolicy?
+
+    /// `appId:accountId`: the key of the account's records on every erasure topic.
+    var subjectKey: String { "\(appId):\(accountId)" }
 }
 
 /// Ledger behaviour that comes from configuration.
@@ -48,6 +51,9 @@ struct LedgerSettings: Sendable {
     var completedTopic: String
     /// The executor's changelog (`ErasureState`, `ParticipantRetired`): see ErasureLedger+Changelog.
     var stateTopic: String = Topics.erasureState.name
+    /// `KAFKA_TOPIC_PARTITIONS`: erasure ids are drawn so that Kafka's partitioner puts them on their subject's
+    /// partition (``ErasureLedger/makeErasureId(at:forSubject:partitions:)``).
+    var partitions = 1
     /// Applied when a tenant never published `TenantConfigured`: the strictest policy, the architecture's default
     /// deadline. Erasing too much is recoverable by re-sign-in; keeping data of a closed account is not.
     var defaultPolicy: ErasurePolicy = .delete
