@@ -114,7 +114,8 @@ struct ContractSamplesTests {
                         participant: "billing", outcome: .waived, detail: "decommissioned", failedAttempts: 1, sends: 3,
                         lastSentAt: instant, ackedAt: later)],
                     audit: .init(
-                        receipt: .init(sequence: 3, entryHash: "cd34", previousHash: "ab12", signature: "sig", keyId: "k"),
+                        receipt: .init(
+                            chain: 0, sequence: 3, entryHash: "cd34", previousHash: "ab12", signature: "sig", keyId: "k"),
                         completedAtMs: 1_700_000_000_000,
                         outcomes: [.init(participant: "billing", outcome: .waived, atMs: 1_700_000_000_000,
                                          reason: "decommissioned")])),
@@ -164,7 +165,9 @@ struct ContractSamplesTests {
         for sample in samples {
             #expect(sample.roundTrips, "\(sample.fileName) does not survive encode → decode")
             let object = try sample.body.jsonObject()
-            let written = [ProfileFetched.eventType, ErasureCompleted.eventType].contains(sample.eventType) ? "1.1" : "1.0"
+            let written = [
+                ProfileFetched.eventType: "1.1", ErasureCompleted.eventType: "1.2", ErasureState.eventType: "1.1",
+            ][sample.eventType] ?? "1.0"
             #expect(object["schemaVersion"] as? String == written, "\(sample.fileName)")
         }
 

@@ -31,14 +31,14 @@ struct EventCodecTests {
 
     @Test func bodyCarriesSchemaVersionAndCamelCaseFields() throws {
         let object = try EventCodec.encode(Fixtures.erasureCompleted).jsonObject()
-        #expect(object["schemaVersion"] as? String == "1.1")
+        #expect(object["schemaVersion"] as? String == "1.2")
         #expect(Set(object.keys) == [
             "schemaVersion", "erasureId", "tenantId", "subject", "policy", "cause", "outcomes", "completedAt",
             "receipt",
         ])
         let receipt = try #require(object["receipt"] as? [String: Any])
-        #expect(Set(receipt.keys) == ["sequence", "entryHash", "previousHash", "signature", "keyId"])
-        #expect(receipt["sequence"] as? Int == 42)
+        #expect(Set(receipt.keys) == ["chain", "sequence", "entryHash", "previousHash", "signature", "keyId"])
+        #expect(receipt["sequence"] as? Int == 42 && receipt["chain"] as? Int == 7)
     }
 
     @Test func enumsUseTheirContractRawValues() throws {
@@ -76,11 +76,12 @@ struct EventCodecTests {
             "lethe.ErasureAcknowledged", "lethe.ParticipantDeclared", "lethe.ErasureCompleted",
         ])
         #expect(types.allSatisfy { $0.schemaVersion.major == 1 })
-        // Minor versions only add: ProfileFetched 1.1 added userId; ErasureCompleted 1.1 the outcome waived and reason.
+        // Minor versions only add: ProfileFetched 1.1 added userId; ErasureCompleted 1.1 the outcome waived and reason,
+        // 1.2 the receipt's chain.
         #expect(types.filter { $0.schemaVersion.minor > 0 }.map { $0.eventType }
                 == ["lethe.ProfileFetched", "lethe.ErasureCompleted"])
         #expect(ProfileFetched.schemaVersion == SchemaVersion(major: 1, minor: 1))
-        #expect(ErasureCompleted.schemaVersion == SchemaVersion(major: 1, minor: 1))
+        #expect(ErasureCompleted.schemaVersion == SchemaVersion(major: 1, minor: 2))
     }
 
     @Test func profileFetchedOneZeroWithoutUserIdStillDecodes() throws {

@@ -65,7 +65,8 @@ enum Fixtures {
             .init(participant: "billing", outcome: .failed, at: weekLater),
         ],
         completedAt: weekLater,
-        receipt: .init(sequence: 42, entryHash: "ab12", previousHash: "cd34", signature: "sig", keyId: "key-2024")
+        receipt: .init(
+            chain: 7, sequence: 42, entryHash: "ab12", previousHash: "cd34", signature: "sig", keyId: "key-2024")
     )
 }
 

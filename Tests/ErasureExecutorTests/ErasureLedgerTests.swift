@@ -293,21 +293,76 @@ struct ErasureLedgerTests {
         let removed = try await ledger.verifyAudit()
         #expect(!removed.ok && removed.firstBrokenSequence == 4, "\(removed)")
     }
+
+    @Test("""
+        with several partitions each erasure's audit entry is in its partition's chain (from sequence 1, genesis \
+        previousHash, lethe-audit-v2); every chain verifies on its own, the entries of the single chain written \
+        before (lethe-audit-v1) too, and a break is named by its chain and sequence
+        """)
+    func oneAuditChainPerPartition() async throws {
+        let directory = try TemporaryDirectory()
+        let ledger = try makeLedger(in: directory, partitions: 4)
+        let keys = try AuditKeys(auditKey: testAuditKey)
+        // Two entries of the first format, as a file written before chains holds them.
+        try await ledger.database.write { db in
+            var previous = AuditEntry.genesisHash
+            for sequence in 1...2 {
+                var entry = AuditEntry(
+                    sequence: sequence, erasureId: "old-\(sequence)", subject: "s\(sequence)", tenantId: "t1",
+                    policy: .delete, cause: .atlassianClosed,
+                    outcomes: [.init(participant: "p1", outcome: .erased, atMs: 1_700_000_000_000)],
+                    completedAtMs: 1_700_000_000_000, previousHash: previous)
+                entry.entryHash = entry.computedHash
+                entry.signature = try keys.sign(entryHash: entry.entryHash)
+                entry.keyId = keys.keyId
+                try ErasureLedger.insert(entry, in: db)
+                previous = entry.entryHash
+            }
+        }
+        try await ledger.declareParticipant(declared("p1"))
+        var ids: [String] = []
+        for index in 1...24 {
+            let id = try #require(try await ledger.intake([closed("t1", "acc-\(index)")]))[0]
+            _ = try await ledger.applyAck(ack(id, "p1", .erased))
+            ids.append(id)
+        }
+        let entries = try await ledger.auditEntries()
+        let chained = entries.filter { $0.chain != nil }
+        #expect(entries.count == 26 && chained.count == 24)
+        for (chain, links) in Dictionary(grouping: chained, by: { $0.chain! }) {
+            #expect(links.map(\.sequence) == Array(1...links.count), "chain \(chain)")
+            #expect(links.first?.previousHash == AuditEntry.genesisHash)
+            #expect(zip(links.dropFirst(), links).allSatisfy { $0.previousHash == $1.entryHash })
+            #expect(links.allSatisfy {
+                $0.format == "lethe-audit-v2" && Int(KeyPartitioner.partition(of: $0.erasureId, count: 4)) == chain
+            })
+        }
+        let chains = Set(chained.compactMap(\.chain))
+        #expect(chains.count > 1, "24 erasures over 4 partitions all in one chain: the test proves little")
+        let receipts = try await ledger.completions().map(\.receipt)
+        #expect(receipts.allSatisfy { $0.chain != nil })
+        let good = try await ledger.verifyAudit()
+        #expect(good.ok && good.entries == 26 && good.chains == chains.count + 1, "\(good)")
+
+        let victim = try #require(chained.first { $0.sequence == 2 })
+        try await ledger.database.write { db in
+            try db.execute(
+                sql: "UPDATE audit_log SET tenant_id = 'other' WHERE chain = ? AND sequence = 2",
+                arguments: [victim.chain])
+        }
+        let broken = try await ledger.verifyAudit()
+        #expect(!broken.ok && broken.firstBrokenChain == victim.chain && broken.firstBrokenSequence == 2, "\(broken)")
+        try await ledger.database.write { db in
+            try db.execute(sql: "UPDATE audit_log SET tenant_id = 'other' WHERE chain IS NULL AND sequence = 1")
+        }
+        let legacyBroken = try await ledger.verifyAudit()
+        #expect(legacyBroken.firstBrokenChain == nil && legacyBroken.firstBrokenSequence == 1, "\(legacyBroken)")
+    }
 }
 
 extension ErasureLedger {
     /// The entries, inside a transaction the test already holds.
     func auditEntriesSync(_ db: GRDB.Database) throws -> [AuditEntry] {
-        try Row.fetchAll(db, sql: "SELECT * FROM audit_log ORDER BY sequence").map { row in
-            let outcomes: String = row["outcomes"]
-            var entry = AuditEntry(
-                sequence: row["sequence"], erasureId: row["erasure_id"], subject: row["subject"],
-                tenantId: row["tenant_id"], policy: ErasurePolicy(rawValue: row["policy"])!,
-                cause: ErasureCause(rawValue: row["cause"])!,
-                outcomes: try JSONDecoder().decode([AuditEntry.Outcome].self, from: Data(outcomes.utf8)),
-                completedAtMs: row["completed_at_ms"], previousHash: row["previous_hash"])
-            entry.entryHash = row["entry_hash"]
-            return entry
-        }
+        try Row.fetchAll(db, sql: "SELECT * FROM audit_log ORDER BY ifnull(chain, -1), sequence").map(Self.auditEntry)
     }
 }

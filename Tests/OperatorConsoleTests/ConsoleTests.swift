@@ -74,14 +74,16 @@ struct ConsoleTests {
             counts: .loaded(
                 ErasureCounts(pending: 0, dispatched: 0, needsAttention: 1, completed: 7, open: 1, overdue: 1)),
             openErasures: .loaded([erasure]), participants: .loaded(ParticipantsSummary(declared: [], retirements: [])),
-            audit: .loaded(AuditSummary(ok: true, entries: 7, firstBrokenSequence: nil, reason: nil, keyId: "k")),
+            audit: .loaded(AuditSummary(
+                ok: true, entries: 7, chains: 3, firstBrokenChain: nil, firstBrokenSequence: nil, reason: nil,
+                keyId: "k")),
             deadLetters: .loaded([DeadLetterDepth(topic: "lethe.profiles.v1.dlq", records: 3)]))
         let html = ConsolePage.overview(snapshot, csrf: "token-1", flash: nil)
         #expect(!html.contains("<script>alert") && html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"))
         #expect(html.contains(#"data-metric="erasures-needs-attention">1<"#))
         #expect(html.contains(#"data-metric="erasures-completed">7<"#))
         #expect(html.contains(#"data-metric="dead-letters">3<"#))
-        #expect(html.contains(#"data-metric="audit">verified<"#))
+        #expect(html.contains(#"data-metric="audit">verified<"#) && html.contains(#"data-metric="audit-chains">3<"#))
         #expect(html.contains(#"data-erasure="e-1" data-status="needs-attention""#))
         #expect(html.contains(#"action="/erasures/e-1/retry""#) && html.contains(#"name="csrf" value="token-1""#))
         // The streams part failed: its section says so, and its tile shows "?" rather than a made-up zero.

@@ -47,16 +47,27 @@ struct AuditKeys: Sendable {
 }
 
 /// One audit-chain entry. `entryHash` is SHA-256 of ``canonicalBytes`` (which include `previousHash`), so changing or
-/// removing any entry breaks the link of every later one.
+/// removing any entry breaks the link of every later one of its chain.
 ///
-/// Canonical encoding (`lethe-audit-v1`): JSON with sorted keys and no whitespace, of the fields below except
-/// `entryHash`, `signature` and `keyId`; times are integer milliseconds since the epoch, outcomes sorted by
+/// **One chain per partition** (`lethe-audit-v2`): an entry is in the chain of its erasure's partition (``chain``:
+/// Kafka's murmur2 of the erasureId among the erasure topics' partitions, which is its subject's partition), with its
+/// own sequence from 1 and genesis `previousHash`, so whichever replica owns a partition appends to that chain alone
+/// and the chain moves with the partition (its entries are in the changelog). Verifying the audit verifies every
+/// chain. Entries written before (`lethe-audit-v1`, ``chain`` nil) form one chain of their own and keep verifying.
+///
+/// Canonical encoding: JSON with sorted keys and no whitespace, of the fields below except `entryHash`, `signature`
+/// and `keyId` (and `chain` when nil); times are integer milliseconds since the epoch, outcomes sorted by
 /// participant. A waived outcome carries its `reason` (an absent reason is left out, never `null`), so the waiver
 /// and why are covered by the hash and the signature. JSON rather than an ad-hoc format so that no field value can forge a separator; ``CanonicalJSON``
 /// writes it.
 struct AuditEntry: Codable, Sendable, Equatable {
-    /// The `previousHash` of the first entry.
+    /// The `previousHash` of the first entry of a chain.
     static let genesisHash = String(repeating: "0", count: 64)
+    /// The format of entries with a ``chain``.
+    static let chainedFormat = "lethe-audit-v2"
+
+    /// The format of an entry of `chain` (nil: the single chain of the first format).
+    static func format(ofChain chain: Int?) -> String { chain == nil ? "lethe-audit-v1" : chainedFormat }
 
     struct Outcome: Codable, Sendable, Equatable {
         var participant: String
@@ -75,6 +86,9 @@ struct AuditEntry: Codable, Sendable, Equatable {
     }
 
     var format = "lethe-audit-v1"
+    /// The chain (partition) of a `lethe-audit-v2` entry; nil for the single chain of `lethe-audit-v1`.
+    var chain: Int?
+    /// Position in its chain, from 1.
     var sequence: Int
     var erasureId: String
     var subject: String
@@ -95,6 +109,10 @@ struct AuditEntry: Codable, Sendable, Equatable {
         // Keys in byte order, as JSONEncoder's `.sortedKeys` orders them.
         CanonicalJSON.appendKey("cause", first: true, to: &out)
         CanonicalJSON.appendString(cause.rawValue, to: &out)
+        if let chain {
+            CanonicalJSON.appendKey("chain", to: &out)
+            out.append(contentsOf: String(chain).utf8)
+        }
         CanonicalJSON.appendKey("completedAtMs", to: &out)
         out.append(contentsOf: String(completedAtMs).utf8)
         CanonicalJSON.appendKey("erasureId", to: &out)
@@ -123,7 +141,8 @@ struct AuditEntry: Codable, Sendable, Equatable {
     /// The receipt published in `ErasureCompleted`.
     var receipt: ErasureReceipt {
         ErasureReceipt(
-            sequence: sequence, entryHash: entryHash, previousHash: previousHash, signature: signature, keyId: keyId)
+            chain: chain, sequence: sequence, entryHash: entryHash, previousHash: previousHash, signature: signature,
+            keyId: keyId)
     }
 }
 
@@ -191,13 +210,18 @@ enum CanonicalJSON {
     }
 }
 
-/// The answer of `GET /v1/audit/verify`.
+/// The answer of `GET /v1/audit/verify`: every chain verified on its own, in order (the `lethe-audit-v1` chain, then
+/// the partitions' chains by number).
 struct AuditVerification: Codable, Sendable, Equatable {
-    /// Whether every entry links, hashes and verifies.
+    /// Whether every entry of every chain links, hashes and verifies.
     var ok: Bool
     /// Entries checked.
     var entries: Int
-    /// The sequence of the first entry that does not check out, if any.
+    /// Chains checked.
+    var chains: Int
+    /// The chain of the first entry that does not check out (absent for the `lethe-audit-v1` chain), if any.
+    var firstBrokenChain: Int?
+    /// The sequence (within its chain) of the first entry that does not check out, if any.
     var firstBrokenSequence: Int?
     /// Why it does not (a fixed phrase, no data).
     var reason: String?
@@ -206,27 +230,44 @@ struct AuditVerification: Codable, Sendable, Equatable {
     /// Its public key (Ed25519, base64), so anyone can re-verify an export.
     var publicKey: String
 
-    /// Walks the chain in order and stops at the first broken link.
+    /// Verifies `entries` chain by chain, each in sequence order, and stops at the first broken link.
     static func verify(_ entries: [AuditEntry], keys: AuditKeys) -> AuditVerification {
+        let chains = Dictionary(grouping: entries, by: \.chain)
+        // The v1 chain (nil) first, then the partitions' chains in order.
+        let order = chains.keys.sorted { ($0 ?? -1) < ($1 ?? -1) }
+        var result = AuditVerification(
+            ok: true, entries: entries.count, chains: chains.count, firstBrokenChain: nil, firstBrokenSequence: nil,
+            reason: nil, keyId: keys.keyId, publicKey: keys.publicKeyBase64)
+        for chain in order {
+            let links = chains[chain, default: []].sorted { $0.sequence < $1.sequence }
+            if let (entry, problem) = firstBreak(in: links, keys: keys) {
+                result.ok = false
+                result.firstBrokenChain = entry.chain
+                result.firstBrokenSequence = entry.sequence
+                result.reason = problem
+                return result
+            }
+        }
+        return result
+    }
+
+    /// The first entry of one chain (in sequence order) that does not check out, and why.
+    private static func firstBreak(in links: [AuditEntry], keys: AuditKeys) -> (AuditEntry, String)? {
         var previous = AuditEntry.genesisHash
-        for (index, entry) in entries.enumerated() {
+        for (index, entry) in links.enumerated() {
+            let expectedFormat = entry.chain == nil ? "lethe-audit-v1" : AuditEntry.chainedFormat
             let problem: String? =
                 if entry.sequence != index + 1 { "sequence gap" }
+                else if entry.format != expectedFormat { "format does not match the entry's chain" }
                 else if entry.previousHash != previous { "previousHash does not match the previous entry" }
                 else if entry.computedHash != entry.entryHash { "entryHash does not match the entry's content" }
                 else if entry.keyId != keys.keyId { "signed with an unknown key" }
                 else if !keys.isValid(signature: entry.signature, entryHash: entry.entryHash) { "bad signature" }
                 else { nil }
-            if let problem {
-                return AuditVerification(
-                    ok: false, entries: entries.count, firstBrokenSequence: entry.sequence, reason: problem,
-                    keyId: keys.keyId, publicKey: keys.publicKeyBase64)
-            }
+            if let problem { return (entry, problem) }
             previous = entry.entryHash
         }
-        return AuditVerification(
-            ok: true, entries: entries.count, firstBrokenSequence: nil, reason: nil, keyId: keys.keyId,
-            publicKey: keys.publicKeyBase64)
+        return nil
     }
 }
 

@@ -75,8 +75,10 @@ extension ErasureLedger {
             try forgetCommands(appId: erasure["app_id"], accountId: accountId, completing: id, in: db)
         }
         let outcomes = try Self.auditOutcomes(of: id, in: db)
-        let tail = try Self.auditTail(cache: cache, in: db)
+        let chain = Int(KeyPartitioner.partition(of: id, count: settings.partitions))
+        let tail = try Self.auditTail(of: chain, cache: cache, in: db)
         var entry = AuditEntry(
+            format: AuditEntry.format(ofChain: chain), chain: chain,
             sequence: tail.sequence + 1, erasureId: id, subject: erasure["subject"],
             tenantId: erasure["tenant_id"], policy: ErasurePolicy(rawValue: erasure["policy"]) ?? .delete,
             cause: ErasureCause(rawValue: erasure["cause"]) ?? .atlassianClosed, outcomes: outcomes,
@@ -85,7 +87,7 @@ extension ErasureLedger {
         entry.signature = try keys.sign(entryHash: entry.entryHash)
         entry.keyId = keys.keyId
         try Self.insert(entry, in: db)
-        cache.auditTail = (entry.sequence, entry.entryHash)
+        cache.auditTails[chain] = (entry.sequence, entry.entryHash)
         try db.cachedStatement(sql: """
             UPDATE erasures SET status = 'completed', account_id = NULL, completed_at = ?, updated_at = ? WHERE id = ?
             """).execute(arguments: [Double(entry.completedAtMs) / 1000, now.timeIntervalSince1970, id])
@@ -131,13 +133,16 @@ extension ErasureLedger {
         }
     }
 
-    /// The audit chain's last entry (sequence and hash): the transaction's cached one, else the table's, else genesis.
-    private static func auditTail(cache: TransactionCache, in db: GRDB.Database) throws
+    /// The last entry (sequence and hash) of audit chain `chain`: the transaction's cached one, else the table's, else
+    /// genesis.
+    private static func auditTail(of chain: Int, cache: TransactionCache, in db: GRDB.Database) throws
         -> (sequence: Int, hash: String)
     {
-        if let cached = cache.auditTail { return cached }
+        if let cached = cache.auditTails[chain] { return cached }
         if let last = try Row.fetchOne(
-            db, sql: "SELECT sequence, entry_hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
+            db.cachedStatement(sql: """
+                SELECT sequence, entry_hash FROM audit_log WHERE ifnull(chain, -1) = ? ORDER BY sequence DESC LIMIT 1
+                """), arguments: [chain])
         {
             return (last["sequence"], last["entry_hash"])
         }
@@ -148,11 +153,11 @@ extension ErasureLedger {
     static func insert(_ entry: AuditEntry, ifAbsent: Bool = false, in db: GRDB.Database) throws {
         let outcomes = CanonicalJSON.outcomes(entry.outcomes)
         try db.cachedStatement(sql: """
-            INSERT \(ifAbsent ? "OR IGNORE " : "")INTO audit_log (sequence, erasure_id, subject, tenant_id, policy, cause, outcomes,
-                completed_at_ms, previous_hash, entry_hash, signature, key_id)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT \(ifAbsent ? "OR IGNORE " : "")INTO audit_log (chain, sequence, erasure_id, subject, tenant_id, policy,
+                cause, outcomes, completed_at_ms, previous_hash, entry_hash, signature, key_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """).execute(arguments: [
-                entry.sequence, entry.erasureId, entry.subject, entry.tenantId, entry.policy.rawValue,
+                entry.chain, entry.sequence, entry.erasureId, entry.subject, entry.tenantId, entry.policy.rawValue,
                 entry.cause.rawValue, outcomes, entry.completedAtMs, entry.previousHash, entry.entryHash,
                 entry.signature, entry.keyId,
             ])

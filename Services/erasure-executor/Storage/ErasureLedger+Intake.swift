@@ -10,8 +10,9 @@ extension ErasureLedger {
     /// serialized, so nothing outside can change what it caches while it is used.
     final class TransactionCache {
         private var participantNames: [String]?
-        /// The last audit entry's sequence and hash once read; updated by every entry appended in this transaction.
-        var auditTail: (sequence: Int, hash: String)?
+        /// The last audit entry's sequence and hash of each chain once read; updated by every entry appended to it in
+        /// this transaction.
+        var auditTails: [Int: (sequence: Int, hash: String)] = [:]
 
         /// The declared participants, by name.
         func participants(in db: GRDB.Database) throws -> [String] {

@@ -153,5 +153,37 @@ extension ErasureLedger {
                 );
                 """)
         },
+        // Issue 18: one audit chain per partition (Audit.swift). `chain` is the partition of a lethe-audit-v2 entry,
+        // NULL for the entries of the single lethe-audit-v1 chain written before; `sequence` is the position in its
+        // chain. The table is rebuilt because `sequence` was its primary key; the old entries keep their sequences.
+        Migration("erasure-executor.v6.audit-chains") { db in
+            try db.execute(sql: """
+                CREATE TABLE audit_entries (
+                    row INTEGER PRIMARY KEY AUTOINCREMENT,
+                    chain INTEGER,
+                    sequence INTEGER NOT NULL,
+                    erasure_id TEXT NOT NULL UNIQUE,
+                    subject TEXT NOT NULL,
+                    tenant_id TEXT NOT NULL,
+                    policy TEXT NOT NULL,
+                    cause TEXT NOT NULL,
+                    outcomes TEXT NOT NULL,
+                    completed_at_ms INTEGER NOT NULL,
+                    previous_hash TEXT NOT NULL,
+                    entry_hash TEXT NOT NULL,
+                    signature TEXT NOT NULL,
+                    key_id TEXT NOT NULL
+                );
+                INSERT INTO audit_entries (chain, sequence, erasure_id, subject, tenant_id, policy, cause, outcomes,
+                    completed_at_ms, previous_hash, entry_hash, signature, key_id)
+                SELECT NULL, sequence, erasure_id, subject, tenant_id, policy, cause, outcomes, completed_at_ms,
+                    previous_hash, entry_hash, signature, key_id
+                FROM audit_log ORDER BY sequence;
+                DROP TABLE audit_log;
+                ALTER TABLE audit_entries RENAME TO audit_log;
+                CREATE UNIQUE INDEX audit_by_chain ON audit_log(ifnull(chain, -1), sequence);
+                CREATE INDEX audit_by_time ON audit_log(completed_at_ms);
+                """)
+        },
     ]
 }

@@ -63,12 +63,14 @@ extension ErasureLedger {
             participants: participants)
     }
 
-    /// Audit entries in sequence order, optionally completed within [from, to).
+    /// Audit entries chain by chain (the lethe-audit-v1 chain first), each in sequence order, optionally completed
+    /// within [from, to).
     func auditEntries(from: Date? = nil, to: Date? = nil) async throws -> [AuditEntry] {
         try await database.read { db in
             try Row.fetchAll(
                 db, sql: """
-                    SELECT * FROM audit_log WHERE completed_at_ms >= ? AND completed_at_ms < ? ORDER BY sequence
+                    SELECT * FROM audit_log WHERE completed_at_ms >= ? AND completed_at_ms < ?
+                    ORDER BY ifnull(chain, -1), sequence
                     """, arguments: [from?.milliseconds ?? Int64.min, to?.milliseconds ?? Int64.max]
             ).map(Self.auditEntry)
         }
@@ -78,8 +80,9 @@ extension ErasureLedger {
     /// verification rather than hiding.
     static func auditEntry(_ row: Row) -> AuditEntry {
         let outcomes: String = row["outcomes"]
+        let chain: Int? = row["chain"]
         var entry = AuditEntry(
-            sequence: row["sequence"], erasureId: row["erasure_id"], subject: row["subject"],
+            format: AuditEntry.format(ofChain: chain), chain: chain, sequence: row["sequence"], erasureId: row["erasure_id"], subject: row["subject"],
             tenantId: row["tenant_id"], policy: ErasurePolicy(rawValue: row["policy"]) ?? .delete,
             cause: ErasureCause(rawValue: row["cause"]) ?? .atlassianClosed,
             outcomes: (try? JSONDecoder().decode([AuditEntry.Outcome].self, from: Data(outcomes.utf8))) ?? [],
@@ -90,7 +93,7 @@ extension ErasureLedger {
         return entry
     }
 
-    /// Recomputes the whole chain.
+    /// Recomputes every chain.
     func verifyAudit() async throws -> AuditVerification {
         AuditVerification.verify(try await auditEntries(), keys: keys)
     }

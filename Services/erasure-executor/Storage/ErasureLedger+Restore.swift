@@ -137,6 +137,7 @@ extension ErasureLedger {
         }
         guard let audit = state.audit else { return }
         var entry = AuditEntry(
+            format: AuditEntry.format(ofChain: audit.receipt.chain), chain: audit.receipt.chain,
             sequence: audit.receipt.sequence, erasureId: state.erasureId, subject: state.subject,
             tenantId: state.tenantId, policy: state.policy, cause: state.cause,
             outcomes: audit.outcomes.map {

@@ -113,6 +113,10 @@ struct ParticipantsSummary: Decodable, Sendable, Equatable {
 struct AuditSummary: Decodable, Sendable, Equatable {
     var ok: Bool
     var entries: Int
+    /// Hash chains checked (one per partition, and the single chain of entries written before): absent from an
+    /// executor older than chains.
+    var chains: Int?
+    var firstBrokenChain: Int?
     var firstBrokenSequence: Int?
     var reason: String?
     var keyId: String

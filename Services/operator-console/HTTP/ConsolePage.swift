@@ -258,10 +258,11 @@ enum ConsolePage {
         var html = "<section id=\"audit\"><h2>Audit</h2>"
         guard case .loaded(let audit) = s.audit else { return html + unavailable(s.audit) + "</section>" }
         html += "<p>\(audit.ok ? badge("verified") : badge("broken")) <span data-metric=\"audit-entries\">"
-        html +=
-            "\(audit.entries)</span> entries, hash chain and signatures checked now (key <code>\(h(audit.keyId))</code>)."
+        let chains = audit.chains.map { "<span data-metric=\"audit-chains\">\($0)</span> hash chains" } ?? "hash chain"
+        html += "\(audit.entries)</span> entries, \(chains) and signatures checked now (key <code>\(h(audit.keyId))</code>)."
         if let broken = audit.firstBrokenSequence {
-            html += " First broken entry: #\(broken)\(audit.reason.map { " — " + h($0) } ?? "")."
+            let chain = audit.firstBrokenChain.map { "chain \($0), " } ?? ""
+            html += " First broken entry: \(chain)#\(broken)\(audit.reason.map { " — " + h($0) } ?? "")."
         }
         return html + " <a href=\"/audit/export\" download data-action=\"export\">Export (JSON lines)</a></p></section>"
     }

@@ -202,7 +202,11 @@ package struct ParticipantOutcome: Codable, Sendable, Hashable {
 /// Entries are hash-chained: `entryHash` covers the entry including `previousHash`, so removing or altering any
 /// entry breaks every later one; `signature` by key `keyId` makes the chain attributable.
 package struct ErasureReceipt: Codable, Sendable, Hashable {
-    /// Position in the chain, starting at 1, without gaps.
+    /// The audit chain the entry is in: the erasure's partition (Kafka's murmur2 of its id among the erasure topics'
+    /// partitions), one chain per partition, each verified on its own. Absent for an entry of the single chain the
+    /// executor kept before (format `lethe-audit-v1`).
+    package var chain: Int?
+    /// Position in its chain, starting at 1, without gaps.
     package var sequence: Int
     /// Hex hash of this entry.
     package var entryHash: String
@@ -214,7 +218,10 @@ package struct ErasureReceipt: Codable, Sendable, Hashable {
     package var keyId: String
 
     /// Makes the receipt.
-    package init(sequence: Int, entryHash: String, previousHash: String, signature: String, keyId: String) {
+    package init(
+        chain: Int? = nil, sequence: Int, entryHash: String, previousHash: String, signature: String, keyId: String
+    ) {
+        self.chain = chain
         self.sequence = sequence
         self.entryHash = entryHash
         self.previousHash = previousHash
@@ -230,9 +237,10 @@ package struct ErasureReceipt: Codable, Sendable, Hashable {
 package struct ErasureCompleted: LetheEvent {
     /// `lethe.ErasureCompleted`.
     package static let eventType = "lethe.ErasureCompleted"
-    /// 1.1: 1.0 plus the outcome `waived` and a participant outcome's optional `reason`. A 1.0 reader that rejects
-    /// unknown enum values must learn `waived` (see docs/erasure-executor.md); every other 1.0 body is unchanged.
-    package static let schemaVersion = SchemaVersion(major: 1, minor: 1)
+    /// 1.2: 1.0 plus the outcome `waived` and a participant outcome's optional `reason` (1.1), and the receipt's
+    /// optional `chain` (1.2). A 1.0 reader that rejects unknown enum values must learn `waived` (see
+    /// docs/erasure-executor.md); every other 1.0 body is unchanged.
+    package static let schemaVersion = SchemaVersion(major: 1, minor: 2)
 
     /// The erasure's id.
     package var erasureId: String

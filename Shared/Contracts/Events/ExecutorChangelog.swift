@@ -10,8 +10,8 @@ import Foundation
 package struct ErasureState: LetheEvent {
     /// `lethe.ErasureState`.
     package static let eventType = "lethe.ErasureState"
-    /// 1.0.
-    package static let schemaVersion = SchemaVersion(major: 1, minor: 0)
+    /// 1.1: 1.0 plus the audit receipt's optional `chain`.
+    package static let schemaVersion = SchemaVersion(major: 1, minor: 1)
 
     /// One participant's part in the erasure.
     package struct Participant: Codable, Sendable, Hashable {
