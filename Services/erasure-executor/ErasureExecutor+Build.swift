@@ -16,18 +16,25 @@ struct ErasureExecutorParts {
     var ledger: ErasureLedger
     var relay: OutboxRelay
     var gate: RestoreGate
+    var ownership: PartitionOwnership
 }
 
 /// Wires erasure-executor in the start sequence of every service (``ServiceContext``): its SQLite ledger, its topics,
 /// then the outbox relay, the WAL checkpointer, the state reader (tenants, participants), the intake (statuses,
 /// requests, acks), the sweeper (dispatch, re-sends, deadlines) and the HTTP server. Intake, sweeper and the API's
 /// write routes wait until the state reader has read the tenants and participants topics to their end (`gate`).
+///
+/// `singleActive: false` runs it without the lease, each replica owning the partitions its intake group assigns it:
+/// intake, sweeper and changelog are partition-owned, but the API and retirements are not yet (issue 18), so only
+/// tests run it that way.
 func buildErasureExecutor(
-    config: ErasureExecutorConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
+    config: ErasureExecutorConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true,
+    singleActive: Bool = true
 ) async throws -> ErasureExecutorParts {
     // Not safe at N replicas yet (docs/architecture.md, "Replicas"): one active replica, the others standbys.
     let context = try ServiceContext(
-        name: "erasure-executor", config: config.standard, logger: logger, metrics: registry, singleActive: true)
+        name: "erasure-executor", config: config.standard, logger: logger, metrics: registry,
+        singleActive: singleActive)
     let topics = context.topics
     let ledger = try ErasureLedger(
         path: context.databasePath, settings: config.ledgerSettings, keys: try AuditKeys(auditKey: config.auditKey))
@@ -52,14 +59,21 @@ func buildErasureExecutor(
         changelogPartitions: try await partitions(of: topics.erasureState), ledger: ledger,
         topics: topics, producer: producer, gate: gate, relay: relay, metrics: metrics,
         alertEvery: .seconds(max(1, config.restoreAlertSeconds)), logger: logger)
+    // The range assignor gives a member the same partition numbers of the three topics: its partitions' erasures.
     let consumer = try context.consumer(
-        group: "erasure-executor", topics: [topics.pdrStatus, topics.erasureRequests, topics.erasureAcks])
+        group: "erasure-executor", topics: [topics.pdrStatus, topics.erasureRequests, topics.erasureAcks]
+    ) { $0.assignmentStrategy = .range }
+    let ownership = PartitionOwnership()
     let intake = ErasureIntake(
         consumer: consumer, ledger: ledger, topics: topics, relay: relay, checkpointer: checkpointer,
-        producer: producer, gate: gate, metrics: metrics, logger: logger)
+        producer: producer, gate: gate, metrics: metrics,
+        changelog: ChangelogReader(
+            ledger: ledger, bootstrapServers: config.standard.kafka.bootstrapServers, producer: producer, gate: gate,
+            logger: logger),
+        ownership: ownership, logger: logger)
     let sweeper = ErasureSweeper(
         ledger: ledger, relay: relay, interval: .milliseconds(config.sweepMilliseconds), metrics: metrics,
-        gate: gate, logger: logger)
+        gate: gate, ownership: ownership, logger: logger)
 
     let http = context.httpServers(
         database: { try await ledger.database.check() },
@@ -74,5 +88,5 @@ func buildErasureExecutor(
     }
     let group = context.serviceGroup(
         [relay, checkpointer, state, intake, sweeper], http: http, handleSignals: handleSignals)
-    return ErasureExecutorParts(group: group, ledger: ledger, relay: relay, gate: gate)
+    return ErasureExecutorParts(group: group, ledger: ledger, relay: relay, gate: gate, ownership: ownership)
 }

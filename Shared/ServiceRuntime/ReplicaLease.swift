@@ -106,6 +106,7 @@ package final class ReplicaLease: Service, Sendable {
 
     package func run() async throws {
         let events = consumer.events
+        forwarder.start()
         do {
             try await runConsumers(events)
         } catch {

@@ -8,6 +8,7 @@ import Metrics
 import NIOCore
 import NIOHTTP1
 import ServiceKit
+import Synchronization
 
 extension HTTPField.Name {
     /// Set on a request a standby forwarded (its replica id): a replica that is not active either answers it 503
@@ -58,9 +59,10 @@ package struct ActiveReplicaMiddleware: RouterMiddleware {
 
 /// Sends a request a standby received to the active replica, streaming both bodies, and turns the answer into the
 /// standby's response. Its own HTTP client never follows redirects (the client must see them) and gives up on a
-/// replica that does not accept the connection within 2 s.
+/// replica that does not accept the connection within 2 s. The client exists while the lease runs (``start()`` to
+/// ``shutdown()``): a service built and never run leaves nothing to shut down.
 final class StandbyForwarder: Sendable {
-    private let client: HTTPClient
+    private let client = Mutex<HTTPClient?>(nil)
     private let replica: String
     private let logger: Logger
     private let forwarded = Counter(label: "lethe_replica_forwarded_total", dimensions: [("outcome", "answered")])
@@ -77,17 +79,30 @@ final class StandbyForwarder: Sendable {
     init(replica: String, logger: Logger) {
         self.replica = replica
         self.logger = logger
-        client = HTTPClient(
-            eventLoopGroupProvider: .singleton,
-            configuration: HTTPClient.Configuration(
-                redirectConfiguration: .disallow, timeout: .init(connect: .seconds(2), read: .seconds(60))))
+    }
+
+    func start() {
+        client.withLock { client in
+            guard client == nil else { return }
+            client = HTTPClient(
+                eventLoopGroupProvider: .singleton,
+                configuration: HTTPClient.Configuration(
+                    redirectConfiguration: .disallow, timeout: .init(connect: .seconds(2), read: .seconds(60))))
+        }
     }
 
     func shutdown() async {
-        try? await client.shutdown()
+        let running = client.withLock { client in
+            defer { client = nil }
+            return client
+        }
+        try? await running?.shutdown()
     }
 
     func forward(_ request: Request, to base: String, context: LetheRequestContext) async throws -> Response {
+        guard let client = client.withLock({ $0 }) else {
+            throw ActiveReplicaMiddleware.standby("and it is not running yet")
+        }
         var outgoing = HTTPClientRequest(url: base + request.uri.string)
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where !Self.notForwarded.contains(field.name.canonicalName) {

@@ -18,7 +18,8 @@ struct TestExecutor {
 
     /// Builds it (topics created, ledger file migrated) in `directory`; `extra` overrides settings.
     static func build(
-        kafka: KafkaFixture, namespace: String, directory: TemporaryDirectory, extra: [String: String] = [:]
+        kafka: KafkaFixture, namespace: String, directory: TemporaryDirectory, extra: [String: String] = [:],
+        singleActive: Bool = true
     ) async throws -> TestExecutor {
         let environment = [
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.url.path, "HTTP_PORT": "0",
@@ -28,7 +29,8 @@ struct TestExecutor {
         ].merging(extra) { $1 }
         let config = try ErasureExecutorConfig(reader: ConfigReader(environment: environment))
         let parts = try await buildErasureExecutor(
-            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
+            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false,
+            singleActive: singleActive)
         return TestExecutor(config: config, parts: parts)
     }
 }

@@ -8,17 +8,19 @@ final class ErasureSweeper: Service, Sendable {
     private let interval: Duration
     private let metrics: ErasureMetrics
     private let gate: RestoreGate
+    private let ownership: PartitionOwnership
     private let logger: Logger
 
     init(
         ledger: ErasureLedger, relay: ErasureNotifier, interval: Duration, metrics: ErasureMetrics, gate: RestoreGate,
-        logger: Logger
+        ownership: PartitionOwnership, logger: Logger
     ) {
         self.ledger = ledger
         self.relay = relay
         self.interval = interval
         self.metrics = metrics
         self.gate = gate
+        self.ownership = ownership
         self.logger = logger
     }
 
@@ -27,6 +29,11 @@ final class ErasureSweeper: Service, Sendable {
         guard await gate.waitUntilOpen() else { return }
         var gaugesRefreshed: ContinuousClock.Instant?
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            // While partitions move between replicas, their erasures are nobody's to re-send.
+            guard ownership.partitions != nil else {
+                try? await Task.sleep(for: interval)
+                continue
+            }
             do {
                 let result = try await ledger.sweep()
                 if result.dispatched + result.resent > 0 { relay.notify() }

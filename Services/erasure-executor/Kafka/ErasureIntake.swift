@@ -10,6 +10,13 @@ import Storage
 /// page images from before the completion, which hold the raw accountId, leave the `-wal` file soon, not whenever it
 /// is next overwritten.
 ///
+/// **Partition-owned.** The group's range assignor gives a member the same partition numbers of the three topics,
+/// and an erasure's records are all on its subject's partition (its id is drawn for it), so a replica owns the
+/// erasures of the partitions it is assigned. At each assignment it forgets the erasures of partitions it no longer
+/// owns and reads back the changelog of the ones it owns now, before any record behind the assignment; at each
+/// revocation the sweeper pauses and the outbox is sent before the partitions go, so the next owner reads back every
+/// change (``PartitionOwnership``, ``ChangelogReader``).
+///
 /// Nothing starts before the state topics are read to their end (``RestoreGate``, no timeout). Bad input never loops
 /// and never stops a partition: a record that cannot be decoded (no CloudEvents headers included) or validated, an
 /// `ErasureRequested` whose tenant cannot be found, or one the ledger refuses for good (a constraint) goes to
@@ -22,11 +29,15 @@ final class ErasureIntake: Service, Sendable {
     private let checkpointer: WALCheckpointer
     private let gate: RestoreGate
     private let metrics: ErasureMetrics
+    private let changelog: ChangelogReader
+    private let changelogTopic: String
+    private let ownership: PartitionOwnership
+    private let logger: Logger
 
     init(
         consumer: KafkaConsumer, ledger: ErasureLedger, topics: LetheTopics, relay: ErasureNotifier,
         checkpointer: WALCheckpointer, producer: KafkaProducer, gate: RestoreGate, metrics: ErasureMetrics,
-        logger: Logger, maxBatch: Int = 1000
+        changelog: ChangelogReader, ownership: PartitionOwnership, logger: Logger, maxBatch: Int = 1000
     ) {
         self.pipeline = ConsumerPipeline(
             consumer: consumer, producer: producer, logger: logger, work: "ledger write", retry: .storage,
@@ -37,6 +48,10 @@ final class ErasureIntake: Service, Sendable {
         self.relay = relay
         self.gate = gate
         self.metrics = metrics
+        self.changelog = changelog
+        self.changelogTopic = topics.erasureState
+        self.ownership = ownership
+        self.logger = logger
     }
 
     /// Why a record is dead-lettered. Carries a reason, never the payload.
@@ -45,8 +60,50 @@ final class ErasureIntake: Service, Sendable {
     }
 
     func run() async throws {
-        try await pipeline.run(waitingFor: { await self.gate.waitUntilOpen() }) { batch in
+        try await pipeline.run(waitingFor: { await self.gate.waitUntilStateRead() }, onGroupChange: { change in
+            switch change {
+            case .assigned(let partitions): try await self.assigned(partitions)
+            case .revoked(let partitions): try await self.revoked(partitions)
+            }
+        }) { batch in
             try await self.apply(batch)
+        }
+    }
+
+    /// Forgets the erasures of partitions no longer this replica's, reads back the changelog of the ones it owns now,
+    /// and lets the sweeper and the API go on with them.
+    private func assigned(_ partitions: [TopicPartition]) async throws {
+        let owned = Set(partitions.map(\.partition))
+        let started = ContinuousClock.now
+        let dropped = try await ledger.dropPartitions(keeping: owned)
+        try await changelog.restore(
+            owned.sorted().map { TopicPartition(topic: changelogTopic, partition: $0) },
+            done: "the changelog of the assigned partitions read back")
+        ownership.settle(owned)
+        gate.partitionsWereRestored()
+        relay.notify()  // a restored open erasure is re-sent at once
+        logger.info("erasure partitions assigned", metadata: [
+            "partitions": "\(owned.sorted())", "erasure.dropped": "\(dropped)",
+            "erasure.assign_time": "\(ContinuousClock.now - started)",
+        ])
+    }
+
+    /// Pauses the sweeper and waits (up to 20 s, within the group's revocation timeout) until the outbox is sent, so
+    /// that whoever owns the partitions next reads back every change made here.
+    private func revoked(_ partitions: [TopicPartition]) async throws {
+        guard !partitions.isEmpty else { return }
+        ownership.unsettle()
+        relay.notify()
+        let deadline = ContinuousClock.now + .seconds(20)
+        var unsent = try await ledger.unsentRecords()
+        while unsent > 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            unsent = try await ledger.unsentRecords()
+        }
+        if unsent > 0 {
+            logger.warning(
+                "erasure partitions revoked with records still unsent; the next owner re-sends what it lacks",
+                metadata: ["count": "\(unsent)"])
         }
     }
 

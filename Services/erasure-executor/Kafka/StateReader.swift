@@ -38,6 +38,7 @@ final class StateReader: Service, Sendable {
     private let metrics: ErasureMetrics
     private let partitions: [TopicPartition]
     private let changelogPartitions: [TopicPartition]
+    private let changelog: ChangelogReader
     private let bootstrapServers: String
     private let alertEvery: Duration
     private let logger: Logger
@@ -67,6 +68,8 @@ final class StateReader: Service, Sendable {
         self.deadLetters = DeadLetterQueue(producer: producer)
         self.partitions = partitions
         self.changelogPartitions = changelogPartitions
+        self.changelog = ChangelogReader(
+            ledger: ledger, bootstrapServers: bootstrapServers, producer: producer, gate: gate, logger: logger)
         self.bootstrapServers = bootstrapServers
         self.ledger = ledger
         self.topics = topics
@@ -119,7 +122,7 @@ final class StateReader: Service, Sendable {
             group.addTask { await self.alertWhileNotRestored() }
             let restore = RestoreProgress()
             try await pipeline.run(waitingFor: {
-                try await self.restoreChangelog()
+                try await self.changelog.restore(self.changelogPartitions)
                 let markers = RestoreMarker.make(for: self.partitions)
                 restore.state.withLock { $0 = Restore(pending: markers.ids) }
                 self.gate.report(pendingPartitions: markers.ids.count)
@@ -130,64 +133,6 @@ final class StateReader: Service, Sendable {
                 return []
             }
             group.cancelAll()
-        }
-    }
-
-    /// Reads the changelog back into the ledger, from where the last read-back of this file ended (a new file: from the
-    /// beginning) to this start's markers, retrying (with the reason in the readiness check) until it could; records
-    /// where it ended, and logs what it restored, and an error for any record the ledger refused.
-    private func restoreChangelog() async throws {
-        let started = ContinuousClock.now
-        let (ledger, logger) = (self.ledger, self.logger)
-        let tally = Mutex(ErasureLedger.ChangelogRestored())
-        let transient = RetryPolicy.kafka.retrying(RetryPolicy.storage.isTransient)
-        let read = try await retryUntilDone("reading the changelog back", logger: logger, policy: transient, onRetry: {
-            self.gate.report(problem: "cannot read its changelog back: \($0)")
-        }) { [changelogPartitions, bootstrapServers, producer] in
-            tally.withLock { $0 = ErasureLedger.ChangelogRestored() }
-            let positions = try await ledger.changelogPositions()
-            let start = Dictionary(uniqueKeysWithValues: changelogPartitions.compactMap { partition in
-                positions[partition.partition].map { (partition, $0) }
-            })
-            let read = try await RestoreMarker.readToEnd(
-                changelogPartitions, from: start, bootstrapServers: bootstrapServers, producer: producer,
-                clientId: "erasure-executor-changelog", logger: logger
-            ) { messages in
-                var unreadable = 0
-                let records = messages.compactMap { message -> ErasureLedger.ChangelogRecord? in
-                    do {
-                        if message.stringHeaders["ce_type"] == ParticipantRetired.eventType {
-                            return .retired(try message.decodeEvent(ParticipantRetired.self))
-                        }
-                        return .erasure(try message.decodeEvent(ErasureState.self))
-                    } catch {
-                        unreadable += 1
-                        return nil
-                    }
-                }
-                let restored = try await ledger.restore(records)
-                tally.withLock { [unreadable] in
-                    $0.erasures += restored.erasures
-                    $0.retirements += restored.retirements
-                    $0.refused += restored.refused + unreadable
-                }
-            }
-            try await ledger.recordChangelogPositions(
-                Dictionary(uniqueKeysWithValues: read.after.map { ($0.key.partition, $0.value) }))
-            return read
-        }
-        let restored = tally.withLock { $0 }
-        Counter(label: "lethe_erasure_changelog_restored_total").increment(by: restored.erasures)
-        Counter(label: "lethe_erasure_changelog_refused_total").increment(by: restored.refused)
-        gate.report(problem: nil)
-        logger.info("changelog read back", metadata: [
-            "count": "\(read.handed)", "erasure.restored": "\(restored.erasures)",
-            "erasure.retirements_restored": "\(restored.retirements)", "erasure.restore_time": "\(ContinuousClock.now - started)",
-        ])
-        if restored.refused > 0 {
-            logger.error("changelog records refused: unreadable, or contradicting the ledger (left out)", metadata: [
-                "count": "\(restored.refused)",
-            ])
         }
     }
 
@@ -234,7 +179,7 @@ final class StateReader: Service, Sendable {
             logger.info("participants joined open erasures", metadata: ["commands": "\(joined)"])
             relay.notify()
         }
-        guard !gate.isOpen else { return }
+        guard !gate.isStateRead else { return }
         try await advance(restore, records: batch.count, keys: keys, markers: markers)
     }
 
@@ -293,7 +238,7 @@ final class StateReader: Service, Sendable {
     private func apply(_ changes: [ErasureLedger.StateChange], batch: [Prepared]) async throws -> Int {
         guard !changes.isEmpty else { return 0 }
         let ledger = self.ledger
-        let join = gate.isOpen
+        let join = gate.isStateRead
         let onRetry: (String) -> Void = { self.gate.report(problem: "cannot write the ledger: \($0)") }
         do {
             let effect = try await retryUntilDone("applying state records", logger: logger, policy: .storage, onRetry: onRetry) {
