@@ -13,7 +13,8 @@ import TestSupport
 struct ServiceContextTests {
     /// A context as a service's build function makes it, in a namespace of its own on the dev broker.
     static func context(
-        namespace: String, partitions: Int, createTopics: Bool, extra: [String: String] = [:]
+        namespace: String, partitions: Int, createTopics: Bool, extra: [String: String] = [:],
+        name: String = "context-test", singleActive: Bool = false
     ) throws -> ServiceContext {
         let config = try StandardServiceConfig(
             reader: ConfigReader(environment: [
@@ -23,7 +24,8 @@ struct ServiceContextTests {
             ].merging(extra) { $1 }),
             defaultPort: 0)
         return try ServiceContext(
-            name: "context-test", config: config, logger: makeTestLogger("context"), metrics: PrometheusCollectorRegistry())
+            name: name, config: config, logger: makeTestLogger(name), metrics: PrometheusCollectorRegistry(),
+            singleActive: singleActive)
     }
 
     @Test("""

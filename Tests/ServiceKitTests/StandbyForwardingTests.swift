@@ -2,10 +2,8 @@ import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
-import Logging
 import NIOCore
 import NIOHTTP1
-import Prometheus
 import ServiceKit
 import ServiceLifecycle
 import ServiceRuntime
@@ -25,16 +23,9 @@ struct StandbyForwardingTests {
         var urls: (url: String, internalUrl: String?)? { context.address.urls }
 
         static func start(_ name: String, namespace: String) async throws -> Replica {
-            let config = try StandardServiceConfig(
-                reader: ConfigReader(environment: [
-                    "KAFKA_BOOTSTRAP_SERVERS": try DevBroker.bootstrapServers(), "LETHE_TOPIC_NAMESPACE": namespace,
-                    "KAFKA_TOPIC_PARTITIONS": "1", "HTTP_PORT": "0", "HTTP_INTERNAL_PORT": "0",
-                    "LETHE_DATA_DIR": FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path,
-                ]),
-                defaultPort: 0)
-            let context = try ServiceContext(
-                name: "forwarding-test", config: config, logger: makeTestLogger(name),
-                metrics: PrometheusCollectorRegistry(), singleActive: true)
+            let context = try ServiceContextTests.context(
+                namespace: namespace, partitions: 1, createTopics: true, extra: ["HTTP_INTERNAL_PORT": "0"],
+                name: "forwarding-test", singleActive: true)
             try await context.ensureTopics([], deadLettered: [])
             let http = context.httpServers(
                 database: nil,
