@@ -94,7 +94,11 @@ package final class ReplicaLease: Service, Sendable {
             switch current {
             case .active: return
             case .joining: throw NotActive(reason: "joining \(service)'s replica group to learn which replica is active")
-            case .standby: throw NotActive(reason: "standby: another replica of \(service) is active")
+            case .standby:
+                // Which one it forwards to, so an operator reading one replica's health sees where the other answers.
+                let target = directory.active.map { "requests forwarded to replica \($0.replica) at \($0.url)" }
+                    ?? "which one is not announced yet"
+                throw NotActive(reason: "standby: another replica of \(service) is active; \(target)")
             }
         }
     }

@@ -120,7 +120,11 @@ struct StandbyForwardingTests {
 
             let looped = try await Self.request(client, url + "/v1/who", headers: ["Lethe-Forwarded-By": "r-other"])
             #expect(looped.status == 503 && looped.body.contains("already forwarded"), "\(looped)")
-            #expect(try await Self.request(client, url + "/health/ready").status == 503)
+            // Its readiness stays red, naming the replica it forwards to.
+            let ready = try await Self.request(client, url + "/health/ready")
+            let firstURL = try #require(first.urls?.url)
+            #expect(ready.status == 503 && ready.body.contains("requests forwarded to replica r-"), "\(ready)")
+            #expect(ready.body.replacingOccurrences(of: "\\/", with: "/").contains(firstURL), "\(ready.body)")
 
             await first.stop()
             let tookOver = await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
