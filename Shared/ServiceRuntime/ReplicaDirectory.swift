@@ -2,24 +2,24 @@ import Contracts
 import Foundation
 import Logging
 import Messaging
+import ServiceKit
 import Synchronization
 
 /// Where this replica's listeners answer, as the other replicas of its service reach it: the advertised host
-/// (`HTTPServerConfig.advertisedHost`) and the ports the listeners bound, known once they run (port 0 in tests asks
-/// the system for one).
+/// (`HTTPServerConfig.advertisedHost`, resolved when first asked: only a replica that announces itself needs it) and
+/// the ports the listeners bound, known once they run (port 0 in tests asks the system for one).
 package final class ReplicaAddress: Sendable {
     private struct Ports {
         var main: Int?
         var `internal`: Int?
+        var host: String?
     }
 
-    private let host: String
-    private let hasInternalListener: Bool
+    private let http: HTTPServerConfig
     private let ports = Mutex(Ports())
 
-    package init(host: String, hasInternalListener: Bool) {
-        self.host = host
-        self.hasInternalListener = hasInternalListener
+    package init(http: HTTPServerConfig) {
+        self.http = http
     }
 
     /// Called by a listener once it is bound.
@@ -31,7 +31,9 @@ package final class ReplicaAddress: Sendable {
     package var urls: (url: String, internalUrl: String?)? {
         ports.withLock { ports in
             guard let main = ports.main else { return nil }
-            guard hasInternalListener else { return ("http://\(host):\(main)", nil) }
+            let host = ports.host ?? http.advertisedHost
+            ports.host = host
+            guard http.internalPort != nil else { return ("http://\(host):\(main)", nil) }
             return ports.internal.map { ("http://\(host):\(main)", "http://\(host):\($0)") }
         }
     }

@@ -49,7 +49,7 @@ package struct ServiceContext: Sendable {
         admin = try KafkaAdmin(bootstrapServers: config.kafka.bootstrapServers, logger: logger)
         producer = try KafkaProducer(
             config: KafkaProducerConfig(bootstrapServers: config.kafka.bootstrapServers, clientId: name), logger: logger)
-        address = ReplicaAddress(host: config.http.advertisedHost, hasInternalListener: config.http.internalPort != nil)
+        address = ReplicaAddress(http: config.http)
         lease = singleActive
             ? try ReplicaLease(service: name, config: config, producer: producer, address: address, logger: logger)
             : nil

@@ -255,7 +255,7 @@ struct AuditVerification: Codable, Sendable, Equatable {
     private static func firstBreak(in links: [AuditEntry], keys: AuditKeys) -> (AuditEntry, String)? {
         var previous = AuditEntry.genesisHash
         for (index, entry) in links.enumerated() {
-            let expectedFormat = entry.chain == nil ? "lethe-audit-v1" : AuditEntry.chainedFormat
+            let expectedFormat = AuditEntry.format(ofChain: entry.chain)
             let problem: String? =
                 if entry.sequence != index + 1 { "sequence gap" }
                 else if entry.format != expectedFormat { "format does not match the entry's chain" }

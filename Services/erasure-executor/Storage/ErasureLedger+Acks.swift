@@ -75,7 +75,7 @@ extension ErasureLedger {
             try forgetCommands(appId: erasure["app_id"], accountId: accountId, completing: id, in: db)
         }
         let outcomes = try Self.auditOutcomes(of: id, in: db)
-        let chain = Int(KeyPartitioner.partition(of: id, count: settings.partitions))
+        let chain = Int(partition(of: id))
         let tail = try Self.auditTail(of: chain, cache: cache, in: db)
         var entry = AuditEntry(
             format: AuditEntry.format(ofChain: chain), chain: chain,

@@ -13,10 +13,13 @@ extension ErasureLedger {
     }
 
     /// Forgets every erasure of a partition not in `owned` — its row, participants and audit entry (secure_delete
-    /// zeroes them in the file; an entry of the `lethe-audit-v1` chain, which no partition owns, stays) — and where this file's last read-back of those partitions' changelog ended, so a
-    /// later assignment reads them back whole. Their changelog holds all of it: the replica that owns them now reads
-    /// it back. Changes not yet published are published first. Returns how many erasures it forgot.
+    /// zeroes them in the file; an entry of the `lethe-audit-v1` chain, which no partition owns, stays) — and where
+    /// this file's last read-back of those partitions' changelog ended, so a later assignment reads them back whole.
+    /// Their changelog holds all of it: the replica that owns them now reads it back. Changes not yet published are
+    /// published first. Returns how many erasures it forgot; owning every partition (the lease's active replica, at
+    /// each start) forgets nothing and reads nothing.
     func dropPartitions(keeping owned: Set<Int32>) async throws -> Int {
+        guard owned.count < settings.partitions else { return 0 }
         while try await database.read({ db in try Int.fetchOne(db, sql: "SELECT count(*) FROM erasure_changes") ?? 0 }) > 0 {
             try await write { _ in }  // each write publishes up to a batch of listed changes
         }
@@ -27,9 +30,7 @@ extension ErasureLedger {
                 // The single chain written before chains existed belongs to no partition: it stays whole.
                 try db.execute(sql: "DELETE FROM audit_log WHERE erasure_id = ? AND chain IS NOT NULL", arguments: [id])
                 try db.execute(sql: "DELETE FROM erasures WHERE id = ?", arguments: [id])
-            }
-            // Deleting participants lists the erasures as changed (a trigger): nothing of them is to be published.
-            for id in gone {
+                // Deleting its participants listed it as changed (a trigger): nothing of it is to be published.
                 try db.execute(sql: "DELETE FROM erasure_changes WHERE erasure_id = ?", arguments: [id])
             }
             let positions = try Int32.fetchAll(db, sql: "SELECT partition FROM changelog_positions")
