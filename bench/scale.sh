@@ -12,11 +12,12 @@
 #   sandbox accepted after the lift ÷ the time from the first to the last of those calls (the sandbox's call log;
 #   CYCLE is long enough that no account comes due twice in that time, which the analysis checks).
 # - Erasure, for each replica count r: ERASURES `closed` statuses published at once (ERASURE_RATE/s) through r
-#   erasure-executors and r profile-stores (each service's replicas on one data directory, as compose's `--scale`
-#   mounts one volume) and erasure-bench's two in-process participants (bench/erasure.sh describes the data set).
-#   Throughput = ERASURES ÷ (first status published → last ErasureCompleted read). erasure-executor and
-#   profile-store run one active replica at a time (docs/architecture.md, "Replicas"): the others are standbys, so
-#   this part shows what a standby costs, not a scale-out — until their state is partition-owned (issue 18).
+#   erasure-executors (each on a data directory of its own, owning a share of the partitions) and r profile-stores
+#   (on one data directory, as compose's `--scale` mounts one volume) and erasure-bench's two in-process participants
+#   (bench/erasure.sh describes the data set). Throughput = ERASURES ÷ (first status published → last
+#   ErasureCompleted read). profile-store runs one active replica at a time (docs/architecture.md, "Replicas"): its
+#   other replicas are standbys until its state is partition-owned (issue 18). erasure-bench's CPU figures are the
+#   first executor's and the active profile-store's.
 # - Restore: RESTORE_COUNT AccountHeld and their AccountReported changelog on one partition; one reporter starts on
 #   an empty data directory. Printed: the changelog restore (the reporter's own pdr.restore_time) and the time from
 #   the assignment until its registry holds every account with its last report (the restore of the partition).
@@ -71,6 +72,17 @@ stop_group() {
 }
 # wait_active SECONDS PORT...: the index (0-based) of the first port whose /health/ready answers 200 — the active
 # replica of a leased service (its standbys answer 503) — within SECONDS.
+# wait_all_ready SECONDS PORT...: returns once every port's /health/ready answers 200 (replicas that share the work).
+wait_all_ready() {
+  local deadline=$((SECONDS + $1)) port; shift
+  for port in "$@"; do
+    until curl -fsS -o /dev/null "http://127.0.0.1:$port/health/ready" 2>/dev/null; do
+      [ "$SECONDS" -lt "$deadline" ] || return 1
+      sleep 0.2
+    done
+  done
+}
+
 wait_active() {
   local deadline=$((SECONDS + $1)) index port; shift
   while [ "$SECONDS" -lt "$deadline" ]; do
@@ -214,7 +226,7 @@ PY
 erasure() {
   local r="$1" ns="$run-erasure-$1" group=() store_ports=() store_pids=() executor_ports=() executor_pids=() i port
   "$BIN/erasure-bench" prepare "$B" "$ns" "$ERASURES" "$PARTITIONS" || fail "could not publish tenants and profiles"
-  mkdir -p "$data/$ns-store" "$data/$ns-executor"
+  mkdir -p "$data/$ns-store"
   for i in $(seq 1 "$r"); do
     port=$(free_port)
     launch "$data/$ns-store-$i.log" KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/$ns-store" HTTP_PORT="$port" \
@@ -229,16 +241,17 @@ erasure() {
   audit_key=$(secret); admin_token=$(secret)
   for i in $(seq 1 "$r"); do
     port=$(free_port)
-    launch "$data/$ns-executor-$i.log" KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/$ns-executor" \
+    mkdir -p "$data/$ns-executor-$i"
+    launch "$data/$ns-executor-$i.log" KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/$ns-executor-$i" \
       HTTP_PORT="$port" LETHE_TOPIC_NAMESPACE="$ns" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" LOG_LEVEL=warning \
       LETHE_AUDIT_KEY="$audit_key" LETHE_ADMIN_TOKEN="$admin_token" ERASURE_SWEEP_MILLISECONDS=100 \
       ERASURE_RESEND_SECONDS=300 ERASURE_STATE_RESTORE_SECONDS=30 "$BIN/erasure-executor"
     executor_ports+=("$port"); executor_pids+=("$launched")
   done
-  active=$(wait_active 60 "${executor_ports[@]}") || fail "no erasure-executor became active"
+  wait_all_ready 90 "${executor_ports[@]}" || fail "not every erasure-executor became ready"
   local busy
   busy=$(machine_jiffies)
-  "$BIN/erasure-bench" run "$B" "$ns" "$ERASURES" "$ERASURE_RATE" 600 "${executor_pids[$active]}" "$store_pid" \
+  "$BIN/erasure-bench" run "$B" "$ns" "$ERASURES" "$ERASURE_RATE" 600 "${executor_pids[0]}" "$store_pid" \
     >"$data/$ns-result.txt" || fail "the erasure run with $r replica(s) did not complete"
   note "erasure, $r replica(s): machine busy $(machine_busy_percent "$busy") %; $(grep '^erasure:' "$data/$ns-result.txt")"
   stop_group "${store_pids[@]}" "${executor_pids[@]}"

@@ -17,6 +17,10 @@ struct ErasureExecutorParts {
     var relay: OutboxRelay
     var gate: RestoreGate
     var ownership: PartitionOwnership
+    /// Where its listeners answer, once bound.
+    var address: ReplicaAddress
+    /// This replica's claim on its file (partition-owned replicas), held as long as the parts are.
+    var claim: OwnedDataFile?
 }
 
 /// Wires erasure-executor in the start sequence of every service (``ServiceContext``): its SQLite ledger, its topics,
@@ -24,18 +28,22 @@ struct ErasureExecutorParts {
 /// requests, acks), the sweeper (dispatch, re-sends, deadlines) and the HTTP server. Intake, sweeper and the API's
 /// write routes wait until the state reader has read the tenants and participants topics to their end (`gate`).
 ///
-/// `singleActive: false` runs it without the lease, each replica owning the partitions its intake group assigns it:
-/// intake, sweeper and changelog are partition-owned, but the API and retirements are not yet (issue 18), so only
-/// tests run it that way.
+/// Safe at N replicas (docs/architecture.md, "Replicas"): each replica owns the partitions its intake group assigns
+/// it — intake, sweeper, changelog and audit chains are partition-owned — announces them, and answers a request about
+/// another replica's erasures by forwarding it to their owner, or by gathering every owner's part (``ErasureRoutes``).
+/// `ERASURE_SINGLE_ACTIVE=true` runs it behind the lease instead (one active replica owning every partition, the
+/// others standbys that forward to it), as before issue 18.
 func buildErasureExecutor(
-    config: ErasureExecutorConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true,
-    singleActive: Bool = true
+    config: ErasureExecutorConfig, logger: Logger, registry: PrometheusCollectorRegistry, handleSignals: Bool = true
 ) async throws -> ErasureExecutorParts {
-    // Not safe at N replicas yet (docs/architecture.md, "Replicas"): one active replica, the others standbys.
     let context = try ServiceContext(
         name: "erasure-executor", config: config.standard, logger: logger, metrics: registry,
-        singleActive: singleActive)
+        singleActive: config.singleActive, partitioned: true)
     let topics = context.topics
+    // Partition-owned replicas each need their own file; behind the lease the standbys share the active one's.
+    let claim = config.singleActive ? nil : try OwnedDataFile(
+        context.databasePath,
+        hint: "no shared volume for erasure-executor, or ERASURE_SINGLE_ACTIVE=true to run one active replica on it")
     let ledger = try ErasureLedger(
         path: context.databasePath, settings: config.ledgerSettings, keys: try AuditKeys(auditKey: config.auditKey))
     try await context.ensureTopics(
@@ -63,7 +71,7 @@ func buildErasureExecutor(
     let consumer = try context.consumer(
         group: "erasure-executor", topics: [topics.pdrStatus, topics.erasureRequests, topics.erasureAcks]
     ) { $0.assignmentStrategy = .range }
-    let ownership = PartitionOwnership()
+    let ownership = PartitionOwnership { [peers = context.peers] in peers?.directory.announce(partitions: $0) }
     let intake = ErasureIntake(
         consumer: consumer, ledger: ledger, topics: topics, relay: relay, checkpointer: checkpointer,
         producer: producer, gate: gate, metrics: metrics,
@@ -83,10 +91,16 @@ func buildErasureExecutor(
         ErasureAPI.addRoutes(
             to: router, ledger: ledger,
             verifier: TenantTokenVerifier(config: config.tenantAuth, httpClient: .shared, logger: logger),
-            adminToken: config.adminToken, notifier: relay, gate: gate, metrics: metrics, logger: logger,
-            onCompleted: { checkpointer.request() })
+            adminToken: config.adminToken, notifier: relay, gate: gate, metrics: metrics,
+            partitions: context.peers.map { peers in
+                PartitionRouter(
+                    peers: peers, partitionCount: config.ledgerSettings.partitions, owned: { ownership.partitions })
+            },
+            logger: logger, onCompleted: { checkpointer.request() })
     }
     let group = context.serviceGroup(
         [relay, checkpointer, state, intake, sweeper], http: http, handleSignals: handleSignals)
-    return ErasureExecutorParts(group: group, ledger: ledger, relay: relay, gate: gate, ownership: ownership)
+    return ErasureExecutorParts(
+        group: group, ledger: ledger, relay: relay, gate: gate, ownership: ownership, address: context.address,
+        claim: claim)
 }

@@ -31,6 +31,10 @@ struct ErasureExecutorConfig: Sendable {
     var restoreAlertSeconds: Int
     /// Where tenant tokens are verified: `LETHE_GATEWAY_URL`, `LETHE_JWKS_URL`, `LETHE_TOKEN_ISSUER`.
     var tenantAuth: TenantAuthConfig
+    /// `ERASURE_SINGLE_ACTIVE` (default false): run one active replica at a time behind the lease, the others
+    /// standbys that forward to it, as before issue 18 — for a deployment that keeps its replicas on one shared
+    /// volume. By default each replica owns the partitions its group assigns it, on a data directory of its own.
+    var singleActive: Bool
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8083)
@@ -42,6 +46,7 @@ struct ErasureExecutorConfig: Sendable {
         daySeconds = try reader.int("ERASURE_DAY_SECONDS", default: 86_400, range: 1...86_400)
         restoreAlertSeconds = try reader.int("ERASURE_STATE_RESTORE_SECONDS", default: 15, range: 0...600)
         tenantAuth = try TenantAuthConfig(reader: reader)
+        singleActive = try reader.bool("ERASURE_SINGLE_ACTIVE", default: false)
     }
 
     /// The ledger's settings derived from this configuration.
@@ -50,6 +55,7 @@ struct ErasureExecutorConfig: Sendable {
             resendAfter: TimeInterval(resendSeconds), maxFailedAttempts: maxFailedAttempts,
             daySeconds: TimeInterval(daySeconds), commandsTopic: standard.topics.erasureCommands,
             completedTopic: standard.topics.erasureCompleted, stateTopic: standard.topics.erasureState,
+            participantsTopic: standard.topics.erasureParticipants,
             partitions: standard.kafka.topicPartitions)
     }
 }

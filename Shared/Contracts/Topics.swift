@@ -48,16 +48,17 @@ package enum Topics {
     package static let erasureAcks = TopicDefinition(
         name: "lethe.erasure.acks.v1", key: .erasureId, events: [ErasureAcknowledged.self], tombstones: false,
         compacted: false, retentionMs: TopicDefinition.thirtyDaysMs)
-    /// `ParticipantDeclared`, keyed by participant; a tombstone means the participant left. Compacted.
+    /// `ParticipantDeclared`, keyed by participant; a tombstone means the participant left; `ParticipantRetired`
+    /// (same key), an operator retired it. Compacted.
     package static let erasureParticipants = TopicDefinition(
-        name: "lethe.erasure.participants.v1", key: .participant, events: [ParticipantDeclared.self],
+        name: "lethe.erasure.participants.v1", key: .participant, events: [ParticipantDeclared.self, ParticipantRetired.self],
         tombstones: true, compacted: true, retentionMs: nil)
     /// `ErasureCompleted`, keyed by erasureId: the public, PII-free proof of each erasure. Compacted.
     package static let erasureCompleted = TopicDefinition(
         name: "lethe.erasure.completed.v1", key: .erasureId, events: [ErasureCompleted.self], tombstones: false,
         compacted: true, retentionMs: nil)
-    /// `ErasureState` (keyed by erasureId) and `ParticipantRetired` (keyed `retired:<participant>:<ms>`):
-    /// erasure-executor's changelog, read back at every start. Compacted; no DLQ (its reader logs and counts what it
+    /// `ErasureState` (keyed by erasureId) and, written before issue 18 and still read, `ParticipantRetired` (keyed
+    /// `retired:<participant>:<ms>`): erasure-executor's changelog, read back at every start. Compacted; no DLQ (its reader logs and counts what it
     /// cannot use).
     package static let erasureState = TopicDefinition(
         name: "lethe.erasure.state.v1", key: .erasureState, events: [ErasureState.self, ParticipantRetired.self],

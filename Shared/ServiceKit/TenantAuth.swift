@@ -76,7 +76,7 @@ package struct TenantAuthConfig: Sendable, Equatable {
 /// `minimumRefetchInterval`, and again once they are `maximumKeyAge` old (a revocation); when that refetch fails, the
 /// keys held are used until one succeeds, so a gateway restart does not lock tenants out. Only ES256 keys are trusted: a token whose header names another algorithm, or none, fails.
 package final class TenantTokenVerifier: Sendable {
-    private let config: TenantAuthConfig
+    package let config: TenantAuthConfig
     private let httpClient: HTTPClient
     private let logger: Logger
     private let keys = Mutex<(set: KeySet?, fetchedAt: ContinuousClock.Instant?)>((nil, nil))

@@ -22,8 +22,9 @@ import Synchronization
 /// reassigned it — ends its process with ``LeaseLost`` rather than run on beside the new active replica; the
 /// orchestrator restarts it, as a standby.
 ///
-/// The replica that becomes active announces where it answers (``ReplicaDirectory``), and a standby forwards the
-/// requests it receives there (``ActiveReplicaMiddleware``), so every replica answers whichever one a client reaches.
+/// The replica that becomes active announces where it answers (``ReplicaDirectory``, run by ``ReplicaPeers`` on every
+/// replica), and a standby forwards the requests it receives there (``ActiveReplicaMiddleware``), so every replica
+/// answers whichever one a client reaches.
 package final class ReplicaLease: Service, Sendable {
     package enum State: String, Sendable {
         /// Joining the group; nothing assigned yet.
@@ -40,25 +41,19 @@ package final class ReplicaLease: Service, Sendable {
     }
 
     private let consumer: KafkaConsumer
-    let directory: ReplicaDirectory
-    let forwarder: StandbyForwarder
+    let peers: ReplicaPeers
     private let activationSteps = Mutex([@Sendable () async throws -> Void]())
     private let service: String
     private let logger: Logger
     private let state = Mutex(State.joining)
     private let stateGauge: Gauge
 
-    /// A lease among the replicas of `service` (the group is `<namespace>.<service>.replicas`); `address` is where
-    /// this replica answers, announced through `producer` when it becomes the active one.
-    package init(
-        service: String, config: StandardServiceConfig, producer: KafkaProducer, address: ReplicaAddress, logger: Logger
-    ) throws {
+    /// A lease among the replicas of `service` (the group is `<namespace>.<service>.replicas`); `peers` announces
+    /// this replica when it becomes the active one, and forwards a standby's requests (it runs beside the lease).
+    package init(service: String, config: StandardServiceConfig, peers: ReplicaPeers, logger: Logger) throws {
         self.service = service
         self.logger = logger
-        directory = ReplicaDirectory(
-            service: service, topic: config.topics.replicas, bootstrapServers: config.kafka.bootstrapServers,
-            producer: producer, address: address, logger: logger)
-        forwarder = StandbyForwarder(replica: directory.replica, logger: logger)
+        self.peers = peers
         consumer = try KafkaConsumer(
             config: KafkaConsumerConfig(
                 bootstrapServers: config.kafka.bootstrapServers,
@@ -96,7 +91,7 @@ package final class ReplicaLease: Service, Sendable {
             case .joining: throw NotActive(reason: "joining \(service)'s replica group to learn which replica is active")
             case .standby:
                 // Which one it forwards to, so an operator reading one replica's health sees where the other answers.
-                let target = directory.active.map { "requests forwarded to replica \($0.replica) at \($0.url)" }
+                let target = peers.directory.active.map { "requests forwarded to replica \($0.replica) at \($0.url)" }
                     ?? "which one is not announced yet"
                 throw NotActive(reason: "standby: another replica of \(service) is active; \(target)")
             }
@@ -110,18 +105,6 @@ package final class ReplicaLease: Service, Sendable {
 
     package func run() async throws {
         let events = consumer.events
-        forwarder.start()
-        do {
-            try await runConsumers(events)
-        } catch {
-            await forwarder.shutdown()
-            throw error
-        }
-        // Last: the HTTP servers, which forward through it, stopped before the workers and the lease.
-        await forwarder.shutdown()
-    }
-
-    private func runConsumers(_ events: ConsumerEvents) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.consumer.run() }
             group.addTask {
@@ -129,8 +112,6 @@ package final class ReplicaLease: Service, Sendable {
                     try await self.handle(event)
                 }
             }
-            // Ends, like the lease's consumer, at graceful shutdown.
-            group.addTask { try await self.directory.run() }
             do {
                 try await group.next()
                 try await group.waitForAll()
@@ -160,7 +141,7 @@ package final class ReplicaLease: Service, Sendable {
             for step in activationSteps.withLock({ $0 }) { try await step() }
             state.withLock { $0 = .active }
             stateGauge.record(1)
-            directory.announce()
+            peers.directory.announce()
             logger.notice("this replica is now the active one", metadata: ["replica.service": "\(service)"])
         case .partitionsRevoked(let partitions):
             guard !partitions.isEmpty, current == .active, !Task.isShuttingDownGracefully else { return }

@@ -33,14 +33,18 @@ package struct ServiceContext: Sendable {
     package let producer: KafkaProducer
     /// For a service that runs one active replica at a time (``ReplicaLease``); nil for one safe at N replicas.
     package let lease: ReplicaLease?
+    /// The other replicas and how to reach them, for a service with a lease or whose replicas own partitions; nil for
+    /// one whose replicas never forward to each other.
+    package let peers: ReplicaPeers?
     /// Where this replica's listeners answer, as the other replicas reach it (set as they bind).
     package let address: ReplicaAddress
 
     /// `singleActive`: the service is not safe at N replicas yet, so only the replica holding its lease runs its
-    /// workers and serves its API; the others wait as standbys.
+    /// workers and serves its API; the others wait as standbys. `partitioned`: its replicas own partitions and
+    /// announce them, and a request about another replica's partition is forwarded there (``peers``).
     package init(
         name: String, config: StandardServiceConfig, logger: Logger, metrics: PrometheusCollectorRegistry,
-        singleActive: Bool = false
+        singleActive: Bool = false, partitioned: Bool = false
     ) throws {
         self.name = name
         self.config = config
@@ -50,9 +54,13 @@ package struct ServiceContext: Sendable {
         producer = try KafkaProducer(
             config: KafkaProducerConfig(bootstrapServers: config.kafka.bootstrapServers, clientId: name), logger: logger)
         address = ReplicaAddress(http: config.http)
-        lease = singleActive
-            ? try ReplicaLease(service: name, config: config, producer: producer, address: address, logger: logger)
+        let peers = singleActive || partitioned
+            ? ReplicaPeers(service: name, config: config, producer: producer, address: address, logger: logger)
             : nil
+        self.peers = peers
+        lease = try peers.flatMap { peers in
+            singleActive ? try ReplicaLease(service: name, config: config, peers: peers, logger: logger) : nil
+        }
     }
 
     /// The topics, inside the configured namespace.
@@ -73,7 +81,7 @@ package struct ServiceContext: Sendable {
         _ used: [KeyPath<Topics.Type, TopicDefinition>], deadLettered: [KeyPath<Topics.Type, TopicDefinition>]
     ) async throws {
         let partitions = config.kafka.topicPartitions
-        let specs = (used + (lease == nil ? [] : [\.replicas])).map { path in
+        let specs = (used + (peers == nil ? [] : [\.replicas])).map { path in
             TopicSpec(Topics.definition(of: path), in: topics, partitions: partitions)
         } + deadLettered.map { DeadLetterQueue.topicSpec(for: topics[dynamicMember: $0], partitions: partitions) }
         guard config.kafka.createTopics else {
@@ -169,14 +177,16 @@ package struct ServiceContext: Sendable {
     ///
     /// With a lease, it runs right after the producer and `resources`, and each of `services` starts only once this
     /// replica is the active one (``ActiveOnly``); stopping, the lease is let go after every worker ended, so the next
-    /// active replica never overlaps this one. `resources` (an HTTP client's lifetime, say) run on every replica.
+    /// active replica never overlaps this one. `resources` (an HTTP client's lifetime, say) and ``peers`` run on every
+    /// replica.
     package func serviceGroup(
         _ services: [any Service], resources: [any Service] = [], http: HTTPServers, handleSignals: Bool
     ) -> ServiceGroup {
         let workers: [any Service] = lease.map { lease in [lease] + services.map { ActiveOnly($0, lease: lease) } }
             ?? services
+        let everywhere: [any Service] = [producer] + (peers.map { [$0] } ?? []) + resources
         return ServiceGroup(configuration: .init(
-            services: ([producer] + resources + workers + http.services)
+            services: (everywhere + workers + http.services)
                 .map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
     }

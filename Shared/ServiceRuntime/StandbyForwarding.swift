@@ -43,13 +43,13 @@ package struct ActiveReplicaMiddleware: RouterMiddleware {
         guard request.headers[.letheForwardedBy] == nil else {
             throw Self.standby("and the request was already forwarded by another replica")
         }
-        guard let active = lease.directory.active else {
+        guard let active = lease.peers.directory.active else {
             throw Self.standby("and which replica is active is not known yet")
         }
         guard let base = internalListener ? active.internalUrl : active.url else {
             throw Self.standby("and the active replica announced no internal listener")
         }
-        return try await lease.forwarder.forward(request, to: base, context: context)
+        return try await lease.peers.forwarder.forward(request, to: base, context: context)
     }
 
     static func standby(_ why: String) -> HTTPError {
@@ -57,11 +57,13 @@ package struct ActiveReplicaMiddleware: RouterMiddleware {
     }
 }
 
-/// Sends a request a standby received to the active replica, streaming both bodies, and turns the answer into the
-/// standby's response. Its own HTTP client never follows redirects (the client must see them) and gives up on a
-/// replica that does not accept the connection within 2 s. The client exists while the lease runs (``start()`` to
-/// ``shutdown()``): a service built and never run leaves nothing to shut down.
-final class StandbyForwarder: Sendable {
+/// Sends a request this replica received to another replica — a standby's to the active one, or one about a partition
+/// to its owner — streaming both bodies, and turns the answer into this replica's response; or asks other replicas the
+/// same question and collects their answers (``gather(_:from:context:body:headers:)``). Its own HTTP client never
+/// follows redirects (the client must see them) and gives up on a replica that does not accept the connection within
+/// 2 s. The client exists while ``ReplicaPeers`` runs (``start()`` to ``shutdown()``): a service built and never run
+/// leaves nothing to shut down.
+package final class ReplicaForwarder: Sendable {
     private let client = Mutex<HTTPClient?>(nil)
     private let replica: String
     private let logger: Logger
@@ -81,7 +83,7 @@ final class StandbyForwarder: Sendable {
         self.logger = logger
     }
 
-    func start() {
+    package func start() {
         client.withLock { client in
             guard client == nil else { return }
             client = HTTPClient(
@@ -91,7 +93,7 @@ final class StandbyForwarder: Sendable {
         }
     }
 
-    func shutdown() async {
+    package func shutdown() async {
         let running = client.withLock { client in
             defer { client = nil }
             return client
@@ -99,10 +101,66 @@ final class StandbyForwarder: Sendable {
         try? await running?.shutdown()
     }
 
-    func forward(_ request: Request, to base: String, context: LetheRequestContext) async throws -> Response {
-        guard let client = client.withLock({ $0 }) else {
-            throw ActiveReplicaMiddleware.standby("and it is not running yet")
+    /// Forwards `request` to the replica at `base` and passes its answer back; `body` replaces the request's own when
+    /// the route already read it. 503 when that replica does not answer.
+    package func forward(
+        _ request: Request, to base: String, context: LetheRequestContext, body: ByteBuffer? = nil
+    ) async throws -> Response {
+        var outgoing = try outgoingRequest(request, to: base, context: context)
+        if let body {
+            outgoing.body = .bytes(body)
+        } else if let length = request.headers[.contentLength].flatMap({ Int64($0) }) {
+            if length > 0 { outgoing.body = .stream(request.body, length: .known(length)) }
+        } else if request.headers[.transferEncoding] != nil {
+            outgoing.body = .stream(request.body, length: .unknown)
         }
+        let answer = try await execute(outgoing, base: base)
+        return Response(
+            status: HTTPResponse.Status(code: Int(answer.status.code), reasonPhrase: answer.status.reasonPhrase),
+            headers: Self.returnedHeaders(answer.headers), body: ResponseBody(asyncSequence: answer.body))
+    }
+
+    /// One replica's answer to a question several were asked.
+    package struct Answer: Sendable {
+        package var replica: String
+        package var status: Int
+        package var body: ByteBuffer
+    }
+
+    /// Asks each replica of `bases` (replica id → base URL) the question `request` asks — its method, path and query
+    /// (or `uri`), its headers, with `body` and `headers` added — concurrently, and returns their answers (bodies up to 32 MiB). 503
+    /// when one does not answer: an answer that leaves a replica out would look whole and be wrong.
+    package func gather(
+        _ request: Request, from bases: [String: String], context: LetheRequestContext, uri: String? = nil,
+        body: ByteBuffer? = nil, headers: [(String, String)] = []
+    ) async throws -> [Answer] {
+        let outgoing = try bases.map { replica, base in
+            var outgoing = try outgoingRequest(request, to: base, context: context)
+            if let uri { outgoing.url = base + uri }
+            outgoing.headers.remove(name: "content-length")
+            if let body { outgoing.body = .bytes(body) }
+            for (name, value) in headers { outgoing.headers.replaceOrAdd(name: name, value: value) }
+            return (replica, base, outgoing)
+        }
+        return try await withThrowingTaskGroup(of: Answer.self) { group in
+            for (replica, base, request) in outgoing {
+                group.addTask {
+                    let answer = try await self.execute(request, base: base)
+                    let body = try await answer.body.collect(upTo: 32 * 1024 * 1024)
+                    return Answer(replica: replica, status: Int(answer.status.code), body: body)
+                }
+            }
+            var answers: [Answer] = []
+            for try await answer in group { answers.append(answer) }
+            return answers
+        }
+    }
+
+    /// The request as sent on to another replica: what the client sent, but the connection's own headers, and who
+    /// forwarded it.
+    private func outgoingRequest(_ request: Request, to base: String, context: LetheRequestContext) throws
+        -> HTTPClientRequest
+    {
         var outgoing = HTTPClientRequest(url: base + request.uri.string)
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where !Self.notForwarded.contains(field.name.canonicalName) {
@@ -113,33 +171,37 @@ final class StandbyForwarder: Sendable {
         if case .string(let id)? = context.logger[metadataKey: "request"] {
             outgoing.headers.replaceOrAdd(name: HTTPField.Name.requestId.rawName, value: id)
         }
-        // The active replica sees the standby as the peer: it names the client the standby saw, which the gateway's
+        // The other replica sees this one as the peer: it names the client this one saw, which the gateway's
         // per-IP limits believe when GATEWAY_TRUSTED_PROXIES lists the replicas' network.
         if let peer = context.remoteAddress?.ipAddress {
             outgoing.headers.add(name: "X-Forwarded-For", value: peer)
         }
-        if let length = request.headers[.contentLength].flatMap({ Int64($0) }) {
-            if length > 0 { outgoing.body = .stream(request.body, length: .known(length)) }
-        } else if request.headers[.transferEncoding] != nil {
-            outgoing.body = .stream(request.body, length: .unknown)
+        return outgoing
+    }
+
+    private func execute(_ outgoing: HTTPClientRequest, base: String) async throws -> HTTPClientResponse {
+        guard let client = client.withLock({ $0 }) else {
+            throw ActiveReplicaMiddleware.standby("and it is not running yet")
         }
-        let answer: HTTPClientResponse
         do {
-            answer = try await client.execute(outgoing, deadline: .now() + .seconds(60), logger: logger)
+            let answer = try await client.execute(outgoing, deadline: .now() + .seconds(60), logger: logger)
+            forwarded.increment()
+            return answer
         } catch {
             failed.increment()
-            logger.warning("the active replica did not answer a forwarded request", metadata: [
+            logger.warning("another replica did not answer a forwarded request", metadata: [
                 "replica.url": "\(base)", "error": "\(error)",
             ])
-            throw ActiveReplicaMiddleware.standby("and the active replica did not answer")
+            throw HTTPError(
+                .serviceUnavailable, headers: [.retryAfter: "5"], message: "the replica at \(base) did not answer")
         }
-        forwarded.increment()
+    }
+
+    private static func returnedHeaders(_ answer: NIOHTTP1.HTTPHeaders) -> HTTPFields {
         var headers = HTTPFields()
-        for header in answer.headers where !Self.notReturned.contains(header.name.lowercased()) {
+        for header in answer where !Self.notReturned.contains(header.name.lowercased()) {
             if let name = HTTPField.Name(header.name) { headers.append(HTTPField(name: name, value: header.value)) }
         }
-        return Response(
-            status: HTTPResponse.Status(code: Int(answer.status.code), reasonPhrase: answer.status.reasonPhrase),
-            headers: headers, body: ResponseBody(asyncSequence: answer.body))
+        return headers
     }
 }

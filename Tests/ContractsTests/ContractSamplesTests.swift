@@ -138,12 +138,12 @@ struct ContractSamplesTests {
 
             try sample(
                 ReplicaActivated(
-                    service: "oauth-gateway", replica: "r-7f3a", url: "http://10.0.3.7:8080",
-                    internalUrl: "http://10.0.3.7:9080", activatedAt: later),
+                    service: "erasure-executor", replica: "r-7f3a", url: "http://10.0.3.7:8080",
+                    internalUrl: "http://10.0.3.7:9080", activatedAt: later, partition: 7),
                 variant: "full"),
             try sample(
                 ReplicaActivated(
-                    service: "erasure-executor", replica: "r-1", url: "http://127.0.0.1:8083", internalUrl: nil,
+                    service: "oauth-gateway", replica: "r-1", url: "http://127.0.0.1:8080", internalUrl: nil,
                     activatedAt: instant),
                 variant: "minimal"),
         ]
@@ -167,6 +167,7 @@ struct ContractSamplesTests {
             let object = try sample.body.jsonObject()
             let written = [
                 ProfileFetched.eventType: "1.1", ErasureCompleted.eventType: "1.2", ErasureState.eventType: "1.1",
+                ReplicaActivated.eventType: "1.1",
             ][sample.eventType] ?? "1.0"
             #expect(object["schemaVersion"] as? String == written, "\(sample.fileName)")
         }

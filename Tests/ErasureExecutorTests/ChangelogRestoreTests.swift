@@ -14,11 +14,16 @@ struct ChangelogRestoreTests {
     /// keeps only each erasure's latest record).
     static func changelog(of ledger: ErasureLedger) async throws -> [ErasureLedger.ChangelogRecord] {
         try await ledger.outbox().filter { $0.topic == ledger.settings.stateTopic }.map { message in
-            let type = message.headers.first { $0.name == "ce_type" }?.stringValue
-            if type == ParticipantRetired.eventType {
-                return .retired(try EventCodec.decode(ParticipantRetired.self, from: Data(message.value!)))
-            }
-            return .erasure(try EventCodec.decode(ErasureState.self, from: Data(message.value!)))
+            .erasure(try EventCodec.decode(ErasureState.self, from: Data(message.value!)))
+        }
+    }
+
+    /// The retirements waiting in `ledger`'s outbox: published on the participants topic, keyed by the participant.
+    static func retirements(of ledger: ErasureLedger) async throws -> [ParticipantRetired] {
+        try await ledger.outbox().filter { $0.topic == ledger.settings.participantsTopic }.map { message in
+            let event = try EventCodec.decode(ParticipantRetired.self, from: Data(message.value!))
+            #expect(message.key.map { String(decoding: $0, as: UTF8.self) } == event.participant)
+            return event
         }
     }
 
@@ -63,7 +68,12 @@ struct ChangelogRestoreTests {
         try await b.declareParticipant(declared("p1"))
         try await b.declareParticipant(declared("p2"))
         let restored = try await b.restore(records)
-        #expect(restored == ErasureLedger.ChangelogRestored(erasures: 3, retirements: 1, refused: 0))
+        #expect(restored == ErasureLedger.ChangelogRestored(erasures: 3, retirements: 0, refused: 0))
+        // The retirement comes from the participants topic, as every replica reads it: recorded, not published again.
+        let retired = try await Self.retirements(of: a)
+        #expect(retired.map(\.participant) == ["gone"] && retired.first?.waived == 2)
+        #expect(try await b.applyState(retired.map { .retired($0) }, joinOpenErasures: true).retirements == 1)
+        #expect(try await b.applyState(retired.map { .retired($0) }, joinOpenErasures: true).retirements == 0)
         for id in ids {
             let (was, now) = (try #require(try await a.erasure(id)), try #require(try await b.erasure(id)))
             Self.expectSame(was, now, open: id != ids[0])
@@ -71,8 +81,15 @@ struct ChangelogRestoreTests {
         #expect(try await b.auditEntries() == a.auditEntries())
         #expect(try await b.verifyAudit().ok)
         #expect(try await b.participantsOverview().retirements.map(\.reason) == ["decommissioned"])
+        #expect(try await b.participantsOverview().retirements.map(\.waived) == [2])
         // Restored, not changed: nothing to publish again.
         #expect(try await Self.changelog(of: b).isEmpty)
+        #expect(try await Self.retirements(of: b).isEmpty)
+        // A retirement written on the changelog before issue 18 is still read back from there.
+        let third = try TemporaryDirectory()
+        let c = try makeLedger(in: third)
+        #expect(try await c.restore(retired.map { .retired($0) }).retirements == 1)
+        #expect(try await c.participantsOverview().retirements.map(\.participant) == ["gone"])
         // A declaration older than the retirement, still on the compacted participants topic, stays ignored.
         let old = ParticipantDeclared(participant: "gone", holds: ["email"], declaredAt: Date().addingTimeInterval(-3600))
         try await b.declareParticipant(old)

@@ -20,7 +20,7 @@ struct ErasureExecutorOrderingTests {
     init() throws { kafka = try KafkaFixture("erasure-executor-issue15") }
 
     func records(of ledger: ErasureLedger, tenant: String) async throws -> [ErasureRecord] {
-        try await ledger.erasures(tenantId: tenant, status: nil, afterRow: 0, limit: 50).records
+        try await ledger.erasures(tenantId: tenant, status: nil, after: nil, limit: 50).records
     }
 
     func closedStatus(_ accountId: String, tenants: [String], app: String = "app-1") -> AccountStatusReported {

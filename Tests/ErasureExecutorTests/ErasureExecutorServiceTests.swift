@@ -160,15 +160,15 @@ extension ErasureExecutorServiceTests {
     /// Re-sends to "late" become visible while "fast" has acked; one erasure per tenant, with its policy, still open.
     private func expectOneErasurePerTenantWaitingForLate(ledger: ErasureLedger) async throws {
         let resent = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
-            let page = try? await ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 10)
+            let page = try? await ledger.erasures(tenantId: "tenant-a", status: nil, after: nil, limit: 10)
             guard let record = page?.records.first else { return false }
             let lateState = record.participants.first { $0.participant == "late" }
             let fastState = record.participants.first { $0.participant == "fast" }
             return fastState?.outcome == .erased && (lateState?.sends ?? 0) >= 3
         }
         #expect(resent, "no re-sends to the missing participant")
-        let a = try await ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 10).records
-        let b = try await ledger.erasures(tenantId: "tenant-b", status: nil, afterRow: 0, limit: 10).records
+        let a = try await ledger.erasures(tenantId: "tenant-a", status: nil, after: nil, limit: 10).records
+        let b = try await ledger.erasures(tenantId: "tenant-b", status: nil, after: nil, limit: 10).records
         #expect(a.count == 1 && b.count == 1, "duplicate closed events must make one erasure per tenant")
         #expect(a.first?.policy == .delete && b.first?.policy == .scrub)
         #expect(a.first?.status == .dispatched, "it must not complete while a participant is missing")
@@ -189,10 +189,10 @@ extension ErasureExecutorServiceTests {
 
         let verification = try await ledger.verifyAudit()
         #expect(verification.ok && verification.entries == 2)
-        let records = try await ledger.erasures(tenantId: "tenant-b", status: .completed, afterRow: 0, limit: 5)
+        let records = try await ledger.erasures(tenantId: "tenant-b", status: .completed, after: nil, limit: 5)
         #expect(records.records.first?.accountId == nil)
         #expect(records.records.first?.participants.map(\.outcome) == [.scrubbed, .scrubbed])
-        let deleted = try await ledger.erasures(tenantId: "tenant-a", status: .completed, afterRow: 0, limit: 5)
+        let deleted = try await ledger.erasures(tenantId: "tenant-a", status: .completed, after: nil, limit: 5)
         #expect(deleted.records.first?.participants.map(\.outcome) == [.erased, .erased])
     }
 
@@ -273,8 +273,8 @@ extension ErasureExecutorServiceTests {
             }
             #expect(dead.first?.header(DeadLetterQueue.errorHeader)?.stringValue?.contains("requestId") == true)
             // The DLQ record comes after both copies on the same partition: both were processed by now.
-            let c = try await parts.ledger.erasures(tenantId: "tenant-c", status: nil, afterRow: 0, limit: 10).records
-            let d = try await parts.ledger.erasures(tenantId: "tenant-d", status: nil, afterRow: 0, limit: 10).records
+            let c = try await parts.ledger.erasures(tenantId: "tenant-c", status: nil, after: nil, limit: 10).records
+            let d = try await parts.ledger.erasures(tenantId: "tenant-d", status: nil, after: nil, limit: 10).records
             #expect(c.count == 1 && d.isEmpty)
             #expect(c.first?.policy == .scrub && c.first?.cause == .refreshFailed)
             #expect(c.first?.requests == 1, "the redelivered request must not count again")

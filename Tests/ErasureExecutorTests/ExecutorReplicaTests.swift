@@ -6,9 +6,12 @@ import TestSupport
 
 @testable import erasure_executor
 
-/// Two replicas of a service that runs one active replica at a time (ReplicaLease), as processes over the dev broker.
-@Suite("erasure-executor at two replicas: one active, the other a standby that takes over")
+/// Two replicas of a service that runs one active replica at a time (ReplicaLease), as processes over the dev broker:
+/// the executor with `ERASURE_SINGLE_ACTIVE=true` (profile-store and oauth-gateway always run this way).
+@Suite("erasure-executor behind the lease at two replicas: one active, the other a standby that takes over")
 struct ExecutorReplicaTests {
+    static let leased = ["ERASURE_SINGLE_ACTIVE": "true"]
+
     @Test("""
         a second replica is a standby — not ready and saying why, its API forwarded to the active replica, its \
         workers idle — while the first is active; kill -9 the active one: the standby answers 503 until it takes over \
@@ -24,10 +27,10 @@ struct ExecutorReplicaTests {
         var started: [ExecutorProcess] = []
         do {
             let active = try await ExecutorProcess.start(
-                kafka: kafka, namespace: namespace, directory: firstDirectory, settings: [:])
+                kafka: kafka, namespace: namespace, directory: firstDirectory, settings: Self.leased)
             started.append(active)
             let standby = try await ExecutorProcess.start(
-                kafka: kafka, namespace: namespace, directory: secondDirectory, settings: [:], waitFor: "/health/live")
+                kafka: kafka, namespace: namespace, directory: secondDirectory, settings: Self.leased, waitFor: "/health/live")
             started.append(standby)
 
             try await expectOneActiveAndOneStandby(active: active, standby: standby)
@@ -118,10 +121,10 @@ struct ExecutorReplicaTests {
         var started: [ExecutorProcess] = []
         do {
             let active = try await ExecutorProcess.start(
-                kafka: kafka, namespace: namespace, directory: firstDirectory, settings: ["LOG_LEVEL": "info"])
+                kafka: kafka, namespace: namespace, directory: firstDirectory, settings: Self.leased.merging(["LOG_LEVEL": "info"]) { $1 })
             started.append(active)
             let standby = try await ExecutorProcess.start(
-                kafka: kafka, namespace: namespace, directory: secondDirectory, settings: [:], waitFor: "/health/live")
+                kafka: kafka, namespace: namespace, directory: secondDirectory, settings: Self.leased, waitFor: "/health/live")
             started.append(standby)
             let waiting = await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
                 (try? await standby.get("/health/ready", token: nil))?.body.contains("standby") == true

@@ -108,7 +108,7 @@ extension ProfileStoreParticipantTests {
             appId: "app-1", accountId: grace.accountId, tenantIds: ["tenant-a"], status: .closed, reportedAt: Date())
         try await producer.send(status, topic: topics.pdrStatus, key: "app-1:\(grace.accountId)")
         let resent = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
-            let page = try? await ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 1)
+            let page = try? await ledger.erasures(tenantId: "tenant-a", status: nil, after: nil, limit: 1)
             guard let states = page?.records.first?.participants else { return false }
             let outcome = { (name: String) in states.first { $0.participant == name }?.outcome }
             let lateSends = states.first { $0.participant == "late" }?.sends ?? 0
@@ -116,7 +116,7 @@ extension ProfileStoreParticipantTests {
         }
         #expect(resent, "no re-sends to the participant that is down, or the others did not ack")
         #expect(store.profiles() == 0, "profile-store still holds the profile")
-        let open = try await ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 1)
+        let open = try await ledger.erasures(tenantId: "tenant-a", status: nil, after: nil, limit: 1)
         #expect(open.records.first?.status == .dispatched, "it must not complete while a participant is missing")
     }
 
@@ -128,7 +128,7 @@ extension ProfileStoreParticipantTests {
             (try? await ledger.counts().byStatus[.completed]) == 1
         }
         #expect(completed, "the erasure did not complete after the third participant came back")
-        let record = try await ledger.erasures(tenantId: "tenant-a", status: nil, afterRow: 0, limit: 1)
+        let record = try await ledger.erasures(tenantId: "tenant-a", status: nil, after: nil, limit: 1)
         #expect(record.records.first?.participants.map(\.participant) == ["fast", "late", "profile-store"])
         #expect(record.records.first?.participants.map(\.outcome) == [.erased, .erased, .erased])
         let leftWithFast = await fast.held

@@ -21,16 +21,18 @@ struct TestExecutor {
         kafka: KafkaFixture, namespace: String, directory: TemporaryDirectory, extra: [String: String] = [:],
         singleActive: Bool = true
     ) async throws -> TestExecutor {
+        // Behind the lease unless a test asks for partition-owned replicas: most tests run one executor, and the
+        // lease's active one owns every partition from its first assignment.
         let environment = [
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrapServers, "LETHE_DATA_DIR": directory.url.path, "HTTP_PORT": "0",
             "LETHE_TOPIC_NAMESPACE": namespace, "KAFKA_TOPIC_PARTITIONS": "3", "LETHE_AUDIT_KEY": testAuditKey,
             "LETHE_ADMIN_TOKEN": "admin-token-0123456789", "ERASURE_RESEND_SECONDS": "1",
             "ERASURE_SWEEP_MILLISECONDS": "100", "ERASURE_STATE_RESTORE_SECONDS": "10", "LOG_LEVEL": "warning",
+            "ERASURE_SINGLE_ACTIVE": singleActive ? "true" : "false",
         ].merging(extra) { $1 }
         let config = try ErasureExecutorConfig(reader: ConfigReader(environment: environment))
         let parts = try await buildErasureExecutor(
-            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false,
-            singleActive: singleActive)
+            config: config, logger: kafka.logger, registry: PrometheusCollectorRegistry(), handleSignals: false)
         return TestExecutor(config: config, parts: parts)
     }
 }

@@ -350,3 +350,24 @@ struct OutboxRelayTests {
         }
     }
 }
+
+@Suite("One replica per SQLite file (OwnedDataFile)")
+struct OwnedDataFileTests {
+    @Test("a second claim on a claimed file is refused, naming it; once let go, the file can be claimed again")
+    func oneClaimAtATime() throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.file("service.sqlite")
+        let first = try OwnedDataFile(path, hint: "give each replica its own")
+        #expect {
+            _ = try OwnedDataFile(path, hint: "give each replica its own")
+        } throws: { error in
+            "\(error)" == "\(path) is in use by another replica; each replica needs a data directory of its own (give each replica its own)"
+        }
+        // Another file in the same directory is another claim.
+        let other = try OwnedDataFile(directory.file("other.sqlite"), hint: "")
+        first.release()
+        first.release()  // twice is harmless
+        let again = try OwnedDataFile(path, hint: "")
+        _ = (other, again)
+    }
+}

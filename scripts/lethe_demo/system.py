@@ -19,6 +19,8 @@ from .launcher import REPO, Failure, Supervisor, env_int, peak_rss_kib, say
 SERVICES = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gateway", "operator-console",
             "pdr-reporter"]
 PARTICIPANT = "python-example"
+# Services whose replicas each own the partitions their group assigns them, on a data directory of their own.
+PARTITIONED = ("pdr-reporter", "erasure-executor")
 # GATEWAY_INTERNAL is the gateway's internal listener (reporting-token API, metrics): a port, not a service.
 GATEWAY_INTERNAL = "oauth-gateway-internal"
 DEFAULT_PORTS = {"oauth-gateway": 8080, "profile-store": 8081, "pdr-reporter": 8082, "erasure-executor": 8083,
@@ -39,7 +41,8 @@ class System:
     A service run as several replicas gets one process per replica (`<service>-<n>`, each on its own ports) and a
     `Front` in front of them whose URL is the service's URL for everyone else, as a load balancer's would be. The
     replicas of a service that runs one active replica at a time (the lease) share its data directory, as compose's
-    replicas share a named volume; pdr-reporter's replicas, which split the partitions, each get their own."""
+    replicas share a named volume; pdr-reporter's and erasure-executor's replicas, which split the partitions, each
+    get their own."""
 
     def __init__(self, mode, replicas=None):
         self.mode = mode
@@ -220,12 +223,12 @@ class System:
 
     def service_env(self, service, number=None):
         env = self.service_env_shared(service)
-        if number is not None:  # one replica of several: its own ports; pdr-reporter its own data (it owns partitions)
+        if number is not None:  # one replica of several: its own ports, and its own data if it owns partitions
             name = f"{service}-{number}"
             env["HTTP_PORT"] = str(self.instance_ports[name][0])
             if self.instance_ports[name][1]:
                 env["HTTP_INTERNAL_PORT"] = str(self.instance_ports[name][1])
-            if service == "pdr-reporter":
+            if service in PARTITIONED:
                 env["LETHE_DATA_DIR"] = self.data_dir(name)
         return env
 

@@ -7,6 +7,12 @@ import Synchronization
 final class PartitionOwnership: Sendable {
     private let owned = Mutex<Set<Int32>?>(nil)
     private let gauge = Gauge(label: "lethe_erasure_partitions_owned")
+    private let onSettle: @Sendable (Set<Int32>) -> Void
+
+    /// `onSettle` learns each new ownership (the replica announces it, so requests about its partitions reach it).
+    init(onSettle: @escaping @Sendable (Set<Int32>) -> Void = { _ in }) {
+        self.onSettle = onSettle
+    }
 
     /// The partitions it owns now; nil while a rebalance is under way.
     var partitions: Set<Int32>? { owned.withLock { $0 } }
@@ -14,6 +20,7 @@ final class PartitionOwnership: Sendable {
     func settle(_ partitions: Set<Int32>) {
         owned.withLock { $0 = partitions }
         gauge.record(partitions.count)
+        onSettle(partitions)
     }
 
     func unsettle() {

@@ -4,9 +4,10 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceKit
+import ServiceRuntime
 
-/// `POST /v1/tenants/{tenant}/erasures` body.
-struct ErasureRequestBody: Decodable, Sendable {
+/// `POST /v1/tenants/{tenant}/erasures` body (encoded too: a replica asks the owner of a subject's partition).
+struct ErasureRequestBody: Codable, Sendable {
     var accountId: String
     var appId: String?
     var policy: ErasurePolicy?
@@ -31,6 +32,45 @@ extension ErasureCounts: ResponseCodable {
             pending: counts.byStatus[.pending] ?? 0, dispatched: counts.byStatus[.dispatched] ?? 0,
             needsAttention: counts.byStatus[.needsAttention] ?? 0, completed: counts.byStatus[.completed] ?? 0,
             open: counts.open, overdue: counts.overdue)
+    }
+}
+
+extension ErasureCounts {
+    /// Adds another replica's counts (of its partitions) to these.
+    mutating func add(_ other: ErasureCounts) {
+        pending += other.pending
+        dispatched += other.dispatched
+        needsAttention += other.needsAttention
+        completed += other.completed
+        open += other.open
+        overdue += other.overdue
+    }
+}
+
+extension ParticipantsOverview {
+    /// Merges another replica's overview into this one: every replica reads the same declarations and records the
+    /// same retirements (with the counts they were published with), but each counts the erasures of its own
+    /// partitions — what is awaited adds up, the latest acknowledgement is the latest of all.
+    mutating func merge(_ other: ParticipantsOverview) {
+        var byName = Dictionary(declared.map { ($0.participant, $0) }, uniquingKeysWith: { a, _ in a })
+        for theirs in other.declared {
+            guard var mine = byName[theirs.participant] else {
+                byName[theirs.participant] = theirs
+                continue
+            }
+            mine.awaited += theirs.awaited
+            mine.lastAckAt = [mine.lastAckAt, theirs.lastAckAt].compactMap { $0 }.max()
+            byName[theirs.participant] = mine
+        }
+        declared = byName.values.sorted { $0.participant < $1.participant }
+        // A retirement another replica has not recorded yet (or that only it recorded), once. To the second: the
+        // API's times have no fraction.
+        func key(_ retirement: Retirement) -> String {
+            "\(retirement.participant)@\(Int64(retirement.retiredAt.timeIntervalSince1970.rounded(.down)))"
+        }
+        let known = Set(retirements.map(key))
+        retirements += other.retirements.filter { !known.contains(key($0)) }
+        retirements.sort { ($0.retiredAt, $0.participant) < ($1.retiredAt, $1.participant) }
     }
 }
 
@@ -69,11 +109,13 @@ enum ErasureAPI {
     static func addRoutes(
         to router: Router<LetheRequestContext>, ledger: ErasureLedger, verifier: TenantTokenVerifier,
         adminToken: String, notifier: ErasureNotifier, gate: RestoreGate? = nil, metrics: ErasureMetrics? = nil,
-        logger: Logger = Logger(label: "erasure-executor"), onCompleted: @escaping @Sendable () -> Void = {}
+        partitions: PartitionRouter? = nil, logger: Logger = Logger(label: "erasure-executor"),
+        onCompleted: @escaping @Sendable () -> Void = {}
     ) {
         let routes = ErasureRoutes(
             ledger: ledger, verifier: verifier, admin: BearerSecret(adminToken, realm: "admin token"),
-            notifier: notifier, gate: gate, metrics: metrics, logger: logger, onCompleted: onCompleted)
+            notifier: notifier, gate: gate, metrics: metrics, partitions: partitions, logger: logger,
+            onCompleted: onCompleted)
         routes.addErasureRoutes(to: router)
         routes.addTenantRoutes(to: router)
         routes.addParticipantRoutes(to: router)

@@ -59,6 +59,16 @@ struct ChangelogReader: Sendable {
             return read
         }
         let restored = tally.withLock { $0 }
+        // A partition's previous owner may not have applied a retirement yet: its erasures still wait for the
+        // participant here.
+        let completedByRetirements = try await retryUntilDone(
+            "waiving retired participants", logger: logger, policy: .storage
+        ) { try await ledger.waiveRetiredInRestored() }
+        if completedByRetirements > 0 {
+            logger.notice("restored erasures completed: their remaining participants were retired", metadata: [
+                "count": "\(completedByRetirements)",
+            ])
+        }
         Counter(label: "lethe_erasure_changelog_restored_total").increment(by: restored.erasures)
         Counter(label: "lethe_erasure_changelog_refused_total").increment(by: restored.refused)
         gate.report(problem: nil)

@@ -76,6 +76,8 @@ final class ErasureIntake: Service, Sendable {
         let owned = Set(partitions.map(\.partition))
         let started = ContinuousClock.now
         let dropped = try await ledger.dropPartitions(keeping: owned)
+        // The forgotten open erasures held raw accountIds: their page images leave the -wal file now.
+        if dropped > 0 { checkpointer.request() }
         if !owned.isEmpty {  // a member the group gave nothing (more replicas than partitions) reads nothing back
             try await changelog.restore(
                 owned.sorted().map { TopicPartition(topic: changelogTopic, partition: $0) },

@@ -5,7 +5,7 @@ import Messaging
 
 extension StateReader {
     /// What one state record means to the ledger: a restore marker, a change (a tenant or participant upserted or,
-    /// as a tombstone, removed), or a record for the DLQ with the reason — a rejected declaration still keeps its
+    /// as a tombstone, removed; a participant retired), or a record for the DLQ with the reason — a rejected declaration still keeps its
     /// participant, named by the record key. Runs on the pipeline's reading task; never throws.
     static func prepare(
         _ message: KafkaMessage, topics: LetheTopics, metrics: ErasureMetrics, logger: Logger
@@ -47,6 +47,15 @@ extension StateReader {
         case topics.erasureParticipants:
             let at = message.timestampMilliseconds.map { Date(milliseconds: $0) } ?? Date()
             do {
+                if message.stringHeaders["ce_type"] == ParticipantRetired.eventType {
+                    let event = try message.decodeEvent(ParticipantRetired.self)
+                    guard !event.participant.isEmpty, key == event.participant else {
+                        let reason = "the record key is not the retired participant"
+                        return .reject(reason, keep: key.map { .rejectedParticipant(name: $0, reason: reason, at: at) }, key: key)
+                    }
+                    // It supersedes the declaration: the participant is not declared at the end of the restore.
+                    return .apply(.retired(event), key: event.participant, live: false)
+                }
                 let event = try message.decodeEvent(ParticipantDeclared.self)
                 guard !event.participant.isEmpty, key == event.participant else {
                     let reason = "the record key is not the event's participant"

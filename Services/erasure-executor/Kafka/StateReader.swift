@@ -284,6 +284,12 @@ final class StateReader: Service, Sendable {
     }
 
     private func note(_ effect: ErasureLedger.StateEffect) {
+        if effect.retirements > 0 {
+            logger.notice("participant retirements applied from the participants topic", metadata: [
+                "retirements": "\(effect.retirements)",
+            ])
+            relay.notify()  // the erasures it completed have their records in the outbox
+        }
         for name in effect.ignoredRetired {
             logger.info("a declaration from before its participant's retirement is ignored", metadata: [
                 "participant": "\(name)",

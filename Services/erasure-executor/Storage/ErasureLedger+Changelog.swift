@@ -7,8 +7,10 @@ import Storage
 /// The executor's changelog on `lethe.erasure.state.v1`: every change to an erasure that cannot be asked again —
 /// opened, dispatched, upgraded to `atlassian-closed`, a participant added, removed or waived, needing attention or
 /// retried, completed — is published as the erasure's whole state at that moment (`ErasureState`, keyed by its id,
-/// with its audit entry once completed), through the outbox, in the transaction that made it; a retirement as
-/// `ParticipantRetired`. The topic is compacted, so it holds the latest record of every erasure, and an executor that
+/// with its audit entry once completed), through the outbox, in the transaction that made it. (A retirement is
+/// published on the participants topic, as `ParticipantRetired` keyed by the participant, for every replica; before
+/// issue 18 it was on this topic, keyed `retired:<participant>:<ms>`, and such records are still read back.) The topic
+/// is compacted, so it holds the latest record of every erasure, and an executor that
 /// lost its volume reads it back (``restore(_:)``) and goes on: open erasures keep their participants, waivers and
 /// deadline, and the audit chain continues after the last entry.
 ///
@@ -33,7 +35,7 @@ extension ErasureLedger {
         }
     }
 
-    /// Publishes the state of every erasure listed in `erasure_changes` (and every new retirement). The erasure's
+    /// Publishes the state of every erasure listed in `erasure_changes` (and every retirement recorded here). The erasure's
     /// earlier records leave the outbox, sent or not: only the latest state matters, and an earlier one carries the
     /// accountId a completion drops from the file.
     private func publishChanges(in db: GRDB.Database) throws {
@@ -58,8 +60,10 @@ extension ErasureLedger {
                 participant: row["participant"], reason: row["reason"],
                 retiredAt: Date(timeIntervalSince1970: row["retired_at"]), waived: row["waived"],
                 completed: row["completed"])
+            // Keyed by the participant: under compaction it supersedes the declaration, and a later one supersedes it.
             try Outbox.enqueue(
-                try OutgoingMessage(event: event, topic: settings.stateTopic, key: event.key, source: settings.source),
+                try OutgoingMessage(
+                    event: event, topic: settings.participantsTopic, key: event.participant, source: settings.source),
                 in: db)
         }
         if !retirements.isEmpty { try db.execute(sql: "DELETE FROM retirement_changes") }

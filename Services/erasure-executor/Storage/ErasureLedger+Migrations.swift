@@ -185,5 +185,17 @@ extension ErasureLedger {
                 CREATE INDEX audit_by_time ON audit_log(completed_at_ms);
                 """)
         },
+        // Issue 18: lists of erasures are gathered from every replica and merged, so they are ordered by what every
+        // replica sees the same — the second an erasure was opened (as the API shows it) and its id — not by a
+        // file's row numbers.
+        Migration("erasure-executor.v7.list-order") { db in
+            try db.execute(sql: """
+                ALTER TABLE erasures ADD COLUMN created_second INTEGER
+                    GENERATED ALWAYS AS (CAST(created_at AS INTEGER)) VIRTUAL;
+                CREATE INDEX erasures_by_opening ON erasures(created_second, id);
+                CREATE INDEX erasures_by_tenant_opening ON erasures(tenant_id, created_second, id);
+                DROP INDEX erasures_by_tenant;
+                """)
+        },
     ]
 }

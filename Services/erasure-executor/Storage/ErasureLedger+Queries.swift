@@ -13,13 +13,42 @@ extension ErasureLedger {
         }
     }
 
-    /// A page of a tenant's erasures, oldest first, after row `afterRow`, optionally of one status.
-    func erasures(tenantId: String?, status: ErasureStatus?, afterRow: Int64, limit: Int) async throws
-        -> (records: [ErasureRecord], lastRow: Int64?)
+    /// Where a list of erasures resumes: after the erasure opened in `second` (since the epoch, as the API shows it)
+    /// with id `id`. Lists are ordered by it, oldest first, so pages gathered from several replicas merge into one.
+    struct ListPosition: Sendable, Equatable, Comparable {
+        var second: Int64
+        var id: String
+
+        init(second: Int64, id: String) {
+            self.second = second
+            self.id = id
+        }
+
+        /// The position of `record`.
+        init(of record: ErasureRecord) {
+            self.init(second: Int64(record.createdAt.timeIntervalSince1970.rounded(.down)), id: record.id)
+        }
+
+        /// From a cursor's key (`<second>|<id>`); nil when it is not one.
+        init?(key: String) {
+            let parts = key.split(separator: "|", maxSplits: 1)
+            guard parts.count == 2, let second = Int64(parts[0]), !parts[1].isEmpty else { return nil }
+            self.init(second: second, id: String(parts[1]))
+        }
+
+        var key: String { "\(second)|\(id)" }
+
+        static func < (a: Self, b: Self) -> Bool { (a.second, a.id) < (b.second, b.id) }
+    }
+
+    /// A page of erasures, of one tenant or (nil) of all, oldest first (``ListPosition``), after `after`, optionally
+    /// of one status; `more` when erasures follow.
+    func erasures(tenantId: String?, status: ErasureStatus?, after: ListPosition?, limit: Int) async throws
+        -> (records: [ErasureRecord], more: Bool)
     {
         try await database.read { db in
-            var sql = "SELECT * FROM erasures WHERE row > ?"
-            var arguments: StatementArguments = [afterRow]
+            var sql = "SELECT * FROM erasures WHERE (created_second, id) > (?, ?)"
+            var arguments: StatementArguments = [after?.second ?? Int64.min, after?.id ?? ""]
             if let tenantId {
                 sql += " AND tenant_id = ?"
                 arguments += [tenantId]
@@ -28,12 +57,11 @@ extension ErasureLedger {
                 sql += " AND status = ?"
                 arguments += [status.rawValue]
             }
-            sql += " ORDER BY row LIMIT ?"
+            sql += " ORDER BY created_second, id LIMIT ?"
             arguments += [limit + 1]
             let rows = try Row.fetchAll(db, sql: sql, arguments: arguments)
-            let page = Array(rows.prefix(limit))
-            let records = try page.map { try Self.record($0, in: db) }
-            return (records, rows.count > limit ? page.last?["row"] : nil)
+            let records = try rows.prefix(limit).map { try Self.record($0, in: db) }
+            return (records, rows.count > limit)
         }
     }
 

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import GRDB
 
@@ -23,38 +24,113 @@ extension ErasureLedger {
         var completed: [String]
     }
 
-    /// An operator retires participant `name` for `reason`: it is no longer declared (a declaration made before now
-    /// is ignored when the topic is read again; a later one makes it take part again), and in every open erasure
-    /// that waits for it its outcome becomes `waived` with the reason, which completes the erasures that waited for
-    /// it alone — each audited with the waiver in its entry. One transaction; the retirement is recorded too.
-    func retire(_ name: String, reason: String, at now: Date = Date()) async throws -> RetireEffect {
+    /// An operator retires participant `name` for `reason` at `now`: it is no longer declared (a declaration made
+    /// before then is ignored when the topic is read again; a later one makes it take part again), and in every open
+    /// erasure that waits for it its outcome becomes `waived` with the reason, which completes the erasures that
+    /// waited for it alone — each audited with the waiver in its entry. One transaction.
+    ///
+    /// `recorded`: the retirement is recorded too, and published on the participants topic (``ParticipantRetired``,
+    /// keyed by the participant, through the outbox) for every replica and every later start — by the replica that
+    /// took the operator's request, with `elsewhere`, what the other replicas waived in their partitions' erasures
+    /// (they retire with `recorded: false`, and record it when they read it on the topic).
+    func retire(
+        _ name: String, reason: String, at now: Date = Date(), recorded: Bool = true,
+        elsewhere: (waived: [String], completed: [String]) = ([], [])
+    ) async throws -> RetireEffect {
         try await write { [self] db in
             let declared = try Bool.fetchOne(
                 db, sql: "SELECT 1 FROM participants WHERE name = ?", arguments: [name]) == true
-            let waiting = try String.fetchAll(
-                db, sql: """
-                    SELECT e.id FROM erasure_participants p JOIN erasures e ON e.id = p.erasure_id
-                    WHERE p.participant = ? AND (p.outcome IS NULL OR p.outcome = 'failed')
-                      AND e.account_id IS NOT NULL
-                    ORDER BY e.row
-                    """, arguments: [name])
-            guard declared || !waiting.isEmpty else { return .notFound }
-            let t = now.timeIntervalSince1970
-            try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
-            let cache = TransactionCache()
-            var completed: [String] = []
-            for id in waiting where try waive(name, in: id, reason: reason, at: now, cache: cache, db: db) {
-                completed.append(id)
-            }
+            let (waiting, completed) = try waiveRetired(name, reason: reason, retiredAt: now, at: now, in: db)
+            guard declared || !waiting.isEmpty || !elsewhere.waived.isEmpty else { return .notFound }
             try db.execute(
-                sql: """
-                    INSERT INTO participant_retirements (participant, reason, retired_at, waived, completed)
-                    VALUES (?, ?, ?, ?, ?)
-                    """, arguments: [name, reason, t, waiting.count, completed.count])
-            return .retired(Retirement(
-                participant: name, reason: reason, retiredAt: Date(timeIntervalSince1970: t), waived: waiting,
-                completed: completed))
+                sql: "DELETE FROM participants WHERE name = ? AND declared_at <= ?",
+                arguments: [name, now.timeIntervalSince1970])
+            let retirement = Retirement(
+                participant: name, reason: reason, retiredAt: now, waived: waiting + elsewhere.waived,
+                completed: completed + elsewhere.completed)
+            if recorded {
+                try db.execute(
+                    sql: """
+                        INSERT INTO participant_retirements (participant, reason, retired_at, waived, completed)
+                        VALUES (?, ?, ?, ?, ?)
+                        """, arguments: [
+                            name, reason, now.timeIntervalSince1970, retirement.waived.count,
+                            retirement.completed.count,
+                        ])
+            }
+            return .retired(retirement)
         }
+    }
+
+    /// A retirement read on the participants topic: applied unless this replica recorded it already — its declaration
+    /// ends, it is waived in the open erasures that still wait for it (those of this replica's partitions that the
+    /// replica which took the request could not reach), and it is recorded with the counts it was published with,
+    /// not published again. Inside the caller's transaction; whether it was new.
+    func applyRetirement(_ event: ParticipantRetired, in db: GRDB.Database) throws -> Bool {
+        let t = event.retiredAt.timeIntervalSince1970
+        let known = try Bool.fetchOne(db, sql: """
+            SELECT 1 FROM participant_retirements WHERE participant = ? AND abs(retired_at - ?) < 0.001
+            """, arguments: [event.participant, t]) == true
+        guard !known else { return false }
+        _ = try waiveRetired(event.participant, reason: event.reason, retiredAt: event.retiredAt, in: db)
+        try db.execute(
+            sql: "DELETE FROM participants WHERE name = ? AND declared_at <= ?", arguments: [event.participant, t])
+        try db.execute(
+            sql: "INSERT INTO participant_retirements (participant, reason, retired_at, waived, completed) VALUES (?, ?, ?, ?, ?)",
+            arguments: [event.participant, event.reason, t, event.waived, event.completed])
+        try db.execute(sql: "DELETE FROM retirement_changes WHERE retirement = ?", arguments: [db.lastInsertedRowID])
+        return true
+    }
+
+    /// Waives every retired participant in the open erasures that still wait for it (see `waiveRetired`): those read
+    /// back from the changelog of a partition whose previous owner had not applied the retirement yet. Returns how
+    /// many erasures it completed.
+    func waiveRetiredInRestored() async throws -> Int {
+        try await write { [self] db in
+            let retirements = try Row.fetchAll(db, sql: """
+                SELECT r.participant, r.reason, r.retired_at FROM participant_retirements r
+                WHERE r.retired_at = (SELECT max(retired_at) FROM participant_retirements WHERE participant = r.participant)
+                  AND EXISTS (SELECT 1 FROM erasure_participants p JOIN erasures e ON e.id = p.erasure_id
+                      WHERE p.participant = r.participant AND (p.outcome IS NULL OR p.outcome = 'failed')
+                        AND e.account_id IS NOT NULL)
+                """)
+            var completed = 0
+            for row in retirements {
+                completed += try waiveRetired(
+                    row["participant"], reason: row["reason"],
+                    retiredAt: Date(timeIntervalSince1970: row["retired_at"]), in: db
+                ).completed.count
+            }
+            return completed
+        }
+    }
+
+    /// Waives `name` with `reason` in the open erasures that wait for it — every one, unless it declared again after
+    /// `retiredAt` (then only those opened by the retirement: it joined the others as a participant again) — and
+    /// returns the erasures it waived and those that completed. Every one, not only those opened before the
+    /// retirement, because a replica that learns of it late (from the topic, or a partition's changelog) opened
+    /// erasures for the participant meanwhile, and nothing else would ever complete them.
+    private func waiveRetired(
+        _ name: String, reason: String, retiredAt: Date, at now: Date = Date(), in db: GRDB.Database
+    ) throws
+        -> (waived: [String], completed: [String])
+    {
+        let declaredAgain = try Bool.fetchOne(
+            db, sql: "SELECT 1 FROM participants WHERE name = ? AND declared_at > ?",
+            arguments: [name, retiredAt.timeIntervalSince1970]) == true
+        let waiting = try String.fetchAll(
+            db, sql: """
+                SELECT e.id FROM erasure_participants p JOIN erasures e ON e.id = p.erasure_id
+                WHERE p.participant = ? AND (p.outcome IS NULL OR p.outcome = 'failed')
+                  AND e.account_id IS NOT NULL AND e.created_at <= ?
+                ORDER BY e.row
+                """, arguments: [name, declaredAgain ? retiredAt.timeIntervalSince1970 : Double.greatestFiniteMagnitude])
+        let cache = TransactionCache()
+        var completed: [String] = []
+        for id in waiting where try waive(name, in: id, reason: reason, at: now, cache: cache, db: db) {
+            completed.append(id)
+        }
+        return (waiting, completed)
     }
 
     // MARK: Waiving one participant of one erasure

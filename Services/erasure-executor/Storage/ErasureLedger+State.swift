@@ -21,6 +21,8 @@ extension ErasureLedger {
         case rejectedParticipant(name: String, reason: String, at: Date)
         /// A participant tombstone.
         case removeParticipant(String)
+        /// `ParticipantRetired`: an operator retired the participant (through any replica).
+        case retired(ParticipantRetired)
         /// A record of a state topic sent to its DLQ: remembered so that the re-read at the next start does not send
         /// it again.
         case deadLettered(topic: String, partition: Int32, offset: Int64, reason: String)
@@ -32,6 +34,8 @@ extension ErasureLedger {
         var joined = 0
         /// Declarations ignored because the participant was retired after them.
         var ignoredRetired: [String] = []
+        /// Retirements applied (not applied before on this replica).
+        var retirements = 0
     }
 
     /// Applies state records in order, in one transaction. With `joinOpenErasures` (once the start-up restore is
@@ -90,6 +94,8 @@ extension ErasureLedger {
             if joinOpenErasures { effect.joined += try join(name, at: now, in: db) }
         case .removeParticipant(let name):
             try db.execute(sql: "DELETE FROM participants WHERE name = ?", arguments: [name])
+        case .retired(let event):
+            if try applyRetirement(event, in: db) { effect.retirements += 1 }
         case .deadLettered(let topic, let partition, let offset, let reason):
             try db.execute(
                 sql: """

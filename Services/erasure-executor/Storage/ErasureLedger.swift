@@ -49,8 +49,10 @@ struct LedgerSettings: Sendable {
     var daySeconds: TimeInterval
     var commandsTopic: String
     var completedTopic: String
-    /// The executor's changelog (`ErasureState`, `ParticipantRetired`): see ErasureLedger+Changelog.
+    /// The executor's changelog (`ErasureState`): see ErasureLedger+Changelog.
     var stateTopic: String = Topics.erasureState.name
+    /// Where a retirement is published (`ParticipantRetired`, keyed by the participant).
+    var participantsTopic: String = Topics.erasureParticipants.name
     /// `KAFKA_TOPIC_PARTITIONS`: erasure ids are drawn so that Kafka's partitioner puts them on their subject's
     /// partition (``ErasureLedger/makeErasureId(at:forSubject:partitions:)``).
     var partitions = 1

@@ -131,9 +131,11 @@ package struct ErasureState: LetheEvent {
     }
 }
 
-/// An operator retired a participant (`POST /v1/participants/{participant}/retire`), on `lethe.erasure.state.v1`
-/// (key `retired:<participant>:<retiredAt in ms>`): restored with the erasures, so that a declaration older than the
-/// retirement, still on the compacted participants topic, stays ignored after the executor lost its volume.
+/// An operator retired a participant (`POST /v1/participants/{participant}/retire`), on
+/// `lethe.erasure.participants.v1`, keyed by the participant: under compaction it supersedes the participant's
+/// declaration (a later declaration supersedes it), and every executor replica applies it to the open erasures of its
+/// partitions and ignores declarations older than it — also after a replica lost its volume. Before issue 18 it was
+/// written on `lethe.erasure.state.v1` (key `retired:<participant>:<retiredAt in ms>`); such records are still read.
 package struct ParticipantRetired: LetheEvent {
     /// `lethe.ParticipantRetired`.
     package static let eventType = "lethe.ParticipantRetired"
@@ -144,13 +146,10 @@ package struct ParticipantRetired: LetheEvent {
     /// The operator's reason (PII-free: checked when given).
     package var reason: String
     package var retiredAt: Date
-    /// Open erasures in which it was waived.
+    /// Open erasures in which it was waived (on every replica that answered the operator's request).
     package var waived: Int
     /// Of them, completed by the retirement.
     package var completed: Int
-
-    /// The record key of this retirement.
-    package var key: String { "retired:\(participant):\(Int64((retiredAt.timeIntervalSince1970 * 1000).rounded()))" }
 
     /// Makes the event; see the properties.
     package init(participant: String, reason: String, retiredAt: Date, waived: Int, completed: Int) {
