@@ -7,7 +7,10 @@ struct ErasureExecutorEntrypoint {
     static func main() async throws {
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "erasure-executor")
         let config = ServiceBootstrap.exitOnConfigError { try ErasureExecutorConfig(reader: ConfigReader()) }
-        let parts = try await buildErasureExecutor(config: config, logger: logger, registry: registry)
+        let parts = await ServiceBootstrap.exitOnStartError {
+            try await buildErasureExecutor(config: config, logger: logger, registry: registry)
+        }
+        defer { withExtendedLifetime(parts.claim) {} }  // the claim on the data file lasts as long as the process
         try await parts.group.run()
     }
 }

@@ -7,7 +7,9 @@ struct OAuthGatewayEntrypoint {
     static func main() async throws {
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "oauth-gateway")
         let config = ServiceBootstrap.exitOnConfigError { try OAuthGatewayConfig(reader: ConfigReader()) }
-        let parts = try await buildOAuthGateway(config: config, logger: logger, registry: registry)
+        let parts = await ServiceBootstrap.exitOnStartError {
+            try await buildOAuthGateway(config: config, logger: logger, registry: registry)
+        }
         try await parts.group.run()
     }
 }

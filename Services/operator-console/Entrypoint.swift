@@ -7,7 +7,9 @@ struct OperatorConsoleEntrypoint {
     static func main() async throws {
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "operator-console")
         let config = ServiceBootstrap.exitOnConfigError { try OperatorConsoleConfig(reader: ConfigReader()) }
-        let parts = try await buildOperatorConsole(config: config, logger: logger, registry: registry)
+        let parts = await ServiceBootstrap.exitOnStartError {
+            try await buildOperatorConsole(config: config, logger: logger, registry: registry)
+        }
         try await parts.group.run()
     }
 }

@@ -7,7 +7,9 @@ struct PDRReporterEntrypoint {
     static func main() async throws {
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "pdr-reporter")
         let config = ServiceBootstrap.exitOnConfigError { try PDRReporterConfig(reader: ConfigReader()) }
-        let parts = try await buildPDRReporter(config: config, logger: logger, registry: registry)
+        let parts = await ServiceBootstrap.exitOnStartError {
+            try await buildPDRReporter(config: config, logger: logger, registry: registry)
+        }
         try await parts.group.run()
     }
 }

@@ -11,7 +11,9 @@ struct ProfileStoreEntrypoint {
         }
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "profile-store")
         let config = ServiceBootstrap.exitOnConfigError { try ProfileStoreConfig(reader: ConfigReader()) }
-        let parts = try await buildProfileStore(config: config, logger: logger, registry: registry)
+        let parts = await ServiceBootstrap.exitOnStartError {
+            try await buildProfileStore(config: config, logger: logger, registry: registry)
+        }
         try await parts.group.run()
     }
 }

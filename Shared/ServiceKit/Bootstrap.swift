@@ -37,4 +37,17 @@ package enum ServiceBootstrap {
             exit(1)
         }
     }
+
+    /// Runs a service's start step `body` (its build: files, topics, the broker); an error prints one line to standard
+    /// error, as `exitOnConfigError` does, and exits with status 1 — not a crash with a backtrace.
+    package static func exitOnStartError<T>(
+        isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> T
+    ) async -> T {
+        do {
+            return try await body()
+        } catch {
+            FileHandle.standardError.write(Data("startup error: \(error)\n".utf8))
+            exit(1)
+        }
+    }
 }
