@@ -360,9 +360,11 @@ executor_started=$(now)
 start_restoring_executor "$data/$ns.log"
 executor_ready=$(python3 -c "import time; print(f'{time.time() - $executor_started:.1f}')")
 stop_group "$launched"
-read_back=$(grep -o 'erasure.restore_time=[0-9.e+-]* [a-z]*' "$data/$ns.log" | tail -n 1 | cut -d= -f2 \
+# The start's read-back of the whole changelog (the one at its assignment that follows finds everything there).
+started_read=$(grep '\] changelog read back$' "$data/$ns.log" | tail -n 1)
+read_back=$(grep -o 'erasure.restore_time=[0-9.e+-]* [a-z]*' <<<"$started_read" | cut -d= -f2 \
   | awk '{ printf "%.1f s", $1 / ($2 == "milliseconds" ? 1000 : 1) }')
-restored=$(grep -o 'erasure.restored=[0-9]*' "$data/$ns.log" | tail -n 1 | cut -d= -f2)
+restored=$(grep -o 'erasure.restored=[0-9]*' <<<"$started_read" | cut -d= -f2)
 [ "${restored:-0}" = "$EXECUTOR_RESTORE_COUNT" ] || fail "the executor restored ${restored:-no} erasures of $EXECUTOR_RESTORE_COUNT"
 note "executor restore: $EXECUTOR_RESTORE_COUNT erasures of its changelog read back into an empty file in ${read_back}; ready ${executor_ready} s after its start"
 
