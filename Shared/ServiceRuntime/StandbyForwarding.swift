@@ -181,7 +181,10 @@ package final class ReplicaForwarder: Sendable {
 
     private func execute(_ outgoing: HTTPClientRequest, base: String) async throws -> HTTPClientResponse {
         guard let client = client.withLock({ $0 }) else {
-            throw ActiveReplicaMiddleware.standby("and it is not running yet")
+            // Before ReplicaPeers runs or after it stopped: this replica is starting or stopping.
+            throw HTTPError(
+                .serviceUnavailable, headers: [.retryAfter: "5"],
+                message: "this replica cannot reach the other replicas yet: it is starting or stopping")
         }
         do {
             let answer = try await client.execute(outgoing, deadline: .now() + .seconds(60), logger: logger)
