@@ -1,13 +1,14 @@
+import Contracts
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
-import Contracts
 import ServiceKit
 
 /// Where a request is answered, for a service whose replicas own partitions (erasure-executor): a request about one
 /// partition's data goes to the replica that owns it (``forwardUnlessOwned(_:context:partition:body:)``), and a
-/// question about all of it is asked of every owner and the answers merged by the route (``gather(_:context:body:headers:)``).
+/// question about all of it is asked of every owner and the answers merged by the route
+/// (``gather(_:context:uri:body:headers:)``).
 /// Owners are those the ``ReplicaDirectory`` knows; this replica's own partitions are what `owned` says now.
 ///
 /// A request another replica forwarded is answered from this replica's partitions only, never forwarded again: one
@@ -47,7 +48,8 @@ package struct PartitionRouter: Sendable {
     ) async throws -> ReplicaForwarder.Answer? {
         guard let owner = try owner(of: partition, request: request) else { return nil }
         return try await peers.forwarder.gather(
-            request, from: [owner.replica: owner.url], context: context, body: body, headers: [("content-type", "application/json")]
+            request, from: [owner.replica: owner.url], context: context, body: body,
+            headers: [("content-type", "application/json")]
         ).first
     }
 

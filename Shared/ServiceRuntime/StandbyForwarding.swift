@@ -59,7 +59,7 @@ package struct ActiveReplicaMiddleware: RouterMiddleware {
 
 /// Sends a request this replica received to another replica — a standby's to the active one, or one about a partition
 /// to its owner — streaming both bodies, and turns the answer into this replica's response; or asks other replicas the
-/// same question and collects their answers (``gather(_:from:context:body:headers:)``). Its own HTTP client never
+/// same question and collects their answers (``gather(_:from:context:uri:body:headers:)``). Its own HTTP client never
 /// follows redirects (the client must see them) and gives up on a replica that does not accept the connection within
 /// 2 s. The client exists while ``ReplicaPeers`` runs (``start()`` to ``shutdown()``): a service built and never run
 /// leaves nothing to shut down.
@@ -128,8 +128,8 @@ package final class ReplicaForwarder: Sendable {
     }
 
     /// Asks each replica of `bases` (replica id → base URL) the question `request` asks — its method, path and query
-    /// (or `uri`), its headers, with `body` and `headers` added — concurrently, and returns their answers (bodies up to 32 MiB). 503
-    /// when one does not answer: an answer that leaves a replica out would look whole and be wrong.
+    /// (or `uri`), its headers, with `body` and `headers` added — concurrently, and returns their answers (bodies up
+    /// to 32 MiB). 503 when one does not answer: an answer that leaves a replica out would look whole and be wrong.
     package func gather(
         _ request: Request, from bases: [String: String], context: LetheRequestContext, uri: String? = nil,
         body: ByteBuffer? = nil, headers: [(String, String)] = []

@@ -45,18 +45,7 @@ extension ErasureLedger {
                     try db.cachedStatement(sql: "DELETE FROM erasure_changes WHERE erasure_id = ?")
                         .execute(arguments: [state.erasureId])
                 case .retired(let event):
-                    let known = try Bool.fetchOne(db, sql: """
-                        SELECT 1 FROM participant_retirements WHERE participant = ? AND abs(retired_at - ?) < 0.001
-                        """, arguments: [event.participant, event.retiredAt.timeIntervalSince1970]) == true
-                    guard !known else { continue }
-                    try db.execute(
-                        sql: """
-                            INSERT INTO participant_retirements (participant, reason, retired_at, waived, completed)
-                            VALUES (?, ?, ?, ?, ?)
-                            """,
-                        arguments: [event.participant, event.reason, event.retiredAt.timeIntervalSince1970, event.waived,
-                                    event.completed])
-                    try db.execute(sql: "DELETE FROM retirement_changes WHERE retirement = ?", arguments: [db.lastInsertedRowID])
+                    guard try Self.recordRetirement(event, published: false, in: db) else { continue }
                     restored.retirements += 1
                 }
             }

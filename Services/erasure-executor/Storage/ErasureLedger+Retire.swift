@@ -42,21 +42,15 @@ extension ErasureLedger {
                 db, sql: "SELECT 1 FROM participants WHERE name = ?", arguments: [name]) == true
             let (waiting, completed) = try waiveRetired(name, reason: reason, retiredAt: now, at: now, in: db)
             guard declared || !waiting.isEmpty || !elsewhere.waived.isEmpty else { return .notFound }
-            try db.execute(
-                sql: "DELETE FROM participants WHERE name = ? AND declared_at <= ?",
-                arguments: [name, now.timeIntervalSince1970])
+            try Self.endDeclaration(of: name, before: now, in: db)
             let retirement = Retirement(
                 participant: name, reason: reason, retiredAt: now, waived: waiting + elsewhere.waived,
                 completed: completed + elsewhere.completed)
             if recorded {
-                try db.execute(
-                    sql: """
-                        INSERT INTO participant_retirements (participant, reason, retired_at, waived, completed)
-                        VALUES (?, ?, ?, ?, ?)
-                        """, arguments: [
-                            name, reason, now.timeIntervalSince1970, retirement.waived.count,
-                            retirement.completed.count,
-                        ])
+                let event = ParticipantRetired(
+                    participant: name, reason: reason, retiredAt: now, waived: retirement.waived.count,
+                    completed: retirement.completed.count)
+                _ = try Self.recordRetirement(event, published: true, in: db)
             }
             return .retired(retirement)
         }
@@ -67,19 +61,43 @@ extension ErasureLedger {
     /// replica which took the request could not reach), and it is recorded with the counts it was published with,
     /// not published again. Inside the caller's transaction; whether it was new.
     func applyRetirement(_ event: ParticipantRetired, in db: GRDB.Database) throws -> Bool {
-        let t = event.retiredAt.timeIntervalSince1970
-        let known = try Bool.fetchOne(db, sql: """
-            SELECT 1 FROM participant_retirements WHERE participant = ? AND abs(retired_at - ?) < 0.001
-            """, arguments: [event.participant, t]) == true
-        guard !known else { return false }
+        guard try !Self.isRecorded(event, in: db) else { return false }
         _ = try waiveRetired(event.participant, reason: event.reason, retiredAt: event.retiredAt, in: db)
+        try Self.endDeclaration(of: event.participant, before: event.retiredAt, in: db)
+        return try Self.recordRetirement(event, published: false, in: db)
+    }
+
+    /// Whether this file recorded `event` (a retirement of its participant at its time, to the millisecond).
+    private static func isRecorded(_ event: ParticipantRetired, in db: GRDB.Database) throws -> Bool {
+        try Bool.fetchOne(db, sql: """
+            SELECT 1 FROM participant_retirements WHERE participant = ? AND abs(retired_at - ?) < 0.001
+            """, arguments: [event.participant, event.retiredAt.timeIntervalSince1970]) == true
+    }
+
+    /// Records `event` unless it is recorded already; whether it was new. `published`: its record goes out on the
+    /// participants topic (a trigger lists it, ErasureLedger+Changelog publishes it); a retirement read from a topic
+    /// is not published again.
+    static func recordRetirement(_ event: ParticipantRetired, published: Bool, in db: GRDB.Database) throws -> Bool {
+        guard try !isRecorded(event, in: db) else { return false }
         try db.execute(
-            sql: "DELETE FROM participants WHERE name = ? AND declared_at <= ?", arguments: [event.participant, t])
-        try db.execute(
-            sql: "INSERT INTO participant_retirements (participant, reason, retired_at, waived, completed) VALUES (?, ?, ?, ?, ?)",
-            arguments: [event.participant, event.reason, t, event.waived, event.completed])
-        try db.execute(sql: "DELETE FROM retirement_changes WHERE retirement = ?", arguments: [db.lastInsertedRowID])
+            sql: """
+                INSERT INTO participant_retirements (participant, reason, retired_at, waived, completed)
+                VALUES (?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                event.participant, event.reason, event.retiredAt.timeIntervalSince1970, event.waived, event.completed,
+            ])
+        if !published {
+            try db.execute(sql: "DELETE FROM retirement_changes WHERE retirement = ?", arguments: [db.lastInsertedRowID])
+        }
         return true
+    }
+
+    /// Ends `name`'s declaration unless it declared again after `time`.
+    private static func endDeclaration(of name: String, before time: Date, in db: GRDB.Database) throws {
+        try db.execute(
+            sql: "DELETE FROM participants WHERE name = ? AND declared_at <= ?",
+            arguments: [name, time.timeIntervalSince1970])
     }
 
     /// Waives every retired participant in the open erasures that still wait for it (see `waiveRetired`): those read
