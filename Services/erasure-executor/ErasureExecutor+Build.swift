@@ -71,7 +71,9 @@ func buildErasureExecutor(
     let consumer = try context.consumer(
         group: "erasure-executor", topics: [topics.pdrStatus, topics.erasureRequests, topics.erasureAcks]
     ) { $0.assignmentStrategy = .range }
-    let ownership = PartitionOwnership { [peers = context.peers] in peers?.directory.announce(partitions: $0) }
+    let ownership = PartitionOwnership(gauge: "lethe_erasure_partitions_owned") { [peers = context.peers] in
+        peers?.directory.announce(partitions: $0)
+    }
     let intake = ErasureIntake(
         consumer: consumer, ledger: ledger, topics: topics, relay: relay, checkpointer: checkpointer,
         producer: producer, gate: gate, metrics: metrics,

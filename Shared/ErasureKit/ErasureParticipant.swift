@@ -112,22 +112,18 @@ package struct ErasureParticipantConfig: Sendable {
 /// consumer moves on.
 ///
 /// List it after the `KafkaProducer` it uses in the `ServiceGroup` (which shuts services down in reverse order), so
-/// the producer outlives it. It runs its consumer itself.
+/// the producer outlives it. It runs its consumer itself. A service that consumes the commands in a group of its own
+/// (profile-store, whose replicas own partitions of the commands and of their subjects' data alike) uses an
+/// ``ErasureAcknowledger`` instead.
 package final class ErasureParticipant: Service, Sendable {
-    private let config: ErasureParticipantConfig
-    private let handler: any ErasureHandler
-    private let producer: KafkaProducer
+    private let acknowledger: ErasureAcknowledger
     private let pipeline: ConsumerPipeline<EraseSubject>
-    private let logger: Logger
 
     package init(
         config: ErasureParticipantConfig, handler: any ErasureHandler, producer: KafkaProducer,
         bootstrapServers: String, logger: Logger
     ) throws(KafkaError) {
-        self.config = config
-        self.handler = handler
-        self.producer = producer
-        self.logger = logger
+        acknowledger = ErasureAcknowledger(config: config, handler: handler, producer: producer, logger: logger)
         let consumer = try KafkaConsumer(
             config: KafkaConsumerConfig(
                 bootstrapServers: bootstrapServers,
@@ -145,16 +141,34 @@ package final class ErasureParticipant: Service, Sendable {
     /// Declares, then processes commands until graceful shutdown.
     package func run() async throws {
         try await pipeline.run(waitingFor: {
-            try await self.declare()
+            try await self.acknowledger.declare()
             return true
         }) { batch in
-            try await self.handle(batch.map(\.item))
+            try await self.acknowledger.handle(batch.map(\.item))
             return []
         }
     }
+}
+
+/// The part of ``ErasureParticipant`` that does not consume: declaring the participant, and resolving a batch of
+/// commands through the ``ErasureHandler`` and acknowledging them. A service that reads the commands with its own
+/// consumer calls ``declare()`` before its first command and ``handle(_:)`` for each batch, before it commits the
+/// batch's offsets.
+package struct ErasureAcknowledger: Sendable {
+    private let config: ErasureParticipantConfig
+    private let handler: any ErasureHandler
+    private let producer: KafkaProducer
+    private let logger: Logger
+
+    package init(config: ErasureParticipantConfig, handler: any ErasureHandler, producer: KafkaProducer, logger: Logger) {
+        self.config = config
+        self.handler = handler
+        self.producer = producer
+        self.logger = logger
+    }
 
     /// Publishes `ParticipantDeclared`, retrying until the broker has it: the executor must know to wait for us.
-    private func declare() async throws {
+    package func declare() async throws {
         let declaration = ParticipantDeclared(participant: config.participant, holds: config.holds, declaredAt: Date())
         let message = try OutgoingMessage(
             event: declaration, topic: config.participantsTopic, key: config.participant, source: config.source)
@@ -171,7 +185,7 @@ package final class ErasureParticipant: Service, Sendable {
     /// Nothing is committed before the handler's transaction and the acks are durable, so a crash anywhere
     /// re-delivers the batch, which the handler's records turn into re-acks. A command that cannot be decoded went
     /// to the DLQ before.
-    private func handle(_ commands: [EraseSubject]) async throws {
+    package func handle(_ commands: [EraseSubject]) async throws {
         let results = await resolve(commands)
         var acks: [OutgoingMessage] = []
         acks.reserveCapacity(commands.count)

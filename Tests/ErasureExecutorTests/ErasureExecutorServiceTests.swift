@@ -46,26 +46,6 @@ actor TestParticipantHandler: ErasureHandler {
     }
 }
 
-/// A service group running in the background until `stop()`.
-final class RunningGroup: Sendable {
-    private let group: ServiceGroup
-    private let task: Task<Void, any Error>
-
-    init(_ group: ServiceGroup) {
-        self.group = group
-        task = Task { try await group.run() }
-    }
-
-    convenience init(_ services: [any Service], logger: Logger) {
-        self.init(ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: logger)))
-    }
-
-    func stop() async {
-        await group.triggerGracefulShutdown()
-        _ = try? await task.value
-    }
-}
-
 @Suite("erasure-executor against the dev broker, with ErasureKit participants in-process")
 struct ErasureExecutorServiceTests {
     let kafka: KafkaFixture

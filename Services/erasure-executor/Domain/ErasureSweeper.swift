@@ -1,5 +1,6 @@
 import Logging
 import ServiceLifecycle
+import ServiceRuntime
 
 /// Periodically dispatches pending erasures, re-sends missing acks, flags overdue erasures, and refreshes the gauges.
 final class ErasureSweeper: Service, Sendable {

@@ -2,6 +2,7 @@ import Contracts
 import Logging
 import Messaging
 import ServiceLifecycle
+import ServiceRuntime
 import Storage
 
 /// Consumes closed statuses, erasure requests and acks in one group, through the shared ``ConsumerPipeline``:
