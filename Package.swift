@@ -173,8 +173,7 @@ let package = Package(
             dependencies: [
                 "AtlassianClient", "atlassian-sandbox", "ServiceKit", "Contracts", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"), httpClient,
                 .product(name: "Prometheus", package: "swift-prometheus"), lifecycle,
             ]
         ),
@@ -193,7 +192,7 @@ let package = Package(
             dependencies: [
                 "profile-store", "Storage", "ErasureKit", "Messaging", "Contracts", "ServiceKit", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"), lifecycle, logging, prometheus, hummingbird,
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"), httpClient,
             ]
         ),
         .testTarget(

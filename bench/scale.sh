@@ -12,12 +12,10 @@
 #   sandbox accepted after the lift ÷ the time from the first to the last of those calls (the sandbox's call log;
 #   CYCLE is long enough that no account comes due twice in that time, which the analysis checks).
 # - Erasure, for each replica count r: ERASURES `closed` statuses published at once (ERASURE_RATE/s) through r
-#   erasure-executors (each on a data directory of its own, owning a share of the partitions) and r profile-stores
-#   (on one data directory, as compose's `--scale` mounts one volume) and erasure-bench's two in-process participants
-#   (bench/erasure.sh describes the data set). Throughput = ERASURES ÷ (first status published → last
-#   ErasureCompleted read). profile-store runs one active replica at a time (docs/architecture.md, "Replicas"): its
-#   other replicas are standbys until its state is partition-owned (issue 18). erasure-bench's CPU figures are the
-#   first executor's and the active profile-store's.
+#   erasure-executors and r profile-stores (each on a data directory of its own, owning a share of the partitions)
+#   and erasure-bench's two in-process participants (bench/erasure.sh describes the data set). Throughput = ERASURES
+#   ÷ (first status published → last ErasureCompleted read). erasure-bench's CPU figures are the first executor's and
+#   the first profile-store's.
 # - Restore: RESTORE_COUNT AccountHeld and their AccountReported changelog on one partition; one reporter starts on
 #   an empty data directory. Printed: the changelog restore (the reporter's own pdr.restore_time) and the time from
 #   the assignment until its registry holds every account with its last report (the restore of the partition).
@@ -226,16 +224,16 @@ PY
 erasure() {
   local r="$1" ns="$run-erasure-$1" group=() store_ports=() store_pids=() executor_ports=() executor_pids=() i port
   "$BIN/erasure-bench" prepare "$B" "$ns" "$ERASURES" "$PARTITIONS" || fail "could not publish tenants and profiles"
-  mkdir -p "$data/$ns-store"
   for i in $(seq 1 "$r"); do
     port=$(free_port)
-    launch "$data/$ns-store-$i.log" KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/$ns-store" HTTP_PORT="$port" \
-      LETHE_TOPIC_NAMESPACE="$ns" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" LOG_LEVEL=warning "$BIN/profile-store"
+    mkdir -p "$data/$ns-store-$i"
+    launch "$data/$ns-store-$i.log" KAFKA_BOOTSTRAP_SERVERS="$B" LETHE_DATA_DIR="$data/$ns-store-$i" \
+      HTTP_PORT="$port" LETHE_TOPIC_NAMESPACE="$ns" KAFKA_TOPIC_PARTITIONS="$PARTITIONS" LOG_LEVEL=warning \
+      "$BIN/profile-store"
     store_ports+=("$port"); store_pids+=("$launched")
   done
-  local active
-  active=$(wait_active 60 "${store_ports[@]}") || fail "no profile-store became active"
-  local store_pid="${store_pids[$active]}"
+  wait_all_ready 90 "${store_ports[@]}" || fail "not every profile-store became ready"
+  local store_pid="${store_pids[0]}"
   "$BIN/erasure-bench" wait-held "$B" "$ns" "$ERASURES" 180 "$store_pid" || fail "profile-store did not take the profiles"
   local audit_key admin_token
   audit_key=$(secret); admin_token=$(secret)

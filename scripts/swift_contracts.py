@@ -11,7 +11,7 @@ CONTRACTS = ROOT / "Shared" / "Contracts"
 def declarations():
     """Every topic of `Topics.all`, in its order, as a dict: name, key (the AsyncAPI key schema, e.g.
     `AccountKey`), events (event type names without `lethe.`), tombstones, compacted, retention_ms (or None),
-    partitions (a fixed count, or None for the configured one), dead_lettered (whether it has a `.dlq`: a topic with
+    max_compaction_lag_ms (or None), partitions (a fixed count, or None for the configured one), dead_lettered (whether it has a `.dlq`: a topic with
     records, unless declared `hasDLQ: false`).
 
     Fails loudly when a declared topic (`package static let x = TopicDefinition(...)`) is not in `all`, or `all` names
@@ -20,29 +20,20 @@ def declarations():
     source = (CONTRACTS / "Topics.swift").read_text()
     key_schemas = dict(re.findall(r'case (\w+) = "(\w+Key)"', source))
     declared = {}
-    for constant, name, key, events, tombstones, compacted, retention, partitions, has_dlq in re.findall(
+    for constant, name, key, events, tombstones, compacted, retention, lag, partitions, has_dlq in re.findall(
         r'package static let (\w+) = TopicDefinition\(\s*name: "(lethe\.[^"]+)", key: \.(\w+), events: \[([^\]]*)\],'
         r"\s*tombstones: (true|false),\s*compacted: (true|false), retentionMs: ([^),]+)"
-        r"(?:, partitions: (\d+))?(?:, hasDLQ: (true|false))?\)",
+        r"(?:,\s*maxCompactionLagMs: ([^),]+))?(?:,\s*partitions: (\d+))?(?:,\s*hasDLQ: (true|false))?\)",
         source
     ):
         if key not in key_schemas:
             raise SystemExit(f"swift_contracts: unknown TopicKey .{key} in Topics.swift")
-        retention = retention.strip()
-        if retention == "nil":
-            retention_ms = None
-        elif retention == "TopicDefinition.sevenDaysMs":
-            retention_ms = 7 * 24 * 60 * 60 * 1000
-        elif retention == "TopicDefinition.thirtyDaysMs":
-            retention_ms = 30 * 24 * 60 * 60 * 1000
-        elif retention.isdigit():
-            retention_ms = int(retention)
-        else:
-            raise SystemExit(f"swift_contracts: cannot read retentionMs {retention!r} in Topics.swift")
+        retention_ms = _milliseconds(retention, "retentionMs")
         event_names = [event.strip().removesuffix(".self") for event in events.split(",") if event.strip()]
         declared[constant] = {
             "name": name, "key": key_schemas[key], "events": event_names,
             "tombstones": tombstones == "true", "compacted": compacted == "true", "retention_ms": retention_ms,
+            "max_compaction_lag_ms": _milliseconds(lag, "maxCompactionLagMs") if lag else None,
             "partitions": int(partitions) if partitions else None,
             "dead_lettered": has_dlq != "false" and bool(event_names or tombstones == "true"),
         }
@@ -59,6 +50,20 @@ def declarations():
     if missing:
         raise SystemExit(f"swift_contracts: declared topics not in Topics.all: {', '.join(missing)}")
     return [declared[constant] for constant in order]
+
+
+def _milliseconds(value, argument):
+    """A duration argument of a declaration: `nil`, a `TopicDefinition` constant, or digits."""
+    value = value.strip()
+    if value == "nil":
+        return None
+    if value == "TopicDefinition.sevenDaysMs":
+        return 7 * 24 * 60 * 60 * 1000
+    if value == "TopicDefinition.thirtyDaysMs":
+        return 30 * 24 * 60 * 60 * 1000
+    if value.isdigit():
+        return int(value)
+    raise SystemExit(f"swift_contracts: cannot read {argument} {value!r} in Topics.swift")
 
 
 def topics():

@@ -4,7 +4,8 @@ import Foundation
 /// `profile-store ingest-baseline <directory> <count> <batch>` — what SQLite on this disk gives profile-store's ingest
 /// with no Kafka: `count` distinct profiles (4 tenants, 2 apps, as `make bench-ingest` produces them) stored in
 /// batches of `batch` through the service's own ``ProfileDatabase/ingest(_:)`` — the same schema, the same upsert,
-/// the same transaction per batch, the same outbox rows — into a new file in `directory`.
+/// the same transaction per batch, the same outbox rows (`AccountHeld` and the changelog's `ProfilesHeld`) — into a
+/// new file in `directory`.
 ///
 /// Timed like the bench times the service: from the end of the first batch to the end of the last, counting the
 /// profiles after the first batch. Prints `baseline: <n> profiles/s (<count> in batches of <batch>)`. `make
@@ -29,7 +30,9 @@ enum IngestBaseline {
         do {
             try FileManager.default.createDirectory(
                 at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-            let database = try ProfileDatabase(path: file.path)
+            let database = try ProfileDatabase(
+                path: file.path,
+                changelog: ProfileChangelog(topic: Topics.profileState.name, partitions: Topics.defaultPartitionCount))
             let base = Date()
             let events = (0..<count).map { index in
                 ProfileFetched(

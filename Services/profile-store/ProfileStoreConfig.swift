@@ -13,10 +13,15 @@ struct ProfileStoreConfig: Sendable {
     var ingestBatch: Int
     /// Where tenant tokens are verified: `LETHE_GATEWAY_URL`, `LETHE_JWKS_URL`, `LETHE_TOKEN_ISSUER`.
     var tenantAuth: TenantAuthConfig
+    /// `PROFILE_STORE_SINGLE_ACTIVE` (default false): run one active replica at a time behind the lease, the others
+    /// standbys on the same file, as before its replicas owned partitions — for a deployment that keeps one shared
+    /// volume. Otherwise every replica owns the partitions its group assigns it, on a file of its own.
+    var singleActive: Bool
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8081)
         ingestBatch = try reader.int("PROFILE_STORE_INGEST_BATCH", default: 5000, range: 1...100_000)
         tenantAuth = try TenantAuthConfig(reader: reader)
+        singleActive = try reader.bool("PROFILE_STORE_SINGLE_ACTIVE", default: false)
     }
 }

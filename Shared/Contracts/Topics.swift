@@ -63,6 +63,16 @@ package enum Topics {
     package static let erasureState = TopicDefinition(
         name: "lethe.erasure.state.v1", key: .erasureState, events: [ErasureState.self, ParticipantRetired.self],
         tombstones: false, compacted: true, retentionMs: nil, hasDLQ: false)
+    /// `ProfilesHeld` (keyed `appId:accountId`, or `unlinked:<id>`; a tombstone: nothing held under the key) and
+    /// `ProfileErasureRecorded` (keyed `erasure:<erasureId>`): profile-store's changelog, each record on the partition
+    /// of its subject's profiles (co-partitioned with ``profiles`` and ``erasureCommands``), read back by the replica
+    /// its group assigns that partition. Compacted; holds personal data, so a value replaced or tombstoned by an
+    /// erasure is compacted away within ``TopicDefinition/sevenDaysMs`` (`max.compaction.lag.ms`), the profiles
+    /// topic's own retention. No DLQ (its reader logs and counts what it cannot use).
+    package static let profileState = TopicDefinition(
+        name: "lethe.profiles.state.v1", key: .profileState, events: [ProfilesHeld.self, ProfileErasureRecorded.self],
+        tombstones: true, compacted: true, retentionMs: nil, maxCompactionLagMs: TopicDefinition.sevenDaysMs,
+        hasDLQ: false)
     /// One partition, which the replicas of a service that must run one active replica at a time share as a consumer
     /// group (`<service>.replicas`); the member Kafka assigns it to is the active one (`ReplicaLease`). Its records,
     /// `ReplicaActivated` keyed by service, say where each service's active replica answers, so standbys forward
@@ -78,14 +88,16 @@ package enum Topics {
     /// messages, keys, policy, retention), and a debug build refuses to send an event to a topic that does not carry it.
     package static let all: [TopicDefinition] = [
         tenants, profiles, pdrAccounts, pdrReports, pdrStatus, erasureRequests, erasureCommands, erasureAcks,
-        erasureParticipants, erasureCompleted, erasureState, replicas,
+        erasureParticipants, erasureCompleted, erasureState, profileState, replicas,
     ]
 
     /// Partitions per topic when configuration says nothing else.
     package static let defaultPartitionCount = 12
 
     /// Topics that are co-partitioned by key and therefore must be created with the same partition count:
-    /// partition p of each must land on the same pdr-reporter instance.
+    /// partition p of each must land on the same pdr-reporter instance. (profile-store's ``profiles``,
+    /// ``erasureCommands`` and ``profileState`` are co-partitioned the same way; every topic gets the configured
+    /// count, and a service refuses to start on a topic that has another.)
     package static let coPartitioned: [TopicDefinition] = [pdrAccounts, pdrReports]
 
     /// Header a consumer adds to a dead-lettered record, holding why it could not be processed.
@@ -138,6 +150,8 @@ package enum TopicKey: String, Sendable, Hashable {
     case erasureState = "ErasureStateKey"
     /// A service's name (the lease topic).
     case service = "ServiceKey"
+    /// `appId:accountId`, `unlinked:<id>` or `erasure:<erasureId>` (profile-store's changelog).
+    case profileState = "ProfileStateKey"
 }
 
 /// One topic, declared: name, key, the events it carries, cleanup policy and retention. The partition count is
@@ -160,6 +174,9 @@ package struct TopicDefinition: Sendable, Hashable {
     /// `retention.ms` for a delete-policy topic; `nil` means no time-based deletion (compacted topics keep the
     /// latest value per key for ever).
     package var retentionMs: Int64?
+    /// `max.compaction.lag.ms` of a compacted topic holding personal data: how long a replaced or tombstoned value
+    /// may stay before compaction removes it (Kafka rolls the active segment for it too); nil for the broker's default.
+    package var maxCompactionLagMs: Int64?
     /// The partition count whatever `KAFKA_TOPIC_PARTITIONS` says (the lease topic: 1); nil for the configured count.
     package var partitions: Int?
     /// Whether the topic has a DLQ: every topic whose records someone consumes (a topic without events has none),
@@ -170,7 +187,7 @@ package struct TopicDefinition: Sendable, Hashable {
     /// Makes a definition; see the properties for what each value means.
     package init(
         name: String, key: TopicKey, events: [any LetheEvent.Type], tombstones: Bool, compacted: Bool,
-        retentionMs: Int64?, partitions: Int? = nil, hasDLQ: Bool = true
+        retentionMs: Int64?, maxCompactionLagMs: Int64? = nil, partitions: Int? = nil, hasDLQ: Bool = true
     ) {
         self.name = name
         self.key = key
@@ -178,16 +195,20 @@ package struct TopicDefinition: Sendable, Hashable {
         self.tombstones = tombstones
         self.compacted = compacted
         self.retentionMs = retentionMs
+        self.maxCompactionLagMs = maxCompactionLagMs
         self.partitions = partitions
         self.hasDLQ = hasDLQ
     }
 
-    /// The Kafka topic configuration entries this definition implies (`cleanup.policy`, `retention.ms`).
+    /// The Kafka topic configuration entries this definition implies (`cleanup.policy`, `retention.ms`,
+    /// `max.compaction.lag.ms`).
     ///
     /// A compacted topic gets `retention.ms=-1` so that a broker default of 7 days can never delete state.
     package var kafkaConfig: [String: String] {
         if compacted {
-            return ["cleanup.policy": "compact", "retention.ms": "-1"]
+            var config = ["cleanup.policy": "compact", "retention.ms": "-1"]
+            if let maxCompactionLagMs { config["max.compaction.lag.ms"] = String(maxCompactionLagMs) }
+            return config
         }
         return ["cleanup.policy": "delete", "retention.ms": String(retentionMs ?? -1)]
     }

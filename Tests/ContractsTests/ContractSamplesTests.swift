@@ -136,6 +136,32 @@ struct ContractSamplesTests {
                 ParticipantRetired(participant: "old", reason: "gone", retiredAt: instant, waived: 0, completed: 0),
                 variant: "minimal"),
 
+            // profile-store's changelog: every tenant's profile of an account, and one unlinked scrubbed profile;
+            // an erasure it applied, and a suppression carried over from a file made before the changelog.
+            try sample(
+                ProfilesHeld(appId: "app-own", accountId: "acc-1", profiles: [
+                    .init(platformUserId: "u-1", tenantId: "tenant-1", name: "Ada", email: "ada@example.com",
+                          nickname: "ada", picture: "https://avatar.example/acc-1", holdsPersonalData: true,
+                          fetchedAt: instant),
+                ]),
+                variant: "full"),
+            try sample(
+                ProfilesHeld(appId: "app-own", accountId: nil, profiles: [
+                    .init(platformUserId: "u-2", tenantId: "tenant-2", name: nil, email: nil, nickname: nil,
+                          picture: nil, holdsPersonalData: false, fetchedAt: later),
+                ]),
+                variant: "minimal"),
+            try sample(
+                ProfileErasureRecorded(
+                    erasureId: "er-1", tenantId: "tenant-1", appId: "app-own", accountDigest: "ab12",
+                    erasedThrough: instant, suppressed: true, outcome: .erased),
+                variant: "full"),
+            try sample(
+                ProfileErasureRecorded(
+                    erasureId: "er-0", tenantId: nil, appId: "app-own", accountDigest: "cd34", erasedThrough: nil,
+                    suppressed: true, outcome: nil),
+                variant: "minimal"),
+
             try sample(
                 ReplicaActivated(
                     service: "erasure-executor", replica: "r-7f3a", url: "http://10.0.3.7:8080",
@@ -172,9 +198,9 @@ struct ContractSamplesTests {
             #expect(object["schemaVersion"] as? String == written, "\(sample.fileName)")
         }
 
-        // Thirteen event types, each with a full and a minimal sample, no file name twice.
+        // Fifteen event types, each with a full and a minimal sample, no file name twice.
         let types = Set(samples.map(\.eventType))
-        #expect(types.count == 13)
+        #expect(types.count == 15)
         #expect(Set(samples.map(\.fileName)).count == samples.count)
         for type in types {
             #expect(samples.filter { $0.eventType == type }.count == 2, "\(type)")

@@ -8,7 +8,7 @@ struct TopicsTests {
             "lethe.tenants.v1", "lethe.profiles.v1", "lethe.pdr.accounts.v1", "lethe.pdr.reports.v1",
             "lethe.pdr.status.v1", "lethe.erasure.requests.v1", "lethe.erasure.commands.v1",
             "lethe.erasure.acks.v1", "lethe.erasure.participants.v1", "lethe.erasure.completed.v1",
-            "lethe.erasure.state.v1", "lethe.replicas.v1",
+            "lethe.erasure.state.v1", "lethe.profiles.state.v1", "lethe.replicas.v1",
         ])
         #expect(Set(Topics.all.map(\.name)).count == Topics.all.count)
     }
@@ -17,12 +17,17 @@ struct TopicsTests {
         let compacted = Topics.all.filter(\.compacted)
         #expect(compacted == [
             Topics.tenants, Topics.pdrAccounts, Topics.pdrReports, Topics.erasureParticipants,
-            Topics.erasureCompleted, Topics.erasureState, Topics.replicas,
+            Topics.erasureCompleted, Topics.erasureState, Topics.profileState, Topics.replicas,
         ])
         #expect(Topics.all.filter(\.compacted).allSatisfy { $0.retentionMs == nil })
         #expect(Topics.pdrAccounts.kafkaConfig == [
             "cleanup.policy": "compact", "retention.ms": "-1",
         ])
+        // profile-store's changelog holds profiles: a value an erasure replaced is compacted away within 7 days.
+        #expect(Topics.profileState.kafkaConfig == [
+            "cleanup.policy": "compact", "retention.ms": "-1", "max.compaction.lag.ms": "604800000",
+        ])
+        #expect(Topics.all.filter { $0.maxCompactionLagMs != nil } == [Topics.profileState])
     }
 
     @Test func profilesAreKeptSevenDaysAndOtherEventTopicsThirty() {
@@ -60,7 +65,7 @@ struct TopicsTests {
     func declarationsCoverEveryTopicAndEvent() {
         let paths: [KeyPath<Topics.Type, TopicDefinition>] = [
             \.tenants, \.profiles, \.pdrAccounts, \.pdrReports, \.pdrStatus, \.erasureRequests, \.erasureCommands,
-            \.erasureAcks, \.erasureParticipants, \.erasureCompleted, \.erasureState, \.replicas,
+            \.erasureAcks, \.erasureParticipants, \.erasureCompleted, \.erasureState, \.profileState, \.replicas,
         ]
         #expect(paths.map { Topics.definition(of: $0) } == Topics.all)
         let namespaced = LetheTopics(namespace: "run-1")
@@ -77,8 +82,9 @@ struct TopicsTests {
         #expect(Topics.replicas.partitions == 1 && !Topics.replicas.deadLettered && Topics.replicas.compacted)
         #expect(Topics.carries(Topics.replicas.name, ReplicaActivated.self))
         #expect(Topics.all.filter { $0.partitions != nil } == [Topics.replicas])
-        // Without a DLQ: the lease topic, and the executor's changelog (its reader logs what it cannot use).
-        #expect(Topics.all.filter { !$0.deadLettered } == [Topics.erasureState, Topics.replicas])
+        // Without a DLQ: the lease topic, and the changelogs (their readers log what they cannot use).
+        #expect(Topics.all.filter { !$0.deadLettered } == [Topics.erasureState, Topics.profileState, Topics.replicas])
+        #expect(Topics.carries(Topics.profileState.name, ProfilesHeld.self) && Topics.profileState.tombstones)
         #expect(Topics.carries(Topics.erasureState.name, ErasureState.self) && Topics.carries(Topics.erasureState.name, ParticipantRetired.self))
     }
 }

@@ -32,7 +32,7 @@ func command(
 func announcements(_ store: ProfileDatabase, key: String) async throws -> [AccountHeld?] {
     try await store.database.read { db in try Outbox.all(in: db) }
         .map(\.entry.message)
-        .filter { $0.key == Array(key.utf8) }
+        .filter { $0.topic == "acc" && $0.key == Array(key.utf8) }
         .map { message in
             try message.value.map { try EventCodec.decode(AccountHeld.self, from: $0) }
         }

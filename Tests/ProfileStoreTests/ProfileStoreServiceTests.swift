@@ -75,10 +75,10 @@ struct ProfileStoreServiceTests {
             try await send(fetched("t2", account, at: 20), topic: topics.profiles, key: key)
             try await send(fetched("t1", account, at: 5, name: "Old"), topic: topics.profiles, key: key)
             let ingested = await eventually(timeout: .seconds(30)) {
-                let stats = parts.ingestor.stats
+                let stats = parts.intake.stats
                 return stats.applied == 2 && stats.stale == 1
             }
-            #expect(ingested, "stats: \(parts.ingestor.stats)")
+            #expect(ingested, "stats: \(parts.intake.stats)")
             #expect(try await parts.database.profileCount() == 2)
 
             let erase = command("e-1", "t1", account, .delete, cause: .atlassianClosed)
@@ -90,7 +90,7 @@ struct ProfileStoreServiceTests {
             #expect(acks.allSatisfy { $0.participant == "profile-store" && $0.erasureId == "e-1" })
 
             try await send(fetched("t1", account, at: 99, name: "Late"), topic: topics.profiles, key: key)
-            #expect(await eventually(timeout: .seconds(30)) { parts.ingestor.stats.suppressed == 1 })
+            #expect(await eventually(timeout: .seconds(30)) { parts.intake.stats.suppressed == 1 })
             #expect(try await parts.database.profile(tenantId: "t1", appId: "app-1", accountId: account) == nil)
 
             // Under scrub too, a closed account's accountId must leave the file (the row stays, unlinked).
@@ -140,13 +140,13 @@ struct ProfileStoreServiceTests {
             try await producer.send(try OutgoingMessage(
                 event: fetched("t1", account, at: 50, name: "Overtaken"), topic: topics.profiles, key: key,
                 source: "test"))
-            #expect(await eventually(timeout: .seconds(30)) { parts.ingestor.stats.erased == 1 },
-                    "stats: \(parts.ingestor.stats)")
+            #expect(await eventually(timeout: .seconds(30)) { parts.intake.stats.erased == 1 },
+                    "stats: \(parts.intake.stats)")
             #expect(try await parts.database.profileCount() == 0)
             // The user signs in again after the erasure: stored.
             try await producer.send(try OutgoingMessage(
                 event: fetched("t1", account, at: 150, name: "Again"), topic: topics.profiles, key: key, source: "test"))
-            #expect(await eventually(timeout: .seconds(30)) { parts.ingestor.stats.applied == 1 })
+            #expect(await eventually(timeout: .seconds(30)) { parts.intake.stats.applied == 1 })
             #expect(try await parts.database.profile(tenantId: "t1", appId: "app-1", accountId: account)?.name == "Again")
         }
     }
@@ -236,11 +236,25 @@ struct ProfileStoreServiceTests {
 
     /// Every account's last AccountHeld on the topic: both tenants, t1's (older) retrieval time.
     private func expectEveryAccountHeldOnTheTopic(topics: LetheTopics, accounts: Int) async throws {
+        // Kept as records arrive (the topic holds the first process's announcements and the restart's again): how
+        // many accounts' latest record holds both tenants.
+        let complete = LockedValue<(both: Set<String>, failed: Bool)>(([], false))
         let records = try await readUntil(kafka, topic: topics.pdrAccounts, timeout: .seconds(120)) { messages in
-            guard messages.count >= accounts else { return false }
-            let last = (try? lastPerKey(messages)) ?? [:]
-            return last.count == accounts && last.values.allSatisfy { $0?.tenantIds == ["t1", "t2"] }
+            guard let message = messages.last else { return false }
+            return complete.withValue { state in
+                let key = message.keyString ?? ""
+                let held: AccountHeld?
+                do {
+                    held = try message.value.map { try EventCodec.decode(AccountHeld.self, from: $0) }
+                } catch {
+                    state.failed = true
+                    return true
+                }
+                if held?.tenantIds == ["t1", "t2"] { state.both.insert(key) } else { state.both.remove(key) }
+                return state.both.count == accounts
+            }
         }
+        #expect(!complete.withValue { $0.failed }, "a record on the accounts topic is not an AccountHeld")
         let last = try lastPerKey(records)
         #expect(last.count == accounts)
         let wrong = last.filter { key, held in

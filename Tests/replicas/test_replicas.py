@@ -6,11 +6,11 @@ was killed when: every sign-in answered, every closed account erased, each erasu
 every participant, the audit verifying, every account reported once per cycle and none early, nothing of a closed
 account on any replica's disk, and every service back to one active replica (or, partitioned, every replica ready).
 
-profile-store and oauth-gateway run one active replica at a time (`ReplicaLease`; their replicas share a data
-directory as compose's share a volume), so the kill that matters is the active one's: the chaos kills the active
-replica of each. pdr-reporter's and erasure-executor's replicas split the partitions, each with its own directory;
-one of them is killed, and the other takes its partitions over. The console is stateless. The seed is printed
-(LETHE_REPLICAS_SEED replays a run's choices).
+oauth-gateway runs one active replica at a time (`ReplicaLease`; its replicas share a data directory as compose's
+share a volume), so the kill that matters is the active one's: the chaos kills the active replica. pdr-reporter's,
+erasure-executor's and profile-store's replicas split the partitions, each with its own directory; one of them is
+killed, and the others take its partitions over (profile-store's and the executor's from their changelogs). The
+console is stateless. The seed is printed (LETHE_REPLICAS_SEED replays a run's choices).
 
 Needs the service binaries (LETHE_DEMO_BIN_DIR, default .build/debug) and starts the dev broker unless
 KAFKA_BOOTSTRAP_SERVERS names one. Nothing is skipped: when the system cannot start, every test fails with the reason.
@@ -33,8 +33,8 @@ from lethe_demo.scenario import Scenario  # noqa: E402
 from lethe_demo.system import System  # noqa: E402
 
 REPLICAS = {"profile-store": 2, "erasure-executor": 2, "oauth-gateway": 2, "operator-console": 2, "pdr-reporter": 3}
-LEASED = ("profile-store", "oauth-gateway")
-PARTITIONED = ("erasure-executor", "pdr-reporter")
+LEASED = ("oauth-gateway",)
+PARTITIONED = ("erasure-executor", "pdr-reporter", "profile-store")
 PARTICIPANTS = {"profile-store", "oauth-gateway", "python-example"}
 
 
@@ -247,6 +247,8 @@ def test_nothing_of_a_closed_account_on_any_replicas_disk(run):
     assert len(reporters) == 3, f"expected the three reporters' own files, found {sorted(reporters)}"
     executors = {os.path.basename(os.path.dirname(path)) for path in files if "/erasure-executor-" in path}
     assert len(executors) == 2, f"expected the two executors' own files, found {sorted(executors)}"
+    stores = {os.path.basename(os.path.dirname(path)) for path in files if "/profile-store-" in path}
+    assert len(stores) == 2, f"expected the two profile-stores' own files, found {sorted(stores)}"
     hits = []
     for path in files:
         try:

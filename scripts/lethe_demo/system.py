@@ -20,7 +20,7 @@ SERVICES = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gat
             "pdr-reporter"]
 PARTICIPANT = "python-example"
 # Services whose replicas each own the partitions their group assigns them, on a data directory of their own.
-PARTITIONED = ("pdr-reporter", "erasure-executor")
+PARTITIONED = ("pdr-reporter", "erasure-executor", "profile-store")
 # GATEWAY_INTERNAL is the gateway's internal listener (reporting-token API, metrics): a port, not a service.
 GATEWAY_INTERNAL = "oauth-gateway-internal"
 DEFAULT_PORTS = {"oauth-gateway": 8080, "profile-store": 8081, "pdr-reporter": 8082, "erasure-executor": 8083,
@@ -41,8 +41,8 @@ class System:
     A service run as several replicas gets one process per replica (`<service>-<n>`, each on its own ports) and a
     `Front` in front of them whose URL is the service's URL for everyone else, as a load balancer's would be. The
     replicas of a service that runs one active replica at a time (the lease) share its data directory, as compose's
-    replicas share a named volume; pdr-reporter's and erasure-executor's replicas, which split the partitions, each
-    get their own."""
+    replicas share a named volume; pdr-reporter's, erasure-executor's and profile-store's replicas, which split the
+    partitions, each get their own."""
 
     def __init__(self, mode, replicas=None):
         self.mode = mode

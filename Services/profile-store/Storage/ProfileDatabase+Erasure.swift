@@ -21,8 +21,10 @@ extension ProfileDatabase {
     /// account, and records the outcome under the erasureId — all in one transaction. A command already recorded
     /// returns the recorded outcome and changes nothing.
     func erase(_ command: EraseSubject) async throws -> ErasureResult {
-        let topic = accountsTopic
-        return try await database.write { db in try Self.erase(command, accountsTopic: topic, in: db) }
+        let (topic, changelog) = (accountsTopic, self.changelog)
+        return try await database.write { db in
+            try Self.erase(command, accountsTopic: topic, changelog: changelog, in: db)
+        }
     }
 
     /// ``erase(_:)`` for a batch of commands, in order, in ONE transaction: one WAL sync for the batch instead of one
@@ -30,15 +32,15 @@ extension ProfileDatabase {
     /// its own record, looked up inside the transaction, so a command repeated within the batch (a re-send next to
     /// the original) returns the first one's outcome. Any error rolls the whole batch back.
     func erase(_ commands: [EraseSubject]) async throws -> [ErasureResult] {
-        let topic = accountsTopic
+        let (topic, changelog) = (accountsTopic, self.changelog)
         return try await database.write { db in
-            try commands.map { try Self.erase($0, accountsTopic: topic, in: db) }
+            try commands.map { try Self.erase($0, accountsTopic: topic, changelog: changelog, in: db) }
         }
     }
 
-    private static func erase(_ command: EraseSubject, accountsTopic topic: String, in db: GRDB.Database) throws
-        -> ErasureResult
-    {
+    private static func erase(
+        _ command: EraseSubject, accountsTopic topic: String, changelog: ProfileChangelog?, in db: GRDB.Database
+    ) throws -> ErasureResult {
         if let recorded = try recorded(command.erasureId, in: db) { return recorded }
         // The watermark goes in whether or not a profile is held: the profile may still be on its way (issue 15).
         try db.cachedStatement(sql: """
@@ -62,6 +64,8 @@ extension ProfileDatabase {
             db.cachedStatement(sql: "SELECT 1 FROM profiles WHERE tenant_id = ? AND app_id = ? AND account_id = ?"),
             arguments: arguments) != nil
         let outcome: ErasureOutcome
+        // Profiles no longer linked to the account keep a changelog key of their own.
+        var unlinked: [String] = []
         if !exists {
             outcome = .nothingHeld
         } else {
@@ -74,22 +78,44 @@ extension ProfileDatabase {
             case .scrub:
                 // A closed account's accountId goes too, under every policy (issue 15): the scrubbed row keeps its
                 // platform user, not its link to the closed Atlassian account (the suppression list has the digest).
-                try db.cachedStatement(sql: """
-                    UPDATE profiles SET name = NULL, email = NULL, nickname = NULL, picture = NULL,
-                        holds_personal_data = 0, account_id = CASE WHEN ? THEN NULL ELSE account_id END
-                    WHERE tenant_id = ? AND app_id = ? AND account_id = ?
-                    """).execute(arguments: [command.cause == .atlassianClosed] + arguments)
+                let closed = command.cause == .atlassianClosed
+                unlinked = try Optional<String>.fetchAll(
+                    db.cachedStatement(sql: """
+                        UPDATE profiles SET name = NULL, email = NULL, nickname = NULL, picture = NULL,
+                            holds_personal_data = 0, account_id = CASE WHEN ?1 THEN NULL ELSE account_id END,
+                            unlinked_id = CASE WHEN ?1 THEN lower(hex(randomblob(16))) ELSE unlinked_id END
+                        WHERE tenant_id = ?2 AND app_id = ?3 AND account_id = ?4
+                        RETURNING unlinked_id
+                        """),
+                    arguments: [closed] + arguments
+                ).compactMap { $0 }
                 outcome = .scrubbed
             case .disassociate:
-                try db.cachedStatement(sql: """
-                    UPDATE profiles SET account_id = NULL, holds_personal_data = 0
-                    WHERE tenant_id = ? AND app_id = ? AND account_id = ?
-                    """).execute(arguments: arguments)
+                unlinked = try String.fetchAll(
+                    db.cachedStatement(sql: """
+                        UPDATE profiles SET account_id = NULL, holds_personal_data = 0,
+                            unlinked_id = lower(hex(randomblob(16)))
+                        WHERE tenant_id = ? AND app_id = ? AND account_id = ?
+                        RETURNING unlinked_id
+                        """),
+                    arguments: arguments)
                 outcome = .disassociated
             }
         }
         if let key = try? AccountKey(appId: command.appId, accountId: command.accountId) {
             _ = try announce(key, topic: topic, in: db)
+            if let changelog {
+                try writeChangelog(accounts: [key], to: changelog, in: db)
+                try writeChangelog(unlinked: unlinked, to: changelog, in: db)
+                try writeChangelog(
+                    erasure: ProfileErasureRecorded(
+                        erasureId: command.erasureId, tenantId: command.tenantId, appId: command.appId,
+                        accountDigest: SuppressionDigest.of(accountId: command.accountId),
+                        erasedThrough: command.issuedAt, suppressed: command.cause == .atlassianClosed,
+                        outcome: outcome),
+                    key: erasurePrefix + command.erasureId, partition: changelog.partition(of: key), to: changelog,
+                    in: db)
+            }
         }
         try ProcessedEvents.record(command.erasureId, consumer: erasureConsumer, outcome: outcome.rawValue, in: db)
         return ErasureResult(outcome: outcome)

@@ -32,6 +32,8 @@ struct StoredProfile: Sendable, Equatable {
     var nickname: String?
     var picture: String?
     var fetchedAt: Date
+    /// Its place in a tenant's list, the same on every replica: `appId:accountId`, or `:<id>` once unlinked.
+    var listKey: String
 }
 
 /// profile-store's SQLite file: profiles per (tenant, app, accountId), the suppression list, the `AccountHeld` state
@@ -44,8 +46,11 @@ final class ProfileDatabase: Sendable {
 
     let database: SQLiteDatabase
     let accountsTopic: String
+    /// Where every change is also written, for the replica that owns its partition next; nil in tests that do not
+    /// look at it (nothing is written, and no partition is ever dropped).
+    let changelog: ProfileChangelog?
 
-    init(path: String, accountsTopic: String = Topics.pdrAccounts.name) throws {
+    init(path: String, accountsTopic: String = Topics.pdrAccounts.name, changelog: ProfileChangelog? = nil) throws {
         // secure_delete: an erased name or email is overwritten in the file, not left in a free page.
         // An ingest batch dirties pages all over the profiles table, its three indexes, the announcements and the
         // outbox: with SQLite's 2 MiB cache the writer spilled dirty pages to the WAL mid-transaction (seen in the
@@ -53,9 +58,10 @@ final class ProfileDatabase: Sendable {
         // copy-and-sync out of most commits and copies a page rewritten by several batches once. Peak RSS grows by
         // at most the cache.
         database = try SQLiteDatabase(
-            path: path, migrations: Self.migrations, secureDelete: true, writerCacheKiB: 32 * 1024,
+            path: path, migrations: Self.migrations + Self.changelogMigrations, secureDelete: true, writerCacheKiB: 32 * 1024,
             walAutocheckpointPages: 8192)
         self.accountsTopic = accountsTopic
+        self.changelog = changelog
     }
 
     static let migrations: [Migration] = [
@@ -172,7 +178,7 @@ final class ProfileDatabase: Sendable {
     /// outbox. A newer stored `fetchedAt` wins; a suppressed account is dropped. A profile is filed under the
     /// event's `userId` (the gateway's user); an event without one (a 1.0 producer) gets a new random id.
     func ingest(_ events: [ProfileFetched]) async throws -> IngestSummary {
-        let topic = accountsTopic
+        let (topic, changelog) = (accountsTopic, self.changelog)
         return try await database.write { db in
             var summary = IngestSummary()
             var touched: [AccountKey] = []
@@ -181,8 +187,8 @@ final class ProfileDatabase: Sendable {
             // nothing), and only an event that changed nothing is looked at again, to count it as suppressed or stale.
             let upsert = try db.cachedStatement(sql: """
                 INSERT INTO profiles (platform_user_id, tenant_id, app_id, account_id, name, email, nickname, picture,
-                    holds_personal_data, fetched_at, stored_at)
-                SELECT coalesce(?11, ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10
+                    holds_personal_data, fetched_at, stored_at, kafka_partition)
+                SELECT coalesce(?11, ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?13
                 WHERE NOT EXISTS (SELECT 1 FROM suppressed_accounts WHERE app_id = ?3 AND account_digest = ?12)
                     AND NOT EXISTS (SELECT 1 FROM erased_accounts
                         WHERE tenant_id = ?2 AND app_id = ?3 AND account_digest = ?12 AND erased_through >= ?9)
@@ -194,10 +200,11 @@ final class ProfileDatabase: Sendable {
                 """)
             let now = millis(Date())
             for event in events {
+                let key = try AccountKey(appId: event.appId, accountId: event.accountId)
                 try upsert.execute(arguments: [
                     RandomIdentifier.uuidString(), event.tenantId, event.appId, event.accountId, event.name,
                     event.email, event.nickname, event.picture, millis(event.fetchedAt), now, event.userId,
-                    SuppressionDigest.of(accountId: event.accountId),
+                    SuppressionDigest.of(accountId: event.accountId), changelog?.partition(of: key),
                 ])
                 if db.changesCount == 0 {
                     if try Self.isSuppressed(appId: event.appId, accountId: event.accountId, in: db) {
@@ -210,10 +217,10 @@ final class ProfileDatabase: Sendable {
                     continue
                 }
                 summary.applied += 1
-                let key = try AccountKey(appId: event.appId, accountId: event.accountId)
                 if seen.insert(key).inserted { touched.append(key) }
             }
             summary.announced = try Self.announce(touched, topic: topic, in: db)
+            if let changelog { try Self.writeChangelog(accounts: touched, to: changelog, in: db) }
             return summary
         }
     }
@@ -310,17 +317,16 @@ final class ProfileDatabase: Sendable {
         }
     }
 
-    /// One page of a tenant's profiles in storage order: rows after row `afterRow`, at most `limit`, with the row id
-    /// of the last one (the next page's cursor) when more may follow.
-    func profilePage(tenantId: String, afterRow: Int64, limit: Int) async throws
-        -> (profiles: [StoredProfile], lastRow: Int64?)
+    /// One page of a tenant's profiles in list-key order (the same on every replica, so replicas' pages merge): the
+    /// profiles after `afterKey`, at most `limit`, and whether more follow.
+    func profilePage(tenantId: String, afterKey: String?, limit: Int) async throws
+        -> (profiles: [StoredProfile], more: Bool)
     {
         try await database.read { db in
             let rows = try Row.fetchAll(
-                db, sql: "SELECT * FROM profiles WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
-                arguments: [tenantId, afterRow, limit + 1])
-            let page = rows.prefix(limit)
-            return (page.map(Self.profile), rows.count > limit ? page.last?["id"] : nil)
+                db, sql: "SELECT * FROM profiles WHERE tenant_id = ? AND list_key > ? ORDER BY list_key LIMIT ?",
+                arguments: [tenantId, afterKey ?? "", limit + 1])
+            return (rows.prefix(limit).map(Self.profile), rows.count > limit)
         }
     }
 
@@ -363,7 +369,7 @@ final class ProfileDatabase: Sendable {
         StoredProfile(
             platformUserId: row["platform_user_id"], tenantId: row["tenant_id"], appId: row["app_id"],
             accountId: row["account_id"], name: row["name"], email: row["email"], nickname: row["nickname"],
-            picture: row["picture"], fetchedAt: date(row["fetched_at"]))
+            picture: row["picture"], fetchedAt: date(row["fetched_at"]), listKey: row["list_key"])
     }
 }
 
