@@ -63,8 +63,8 @@ package enum Topics {
     package static let erasureState = TopicDefinition(
         name: "lethe.erasure.state.v1", key: .erasureState, events: [ErasureState.self, ParticipantRetired.self],
         tombstones: false, compacted: true, retentionMs: nil, hasDLQ: false)
-    /// `ProfilesHeld` (keyed `appId:accountId`, or `unlinked:<id>`; a tombstone: nothing held under the key) and
-    /// `ProfileErasureRecorded` (keyed `erasure:<erasureId>`): profile-store's changelog, each record on the partition
+    /// `ProfilesHeld` (keyed `appId:accountId`, or `:unlinked:<id>`; a tombstone: nothing held under the key) and
+    /// `ProfileErasureRecorded` (keyed `:erasure:<erasureId>`): profile-store's changelog, each record on the partition
     /// of its subject's profiles (co-partitioned with ``profiles`` and ``erasureCommands``), read back by the replica
     /// its group assigns that partition. Compacted; holds personal data, so a value replaced or tombstoned by an
     /// erasure is compacted away within ``TopicDefinition/sevenDaysMs`` (`max.compaction.lag.ms`), the profiles
@@ -150,7 +150,7 @@ package enum TopicKey: String, Sendable, Hashable {
     case erasureState = "ErasureStateKey"
     /// A service's name (the lease topic).
     case service = "ServiceKey"
-    /// `appId:accountId`, `unlinked:<id>` or `erasure:<erasureId>` (profile-store's changelog).
+    /// `appId:accountId`, `:unlinked:<id>` or `:erasure:<erasureId>` (profile-store's changelog).
     case profileState = "ProfileStateKey"
 }
 

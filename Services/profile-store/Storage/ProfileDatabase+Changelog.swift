@@ -37,8 +37,10 @@ struct ChangelogRestored: Sendable, Equatable {
 }
 
 extension ProfileDatabase {
-    static let unlinkedPrefix = "unlinked:"
-    static let erasurePrefix = "erasure:"
+    /// The changelog keys that are not an account's start with ':', which no `AccountKey` does (its appId is not
+    /// empty): `:unlinked:<id>` and `:erasure:<erasureId>`.
+    static let unlinkedPrefix = ":unlinked:"
+    static let erasurePrefix = ":erasure:"
 
     /// The changelog key of a profile no longer linked to an account.
     static func unlinkedKey(_ id: String) -> String { unlinkedPrefix + id }

@@ -2,7 +2,7 @@ import Foundation
 
 /// The profiles profile-store holds under one changelog key, on `lethe.profiles.state.v1` (compacted, private to
 /// profile-store): every tenant's profile of one account (key `appId:accountId`), or one profile no longer linked to
-/// an account (key `unlinked:<id>`, after `disassociate`, or a closed account's `scrub`). Written in the transaction
+/// an account (key `:unlinked:<id>`, after `disassociate`, or a closed account's `scrub`). Written in the transaction
 /// of every change to them (through the outbox), to the key's partition of the profiles topic, and read back by the
 /// replica its group assigns that partition: a replica that takes a partition over holds its profiles, and one that
 /// lost its volume loses none. A tombstone on the key means nothing is held under it any more; with the topic's
@@ -45,7 +45,7 @@ package struct ProfilesHeld: LetheEvent {
 
     /// The OAuth app.
     package var appId: String
-    /// The Atlassian accountId; nil under an `unlinked:<id>` key.
+    /// The Atlassian accountId; nil under an `:unlinked:<id>` key.
     package var accountId: String?
     /// The profiles under the key (one tenant's at most once); never empty: nothing held is a tombstone.
     package var profiles: [Profile]
@@ -58,13 +58,13 @@ package struct ProfilesHeld: LetheEvent {
     }
 }
 
-/// An erasure command profile-store applied, on `lethe.profiles.state.v1` (key `erasure:<erasureId>`, on the
+/// An erasure command profile-store applied, on `lethe.profiles.state.v1` (key `:erasure:<erasureId>`, on the
 /// partition of the command's subject): what a replica that takes the partition over needs to keep every promise
 /// about it — the outcome (a re-sent command is answered from it), the watermark (a profile of the tenant fetched
 /// before the erasure was issued is dropped) and, for a closed account, its suppression. The account appears only as
 /// its digest (`SuppressionDigest`), as in profile-store's own file. The watermarks and suppressions of a file made
 /// before the changelog are carried over once, onto every partition (their account's partition cannot be told from
-/// a digest), keyed `erasure:legacy:<tenantId>:<appId>:<digest>` and `erasure:<erasureId>`.
+/// a digest), keyed `:erasure:legacy:<tenantId>:<appId>:<digest>` and `:erasure:<erasureId>`.
 package struct ProfileErasureRecorded: LetheEvent {
     /// `lethe.ProfileErasureRecorded`.
     package static let eventType = "lethe.ProfileErasureRecorded"
