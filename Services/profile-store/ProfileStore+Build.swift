@@ -117,6 +117,7 @@ func buildProfileStore(
 /// The readiness check's reason before the first assignment was read back.
 struct PartitionsNotReadBack: Error, CustomStringConvertible {
     var description: String {
-        "its partitions are not assigned and read back from the changelog yet; profiles of other partitions are answered by their owners"
+        "its partitions are not assigned and read back from the changelog yet; profiles of other partitions are "
+            + "answered by their owners"
     }
 }

@@ -213,9 +213,9 @@ final class ProfileIntake: Service, Sendable {
             let unsent = try await database.unsentRecords()
             if unsent == 0 { return }
             if let deadline, ContinuousClock.now >= deadline {
-                logger.warning("profile partitions revoked with records still unsent; the next owner reads back what was sent", metadata: [
-                    "count": "\(unsent)",
-                ])
+                logger.warning(
+                    "profile partitions revoked with records still unsent; the next owner reads back what was sent",
+                    metadata: ["count": "\(unsent)"])
                 return
             }
             if ContinuousClock.now - lastLogged >= .seconds(10) {

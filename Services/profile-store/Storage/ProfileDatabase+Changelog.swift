@@ -69,7 +69,9 @@ extension ProfileDatabase {
 
     /// Writes to the outbox, for each of `keys`, the changelog record of what is held under the account now: its
     /// profiles, or a tombstone when none is linked to it any more.
-    static func writeChangelog(accounts keys: [AccountKey], to changelog: ProfileChangelog, in db: GRDB.Database) throws {
+    static func writeChangelog(
+        accounts keys: [AccountKey], to changelog: ProfileChangelog, in db: GRDB.Database
+    ) throws {
         guard !keys.isEmpty else { return }
         var held: [[ProfilesHeld.Profile]] = Array(repeating: [], count: keys.count)
         let rows = try Row.fetchCursor(
@@ -162,11 +164,13 @@ extension ProfileDatabase {
                 try db.execute(
                     sql: "UPDATE profiles SET kafka_partition = ? WHERE id = ?", arguments: [partition, row["id"]])
             }
-            try Self.writeChangelog(accounts: Array(Set(accounts)).sorted { $0.rawValue < $1.rawValue }, to: changelog, in: db)
+            let distinct = Array(Set(accounts)).sorted { $0.rawValue < $1.rawValue }
+            try Self.writeChangelog(accounts: distinct, to: changelog, in: db)
             try Self.writeChangelog(unlinked: unlinked, to: changelog, in: db)
             var marks: [(key: String, record: ProfileErasureRecorded)] = []
             for row in try Row.fetchAll(db, sql: "SELECT * FROM erased_accounts") {
-                let (tenant, app, digest): (String, String, String) = (row["tenant_id"], row["app_id"], row["account_digest"])
+                let (tenant, app, digest): (String, String, String) =
+                    (row["tenant_id"], row["app_id"], row["account_digest"])
                 let suppressed = try Int.fetchOne(
                     db, sql: "SELECT 1 FROM suppressed_accounts WHERE app_id = ? AND account_digest = ?",
                     arguments: [app, digest]) != nil
@@ -201,18 +205,20 @@ extension ProfileDatabase {
         guard let changelog else { return 0 }
         return try await database.write { db in
             try db.execute(
-                sql: "DELETE FROM profiles WHERE kafka_partition IS NULL OR kafka_partition NOT IN (SELECT value FROM json_each(?))",
+                sql: """
+                    DELETE FROM profiles
+                    WHERE kafka_partition IS NULL OR kafka_partition NOT IN (SELECT value FROM json_each(?))
+                    """,
                 arguments: ["[" + keeping.map(String.init).joined(separator: ",") + "]"])
             let dropped = db.changesCount
             let announced = try Row.fetchAll(db, sql: "SELECT app_id, account_id FROM announced_accounts")
-            let delete = try db.cachedStatement(sql: "DELETE FROM announced_accounts WHERE app_id = ? AND account_id = ?")
+            let delete = try db.cachedStatement(
+                sql: "DELETE FROM announced_accounts WHERE app_id = ? AND account_id = ?")
             for row in announced {
                 let (app, account): (String, String) = (row[0], row[1])
-                guard let key = try? AccountKey(appId: app, accountId: account),
-                      keeping.contains(changelog.partition(of: key))
-                else {
+                let key = try? AccountKey(appId: app, accountId: account)
+                if !(key.map { keeping.contains(changelog.partition(of: $0)) } ?? false) {
                     try delete.execute(arguments: [app, account])
-                    continue
                 }
             }
             return dropped
@@ -237,7 +243,8 @@ extension ProfileDatabase {
                         restored.erasures += 1
                         continue
                     }
-                    let unlinkedId = key.hasPrefix(Self.unlinkedPrefix) ? String(key.dropFirst(Self.unlinkedPrefix.count)) : nil
+                    let unlinkedId = key.hasPrefix(Self.unlinkedPrefix)
+                        ? String(key.dropFirst(Self.unlinkedPrefix.count)) : nil
                     let account = unlinkedId == nil ? try AccountKey(parsing: key) : nil
                     let held = try message.value.map { _ in try message.decodeEvent(ProfilesHeld.self) }
                     if let unlinkedId {

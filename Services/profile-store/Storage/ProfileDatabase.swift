@@ -58,8 +58,8 @@ final class ProfileDatabase: Sendable {
         // copy-and-sync out of most commits and copies a page rewritten by several batches once. Peak RSS grows by
         // at most the cache.
         database = try SQLiteDatabase(
-            path: path, migrations: Self.migrations + Self.changelogMigrations, secureDelete: true, writerCacheKiB: 32 * 1024,
-            walAutocheckpointPages: 8192)
+            path: path, migrations: Self.migrations + Self.changelogMigrations, secureDelete: true,
+            writerCacheKiB: 32 * 1024, walAutocheckpointPages: 8192)
         self.accountsTopic = accountsTopic
         self.changelog = changelog
     }
