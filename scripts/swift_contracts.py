@@ -11,8 +11,9 @@ CONTRACTS = ROOT / "Shared" / "Contracts"
 def declarations():
     """Every topic of `Topics.all`, in its order, as a dict: name, key (the AsyncAPI key schema, e.g.
     `AccountKey`), events (event type names without `lethe.`), tombstones, compacted, retention_ms (or None),
-    max_compaction_lag_ms (or None), partitions (a fixed count, or None for the configured one), dead_lettered (whether it has a `.dlq`: a topic with
-    records, unless declared `hasDLQ: false`).
+    max_compaction_lag_ms (or None; `maxCompactionLagMs:`), partitions (a fixed count, or None for the configured
+    one), dead_lettered (whether it has a `.dlq`: a topic with records, unless declared `hasDLQ: false`). The optional
+    arguments are read in the order of `TopicDefinition.init`: maxCompactionLagMs, partitions, hasDLQ.
 
     Fails loudly when a declared topic (`package static let x = TopicDefinition(...)`) is not in `all`, or `all` names
     one that is not declared: a topic left out of `all` would never be created.
@@ -82,6 +83,17 @@ def kafka_config(compacted, retention_ms):
     if compacted:
         return "compact", -1
     return "delete", -1 if retention_ms is None else retention_ms
+
+
+def topic_config(declaration):
+    """Every entry `TopicDefinition.kafkaConfig` produces for a declaration of `declarations()`, as
+    {config name: value}: `cleanup.policy` and `retention.ms` (an int) always, and `max.compaction.lag.ms` (an int)
+    for a compacted topic that declares `maxCompactionLagMs` (`kafkaConfig` sets it on no other)."""
+    policy, retention = kafka_config(declaration["compacted"], declaration["retention_ms"])
+    config = {"cleanup.policy": policy, "retention.ms": retention}
+    if declaration["compacted"] and declaration["max_compaction_lag_ms"] is not None:
+        config["max.compaction.lag.ms"] = declaration["max_compaction_lag_ms"]
+    return config
 
 
 DLQ_RETENTION_MS = 30 * 24 * 60 * 60 * 1000
