@@ -251,15 +251,15 @@ struct ProfileDatabaseTests {
             AccountHeld(appId: "app", accountId: "x", updatedAt: Date(timeIntervalSince1970: 0), tenantIds: []),
         ]
         for event in cases {
-            let body = try #require(AccountHeldRecord.body(of: event))
+            let body = try #require(OutboxRecords.body(of: event))
             #expect(body == Array(try EventCodec.encode(event)), "\(String(decoding: body, as: UTF8.self))")
         }
         let escaped = AccountHeld(appId: "app", accountId: "a\"b\\c\u{1}", updatedAt: t0, tenantIds: ["t\n1"])
-        #expect(AccountHeldRecord.body(of: escaped) == nil)
-        let record = try AccountHeldRecord.make(escaped, topic: "acc", source: ProfileDatabase.source, time: t0)
+        #expect(OutboxRecords.body(of: escaped) == nil)
+        let record = try OutboxRecords.accountHeld(escaped, topic: "acc", source: ProfileDatabase.source, time: t0)
         #expect(record.value == Array(try EventCodec.encode(escaped)))
         for event in cases + [escaped] {
-            let record = try AccountHeldRecord.make(event, topic: "acc", source: ProfileDatabase.source, time: t0)
+            let record = try OutboxRecords.accountHeld(event, topic: "acc", source: ProfileDatabase.source, time: t0)
             let headers = Dictionary(record.headers.map { ($0.name, $0.stringValue ?? "") }) { _, last in last }
             let attributes = try CloudEventAttributes(headers: headers)
             #expect(attributes.type == AccountHeld.eventType && attributes.source == ProfileDatabase.source)
@@ -270,6 +270,30 @@ struct ProfileDatabaseTests {
             #expect(decoded.appId == event.appId && decoded.accountId == event.accountId)
             #expect(decoded.tenantIds == event.tenantIds && millis(decoded.updatedAt) == millis(event.updatedAt))
         }
+    }
+
+    @Test("ProfilesHeld bodies are byte for byte what EventCodec writes, optionals absent or not; escaping takes EventCodec")
+    func profilesHeldBodiesMatchTheCodec() throws {
+        let full = ProfilesHeld.Profile(
+            platformUserId: "u-1", tenantId: "tenant-a/1", name: "Ada Lovelace ✓", email: "ada@example.com",
+            nickname: "ada", picture: "https://avatar.example/a.png", holdsPersonalData: true,
+            fetchedAt: t0.addingTimeInterval(0.0125))
+        let scrubbed = ProfilesHeld.Profile(
+            platformUserId: "u-2", tenantId: "t2", name: nil, email: nil, nickname: nil, picture: nil,
+            holdsPersonalData: false, fetchedAt: t0)
+        for event in [
+            ProfilesHeld(appId: "app-1", accountId: "557058:f0e1", profiles: [full, scrubbed]),
+            ProfilesHeld(appId: "app-1", accountId: nil, profiles: [scrubbed]),
+        ] {
+            let body = try #require(OutboxRecords.body(of: event))
+            #expect(body == Array(try EventCodec.encode(event)), "\(String(decoding: body, as: UTF8.self))")
+        }
+        var quoted = full
+        quoted.name = "Ada \"the first\""
+        let escaped = ProfilesHeld(appId: "app-1", accountId: "a", profiles: [quoted])
+        #expect(OutboxRecords.body(of: escaped) == nil)
+        let record = try OutboxRecords.profilesHeld(escaped, key: "app-1:a", topic: "s", source: "x", time: t0)
+        #expect(record.value == Array(try EventCodec.encode(escaped)))
     }
 
     @Test("a batch of commands is applied in order in one call: each is recorded, a repeat within it is not re-applied")

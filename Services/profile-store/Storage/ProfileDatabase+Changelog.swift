@@ -88,12 +88,13 @@ extension ProfileDatabase {
         while let row = try rows.next() {
             held[row["position"]].append(changelogProfile(row))
         }
+        let now = Date()
         for (key, profiles) in zip(keys, held) {
             var message = profiles.isEmpty
                 ? OutgoingMessage.tombstone(topic: changelog.topic, key: key.rawValue)
-                : try OutgoingMessage(
-                    event: ProfilesHeld(appId: key.appId, accountId: key.accountId, profiles: profiles),
-                    topic: changelog.topic, key: key.rawValue, source: source)
+                : try OutboxRecords.profilesHeld(
+                    ProfilesHeld(appId: key.appId, accountId: key.accountId, profiles: profiles),
+                    key: key.rawValue, topic: changelog.topic, source: source, time: now)
             message.partition = changelog.partition(of: key)
             try Outbox.enqueue(message, in: db)
         }
@@ -105,9 +106,9 @@ extension ProfileDatabase {
             guard let row = try Row.fetchOne(
                 db.cachedStatement(sql: "SELECT * FROM profiles WHERE unlinked_id = ?"), arguments: [id])
             else { continue }
-            var message = try OutgoingMessage(
-                event: ProfilesHeld(appId: row["app_id"], accountId: nil, profiles: [changelogProfile(row)]),
-                topic: changelog.topic, key: unlinkedKey(id), source: source)
+            var message = try OutboxRecords.profilesHeld(
+                ProfilesHeld(appId: row["app_id"], accountId: nil, profiles: [changelogProfile(row)]),
+                key: unlinkedKey(id), topic: changelog.topic, source: source, time: Date())
             message.partition = row["kafka_partition"] ?? changelog.partition(ofUnlinked: id)
             try Outbox.enqueue(message, in: db)
         }

@@ -284,7 +284,7 @@ final class ProfileDatabase: Sendable {
                 """).execute(arguments: [key.appId, key.accountId, updatedAt, joined])
             let event = AccountHeld(
                 appId: key.appId, accountId: key.accountId, updatedAt: date(updatedAt), tenantIds: tenantIds)
-            try Outbox.enqueue(AccountHeldRecord.make(event, topic: topic, source: source, time: now), in: db)
+            try Outbox.enqueue(OutboxRecords.accountHeld(event, topic: topic, source: source, time: now), in: db)
             written += 1
         }
         return written
