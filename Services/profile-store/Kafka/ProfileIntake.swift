@@ -43,8 +43,11 @@ final class ProfileIntake: Service, Sendable {
     private let relay: OutboxRelay
     private let checkpointer: WALCheckpointer
     private let acknowledger: ErasureAcknowledger
+    private let producer: KafkaProducer
     /// nil behind the lease: the one active replica holds every partition on the shared file.
     private let partitions: Partitions?
+    /// The partitions this replica owned at its last assignment (their rows are kept at the next one).
+    private let held = Mutex<Set<Int32>>([])
     private let logger: Logger
     private let counters = Mutex(IngestStats())
     private let applied = Counter(label: "lethe_profiles_applied_total")
@@ -87,10 +90,6 @@ final class ProfileIntake: Service, Sendable {
         self.partitions = partitions
         self.logger = logger
     }
-
-    private let producer: KafkaProducer
-    /// The partitions this replica owned at its last assignment (their rows are kept at the next one).
-    private let held = Mutex<Set<Int32>>([])
 
     var stats: IngestStats { counters.withLock { $0 } }
 
