@@ -61,6 +61,27 @@ package final class OutboxRelay: Service, Sendable {
     /// Asks the relay to look at the outbox now.
     package func notify() { wakeContinuation.yield() }
 
+    /// Asks the relay to go now and waits until the outbox holds no unsent record, or until `deadline`; returns how
+    /// many are still unsent (0 once all are). Without a deadline it waits as long as the broker takes, handing the
+    /// count to `stillWaiting` every 10 s. A partition-owning replica calls it before its partitions go, and before it
+    /// reads partitions back, so the changelog holds every change it made.
+    package func waitUntilSent(
+        deadline: ContinuousClock.Instant? = nil, stillWaiting: (Int) -> Void = { _ in }
+    ) async throws -> Int {
+        notify()
+        var lastReported = ContinuousClock.now
+        while true {
+            let unsent = try await database.read { db in try Outbox.pendingCount(in: db) }
+            if unsent == 0 { return 0 }
+            if let deadline, ContinuousClock.now >= deadline { return unsent }
+            if ContinuousClock.now - lastReported >= .seconds(10) {
+                lastReported = .now
+                stillWaiting(unsent)
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     /// Publishes until graceful shutdown, then publishes what is left (the producer is still running) and returns.
     package func run() async throws {
         let interval = pollInterval

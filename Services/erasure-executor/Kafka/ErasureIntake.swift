@@ -26,7 +26,7 @@ import Storage
 final class ErasureIntake: Service, Sendable {
     private let pipeline: ConsumerPipeline<ErasureLedger.IntakeWork>
     private let ledger: ErasureLedger
-    private let relay: ErasureNotifier
+    private let relay: OutboxRelay
     private let checkpointer: WALCheckpointer
     private let gate: RestoreGate
     private let metrics: ErasureMetrics
@@ -36,7 +36,7 @@ final class ErasureIntake: Service, Sendable {
     private let logger: Logger
 
     init(
-        consumer: KafkaConsumer, ledger: ErasureLedger, topics: LetheTopics, relay: ErasureNotifier,
+        consumer: KafkaConsumer, ledger: ErasureLedger, topics: LetheTopics, relay: OutboxRelay,
         checkpointer: WALCheckpointer, producer: KafkaProducer, gate: RestoreGate, metrics: ErasureMetrics,
         changelog: ChangelogReader, ownership: PartitionOwnership, logger: Logger, maxBatch: Int = 1000
     ) {
@@ -98,13 +98,7 @@ final class ErasureIntake: Service, Sendable {
     private func revoked(_ partitions: [TopicPartition]) async throws {
         guard !partitions.isEmpty else { return }
         ownership.unsettle()
-        relay.notify()
-        let deadline = ContinuousClock.now + .seconds(20)
-        var unsent = try await ledger.unsentRecords()
-        while unsent > 0, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-            unsent = try await ledger.unsentRecords()
-        }
+        let unsent = try await relay.waitUntilSent(deadline: .now + .seconds(20))
         if unsent > 0 {
             logger.warning(
                 "erasure partitions revoked with records still unsent; the next owner re-sends what it lacks",

@@ -40,9 +40,4 @@ extension ErasureLedger {
             return gone.count
         }
     }
-
-    /// Records not yet sent from the outbox (commands, completions, changelog records).
-    func unsentRecords() async throws -> Int {
-        try await database.read { db in try Outbox.pendingCount(in: db) }
-    }
 }

@@ -170,7 +170,11 @@ final class ProfileIntake: Service, Sendable {
         let keep = owned.intersection(held.withLock { $0 })
         let new = owned.subtracting(keep)
         // This replica's own unsent changes go to the changelog first, so the read-back below holds them.
-        try await waitForOutbox(deadline: nil, why: "before reading partitions back")
+        _ = try await relay.waitUntilSent { unsent in
+            logger.warning("waiting for the outbox to be sent before reading partitions back", metadata: [
+                "count": "\(unsent)",
+            ])
+        }
         let dropped = try await database.dropPartitions(keeping: keep)
         if dropped > 0 { checkpointer.request() }  // the forgotten profiles' page images leave the -wal file
         var restored = ChangelogRestored()
@@ -200,28 +204,11 @@ final class ProfileIntake: Service, Sendable {
     private func revoked(_ revoked: [TopicPartition], _ partitions: Partitions) async throws {
         guard !revoked.isEmpty else { return }
         partitions.ownership.unsettle()
-        try await waitForOutbox(deadline: .now + .seconds(20), why: "before the partitions go")
-    }
-
-    /// Waits until the outbox is sent, or until `deadline` (then warns). Without a deadline it waits as long as the
-    /// broker takes, logging every 10 s.
-    private func waitForOutbox(deadline: ContinuousClock.Instant?, why: String) async throws {
-        relay.notify()
-        var lastLogged = ContinuousClock.now
-        while true {
-            let unsent = try await database.unsentRecords()
-            if unsent == 0 { return }
-            if let deadline, ContinuousClock.now >= deadline {
-                logger.warning(
-                    "profile partitions revoked with records still unsent; the next owner reads back what was sent",
-                    metadata: ["count": "\(unsent)"])
-                return
-            }
-            if ContinuousClock.now - lastLogged >= .seconds(10) {
-                lastLogged = .now
-                logger.warning("waiting for the outbox to be sent \(why)", metadata: ["count": "\(unsent)"])
-            }
-            try await Task.sleep(for: .milliseconds(20))
+        let unsent = try await relay.waitUntilSent(deadline: .now + .seconds(20))
+        if unsent > 0 {
+            logger.warning(
+                "profile partitions revoked with records still unsent; the next owner reads back what was sent",
+                metadata: ["count": "\(unsent)"])
         }
     }
 

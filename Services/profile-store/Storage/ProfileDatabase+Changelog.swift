@@ -317,9 +317,4 @@ extension ProfileDatabase {
         }
         return written
     }
-
-    /// How many records wait in the outbox.
-    func unsentRecords() async throws -> Int {
-        try await database.read { db in try Outbox.pendingCount(in: db) }
-    }
 }
