@@ -22,16 +22,18 @@ package enum Topics {
         name: "lethe.profiles.v1", key: .account, events: [ProfileFetched.self], tombstones: false,
         compacted: false, retentionMs: TopicDefinition.sevenDaysMs)
     /// `AccountHeld`, keyed by `appId:accountId`; a tombstone (null value) means no tenant holds the account any
-    /// more. Compacted, and co-partitioned with ``pdrReports``.
+    /// more. Compacted, and co-partitioned with ``pdrReports``. Its keys are accountIds: what a tombstone replaced is
+    /// compacted away within ``TopicDefinition/sevenDaysMs`` (`max.compaction.lag.ms`), as on every compacted topic
+    /// that names an account.
     package static let pdrAccounts = TopicDefinition(
         name: "lethe.pdr.accounts.v1", key: .account, events: [AccountHeld.self], tombstones: true,
-        compacted: true, retentionMs: nil)
+        compacted: true, retentionMs: nil, maxCompactionLagMs: TopicDefinition.sevenDaysMs)
     /// `AccountReported`, keyed by `appId:accountId`: the reporter's changelog, restored on partition assignment; a
-    /// tombstone follows the record of an account Atlassian answered `closed`. Compacted, and co-partitioned with
-    /// ``pdrAccounts``.
+    /// tombstone follows the record of an account Atlassian answered `closed`. Compacted (`max.compaction.lag.ms` 7
+    /// days, as ``pdrAccounts``), and co-partitioned with ``pdrAccounts``.
     package static let pdrReports = TopicDefinition(
         name: "lethe.pdr.reports.v1", key: .account, events: [AccountReported.self], tombstones: true,
-        compacted: true, retentionMs: nil)
+        compacted: true, retentionMs: nil, maxCompactionLagMs: TopicDefinition.sevenDaysMs)
     /// `AccountStatusReported`, keyed by `appId:accountId`: Atlassian's `closed`/`updated` answers.
     package static let pdrStatus = TopicDefinition(
         name: "lethe.pdr.status.v1", key: .account, events: [AccountStatusReported.self], tombstones: false,
@@ -58,11 +60,14 @@ package enum Topics {
         name: "lethe.erasure.completed.v1", key: .erasureId, events: [ErasureCompleted.self], tombstones: false,
         compacted: true, retentionMs: nil)
     /// `ErasureState` (keyed by erasureId) and, written before issue 18 and still read, `ParticipantRetired` (keyed
-    /// `retired:<participant>:<ms>`): erasure-executor's changelog, read back at every start. Compacted; no DLQ (its reader logs and counts what it
-    /// cannot use).
+    /// `retired:<participant>:<ms>`): erasure-executor's changelog, read back at every start. Compacted; an open
+    /// erasure's records carry its accountId, which the record written at completion drops, and compaction removes
+    /// the earlier ones within ``TopicDefinition/sevenDaysMs`` (`max.compaction.lag.ms`). No DLQ (its reader logs and
+    /// counts what it cannot use).
     package static let erasureState = TopicDefinition(
         name: "lethe.erasure.state.v1", key: .erasureState, events: [ErasureState.self, ParticipantRetired.self],
-        tombstones: false, compacted: true, retentionMs: nil, hasDLQ: false)
+        tombstones: false, compacted: true, retentionMs: nil, maxCompactionLagMs: TopicDefinition.sevenDaysMs,
+        hasDLQ: false)
     /// `ProfilesHeld` (keyed `appId:accountId`, or `:unlinked:<id>`; a tombstone: nothing held under the key) and
     /// `ProfileErasureRecorded` (keyed `:erasure:<erasureId>`): profile-store's changelog, each record on the partition
     /// of its subject's profiles (co-partitioned with ``profiles`` and ``erasureCommands``), read back by the replica

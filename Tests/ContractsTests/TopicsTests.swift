@@ -20,14 +20,20 @@ struct TopicsTests {
             Topics.erasureCompleted, Topics.erasureState, Topics.profileState, Topics.replicas,
         ])
         #expect(Topics.all.filter(\.compacted).allSatisfy { $0.retentionMs == nil })
-        #expect(Topics.pdrAccounts.kafkaConfig == [
+        #expect(Topics.tenants.kafkaConfig == [
             "cleanup.policy": "compact", "retention.ms": "-1",
         ])
-        // profile-store's changelog holds profiles: a value an erasure replaced is compacted away within 7 days.
+        // Every compacted topic that names an account (in its keys or its values): what an erasure replaced or
+        // tombstoned is compacted away within 7 days, not whenever the broker gets round to the segment.
         #expect(Topics.profileState.kafkaConfig == [
             "cleanup.policy": "compact", "retention.ms": "-1", "max.compaction.lag.ms": "604800000",
         ])
-        #expect(Topics.all.filter { $0.maxCompactionLagMs != nil } == [Topics.profileState])
+        #expect(Topics.all.filter { $0.maxCompactionLagMs != nil } == [
+            Topics.pdrAccounts, Topics.pdrReports, Topics.erasureState, Topics.profileState,
+        ])
+        #expect(Topics.all.filter { $0.compacted && $0.key == .account }.allSatisfy {
+            $0.maxCompactionLagMs == TopicDefinition.sevenDaysMs
+        })
     }
 
     @Test func profilesAreKeptSevenDaysAndOtherEventTopicsThirty() {
