@@ -78,6 +78,14 @@ package enum Topics {
         name: "lethe.profiles.state.v1", key: .profileState, events: [ProfilesHeld.self, ProfileErasureRecorded.self],
         tombstones: true, compacted: true, retentionMs: nil, maxCompactionLagMs: TopicDefinition.sevenDaysMs,
         hasDLQ: false)
+    /// `GatewayRowChanged`, keyed `<table>:<primary key>`; a tombstone: the row was deleted. oauth-gateway's changelog:
+    /// its active replica publishes every row it changes, and a replica that becomes active reads the whole topic back
+    /// first. Compacted; holds accountIds and sealed tokens, so a value an erasure replaced or tombstoned is compacted
+    /// away within ``TopicDefinition/sevenDaysMs`` (`max.compaction.lag.ms`). No DLQ (its reader logs and counts what it
+    /// cannot use).
+    package static let gatewayState = TopicDefinition(
+        name: "lethe.gateway.state.v1", key: .gatewayState, events: [GatewayRowChanged.self], tombstones: true,
+        compacted: true, retentionMs: nil, maxCompactionLagMs: TopicDefinition.sevenDaysMs, hasDLQ: false)
     /// One partition, which the replicas of a service that must run one active replica at a time share as a consumer
     /// group (`<service>.replicas`); the member Kafka assigns it to is the active one (`ReplicaLease`). Its records,
     /// `ReplicaActivated` keyed by service, say where each service's active replica answers, so standbys forward
@@ -93,7 +101,7 @@ package enum Topics {
     /// messages, keys, policy, retention), and a debug build refuses to send an event to a topic that does not carry it.
     package static let all: [TopicDefinition] = [
         tenants, profiles, pdrAccounts, pdrReports, pdrStatus, erasureRequests, erasureCommands, erasureAcks,
-        erasureParticipants, erasureCompleted, erasureState, profileState, replicas,
+        erasureParticipants, erasureCompleted, erasureState, profileState, gatewayState, replicas,
     ]
 
     /// Partitions per topic when configuration says nothing else.
@@ -157,6 +165,8 @@ package enum TopicKey: String, Sendable, Hashable {
     case service = "ServiceKey"
     /// `appId:accountId`, `:unlinked:<id>` or `:erasure:<erasureId>` (profile-store's changelog).
     case profileState = "ProfileStateKey"
+    /// `<table>:<primary key>` (oauth-gateway's changelog).
+    case gatewayState = "GatewayStateKey"
 }
 
 /// One topic, declared: name, key, the events it carries, cleanup policy and retention. The partition count is

@@ -162,6 +162,23 @@ struct ContractSamplesTests {
                     suppressed: true, outcome: nil),
                 variant: "minimal"),
 
+            // oauth-gateway's changelog: a tenant's row, every column set (its secret as the file keeps it, hashed,
+            // in base64); a row of the two-column key's table, without its nullable ones.
+            try sample(
+                GatewayRowChanged(table: "tenants", columns: [
+                    "tenant_id": "t-1", "secret_hash": "3q2+7w==", "return_urls": "[\"https://app.example/back\"]",
+                    "erasure_policy": "scrub", "deadline_days": "30", "app_id": "app-own",
+                    "created_at": "1700000000.123", "updated_at": "1700000500.5", "disabled_at": "1700000600.0",
+                    "allowed_scopes": "read:jira-work",
+                ]),
+                variant: "full"),
+            try sample(
+                GatewayRowChanged(table: "ssf_erasure_subjects", columns: [
+                    "subject_digest": "q83vEjQ=", "user_id": "u-1", "tenant_id": "t-1", "erasure_id": "er-1",
+                    "created_at": "1700000000.0",
+                ]),
+                variant: "minimal"),
+
             try sample(
                 ReplicaActivated(
                     service: "erasure-executor", replica: "r-7f3a", url: "http://10.0.3.7:8080",
@@ -198,9 +215,9 @@ struct ContractSamplesTests {
             #expect(object["schemaVersion"] as? String == written, "\(sample.fileName)")
         }
 
-        // Fifteen event types, each with a full and a minimal sample, no file name twice.
+        // Sixteen event types, each with a full and a minimal sample, no file name twice.
         let types = Set(samples.map(\.eventType))
-        #expect(types.count == 15)
+        #expect(types.count == 16)
         #expect(Set(samples.map(\.fileName)).count == samples.count)
         for type in types {
             #expect(samples.filter { $0.eventType == type }.count == 2, "\(type)")

@@ -8,7 +8,7 @@ struct TopicsTests {
             "lethe.tenants.v1", "lethe.profiles.v1", "lethe.pdr.accounts.v1", "lethe.pdr.reports.v1",
             "lethe.pdr.status.v1", "lethe.erasure.requests.v1", "lethe.erasure.commands.v1",
             "lethe.erasure.acks.v1", "lethe.erasure.participants.v1", "lethe.erasure.completed.v1",
-            "lethe.erasure.state.v1", "lethe.profiles.state.v1", "lethe.replicas.v1",
+            "lethe.erasure.state.v1", "lethe.profiles.state.v1", "lethe.gateway.state.v1", "lethe.replicas.v1",
         ])
         #expect(Set(Topics.all.map(\.name)).count == Topics.all.count)
     }
@@ -17,7 +17,7 @@ struct TopicsTests {
         let compacted = Topics.all.filter(\.compacted)
         #expect(compacted == [
             Topics.tenants, Topics.pdrAccounts, Topics.pdrReports, Topics.erasureParticipants,
-            Topics.erasureCompleted, Topics.erasureState, Topics.profileState, Topics.replicas,
+            Topics.erasureCompleted, Topics.erasureState, Topics.profileState, Topics.gatewayState, Topics.replicas,
         ])
         #expect(Topics.all.filter(\.compacted).allSatisfy { $0.retentionMs == nil })
         #expect(Topics.tenants.kafkaConfig == [
@@ -29,7 +29,7 @@ struct TopicsTests {
             "cleanup.policy": "compact", "retention.ms": "-1", "max.compaction.lag.ms": "604800000",
         ])
         #expect(Topics.all.filter { $0.maxCompactionLagMs != nil } == [
-            Topics.pdrAccounts, Topics.pdrReports, Topics.erasureState, Topics.profileState,
+            Topics.pdrAccounts, Topics.pdrReports, Topics.erasureState, Topics.profileState, Topics.gatewayState,
         ])
         #expect(Topics.all.filter { $0.compacted && $0.key == .account }.allSatisfy {
             $0.maxCompactionLagMs == TopicDefinition.sevenDaysMs
@@ -71,7 +71,7 @@ struct TopicsTests {
     func declarationsCoverEveryTopicAndEvent() {
         let paths: [KeyPath<Topics.Type, TopicDefinition>] = [
             \.tenants, \.profiles, \.pdrAccounts, \.pdrReports, \.pdrStatus, \.erasureRequests, \.erasureCommands,
-            \.erasureAcks, \.erasureParticipants, \.erasureCompleted, \.erasureState, \.profileState, \.replicas,
+            \.erasureAcks, \.erasureParticipants, \.erasureCompleted, \.erasureState, \.profileState, \.gatewayState, \.replicas,
         ]
         #expect(paths.map { Topics.definition(of: $0) } == Topics.all)
         let namespaced = LetheTopics(namespace: "run-1")
@@ -89,7 +89,9 @@ struct TopicsTests {
         #expect(Topics.carries(Topics.replicas.name, ReplicaActivated.self))
         #expect(Topics.all.filter { $0.partitions != nil } == [Topics.replicas])
         // Without a DLQ: the lease topic, and the changelogs (their readers log what they cannot use).
-        #expect(Topics.all.filter { !$0.deadLettered } == [Topics.erasureState, Topics.profileState, Topics.replicas])
+        #expect(Topics.all.filter { !$0.deadLettered } == [
+            Topics.erasureState, Topics.profileState, Topics.gatewayState, Topics.replicas,
+        ])
         #expect(Topics.carries(Topics.profileState.name, ProfilesHeld.self) && Topics.profileState.tombstones)
         #expect(Topics.carries(Topics.erasureState.name, ErasureState.self) && Topics.carries(Topics.erasureState.name, ParticipantRetired.self))
     }
