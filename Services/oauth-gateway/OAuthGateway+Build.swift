@@ -16,6 +16,8 @@ struct OAuthGatewayParts {
     var group: ServiceGroup
     var gateway: Gateway
     var database: GatewayDatabase
+    /// This replica's claim on its file, held as long as the parts are.
+    var claim: OwnedDataFile
 }
 
 /// Wires oauth-gateway in the start sequence of every service (``ServiceContext``): its SQLite file, its topics, the
@@ -28,10 +30,22 @@ func buildOAuthGateway(
     let context = try ServiceContext(
         name: "oauth-gateway", config: config.standard, logger: logger, metrics: registry, singleActive: true)
     let topics = context.topics
+    // Each replica has a file of its own: the one that becomes active reads the state back from the changelog.
+    let claim = try OwnedDataFile(
+        context.databasePath,
+        hint: "no shared volume for oauth-gateway: the replica that becomes active reads the state back from "
+            + "lethe.gateway.state.v1")
     let database = try GatewayDatabase(path: context.databasePath, topics: topics)
+    // Not active yet, so what this file holds is another replica's state by now, perhaps with what was erased since.
+    if let dropped = try await database.dropStaleState() {
+        try database.database.checkpointNow()
+        logger.info("the state this file held was dropped: it is read back when this replica becomes active", metadata: [
+            "rows": "\(dropped)",
+        ])
+    }
     try await context.ensureTopics(
         [\.tenants, \.profiles, \.pdrStatus, \.erasureRequests, \.erasureCommands, \.erasureAcks,
-         \.erasureParticipants, \.erasureCompleted],
+         \.erasureParticipants, \.erasureCompleted, \.gatewayState],
         deadLettered: [\.pdrStatus, \.erasureCommands, \.erasureCompleted])
 
     let producer = context.producer
@@ -57,8 +71,15 @@ func buildOAuthGateway(
         throw error
     }
 
-    // A standby read the keys when it started; the active replica it takes over from may have rotated them since.
+    // Becoming the active replica: the state as the changelog holds it (the replica before may have had another
+    // volume), then what this process configures at start (the shared app) written again over it, and the keys
+    // loaded again, as read back or rotated by the replica before.
+    let changelog = GatewayChangelog(
+        database: database, producer: producer, admin: context.admin, topic: topics.gatewayState,
+        bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
     context.lease?.beforeActive {
+        try await changelog.takeOver(previousActivation: context.peers?.directory.active?.activatedAt)
+        try await registerSharedApp(config: config, database: database)
         try gateway.box.reload()
         try await gateway.signer.load()
     }
@@ -66,7 +87,7 @@ func buildOAuthGateway(
     let http = gatewayServers(context, config: config, gateway: gateway, database: database)
     let group = context.serviceGroup(
         [
-            relay, checkpointer, participant,
+            changelog, relay, checkpointer, participant,
             StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger),
             ExpiryPruner(database: database, logger: logger),
             DataKeyRotation(database: database, box: gateway.box, logger: logger),
@@ -76,7 +97,7 @@ func buildOAuthGateway(
             ConnectionKeepAlive(database: database, vault: gateway.vault, settings: config.keepAlive, logger: logger),
         ],
         resources: [HTTPClientService(client: httpClient)], http: http, handleSignals: handleSignals)
-    return OAuthGatewayParts(group: group, gateway: gateway, database: database)
+    return OAuthGatewayParts(group: group, gateway: gateway, database: database, claim: claim)
 }
 
 /// The gateway's listeners. The reporting-token API is on the internal listener only (the gateway always has one):
@@ -111,12 +132,16 @@ func makeGateway(
     let signer = TokenSigner(
         database: database, box: box, retention: max(config.tenantTokenLifetime, Gateway.idTokenLifetime) * 2 + 3600)
     try await signer.load()
-    if let shared = config.sharedApp {
-        try await database.registerSharedApp(
-            appId: shared.clientId, callbackURL: shared.callbackURL, scopes: Gateway.requiredScopes)
-    }
+    try await registerSharedApp(config: config, database: database)
     let atlassian = AtlassianClient(config: config.atlassian, httpClient: httpClient, logger: logger)
     return Gateway(config: config, database: database, box: box, signer: signer, atlassian: atlassian, logger: logger)
+}
+
+/// Registers (or updates) the platform's shared app as configured, when one is.
+private func registerSharedApp(config: OAuthGatewayConfig, database: GatewayDatabase) async throws {
+    guard let shared = config.sharedApp else { return }
+    try await database.registerSharedApp(
+        appId: shared.clientId, callbackURL: shared.callbackURL, scopes: Gateway.requiredScopes)
 }
 
 /// Deletes expired sign-in states and codes every 30 s, so an abandoned sign-in's sealed profile does not linger.

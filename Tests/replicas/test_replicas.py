@@ -6,8 +6,9 @@ was killed when: every sign-in answered, every closed account erased, each erasu
 every participant, the audit verifying, every account reported once per cycle and none early, nothing of a closed
 account on any replica's disk, and every service back to one active replica (or, partitioned, every replica ready).
 
-oauth-gateway runs one active replica at a time (`ReplicaLease`; its replicas share a data directory as compose's
-share a volume), so the kill that matters is the active one's: the chaos kills the active replica. pdr-reporter's,
+oauth-gateway runs one active replica at a time (`ReplicaLease`), each replica on a directory of its own, so the kill
+that matters is the active one's: the chaos kills the active replica, and the standby reads the state back from the
+gateway's changelog when it takes over (the killed one, restarted, drops its file's state). pdr-reporter's,
 erasure-executor's and profile-store's replicas split the partitions, each with its own directory; one of them is
 killed, and the others take its partitions over (profile-store's and the executor's from their changelogs). The
 console is stateless. The seed is printed (LETHE_REPLICAS_SEED replays a run's choices).
@@ -249,6 +250,8 @@ def test_nothing_of_a_closed_account_on_any_replicas_disk(run):
     assert len(executors) == 2, f"expected the two executors' own files, found {sorted(executors)}"
     stores = {os.path.basename(os.path.dirname(path)) for path in files if "/profile-store-" in path}
     assert len(stores) == 2, f"expected the two profile-stores' own files, found {sorted(stores)}"
+    gateways = {os.path.basename(os.path.dirname(path)) for path in files if "/oauth-gateway-" in path}
+    assert len(gateways) == 2, f"expected the two gateways' own files, found {sorted(gateways)}"
     hits = []
     for path in files:
         try:

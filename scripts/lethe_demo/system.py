@@ -21,6 +21,9 @@ SERVICES = ["atlassian-sandbox", "profile-store", "erasure-executor", "oauth-gat
 PARTICIPANT = "python-example"
 # Services whose replicas each own the partitions their group assigns them, on a data directory of their own.
 PARTITIONED = ("pdr-reporter", "erasure-executor", "profile-store")
+# Every replica of these has a data directory of its own: the partitioned ones, and oauth-gateway, whose replica that
+# becomes active reads its state back from its changelog (one active at a time).
+OWN_DATA = PARTITIONED + ("oauth-gateway",)
 # GATEWAY_INTERNAL is the gateway's internal listener (reporting-token API, metrics): a port, not a service.
 GATEWAY_INTERNAL = "oauth-gateway-internal"
 DEFAULT_PORTS = {"oauth-gateway": 8080, "profile-store": 8081, "pdr-reporter": 8082, "erasure-executor": 8083,
@@ -223,12 +226,12 @@ class System:
 
     def service_env(self, service, number=None):
         env = self.service_env_shared(service)
-        if number is not None:  # one replica of several: its own ports, and its own data if it owns partitions
+        if number is not None:  # one replica of several: its own ports, and its own data directory
             name = f"{service}-{number}"
             env["HTTP_PORT"] = str(self.instance_ports[name][0])
             if self.instance_ports[name][1]:
                 env["HTTP_INTERNAL_PORT"] = str(self.instance_ports[name][1])
-            if service in PARTITIONED:
+            if service in OWN_DATA:
                 env["LETHE_DATA_DIR"] = self.data_dir(name)
         return env
 

@@ -24,6 +24,8 @@ final class SecretBox: Sendable {
     }
 
     private let master: SymmetricKey
+    /// `LETHE_MASTER_KEY_PREVIOUS`, while the master key changes: the keys it still wraps are wrapped again.
+    private let previousMaster: SymmetricKey?
     private let database: GatewayDatabase
     private let ring: Mutex<Ring>
 
@@ -44,24 +46,32 @@ final class SecretBox: Sendable {
     init(masterKey: Data, previousMasterKey: Data? = nil, database: GatewayDatabase) throws {
         let master = SymmetricKey(data: masterKey)
         self.master = master
+        self.previousMaster = previousMasterKey.map(SymmetricKey.init(data:))
         self.database = database
         let wrapped = try database.wrappedDataKeys { try Self.wrap(SymmetricKey(size: .bits256), id: 1, under: master) }
+        let keys = try Self.unwrap(wrapped, master: master, previous: previousMaster, database: database)
+        ring = Mutex(Ring(keys: keys, active: wrapped.map(\.0).max()!))
+    }
+
+    /// Unwraps every data key with `master`, or else `previous`; a key only `previous` opens is wrapped again under
+    /// `master` and stored so.
+    private static func unwrap(
+        _ wrapped: [(id: UInt32, wrapped: Data)], master: SymmetricKey, previous: SymmetricKey?, database: GatewayDatabase
+    ) throws -> [UInt32: SymmetricKey] {
         var keys: [UInt32: SymmetricKey] = [:]
         var rewrapped: [(UInt32, Data)] = []
         for (id, blob) in wrapped {
-            if let key = Self.unwrap(blob, id: id, with: master) {
+            if let key = unwrap(blob, id: id, with: master) {
                 keys[id] = key
-            } else if let previous = previousMasterKey.map(SymmetricKey.init(data:)),
-                      let key = Self.unwrap(blob, id: id, with: previous)
-            {
+            } else if let previous, let key = unwrap(blob, id: id, with: previous) {
                 keys[id] = key
-                rewrapped.append((id, try Self.wrap(key, id: id, under: master)))
+                rewrapped.append((id, try wrap(key, id: id, under: master)))
             } else {
                 throw WrongMasterKey()
             }
         }
         if !rewrapped.isEmpty { try database.replaceWrappedDataKeys(rewrapped) }
-        ring = Mutex(Ring(keys: keys, active: wrapped.map(\.0).max()!))
+        return keys
     }
 
     /// The id of the key new values are sealed with.
@@ -125,14 +135,12 @@ final class SecretBox: Sendable {
         return id
     }
 
-    /// Reads the data keys again: a key another replica added (or rotated to), one deleted once nothing needed it.
+    /// Reads the data keys again: a key another replica added (or rotated to), one deleted once nothing needed it, or
+    /// the keys a replica becoming active read back from the changelog (wrapped again here if only the previous
+    /// master key opens them).
     func reload() throws {
         let wrapped = try database.wrappedDataKeysNow()
-        var keys: [UInt32: SymmetricKey] = [:]
-        for (id, blob) in wrapped {
-            guard let key = Self.unwrap(blob, id: id, with: master) else { throw WrongMasterKey() }
-            keys[id] = key
-        }
+        let keys = try Self.unwrap(wrapped, master: master, previous: previousMaster, database: database)
         guard let active = keys.keys.max() else { return }
         ring.withLock {
             $0.keys = keys

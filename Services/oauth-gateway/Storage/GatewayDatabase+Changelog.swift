@@ -1,0 +1,341 @@
+import Contracts
+import Foundation
+import GRDB
+import Messaging
+import Storage
+
+/// The gateway's changelog on `lethe.gateway.state.v1` (`GatewayRowChanged`, keyed `<table>:<primary key>`; a
+/// tombstone for a deleted row): every row of its state, so a replica that becomes active with a volume of its own — or
+/// after losing its volume — takes over with every tenant, key, connection and pending security event.
+///
+/// Nothing has to remember to publish. While a replica is active, temporary triggers on its writer connection
+/// (``captureChanges()``) list the primary key of every row a transaction inserts, updates or deletes in
+/// `gateway_changes`, in that transaction; ``GatewayChangelog`` publishes each listed row as it is then (or a
+/// tombstone) and deletes the listing once the broker has it. A standby installs no trigger: what it writes on its own
+/// file before it is active (the first keys of a new file) is never published, and its read-back replaces it.
+extension GatewayDatabase {
+    /// A table of the gateway's state and its primary key's columns.
+    struct ChangelogTable: Sendable {
+        var name: String
+        var key: [String]
+    }
+
+    /// Every table of the gateway's state. Not here: the outbox and the processed-events table (a replica that takes
+    /// over re-reads its topics from the group's committed offsets), and the changelog's own listing.
+    static let changelogTables: [ChangelogTable] = [
+        ChangelogTable(name: "data_keys", key: ["id"]),
+        ChangelogTable(name: "signing_keys", key: ["kid"]),
+        ChangelogTable(name: "tenants", key: ["tenant_id"]),
+        ChangelogTable(name: "apps", key: ["app_id"]),
+        ChangelogTable(name: "public_clients", key: ["client_id"]),
+        ChangelogTable(name: "connections", key: ["connection_id"]),
+        ChangelogTable(name: "suppressed_accounts", key: ["account_digest"]),
+        ChangelogTable(name: "signin_nonces", key: ["nonce"]),
+        ChangelogTable(name: "revoked_access_tokens", key: ["token_id"]),
+        ChangelogTable(name: "ssf_streams", key: ["stream_id"]),
+        ChangelogTable(name: "ssf_events", key: ["seq"]),
+        ChangelogTable(name: "ssf_erasure_subjects", key: ["subject_digest", "user_id"]),
+    ]
+
+    /// Starts listing every change to the state tables on the writer connection, for ``GatewayChangelog``. Called when
+    /// this replica becomes the active one, after its read-back. `recursive_triggers` makes the rows an `INSERT OR
+    /// REPLACE` removes count as deleted, so a row replaced through another unique column is tombstoned too.
+    func captureChanges() async throws {
+        try await database.pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA recursive_triggers = ON")
+            for table in Self.changelogTables {
+                let columns = table.key.indices.map { "k\($0 + 1)" }.joined(separator: ", ")
+                func values(_ row: String) -> String {
+                    table.key.map { "\(row).\($0)" }.joined(separator: ", ")
+                }
+                let changed = table.key.map { "OLD.\($0) IS NOT NEW.\($0)" }.joined(separator: " OR ")
+                try db.execute(sql: """
+                    CREATE TEMP TRIGGER IF NOT EXISTS changelog_\(table.name)_insert AFTER INSERT ON main.\(table.name)
+                    BEGIN INSERT INTO gateway_changes (tbl, \(columns)) VALUES ('\(table.name)', \(values("NEW"))); END;
+                    CREATE TEMP TRIGGER IF NOT EXISTS changelog_\(table.name)_update AFTER UPDATE ON main.\(table.name)
+                    BEGIN
+                        INSERT INTO gateway_changes (tbl, \(columns)) VALUES ('\(table.name)', \(values("NEW")));
+                        INSERT INTO gateway_changes (tbl, \(columns))
+                            SELECT '\(table.name)', \(values("OLD")) WHERE \(changed);
+                    END;
+                    CREATE TEMP TRIGGER IF NOT EXISTS changelog_\(table.name)_delete AFTER DELETE ON main.\(table.name)
+                    BEGIN INSERT INTO gateway_changes (tbl, \(columns)) VALUES ('\(table.name)', \(values("OLD"))); END;
+                    """)
+            }
+        }
+    }
+
+    /// The changes listed so far, oldest first, at most `limit`, each as the record to publish (the row as it is now,
+    /// or a tombstone), one per row; and the last listing they cover, for ``forgetChanges(through:)``.
+    func pendingChanges(limit: Int = 500, topic: String) async throws -> (records: [OutgoingMessage], through: Int64)? {
+        try await database.read { db in
+            let listed = try Row.fetchAll(
+                db, sql: "SELECT seq, tbl, k1, k2 FROM gateway_changes ORDER BY seq LIMIT ?", arguments: [limit])
+            guard let last = listed.last else { return nil }
+            var seen = Set<String>()
+            var records: [OutgoingMessage] = []
+            // The newest listing of a row first, so each row is published once, then in listing order.
+            for change in listed.reversed() {
+                guard let table = Self.changelogTables.first(where: { $0.name == change["tbl"] as String }) else { continue }
+                let keyValues: [DatabaseValue] = table.key.indices.map { change["k\($0 + 1)"] }
+                let key = Self.changelogKey(table: table, values: keyValues)
+                guard seen.insert(key).inserted else { continue }
+                records.append(try Self.record(of: table, key: key, keyValues: keyValues, topic: topic, in: db))
+            }
+            return (records.reversed(), last["seq"])
+        }
+    }
+
+    /// When the newest change still listed was made; nil when none is.
+    func newestListedChange() async throws -> Date? {
+        try await database.read { db in
+            try Double.fetchOne(db, sql: "SELECT max(listed_at) FROM gateway_changes").map(Date.init(timeIntervalSince1970:))
+        }
+    }
+
+    /// Forgets every listed change unpublished; returns how many listings went.
+    func discardListedChanges() async throws -> Int {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM gateway_changes")
+            return db.changesCount
+        }
+    }
+
+    /// Forgets the listed changes through `seq`, once their records are on the broker.
+    func forgetChanges(through seq: Int64) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM gateway_changes WHERE seq <= ?", arguments: [seq])
+        }
+    }
+
+    /// Lists every row of every state table, so that the next publication writes the whole state: for a file whose
+    /// state the changelog does not hold (made before it, or the topic was emptied). Returns how many rows.
+    @discardableResult
+    func listEveryRow() async throws -> Int {
+        try await database.write { db in
+            var listed = 0
+            for table in Self.changelogTables {
+                let columns = table.key.indices.map { "k\($0 + 1)" }.joined(separator: ", ")
+                try db.execute(sql: """
+                    INSERT INTO gateway_changes (tbl, \(columns))
+                    SELECT '\(table.name)', \(table.key.joined(separator: ", ")) FROM \(table.name)
+                    """)
+                listed += db.changesCount
+            }
+            return listed
+        }
+    }
+
+    /// What one read-back applied.
+    struct ChangelogApplied: Sendable, Equatable {
+        var rows = 0
+        var deleted = 0
+        /// Records whose table, key or columns this file does not know (logged by the caller).
+        var refused = 0
+        /// Every key the changelog holds a record of (a row or a tombstone).
+        var seen: Set<String> = []
+    }
+
+    /// Keeps the latest record of each key read back so far (a key's records are in order on its partition). Nothing
+    /// is applied yet: an earlier record of one key, applied while the latest of another was already in place, could
+    /// displace it through a unique column other than the key (a connection replaced under the same account).
+    func stageReadBack(_ messages: [KafkaMessage]) async throws {
+        try await database.write { db in
+            let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO gateway_read_back (key, value) VALUES (?, ?)")
+            for message in messages {
+                try statement.execute(arguments: [message.keyString ?? "", message.value.map { Data($0) }])
+            }
+        }
+    }
+
+    /// Records that this file now holds the changelog's state (the end of a take-over).
+    func markReadBack(at date: Date = Date()) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO gateway_changelog_meta (id, read_back_at) VALUES (1, ?)",
+                arguments: [date.timeIntervalSince1970])
+        }
+    }
+
+    /// Tables ``dropStaleState()`` keeps: no personal data (keys wrapped under the master key, signing keys sealed),
+    /// and with them the start checks the master key as before and a standby makes no key of its own.
+    static let keptAtStart: Set<String> = ["data_keys", "signing_keys"]
+
+    /// At the start of a process that holds this file alone and is not (yet) the active replica: the file's state is
+    /// another replica's by now, and may hold what was erased since — so every row of it goes but the keys
+    /// (``keptAtStart``) and the rows of changes it lists as unpublished (published when it becomes active). A file
+    /// never read back (made before the changelog) is left whole: it may be the only copy, carried over when it
+    /// becomes active. Returns how many rows went, nil for such a file.
+    func dropStaleState() async throws -> Int? {
+        try await database.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM gateway_changelog_meta)") == true else {
+                return nil
+            }
+            var dropped = 0
+            for table in Self.changelogTables where !Self.keptAtStart.contains(table.name) {
+                let listed = table.key.enumerated().map { "c.k\($0.offset + 1) = \(table.name).\($0.element)" }.joined(separator: " AND ")
+                try db.execute(sql: """
+                    DELETE FROM \(table.name) WHERE NOT EXISTS (
+                        SELECT 1 FROM gateway_changes c WHERE c.tbl = '\(table.name)' AND \(listed))
+                    """)
+                dropped += db.changesCount
+            }
+            return dropped
+        }
+    }
+
+    /// Forgets what an interrupted read-back staged.
+    func discardReadBack() async throws {
+        try await database.write { db in try db.execute(sql: "DELETE FROM gateway_read_back") }
+    }
+
+    /// Applies the staged latest records, which agree with each other as the file they were published from did:
+    /// tombstones first (a deleted row frees its unique values), then rows, each replacing the file's row of the same
+    /// key and any stale row it conflicts with. Empties the stage.
+    func applyReadBack() async throws -> ChangelogApplied {
+        try await database.write { db in
+            var applied = ChangelogApplied()
+            let staged = try Row.fetchAll(db, sql: "SELECT key, value FROM gateway_read_back ORDER BY value IS NOT NULL")
+            for record in staged {
+                let key: String = record["key"]
+                guard let (table, keyValues) = try Self.parseChangelogKey(key, in: db) else {
+                    applied.refused += 1
+                    continue
+                }
+                applied.seen.insert(key)
+                guard let value = record["value"] as Data? else {
+                    let match = table.key.map { "\($0) = ?" }.joined(separator: " AND ")
+                    try db.execute(
+                        sql: "DELETE FROM \(table.name) WHERE \(match)", arguments: StatementArguments(keyValues))
+                    applied.deleted += db.changesCount
+                    continue
+                }
+                do {
+                    let event = try EventCodec.decode(GatewayRowChanged.self, from: value)
+                    guard event.table == table.name else { throw ContractError.malformedJSON(reason: "table") }
+                    try Self.replaceRow(event, in: db)
+                    applied.rows += 1
+                } catch {
+                    applied.refused += 1
+                }
+            }
+            try db.execute(sql: "DELETE FROM gateway_read_back")
+            return applied
+        }
+    }
+
+    /// Deletes every row whose key the read-back did not meet: rows a standby made on its own file (a new file's first
+    /// keys), and rows deleted while this file was not read. Returns how many.
+    func deleteRows(notIn seen: Set<String>) async throws -> Int {
+        try await database.write { db in
+            var deleted = 0
+            for table in Self.changelogTables {
+                let keyList = table.key.joined(separator: ", ")
+                let rows = try Row.fetchAll(db, sql: "SELECT \(keyList) FROM \(table.name)")
+                for row in rows {
+                    let values = table.key.map { row[$0] as DatabaseValue }
+                    guard !seen.contains(Self.changelogKey(table: table, values: values)) else { continue }
+                    let match = table.key.map { "\($0) = ?" }.joined(separator: " AND ")
+                    try db.execute(sql: "DELETE FROM \(table.name) WHERE \(match)", arguments: StatementArguments(values))
+                    deleted += db.changesCount
+                }
+            }
+            return deleted
+        }
+    }
+
+    // MARK: - Records
+
+    /// `<table>:<key>`: a text or integer key as it is, a BLOB key in lower-case hex; two key columns joined by ':'
+    /// (only `ssf_erasure_subjects`, whose first is a hex digest).
+    static func changelogKey(table: ChangelogTable, values: [DatabaseValue]) -> String {
+        let parts = values.map { value -> String in
+            switch value.storage {
+            case .blob(let data): return data.hex
+            case .int64(let int): return String(int)
+            case .double(let double): return String(double)
+            case .string(let string): return string
+            case .null: return ""
+            }
+        }
+        return ([table.name] + parts).joined(separator: ":")
+    }
+
+    /// The table and typed key values of a changelog key, or nil for a key of no state table.
+    private static func parseChangelogKey(_ key: String, in db: GRDB.Database) throws
+        -> (ChangelogTable, [DatabaseValue])?
+    {
+        guard let colon = key.firstIndex(of: ":"),
+              let table = changelogTables.first(where: { $0.name == key[..<colon] })
+        else { return nil }
+        let rest = String(key[key.index(after: colon)...])
+        let parts = table.key.count == 1
+            ? [rest] : rest.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == table.key.count else { return nil }
+        let types = try columnTypes(of: table.name, in: db)
+        var values: [DatabaseValue] = []
+        for (column, text) in zip(table.key, parts) {
+            guard let value = typed(text, type: types[column], keyColumn: true) else { return nil }
+            values.append(value)
+        }
+        return (table, values)
+    }
+
+    /// The record of one listed row: the row as it is now, or a tombstone when it is gone.
+    private static func record(
+        of table: ChangelogTable, key: String, keyValues: [DatabaseValue], topic: String, in db: GRDB.Database
+    ) throws -> OutgoingMessage {
+        let match = table.key.map { "\($0) = ?" }.joined(separator: " AND ")
+        guard let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT * FROM \(table.name) WHERE \(match)"),
+            arguments: StatementArguments(keyValues))
+        else { return .tombstone(topic: topic, key: key) }
+        var columns: [String: String] = [:]
+        for (column, value) in row {
+            switch value.storage {
+            case .null: continue
+            case .int64(let int): columns[column] = String(int)
+            case .double(let double): columns[column] = String(double)
+            case .string(let string): columns[column] = string
+            case .blob(let data): columns[column] = data.base64EncodedString()
+            }
+        }
+        return try OutgoingMessage(
+            event: GatewayRowChanged(table: table.name, columns: columns), topic: topic, key: key,
+            source: "lethe/oauth-gateway")
+    }
+
+    /// Writes a changelog row over the file's: every column it names, typed by the column's declared type; the
+    /// columns it leaves out are NULL.
+    private static func replaceRow(_ event: GatewayRowChanged, in db: GRDB.Database) throws {
+        let types = try columnTypes(of: event.table, in: db)
+        let names = event.columns.keys.sorted()
+        var values: [DatabaseValue] = []
+        for name in names {
+            guard types.keys.contains(name), let value = typed(event.columns[name]!, type: types[name], keyColumn: false)
+            else { throw ContractError.malformedJSON(reason: "column \(name) of \(event.table)") }
+            values.append(value)
+        }
+        let placeholders = Array(repeating: "?", count: names.count).joined(separator: ", ")
+        try db.cachedStatement(sql: """
+            INSERT OR REPLACE INTO \(event.table) (\(names.joined(separator: ", "))) VALUES (\(placeholders))
+            """).execute(arguments: StatementArguments(values))
+    }
+
+    /// Each column's declared type (`INTEGER`, `REAL`, `TEXT`, `BLOB`) of `table`.
+    private static func columnTypes(of table: String, in db: GRDB.Database) throws -> [String: String] {
+        var types: [String: String] = [:]
+        for column in try db.columns(in: table) { types[column.name] = column.type.uppercased() }
+        return types
+    }
+
+    /// `text` as a value of a column of `type`: a key's BLOB is hex, a column's BLOB base64.
+    private static func typed(_ text: String, type: String?, keyColumn: Bool) -> DatabaseValue? {
+        switch type {
+        case "INTEGER": return Int64(text).map(\.databaseValue)
+        case "REAL": return Double(text).map(\.databaseValue)
+        case "BLOB": return (keyColumn ? [UInt8](hex: text).map { Data($0) } : Data(base64Encoded: text)).map(\.databaseValue)
+        default: return text.databaseValue
+        }
+    }
+}
