@@ -171,37 +171,51 @@ struct GatewayChangelogTests {
     }
 
     @Test("""
-        read back in any order across partitions, a key's earlier record never displaces another key's latest row \
-        through a unique column: only each key's latest record is applied
+        read back in any order across partitions, an older record never displaces another key's latest row through a \
+        unique column: a row that clashes waits for the end, unless a later record of its key supersedes it
         """)
-    func latestRecordPerKeyOnly() async throws {
+    func clashingRowsWaitForTheirKeysLatest() async throws {
         let directory = try TemporaryDirectory("gateway-read-back-order")
         let topics = LetheTopics(namespace: "order")
         let database = try GatewayDatabase(path: directory.file("gateway.sqlite"), topics: topics)
-        func connection(_ id: String) throws -> KafkaMessage {
+        func connection(_ id: String, account: String = "acc-1", createdAt: String = "1.5") throws -> KafkaMessage {
             let event = GatewayRowChanged(table: "connections", columns: [
-                "connection_id": id, "tenant_id": "acme", "app_id": "app-1", "account_id": "acc-1",
-                "user_id": "user-1", "state": "active", "test": "0", "created_at": "1.5", "last_active_at": "2",
+                "connection_id": id, "tenant_id": "acme", "app_id": "app-1", "account_id": account,
+                "user_id": "user-1", "state": "active", "test": "0", "created_at": createdAt, "last_active_at": "2",
             ])
+            let record = try OutgoingMessage(
+                event: event, topic: topics.gatewayState, key: "connections:\(id)", source: "test")
             return KafkaMessage(
-                topic: topics.gatewayState, partition: 0, offset: 0, key: Array("connections:\(id)".utf8),
-                value: Array(try EventCodec.encode(event)))
+                topic: record.topic, partition: 0, offset: 0, key: record.key, value: record.value,
+                headers: record.headers)
         }
-        let tombstone = KafkaMessage(
-            topic: topics.gatewayState, partition: 1, offset: 1, key: Array("connections:c-1".utf8), value: nil)
-        // c-3 replaced c-1 under the same account: c-3's record (one partition) read before c-1's two (another).
-        try await database.stageReadBack([try connection("c-3")])
-        try await database.stageReadBack([try connection("c-1"), tombstone])
-        let applied = try await database.applyReadBack()
-        #expect(applied.rows == 1 && applied.refused == 0 && applied.seen == ["connections:c-1", "connections:c-3"])
+        func tombstone(_ id: String) -> KafkaMessage {
+            KafkaMessage(topic: topics.gatewayState, partition: 1, offset: 1, key: Array("connections:\(id)".utf8), value: nil)
+        }
+        // The file holds c-1, stale: the changelog says c-3 replaced it under the same account, then c-1 was deleted.
+        var readBack = try await database.applyChangelog([try connection("c-1", createdAt: "0.5")], to: .init())
+        #expect(readBack.rows == 1)
+        // c-3's partition is read first: it clashes with the file's c-1 and waits.
+        readBack = try await database.applyChangelog([try connection("c-3")], to: readBack)
+        #expect(readBack.deferred.keys.sorted() == ["connections:c-3"])
+        // c-1's partition: its older record; and c-2's older record, which clashes with it and waits too.
+        readBack = try await database.applyChangelog([try connection("c-1"), try connection("c-2")], to: readBack)
+        #expect(readBack.deferred.keys.sorted() == ["connections:c-2", "connections:c-3"])
+        // c-1's tombstone, and c-2's latest record, which supersedes the one waiting.
+        readBack = try await database.applyChangelog(
+            [tombstone("c-1"), try connection("c-2", account: "acc-2")], to: readBack)
+        #expect(readBack.deferred.keys.sorted() == ["connections:c-3"])
+        let finished = try await database.finishReadBack(readBack)
+        #expect(finished.deferred.isEmpty && finished.refused == 0 && finished.deleted == 1)
+        #expect(finished.seen == ["connections:c-1", "connections:c-2", "connections:c-3"])
         let rows = try await database.database.read { db in
-            try Row.fetchAll(db, sql: "SELECT connection_id, created_at, test FROM connections").map { row in
-                (row["connection_id"] as String, row["created_at"] as Double, row["test"] as Int64)
-            }
+            try Row.fetchAll(db, sql: "SELECT connection_id, account_id, created_at, test FROM connections ORDER BY 1")
+                .map { row in
+                    (row["connection_id"] as String, row["account_id"] as String, row["created_at"] as Double,
+                     row["test"] as Int64)
+                }
         }
-        #expect(rows.map(\.0) == ["c-3"])
-        #expect(rows.first?.1 == 1.5 && rows.first?.2 == 0)
-        let staged = try await database.database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM gateway_read_back") }
-        #expect(staged == 0)
+        #expect(rows.map(\.0) == ["c-2", "c-3"] && rows.map(\.1) == ["acc-2", "acc-1"])
+        #expect(rows.last?.2 == 1.5 && rows.last?.3 == 0)
     }
 }

@@ -4,6 +4,7 @@ import Logging
 import Messaging
 import Metrics
 import ServiceLifecycle
+import Synchronization
 
 /// Publishes the gateway's changelog (`lethe.gateway.state.v1`, GatewayDatabase+Changelog) while this replica is the
 /// active one, and reads it back when a replica becomes active (``takeOver()``), so the replica that takes over holds
@@ -61,9 +62,9 @@ struct GatewayChangelog: Service {
     /// 1. It publishes what its file still lists: changes this file's previous process made as the active replica and
     ///    had not published when it was killed. Unless another replica became active after them (`previousActivation`,
     ///    the latest the replicas topic announced): the changelog holds newer state then, and they are discarded.
-    /// 2. It reads the whole topic back, keeping the latest record of each key, then writes those over the file, and
-    ///    deletes every row the topic does not hold (what a standby made on its own file, a row deleted while this
-    ///    file was not read).
+    /// 2. It reads the whole topic back over the file (a row that clashes with another through a unique column waits
+    ///    for the end, when it is the latest of its key: GatewayDatabase.applyChangelog), and deletes every row the
+    ///    topic does not hold (what a standby made on its own file, a row deleted while this file was not read).
     /// 3. If the topic held nothing but what step 1 published — a first start, an upgrade from before the changelog,
     ///    a topic emptied — the file is the state: every row is published instead, and nothing deleted.
     /// 4. It starts listing its own changes.
@@ -76,13 +77,21 @@ struct GatewayChangelog: Service {
             ])
         }
         let leftover = try await publishPending()
-        try await database.discardReadBack()
         let partitions = try await admin.partitionCount(of: topic)
+        let progress = Mutex(GatewayDatabase.ChangelogReadBack())
         let read = try await RestoreMarker.readToEnd(
             (0..<partitions).map { TopicPartition(topic: topic, partition: Int32($0)) },
             bootstrapServers: bootstrapServers, producer: producer, clientId: "oauth-gateway-changelog", logger: logger
-        ) { [database] messages in try await database.stageReadBack(messages) }
-        let applied = try await database.applyReadBack()
+        ) { [database] messages in
+            // One batch at a time (readToEnd awaits each): the state moves in and out without a copy in between.
+            var readBack = progress.withLock { state in
+                defer { state = GatewayDatabase.ChangelogReadBack() }
+                return state
+            }
+            readBack = try await database.applyChangelog(messages, to: readBack)
+            progress.withLock { [readBack] in $0 = readBack }
+        }
+        let applied = try await database.finishReadBack(progress.withLock { $0 })
         var metadata: Logger.Metadata = [
             "records": "\(read.handed)", "rows": "\(applied.rows)", "tombstones": "\(applied.deleted)",
             "republished": "\(leftover)",

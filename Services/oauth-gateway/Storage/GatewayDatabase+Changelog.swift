@@ -126,26 +126,83 @@ extension GatewayDatabase {
         }
     }
 
-    /// What one read-back applied.
-    struct ChangelogApplied: Sendable, Equatable {
+    /// What a read-back has applied so far.
+    struct ChangelogReadBack: Sendable, Equatable {
         var rows = 0
         var deleted = 0
         /// Records whose table, key or columns this file does not know (logged by the caller).
         var refused = 0
         /// Every key the changelog holds a record of (a row or a tombstone).
         var seen: Set<String> = []
+        /// Rows that clashed, through a unique column other than their key, with a row the file held then, by key:
+        /// applied by ``finishReadBack(_:)`` unless a later record of the key supersedes them.
+        var deferred: [String: GatewayRowChanged] = [:]
     }
 
-    /// Keeps the latest record of each key read back so far (a key's records are in order on its partition). Nothing
-    /// is applied yet: an earlier record of one key, applied while the latest of another was already in place, could
-    /// displace it through a unique column other than the key (a connection replaced under the same account).
-    func stageReadBack(_ messages: [KafkaMessage]) async throws {
-        try await database.write { db in
-            let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO gateway_read_back (key, value) VALUES (?, ?)")
+    /// Applies records read back, in the order read (a key's records are in order on its partition, but partitions
+    /// interleave): a row is written over the file's row of its key, every column as the record says; a tombstone
+    /// deletes it. A row that clashes with another row through a unique column other than its key — another key's
+    /// older record, read after that key's latest, or a stale row of the file (a connection replaced under the same
+    /// account) — is deferred, never allowed to displace the other row now. Returns `readBack` with these records.
+    func applyChangelog(_ messages: [KafkaMessage], to readBack: ChangelogReadBack) async throws -> ChangelogReadBack {
+        let (batch, keys, deferred) = try await database.write { db -> (ChangelogReadBack, [String], [String: GatewayRowChanged]) in
+            var batch = ChangelogReadBack()
+            var keys: [String] = []
+            var deferred: [String: GatewayRowChanged] = [:]
             for message in messages {
-                try statement.execute(arguments: [message.keyString ?? "", message.value.map { Data($0) }])
+                guard let key = message.keyString, let (table, keyValues) = try Self.parseChangelogKey(key, in: db) else {
+                    batch.refused += 1
+                    continue
+                }
+                keys.append(key)
+                deferred[key] = nil
+                guard message.value != nil else {
+                    let match = table.key.map { "\($0) = ?" }.joined(separator: " AND ")
+                    try db.execute(
+                        sql: "DELETE FROM \(table.name) WHERE \(match)", arguments: StatementArguments(keyValues))
+                    batch.deleted += db.changesCount
+                    continue
+                }
+                let event: GatewayRowChanged
+                do {
+                    event = try message.decodeEvent(GatewayRowChanged.self)
+                    guard event.table == table.name else { throw ContractError.malformedJSON(reason: "table") }
+                } catch {
+                    batch.refused += 1
+                    continue
+                }
+                do {
+                    try Self.upsertRow(event, table: table, in: db)
+                    batch.rows += 1
+                } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
+                    deferred[key] = event
+                } catch is ContractError {
+                    batch.refused += 1
+                }
             }
+            return (batch, keys, deferred)
         }
+        var result = readBack
+        result.rows += batch.rows
+        result.deleted += batch.deleted
+        result.refused += batch.refused
+        for key in keys { result.deferred[key] = nil }
+        result.deferred.merge(deferred) { $1 }
+        result.seen.formUnion(keys)
+        return result
+    }
+
+    /// Writes the deferred rows, the latest of their keys: the rows they clashed with are stale now (a key's latest
+    /// rows agree with each other, as the file they were published from did), and give way.
+    func finishReadBack(_ readBack: ChangelogReadBack) async throws -> ChangelogReadBack {
+        guard !readBack.deferred.isEmpty else { return readBack }
+        var result = readBack
+        result.rows += try await database.write { [deferred = readBack.deferred] db in
+            for event in deferred.values { try Self.replaceRow(event, in: db) }
+            return deferred.count
+        }
+        result.deferred = [:]
+        return result
     }
 
     /// Records that this file now holds the changelog's state (the end of a take-over).
@@ -181,46 +238,6 @@ extension GatewayDatabase {
                 dropped += db.changesCount
             }
             return dropped
-        }
-    }
-
-    /// Forgets what an interrupted read-back staged.
-    func discardReadBack() async throws {
-        try await database.write { db in try db.execute(sql: "DELETE FROM gateway_read_back") }
-    }
-
-    /// Applies the staged latest records, which agree with each other as the file they were published from did:
-    /// tombstones first (a deleted row frees its unique values), then rows, each replacing the file's row of the same
-    /// key and any stale row it conflicts with. Empties the stage.
-    func applyReadBack() async throws -> ChangelogApplied {
-        try await database.write { db in
-            var applied = ChangelogApplied()
-            let staged = try Row.fetchAll(db, sql: "SELECT key, value FROM gateway_read_back ORDER BY value IS NOT NULL")
-            for record in staged {
-                let key: String = record["key"]
-                guard let (table, keyValues) = try Self.parseChangelogKey(key, in: db) else {
-                    applied.refused += 1
-                    continue
-                }
-                applied.seen.insert(key)
-                guard let value = record["value"] as Data? else {
-                    let match = table.key.map { "\($0) = ?" }.joined(separator: " AND ")
-                    try db.execute(
-                        sql: "DELETE FROM \(table.name) WHERE \(match)", arguments: StatementArguments(keyValues))
-                    applied.deleted += db.changesCount
-                    continue
-                }
-                do {
-                    let event = try EventCodec.decode(GatewayRowChanged.self, from: value)
-                    guard event.table == table.name else { throw ContractError.malformedJSON(reason: "table") }
-                    try Self.replaceRow(event, in: db)
-                    applied.rows += 1
-                } catch {
-                    applied.refused += 1
-                }
-            }
-            try db.execute(sql: "DELETE FROM gateway_read_back")
-            return applied
         }
     }
 
@@ -303,6 +320,37 @@ extension GatewayDatabase {
         return try OutgoingMessage(
             event: GatewayRowChanged(table: table.name, columns: columns), topic: topic, key: key,
             source: "lethe/oauth-gateway")
+    }
+
+    /// Writes a changelog row over the file's row of the same key, every column as the record says (one it leaves
+    /// out is NULL); a clash through another unique column throws (SQLITE_CONSTRAINT_UNIQUE) rather than delete the
+    /// other row.
+    private static func upsertRow(_ event: GatewayRowChanged, table: ChangelogTable, in db: GRDB.Database) throws {
+        let columns = try db.columns(in: table.name)
+        guard Set(event.columns.keys).isSubset(of: columns.map(\.name)) else {
+            throw ContractError.malformedJSON(reason: "a column \(table.name) does not have")
+        }
+        var names: [String] = []
+        var values: [DatabaseValue] = []
+        var updates: [String] = []
+        for column in columns {
+            if let text = event.columns[column.name] {
+                guard let value = typed(text, type: column.type.uppercased(), keyColumn: false) else {
+                    throw ContractError.malformedJSON(reason: "column \(column.name) of \(table.name)")
+                }
+                names.append(column.name)
+                values.append(value)
+                if !table.key.contains(column.name) { updates.append("\(column.name) = excluded.\(column.name)") }
+            } else if !column.isNotNull {
+                updates.append("\(column.name) = NULL")
+            }
+        }
+        let placeholders = Array(repeating: "?", count: names.count).joined(separator: ", ")
+        let onConflict = updates.isEmpty ? "DO NOTHING" : "DO UPDATE SET \(updates.joined(separator: ", "))"
+        try db.cachedStatement(sql: """
+            INSERT INTO \(table.name) (\(names.joined(separator: ", "))) VALUES (\(placeholders))
+            ON CONFLICT (\(table.key.joined(separator: ", "))) \(onConflict)
+            """).execute(arguments: StatementArguments(values))
     }
 
     /// Writes a changelog row over the file's: every column it names, typed by the column's declared type; the

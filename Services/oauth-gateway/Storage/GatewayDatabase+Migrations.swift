@@ -202,8 +202,8 @@ extension GatewayDatabase {
         },
         // The rows the active replica's transactions changed, listed by its capture triggers until GatewayChangelog has
         // published them on lethe.gateway.state.v1 (GatewayDatabase+Changelog): the key of each, typed as in its table.
-        // The latest record of each key while a read-back is under way (emptied when it is applied), and when this file
-        // was last read back (a file never read back is not dropped at start: it may be the only copy of its state).
+        // And when this file was last read back (a file never read back is not dropped at start: it may be the only
+        // copy of its state).
         Migration("oauth-gateway.v11.changelog") { db in
             try db.execute(sql: """
                 CREATE TABLE gateway_changes (
@@ -213,10 +213,6 @@ extension GatewayDatabase {
                     k2,
                     listed_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
                 );
-                CREATE TABLE gateway_read_back (
-                    key TEXT PRIMARY KEY,
-                    value BLOB
-                ) WITHOUT ROWID;
                 CREATE TABLE gateway_changelog_meta (
                     id INTEGER PRIMARY KEY CHECK (id = 1),
                     read_back_at REAL NOT NULL
