@@ -18,6 +18,16 @@ extension GatewayDatabase {
     struct ChangelogTable: Sendable {
         var name: String
         var key: [String]
+
+        /// `col = ? AND …` over the key's columns, for a statement about one row.
+        var keyMatch: String { key.map { "\($0) = ?" }.joined(separator: " AND ") }
+        /// The columns of `gateway_changes` that list the key (`k1`, `k2`).
+        var listingColumns: String { key.indices.map { "k\($0 + 1)" }.joined(separator: ", ") }
+
+        /// The state table called `name`, if it is one.
+        static func named(_ name: String) -> ChangelogTable? {
+            GatewayDatabase.changelogTables.first { $0.name == name }
+        }
     }
 
     /// Every table of the gateway's state. Not here: the outbox and the processed-events table (a replica that takes
@@ -44,7 +54,7 @@ extension GatewayDatabase {
         try await database.pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA recursive_triggers = ON")
             for table in Self.changelogTables {
-                let columns = table.key.indices.map { "k\($0 + 1)" }.joined(separator: ", ")
+                let columns = table.listingColumns
                 func values(_ row: String) -> String {
                     table.key.map { "\(row).\($0)" }.joined(separator: ", ")
                 }
@@ -76,7 +86,7 @@ extension GatewayDatabase {
             var records: [OutgoingMessage] = []
             // The newest listing of a row first, so each row is published once, then in listing order.
             for change in listed.reversed() {
-                guard let table = Self.changelogTables.first(where: { $0.name == change["tbl"] as String }) else { continue }
+                guard let table = ChangelogTable.named(change["tbl"]) else { continue }
                 let keyValues: [DatabaseValue] = table.key.indices.map { change["k\($0 + 1)"] }
                 let key = Self.changelogKey(table: table, values: keyValues)
                 guard seen.insert(key).inserted else { continue }
@@ -115,9 +125,8 @@ extension GatewayDatabase {
         try await database.write { db in
             var listed = 0
             for table in Self.changelogTables {
-                let columns = table.key.indices.map { "k\($0 + 1)" }.joined(separator: ", ")
                 try db.execute(sql: """
-                    INSERT INTO gateway_changes (tbl, \(columns))
+                    INSERT INTO gateway_changes (tbl, \(table.listingColumns))
                     SELECT '\(table.name)', \(table.key.joined(separator: ", ")) FROM \(table.name)
                     """)
                 listed += db.changesCount
@@ -157,9 +166,8 @@ extension GatewayDatabase {
                 keys.append(key)
                 deferred[key] = nil
                 guard message.value != nil else {
-                    let match = table.key.map { "\($0) = ?" }.joined(separator: " AND ")
                     try db.execute(
-                        sql: "DELETE FROM \(table.name) WHERE \(match)", arguments: StatementArguments(keyValues))
+                        sql: "DELETE FROM \(table.name) WHERE \(table.keyMatch)", arguments: StatementArguments(keyValues))
                     batch.deleted += db.changesCount
                     continue
                 }
@@ -172,7 +180,7 @@ extension GatewayDatabase {
                     continue
                 }
                 do {
-                    try Self.upsertRow(event, table: table, in: db)
+                    try Self.write(event, to: table, displacingClashes: false, in: db)
                     batch.rows += 1
                 } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
                     deferred[key] = event
@@ -198,7 +206,11 @@ extension GatewayDatabase {
         guard !readBack.deferred.isEmpty else { return readBack }
         var result = readBack
         result.rows += try await database.write { [deferred = readBack.deferred] db in
-            for event in deferred.values { try Self.replaceRow(event, in: db) }
+            for event in deferred.values {
+                // Its table was checked when it was deferred.
+                guard let table = ChangelogTable.named(event.table) else { continue }
+                try Self.write(event, to: table, displacingClashes: true, in: db)
+            }
             return deferred.count
         }
         result.deferred = [:]
@@ -252,8 +264,8 @@ extension GatewayDatabase {
                 for row in rows {
                     let values = table.key.map { row[$0] as DatabaseValue }
                     guard !seen.contains(Self.changelogKey(table: table, values: values)) else { continue }
-                    let match = table.key.map { "\($0) = ?" }.joined(separator: " AND ")
-                    try db.execute(sql: "DELETE FROM \(table.name) WHERE \(match)", arguments: StatementArguments(values))
+                    try db.execute(
+                        sql: "DELETE FROM \(table.name) WHERE \(table.keyMatch)", arguments: StatementArguments(values))
                     deleted += db.changesCount
                 }
             }
@@ -283,7 +295,7 @@ extension GatewayDatabase {
         -> (ChangelogTable, [DatabaseValue])?
     {
         guard let colon = key.firstIndex(of: ":"),
-              let table = changelogTables.first(where: { $0.name == key[..<colon] })
+              let table = ChangelogTable.named(String(key[..<colon]))
         else { return nil }
         let rest = String(key[key.index(after: colon)...])
         let parts = table.key.count == 1
@@ -302,9 +314,8 @@ extension GatewayDatabase {
     private static func record(
         of table: ChangelogTable, key: String, keyValues: [DatabaseValue], topic: String, in db: GRDB.Database
     ) throws -> OutgoingMessage {
-        let match = table.key.map { "\($0) = ?" }.joined(separator: " AND ")
         guard let row = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT * FROM \(table.name) WHERE \(match)"),
+            db.cachedStatement(sql: "SELECT * FROM \(table.name) WHERE \(table.keyMatch)"),
             arguments: StatementArguments(keyValues))
         else { return .tombstone(topic: topic, key: key) }
         var columns: [String: String] = [:]
@@ -322,10 +333,12 @@ extension GatewayDatabase {
             source: "lethe/oauth-gateway")
     }
 
-    /// Writes a changelog row over the file's row of the same key, every column as the record says (one it leaves
-    /// out is NULL); a clash through another unique column throws (SQLITE_CONSTRAINT_UNIQUE) rather than delete the
-    /// other row.
-    private static func upsertRow(_ event: GatewayRowChanged, table: ChangelogTable, in db: GRDB.Database) throws {
+    /// Writes a changelog row over the file's row of the same key, every column as the record says (a nullable one it
+    /// leaves out is NULL). A clash with another row through a unique column other than the key throws
+    /// (SQLITE_CONSTRAINT_UNIQUE), or with `displacingClashes` deletes that row (`INSERT OR REPLACE`).
+    private static func write(
+        _ event: GatewayRowChanged, to table: ChangelogTable, displacingClashes: Bool, in db: GRDB.Database
+    ) throws {
         let columns = try db.columns(in: table.name)
         guard Set(event.columns.keys).isSubset(of: columns.map(\.name)) else {
             throw ContractError.malformedJSON(reason: "a column \(table.name) does not have")
@@ -345,29 +358,13 @@ extension GatewayDatabase {
                 updates.append("\(column.name) = NULL")
             }
         }
-        let placeholders = Array(repeating: "?", count: names.count).joined(separator: ", ")
+        let insert = """
+            INSERT \(displacingClashes ? "OR REPLACE " : "")INTO \(table.name) (\(names.joined(separator: ", ")))
+            VALUES (\(Array(repeating: "?", count: names.count).joined(separator: ", ")))
+            """
         let onConflict = updates.isEmpty ? "DO NOTHING" : "DO UPDATE SET \(updates.joined(separator: ", "))"
-        try db.cachedStatement(sql: """
-            INSERT INTO \(table.name) (\(names.joined(separator: ", "))) VALUES (\(placeholders))
-            ON CONFLICT (\(table.key.joined(separator: ", "))) \(onConflict)
-            """).execute(arguments: StatementArguments(values))
-    }
-
-    /// Writes a changelog row over the file's: every column it names, typed by the column's declared type; the
-    /// columns it leaves out are NULL.
-    private static func replaceRow(_ event: GatewayRowChanged, in db: GRDB.Database) throws {
-        let types = try columnTypes(of: event.table, in: db)
-        let names = event.columns.keys.sorted()
-        var values: [DatabaseValue] = []
-        for name in names {
-            guard types.keys.contains(name), let value = typed(event.columns[name]!, type: types[name], keyColumn: false)
-            else { throw ContractError.malformedJSON(reason: "column \(name) of \(event.table)") }
-            values.append(value)
-        }
-        let placeholders = Array(repeating: "?", count: names.count).joined(separator: ", ")
-        try db.cachedStatement(sql: """
-            INSERT OR REPLACE INTO \(event.table) (\(names.joined(separator: ", "))) VALUES (\(placeholders))
-            """).execute(arguments: StatementArguments(values))
+        let sql = displacingClashes ? insert : "\(insert) ON CONFLICT (\(table.key.joined(separator: ", "))) \(onConflict)"
+        try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(values))
     }
 
     /// Each column's declared type (`INTEGER`, `REAL`, `TEXT`, `BLOB`) of `table`.
