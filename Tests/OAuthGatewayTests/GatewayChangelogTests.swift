@@ -193,17 +193,16 @@ struct GatewayChangelogTests {
             KafkaMessage(topic: topics.gatewayState, partition: 1, offset: 1, key: Array("connections:\(id)".utf8), value: nil)
         }
         // The file holds c-1, stale: the changelog says c-3 replaced it under the same account, then c-1 was deleted.
-        var readBack = try await database.applyChangelog([try connection("c-1", createdAt: "0.5")], to: .init())
+        var readBack = try await database.applyChangelog([try connection("c-1", createdAt: "0.5")])
         #expect(readBack.rows == 1)
         // c-3's partition is read first: it clashes with the file's c-1 and waits.
-        readBack = try await database.applyChangelog([try connection("c-3")], to: readBack)
+        readBack.absorb(try await database.applyChangelog([try connection("c-3")]))
         #expect(readBack.deferred.keys.sorted() == ["connections:c-3"])
         // c-1's partition: its older record; and c-2's older record, which clashes with it and waits too.
-        readBack = try await database.applyChangelog([try connection("c-1"), try connection("c-2")], to: readBack)
+        readBack.absorb(try await database.applyChangelog([try connection("c-1"), try connection("c-2")]))
         #expect(readBack.deferred.keys.sorted() == ["connections:c-2", "connections:c-3"])
         // c-1's tombstone, and c-2's latest record, which supersedes the one waiting.
-        readBack = try await database.applyChangelog(
-            [tombstone("c-1"), try connection("c-2", account: "acc-2")], to: readBack)
+        readBack.absorb(try await database.applyChangelog([tombstone("c-1"), try connection("c-2", account: "acc-2")]))
         #expect(readBack.deferred.keys.sorted() == ["connections:c-3"])
         let finished = try await database.finishReadBack(readBack)
         #expect(finished.deferred.isEmpty && finished.refused == 0 && finished.deleted == 1)

@@ -83,13 +83,8 @@ struct GatewayChangelog: Service {
             (0..<partitions).map { TopicPartition(topic: topic, partition: Int32($0)) },
             bootstrapServers: bootstrapServers, producer: producer, clientId: "oauth-gateway-changelog", logger: logger
         ) { [database] messages in
-            // One batch at a time (readToEnd awaits each): the state moves in and out without a copy in between.
-            var readBack = progress.withLock { state in
-                defer { state = GatewayDatabase.ChangelogReadBack() }
-                return state
-            }
-            readBack = try await database.applyChangelog(messages, to: readBack)
-            progress.withLock { [readBack] in $0 = readBack }
+            let batch = try await database.applyChangelog(messages)
+            progress.withLock { $0.absorb(batch) }
         }
         let applied = try await database.finishReadBack(progress.withLock { $0 })
         var metadata: Logger.Metadata = [

@@ -146,25 +146,34 @@ extension GatewayDatabase {
         /// Rows that clashed, through a unique column other than their key, with a row the file held then, by key:
         /// applied by ``finishReadBack(_:)`` unless a later record of the key supersedes them.
         var deferred: [String: GatewayRowChanged] = [:]
+
+        /// Adds what the next batch applied: a key it met supersedes what waited under that key before it.
+        mutating func absorb(_ batch: ChangelogReadBack) {
+            rows += batch.rows
+            deleted += batch.deleted
+            refused += batch.refused
+            for key in batch.seen { deferred[key] = nil }
+            deferred.merge(batch.deferred) { $1 }
+            seen.formUnion(batch.seen)
+        }
     }
 
-    /// Applies records read back, in the order read (a key's records are in order on its partition, but partitions
-    /// interleave): a row is written over the file's row of its key, every column as the record says; a tombstone
-    /// deletes it. A row that clashes with another row through a unique column other than its key — another key's
-    /// older record, read after that key's latest, or a stale row of the file (a connection replaced under the same
-    /// account) — is deferred, never allowed to displace the other row now. Returns `readBack` with these records.
-    func applyChangelog(_ messages: [KafkaMessage], to readBack: ChangelogReadBack) async throws -> ChangelogReadBack {
-        let (batch, keys, deferred) = try await database.write { db -> (ChangelogReadBack, [String], [String: GatewayRowChanged]) in
+    /// Applies one batch of records read back, in the order read (a key's records are in order on its partition, but
+    /// partitions interleave): a row is written over the file's row of its key, every column as the record says; a
+    /// tombstone deletes it. A row that clashes with another row through a unique column other than its key — another
+    /// key's older record, read after that key's latest, or a stale row of the file (a connection replaced under the
+    /// same account) — is deferred, never allowed to displace the other row now. Returns what the batch applied, for
+    /// ``ChangelogReadBack/absorb(_:)``.
+    func applyChangelog(_ messages: [KafkaMessage]) async throws -> ChangelogReadBack {
+        try await database.write { db in
             var batch = ChangelogReadBack()
-            var keys: [String] = []
-            var deferred: [String: GatewayRowChanged] = [:]
             for message in messages {
                 guard let key = message.keyString, let (table, keyValues) = try Self.parseChangelogKey(key, in: db) else {
                     batch.refused += 1
                     continue
                 }
-                keys.append(key)
-                deferred[key] = nil
+                batch.seen.insert(key)
+                batch.deferred[key] = nil
                 guard message.value != nil else {
                     try db.execute(
                         sql: "DELETE FROM \(table.name) WHERE \(table.keyMatch)", arguments: StatementArguments(keyValues))
@@ -183,21 +192,13 @@ extension GatewayDatabase {
                     try Self.write(event, to: table, displacingClashes: false, in: db)
                     batch.rows += 1
                 } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
-                    deferred[key] = event
+                    batch.deferred[key] = event
                 } catch is ContractError {
                     batch.refused += 1
                 }
             }
-            return (batch, keys, deferred)
+            return batch
         }
-        var result = readBack
-        result.rows += batch.rows
-        result.deleted += batch.deleted
-        result.refused += batch.refused
-        for key in keys { result.deferred[key] = nil }
-        result.deferred.merge(deferred) { $1 }
-        result.seen.formUnion(keys)
-        return result
     }
 
     /// Writes the deferred rows, the latest of their keys: the rows they clashed with are stale now (a key's latest
