@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import GRDB
 import Messaging
 import Synchronization
 import Testing
@@ -162,14 +163,32 @@ extension SharedSignalsTests {
         }
     }
 
-    /// Nothing pending or given up; the stream remembers the receiver's last error.
+    /// Nothing pending or given up; the stream remembers the receiver's last error. Waited for: the receiver counts an
+    /// event as taken when it answers, the gateway forgets it when that answer reaches it, and a status read in between
+    /// still shows it pending. When something is left, says what: each queued event's type and times, and the log.
     static func expectTheStreamCaughtUp(
-        _ harness: GatewayHarness, tenant acme: TestTenant, streamId: String
+        _ harness: GatewayHarness, parts: OAuthGatewayParts, tenant acme: TestTenant, streamId: String
     ) async throws {
         let token = try await harness.tenantToken("acme", secret: acme.secret)
-        let status = try await harness.get("/ssf/status?stream_id=\(streamId)", bearer: token)
-        let delivery = try #require(status.json["delivery"] as? [String: Any])
-        #expect(delivery["pending"] as? Int == 0 && delivery["dead"] as? Int == 0, "\(status.body)")
+        var status = HTTPAnswer(status: 0, headers: [:], body: "")
+        var delivery: [String: Any] = [:]
+        let caughtUp = try await eventually(timeout: .seconds(15)) {
+            status = try await harness.get("/ssf/status?stream_id=\(streamId)", bearer: token)
+            delivery = status.json["delivery"] as? [String: Any] ?? [:]
+            return delivery["pending"] as? Int == 0 && delivery["dead"] as? Int == 0
+        }
+        #expect(caughtUp, "\(status.body)")
+        if !caughtUp {
+            let queued = try await parts.database.database.read { db in
+                try Row.fetchAll(db, sql: "SELECT seq, claims, created_at, attempts, dead_at FROM ssf_events").map { row in
+                    let claims = try JSONDecoder().decode(SecurityEventClaims.self, from: row["claims"] as Data)
+                    return "seq \(row["seq"] as Int64): \(claims.events.keys.sorted()) txn \(claims.txn ?? "-") created "
+                        + "\(row["created_at"] as Double) attempts \(row["attempts"] as Int)"
+                }
+            }
+            let logged = harness.logs.text.split(separator: "\n").filter { !$0.hasPrefix("trace") }
+            Issue.record("queued: \(queued)\nlogged:\n\(logged.suffix(300).joined(separator: "\n"))")
+        }
         #expect((delivery["last_error"] as? String)?.contains("HTTP 500 invalid_request") == true)
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Synchronization
 
@@ -25,7 +26,7 @@ package final class RecordedLogs: Sendable {
 
         package func log(event: LogEvent) {
             let all = metadata.merging(event.metadata ?? [:]) { $1 }
-            sink.append("\(event.level) \(label): \(event.message) \(all) \(event.source)")
+            sink.append("\(event.level) \(label): \(event.message) \(all) \(event.source) at \(Date().timeIntervalSince1970)")
         }
     }
 }
