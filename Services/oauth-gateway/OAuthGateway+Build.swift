@@ -16,6 +16,8 @@ struct OAuthGatewayParts {
     var group: ServiceGroup
     var gateway: Gateway
     var database: GatewayDatabase
+    var changelog: GatewayChangelog
+    var durability: Durability
     /// This replica's claim on its file, held as long as the parts are.
     var claim: OwnedDataFile
 }
@@ -54,12 +56,17 @@ func buildOAuthGateway(
     let checkpointer = WALCheckpointer(database: database.database, logger: logger)
     // A suppression list converted at open (or anything erased before a crash) leaves the WAL at start.
     checkpointer.request()
+    // The state's changelog, and what every acknowledgement waits for (an answer, an erasure's ack, a commit).
+    let changelog = GatewayChangelog(
+        database: database, producer: producer, admin: context.admin, topic: topics.gatewayState,
+        bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger, idleInterval: config.changelogInterval)
+    let durability = Durability(changelog: changelog, relay: relay)
     let statusConsumer = try context.consumer(group: "oauth-gateway", topics: [topics.pdrStatus])
     // Completed erasures become the tenants' account-purged security events.
     let completionConsumer = try context.consumer(group: "oauth-gateway.ssf", topics: [topics.erasureCompleted])
     let participant = try context.erasureParticipant(
         "oauth-gateway", holds: ["accountId", "accessToken", "refreshToken"],
-        handler: GatewayErasureHandler(database: database, checkpointer: checkpointer))
+        handler: GatewayErasureHandler(database: database, checkpointer: checkpointer, durability: durability))
 
     // Created after everything that can throw, so a failed start never leaves a client that was not shut down.
     let httpClient = atlassianHTTPClient()
@@ -74,9 +81,6 @@ func buildOAuthGateway(
     // Becoming the active replica: the state as the changelog holds it (the replica before may have had another
     // volume), then what this process configures at start (the shared app) written again over it, and the keys
     // loaded again, as read back or rotated by the replica before.
-    let changelog = GatewayChangelog(
-        database: database, producer: producer, admin: context.admin, topic: topics.gatewayState,
-        bootstrapServers: config.standard.kafka.bootstrapServers, logger: logger)
     context.lease?.beforeActive {
         try await changelog.takeOver(previousActivation: context.peers?.directory.active?.activatedAt)
         try await registerSharedApp(config: config, database: database)
@@ -84,31 +88,41 @@ func buildOAuthGateway(
         try await gateway.signer.load()
     }
 
-    let http = gatewayServers(context, config: config, gateway: gateway, database: database)
+    let http = gatewayServers(context, config: config, gateway: gateway, database: database, durability: durability)
     let group = context.serviceGroup(
         [
             changelog, relay, checkpointer, participant,
-            StatusConsumer(consumer: statusConsumer, gateway: gateway, producer: producer, logger: logger),
+            StatusConsumer(
+                consumer: statusConsumer, gateway: gateway, durability: durability, producer: producer, logger: logger),
             ExpiryPruner(database: database, logger: logger),
             DataKeyRotation(database: database, box: gateway.box, logger: logger),
-            CompletionConsumer(consumer: completionConsumer, database: database, producer: producer, logger: logger),
+            CompletionConsumer(
+                consumer: completionConsumer, database: database, durability: durability, producer: producer,
+                logger: logger),
             SecurityEventDelivery(
                 gateway: gateway, httpClient: httpClient, settings: config.securityEventDelivery, logger: logger),
             ConnectionKeepAlive(database: database, vault: gateway.vault, settings: config.keepAlive, logger: logger),
         ],
         resources: [HTTPClientService(client: httpClient)], http: http, handleSignals: handleSignals)
-    return OAuthGatewayParts(group: group, gateway: gateway, database: database, claim: claim)
+    return OAuthGatewayParts(
+        group: group, gateway: gateway, database: database, changelog: changelog, durability: durability, claim: claim)
 }
 
 /// The gateway's listeners. The reporting-token API is on the internal listener only (the gateway always has one):
 /// never through the public URL, whatever a proxy in front of the public port forwards.
 private func gatewayServers(
-    _ context: ServiceContext, config: OAuthGatewayConfig, gateway: Gateway, database: GatewayDatabase
+    _ context: ServiceContext, config: OAuthGatewayConfig, gateway: Gateway, database: GatewayDatabase,
+    durability: Durability
 ) -> HTTPServers {
+    // The gateway always has an internal listener (HTTP_INTERNAL_PORT, 9080 by default): two routers, one middleware each.
     context.httpServers(
         database: { try await database.database.check() },
-        internalRoutes: { GatewayAPI.addInternalRoutes(to: $0, gateway: gateway, internalToken: config.internalToken) }
+        internalRoutes: { router in
+            router.add(middleware: DurableAnswers(durability: durability))
+            GatewayAPI.addInternalRoutes(to: router, gateway: gateway, internalToken: config.internalToken)
+        }
     ) { router in
+        router.add(middleware: DurableAnswers(durability: durability))
         GatewayAPI.addRoutes(to: router, gateway: gateway, adminToken: config.adminToken, issuer: config.issuer)
     }
 }

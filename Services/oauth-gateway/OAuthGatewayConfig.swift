@@ -103,10 +103,16 @@ struct OAuthGatewayConfig: Sendable {
             }
             return block
         }
+        changelogInterval = .milliseconds(try reader.int("GATEWAY_CHANGELOG_INTERVAL_MS", default: 50, range: 1...60_000))
         keepAlive = KeepAliveSettings(
             after: TimeInterval(try reader.int("GATEWAY_KEEPALIVE_AFTER_DAYS", default: 30, range: 1...80)) * 86_400,
             batch: try reader.int("GATEWAY_KEEPALIVE_BATCH", default: 20, range: 1...10_000))
     }
+
+    /// `GATEWAY_CHANGELOG_INTERVAL_MS` (default 50): how often the changelog's publisher looks for changes nobody
+    /// waits for (background work: deliveries, keep-alive refreshes). A change acknowledged to anyone is published
+    /// before the acknowledgement, whatever this says (``Durability``).
+    var changelogInterval: Duration
 
     /// `GATEWAY_KEEPALIVE_AFTER_DAYS` (default 30, at most 80) and `GATEWAY_KEEPALIVE_BATCH` (default 20 a minute):
     /// when a connection's refresh token is refreshed for its own sake, and how many a minute at most.

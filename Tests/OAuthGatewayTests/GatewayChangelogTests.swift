@@ -4,6 +4,7 @@ import GRDB
 import Logging
 import Messaging
 import Storage
+import Synchronization
 import Testing
 import TestSupport
 
@@ -27,6 +28,98 @@ struct GatewayChangelogTests {
             }
             return state
         }
+    }
+
+    /// The latest record of every key on the gateway's changelog, as the broker holds it now.
+    static func changelog(_ harness: GatewayHarness) async throws -> [String: KafkaMessage] {
+        let producer = try harness.kafka.makeProducer()
+        let latest = Mutex<[String: KafkaMessage]>([:])
+        try await withRunningServices([producer], logger: harness.kafka.logger) {
+            _ = try await RestoreMarker.readToEnd(
+                (0..<3).map { TopicPartition(topic: harness.topics.gatewayState, partition: Int32($0)) },
+                bootstrapServers: harness.kafka.bootstrapServers, producer: producer, clientId: "changelog-test",
+                logger: harness.kafka.logger
+            ) { messages in
+                latest.withLock { latest in
+                    for message in messages { if let key = message.keyString { latest[key] = message } }
+                }
+            }
+        }
+        return latest.withLock { $0 }
+    }
+
+    @Test("""
+        what the gateway acknowledges is on the changelog by then, though its publisher looks on its own only once a \
+        minute: a tenant's creation and a sign-in once answered, an erasure once acked (the connection scrubbed, the \
+        outcome recorded)
+        """)
+    func acknowledgementsWaitForTheChangelog() async throws {
+        try await GatewayHarness.setUp { harness in
+            try await harness.withGateway(environment: ["GATEWAY_CHANGELOG_INTERVAL_MS": "60000"]) { parts in
+                _ = try await VaultTests.signedIn(harness)
+                var records = try await Self.changelog(harness)
+                #expect(records["tenants:acme"]?.value != nil)
+                let connectionId = try await VaultTests.onlyConnection(parts)
+                let signedIn = try #require(records["connections:\(connectionId)"]).decodeEvent(GatewayRowChanged.self)
+                #expect(signedIn.columns["account_id"] == VaultTests.ada && signedIn.columns["refresh_token"] != nil)
+
+                let handler = GatewayErasureHandler(
+                    database: parts.database,
+                    checkpointer: WALCheckpointer(database: parts.database.database, logger: harness.kafka.logger),
+                    durability: parts.durability)
+                // As the participant hands it commands: in a batch.
+                let results = try await handler.applyBatch([EraseSubject(
+                    erasureId: "erasure-ack-1", tenantId: "acme", appId: "acme-app", accountId: VaultTests.ada,
+                    policy: .scrub, cause: .atlassianClosed, issuedAt: Date(), deadline: Date().addingTimeInterval(86_400))])
+                #expect(results.map(\.outcome) == [.scrubbed])
+                records = try await Self.changelog(harness)
+                let scrubbed = try #require(records["connections:\(connectionId)"]).decodeEvent(GatewayRowChanged.self)
+                #expect(scrubbed.columns["account_id"] == nil && scrubbed.columns["refresh_token"] == nil)
+                let recorded = try #require(records["lethe_processed_events:erasure:erasure-ack-1"])
+                #expect(try recorded.decodeEvent(GatewayRowChanged.self).columns["outcome"] == "scrubbed")
+            }
+        }
+    }
+
+    @Test("""
+        with nobody publishing, an acknowledgement's wait gives up at its deadline; once published it returns; a file \
+        that lists nothing waits for nothing; a listing's number is never given again once the listing is gone
+        """)
+    func waitGivesUpAtItsDeadline() async throws {
+        let kafka = try KafkaFixture("gateway-changelog-wait")
+        let topics = LetheTopics(namespace: uniqueName("gwwait"))
+        let admin = try KafkaAdmin(bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
+        try await admin.ensureTopics([TopicSpec(Topics.gatewayState, in: topics, partitions: 3)])
+        let directory = try TemporaryDirectory("gateway-changelog-wait")
+        let database = try GatewayDatabase(path: directory.file("gateway.sqlite"), topics: topics)
+        let producer = try kafka.makeProducer()
+        let changelog = GatewayChangelog(
+            database: database, producer: producer, admin: admin, topic: topics.gatewayState,
+            bootstrapServers: kafka.bootstrapServers, logger: kafka.logger)
+        #expect(try await changelog.waitUntilPublished(deadline: .now + .milliseconds(100)))
+
+        try await database.captureChanges()
+        func createTenant(_ id: String) async throws {
+            try await database.database.write { db in
+                try db.execute(
+                    sql: "INSERT INTO tenants (tenant_id, secret_hash, created_at, updated_at) VALUES (?, x'00', 0, 0)",
+                    arguments: [id])
+            }
+        }
+        try await createTenant("acme")
+        let first = try #require(try await database.newestListing())
+        let started = ContinuousClock.now
+        #expect(try await changelog.waitUntilPublished(deadline: .now + .milliseconds(300)) == false)
+        #expect(ContinuousClock.now - started >= .milliseconds(300))
+
+        let published = try await withRunningServices([producer], logger: kafka.logger) {
+            try await changelog.publishPending()
+        }
+        #expect(published == 1)
+        #expect(try await database.newestListing() == nil)
+        #expect(try await changelog.waitUntilPublished(deadline: .now + .milliseconds(100)))
+        try await createTenant("globex")
+        #expect(try #require(try await database.newestListing()) > first)
     }
 
     @Test("""

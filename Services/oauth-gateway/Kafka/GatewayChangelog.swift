@@ -4,6 +4,7 @@ import Logging
 import Messaging
 import Metrics
 import ServiceLifecycle
+import Storage
 import Synchronization
 
 /// Publishes the gateway's changelog (`lethe.gateway.state.v1`, GatewayDatabase+Changelog) while this replica is the
@@ -16,26 +17,58 @@ struct GatewayChangelog: Service {
     let topic: String
     let bootstrapServers: String
     let logger: Logger
+    /// How often the publisher looks for changes nobody waits for (``waitUntilPublished(deadline:)`` wakes it at
+    /// once): the longest such a change waits, and so what a lost volume can lose of them.
+    let idleInterval: Duration
+    private let progress: Progress
 
-    /// How often an idle publisher looks for changes: the longest a change waits, and so what a lost volume can lose.
-    static let pollInterval: Duration = .milliseconds(50)
+    /// The publisher's wake-up and how far it has published, shared by every copy of this value.
+    private final class Progress: Sendable {
+        let wake: AsyncStream<Void>
+        let wakeContinuation: AsyncStream<Void>.Continuation
+        /// The newest listing published and forgotten (`gateway_changes.seq` only grows: AUTOINCREMENT).
+        let publishedThrough = Mutex<Int64>(0)
+
+        init() {
+            (wake, wakeContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        }
+    }
+
+    init(
+        database: GatewayDatabase, producer: KafkaProducer, admin: KafkaAdmin, topic: String, bootstrapServers: String,
+        logger: Logger, idleInterval: Duration = .milliseconds(50)
+    ) {
+        self.database = database
+        self.producer = producer
+        self.admin = admin
+        self.topic = topic
+        self.bootstrapServers = bootstrapServers
+        self.logger = logger
+        self.idleInterval = idleInterval
+        progress = Progress()
+    }
 
     private static let published = Counter(label: "lethe_gateway_changelog_published_total")
 
     /// Publishes listed changes until the service stops, then what is left (the next active replica reads it back).
     func run() async throws {
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+        let interval = idleInterval
+        let continuation = progress.wakeContinuation
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                continuation.yield()
+            }
+        }
+        defer { ticker.cancel() }
+        for await _ in progress.wake.cancelOnGracefulShutdown() {
             do {
-                if try await publishPending() > 0 { continue }
+                try await publishPending()
             } catch {
                 logger.warning("publishing the gateway's changelog failed; retrying", metadata: [
                     "error": "\(error)",
                 ])
-            }
-            do {
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.pollInterval) }
-            } catch {
-                break
+                try? await Task.sleep(for: .milliseconds(200))
             }
         }
         do {
@@ -46,16 +79,39 @@ struct GatewayChangelog: Service {
     }
 
     /// Publishes every listed change, in batches, each forgotten once the broker has it. Returns how many records.
+    /// One caller at a time: the service's loop, or ``takeOver(previousActivation:)`` before the loop starts.
     @discardableResult
     func publishPending() async throws -> Int {
         var total = 0
         while let (records, through) = try await database.pendingChanges(topic: topic) {
             try await producer.send(records)
             try await database.forgetChanges(through: through)
+            progress.publishedThrough.withLock { $0 = max($0, through) }
             total += records.count
             Self.published.increment(by: records.count)
         }
         return total
+    }
+
+    /// Returns once every change this file lists now is on the broker: what acknowledges a change to someone else —
+    /// an answer to a request, an erasure's ack, a consumed record's commit — waits for it, so a replica killed after
+    /// the acknowledgement cannot take the change with it (the next active replica reads the changelog back, not this
+    /// file). Wakes the publisher rather than waiting for its next round. Returns false when `deadline` passed first
+    /// (the broker unreachable: the change is saved and listed, and published once the broker answers); without a
+    /// deadline it waits as long as that takes. Returns at once on a standby: it lists nothing.
+    @discardableResult
+    func waitUntilPublished(deadline: ContinuousClock.Instant? = nil) async throws -> Bool {
+        guard let listed = try await database.newestListing() else { return true }
+        progress.wakeContinuation.yield()
+        // A publication takes a produce round trip: looked at after 1 ms, then less and less often, so that many
+        // requests waiting on a slow broker do not wake hundreds of times a second each.
+        var pause: Duration = .milliseconds(1)
+        while progress.publishedThrough.withLock({ $0 }) < listed {
+            if let deadline, ContinuousClock.now >= deadline { return false }
+            try await Task.sleep(for: pause)
+            pause = min(pause * 2, .milliseconds(20))
+        }
+        return true
     }
 
     /// Makes this replica's file hold the gateway's state before it becomes the active one:
@@ -110,5 +166,25 @@ struct GatewayChangelog: Service {
                 "count": "\(applied.refused)",
             ])
         }
+    }
+}
+
+/// What the gateway waits for before it acknowledges a change to anyone — an answer to a request, an erasure's ack,
+/// a consumed record's commit: the change's changelog records, and the records its transaction queued in the outbox,
+/// on the broker. The file alone does not keep a change: the next active replica reads the changelog back, not this
+/// file, and never sends this file's outbox.
+struct Durability: Sendable {
+    let changelog: GatewayChangelog
+    let relay: OutboxRelay
+
+    /// Returns true once both are on the broker, false when `deadline` passed first (the broker unreachable: the
+    /// change is saved here and goes out once the broker answers, unless this replica dies first). Without a deadline
+    /// it waits as long as the broker takes — an erasure's ack or a record's commit could not go out before it anyway;
+    /// a replica whose broker stays unreachable while it shuts down waits until it is killed, and what it had not
+    /// acknowledged comes again.
+    @discardableResult
+    func wait(deadline: ContinuousClock.Instant? = nil) async throws -> Bool {
+        guard try await changelog.waitUntilPublished(deadline: deadline) else { return false }
+        return try await relay.waitUntilSent(deadline: deadline) == 0
     }
 }

@@ -21,6 +21,7 @@ extension LetheTopics {
 final class StatusConsumer: Service, Sendable {
     private let pipeline: ConsumerPipeline<AccountStatusReported>
     private let gateway: Gateway
+    private let durability: Durability
     private let updated = Counter(label: "lethe_gateway_updated_handled_total")
 
     /// Transient for a status: what the executor's and profile-store's work call transient, and Atlassian answering
@@ -30,7 +31,7 @@ final class StatusConsumer: Service, Sendable {
         return false
     }
 
-    init(consumer: KafkaConsumer, gateway: Gateway, producer: KafkaProducer, logger: Logger) {
+    init(consumer: KafkaConsumer, gateway: Gateway, durability: Durability, producer: KafkaProducer, logger: Logger) {
         self.pipeline = ConsumerPipeline(
             consumer: consumer, producer: producer, logger: logger, work: "profile refresh", retry: Self.retry,
             maxBatch: 1
@@ -40,6 +41,7 @@ final class StatusConsumer: Service, Sendable {
             return status.status == .updated ? status : nil
         }
         self.gateway = gateway
+        self.durability = durability
     }
 
     func run() async throws {
@@ -48,24 +50,51 @@ final class StatusConsumer: Service, Sendable {
                 try await self.gateway.refreshProfiles(record.item)
                 self.updated.increment()
             }
+            // The refreshed profile and its security event on the broker before the offset is committed.
+            try await self.durability.wait()
             return []
         }
     }
 }
 
 /// The gateway as an erasure participant: its connections (tokens, the accountId link) under the tenant's policy.
+/// Acked only once the erasure is in the changelog (``Durability``): else a replica killed just after its ack would
+/// leave the standby that takes over holding what the executor counts as erased.
 struct GatewayErasureHandler: ErasureHandler {
     let database: GatewayDatabase
     /// Freed pages are zeroed (secure_delete); this empties the WAL soon after, so its old page images go too.
     let checkpointer: WALCheckpointer
+    let durability: Durability
 
     func recordedResult(of erasureId: String) async throws -> ErasureResult? {
-        try await database.recordedErasure(erasureId).map { ErasureResult(outcome: $0) }
+        guard let outcome = try await database.recordedErasure(erasureId) else { return nil }
+        // Recorded by a process killed before its changelog went out, perhaps: it goes out before the re-ack.
+        try await durability.wait()
+        return ErasureResult(outcome: outcome)
     }
 
     func apply(_ command: EraseSubject) async throws -> ErasureResult {
         let outcome = try await database.erase(command)
         checkpointer.request()
+        try await durability.wait()
         return ErasureResult(outcome: outcome)
+    }
+
+    /// Each command through `erase` (which answers a recorded erasure with its record; one that throws is `failed`),
+    /// then one wait for all of them instead of one each.
+    func applyBatch(_ commands: [EraseSubject]) async throws -> [ErasureResult] {
+        var results: [ErasureResult] = []
+        results.reserveCapacity(commands.count)
+        for command in commands {
+            do {
+                let outcome = try await database.erase(command)
+                results.append(ErasureResult(outcome: outcome))
+            } catch {
+                results.append(.failed(by: error))
+            }
+        }
+        checkpointer.request()
+        try await durability.wait()
+        return results
     }
 }

@@ -30,8 +30,8 @@ extension GatewayDatabase {
         }
     }
 
-    /// Every table of the gateway's state. Not here: the outbox and the processed-events table (a replica that takes
-    /// over re-reads its topics from the group's committed offsets), and the changelog's own listing.
+    /// Every table of the gateway's state. Not here: the outbox (a replica acknowledges nothing before its records are
+    /// on the broker) and the changelog's own listing.
     static let changelogTables: [ChangelogTable] = [
         ChangelogTable(name: "data_keys", key: ["id"]),
         ChangelogTable(name: "signing_keys", key: ["kid"]),
@@ -45,6 +45,9 @@ extension GatewayDatabase {
         ChangelogTable(name: "ssf_streams", key: ["stream_id"]),
         ChangelogTable(name: "ssf_events", key: ["seq"]),
         ChangelogTable(name: "ssf_erasure_subjects", key: ["subject_digest", "user_id"]),
+        // The erasures applied and their outcomes: a replica that takes over answers a re-sent command from the
+        // state it holds, never from a record its own file kept of a state the changelog does not hold.
+        ChangelogTable(name: "lethe_processed_events", key: ["consumer", "event_id"]),
     ]
 
     /// Starts listing every change to the state tables on the writer connection, for ``GatewayChangelog``. Called when
@@ -94,6 +97,11 @@ extension GatewayDatabase {
             }
             return (records.reversed(), last["seq"])
         }
+    }
+
+    /// The newest listing not yet published (``GatewayChangelog/waitUntilPublished(deadline:)``); nil when none is.
+    func newestListing() async throws -> Int64? {
+        try await database.read { db in try Int64.fetchOne(db, sql: "SELECT max(seq) FROM gateway_changes") }
     }
 
     /// When the newest change still listed was made; nil when none is.

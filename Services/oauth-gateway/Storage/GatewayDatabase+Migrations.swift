@@ -219,5 +219,24 @@ extension GatewayDatabase {
                 );
                 """)
         },
+        // A listing's seq never comes back (AUTOINCREMENT; an INTEGER PRIMARY KEY restarts at 1 once the table is
+        // empty): an acknowledgement waits until the publisher has gone past the newest listing it saw (Durability).
+        // Listings kept as they are. And the staging table an early build of v11 made, if this file has it.
+        Migration("oauth-gateway.v12.changelog-sequence") { db in
+            try db.execute(sql: """
+                CREATE TABLE gateway_changes_v12 (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    tbl TEXT NOT NULL,
+                    k1 NOT NULL,
+                    k2,
+                    listed_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+                );
+                INSERT INTO gateway_changes_v12 (seq, tbl, k1, k2, listed_at)
+                    SELECT seq, tbl, k1, k2, listed_at FROM gateway_changes;
+                DROP TABLE gateway_changes;
+                ALTER TABLE gateway_changes_v12 RENAME TO gateway_changes;
+                DROP TABLE IF EXISTS gateway_read_back;
+                """)
+        },
     ]
 }
