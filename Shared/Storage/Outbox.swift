@@ -47,9 +47,15 @@ package enum Outbox {
             .execute(arguments: [lastId])
     }
 
-    /// How many records wait to be published.
-    package static func pendingCount(in db: GRDB.Database) throws -> Int {
-        try Int.fetchOne(db, sql: "SELECT count(*) FROM lethe_outbox WHERE sent_at IS NULL") ?? 0
+    /// How many records wait to be published; with `lastId`, only those up to it.
+    package static func pendingCount(through lastId: Int64 = .max, in db: GRDB.Database) throws -> Int {
+        try Int.fetchOne(
+            db, sql: "SELECT count(*) FROM lethe_outbox WHERE sent_at IS NULL AND id <= ?", arguments: [lastId]) ?? 0
+    }
+
+    /// The newest record waiting to be published, nil when none is (ids only grow: AUTOINCREMENT).
+    package static func newestPendingId(in db: GRDB.Database) throws -> Int64? {
+        try Int64.fetchOne(db, sql: "SELECT max(id) FROM lethe_outbox WHERE sent_at IS NULL")
     }
 
     /// Every record still in the outbox, sent or not, in outbox order (for tests and diagnostics).

@@ -61,24 +61,37 @@ package final class OutboxRelay: Service, Sendable {
     /// Asks the relay to look at the outbox now.
     package func notify() { wakeContinuation.yield() }
 
-    /// Asks the relay to go now and waits until the outbox holds no unsent record, or until `deadline`; returns how
-    /// many are still unsent (0 once all are). Without a deadline it waits as long as the broker takes, handing the
-    /// count to `stillWaiting` every 10 s. A partition-owning replica calls it before its partitions go, and before it
-    /// reads partitions back, so the changelog holds every change it made.
+    /// Asks the relay to go now and waits until every record the outbox holds unsent at the call is sent, or until
+    /// `deadline`; returns how many of them are still unsent (0 once all are). Records written while it waits are not
+    /// waited for: under a steady load the outbox is seldom empty. Without a deadline it waits as long as the broker
+    /// takes, handing the count to `stillWaiting` every 10 s. A partition-owning replica calls it before its
+    /// partitions go, and before it reads partitions back, so the changelog holds every change it made; oauth-gateway
+    /// before it acknowledges anything.
     package func waitUntilSent(
         deadline: ContinuousClock.Instant? = nil, stillWaiting: (Int) -> Void = { _ in }
     ) async throws -> Int {
+        guard let newest = try await database.read({ db in try Outbox.newestPendingId(in: db) }) else { return 0 }
+        return try await waitUntilSent(through: newest, deadline: deadline, stillWaiting: stillWaiting)
+    }
+
+    /// ``waitUntilSent(deadline:stillWaiting:)`` for the unsent records up to `newest` (an outbox id).
+    package func waitUntilSent(
+        through newest: Int64, deadline: ContinuousClock.Instant? = nil, stillWaiting: (Int) -> Void = { _ in }
+    ) async throws -> Int {
         notify()
         var lastReported = ContinuousClock.now
+        // The relay lingers before it reads: looked at after a few ms, then every 20 ms.
+        var pause: Duration = .milliseconds(2)
         while true {
-            let unsent = try await database.read { db in try Outbox.pendingCount(in: db) }
+            try await Task.sleep(for: pause)
+            pause = min(pause * 2, .milliseconds(20))
+            let unsent = try await database.read { db in try Outbox.pendingCount(through: newest, in: db) }
             if unsent == 0 { return 0 }
             if let deadline, ContinuousClock.now >= deadline { return unsent }
             if ContinuousClock.now - lastReported >= .seconds(10) {
                 lastReported = .now
                 stillWaiting(unsent)
             }
-            try await Task.sleep(for: .milliseconds(20))
         }
     }
 

@@ -349,6 +349,28 @@ struct OutboxRelayTests {
             #expect(Set(sequence) == Set(0..<50), "key \(key) lost a record")
         }
     }
+
+    @Test("""
+        waitUntilSent waits for the records unsent when it is called, not for those written while it waits (under a \
+        steady load the outbox is seldom empty); at its deadline it says how many of them are left
+        """)
+    func waitUntilSentWaitsForWhatWasThere() async throws {
+        let kafka = try KafkaFixture("outbox-wait")
+        let directory = try TemporaryDirectory()
+        let database = try SQLiteDatabase(path: directory.file("wait.sqlite"), migrations: [])
+        // Not running: this test publishes by hand, so it decides what is sent when.
+        let relay = OutboxRelay(database: database, producer: try kafka.makeProducer(), logger: kafka.logger)
+        #expect(try await relay.waitUntilSent(deadline: .now) == 0)
+        try await enqueue(2, keys: 2, topic: "t", into: database)
+        #expect(try await relay.waitUntilSent(deadline: .now + .milliseconds(100)) == 2)
+
+        // What a call sees as unsent, then a record written while it waits, then the first two sent.
+        let newest = try #require(try await database.read { db in try Outbox.newestPendingId(in: db) })
+        try await enqueue(1, keys: 1, topic: "t", into: database)
+        try await database.write { db in try Outbox.markSent(through: newest, in: db) }
+        #expect(try await relay.waitUntilSent(through: newest, deadline: .now + .seconds(20)) == 0)
+        #expect(try await database.read { db in try Outbox.pendingCount(in: db) } == 1)
+    }
 }
 
 @Suite("One replica per SQLite file (OwnedDataFile)")
