@@ -51,8 +51,11 @@ func buildOAuthGateway(
         deadLettered: [\.pdrStatus, \.erasureCommands, \.erasureCompleted])
 
     let producer = context.producer
-    // Sent profiles hold personal data: the relay deletes them as soon as the broker has them.
-    let relay = OutboxRelay(database: database.database, producer: producer, logger: logger, retention: .zero)
+    // Sent profiles hold personal data: the relay deletes them as soon as the broker has them. Answers wait for the
+    // outbox (Durability), so it lingers as briefly as the changelog's publisher.
+    let relay = OutboxRelay(
+        database: database.database, producer: producer, logger: logger, linger: GatewayChangelog.linger,
+        retention: .zero)
     let checkpointer = WALCheckpointer(database: database.database, logger: logger)
     // A suppression list converted at open (or anything erased before a crash) leaves the WAL at start.
     checkpointer.request()

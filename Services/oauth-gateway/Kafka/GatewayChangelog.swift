@@ -49,6 +49,8 @@ struct GatewayChangelog: Service {
     }
 
     private static let published = Counter(label: "lethe_gateway_changelog_published_total")
+    /// How long a woken publisher waits before it reads the listings.
+    static let linger: Duration = .milliseconds(5)
 
     /// Publishes listed changes until the service stops, then what is left (the next active replica reads it back).
     func run() async throws {
@@ -62,6 +64,9 @@ struct GatewayChangelog: Service {
         }
         defer { ticker.cancel() }
         for await _ in progress.wake.cancelOnGracefulShutdown() {
+            // A few ms for the requests answered at about the same time to list their changes too: one round (one
+            // read, one send, one write) for all of them rather than one each.
+            try? await Task.sleep(for: Self.linger)
             do {
                 try await publishPending()
             } catch {
@@ -103,9 +108,9 @@ struct GatewayChangelog: Service {
     func waitUntilPublished(deadline: ContinuousClock.Instant? = nil) async throws -> Bool {
         guard let listed = try await database.newestListing() else { return true }
         progress.wakeContinuation.yield()
-        // A publication takes a produce round trip: looked at after 1 ms, then less and less often, so that many
+        // A publication takes the linger and a produce round trip: looked at after 2 ms, then less and less often, so that many
         // requests waiting on a slow broker do not wake hundreds of times a second each.
-        var pause: Duration = .milliseconds(1)
+        var pause: Duration = .milliseconds(2)
         while progress.publishedThrough.withLock({ $0 }) < listed {
             if let deadline, ContinuousClock.now >= deadline { return false }
             try await Task.sleep(for: pause)
