@@ -142,12 +142,11 @@ package final class OutboxRelay: Service, Sendable {
                 // sync per batch.
                 if retention == .zero {
                     try await database.writeUnsynced { db in try Outbox.deleteSent(through: lastId, in: db) }
-                    sentThrough.withLock { $0 = max($0, lastId) }
                     if batch.contains(where: { $0.message.value == nil }) { checkpointer?.request() }
                 } else {
                     try await database.writeUnsynced { db in try Outbox.markSent(through: lastId, in: db) }
-                    sentThrough.withLock { $0 = max($0, lastId) }
                 }
+                sentThrough.withLock { $0 = max($0, lastId) }
                 failures = 0
                 // A short batch emptied the outbox as it was when read; what was written since has notified the relay,
                 // which drains again: no second read to find nothing.

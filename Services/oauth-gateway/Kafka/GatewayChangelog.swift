@@ -108,8 +108,8 @@ struct GatewayChangelog: Service {
     func waitUntilPublished(deadline: ContinuousClock.Instant? = nil) async throws -> Bool {
         guard let listed = try await database.newestListing() else { return true }
         progress.wakeContinuation.yield()
-        // A publication takes the linger and a produce round trip: looked at after 2 ms, then less and less often, so that many
-        // requests waiting on a slow broker do not wake hundreds of times a second each.
+        // A publication takes the linger and a produce round trip: looked at after 2 ms, then less and less often, so
+        // that many requests waiting on a slow broker do not wake hundreds of times a second each.
         var pause: Duration = .milliseconds(2)
         while progress.publishedThrough.withLock({ $0 }) < listed {
             if let deadline, ContinuousClock.now >= deadline { return false }

@@ -73,11 +73,9 @@ struct GatewayErasureHandler: ErasureHandler {
         return ErasureResult(outcome: outcome)
     }
 
+    /// One command as a batch of one: a failure comes back `failed`, as the participant makes of a thrown error.
     func apply(_ command: EraseSubject) async throws -> ErasureResult {
-        let outcome = try await database.erase(command)
-        checkpointer.request()
-        try await durability.wait()
-        return ErasureResult(outcome: outcome)
+        try await applyBatch([command])[0]
     }
 
     /// Each command through `erase` (which answers a recorded erasure with its record; one that throws is `failed`),
