@@ -57,7 +57,7 @@ func buildErasureExecutor(
     let statePartitions = try await partitions(of: topics.tenants) + partitions(of: topics.erasureParticipants)
 
     let producer = context.producer
-    let relay = OutboxRelay(database: ledger.database, producer: producer, logger: logger)
+    let relay = OutboxRelay(database: ledger.database, producer: producer, logger: logger, linger: config.outboxLinger)
     let checkpointer = WALCheckpointer(database: ledger.database, logger: logger)
     let metrics = ErasureMetrics()
     metrics.restored.record(0)
@@ -90,6 +90,10 @@ func buildErasureExecutor(
         // Red until the tenants and participants topics were read to their end since this start, with why.
         readiness: [ReadinessCheck(name: "state") { try gate.check() }]
     ) { router in
+        // An erasure requested, retried, waived or a participant retired: answered once its changelog record is sent.
+        router.add(middleware: DurableAnswers(changelog: topics.erasureState, readsChangeNothing: true) { deadline in
+            try await relay.waitUntilSent(deadline: deadline) == 0
+        })
         ErasureAPI.addRoutes(
             to: router, ledger: ledger,
             verifier: TenantTokenVerifier(config: config.tenantAuth, httpClient: .shared, logger: logger),

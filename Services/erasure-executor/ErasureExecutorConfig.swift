@@ -35,6 +35,10 @@ struct ErasureExecutorConfig: Sendable {
     /// standbys that forward to it, as before issue 18 — for a deployment that keeps its replicas on one shared
     /// volume. By default each replica owns the partitions its group assigns it, on a data directory of its own.
     var singleActive: Bool
+    /// `ERASURE_OUTBOX_LINGER_MS` (default 20): how long the outbox waits after a change before it sends, so that the
+    /// changes of several batches go out in one produce round. Every acknowledgement waits for it (a consumed record's
+    /// commit, an API answer), so raising it slows those. Tests raise it to hold records back.
+    var outboxLinger: Duration
 
     init(reader: ConfigReader) throws {
         standard = try StandardServiceConfig(reader: reader, defaultPort: 8083)
@@ -47,6 +51,7 @@ struct ErasureExecutorConfig: Sendable {
         restoreAlertSeconds = try reader.int("ERASURE_STATE_RESTORE_SECONDS", default: 15, range: 0...600)
         tenantAuth = try TenantAuthConfig(reader: reader)
         singleActive = try reader.bool("ERASURE_SINGLE_ACTIVE", default: false)
+        outboxLinger = .milliseconds(try reader.int("ERASURE_OUTBOX_LINGER_MS", default: 20, range: 0...60_000))
     }
 
     /// The ledger's settings derived from this configuration.

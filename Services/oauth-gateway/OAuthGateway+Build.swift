@@ -117,15 +117,19 @@ private func gatewayServers(
     _ context: ServiceContext, config: OAuthGatewayConfig, gateway: Gateway, database: GatewayDatabase,
     durability: Durability
 ) -> HTTPServers {
-    // The gateway always has an internal listener (HTTP_INTERNAL_PORT, 9080 by default): two routers, one middleware each.
-    context.httpServers(
+    // The gateway always has an internal listener (HTTP_INTERNAL_PORT, 9080 by default): two routers, one middleware
+    // each. Every method waits: a sign-in's callback is a GET.
+    let durable = DurableAnswers<LetheRequestContext>(
+        changelog: context.topics.gatewayState, readsChangeNothing: false
+    ) { deadline in try await durability.wait(deadline: deadline) }
+    return context.httpServers(
         database: { try await database.database.check() },
         internalRoutes: { router in
-            router.add(middleware: DurableAnswers(durability: durability))
+            router.add(middleware: durable)
             GatewayAPI.addInternalRoutes(to: router, gateway: gateway, internalToken: config.internalToken)
         }
     ) { router in
-        router.add(middleware: DurableAnswers(durability: durability))
+        router.add(middleware: durable)
         GatewayAPI.addRoutes(to: router, gateway: gateway, adminToken: config.adminToken, issuer: config.issuer)
     }
 }

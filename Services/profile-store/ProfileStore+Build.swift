@@ -81,7 +81,8 @@ func buildProfileStore(
         consumer: consumer, topics: topics, database: database, relay: relay, checkpointer: checkpointer,
         acknowledger: context.erasureAcknowledger(
             "profile-store", holds: ["name", "email", "nickname", "picture"],
-            handler: ProfileErasureHandler(database: database, checkpointer: checkpointer)),
+            handler: ProfileErasureHandler(
+                database: database, checkpointer: checkpointer, relay: relay, logger: logger)),
         producer: context.producer,
         partitions: ownership.map {
             ProfileIntake.Partitions(

@@ -71,6 +71,40 @@ struct ExecutorVolumeLossTests {
         await world.stop()
     }
 
+    @Test("""
+        a closed status taken in just before a kill -9 and the loss of the volume is not lost: its offset is committed \
+        only once the erasure's changelog record is sent, so the next start takes it in again
+        """)
+    func takenInJustBeforeTheLossOfTheVolume() async throws {
+        let world = try await ExecutorWorld(kafka: kafka, namespace: "ee-commit")
+        let account = "557058:commit-\(UUID().uuidString.prefix(6))"
+        do {
+            try await world.send(tenant("tenant-v", .delete), topic: world.topics.tenants, key: "tenant-v")
+            try await world.send(declared("absent"), topic: world.topics.erasureParticipants, key: "absent")
+            // The outbox holds what the intake wrote for 10 s: a commit that did not wait for it would come at once.
+            var executor = try await world.startExecutor(settings: [
+                "ERASURE_OUTBOX_LINGER_MS": "10000", "ERASURE_RESEND_SECONDS": "3600",
+            ])
+            try await world.send(closed(account), topic: world.topics.pdrStatus, key: "app-1:\(account)")
+            let opened = await eventually(timeout: .seconds(30), every: .milliseconds(50)) {
+                (try? await executor.get("/v1/erasures").body)?.contains(account) == true
+            }
+            try #require(opened, "the closed status opened no erasure: \(executor.output())")
+            executor.process.killAndReap()
+            await world.stopExecutor()
+            #expect(try Self.removeTheExecutorsFiles(in: world.directory) >= 1)
+
+            executor = try await world.startExecutor(settings: ["ERASURE_RESEND_SECONDS": "3600"])
+            let again = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+                (try? await executor.get("/v1/erasures").body)?.contains(account) == true
+            }
+            #expect(again, "the erasure was lost with the volume: \(executor.output())")
+        } catch {
+            Issue.record(error)
+        }
+        await world.stop()
+    }
+
     /// "present" running and declared; a closed status for `accounts.0` completes with it alone. Then "late" is
     /// declared but does not run, and a closed status for `accounts.1` opens an erasure that waits for it.
     private func startWithOneCompletedAndOneOpen(

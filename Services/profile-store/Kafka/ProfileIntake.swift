@@ -21,10 +21,11 @@ struct IngestStats: Sendable, Equatable {
 /// Consumes `ProfileFetched` and `EraseSubject` in one group, through the shared ``ConsumerPipeline``: each batch
 /// (whatever arrived while the previous one was written, up to `maxBatch`) stores its profiles in one SQLite
 /// transaction with their outbox rows, then applies its erasure commands in another and acknowledges them
-/// (``ErasureAcknowledger``), and its offsets are committed after both. A crash re-delivers at most the uncommitted
-/// batches, which the newest-wins upsert and the recorded outcomes make harmless. Order between a profile and an
-/// erasure of its subject does not matter: the erasure's watermark drops any profile fetched before it was issued,
-/// whichever comes first. Undecodable records go to the DLQ; a failed SQLite write is retried while it is transient.
+/// (``ErasureAcknowledger``), and its offsets are committed after both, once the outbox has sent what they wrote (the
+/// changelog records a partition's next owner reads back). A crash re-delivers at most the uncommitted batches, which
+/// the newest-wins upsert and the recorded outcomes make harmless. Order between a profile and an erasure of its
+/// subject does not matter: the erasure's watermark drops any profile fetched before it was issued, whichever comes
+/// first. Undecodable records go to the DLQ; a failed SQLite write is retried while it is transient.
 ///
 /// **Partition-owned** (unless the service runs behind the lease). The group's range assignor gives a member the same
 /// partition numbers of both topics, which are keyed by subject, so the replica that receives an erasure command is
@@ -130,9 +131,17 @@ final class ProfileIntake: Service, Sendable {
             }
         }
         if !profiles.isEmpty { try await store(profiles) }
-        if !commands.isEmpty {
-            try await acknowledger.handle(commands)
-            relay.notify()
+        // The erasure handler acks a command only once its changelog records are sent (ProfileErasureHandler).
+        if !commands.isEmpty { try await acknowledger.handle(commands) }
+        // The profiles' changelog records and announcements on the broker before the batch's offsets are committed:
+        // else a replica killed in between leaves the next owner of the partition without the profiles (and the
+        // reporter without their accounts), and no record brings them again.
+        if !profiles.isEmpty {
+            _ = try await relay.waitUntilSent { unsent in
+                self.logger.warning("waiting for the outbox to be sent before committing the batch", metadata: [
+                    "count": "\(unsent)",
+                ])
+            }
         }
     }
 

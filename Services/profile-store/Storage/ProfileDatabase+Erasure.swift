@@ -2,6 +2,7 @@ import Contracts
 import ErasureKit
 import Foundation
 import GRDB
+import Logging
 import Storage
 
 // profile-store's side of erasure: the policy applied to its SQLite rows, and its ErasureKit handler.
@@ -122,27 +123,43 @@ extension ProfileDatabase {
     }
 }
 
-/// profile-store's erasure participant: its handler is the database's erase, recorded by erasureId.
+/// profile-store's erasure participant: its handler is the database's erase, recorded by erasureId. An outcome is
+/// handed back (and so acknowledged) only once the erasure's changelog records are on the broker: a replica killed
+/// between its ack and their sending would leave the next owner of the partition reading the profile back from the
+/// changelog while the executor counts it erased (docs/contracts.md, "State another replica reads back").
 struct ProfileErasureHandler: ErasureHandler {
     let database: ProfileDatabase
     /// Empties the WAL soon after erasures, so the erased profiles' old page images leave the `-wal` file too.
     let checkpointer: WALCheckpointer
+    /// Sends the changelog records (and the re-announcements) the erasure wrote.
+    let relay: OutboxRelay
+    let logger: Logger
 
+    /// A recorded outcome waits too: it may be a re-delivery after a crash that left its records unsent.
     func recordedResult(of erasureId: String) async throws -> ErasureResult? {
-        try await database.recordedResult(of: erasureId)
+        guard let recorded = try await database.recordedResult(of: erasureId) else { return nil }
+        try await waitUntilOnTheBroker()
+        return recorded
     }
 
     func apply(_ command: EraseSubject) async throws -> ErasureResult {
-        let result = try await database.erase(command)
-        checkpointer.request()
-        return result
+        try await applyBatch([command])[0]
     }
 
     /// The whole batch in one transaction (`ProfileDatabase.erase(_ commands:)`), then one checkpoint
-    /// request for it.
+    /// request and one wait for it.
     func applyBatch(_ commands: [EraseSubject]) async throws -> [ErasureResult] {
         let results = try await database.erase(commands)
         checkpointer.request()
+        try await waitUntilOnTheBroker()
         return results
+    }
+
+    private func waitUntilOnTheBroker() async throws {
+        _ = try await relay.waitUntilSent { unsent in
+            logger.warning("an erasure waits for the outbox to be sent before its ack", metadata: [
+                "count": "\(unsent)",
+            ])
+        }
     }
 }
