@@ -1,5 +1,6 @@
 import Contracts
 import Logging
+import Synchronization
 
 /// Which failures of a consumer's work are worth retrying, and how to name a failure in logs and dead letters.
 ///
@@ -68,6 +69,7 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
     private let maxBatch: Int
     private let work: String
     private let commits: Bool
+    private let beforeCommit: (@Sendable () async throws -> Void)?
     private let logger: Logger
     private let decode: @Sendable (KafkaMessage) throws -> Item?
 
@@ -76,11 +78,18 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
     ///   - maxBatch: most records per handler call (whatever arrived while the previous batch was handled, up to it).
     ///   - commits: whether a handled batch's offsets are committed; false for a consumer that starts every partition
     ///     from its beginning because it rebuilds that partition's state from the topics.
+    ///   - beforeCommit: what must be done before a handled batch's offsets are committed, when the handler's
+    ///     transaction is not all: a service whose batch wrote changelog records through its outbox waits here until
+    ///     they are on the broker, else a replica killed after the commit would leave the partition's next owner
+    ///     reading back a state without them. It runs while the next batch is handled, so the wait costs latency, not
+    ///     throughput; one batch waits at a time, and a group change or the end of the records waits for it first.
+    ///     When it throws, the batch is not committed (its records come again: handlers are idempotent).
     ///   - decode: the record's meaning, nil for a record the service ignores (committed with its batch), or a throw
     ///     whose description is the dead letter's reason.
     package init(
         consumer: KafkaConsumer, producer: KafkaProducer, logger: Logger, work: String, retry: RetryPolicy,
-        maxBatch: Int, commits: Bool = true, decode: @escaping @Sendable (KafkaMessage) throws -> Item?
+        maxBatch: Int, commits: Bool = true, beforeCommit: (@Sendable () async throws -> Void)? = nil,
+        decode: @escaping @Sendable (KafkaMessage) throws -> Item?
     ) {
         self.consumer = consumer
         self.deadLetters = DeadLetterQueue(producer: producer)
@@ -88,6 +97,7 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
         self.maxBatch = maxBatch
         self.work = work
         self.commits = commits
+        self.beforeCommit = beforeCommit
         self.logger = logger
         self.decode = decode
     }
@@ -114,12 +124,20 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
         let consumer = self.consumer
         let followsClose = onGroupChange != nil
         let running = followsClose ? Task { try await consumer.run() } : Task.detached { try await consumer.run() }
-        let changed = onGroupChange.map { onGroupChange in
-            { @Sendable (change: GroupChange) async throws in
+        let pending = PendingCommit()
+        // A batch still waiting for `beforeCommit` is committed before any group change: a revoked partition's
+        // offsets while it is still this member's, an assigned one's work after the commits before it.
+        let changed: (@Sendable (GroupChange) async throws -> Void)?
+        if onGroupChange != nil || beforeCommit != nil {
+            changed = { @Sendable change in
+                await pending.finish()
+                guard let onGroupChange else { return }
                 try await retryUntilDone("handling a rebalance", logger: logger, policy: retry) {
                     try await onGroupChange(change)
                 }
             }
+        } else {
+            changed = nil
         }
         let failure: (any Error)?
         do {
@@ -130,8 +148,10 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
                     maxBatch: maxBatch, stopOnGracefulShutdown: !followsClose,
                     prepare: { message in Decoded(message: message, item: Result { try decode(message) }) },
                     onGroupChange: changed
-                ) { batch in try await process(batch, handle) }
+                ) { batch in try await process(batch, handle, pending: pending) }
+                await pending.finish()
             } onCancel: {
+                pending.cancel()
                 running.cancel()
             }
             failure = nil
@@ -150,7 +170,7 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
     }
 
     private func process(
-        _ batch: [Decoded], _ handle: @Sendable ([Delivered<Item>]) async throws -> [Refusal]
+        _ batch: [Decoded], _ handle: @Sendable ([Delivered<Item>]) async throws -> [Refusal], pending: PendingCommit
     ) async throws {
         var delivered: [Delivered<Item>] = []
         delivered.reserveCapacity(batch.count)
@@ -165,8 +185,27 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
             for refusal in try await apply(delivered, handle) { try await deadLetter(refusal) }
         }
         guard commits else { return }
+        let messages = batch.map(\.message)
+        guard let beforeCommit else { return await commit(messages) }
+        // The previous batch's commit first (it waited while this batch was handled), so commits stay in order.
+        await pending.finish()
+        let (logger, work) = (self.logger, self.work)
+        pending.start(Task {
+            do {
+                try await beforeCommit()
+            } catch {
+                logger.warning("a batch was handled but is not committed; its records come again", metadata: [
+                    "work": "\(work)", "error": "\(error)",
+                ])
+                return
+            }
+            await commit(messages)
+        })
+    }
+
+    private func commit(_ messages: [KafkaMessage]) async {
         do {
-            try await consumer.commit(batch.map(\.message))
+            try await consumer.commit(messages)
         } catch {
             // Handled already; a redelivery is harmless (handlers are idempotent), so this is not worth stopping for.
             logger.warning("offset commit failed; the batch may be redelivered", metadata: ["error": "\(error)"])
@@ -216,4 +255,22 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
             try await deadLetters.route(message, reason: refusal.reason)
         }
     }
+}
+
+/// The commit of the last handled batch while it waits for the pipeline's `beforeCommit`: at most one.
+private final class PendingCommit: Sendable {
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    func start(_ commit: Task<Void, Never>) { task.withLock { $0 = commit } }
+
+    /// Waits until the pending commit is done (or given up).
+    func finish() async {
+        let pending = task.withLock { pending in
+            defer { pending = nil }
+            return pending
+        }
+        await pending?.value
+    }
+
+    func cancel() { task.withLock { $0?.cancel() } }
 }

@@ -77,6 +77,16 @@ package final class OutboxRelay: Service, Sendable {
         return try await waitUntilSent(through: newest, deadline: deadline, stillWaiting: stillWaiting)
     }
 
+    /// ``waitUntilSent(deadline:stillWaiting:)`` without a deadline, logging a warning every 10 s it still waits
+    /// (the broker unreachable): for an acknowledgement or a commit that must follow the records (`before` says which).
+    package func waitUntilSent(before acknowledgement: String, logger: Logger) async throws {
+        _ = try await waitUntilSent { unsent in
+            logger.warning("waiting for the outbox to be sent before \(acknowledgement)", metadata: [
+                "count": "\(unsent)",
+            ])
+        }
+    }
+
     /// ``waitUntilSent(deadline:stillWaiting:)`` for the unsent records up to `newest` (an outbox id).
     package func waitUntilSent(
         through newest: Int64, deadline: ContinuousClock.Instant? = nil, stillWaiting: (Int) -> Void = { _ in }

@@ -160,4 +160,86 @@ struct ConsumerPipelineTests {
             #expect(owner.seen.withLock { $0 } == ["assigned [0]", "a", "b", "revoked [0]"], "run \(run)")
         }
     }
+
+    /// A pipeline whose commits wait for `beforeCommit`, as profile-store's and the executor's wait for their outbox:
+    /// every event in order, and whether the wait lets a commit through.
+    struct WaitingCommitter: Service {
+        let pipeline: ConsumerPipeline<String>
+        let seen: PartitionOwner.Seen
+
+        init(_ fixture: KafkaFixture, topic: String, group: String, seen: PartitionOwner.Seen, settles: Bool) throws {
+            self.seen = seen
+            self.pipeline = ConsumerPipeline(
+                consumer: try fixture.makeConsumer(group: group, topics: [topic]), producer: try fixture.makeProducer(),
+                logger: fixture.logger, work: "pipeline test", retry: .kafka, maxBatch: 50,
+                beforeCommit: {
+                    seen.withLock { $0.append("settling") }
+                    try await Task.sleep(for: .seconds(3))
+                    guard settles else { throw NotOnTheBroker() }
+                    seen.withLock { $0.append("settled") }
+                }
+            ) { String(decoding: $0.value ?? [], as: UTF8.self) }
+        }
+
+        struct NotOnTheBroker: Error {}
+
+        func run() async throws {
+            try await pipeline.run { batch in
+                seen.withLock { $0 += batch.map(\.item) }
+                return []
+            }
+        }
+    }
+
+    @Test("""
+        with a wait before each commit: the next batch is handled while the previous one waits; a batch whose wait \
+        fails is not committed and comes again to the group's next member; once the wait succeeds it is committed
+        """)
+    func commitsWaitForBeforeCommit() async throws {
+        let topic = try await kafka.makeTopic(partitions: 1)
+        let group = uniqueName("g")
+        let producer = try kafka.makeProducer()
+        func send(_ value: String) async throws {
+            try await producer.send(OutgoingMessage(topic: topic, key: "k", value: Array(value.utf8)))
+        }
+        try await withRunningServices([producer], logger: kafka.logger) {
+            // The first member's waits never succeed: "a" and "b" are handled, neither is committed.
+            let first = PartitionOwner.Seen()
+            try await withRunningServices(
+                [try WaitingCommitter(kafka, topic: topic, group: group, seen: first, settles: false)],
+                logger: kafka.logger
+            ) {
+                try await send("a")
+                #expect(await eventually(timeout: .seconds(60)) { first.withLock { $0.contains("a") } })
+                try await send("b")
+                // "b" arrives and is handled while "a" still waits (3 s).
+                #expect(await eventually(timeout: .seconds(30)) { first.withLock { $0.contains("b") } })
+                #expect(first.withLock { $0 }.starts(with: ["a", "settling", "b"]), "\(first.withLock { $0 })")
+            }
+
+            // The next member gets both again; its waits succeed, so it commits them.
+            let second = PartitionOwner.Seen()
+            try await withRunningServices(
+                [try WaitingCommitter(kafka, topic: topic, group: group, seen: second, settles: true)],
+                logger: kafka.logger
+            ) {
+                let again = await eventually(timeout: .seconds(60)) {
+                    second.withLock { $0.filter { $0.count == 1 } } == ["a", "b"]
+                }
+                #expect(again, "records whose wait failed were not handled again: \(second.withLock { $0 })")
+            }
+            // Shutting down waited for the pending commit.
+            #expect(second.withLock { $0 }.last == "settled", "\(second.withLock { $0 })")
+
+            let third = PartitionOwner.Seen()
+            try await withRunningServices(
+                [try WaitingCommitter(kafka, topic: topic, group: group, seen: third, settles: true)],
+                logger: kafka.logger
+            ) {
+                try await send("c")
+                #expect(await eventually(timeout: .seconds(60)) { third.withLock { $0.contains("c") } })
+            }
+            #expect(third.withLock { $0.filter { $0.count == 1 } } == ["c"], "committed records came again")
+        }
+    }
 }

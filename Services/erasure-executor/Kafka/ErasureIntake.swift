@@ -8,7 +8,7 @@ import Storage
 /// Consumes closed statuses, erasure requests and acks in one group, through the shared ``ConsumerPipeline``:
 /// whatever arrived while the previous batch was written (up to `maxBatch`) is applied in one ledger transaction, and
 /// the batch's offsets are committed once, after it and after the outbox has sent what it wrote (its changelog
-/// records and commands). A batch that completed erasures asks for a WAL checkpoint: the page images from before the
+/// records and commands; the next batch is written meanwhile). A batch that completed erasures asks for a WAL checkpoint: the page images from before the
 /// completion, which hold the raw accountId, leave the `-wal` file soon, not whenever it is next overwritten.
 ///
 /// **Partition-owned.** The group's range assignor gives a member the same partition numbers of the three topics,
@@ -42,7 +42,11 @@ final class ErasureIntake: Service, Sendable {
     ) {
         self.pipeline = ConsumerPipeline(
             consumer: consumer, producer: producer, logger: logger, work: "ledger write", retry: .storage,
-            maxBatch: maxBatch
+            maxBatch: maxBatch,
+            // The batch's changelog records on the broker before its offsets are committed: a replica killed in
+            // between would leave the next owner of the partitions (reading the changelog back, perhaps on an empty
+            // volume) without the erasures it opened or the acks it recorded, and nobody to bring them again.
+            beforeCommit: { try await relay.waitUntilSent(before: "committing a batch", logger: logger) }
         ) { message in try Self.prepare(message, topics: topics) }
         self.checkpointer = checkpointer
         self.ledger = ledger
@@ -133,14 +137,6 @@ final class ErasureIntake: Service, Sendable {
         }
         if notify { relay.notify() }
         if completed { checkpointer.request() }
-        // The batch's changelog records on the broker before its offsets are committed: a replica killed in between
-        // would leave the next owner of the partitions (reading the changelog back, perhaps on an empty volume)
-        // without the erasures it opened or the acks it recorded, and nobody to bring them again.
-        _ = try await relay.waitUntilSent { unsent in
-            self.logger.warning("waiting for the outbox to be sent before committing the batch", metadata: [
-                "count": "\(unsent)",
-            ])
-        }
         return refusals
     }
 

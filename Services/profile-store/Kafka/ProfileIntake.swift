@@ -22,7 +22,7 @@ struct IngestStats: Sendable, Equatable {
 /// (whatever arrived while the previous one was written, up to `maxBatch`) stores its profiles in one SQLite
 /// transaction with their outbox rows, then applies its erasure commands in another and acknowledges them
 /// (``ErasureAcknowledger``), and its offsets are committed after both, once the outbox has sent what they wrote (the
-/// changelog records a partition's next owner reads back). A crash re-delivers at most the uncommitted batches, which
+/// changelog records a partition's next owner reads back; the next batch is written meanwhile). A crash re-delivers at most the uncommitted batches, which
 /// the newest-wins upsert and the recorded outcomes make harmless. Order between a profile and an erasure of its
 /// subject does not matter: the erasure's watermark drops any profile fetched before it was issued, whichever comes
 /// first. Undecodable records go to the DLQ; a failed SQLite write is retried while it is transient.
@@ -75,7 +75,11 @@ final class ProfileIntake: Service, Sendable {
         let (profiles, commands) = (topics.profiles, topics.erasureCommands)
         self.pipeline = ConsumerPipeline(
             consumer: consumer, producer: producer, logger: logger, work: "storing profiles and erasures",
-            retry: RetryPolicy.storage.retrying(RetryPolicy.kafka.isTransient), maxBatch: maxBatch
+            retry: RetryPolicy.storage.retrying(RetryPolicy.kafka.isTransient), maxBatch: maxBatch,
+            // The profiles' changelog records and announcements on the broker before the batch's offsets are
+            // committed: else a replica killed in between leaves the next owner of the partition without the profiles
+            // (and the reporter without their accounts), and no record brings them again.
+            beforeCommit: { try await relay.waitUntilSent(before: "committing a batch", logger: logger) }
         ) { message in
             switch message.topic {
             case profiles: return .profile(try Self.decodeProfile(message))
@@ -133,16 +137,6 @@ final class ProfileIntake: Service, Sendable {
         if !profiles.isEmpty { try await store(profiles) }
         // The erasure handler acks a command only once its changelog records are sent (ProfileErasureHandler).
         if !commands.isEmpty { try await acknowledger.handle(commands) }
-        // The profiles' changelog records and announcements on the broker before the batch's offsets are committed:
-        // else a replica killed in between leaves the next owner of the partition without the profiles (and the
-        // reporter without their accounts), and no record brings them again.
-        if !profiles.isEmpty {
-            _ = try await relay.waitUntilSent { unsent in
-                self.logger.warning("waiting for the outbox to be sent before committing the batch", metadata: [
-                    "count": "\(unsent)",
-                ])
-            }
-        }
     }
 
     private func store(_ batch: [(message: KafkaMessage, profile: ProfileFetched)]) async throws {

@@ -156,10 +156,6 @@ struct ProfileErasureHandler: ErasureHandler {
     }
 
     private func waitUntilOnTheBroker() async throws {
-        _ = try await relay.waitUntilSent { unsent in
-            logger.warning("an erasure waits for the outbox to be sent before its ack", metadata: [
-                "count": "\(unsent)",
-            ])
-        }
+        try await relay.waitUntilSent(before: "acknowledging an erasure", logger: logger)
     }
 }
