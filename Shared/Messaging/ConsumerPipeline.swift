@@ -51,7 +51,8 @@ package struct Refusal: Sendable {
 /// The one way a Lethe service consumes a topic in a consumer group:
 /// **decode** (on the task reading the consumer, so it overlaps the previous batch's work; the CloudEvents header
 /// check is part of `decodeEvent`) → **dead-letter** what cannot be decoded, with the reason → hand the batch to the
-/// service's **handler**, which makes its effect durable (one transaction) → **commit** the batch's offsets, after it.
+/// service's **handler**, which makes its effect durable (one transaction) → **commit** the batch's offsets, after it
+/// (and after `beforeCommit`, for a service whose changelog must hold the batch first).
 ///
 /// A crash anywhere re-delivers at most the uncommitted batches, so handlers are idempotent (newest wins, processed
 /// events, recorded results). A handler failure the ``RetryPolicy`` calls transient is retried until it succeeds or
