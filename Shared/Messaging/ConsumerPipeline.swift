@@ -260,18 +260,29 @@ package struct ConsumerPipeline<Item: Sendable>: Sendable {
 
 /// The commit of the last handled batch while it waits for the pipeline's `beforeCommit`: at most one.
 private final class PendingCommit: Sendable {
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let state = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
 
-    func start(_ commit: Task<Void, Never>) { task.withLock { $0 = commit } }
-
-    /// Waits until the pending commit is done (or given up).
-    func finish() async {
-        let pending = task.withLock { pending in
-            defer { pending = nil }
-            return pending
+    /// A commit started after the pipeline was cancelled is cancelled at once: its wait would outlive the relay it
+    /// waits for.
+    func start(_ commit: Task<Void, Never>) {
+        state.withLock { state in
+            state.task = commit
+            if state.cancelled { commit.cancel() }
         }
-        await pending?.value
     }
 
-    func cancel() { task.withLock { $0?.cancel() } }
+    /// Waits until the pending commit is done (or given up). It stays in place while it is awaited, so that a
+    /// cancellation meanwhile reaches it, else the pipeline would never return.
+    func finish() async {
+        guard let pending = state.withLock({ $0.task }) else { return }
+        await pending.value
+        state.withLock { state in if state.task == pending { state.task = nil } }
+    }
+
+    func cancel() {
+        state.withLock { state in
+            state.cancelled = true
+            state.task?.cancel()
+        }
+    }
 }

@@ -242,4 +242,41 @@ struct ConsumerPipelineTests {
             #expect(third.withLock { $0.filter { $0.count == 1 } } == ["c"], "committed records came again")
         }
     }
+
+    @Test("""
+        cancelled while a batch's commit waits and the next batch waits for it, the pipeline returns: the cancellation \
+        reaches the waiting commit (a replica that lost its lease must stop, not wait for ever for an outbox)
+        """)
+    func cancelledWhileACommitWaits() async throws {
+        let topic = try await kafka.makeTopic(partitions: 1)
+        let producer = try kafka.makeProducer()
+        try await withRunningServices([producer], logger: kafka.logger) {
+            func send(_ value: String) async throws {
+                try await producer.send(OutgoingMessage(topic: topic, key: "k", value: Array(value.utf8)))
+            }
+            let seen = PartitionOwner.Seen()
+            let ended = Mutex(false)
+            let pipeline = ConsumerPipeline(
+                consumer: try kafka.makeConsumer(group: uniqueName("g"), topics: [topic]), producer: producer,
+                logger: kafka.logger, work: "pipeline test", retry: .kafka, maxBatch: 50,
+                beforeCommit: { try await Task.sleep(for: .seconds(3600)) }  // a broker that never takes the records
+            ) { String(decoding: $0.value ?? [], as: UTF8.self) }
+            let running = Task {
+                defer { ended.withLock { $0 = true } }
+                try? await pipeline.run { batch in
+                    seen.withLock { $0 += batch.map(\.item) }
+                    return []
+                }
+            }
+            try await send("a")
+            #expect(await eventually(timeout: .seconds(60)) { seen.withLock { $0.contains("a") } })
+            // "b" is handled, then its batch waits for "a"'s commit, which waits for ever.
+            try await send("b")
+            #expect(await eventually(timeout: .seconds(30)) { seen.withLock { $0.contains("b") } })
+            try await Task.sleep(for: .milliseconds(200))
+            running.cancel()
+            let stopped = await eventually(timeout: .seconds(20)) { ended.withLock { $0 } }
+            #expect(stopped, "the cancelled pipeline still waits for its pending commit")
+        }
+    }
 }
