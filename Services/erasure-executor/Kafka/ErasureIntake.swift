@@ -8,8 +8,9 @@ import Storage
 /// Consumes closed statuses, erasure requests and acks in one group, through the shared ``ConsumerPipeline``:
 /// whatever arrived while the previous batch was written (up to `maxBatch`) is applied in one ledger transaction, and
 /// the batch's offsets are committed once, after it and after the outbox has sent what it wrote (its changelog
-/// records and commands; the next batch is written meanwhile). A batch that completed erasures asks for a WAL checkpoint: the page images from before the
-/// completion, which hold the raw accountId, leave the `-wal` file soon, not whenever it is next overwritten.
+/// records and commands; the next batch is written meanwhile). A batch that completed erasures asks for a WAL
+/// checkpoint: the page images from before the completion, which hold the raw accountId, leave the `-wal` file soon,
+/// not whenever it is next overwritten.
 ///
 /// **Partition-owned.** The group's range assignor gives a member the same partition numbers of the three topics,
 /// and an erasure's records are all on its subject's partition (its id is drawn for it), so a replica owns the

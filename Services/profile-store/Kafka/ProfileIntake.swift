@@ -22,10 +22,11 @@ struct IngestStats: Sendable, Equatable {
 /// (whatever arrived while the previous one was written, up to `maxBatch`) stores its profiles in one SQLite
 /// transaction with their outbox rows, then applies its erasure commands in another and acknowledges them
 /// (``ErasureAcknowledger``), and its offsets are committed after both, once the outbox has sent what they wrote (the
-/// changelog records a partition's next owner reads back; the next batch is written meanwhile). A crash re-delivers at most the uncommitted batches, which
-/// the newest-wins upsert and the recorded outcomes make harmless. Order between a profile and an erasure of its
-/// subject does not matter: the erasure's watermark drops any profile fetched before it was issued, whichever comes
-/// first. Undecodable records go to the DLQ; a failed SQLite write is retried while it is transient.
+/// changelog records a partition's next owner reads back; the next batch is written meanwhile). A crash re-delivers
+/// at most the uncommitted batches, which the newest-wins upsert and the recorded outcomes make harmless. Order
+/// between a profile and an erasure of its subject does not matter: the erasure's watermark drops any profile fetched
+/// before it was issued, whichever comes first. Undecodable records go to the DLQ; a failed SQLite write is retried
+/// while it is transient.
 ///
 /// **Partition-owned** (unless the service runs behind the lease). The group's range assignor gives a member the same
 /// partition numbers of both topics, which are keyed by subject, so the replica that receives an erasure command is
@@ -173,11 +174,7 @@ final class ProfileIntake: Service, Sendable {
         let keep = owned.intersection(held.withLock { $0 })
         let new = owned.subtracting(keep)
         // This replica's own unsent changes go to the changelog first, so the read-back below holds them.
-        _ = try await relay.waitUntilSent { unsent in
-            logger.warning("waiting for the outbox to be sent before reading partitions back", metadata: [
-                "count": "\(unsent)",
-            ])
-        }
+        try await relay.waitUntilSent(before: "reading partitions back", logger: logger)
         let dropped = try await database.dropPartitions(keeping: keep)
         if dropped > 0 { checkpointer.request() }  // the forgotten profiles' page images leave the -wal file
         var restored = ChangelogRestored()
