@@ -4,12 +4,12 @@ import ServiceKit
 /// oauth-gateway: tenants, Atlassian apps, sign-in, the token vault. See docs/oauth-gateway.md.
 @main
 struct OAuthGatewayEntrypoint {
-    static func main() async throws {
+    static func main() async {
         let (logger, registry) = ServiceBootstrap.bootstrap(label: "oauth-gateway")
         let config = ServiceBootstrap.exitOnConfigError { try OAuthGatewayConfig(reader: ConfigReader()) }
         let parts = await ServiceBootstrap.exitOnStartError {
             try await buildOAuthGateway(config: config, logger: logger, registry: registry)
         }
-        try await parts.group.run()
+        await ServiceBootstrap.exitOnRunError { try await parts.group.run() }
     }
 }

@@ -5,7 +5,7 @@ import ServiceKit
 /// profile-store: the system of record for Atlassian profiles.
 @main
 struct ProfileStoreEntrypoint {
-    static func main() async throws {
+    static func main() async {
         if CommandLine.arguments.dropFirst().first == IngestBaseline.command {
             exit(await IngestBaseline.run(Array(CommandLine.arguments.dropFirst(2))))
         }
@@ -14,6 +14,6 @@ struct ProfileStoreEntrypoint {
         let parts = await ServiceBootstrap.exitOnStartError {
             try await buildProfileStore(config: config, logger: logger, registry: registry)
         }
-        try await parts.group.run()
+        await ServiceBootstrap.exitOnRunError { try await parts.group.run() }
     }
 }

@@ -50,4 +50,21 @@ package enum ServiceBootstrap {
             exit(1)
         }
     }
+
+    /// Runs a service until it stops (`body` runs its service group). An error that ends it — a replica that lost its
+    /// lease, a fatal broker error — prints one line to standard error and exits with status 1 at once.
+    ///
+    /// Not `main() throws`: an error thrown out of `main` is a crash, and Swift's backtracer symbolicates every thread
+    /// before the process ends. On a loaded machine that took over 30 s, during which a replica that had lost its lease
+    /// was still a live process holding its ports (the SIGSTOP lease test caught it).
+    package static func exitOnRunError(
+        isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> Void
+    ) async {
+        do {
+            try await body()
+        } catch {
+            FileHandle.standardError.write(Data("stopped: \(error)\n".utf8))
+            exit(1)
+        }
+    }
 }

@@ -86,10 +86,10 @@ struct ErasureExecutorCrashTests {
     private func expectEveryErasureAnnounced(
         kafka: KafkaFixture, topics: LetheTopics, ids: Set<String>, accounts: Int
     ) async throws {
-        let commands = try await readUntil(kafka, topic: topics.erasureCommands, timeout: .seconds(120)) { messages in
-            messages.count >= accounts
-                && Set(messages.compactMap { try? $0.decodeEvent(EraseSubject.self).erasureId }).count >= accounts
-        }
+        let commands = try await readUntilDistinct(
+            kafka, topic: topics.erasureCommands, timeout: .seconds(120),
+            value: { try? $0.decodeEvent(EraseSubject.self).erasureId }
+        ) { distinct, _ in distinct.count >= accounts }
         let announced = Set(try commands.map { try $0.decodeEvent(EraseSubject.self).erasureId })
         #expect(announced == ids, "every erasure in the ledger, and only those, was announced")
     }

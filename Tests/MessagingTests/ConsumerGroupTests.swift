@@ -27,8 +27,15 @@ struct ConsumerGroupTests {
                     sawRevocation.withValue { $0 = true }
                     assigned.withValue { $0.subtract(partitions) }
                 case .message(let message):
-                    processed.withValue { $0.append(String(decoding: message.value ?? [], as: UTF8.self)) }
-                    try await consumer.commit(message)
+                    let count = processed.withValue {
+                        $0.append(String(decoding: message.value ?? [], as: UTF8.self))
+                        return $0.count
+                    }
+                    // Every 100th record, as a pipeline commits per batch: a commit waits for the broker, and one per
+                    // record made this test two to three times slower on a loaded machine, where it missed its 60 s.
+                    // What is not committed when a member leaves is read again by the other one, which the test
+                    // allows (it checks that nothing is lost).
+                    if count % 100 == 0 { try await consumer.commit(message) }
                 }
             }
         }

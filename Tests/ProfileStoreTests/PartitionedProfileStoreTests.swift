@@ -160,10 +160,10 @@ struct PartitionedProfileStoreTests {
     private func acknowledgements(
         of ids: Set<String>, topics: LetheTopics, atLeast: Int = 0
     ) async throws -> [String: ErasureOutcome] {
-        let records = try await readUntil(kafka, topic: topics.erasureAcks, timeout: .seconds(60)) { messages in
-            let acked = Set(messages.compactMap { try? $0.decodeEvent(ErasureAcknowledged.self).erasureId })
-            return ids.isSubset(of: acked) && messages.count >= atLeast
-        }
+        let records = try await readUntilDistinct(
+            kafka, topic: topics.erasureAcks, timeout: .seconds(60),
+            value: { try? $0.decodeEvent(ErasureAcknowledged.self).erasureId }
+        ) { acked, records in ids.isSubset(of: acked) && records >= atLeast }
         var outcomes: [String: ErasureOutcome] = [:]
         for record in records {
             let ack = try record.decodeEvent(ErasureAcknowledged.self)
