@@ -47,6 +47,7 @@ package final class ReplicaLease: Service, Sendable {
     private let logger: Logger
     private let state = Mutex(State.joining)
     private let stateGauge: Gauge
+    private let exitDeadline = Mutex<Duration?>(nil)
 
     /// A lease among the replicas of `service` (the group is `<namespace>.<service>.replicas`); `peers` announces
     /// this replica when it becomes the active one, and forwards a standby's requests (it runs beside the lease).
@@ -66,6 +67,25 @@ package final class ReplicaLease: Service, Sendable {
     }
 
     package var current: State { state.withLock { $0 } }
+
+    /// For a replica that is a process of its own: once the lease is lost, the process exits with status 1 after
+    /// `deadline` if the orderly stop (workers cancelled, consumers closed) has not ended it by then. A replica that
+    /// lost the lease must not run on because one part of it ignores cancellation. A thread, not a task: the
+    /// cooperative pool may be what is stuck.
+    package func exitsProcess(ifStillRunningAfter deadline: Duration) {
+        exitDeadline.withLock { $0 = deadline }
+    }
+
+    private func armExitDeadline() {
+        guard let deadline = exitDeadline.withLock({ $0 }) else { return }
+        let seconds = Double(deadline.components.seconds) + Double(deadline.components.attoseconds) / 1e18
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: seconds)
+            FileHandle.standardError.write(Data(
+                "stopped: this replica lost the active lease and had not stopped \(Int(seconds)) s later; exiting\n".utf8))
+            exit(1)
+        }
+    }
 
     /// `step` runs each time this replica is about to become the active one, before any worker starts or any route
     /// answers: what a standby read at start (keys, caches) may have changed under the replica it takes over from.
@@ -147,6 +167,7 @@ package final class ReplicaLease: Service, Sendable {
             guard !partitions.isEmpty, current == .active, !Task.isShuttingDownGracefully else { return }
             stateGauge.record(0)
             logger.critical("lost the active lease while running; stopping", metadata: ["replica.service": "\(service)"])
+            armExitDeadline()
             throw LeaseLost()
         }
     }

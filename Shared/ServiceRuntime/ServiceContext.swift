@@ -178,10 +178,12 @@ package struct ServiceContext: Sendable {
     /// With a lease, it runs right after the producer and `resources`, and each of `services` starts only once this
     /// replica is the active one (``ActiveOnly``); stopping, the lease is let go after every worker ended, so the next
     /// active replica never overlaps this one. `resources` (an HTTP client's lifetime, say) and ``peers`` run on every
-    /// replica.
+    /// replica. A process of its own (`handleSignals`) that loses its lease exits within 10 s whatever part of it
+    /// ignores the cancellation (``ReplicaLease/exitsProcess(ifStillRunningAfter:)``).
     package func serviceGroup(
         _ services: [any Service], resources: [any Service] = [], http: HTTPServers, handleSignals: Bool
     ) -> ServiceGroup {
+        if handleSignals { lease?.exitsProcess(ifStillRunningAfter: .seconds(10)) }
         let workers: [any Service] = lease.map { lease in [lease] + services.map { ActiveOnly($0, lease: lease) } }
             ?? services
         let everywhere: [any Service] = [producer] + (peers.map { [$0] } ?? []) + resources
