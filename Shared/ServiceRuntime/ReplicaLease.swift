@@ -83,7 +83,7 @@ package final class ReplicaLease: Service, Sendable {
             Thread.sleep(forTimeInterval: seconds)
             FileHandle.standardError.write(Data(
                 "stopped: this replica lost the active lease and had not stopped \(Int(seconds)) s later; exiting\n".utf8))
-            exit(1)
+            _exit(1)  // not exit(): the orderly stop may be calling exit() at this moment, and it is not thread-safe
         }
     }
 
