@@ -30,11 +30,9 @@ package enum ServiceBootstrap {
         do {
             return try body()
         } catch let error as ConfigError {
-            FileHandle.standardError.write(Data((error.description + "\n").utf8))
-            exit(1)
+            exit(saying: error.description)
         } catch {
-            FileHandle.standardError.write(Data("startup error: \(error)\n".utf8))
-            exit(1)
+            exit(saying: "startup error: \(error)")
         }
     }
 
@@ -46,8 +44,7 @@ package enum ServiceBootstrap {
         do {
             return try await body()
         } catch {
-            FileHandle.standardError.write(Data("startup error: \(error)\n".utf8))
-            exit(1)
+            exit(saying: "startup error: \(error)")
         }
     }
 
@@ -63,8 +60,13 @@ package enum ServiceBootstrap {
         do {
             try await body()
         } catch {
-            FileHandle.standardError.write(Data("stopped: \(error)\n".utf8))
-            exit(1)
+            exit(saying: "stopped: \(error)")
         }
+    }
+
+    /// Writes `line` to standard error and ends the process with status 1.
+    private static func exit(saying line: String) -> Never {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+        Foundation.exit(1)
     }
 }
